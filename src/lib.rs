@@ -1,0 +1,50 @@
+//! hearth: a small XMPP server for a home.
+//!
+//! How a byte travels, and where each step lives:
+//!
+//! ```text
+//! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
+//!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
+//!      └► stream/  c2s negotiation as a sans-IO state machine: STARTTLS, SASL (sasl/), bind
+//!          └► router/   local sessions by JID, RFC 6121 §8 delivery, `from` stamping
+//!              └► features/  server-handled payloads, one file per RFC part or XEP
+//! storage/    SQLite (accounts, …), one writer, numbered migrations
+//! admin/      `hearth user …` subcommands on the same storage
+//! config.rs   typed TOML configuration with defaults and validation
+//! jid.rs      RFC 7622 addresses, normalized on construction
+//! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)
+//! server.rs   wires it together: executor, storage, router, listeners, shutdown
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod features;
+pub mod jid;
+pub mod net;
+pub mod router;
+pub mod server;
+pub mod stanza;
+pub mod storage;
+pub mod stream;
+pub mod xml;
+
+/// XML namespaces used across the crate.
+pub mod ns {
+    pub const CLIENT: &str = "jabber:client";
+    pub const SERVER: &str = "jabber:server";
+    pub const STREAM: &str = "http://etherx.jabber.org/streams";
+    pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+    pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+    pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+    pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+    pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+    pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    pub const PING: &str = "urn:xmpp:ping";
+    pub const VERSION: &str = "jabber:iq:version";
+    pub const TIME: &str = "urn:xmpp:time";
+    pub const DELAY: &str = "urn:xmpp:delay";
+}

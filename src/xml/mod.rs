@@ -1,0 +1,9 @@
+//! XML for XMPP streams: a streaming framer over `xmlparser` that enforces
+//! RFC 6120 §11 restricted XML and size limits, a namespace-resolved element
+//! tree, and an escaping writer.
+
+mod element;
+pub mod framer;
+
+pub use element::{Element, Node, escape_attr, escape_text};
+pub use framer::{Event, Framer, Limits, StreamHeader, XmlError};
