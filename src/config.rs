@@ -1,1 +1,1063 @@
-//! placeholder
+//! Typed configuration: an optional TOML file, validated once into the structs below.
+//!
+//! Every key is optional; with no file at all the server runs on defaults (a `.local`
+//! domain from the host name, data in the usual per-user or systemd directory, a
+//! self-signed certificate generated on first start). The file looks like this:
+//!
+//! ```toml
+//! domain = "kitchen.local"
+//! data_dir = "/var/lib/hearth"
+//! threads = 2
+//!
+//! [c2s]
+//! listen = ["[::]:5222"]             # STARTTLS (RFC 6120 §5)
+//! direct_tls_listen = ["[::]:5223"]  # XEP-0368 direct TLS; [] turns it off
+//! max_stanza_bytes = 262144
+//! max_stanza_bytes_unauthenticated = 10240
+//! negotiation_timeout_secs = 30
+//!
+//! [tls]
+//! cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
+//! key = "/etc/letsencrypt/live/example.org/privkey.pem"
+//!
+//! [auth]
+//! scram_keys = true
+//! max_failures_before_delay = 3
+//! ```
+//!
+//! Relative paths in the file are taken relative to the file's own directory, so
+//! `hearth check` and `hearth serve` agree whatever directory they are started from.
+//!
+//! Errors name the file, the key as a dotted path and the reason, e.g.
+//! `/etc/hearth/hearth.toml: c2s.max_stanza_bytes: must be between 10000 and 16777216 (got 12)`,
+//! so a bad file is reported before any port is opened (DESIGN.md, "What a user gets").
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+/// The validated configuration of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The domain this server hosts (RFC 7622 §3.2 domainpart), normalized: lowercase,
+    /// no trailing dot. Every local JID ends in it.
+    pub domain: String,
+    /// Where the database and the generated certificate live.
+    pub data_dir: PathBuf,
+    /// Executor threads; a Pi has few cores and most work is I/O bound.
+    pub threads: usize,
+    /// Client-to-server listeners and limits.
+    pub c2s: C2sConfig,
+    /// Where the certificate comes from.
+    pub tls: TlsConfig,
+    /// Authentication policy.
+    pub auth: AuthConfig,
+}
+
+/// Client-to-server settings (`[c2s]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2sConfig {
+    /// Plain TCP listeners that require STARTTLS before authentication (RFC 6120 §5).
+    pub listen: Vec<SocketAddr>,
+    /// Listeners where TLS starts at once (XEP-0368); may be empty.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Largest stanza accepted from an authenticated client, in bytes of XML.
+    pub max_stanza_bytes: usize,
+    /// Largest element accepted before authentication; small, because anyone can send it.
+    pub max_stanza_bytes_unauthenticated: usize,
+    /// A stream that is not authenticated and bound within this time is closed, so idle
+    /// half-open connections cannot pile up.
+    pub negotiation_timeout: Duration,
+}
+
+/// TLS settings (`[tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where the certificate and its key come from.
+    pub certificate: CertificateSource,
+}
+
+/// Where the server's certificate comes from. "Both or neither" of `tls.cert` and
+/// `tls.key` is checked at load time, so a half-configured pair cannot exist here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// PEM files given in the configuration (e.g. from certbot), reloaded on SIGHUP.
+    Files {
+        /// Certificate chain, end-entity certificate first.
+        cert: PathBuf,
+        /// The private key of the end-entity certificate.
+        key: PathBuf,
+    },
+    /// A self-signed certificate kept in `<data_dir>/tls/`, generated on first start.
+    SelfSigned,
+}
+
+/// Authentication settings (`[auth]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Store SCRAM-SHA-1/-256 keys next to the argon2id hash so SCRAM (and its -PLUS
+    /// variants) can be offered; without them only PLAIN over TLS is offered.
+    pub scram_keys: bool,
+    /// Failed authentications allowed on a connection before answers are delayed.
+    pub max_failures_before_delay: u32,
+}
+
+/// Limits that the checks below and their error messages share.
+mod limits {
+    use std::ops::RangeInclusive;
+
+    pub const THREADS: RangeInclusive<i64> = 1..=64;
+    /// RFC 6120 §13.12: a server's stanza size limit MUST NOT be below 10000 bytes.
+    pub const MAX_STANZA_BYTES: RangeInclusive<i64> = 10_000..=16 * 1024 * 1024;
+    pub const MAX_STANZA_BYTES_UNAUTHENTICATED: RangeInclusive<i64> = 1024..=16 * 1024 * 1024;
+    pub const NEGOTIATION_TIMEOUT_SECS: RangeInclusive<i64> = 1..=600;
+    pub const MAX_FAILURES_BEFORE_DELAY: RangeInclusive<i64> = 0..=100;
+}
+
+/// Defaults, named so the documentation and the code cannot drift apart.
+mod defaults {
+    pub const DOMAIN_FALLBACK: &str = "hearth.local";
+    pub const DATA_DIR_FALLBACK: &str = "hearth-data";
+    pub const MAX_THREADS: usize = 4;
+    pub const C2S_LISTEN: &str = "[::]:5222";
+    pub const DIRECT_TLS_LISTEN: &str = "[::]:5223";
+    pub const MAX_STANZA_BYTES: usize = 256 * 1024;
+    /// Enough for SASL and bind exchanges with long JIDs; RFC 6120 §13.12's 10000-byte
+    /// minimum is for stanzas, which only an authenticated client can send.
+    pub const MAX_STANZA_BYTES_UNAUTHENTICATED: usize = 10 * 1024;
+    pub const NEGOTIATION_TIMEOUT_SECS: u64 = 30;
+    pub const SCRAM_KEYS: bool = true;
+    pub const MAX_FAILURES_BEFORE_DELAY: u32 = 3;
+}
+
+impl Config {
+    /// Loads `path`, or returns [`Config::defaults`] when there is no file to load.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::defaults());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            kind: ConfigErrorKind::Read(e),
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates `s`; `origin` is the file it came from, named in errors and
+    /// used as the base of relative paths.
+    pub fn from_toml_str(s: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let err = |kind| ConfigError {
+            file: origin.to_owned(),
+            kind,
+        };
+        let de = toml::de::Deserializer::parse(s).map_err(|e| err(syntax_error(s, &e)))?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| err(shape_error(e)))?;
+        let base = origin.parent().unwrap_or(Path::new(""));
+        raw.validate(base, &SystemEnv).map_err(err)
+    }
+
+    /// The configuration used when there is no file: every key at its default.
+    pub fn defaults() -> Config {
+        RawConfig::default()
+            .validate(Path::new(""), &SystemEnv)
+            // The defaults are constants and a domain that `default_domain` has already
+            // validated; failing here would be a bug in this file, not bad input.
+            .unwrap_or_else(|e| panic!("built-in defaults are invalid: {e:?}"))
+    }
+}
+
+/// A configuration error: which file, and what is wrong in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file that was read (or would have been).
+    pub file: PathBuf,
+    /// What went wrong.
+    pub kind: ConfigErrorKind,
+}
+
+/// What went wrong in a configuration file. Keys are dotted paths (`c2s.listen[1]`).
+#[derive(Debug)]
+pub enum ConfigErrorKind {
+    /// The file could not be read.
+    Read(io::Error),
+    /// The file is not valid TOML.
+    Syntax {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column (in characters) of the error.
+        column: usize,
+        /// The parser's description.
+        message: String,
+    },
+    /// A key hearth does not know, usually a typo.
+    UnknownKey {
+        /// The dotted path of the key.
+        key: String,
+        /// The keys allowed at that place, as the parser lists them.
+        expected: String,
+    },
+    /// A value of the wrong type, e.g. a string where a number belongs.
+    WrongType {
+        /// The dotted path of the key.
+        key: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+    /// A number outside its allowed range.
+    OutOfRange {
+        /// The dotted path of the key.
+        key: &'static str,
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+        /// The value in the file.
+        got: i64,
+    },
+    /// A value of the right type that still makes no sense (bad address, bad domain,
+    /// a certificate without its key, …).
+    Invalid {
+        /// The dotted path of the key.
+        key: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match &self.kind {
+            ConfigErrorKind::Read(e) => write!(f, "{file}: cannot read: {e}"),
+            ConfigErrorKind::Syntax {
+                line,
+                column,
+                message,
+            } => write!(f, "{file}: line {line}, column {column}: {message}"),
+            ConfigErrorKind::UnknownKey { key, expected } if expected.is_empty() => {
+                write!(f, "{file}: unknown key \"{key}\"")
+            }
+            ConfigErrorKind::UnknownKey { key, expected } => {
+                write!(f, "{file}: unknown key \"{key}\" ({expected})")
+            }
+            ConfigErrorKind::WrongType { key, message } => write!(f, "{file}: {key}: {message}"),
+            ConfigErrorKind::OutOfRange { key, min, max, got } => {
+                write!(
+                    f,
+                    "{file}: {key}: must be between {min} and {max} (got {got})"
+                )
+            }
+            ConfigErrorKind::Invalid { key, reason } => write!(f, "{file}: {key}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ConfigErrorKind::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Turns a TOML syntax error into a line and column the user can find.
+fn syntax_error(source: &str, e: &toml::de::Error) -> ConfigErrorKind {
+    let (line, column) = e
+        .span()
+        .map(|span| line_and_column(source, span.start))
+        .unwrap_or((1, 1));
+    ConfigErrorKind::Syntax {
+        line,
+        column,
+        message: e.message().to_owned(),
+    }
+}
+
+fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Turns a deserialization error (unknown key, wrong type) into one naming the key.
+fn shape_error(e: serde_path_to_error::Error<toml::de::Error>) -> ConfigErrorKind {
+    let path = e.path().to_string();
+    let message = e.into_inner().message().to_owned();
+    // serde's wording for `deny_unknown_fields` is stable: "unknown field `x`, expected …".
+    // The path tracker stops at the table that holds the key, so the key is appended.
+    if let Some((name, expected)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        return ConfigErrorKind::UnknownKey {
+            key: join_key(&path, name),
+            expected: expected.trim_start_matches(", ").to_owned(),
+        };
+    }
+    ConfigErrorKind::WrongType { key: path, message }
+}
+
+fn join_key(table: &str, key: &str) -> String {
+    if table.is_empty() || table == "." {
+        key.to_owned()
+    } else if table == key || table.ends_with(&format!(".{key}")) {
+        table.to_owned()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// The file as written: every key optional, types as loose as TOML's. `validate` turns it
+// into a `Config`.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of settings")]
+struct RawConfig {
+    domain: Option<String>,
+    data_dir: Option<String>,
+    threads: Option<Int>,
+    c2s: Option<RawC2s>,
+    tls: Option<RawTls>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([c2s])")]
+struct RawC2s {
+    listen: Option<Strings>,
+    direct_tls_listen: Option<Strings>,
+    max_stanza_bytes: Option<Int>,
+    max_stanza_bytes_unauthenticated: Option<Int>,
+    negotiation_timeout_secs: Option<Int>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([tls])")]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([auth])")]
+struct RawAuth {
+    scram_keys: Option<bool>,
+    max_failures_before_delay: Option<Int>,
+}
+
+/// A TOML integer, kept signed and wide so that `-1` or `1e12`-sized values reach the
+/// range check (and its friendly message) instead of a serde overflow error.
+#[derive(Debug, Clone, Copy)]
+struct Int(i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IntVisitor;
+        impl Visitor<'_> for IntVisitor {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_i64(IntVisitor)
+    }
+}
+
+/// An array of strings; its own type only so that a wrong type reads "expected an array
+/// of strings" rather than serde's "expected a sequence".
+#[derive(Debug)]
+struct Strings(Vec<String>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StringsVisitor;
+        impl<'de> Visitor<'de> for StringsVisitor {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(Strings(v))
+            }
+        }
+        d.deserialize_seq(StringsVisitor)
+    }
+}
+
+/// The environment defaults are read from; a trait so tests need not set variables
+/// (`std::env::set_var` is unsafe in edition 2024 and the crate forbids unsafe code).
+trait Env {
+    fn var(&self, name: &str) -> Option<OsString>;
+    fn hostname(&self) -> Option<String>;
+    fn cores(&self) -> usize;
+}
+
+struct SystemEnv;
+
+impl Env for SystemEnv {
+    fn var(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+    fn hostname(&self) -> Option<String> {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok()
+    }
+    fn cores(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path, env: &dyn Env) -> Result<Config, ConfigErrorKind> {
+        let domain = match self.domain {
+            Some(d) => normalize_domain(&d).map_err(|reason| invalid("domain", reason))?,
+            None => default_domain(env.hostname().as_deref()),
+        };
+        let data_dir = match self.data_dir {
+            Some(p) => path_value("data_dir", &p, base)?,
+            None => default_data_dir(env),
+        };
+        let threads = match self.threads {
+            Some(n) => in_range("threads", n, limits::THREADS)? as usize,
+            None => env.cores().clamp(1, defaults::MAX_THREADS),
+        };
+        Ok(Config {
+            domain,
+            data_dir,
+            threads,
+            c2s: self.c2s.unwrap_or_default().validate()?,
+            tls: self.tls.unwrap_or_default().validate(base)?,
+            auth: self.auth.unwrap_or_default().validate()?,
+        })
+    }
+}
+
+impl RawC2s {
+    fn validate(self) -> Result<C2sConfig, ConfigErrorKind> {
+        let listen = match self.listen {
+            Some(list) => addresses("c2s.listen", list)?,
+            None => vec![default_addr(defaults::C2S_LISTEN)],
+        };
+        let direct_tls_listen = match self.direct_tls_listen {
+            Some(list) => addresses("c2s.direct_tls_listen", list)?,
+            None => vec![default_addr(defaults::DIRECT_TLS_LISTEN)],
+        };
+        if listen.is_empty() && direct_tls_listen.is_empty() {
+            return Err(invalid(
+                "c2s.listen",
+                "no listeners: c2s.listen and c2s.direct_tls_listen are both empty",
+            ));
+        }
+        if let Some(addr) = listen.iter().find(|a| direct_tls_listen.contains(a)) {
+            return Err(invalid(
+                "c2s.direct_tls_listen",
+                format!("{addr} is also in c2s.listen; one port cannot serve both"),
+            ));
+        }
+        let max_stanza_bytes = match self.max_stanza_bytes {
+            Some(n) => in_range("c2s.max_stanza_bytes", n, limits::MAX_STANZA_BYTES)? as usize,
+            None => defaults::MAX_STANZA_BYTES,
+        };
+        let max_stanza_bytes_unauthenticated = match self.max_stanza_bytes_unauthenticated {
+            Some(n) => in_range(
+                "c2s.max_stanza_bytes_unauthenticated",
+                n,
+                limits::MAX_STANZA_BYTES_UNAUTHENTICATED,
+            )? as usize,
+            None => defaults::MAX_STANZA_BYTES_UNAUTHENTICATED.min(max_stanza_bytes),
+        };
+        if max_stanza_bytes_unauthenticated > max_stanza_bytes {
+            return Err(invalid(
+                "c2s.max_stanza_bytes_unauthenticated",
+                format!(
+                    "must not exceed c2s.max_stanza_bytes ({max_stanza_bytes}) (got {max_stanza_bytes_unauthenticated})"
+                ),
+            ));
+        }
+        let negotiation_timeout_secs = match self.negotiation_timeout_secs {
+            Some(n) => in_range(
+                "c2s.negotiation_timeout_secs",
+                n,
+                limits::NEGOTIATION_TIMEOUT_SECS,
+            )? as u64,
+            None => defaults::NEGOTIATION_TIMEOUT_SECS,
+        };
+        Ok(C2sConfig {
+            listen,
+            direct_tls_listen,
+            max_stanza_bytes,
+            max_stanza_bytes_unauthenticated,
+            negotiation_timeout: Duration::from_secs(negotiation_timeout_secs),
+        })
+    }
+}
+
+impl RawTls {
+    fn validate(self, base: &Path) -> Result<TlsConfig, ConfigErrorKind> {
+        let certificate = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => CertificateSource::Files {
+                cert: path_value("tls.cert", &cert, base)?,
+                key: path_value("tls.key", &key, base)?,
+            },
+            (None, None) => CertificateSource::SelfSigned,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key",
+                    "missing: tls.cert is set, and tls.cert and tls.key must be given together",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert",
+                    "missing: tls.key is set, and tls.cert and tls.key must be given together",
+                ));
+            }
+        };
+        Ok(TlsConfig { certificate })
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<AuthConfig, ConfigErrorKind> {
+        Ok(AuthConfig {
+            scram_keys: self.scram_keys.unwrap_or(defaults::SCRAM_KEYS),
+            max_failures_before_delay: match self.max_failures_before_delay {
+                Some(n) => in_range(
+                    "auth.max_failures_before_delay",
+                    n,
+                    limits::MAX_FAILURES_BEFORE_DELAY,
+                )? as u32,
+                None => defaults::MAX_FAILURES_BEFORE_DELAY,
+            },
+        })
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigErrorKind {
+    ConfigErrorKind::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks `n` against `range`. Every range used here lies within `0..=i64::MAX` and fits a
+/// `u32` or `usize`, so callers may cast the result.
+fn in_range(
+    key: &'static str,
+    n: Int,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ConfigErrorKind> {
+    if range.contains(&n.0) {
+        Ok(n.0)
+    } else {
+        Err(ConfigErrorKind::OutOfRange {
+            key,
+            min: *range.start(),
+            max: *range.end(),
+            got: n.0,
+        })
+    }
+}
+
+fn path_value(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigErrorKind> {
+    if value.is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    Ok(base.join(value))
+}
+
+fn addresses(key: &str, list: Strings) -> Result<Vec<SocketAddr>, ConfigErrorKind> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(list.0.len());
+    for (i, s) in list.0.iter().enumerate() {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            invalid(
+                &format!("{key}[{i}]"),
+                format!(
+                    "\"{s}\" is not an IP address and port (e.g. \"[::]:5222\" or \"0.0.0.0:5222\")"
+                ),
+            )
+        })?;
+        if out.contains(&addr) {
+            return Err(invalid(
+                &format!("{key}[{i}]"),
+                format!("{addr} is listed twice"),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+fn default_addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("built-in default address {s:?} does not parse"))
+}
+
+/// `<first label of the host name>.local`, the name mDNS answers for (RFC 6762 §3), or
+/// `hearth.local` when the host name is missing or unusable.
+fn default_domain(hostname: Option<&str>) -> String {
+    hostname
+        .map(str::trim)
+        .and_then(|h| h.split('.').next())
+        .filter(|label| !label.is_empty() && *label != "localhost")
+        .and_then(|label| normalize_domain(&format!("{label}.local")).ok())
+        .unwrap_or_else(|| defaults::DOMAIN_FALLBACK.to_owned())
+}
+
+/// systemd's `StateDirectory=` first, then the XDG data directory, then the home
+/// directory, then the working directory.
+fn default_data_dir(env: &dyn Env) -> PathBuf {
+    let non_empty = |name| env.var(name).filter(|v| !v.is_empty());
+    if let Some(dirs) = non_empty("STATE_DIRECTORY") {
+        // systemd passes one path per StateDirectory= entry, colon-separated.
+        if let Some(first) = std::env::split_paths(&dirs).find(|p| !p.as_os_str().is_empty()) {
+            return first;
+        }
+    }
+    if let Some(xdg) = non_empty("XDG_DATA_HOME").map(PathBuf::from) {
+        // The XDG base directory spec says relative paths are invalid and to be ignored.
+        if xdg.is_absolute() {
+            return xdg.join("hearth");
+        }
+    }
+    if let Some(home) = non_empty("HOME") {
+        return PathBuf::from(home).join(".local/share/hearth");
+    }
+    PathBuf::from(defaults::DATA_DIR_FALLBACK)
+}
+
+/// A minimal RFC 7622 §3.2 domainpart check: no trailing dot, lowercase, LDH labels (an
+/// IP literal passes as such, an IPv6 one in brackets), or an internationalized name that
+/// IDNA accepts, kept in its Unicode form.
+// TODO(merge): use jid::normalize_domain
+fn normalize_domain(raw: &str) -> Result<String, String> {
+    // RFC 7622 §3.2: a trailing dot is stripped before any other processing.
+    let s = raw.strip_suffix('.').unwrap_or(raw);
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let has_a_label = s
+        .split('.')
+        .any(|l| l.len() > 4 && l[..4].eq_ignore_ascii_case("xn--"));
+    if s.is_ascii() && !has_a_label {
+        let lower = s.to_ascii_lowercase();
+        if let Some(v6) = lower.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            return match v6.parse::<Ipv6Addr>() {
+                Ok(_) => Ok(lower),
+                Err(_) => Err(format!("\"{raw}\" is not a valid IPv6 address literal")),
+            };
+        }
+        check_ldh(&lower).map_err(|why| format!("\"{raw}\" is not a valid domain: {why}"))?;
+        Ok(lower)
+    } else {
+        // RFC 7622 §3.2.2: A-labels are compared in their U-label form, so keep that one.
+        let ascii = idna::domain_to_ascii(s)
+            .map_err(|_| format!("\"{raw}\" is not a valid internationalized domain"))?;
+        check_ldh(&ascii).map_err(|why| format!("\"{raw}\" is not a valid domain: {why}"))?;
+        let (unicode, result) = idna::domain_to_unicode(&ascii);
+        result.map_err(|_| format!("\"{raw}\" is not a valid internationalized domain"))?;
+        Ok(unicode)
+    }
+}
+
+/// Letters, digits and hyphens, labels of 1 to 63 octets, at most 253 octets in all
+/// (RFC 1035 §2.3.4 as relaxed by RFC 1123 §2.1).
+fn check_ldh(name: &str) -> Result<(), &'static str> {
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label");
+        }
+        if label.len() > 63 {
+            return Err("a label is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("only letters, digits, '-' and '.' are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label starts or ends with '-'");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const ORIGIN: &str = "/etc/hearth/hearth.toml";
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(s, Path::new(ORIGIN))
+    }
+
+    fn error(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    struct FakeEnv {
+        vars: HashMap<&'static str, &'static str>,
+        hostname: Option<&'static str>,
+        cores: usize,
+    }
+
+    impl Env for FakeEnv {
+        fn var(&self, name: &str) -> Option<OsString> {
+            self.vars.get(name).map(OsString::from)
+        }
+        fn hostname(&self) -> Option<String> {
+            self.hostname.map(str::to_owned)
+        }
+        fn cores(&self) -> usize {
+            self.cores
+        }
+    }
+
+    fn fake_env(vars: &[(&'static str, &'static str)]) -> FakeEnv {
+        FakeEnv {
+            vars: vars.iter().copied().collect(),
+            hostname: Some("Kitchen-Pi\n"),
+            cores: 8,
+        }
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let env = fake_env(&[("HOME", "/home/ann")]);
+        let c = RawConfig::default().validate(Path::new(""), &env).unwrap();
+        assert_eq!(c.domain, "kitchen-pi.local");
+        assert_eq!(c.data_dir, PathBuf::from("/home/ann/.local/share/hearth"));
+        assert_eq!(c.threads, 4);
+        assert_eq!(c.c2s.listen, vec!["[::]:5222".parse().unwrap()]);
+        assert_eq!(c.c2s.direct_tls_listen, vec!["[::]:5223".parse().unwrap()]);
+        assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+        assert_eq!(c.c2s.max_stanza_bytes_unauthenticated, 10_240);
+        assert_eq!(c.c2s.negotiation_timeout, Duration::from_secs(30));
+        assert_eq!(c.tls.certificate, CertificateSource::SelfSigned);
+        assert!(c.auth.scram_keys);
+        assert_eq!(c.auth.max_failures_before_delay, 3);
+    }
+
+    #[test]
+    fn defaults_on_this_machine_are_valid() {
+        let c = Config::defaults();
+        assert!(c.domain.ends_with(".local"), "{}", c.domain);
+        assert!((1..=4).contains(&c.threads));
+        assert_eq!(Config::load(None).unwrap(), c);
+        // An empty file is the same as no file.
+        assert_eq!(parse("").unwrap(), c);
+    }
+
+    #[test]
+    fn data_dir_preference_order() {
+        let dir = |vars: &[(&'static str, &'static str)]| default_data_dir(&fake_env(vars));
+        assert_eq!(
+            dir(&[
+                ("STATE_DIRECTORY", "/var/lib/hearth:/var/lib/other"),
+                ("XDG_DATA_HOME", "/x"),
+                ("HOME", "/h")
+            ]),
+            PathBuf::from("/var/lib/hearth")
+        );
+        assert_eq!(
+            dir(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]),
+            PathBuf::from("/x/hearth")
+        );
+        // A relative XDG_DATA_HOME is ignored, as the XDG spec says.
+        assert_eq!(
+            dir(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]),
+            PathBuf::from("/h/.local/share/hearth")
+        );
+        assert_eq!(
+            dir(&[("STATE_DIRECTORY", ""), ("HOME", "/h")]),
+            PathBuf::from("/h/.local/share/hearth")
+        );
+        assert_eq!(dir(&[]), PathBuf::from("hearth-data"));
+    }
+
+    #[test]
+    fn domain_from_hostname() {
+        assert_eq!(default_domain(Some("pi\n")), "pi.local");
+        assert_eq!(default_domain(Some("Pi.example.org")), "pi.local");
+        assert_eq!(default_domain(Some("")), "hearth.local");
+        assert_eq!(default_domain(Some("localhost")), "hearth.local");
+        assert_eq!(default_domain(Some("bad_name")), "hearth.local");
+        assert_eq!(default_domain(None), "hearth.local");
+    }
+
+    #[test]
+    fn threads_default_is_cores_capped_at_four() {
+        let mut env = fake_env(&[]);
+        env.cores = 2;
+        let c = RawConfig::default().validate(Path::new(""), &env).unwrap();
+        assert_eq!(c.threads, 2);
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+            domain = "Kitchen.Local."
+            data_dir = "/var/lib/hearth"
+            threads = 2
+
+            [c2s]
+            listen = ["0.0.0.0:5222", "[::1]:5222"]
+            direct_tls_listen = []
+            max_stanza_bytes = 65536
+            max_stanza_bytes_unauthenticated = 4096
+            negotiation_timeout_secs = 10
+
+            [tls]
+            cert = "/etc/le/fullchain.pem"
+            key = "privkey.pem"
+
+            [auth]
+            scram_keys = false
+            max_failures_before_delay = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Config {
+                domain: "kitchen.local".into(),
+                data_dir: "/var/lib/hearth".into(),
+                threads: 2,
+                c2s: C2sConfig {
+                    listen: vec![
+                        "0.0.0.0:5222".parse().unwrap(),
+                        "[::1]:5222".parse().unwrap()
+                    ],
+                    direct_tls_listen: vec![],
+                    max_stanza_bytes: 65536,
+                    max_stanza_bytes_unauthenticated: 4096,
+                    negotiation_timeout: Duration::from_secs(10),
+                },
+                tls: TlsConfig {
+                    certificate: CertificateSource::Files {
+                        cert: "/etc/le/fullchain.pem".into(),
+                        // Relative to the configuration file's directory.
+                        key: "/etc/hearth/privkey.pem".into(),
+                    }
+                },
+                auth: AuthConfig {
+                    scram_keys: false,
+                    max_failures_before_delay: 5,
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_a_missing_one() {
+        let dir = std::env::temp_dir().join(format!("hearth-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hearth.toml");
+        std::fs::write(&file, "domain = \"den.local\"\ndata_dir = \"data\"\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.domain, "den.local");
+        assert_eq!(c.data_dir, dir.join("data"));
+
+        let missing = dir.join("nope.toml");
+        let e = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(e.kind, ConfigErrorKind::Read(_)));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_top_level() {
+        assert_eq!(
+            error("domian = \"x.local\""),
+            "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`)"
+        );
+    }
+
+    #[test]
+    fn unknown_key_nested() {
+        let e = error("[c2s]\nlisen = [\"[::]:5222\"]\n");
+        assert!(
+            e.starts_with(
+                "/etc/hearth/hearth.toml: unknown key \"c2s.lisen\" (expected one of `listen`"
+            ),
+            "{e}"
+        );
+        let e = parse("[auth.extra]\nx = 1\n").unwrap_err();
+        assert!(
+            matches!(&e.kind, ConfigErrorKind::UnknownKey { key, .. } if key == "auth.extra"),
+            "{e}"
+        );
+        let e = error("[unknown]\n");
+        assert!(e.contains("unknown key \"unknown\""), "{e}");
+    }
+
+    #[test]
+    fn wrong_type() {
+        assert_eq!(
+            error("threads = \"four\""),
+            "/etc/hearth/hearth.toml: threads: invalid type: string \"four\", expected an integer"
+        );
+        assert_eq!(
+            error("[c2s]\nlisten = \"[::]:5222\""),
+            "/etc/hearth/hearth.toml: c2s.listen: invalid type: string \"[::]:5222\", \
+             expected an array of strings"
+        );
+        assert_eq!(
+            error("[c2s]\nlisten = [5222]"),
+            "/etc/hearth/hearth.toml: c2s.listen[0]: invalid type: integer `5222`, expected a string"
+        );
+        assert_eq!(
+            error("[auth]\nscram_keys = \"yes\""),
+            "/etc/hearth/hearth.toml: auth.scram_keys: invalid type: string \"yes\", expected a boolean"
+        );
+        assert_eq!(
+            error("c2s = 5"),
+            "/etc/hearth/hearth.toml: c2s: invalid type: integer `5`, expected a table ([c2s])"
+        );
+    }
+
+    #[test]
+    fn out_of_range() {
+        assert_eq!(
+            error("[c2s]\nmax_stanza_bytes = 12"),
+            "/etc/hearth/hearth.toml: c2s.max_stanza_bytes: must be between 10000 and 16777216 (got 12)"
+        );
+        assert_eq!(
+            error("threads = -1"),
+            "/etc/hearth/hearth.toml: threads: must be between 1 and 64 (got -1)"
+        );
+        assert_eq!(
+            error("[c2s]\nnegotiation_timeout_secs = 0"),
+            "/etc/hearth/hearth.toml: c2s.negotiation_timeout_secs: must be between 1 and 600 (got 0)"
+        );
+        assert_eq!(
+            error("[auth]\nmax_failures_before_delay = 1000"),
+            "/etc/hearth/hearth.toml: auth.max_failures_before_delay: must be between 0 and 100 (got 1000)"
+        );
+        assert_eq!(
+            error("[c2s]\nmax_stanza_bytes = 20000\nmax_stanza_bytes_unauthenticated = 30000"),
+            "/etc/hearth/hearth.toml: c2s.max_stanza_bytes_unauthenticated: must not exceed \
+             c2s.max_stanza_bytes (20000) (got 30000)"
+        );
+    }
+
+    #[test]
+    fn small_stanza_limit_lowers_the_unauthenticated_default() {
+        let c = parse("[c2s]\nmax_stanza_bytes = 10000").unwrap();
+        assert_eq!(c.c2s.max_stanza_bytes_unauthenticated, 10000);
+    }
+
+    #[test]
+    fn bad_address() {
+        assert_eq!(
+            error("[c2s]\nlisten = [\"[::]:5222\", \"localhost:5222\"]"),
+            "/etc/hearth/hearth.toml: c2s.listen[1]: \"localhost:5222\" is not an IP address \
+             and port (e.g. \"[::]:5222\" or \"0.0.0.0:5222\")"
+        );
+        let e = error("[c2s]\ndirect_tls_listen = [\"0.0.0.0:5223\", \"0.0.0.0:5223\"]");
+        assert!(
+            e.ends_with("c2s.direct_tls_listen[1]: 0.0.0.0:5223 is listed twice"),
+            "{e}"
+        );
+        let e = error("[c2s]\nlisten = [\"0.0.0.0:5222\"]\ndirect_tls_listen = [\"0.0.0.0:5222\"]");
+        assert!(
+            e.contains("c2s.direct_tls_listen: 0.0.0.0:5222 is also in c2s.listen"),
+            "{e}"
+        );
+        let e = error("[c2s]\nlisten = []\ndirect_tls_listen = []");
+        assert!(e.contains("c2s.listen: no listeners"), "{e}");
+    }
+
+    #[test]
+    fn cert_without_key() {
+        assert_eq!(
+            error("[tls]\ncert = \"/etc/le/fullchain.pem\""),
+            "/etc/hearth/hearth.toml: tls.key: missing: tls.cert is set, and tls.cert and \
+             tls.key must be given together"
+        );
+        let e = error("[tls]\nkey = \"/etc/le/privkey.pem\"");
+        assert!(e.contains("tls.cert: missing: tls.key is set"), "{e}");
+        let e = error("[tls]\ncert = \"\"\nkey = \"k.pem\"");
+        assert!(e.ends_with("tls.cert: must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn bad_domain() {
+        let e = error("domain = \"kitchen_pi.local\"");
+        assert!(
+            e.starts_with(
+                "/etc/hearth/hearth.toml: domain: \"kitchen_pi.local\" is not a valid domain"
+            ),
+            "{e}"
+        );
+        assert!(error("domain = \"\"").ends_with("domain: must not be empty"));
+        assert!(error("domain = \"a..b\"").contains("empty label"));
+        assert!(error("domain = \"-a.local\"").contains("starts or ends with '-'"));
+    }
+
+    #[test]
+    fn domain_forms() {
+        assert_eq!(normalize_domain("EXAMPLE.org.").unwrap(), "example.org");
+        assert_eq!(normalize_domain("192.168.1.5").unwrap(), "192.168.1.5");
+        assert_eq!(normalize_domain("[::1]").unwrap(), "[::1]");
+        assert!(normalize_domain("[not-v6]").is_err());
+        assert_eq!(normalize_domain("Küche.example").unwrap(), "küche.example");
+        assert_eq!(
+            normalize_domain("xn--kche-0ra.example").unwrap(),
+            "küche.example"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let e = parse("domain = \"a.local\"\nthreads = = 2\n").unwrap_err();
+        match &e.kind {
+            ConfigErrorKind::Syntax { line, column, .. } => {
+                assert_eq!((*line, *column), (2, 11), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with("/etc/hearth/hearth.toml: line 2, column 11: "),
+            "{e}"
+        );
+        // Duplicate keys are a TOML error, not silently "last one wins".
+        let e = error("threads = 1\nthreads = 2\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

@@ -1,1 +1,3 @@
-//! placeholder
+//! The network layer: listeners, TLS and the connection loop, the only code that touches sockets.
+
+pub mod tls;
