@@ -1,0 +1,270 @@
+//! Opening `hearth.db` and the [`Storage`] handle around its connection.
+
+use super::{StorageError, migrations};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE_NAME: &str = "hearth.db";
+
+/// How long a statement waits for another connection's write lock before failing. The admin
+/// CLI and the running server share the file; their writes are short, so this is generous.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The handle to hearth's database. Cheap to clone (an `Arc` inside); every clone uses the
+/// same connection, so all of a process's writes go through one owner (DESIGN.md "Storage").
+///
+/// Methods block: async code calls them through `smol::unblock`.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+    /// Whether accounts get SCRAM keys and SCRAM lookups answer (DESIGN.md "Credentials").
+    /// Off means only PLAIN (inside TLS) can log in, and nothing password-equivalent for
+    /// SCRAM sits in the file. Per handle, so it is outside the `Arc`.
+    scram_keys: bool,
+}
+
+struct Inner {
+    /// The database file, for error messages and for `hearth backup`.
+    path: PathBuf,
+    /// One connection per process, serialized by the mutex: SQLite has one writer anyway, and
+    /// the statements are short (password hashing runs outside the lock).
+    conn: Mutex<Connection>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) `hearth.db` in `data_dir`, creating the directory (mode
+    /// 0700) and the file (mode 0600) when they are missing, and migrates the schema.
+    ///
+    /// The connection runs in WAL mode with `synchronous=FULL` (an accepted write survives a
+    /// power cut), foreign keys enforced, and a busy timeout so that `hearth user …` can run
+    /// while the server does.
+    pub fn open(data_dir: &Path) -> Result<Storage, StorageError> {
+        create_private_dir(data_dir).map_err(|source| StorageError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE_NAME);
+        create_private_file(&path).map_err(|source| StorageError::CreateFile {
+            path: path.clone(),
+            source,
+        })?;
+        let sqlite = |action: &'static str| {
+            let path = path.clone();
+            move |source| StorageError::Sqlite {
+                path,
+                action,
+                source,
+            }
+        };
+        let mut conn = Connection::open(&path).map_err(sqlite("open the file"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite("set the busy timeout"))?;
+        // WAL is a property of the file and persists; the other two are per connection.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sqlite("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some file systems (network mounts) cannot do WAL. Still correct, just less
+            // concurrent: the busy timeout covers the difference.
+            log::warn!(
+                "database {}: WAL mode unavailable, journal mode is {mode}",
+                path.display()
+            );
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite("set synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sqlite("turn on foreign keys"))?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(Storage {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+            }),
+            scram_keys: true,
+        })
+    }
+
+    /// Turns storing and serving SCRAM keys on (the default) or off. Off: new and changed
+    /// passwords get no SCRAM keys, and [`super::Accounts::scram_credentials`] answers `None`
+    /// even for keys stored earlier, so only PLAIN works.
+    #[must_use]
+    pub fn with_scram_keys(mut self, on: bool) -> Storage {
+        self.scram_keys = on;
+        self
+    }
+
+    /// Whether SCRAM keys are on for this handle.
+    pub fn scram_keys(&self) -> bool {
+        self.scram_keys
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The connection, for this module's siblings. A panic while it was held (a bug) leaves
+    /// no half-done write behind, since an unfinished rusqlite transaction rolls back on drop,
+    /// so a poisoned lock is safe to take over.
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Maps a rusqlite error to one that names the file and `action`.
+    pub(super) fn sqlite_err(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(rusqlite::Error) -> StorageError {
+        let path = self.inner.path.clone();
+        move |source| StorageError::Sqlite {
+            path,
+            action,
+            source,
+        }
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.inner.path)
+            .field("scram_keys", &self.scram_keys)
+            .finish()
+    }
+}
+
+/// `mkdir -p` with mode 0700 for what it creates: the directory holds credentials.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it, so it is never readable
+/// by others, not even for a moment. SQLite gives the `-wal` and `-shm` files the mode of the
+/// database file. An existing file is left as it is (the owner may have chosen its mode).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Accounts;
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn open_sets_up_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        assert_eq!(storage.path(), dir.path().join(DB_FILE_NAME));
+        assert!(storage.scram_keys());
+        let conn = storage.conn();
+        let journal: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        let foreign_keys: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert!(foreign_keys);
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, migrations::SCHEMA_VERSION);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nested").join("data");
+        let storage = Storage::open(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(storage.path()), 0o600);
+        // A write makes sure the WAL and shared-memory files exist.
+        storage.create_account("alice", "pw").unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let mut name = storage.path().as_os_str().to_owned();
+            name.push(suffix);
+            assert_eq!(mode(Path::new(&name)), 0o600, "{suffix}");
+        }
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        Storage::open(dir.path())
+            .unwrap()
+            .create_account("alice", "secret")
+            .unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        assert!(storage.verify_password("alice", "secret").unwrap());
+    }
+
+    #[test]
+    fn second_handle_on_same_file_sees_changes() {
+        // Like `hearth user add` while `hearth serve` runs: two connections, one file.
+        let dir = tempfile::tempdir().unwrap();
+        let server = Storage::open(dir.path()).unwrap();
+        let cli = Storage::open(dir.path()).unwrap();
+        assert!(!server.account_exists("bob").unwrap());
+        cli.create_account("bob", "pw").unwrap();
+        assert!(server.account_exists("bob").unwrap());
+        assert!(server.verify_password("bob", "pw").unwrap());
+        server.set_password("bob", "new").unwrap();
+        assert!(cli.verify_password("bob", "new").unwrap());
+        cli.delete_account("bob").unwrap();
+        assert!(!server.account_exists("bob").unwrap());
+    }
+
+    #[test]
+    fn clones_share_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Storage::open(dir.path()).unwrap();
+        let b = a.clone().with_scram_keys(false);
+        assert!(a.scram_keys() && !b.scram_keys());
+        assert!(Arc::ptr_eq(&a.inner, &b.inner));
+    }
+
+    #[test]
+    fn open_error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let err = Storage::open(&not_a_dir).unwrap_err();
+        assert!(matches!(err, StorageError::CreateDir { .. }), "{err:?}");
+        assert!(err.to_string().contains(&not_a_dir.display().to_string()));
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE_NAME), [0xffu8; 4096]).unwrap();
+        let err = Storage::open(dir.path()).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains(DB_FILE_NAME), "{shown}");
+    }
+}
