@@ -1,2 +1,2 @@
-//! placeholder
 pub mod sasl;
+pub mod throttle;
