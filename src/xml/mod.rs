@@ -6,4 +6,4 @@ mod element;
 pub mod framer;
 
 pub use element::{Element, Node, escape_attr, escape_text};
-pub use framer::{Event, Framer, Limits, StreamHeader, XmlError};
+pub use framer::{Event, Framer, Limit, Limits, MAX_HEADER_BYTES, StreamHeader, XmlError};
