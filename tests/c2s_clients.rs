@@ -33,9 +33,9 @@ fn login_with(mech: &str, transport: Transport) {
         .as_str()
         .unwrap()
         .to_string();
+    let prefix = format!("{}/", server.jid("alice"));
     assert!(
-        jid.starts_with(&format!("{}/", server.jid("alice")))
-            && jid.len() > "alice@test.local/".len(),
+        jid.starts_with(&prefix) && jid.len() > prefix.len(),
         "bound JID {jid:?} is not a full JID of alice\n{run}"
     );
 }

@@ -134,8 +134,8 @@ pub enum Event {
 pub enum AuthError {
     /// `<failure/>` with this defined condition (RFC 6120 §6.5).
     Failure(String, Box<Node>),
-    /// Something else came back: a stream error, another element, or the stream closed.
-    Unexpected(String),
+    /// Something else came back: a stream error, another element, a close, a timeout.
+    Unexpected(Box<Event>),
     /// Our own mechanism rejected the server's data (e.g. a bad server signature).
     Mechanism(String),
 }
@@ -342,7 +342,7 @@ impl Conn {
         loop {
             let el = match self.recv(REPLY_TIMEOUT) {
                 Event::Item(Item::Element(el)) => el,
-                other => return Err(AuthError::Unexpected(format!("{other:?}"))),
+                other => return Err(AuthError::Unexpected(Box::new(other))),
             };
             let data = || B64.decode(el.text.trim()).unwrap_or_default();
             if el.is("challenge", NS_SASL) {
@@ -365,7 +365,9 @@ impl Conn {
                 let condition = el.condition(NS_SASL).unwrap_or("").to_string();
                 return Err(AuthError::Failure(condition, Box::new(el)));
             } else {
-                return Err(AuthError::Unexpected(el.to_string()));
+                return Err(AuthError::Unexpected(Box::new(Event::Item(Item::Element(
+                    el,
+                )))));
             }
         }
     }
