@@ -46,7 +46,8 @@ pub struct ServerOpts {
     pub max_stanza_bytes: Option<usize>,
     /// `[auth] scram_keys`.
     pub scram_keys: bool,
-    /// Appended verbatim to hearth's TOML config (for keys this harness does not know).
+    /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
+    /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
 }
 
