@@ -120,11 +120,7 @@ fn stanza_before_auth_is_not_routed() {
         Event::Closed => {}
         other => panic!("no reaction to a stanza before auth: {other:?}"),
     }
-    let ping_id = new_id("ping");
-    let domain = server.domain().to_string();
-    bob.send(&format!(
-        "<iq type='get' id='{ping_id}' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ));
+    let ping_id = bob.send_ping(server.domain());
     let first = bob.expect_matching("the ping reply", |el| el.name != "presence");
     assert_eq!(
         first.attr("id"),
@@ -286,10 +282,7 @@ fn iq_result_and_error_are_never_answered() {
         "<iq type='error' id='e-1' to='{domain}'><error type='cancel'>\
          <service-unavailable xmlns='{NS_STANZA_ERRORS}'/></error></iq>"
     ));
-    let ping_id = new_id("ping");
-    alice.send(&format!(
-        "<iq type='get' id='{ping_id}' to='{domain}'><ping xmlns='urn:xmpp:ping'/></iq>"
-    ));
+    let ping_id = alice.send_ping(&domain);
     let first_iq = alice.expect_matching("an iq", |el| el.name == "iq");
     assert_eq!(
         first_iq.attr("id"),

@@ -544,13 +544,19 @@ impl Conn {
         })
     }
 
-    /// Sends an XEP-0199 ping to `to` and returns the reply.
-    pub fn ping(&mut self, to: &str) -> Node {
+    /// Sends an XEP-0199 ping to `to` and returns its id, without waiting.
+    pub fn send_ping(&mut self, to: &str) -> String {
         let id = new_id("ping");
         self.send(&format!(
             "<iq type='get' id='{id}' to='{}'><ping xmlns='{NS_PING}'/></iq>",
             escape(to)
         ));
+        id
+    }
+
+    /// Sends an XEP-0199 ping to `to` and returns the reply.
+    pub fn ping(&mut self, to: &str) -> Node {
+        let id = self.send_ping(to);
         self.expect_iq_reply(&id)
     }
 
