@@ -1,0 +1,283 @@
+#!/usr/bin/python3
+"""A real XMPP client (slixmpp) driven from the command line, for integration tests.
+
+It connects (STARTTLS or direct TLS, XEP-0368), authenticates with one forced SASL
+mechanism, binds a resource, runs one action and exits. Every line it prints on stdout
+is one JSON object with an "event" key, so a test can read it line by line; slixmpp's
+own log goes to stderr (--debug for more of it). Nothing here knows which server it
+talks to.
+
+Exit status: 0 the action succeeded, 1 it failed (bad reply, error, disconnect),
+2 authentication failed (the SASL <failure/> condition is printed), 3 timed out.
+
+Actions (the target defaults to the account's domain, i.e. the server itself):
+  login                      print the bound JID
+  send --to JID --body TEXT  send a chat message; with --expect-reply wait for
+                             "echo: TEXT" from --to (see receive --echo)
+  receive                    send presence, print {"event": "ready"}, wait for one chat
+                             message matching --expect-from/--expect-body; --echo
+                             answers it with "echo: BODY"
+  ping [--to JID]            XEP-0199, requires an iq result (an error fails)
+  disco [--to JID]           XEP-0030 disco#info: identities and features
+  version [--to JID]         XEP-0092 software version
+  time [--to JID]            XEP-0202 entity time
+
+Runs with Debian's python3-slixmpp (1.8) as well as newer slixmpp from PyPI. SCRAM-*-PLUS
+is not usable from Python on TLS 1.3: CPython's ssl module has no tls-exporter
+(RFC 9266) channel binding, only tls-unique, which TLS 1.3 does not define.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import ssl
+import sys
+
+try:
+    import slixmpp
+    from slixmpp.exceptions import IqError, IqTimeout
+except ImportError:  # pragma: no cover - reported as a JSON line like any failure
+    print(json.dumps({"event": "error", "reason": "slixmpp is not installed for " + sys.executable}),
+          flush=True)
+    sys.exit(1)
+
+EXIT_OK, EXIT_FAIL, EXIT_AUTH, EXIT_TIMEOUT = 0, 1, 2, 3
+
+
+def emit(event, **fields):
+    fields = {"event": event, **fields}
+    print(json.dumps(fields, sort_keys=True), flush=True)
+
+
+def jid_matches(expected, actual):
+    """A full expected JID must match exactly; a bare one matches any resource."""
+    expected = slixmpp.JID(expected)
+    actual = slixmpp.JID(actual)
+    if expected.resource:
+        return expected.full == actual.full
+    return expected.bare == actual.bare
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, args):
+        super().__init__(args.jid, args.password, sasl_mech=args.mech)
+        self.args = args
+        self.result = None  # asyncio.Future set to the exit status
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0092")
+        self.register_plugin("xep_0199", {"keepalive": False})
+        self.register_plugin("xep_0202")
+        self.add_event_handler("session_start", self.on_session_start)
+        self.add_event_handler("failed_auth", self.on_failed_auth)
+        self.add_event_handler("failed_all_auth", self.on_failed_all_auth)
+        self.add_event_handler("stream_error", self.on_stream_error)
+        self.add_event_handler("connection_failed", self.on_connection_failed)
+        self.add_event_handler("disconnected", self.on_disconnected)
+        self.add_event_handler("message", self.on_message)
+        self.auth_condition = None
+
+    # -- outcome -------------------------------------------------------------------
+
+    def finish(self, status):
+        if self.result is not None and not self.result.done():
+            self.result.set_result(status)
+
+    def fail(self, reason, **fields):
+        emit("error", reason=reason, **fields)
+        self.finish(EXIT_FAIL)
+
+    # -- connection events ---------------------------------------------------------
+
+    def on_failed_auth(self, failure):
+        condition = failure["condition"] if failure is not None else None
+        self.auth_condition = condition or self.auth_condition
+        emit("auth_failed", mechanism=self.args.mech, condition=condition)
+
+    def on_failed_all_auth(self, _event=None):
+        if self.auth_condition is None:
+            emit("auth_failed", mechanism=self.args.mech, condition=None,
+                 reason="mechanism not offered or not usable")
+        self.finish(EXIT_AUTH)
+
+    def on_stream_error(self, error):
+        emit("stream_error", condition=error["condition"], text=error["text"])
+
+    def on_connection_failed(self, error):
+        self.fail("connection failed", detail=str(error))
+
+    def on_disconnected(self, reason=None):
+        # Reached after every successful action too; only an early disconnect is a failure.
+        if self.result is not None and not self.result.done():
+            self.fail("disconnected", detail=str(reason))
+
+    # -- the session ---------------------------------------------------------------
+
+    def target(self):
+        return self.args.to or self.boundjid.domain
+
+    async def on_session_start(self, _event):
+        emit("session_start", jid=self.boundjid.full, mechanism=self.args.mech)
+        action = self.args.action
+        try:
+            if action == "login":
+                self.finish(EXIT_OK)
+            elif action == "send":
+                self.send_presence()
+                self.send_message(mto=self.args.to, mbody=self.args.body, mtype="chat")
+                emit("sent", to=self.args.to, body=self.args.body)
+                if not self.args.expect_reply:
+                    self.finish(EXIT_OK)
+            elif action == "receive":
+                # Available presence: RFC 6121 §8.5.2 routes bare-JID messages only to
+                # available resources.
+                self.send_presence()
+                emit("ready", jid=self.boundjid.full)
+            elif action == "ping":
+                await self["xep_0199"].send_ping(self.target(), timeout=self.args.iq_timeout)
+                emit("pong", target=self.target())
+                self.finish(EXIT_OK)
+            elif action == "disco":
+                iq = await self["xep_0030"].get_info(jid=self.target(), local=False,
+                                                      timeout=self.args.iq_timeout)
+                info = iq["disco_info"]
+                identities = [
+                    {"category": i[0], "type": i[1], "name": i[3] if len(i) > 3 else None}
+                    for i in info["identities"]
+                ]
+                emit("disco_info", target=self.target(), identities=identities,
+                     features=sorted(info["features"]))
+                self.finish(EXIT_OK)
+            elif action == "version":
+                iq = await self["xep_0092"].get_version(self.target(), timeout=self.args.iq_timeout)
+                version = iq["software_version"]
+                emit("version", target=self.target(), name=version["name"],
+                     version=version["version"], os=version["os"] or None)
+                self.finish(EXIT_OK if version["name"] else EXIT_FAIL)
+            elif action == "time":
+                iq = await self["xep_0202"].get_entity_time(self.target(),
+                                                             timeout=self.args.iq_timeout)
+                # Read the raw text: slixmpp 1.8's own tzo parser rejects "+00:00".
+                xml = iq["entity_time"].xml
+                tzo = xml.findtext("{urn:xmpp:time}tzo")
+                utc = xml.findtext("{urn:xmpp:time}utc")
+                emit("time", target=self.target(), tzo=tzo, utc=utc)
+                # XEP-0202 §3 / XEP-0082: tzo is "Z" or [+-]hh:mm; utc ends in Z.
+                well_formed = bool(tzo) and bool(utc) and utc.endswith("Z") and (
+                    tzo == "Z" or (len(tzo) == 6 and tzo[0] in "+-" and tzo[3] == ":"))
+                self.finish(EXIT_OK if well_formed else EXIT_FAIL)
+        except IqError as e:
+            self.fail("iq error", condition=e.iq["error"]["condition"], type=e.iq["error"]["type"])
+        except IqTimeout:
+            self.fail("iq timeout")
+        except Exception as e:  # noqa: BLE001 - any surprise is a failed action, not a hang
+            self.fail("exception", detail=repr(e))
+
+    def on_message(self, msg):
+        if msg["type"] not in ("chat", "normal") or not msg["body"]:
+            if msg["type"] == "error":
+                emit("message_error", sender=str(msg["from"]),
+                     condition=msg["error"]["condition"])
+            return
+        fields = {"sender": str(msg["from"]), "to": str(msg["to"]), "body": msg["body"],
+                  "type": msg["type"]}
+        action = self.args.action
+        if action == "receive":
+            if (self.args.expect_from and not jid_matches(self.args.expect_from, msg["from"])) or \
+                    (self.args.expect_body is not None and msg["body"] != self.args.expect_body):
+                emit("unexpected_message", **fields)
+                return
+            emit("message", **fields)
+            if self.args.echo:
+                self.send_message(mto=msg["from"], mbody="echo: " + msg["body"], mtype="chat")
+                emit("sent", to=str(msg["from"]), body="echo: " + msg["body"])
+            self.finish(EXIT_OK)
+        elif action == "send" and self.args.expect_reply:
+            if jid_matches(self.args.to, msg["from"]) and msg["body"] == "echo: " + self.args.body:
+                emit("message", **fields)
+                self.finish(EXIT_OK)
+            else:
+                emit("unexpected_message", **fields)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--jid", required=True, help="user@domain or user@domain/resource")
+    p.add_argument("--password")
+    p.add_argument("--password-file", help="read the password from this file (first line)")
+    p.add_argument("--mech", required=True, help="the only SASL mechanism to use, e.g. SCRAM-SHA-256")
+    p.add_argument("--tls", choices=["starttls", "direct"], default="starttls")
+    trust = p.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--cafile", help="trust only this certificate (PEM), e.g. the server's self-signed one")
+    trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    p.add_argument("--timeout", type=float, default=20.0, help="overall deadline in seconds")
+    p.add_argument("--iq-timeout", type=int, default=10)
+    p.add_argument("--debug", action="store_true")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("login")
+    send = sub.add_parser("send")
+    send.add_argument("--to", required=True)
+    send.add_argument("--body", required=True)
+    send.add_argument("--expect-reply", action="store_true")
+    recv = sub.add_parser("receive")
+    recv.add_argument("--expect-from")
+    recv.add_argument("--expect-body")
+    recv.add_argument("--echo", action="store_true")
+    for name in ("ping", "disco", "version", "time"):
+        sub.add_parser(name).add_argument("--to")
+    args = p.parse_args(argv)
+    if args.action in ("login", "receive"):
+        args.to = None
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as f:
+            args.password = f.readline().rstrip("\n")
+    if args.password is None:
+        p.error("--password or --password-file is required")
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        format="%(levelname)-8s %(name)s %(message)s", stream=sys.stderr)
+    if not args.debug:
+        # Pending-task warnings at exit are noise: the outcome is already printed.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    client = Client(args)
+    client.result = loop.create_future()
+    if args.insecure:
+        client.ssl_context.check_hostname = False
+        client.ssl_context.verify_mode = ssl.CERT_NONE
+    else:
+        client.ca_certs = args.cafile
+    direct = args.tls == "direct"
+    if hasattr(client, "enable_direct_tls"):
+        # slixmpp >= 1.9: the transport is chosen by attributes, connect(host, port).
+        client.enable_direct_tls = direct
+        client.enable_starttls = not direct
+        client.enable_plaintext = False
+        client.connect(args.host, args.port)
+    else:
+        # slixmpp 1.8 (Debian 12): connect((host, port), use_ssl, force_starttls).
+        client.connect((args.host, args.port), use_ssl=direct, force_starttls=not direct)
+    try:
+        status = loop.run_until_complete(asyncio.wait_for(client.result, args.timeout))
+    except asyncio.TimeoutError:
+        emit("timeout", seconds=args.timeout, action=args.action)
+        status = EXIT_TIMEOUT
+    # Close the stream politely (</stream:stream>) and give the server a moment to
+    # answer, but never wait long: the status is already decided.
+    try:
+        loop.run_until_complete(asyncio.wait_for(client.disconnect(wait=1.0), 3.0))
+    except Exception:  # noqa: BLE001 - the outcome is already known
+        pass
+    emit("exit", status=status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,341 @@
+//! Running real XMPP clients as child processes: the slixmpp script
+//! (`tests/clients/xmpp_client.py`) and go-sendxmpp.
+//!
+//! Every run has a deadline and is killed past it, so a hung client fails the test
+//! instead of hanging it. A missing client is a failure with the install command in
+//! the message, never a silent skip: `.ci/run` installs them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Server;
+
+/// The deadline given to the script itself (`--timeout`), in seconds.
+const CLIENT_TIMEOUT_SECS: u64 = 20;
+/// How long the harness waits beyond that before killing the process.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// The Python with slixmpp: `HEARTH_TEST_PYTHON`, else Debian's `/usr/bin/python3`
+/// (python3-slixmpp), else `python3` from PATH.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("HEARTH_TEST_PYTHON") {
+        return p;
+    }
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        return "/usr/bin/python3".into();
+    }
+    "python3".into()
+}
+
+pub fn client_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/xmpp_client.py")
+}
+
+/// Which port and TLS mode a client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The c2s port with STARTTLS (RFC 6120 §5).
+    StartTls,
+    /// The direct TLS port (XEP-0368).
+    DirectTls,
+}
+
+/// The finished run of a client process.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub status: Option<ExitStatus>,
+    /// Each stdout line that parsed as JSON.
+    pub events: Vec<Value>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.code() == Some(0)
+    }
+
+    /// The first event named `name`.
+    pub fn event(&self, name: &str) -> Option<&Value> {
+        self.events.iter().find(|e| e["event"] == name)
+    }
+
+    /// Like [`ClientRun::event`] but panics with the whole run when absent.
+    pub fn expect_event(&self, name: &str) -> &Value {
+        self.event(name)
+            .unwrap_or_else(|| panic!("no {name:?} event in client run:\n{self}"))
+    }
+
+    /// Panics with the whole run unless the client exited 0.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.succeeded(), "client failed:\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for ClientRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit: {:?}\n--- stdout ---\n{}--- stderr ---\n{}--------------",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A client process still running: read its events as they come.
+pub struct RunningClient {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    deadline: Instant,
+}
+
+impl RunningClient {
+    fn spawn(mut cmd: Command, stdin: Option<String>) -> RunningClient {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).unwrap();
+            // Dropping the pipe closes it: the client reads to end of input.
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (etx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            let _ = etx.send(s);
+        });
+        RunningClient {
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+            deadline: Instant::now() + Duration::from_secs(CLIENT_TIMEOUT_SECS) + KILL_GRACE,
+        }
+    }
+
+    /// Waits until the client prints the event `name` (e.g. "ready") and returns it.
+    pub fn wait_for_event(&mut self, name: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["event"] == name {
+                            return v;
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let run = self.collect();
+                    panic!("client never printed {name:?} within {timeout:?}:\n{run}");
+                }
+            }
+        }
+    }
+
+    /// Waits for the client to exit (killing it past its deadline) and collects output.
+    pub fn finish(mut self) -> ClientRun {
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > self.deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.collect()
+    }
+
+    fn collect(&mut self) -> ClientRun {
+        let status = self.child.wait().ok();
+        // The reader thread ends at EOF, which follows the exit.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
+        let events = self
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let mut stdout = self.seen.join("\n");
+        stdout.push('\n');
+        ClientRun {
+            status,
+            events,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for RunningClient {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One invocation of the slixmpp script as `user@domain[/resource]`.
+pub struct Slixmpp<'a> {
+    server: &'a Server,
+    jid: String,
+    password: String,
+    mech: String,
+    transport: Transport,
+}
+
+/// A slixmpp client for `user` on `server`, forcing SASL mechanism `mech`.
+pub fn slixmpp<'a>(server: &'a Server, user: &str, password: &str, mech: &str) -> Slixmpp<'a> {
+    Slixmpp {
+        server,
+        jid: server.jid(user),
+        password: password.into(),
+        mech: mech.into(),
+        transport: Transport::StartTls,
+    }
+}
+
+impl Slixmpp<'_> {
+    /// Asks for this resource instead of a server-generated one.
+    pub fn resource(mut self, resource: &str) -> Self {
+        self.jid = format!("{}/{resource}", self.jid.split('/').next().unwrap());
+        self
+    }
+
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    fn command(&self, action: &[&str]) -> Command {
+        let mut cmd = Command::new(python());
+        cmd.arg(client_script())
+            .args(["--host", "127.0.0.1", "--port"])
+            .arg(
+                match self.transport {
+                    Transport::StartTls => self.server.c2s_port(),
+                    Transport::DirectTls => self.server.direct_tls_port(),
+                }
+                .to_string(),
+            )
+            .args(["--tls"])
+            .arg(match self.transport {
+                Transport::StartTls => "starttls",
+                Transport::DirectTls => "direct",
+            })
+            .arg("--cafile")
+            .arg(self.server.cert_path())
+            .args(["--jid", &self.jid, "--password", &self.password])
+            .args(["--mech", &self.mech])
+            .args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()])
+            .args(action);
+        cmd
+    }
+
+    /// Starts the client; read its events with [`RunningClient::wait_for_event`].
+    pub fn spawn(&self, action: &[&str]) -> RunningClient {
+        check_slixmpp();
+        RunningClient::spawn(self.command(action), None)
+    }
+
+    /// Runs the client to completion.
+    pub fn run(&self, action: &[&str]) -> ClientRun {
+        self.spawn(action).finish()
+    }
+}
+
+/// Fails with the install hint when the Python used has no slixmpp.
+pub fn check_slixmpp() {
+    let ok = Command::new(python())
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} cannot import slixmpp: run .ci/run, or `apt-get install python3-slixmpp` \
+         (or set HEARTH_TEST_PYTHON to a Python that has it)",
+        python()
+    );
+}
+
+/// go-sendxmpp sending `body` to `to` as `user`, accepting the server's certificate
+/// without verification (`-n`: go-sendxmpp cannot pin a file). Returns its run.
+pub fn go_sendxmpp(
+    server: &Server,
+    user: &str,
+    password: &str,
+    to: &str,
+    body: &str,
+    transport: Transport,
+) -> ClientRun {
+    let found = Command::new("go-sendxmpp")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "go-sendxmpp is not installed: run .ci/run or `apt-get install go-sendxmpp`"
+    );
+    let port = match transport {
+        Transport::StartTls => server.c2s_port(),
+        Transport::DirectTls => server.direct_tls_port(),
+    };
+    let mut cmd = Command::new("go-sendxmpp");
+    cmd.args(["-u", &server.jid(user), "-p", password])
+        .args(["-j", &format!("127.0.0.1:{port}")])
+        .args(["-n", "--timeout", "10"]);
+    if transport == Transport::DirectTls {
+        cmd.arg("-t");
+    }
+    // No config file: everything is on the command line.
+    cmd.env("HOME", server.scratch_dir());
+    cmd.arg(to);
+    RunningClient::spawn(cmd, Some(format!("{body}\n"))).finish()
+}

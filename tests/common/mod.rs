@@ -1,0 +1,414 @@
+//! The integration-test harness: start a real server on loopback, add users, stop it.
+//!
+//! ```ignore
+//! let mut server = Server::start(ServerOpts::default());
+//! server.add_user("alice", "secret");
+//! let conn = client::Conn::login(server.c2s_addr(), server.domain(), &server.cert_path(),
+//!                                "alice", "secret", Some("phone"));
+//! server.stop(); // SIGTERM, asserts exit status 0
+//! ```
+//!
+//! Each server gets its own temporary directory (config, data, stderr log) and its own
+//! free loopback ports. If the test panics, the server's log is printed and the
+//! directory is kept; otherwise it is removed.
+//!
+//! The server is hearth (`CARGO_BIN_EXE_hearth`). With `HEARTH_TEST_SERVER=prosody`
+//! the same tests run against a private Prosody instead: that is how the client code
+//! here was checked before hearth could run, and it stays useful for federation tests.
+//! Prosody lacks some of what hearth offers (SCRAM-SHA-256, tls-exporter), so some
+//! tests are expected to fail there: it validates the clients, not the expectations.
+
+// Every test binary includes this module but uses only part of it.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod clients;
+pub mod sasl;
+pub mod xml;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to put in the server's configuration.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    pub domain: String,
+    /// `[c2s] max_stanza_bytes`; `None` leaves the server's default.
+    pub max_stanza_bytes: Option<usize>,
+    /// `[auth] scram_keys`.
+    pub scram_keys: bool,
+    /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
+    /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
+    pub extra_toml: String,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            domain: "test.local".into(),
+            max_stanza_bytes: None,
+            scram_keys: true,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Hearth,
+    Prosody,
+}
+
+impl Backend {
+    /// hearth unless `HEARTH_TEST_SERVER=prosody`.
+    pub fn from_env() -> Backend {
+        match std::env::var("HEARTH_TEST_SERVER").as_deref() {
+            Ok("prosody") => Backend::Prosody,
+            Ok("hearth") | Err(_) => Backend::Hearth,
+            Ok(other) => panic!("HEARTH_TEST_SERVER={other:?}: expected hearth or prosody"),
+        }
+    }
+}
+
+/// A running server on loopback. Killed (SIGKILL) on drop if still running.
+pub struct Server {
+    backend: Backend,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    domain: String,
+    c2s_port: u16,
+    direct_tls_port: u16,
+    child: Option<Child>,
+}
+
+/// Picks a free loopback port: bind port 0, read the port, close. Another process
+/// could take it before the server binds it; on a test machine that is rare enough.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+fn unique_temp_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hearth-test-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("cannot create the test's temp dir");
+    dir
+}
+
+fn write_file(path: &Path, contents: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, contents)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Server {
+    /// Starts a server with `opts` and waits until both its ports accept connections.
+    pub fn start(opts: ServerOpts) -> Server {
+        let backend = Backend::from_env();
+        let dir = unique_temp_dir();
+        let log = dir.join("server.log");
+        let mut server = Server {
+            backend,
+            config: dir.join(match backend {
+                Backend::Hearth => "hearth.toml",
+                Backend::Prosody => "prosody.cfg.lua",
+            }),
+            log,
+            domain: opts.domain.clone(),
+            c2s_port: free_port(),
+            direct_tls_port: free_port(),
+            child: None,
+            dir,
+        };
+        let mut cmd = match backend {
+            Backend::Hearth => server.hearth_command(&opts),
+            Backend::Prosody => server.prosody_command(&opts),
+        };
+        let log_file = std::fs::File::create(&server.log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        server.child = Some(child);
+        server.wait_until_listening();
+        server
+    }
+
+    /// `Server::start(ServerOpts::default())`.
+    pub fn start_default() -> Server {
+        Server::start(ServerOpts::default())
+    }
+
+    fn hearth_command(&self, opts: &ServerOpts) -> Command {
+        let mut toml = format!(
+            "domain = {}\ndata_dir = {}\n\n[c2s]\nlisten = [\"127.0.0.1:{}\"]\n\
+             direct_tls_listen = [\"127.0.0.1:{}\"]\n",
+            toml_string(&opts.domain),
+            toml_string(&self.data_dir().to_string_lossy()),
+            self.c2s_port,
+            self.direct_tls_port,
+        );
+        if let Some(max) = opts.max_stanza_bytes {
+            toml.push_str(&format!("max_stanza_bytes = {max}\n"));
+        }
+        toml.push_str(&format!("\n[auth]\nscram_keys = {}\n", opts.scram_keys));
+        toml.push_str(&opts.extra_toml);
+        write_file(&self.config, &toml);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+        cmd.arg("serve").arg("--config").arg(&self.config);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        cmd
+    }
+
+    fn prosody_command(&self, opts: &ServerOpts) -> Command {
+        let tls = self.data_dir().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={}", opts.domain))
+            .arg("-addext")
+            .arg(format!("subjectAltName=DNS:{}", opts.domain))
+            .arg("-keyout")
+            .arg(tls.join("key.pem"))
+            .arg("-out")
+            .arg(self.cert_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is needed for the Prosody backend");
+        assert!(status.success(), "openssl could not make a certificate");
+        let q = |p: &Path| toml_string(&p.to_string_lossy()); // Lua strings quote alike
+        let mut lua = format!(
+            "run_as_root = true\ndaemonize = false\npidfile = {pid}\ndata_path = {data}\n\
+             interfaces = {{ \"127.0.0.1\" }}\nc2s_ports = {{ {c2s} }}\n\
+             c2s_direct_tls_ports = {{ {dtls} }}\ns2s_ports = {{}}\nhttp_ports = {{}}\n\
+             https_ports = {{}}\ncomponent_ports = {{}}\n\
+             modules_enabled = {{ \"roster\", \"saslauth\", \"tls\", \"disco\", \"ping\", \
+             \"version\", \"time\", \"posix\" }}\n\
+             modules_disabled = {{ \"s2s\", \"offline\", \"c2s_timeout\" }}\n\
+             authentication = \"internal_hashed\"\nc2s_require_encryption = true\n\
+             log = {{ debug = \"*console\" }}\n\
+             ssl = {{ certificate = {cert}, key = {key} }}\n",
+            pid = q(&self.dir.join("prosody.pid")),
+            data = q(&self.data_dir()),
+            c2s = self.c2s_port,
+            dtls = self.direct_tls_port,
+            cert = q(&self.cert_path()),
+            key = q(&tls.join("key.pem")),
+        );
+        if let Some(max) = opts.max_stanza_bytes {
+            lua.push_str(&format!("c2s_stanza_size_limit = {max}\n"));
+        }
+        lua.push_str(&format!("VirtualHost {}\n", toml_string(&opts.domain)));
+        write_file(&self.config, &lua);
+        let mut cmd = Command::new("prosody");
+        cmd.arg("-F").arg("--config").arg(&self.config);
+        cmd
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addrs = [self.c2s_addr(), self.direct_tls_addr()];
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{:?} exited during start-up with {status}; log:\n{}",
+                    self.backend,
+                    self.log()
+                );
+            }
+            let listening = addrs
+                .iter()
+                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok());
+            if listening && self.cert_path().exists() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} did not listen on {addrs:?} (with {} present) within {START_TIMEOUT:?}; log:\n{}",
+                    self.backend,
+                    self.cert_path().display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates an account with the server's own admin command.
+    pub fn add_user(&self, name: &str, password: &str) {
+        let out = match self.backend {
+            Backend::Hearth => {
+                let file = self.dir.join(format!("password-{name}"));
+                write_file(&file, password);
+                Command::new(env!("CARGO_BIN_EXE_hearth"))
+                    .args(["user", "add", name, "--password-file"])
+                    .arg(&file)
+                    .arg("--config")
+                    .arg(&self.config)
+                    .stdin(Stdio::null())
+                    .output()
+            }
+            Backend::Prosody => Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&self.config)
+                .args(["register", name, &self.domain, password])
+                .stdin(Stdio::null())
+                .output(),
+        }
+        .expect("cannot run the add-user command");
+        assert!(
+            out.status.success(),
+            "adding user {name} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `name@domain`.
+    pub fn jid(&self, name: &str) -> String {
+        format!("{name}@{}", self.domain)
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn c2s_port(&self) -> u16 {
+        self.c2s_port
+    }
+
+    pub fn direct_tls_port(&self) -> u16 {
+        self.direct_tls_port
+    }
+
+    pub fn c2s_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.c2s_port))
+    }
+
+    pub fn direct_tls_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.direct_tls_port))
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The certificate clients pin: `data_dir/tls/cert.pem`, generated on first start.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir().join("tls").join("cert.pem")
+    }
+
+    /// A scratch directory for the test (inside the server's temp dir).
+    pub fn scratch_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Everything the server wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and asserts that the server exits with status 0 within
+    /// [`STOP_TIMEOUT`] (killing it first if not, so the test ends either way).
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "server exited with {status} after SIGTERM; log:\n{}",
+                    self.log()
+                );
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server still running {STOP_TIMEOUT:?} after SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let stderr = std::io::stderr();
+            let mut err = stderr.lock();
+            let _ = writeln!(
+                err,
+                "---- {:?} log ({}) ----\n{}\n---- end of log; files kept in {} ----",
+                self.backend,
+                self.log.display(),
+                self.log(),
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
