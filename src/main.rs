@@ -1,1 +1,83 @@
-fn main() {}
+//! The `hearth` command: `serve` (the default) or an admin subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: hearth [serve] [--config FILE]
+       hearth user add NAME [--password-file FILE] [--config FILE]
+       hearth user passwd NAME [--password-file FILE] [--config FILE]
+       hearth user del NAME [--config FILE]
+       hearth user list [--config FILE]
+       hearth check [--config FILE]
+       hearth --version
+
+With no config file every setting has its default: the domain is
+<hostname>.local and the data live in $STATE_DIRECTORY or
+~/.local/share/hearth. Log levels: RUST_LOG=debug (or trace).";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // --config may stand anywhere; take it out first.
+    let mut config: Option<PathBuf> = None;
+    if let Some(i) = args.iter().position(|a| a == "--config") {
+        if i + 1 >= args.len() {
+            eprintln!("hearth: --config needs a file\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        config = Some(PathBuf::from(args.remove(i + 1)));
+        args.remove(i);
+    }
+    let cmd = args.first().map(String::as_str).unwrap_or("serve");
+    if matches!(cmd, "-h" | "--help" | "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if matches!(cmd, "-V" | "--version") {
+        println!("hearth {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match hearth::config::Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        "serve" if args.len() <= 1 => match hearth::server::serve(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hearth: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        "check" if args.len() == 1 => {
+            println!(
+                "configuration is valid: serving {} with data in {}",
+                cfg.domain,
+                cfg.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        "user" => match hearth::admin::user_command(&args[1..], &cfg.data_dir, &cfg.domain) {
+            Ok(msg) => {
+                if !msg.is_empty() {
+                    println!("{msg}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hearth: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("hearth: unknown command: {}\n\n{USAGE}", args.join(" "));
+            ExitCode::from(2)
+        }
+    }
+}

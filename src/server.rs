@@ -1,1 +1,244 @@
-//! placeholder
+//! Wires hearth together: storage, TLS, router and features, the
+//! executor, the listeners, and the signals that reload or stop it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use smol::stream::StreamExt as _;
+use smol::{Async, Executor, Timer};
+
+use crate::config::Config;
+use crate::features::Features;
+use crate::net::tls::TlsSetup;
+use crate::router::Router;
+use crate::storage::Storage;
+use crate::stream::c2s::C2sPolicy;
+use crate::stream::sasl::Mechanism;
+use crate::stream::throttle::{Throttle, ThrottleConfig};
+use crate::xml::Limits;
+
+/// How long shutdown waits for connections to finish their goodbyes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every connection task shares.
+pub struct Shared {
+    pub router: Router,
+    pub storage: Storage,
+    /// Replaced on SIGHUP; connections take a clone at handshake time.
+    tls: RwLock<Arc<TlsSetup>>,
+    pub policy: Arc<C2sPolicy>,
+    /// Framer limits before authentication (small: strangers get little).
+    pub limits_unauthenticated: Limits,
+    /// Framer limits once authenticated.
+    pub limits_authenticated: Limits,
+    /// A stream must be bound within this long after connecting.
+    pub negotiation_timeout: Duration,
+    throttle: Mutex<Throttle>,
+    /// Closed when the server stops; every connection listens on it.
+    pub shutdown_rx: async_channel::Receiver<()>,
+}
+
+impl Shared {
+    pub fn tls(&self) -> Arc<TlsSetup> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    Storage(crate::storage::StorageError),
+    Tls(crate::net::tls::TlsError),
+    Listen(SocketAddr, std::io::Error),
+    Signals(std::io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Storage(e) => write!(f, "{e}"),
+            ServeError::Tls(e) => write!(f, "{e}"),
+            ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Binds `addr`; an IPv6 wildcard on a host without IPv6 falls back to
+/// the IPv4 wildcard on the same port.
+fn bind(addr: SocketAddr) -> Result<(SocketAddr, Async<TcpListener>), ServeError> {
+    let l = match Async::<TcpListener>::bind(addr) {
+        Ok(l) => l,
+        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            log::info!("no IPv6 for {addr} ({e}); listening on {v4} instead");
+            Async::<TcpListener>::bind(v4).map_err(|e| ServeError::Listen(v4, e))?
+        }
+        Err(e) => return Err(ServeError::Listen(addr, e)),
+    };
+    let local = l
+        .get_ref()
+        .local_addr()
+        .map_err(|e| ServeError::Listen(addr, e))?;
+    Ok((local, l))
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(cfg: Config) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let storage = Storage::open(&cfg.data_dir)
+        .map_err(ServeError::Storage)?
+        .with_scram_keys(cfg.auth.scram_keys);
+    let tls = TlsSetup::load(&cfg).map_err(ServeError::Tls)?;
+    let domain: Arc<str> = cfg.domain.as_str().into();
+    let mechanisms = if cfg.auth.scram_keys {
+        vec![
+            Mechanism::ScramSha256Plus,
+            Mechanism::ScramSha1Plus,
+            Mechanism::ScramSha256,
+            Mechanism::ScramSha1,
+            Mechanism::Plain,
+        ]
+    } else {
+        vec![Mechanism::Plain]
+    };
+    let policy = Arc::new(C2sPolicy {
+        domain: domain.clone(),
+        mechanisms,
+        max_auth_failures: 5,
+        strict_channel_binding: cfg.auth.strict_channel_binding,
+    });
+    let mut listeners = Vec::new();
+    for &a in &cfg.c2s.listen {
+        listeners.push((bind(a)?, false));
+    }
+    for &a in &cfg.c2s.direct_tls_listen {
+        listeners.push((bind(a)?, true));
+    }
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(ServeError::Signals)?;
+
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
+    let max = cfg.c2s.max_stanza_bytes;
+    let shared = Arc::new(Shared {
+        router: Router::new(domain.clone(), Features::standard()),
+        storage,
+        tls: RwLock::new(Arc::new(tls)),
+        policy,
+        limits_unauthenticated: Limits {
+            max_stanza_bytes: cfg.c2s.max_stanza_bytes_unauthenticated,
+            ..Limits::default()
+        },
+        limits_authenticated: Limits {
+            max_stanza_bytes: max,
+            ..Limits::default()
+        },
+        negotiation_timeout: cfg.c2s.negotiation_timeout,
+        throttle: Mutex::new(Throttle::new(ThrottleConfig {
+            free_attempts: cfg.auth.max_failures_before_delay,
+            ..ThrottleConfig::default()
+        })),
+        shutdown_rx,
+    });
+
+    let ex = Arc::new(Executor::new());
+    // Worker threads run the executor until the shutdown channel closes.
+    let mut workers = Vec::new();
+    for i in 1..cfg.threads {
+        let ex = ex.clone();
+        let stop = shared.shutdown_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("hearth-{i}"))
+            .spawn(move || smol::block_on(ex.run(async { while stop.recv().await.is_ok() {} })));
+        match t {
+            Ok(t) => workers.push(t),
+            Err(e) => log::warn!("could not start worker thread {i}: {e}"),
+        }
+    }
+
+    // The open-connection count, for shutdown to wait on.
+    let live = Arc::new(());
+    let next_id = Arc::new(AtomicU64::new(1));
+    for ((addr, listener), direct) in listeners {
+        let kind = if direct { "direct TLS" } else { "STARTTLS" };
+        log::info!("listening for clients on {addr} ({kind})");
+        let shared = shared.clone();
+        let ex2 = ex.clone();
+        let live = live.clone();
+        let next_id = next_id.clone();
+        ex.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((tcp, peer)) => {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        log::info!("c2s{id}: connection from {peer} on {addr}");
+                        let shared = shared.clone();
+                        let token = live.clone();
+                        ex2.spawn(async move {
+                            crate::net::conn::serve_client(shared, tcp, peer, direct, id).await;
+                            drop(token);
+                        })
+                        .detach();
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off a little.
+                        log::warn!("accept on {addr} failed: {e}");
+                        Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    log::info!(
+        "hearth {} serving {} (data in {}), ready in {} ms",
+        env!("CARGO_PKG_VERSION"),
+        domain,
+        cfg.data_dir.display(),
+        started.elapsed().as_millis()
+    );
+
+    let cfg = Arc::new(cfg);
+    smol::block_on(ex.run(async {
+        let mut signals = signals;
+        while let Some(sig) = signals.next().await {
+            match sig {
+                Ok(async_signal::Signal::Hup) => match TlsSetup::load(&cfg) {
+                    Ok(t) => {
+                        *shared.tls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+                        log::info!("SIGHUP: TLS certificate reloaded");
+                    }
+                    Err(e) => log::error!("SIGHUP: keeping the old certificate: {e}"),
+                },
+                Ok(sig) => {
+                    log::info!("{sig:?}: shutting down");
+                    break;
+                }
+                Err(e) => log::warn!("signal stream: {e}"),
+            }
+        }
+        // Every connection closes its stream with system-shutdown.
+        shutdown_tx.close();
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        while Arc::strong_count(&live) > 1 && Instant::now() < until {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+    }));
+    for w in workers {
+        let _ = w.join();
+    }
+    log::info!("stopped");
+    Ok(())
+}

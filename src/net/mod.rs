@@ -1,3 +1,4 @@
 //! The network layer: listeners, TLS and the connection loop, the only code that touches sockets.
 
+pub mod conn;
 pub mod tls;

@@ -13,6 +13,7 @@
 //! Each connection should keep the `Arc<TlsSetup>` it was accepted with, so that its
 //! `tls-server-end-point` hash is that of the certificate its client actually saw.
 
+use crate::stream::sasl::ChannelBindings;
 use std::fmt;
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
@@ -73,15 +74,6 @@ pub struct TlsSetup {
     is_for_domain: bool,
 }
 
-/// The channel bindings a SASL `-PLUS` mechanism may use on one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelBindings {
-    /// `tls-exporter` (RFC 9266); only for TLS 1.3, see [`tls_exporter`].
-    pub tls_exporter: Option<[u8; 32]>,
-    /// `tls-server-end-point` (RFC 5929 §4.1).
-    pub tls_server_end_point: Option<Vec<u8>>,
-}
-
 impl TlsSetup {
     /// Loads the configured certificate, or the generated one (generating it first if it
     /// is missing or made for another domain), and builds the server configurations.
@@ -127,9 +119,10 @@ impl TlsSetup {
     }
 
     /// Both channel bindings of a connection accepted with this setup's configuration.
+    /// The channel bindings a SASL `-PLUS` mechanism may use on `conn`.
     pub fn channel_bindings(&self, conn: &ServerConnection) -> ChannelBindings {
         ChannelBindings {
-            tls_exporter: tls_exporter(conn),
+            tls_exporter: tls_exporter(conn).map(|k| k.to_vec()),
             tls_server_end_point: self.end_point_hash.as_deref().map(<[u8]>::to_vec),
         }
     }

@@ -310,6 +310,10 @@ pub struct SaslServer {
     mechanism: Mechanism,
     /// A fixed SCRAM server nonce for tests; `None` draws a random one.
     server_nonce: Option<Box<str>>,
+    /// Whether a SCRAM client saying `y` (it can bind but saw no `-PLUS`
+    /// offer) is refused while we offered `-PLUS` (RFC 5802 §6). See
+    /// [`SaslServer::accepting_y_flag`].
+    is_downgrade_refused: bool,
     state: State,
 }
 
@@ -340,11 +344,26 @@ impl SaslServer {
         SaslServer {
             mechanism,
             server_nonce: None,
+            is_downgrade_refused: true,
             state: State::Start {
                 cb,
                 is_asked: false,
             },
         }
+    }
+
+    /// Accepts the `y` flag even when `-PLUS` was offered.
+    ///
+    /// COMPAT: clients that only know `tls-unique` (slixmpp up to at least
+    /// 1.8, anything built on CPython's `ssl`) send `y` on a TLS 1.3 stream
+    /// where we offer `tls-exporter` and `tls-server-end-point`, which they
+    /// cannot use; refusing `y` there locks them out of SCRAM entirely.
+    /// XEP-0440's discussion gives `n` that meaning; these clients predate
+    /// it. The cost is the downgrade detection of RFC 5802 §6 for clients
+    /// whose `-PLUS` offer an attacker stripped.
+    pub fn accepting_y_flag(mut self) -> Self {
+        self.is_downgrade_refused = false;
+        self
     }
 
     /// Like [`SaslServer::new`] with a fixed SCRAM server nonce, for reproducible
@@ -402,7 +421,13 @@ impl SaslServer {
             State::Start { cb, .. } => match self.mechanism.scram_hash() {
                 Some(hash) => {
                     let plus = self.mechanism.needs_channel_binding();
-                    match scram::ScramServer::start(hash, plus, &cb, client_data) {
+                    match scram::ScramServer::start(
+                        hash,
+                        plus,
+                        &cb,
+                        self.is_downgrade_refused,
+                        client_data,
+                    ) {
                         Ok((server, action)) => {
                             self.state = State::Scram(Box::new(server));
                             action

@@ -325,6 +325,7 @@ fn select_binding(
     is_plus: bool,
     flag: &CbFlag<'_>,
     cb: &ChannelBindings,
+    is_downgrade_refused: bool,
 ) -> Result<Option<Vec<u8>>, SaslFailure> {
     match (is_plus, flag) {
         // A type we did not advertise (XEP-0440), e.g. tls-unique, which RFC 9266 §3
@@ -337,8 +338,11 @@ fn select_binding(
         // contradicts itself (RFC 5802 §6).
         (true, _) | (false, CbFlag::Bound(_)) => Err(SaslFailure::MalformedRequest),
         // The client can bind but saw no -PLUS offer, while we made one: someone removed
-        // it from our stream features. RFC 5802 §6: the server MUST fail.
-        (false, CbFlag::ClientOnly) if cb.is_available() => Err(SaslFailure::NotAuthorized),
+        // it from our stream features. RFC 5802 §6: the server MUST fail (unless
+        // the owner chose compatibility, see `SaslServer::accepting_y_flag`).
+        (false, CbFlag::ClientOnly) if cb.is_available() && is_downgrade_refused => {
+            Err(SaslFailure::NotAuthorized)
+        }
         (false, _) => Ok(None),
     }
 }
@@ -406,11 +410,12 @@ impl ScramServer {
         hash: ScramHash,
         is_plus: bool,
         cb: &ChannelBindings,
+        is_downgrade_refused: bool,
         client_first: &[u8],
     ) -> Result<(Self, SaslAction), SaslFailure> {
         let msg = std::str::from_utf8(client_first).map_err(|_| SaslFailure::IncorrectEncoding)?;
         let first = parse_client_first(msg)?;
-        let cb_data = select_binding(is_plus, &first.flag, cb)?;
+        let cb_data = select_binding(is_plus, &first.flag, cb, is_downgrade_refused)?;
         let mut cbind_input = first.gs2_header.as_bytes().to_vec();
         cbind_input.extend_from_slice(cb_data.as_deref().unwrap_or_default());
         let action = SaslAction::LookupScram {

@@ -420,6 +420,12 @@ fn downgrade_flag_y_fails_when_plus_is_offered() {
         "pencil",
     );
     assert_success(&action);
+    // An owner who chose compatibility accepts "y" (COMPAT tls-unique-only clients).
+    let mut server = SaslServer::new(Mechanism::ScramSha256, exporter()).accepting_y_flag();
+    assert!(matches!(
+        server.step(b"y,,n=juliet,r=abc"),
+        SaslAction::LookupScram { .. }
+    ));
     // And "n" is fine even when -PLUS is offered: the client cannot bind at all.
     let action = scram_conversation(Mechanism::ScramSha256, exporter(), "n,,", b"", "pencil");
     assert_success(&action);

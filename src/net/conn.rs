@@ -1,0 +1,478 @@
+//! The per-connection loop: the only place where a client's bytes meet a
+//! socket. It reads into the framer, feeds the c2s state machine, carries
+//! out its actions (writing, TLS, storage, router) and writes what the
+//! router queues for the session.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_rustls::TlsAcceptor;
+use futures_rustls::server::TlsStream;
+use smol::future::FutureExt as _;
+use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use smol::{Async, Timer};
+
+use crate::jid::FullJid;
+use crate::router::{self, ToSession};
+use crate::server::Shared;
+use crate::stanza::{StreamCondition, StreamError};
+use crate::storage::Accounts as _;
+use crate::stream::c2s::{Action, C2s, Input};
+use crate::xml::{Event, Framer};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+/// How long a write may take before the peer counts as dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client connection: plain TCP until STARTTLS, then TLS.
+enum Transport {
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// Only while the TLS handshake owns the socket.
+    Taken,
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Taken => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Transport::Taken => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// What woke the connection up.
+enum Wake {
+    Read(io::Result<usize>),
+    Queued(Result<ToSession, async_channel::RecvError>),
+    Shutdown,
+    Deadline,
+}
+
+/// Whether the loop goes on after carrying out actions.
+#[derive(PartialEq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// One client connection.
+struct Conn {
+    /// Short id for log lines about this connection.
+    id: u64,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    io: Transport,
+    framer: Framer,
+    c2s: C2s,
+    /// Bytes waiting to be written at the next flush.
+    out: String,
+    /// The router's queue for this session, once bound.
+    rx: Option<router::SessionRx>,
+    /// The bound session, to unbind on the way out.
+    bound: Option<(FullJid, u64)>,
+    /// Until established, the stream must finish negotiating by then.
+    deadline: Option<Instant>,
+    shutdown: async_channel::Receiver<()>,
+}
+
+/// Serves one accepted client connection to its end. `direct_tls` is true
+/// for the XEP-0368 port, where TLS starts before any XML.
+pub async fn serve_client(
+    shared: Arc<Shared>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    direct_tls: bool,
+    id: u64,
+) {
+    let deadline = Instant::now() + shared.negotiation_timeout;
+    let (io, tls) = if direct_tls {
+        let acceptor = TlsAcceptor::from(shared.tls().direct_config().clone());
+        let handshake = async { Some(acceptor.accept(tcp).await) }.or(async {
+            Timer::at(deadline).await;
+            None
+        });
+        match handshake.await {
+            Some(Ok(s)) => {
+                let cb = shared.tls().channel_bindings(s.get_ref().1);
+                log::info!("c2s{id}: {peer} direct TLS {}", tls_version(&s));
+                (Transport::Tls(Box::new(s)), Some(cb))
+            }
+            Some(Err(e)) => {
+                log::info!("c2s{id}: {peer} TLS handshake failed: {e}");
+                return;
+            }
+            None => {
+                log::info!("c2s{id}: {peer} TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        (Transport::Plain(tcp), None)
+    };
+    let mut conn = Conn {
+        id,
+        framer: Framer::new(shared.limits_unauthenticated),
+        c2s: C2s::new(shared.policy.clone(), tls),
+        shutdown: shared.shutdown_rx.clone(),
+        shared,
+        peer,
+        io,
+        out: String::new(),
+        rx: None,
+        bound: None,
+        deadline: Some(deadline),
+    };
+    let reason = conn.run().await;
+    if let Some((jid, sid)) = conn.bound.take() {
+        conn.shared.router.unbind(&jid, sid);
+        log::info!("c2s{id}: {jid} disconnected: {reason}");
+    } else {
+        log::info!("c2s{id}: {peer} disconnected: {reason}");
+    }
+    let _ = conn.io.close().await;
+}
+
+fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {
+    match s.get_ref().1.protocol_version() {
+        Some(futures_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(futures_rustls::rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    }
+}
+
+impl Conn {
+    /// The main loop; returns why the connection ended, for the log.
+    async fn run(&mut self) -> String {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            // Everything the framer can give before waiting again.
+            loop {
+                let actions = match self.framer.next_event() {
+                    Ok(Some(ev)) => {
+                        if let Event::Stanza(el) = &ev {
+                            log::trace!("c2s{}: in {}", self.id, el);
+                        }
+                        self.c2s.handle(Input::Xml(ev))
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let cond = StreamCondition::from_name(e.condition())
+                            .unwrap_or(StreamCondition::NotWellFormed);
+                        let mut out = Vec::new();
+                        self.c2s
+                            .fail(StreamError::new(cond).with_text(e.to_string()), &mut out);
+                        log::info!("c2s{}: stream error {}: {e}", self.id, cond.name());
+                        out
+                    }
+                };
+                if self.apply(actions).await == Flow::Close {
+                    let _ = self.flush().await;
+                    return "stream closed".into();
+                }
+            }
+            if self.flush().await.is_err() {
+                return "write failed".into();
+            }
+            let deadline = self.deadline;
+            let rx = self.rx.clone();
+            let wake = async { Wake::Read(self.io.read(&mut buf).await) }
+                .or(async {
+                    match &rx {
+                        Some(rx) => Wake::Queued(rx.recv().await),
+                        None => std::future::pending().await,
+                    }
+                })
+                .or(async {
+                    let _ = self.shutdown.recv().await;
+                    Wake::Shutdown
+                })
+                .or(async {
+                    match deadline {
+                        Some(d) => {
+                            Timer::at(d).await;
+                            Wake::Deadline
+                        }
+                        None => std::future::pending().await,
+                    }
+                })
+                .await;
+            let actions = match wake {
+                Wake::Read(Ok(0)) => return "connection closed by peer".into(),
+                Wake::Read(Ok(n)) => {
+                    log::trace!("c2s{}: read {n} bytes", self.id);
+                    if let Err(e) = self.framer.feed(&buf[..n]) {
+                        let cond = StreamCondition::from_name(e.condition())
+                            .unwrap_or(StreamCondition::PolicyViolation);
+                        log::info!("c2s{}: stream error {}: {e}", self.id, cond.name());
+                        let mut out = Vec::new();
+                        self.c2s
+                            .fail(StreamError::new(cond).with_text(e.to_string()), &mut out);
+                        out
+                    } else {
+                        continue;
+                    }
+                }
+                Wake::Read(Err(e)) => return format!("read failed: {e}"),
+                Wake::Queued(Ok(ToSession::Stanza(xml))) => {
+                    self.out.push_str(&xml);
+                    // Batch whatever else is already queued into this write.
+                    if let Some(rx) = &self.rx {
+                        while self.out.len() < 16 * 1024 {
+                            match rx.try_recv() {
+                                Ok(ToSession::Stanza(xml)) => self.out.push_str(&xml),
+                                Ok(ToSession::Close(err)) => {
+                                    let mut out = Vec::new();
+                                    self.c2s.fail(err, &mut out);
+                                    let _ = self.apply(out).await;
+                                    let _ = self.flush().await;
+                                    return "closed by the server".into();
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Wake::Queued(Ok(ToSession::Close(err))) => {
+                    log::info!("c2s{}: closing: {err}", self.id);
+                    let mut out = Vec::new();
+                    self.c2s.fail(err, &mut out);
+                    out
+                }
+                // The router dropped the queue: the session was replaced.
+                Wake::Queued(Err(_)) => return "session queue closed".into(),
+                Wake::Shutdown => self.c2s.shutdown(),
+                Wake::Deadline => {
+                    let mut out = Vec::new();
+                    self.c2s.fail(
+                        StreamError::new(StreamCondition::ConnectionTimeout)
+                            .with_text("stream negotiation took too long"),
+                        &mut out,
+                    );
+                    out
+                }
+            };
+            if self.apply(actions).await == Flow::Close {
+                let _ = self.flush().await;
+                return "stream closed".into();
+            }
+        }
+    }
+
+    /// Writes what is buffered.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        log::trace!("c2s{}: out {}", self.id, self.out);
+        let data = std::mem::take(&mut self.out);
+        let write = async {
+            self.io.write_all(data.as_bytes()).await?;
+            self.io.flush().await
+        };
+        let r = write
+            .or(async {
+                Timer::after(WRITE_TIMEOUT).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await;
+        // Give back a large buffer after a large stanza.
+        let mut data = data;
+        data.clear();
+        if data.capacity() <= 4096 {
+            self.out = data;
+        }
+        r
+    }
+
+    /// Carries out the state machine's actions, in order; actions that ask
+    /// something of the outside feed the answer straight back.
+    async fn apply(&mut self, actions: Vec<Action>) -> Flow {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let next = match action {
+                Action::Send(s) => {
+                    self.out.push_str(&s);
+                    None
+                }
+                Action::Close => return Flow::Close,
+                Action::ResetFramer => {
+                    self.framer.reset();
+                    None
+                }
+                Action::StartTls => match self.start_tls().await {
+                    Ok(cb) => Some(Input::TlsEstablished(cb)),
+                    Err(e) => {
+                        log::info!("c2s{}: {} TLS handshake failed: {e}", self.id, self.peer);
+                        return Flow::Close;
+                    }
+                },
+                Action::LookupScram { username, hash } => {
+                    self.wait_for_throttle(&username).await;
+                    let storage = self.shared.storage.clone();
+                    let creds =
+                        smol::unblock(move || storage.scram_credentials(&username, hash)).await;
+                    Some(Input::ScramCredentials(creds.unwrap_or_else(|e| {
+                        log::error!("storage: {e}");
+                        None
+                    })))
+                }
+                Action::VerifyPlain { username, password } => {
+                    self.wait_for_throttle(&username).await;
+                    let storage = self.shared.storage.clone();
+                    let ok =
+                        smol::unblock(move || storage.verify_password(&username, &password)).await;
+                    Some(Input::PlainVerified(ok.unwrap_or_else(|e| {
+                        log::error!("storage: {e}");
+                        false
+                    })))
+                }
+                Action::AuthFailed { username } => {
+                    let name = username.as_deref().unwrap_or("");
+                    log::info!(
+                        "c2s{}: {} failed to authenticate as {:?}",
+                        self.id,
+                        self.peer,
+                        name
+                    );
+                    let delay = {
+                        let mut t = self.shared.throttle();
+                        t.failed(name, self.peer.ip(), Instant::now());
+                        t.check(name, self.peer.ip(), Instant::now())
+                    };
+                    // The failure answer waits too, which slows guessing.
+                    if let Some(d) = delay {
+                        Timer::after(d).await;
+                    }
+                    None
+                }
+                Action::Authenticated { username } => {
+                    log::info!("c2s{}: {} authenticated as {username}", self.id, self.peer);
+                    self.shared.throttle().succeeded(&username, self.peer.ip());
+                    self.framer.set_limits(self.shared.limits_authenticated);
+                    None
+                }
+                Action::Bind { resource } => {
+                    let (tx, rx) = router::session_queue();
+                    let user = self.c2s_user();
+                    let result = self.shared.router.bind(&user, resource, tx);
+                    Some(Input::Bound(match result {
+                        Ok((jid, sid)) => {
+                            log::info!("c2s{}: bound {jid}", self.id);
+                            self.bound = Some((jid.clone(), sid));
+                            self.rx = Some(rx);
+                            self.deadline = None;
+                            Ok(jid)
+                        }
+                        Err(e) => Err(e),
+                    }))
+                }
+                Action::Route(stanza) => {
+                    if let Some((jid, _)) = &self.bound {
+                        log::debug!(
+                            "c2s{}: {} {:?}",
+                            self.id,
+                            stanza.el.name(),
+                            stanza.to.as_ref().map(|t| t.to_string())
+                        );
+                        self.shared.router.route(jid, stanza);
+                    }
+                    None
+                }
+            };
+            if let Some(input) = next {
+                for a in self.c2s.handle(input).into_iter().rev() {
+                    queue.push_front(a);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn c2s_user(&self) -> String {
+        self.c2s.user().unwrap_or_default().to_owned()
+    }
+
+    /// Sleeps as long as the throttle asks before a credential check.
+    async fn wait_for_throttle(&mut self, username: &str) {
+        let delay = self
+            .shared
+            .throttle()
+            .check(username, self.peer.ip(), Instant::now());
+        if let Some(d) = delay {
+            log::info!(
+                "c2s{}: delaying login of {username:?} from {} by {d:?}",
+                self.id,
+                self.peer.ip()
+            );
+            Timer::after(d).await;
+        }
+    }
+
+    /// STARTTLS (RFC 6120 §5.4.3.3): `<proceed/>` is written first, then the
+    /// handshake; the framer's plaintext leftovers are dropped with the reset.
+    async fn start_tls(&mut self) -> io::Result<crate::stream::sasl::ChannelBindings> {
+        self.flush().await?;
+        self.framer.reset();
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Taken) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let acceptor = TlsAcceptor::from(self.shared.tls().config().clone());
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        let s = async { acceptor.accept(tcp).await }
+            .or(async {
+                Timer::at(deadline).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        log::info!("c2s{}: {} STARTTLS {}", self.id, self.peer, tls_version(&s));
+        let cb = self.shared.tls().channel_bindings(s.get_ref().1);
+        self.io = Transport::Tls(Box::new(s));
+        Ok(cb)
+    }
+}

@@ -1,0 +1,1126 @@
+//! Client-to-server stream negotiation (RFC 6120 §4–§7) as a sans-IO state
+//! machine.
+//!
+//! The connection loop feeds it [`Input`]s (framer events, TLS completion,
+//! credential lookups, bind results) and carries out the [`Action`]s it
+//! returns (bytes to write, TLS to start, storage to ask, stanzas to route).
+//! Nothing here touches a socket, a clock or the database.
+//!
+//! The order a client goes through:
+//! header → features(starttls, required) → `<starttls/>` → TLS →
+//! header → features(mechanisms) → SASL → `<success/>` →
+//! header → features(bind, session optional) → bind → established.
+//! With direct TLS (XEP-0368) the first stage is skipped.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::jid::{self, FullJid};
+use crate::ns;
+use crate::stanza::{Rejected, Stanza, StanzaCondition, StanzaError, StreamCondition, StreamError};
+use crate::stream::sasl::{
+    ChannelBindings, Mechanism, SaslAction, SaslFailure, SaslServer, ScramCredentials, ScramHash,
+};
+use crate::xml::{Element, Event, StreamHeader};
+
+/// What does not change during a stream: the server's policy.
+#[derive(Clone, Debug)]
+pub struct C2sPolicy {
+    /// The domain this server serves (normalized).
+    pub domain: Arc<str>,
+    /// Mechanisms offered once TLS is up, strongest first. `-PLUS`
+    /// variants are dropped automatically when no channel binding exists.
+    pub mechanisms: Vec<Mechanism>,
+    /// Failed authentication attempts allowed on one stream before it is
+    /// closed (RFC 6120 §6.4.5 asks for a "reasonable number", 2 to 5).
+    pub max_auth_failures: u8,
+    /// Refuse SCRAM's `y` flag while `-PLUS` is offered (RFC 5802 §6); see
+    /// `SaslServer::accepting_y_flag` for why this is optional.
+    pub strict_channel_binding: bool,
+}
+
+/// Something that happened, for the state machine to react to.
+#[derive(Debug)]
+pub enum Input {
+    /// A stream event from the XML framer.
+    Xml(Event),
+    /// The TLS handshake after `<proceed/>` finished; the bindings come from
+    /// the TLS session, never from the client.
+    TlsEstablished(ChannelBindings),
+    /// Answer to [`Action::LookupScram`]; `None` when the account does not exist.
+    ScramCredentials(Option<ScramCredentials>),
+    /// Answer to [`Action::VerifyPlain`].
+    PlainVerified(bool),
+    /// Answer to [`Action::Bind`].
+    Bound(Result<FullJid, StanzaError>),
+}
+
+/// Something the connection loop must do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Write these bytes.
+    Send(String),
+    /// `<proceed/>` was sent: run the TLS handshake now, then feed
+    /// [`Input::TlsEstablished`]. Bytes buffered so far must be discarded
+    /// (no plaintext may leak into the TLS stream, RFC 6120 §5.4.3.3).
+    StartTls,
+    /// The stream restarts (after TLS or SASL): drop the framer's state.
+    ResetFramer,
+    /// Look up stored SCRAM keys of `username` (a normalized localpart).
+    LookupScram { username: String, hash: ScramHash },
+    /// Verify a PLAIN password for `username` (normalized localpart).
+    VerifyPlain { username: String, password: String },
+    /// An authentication attempt failed (for throttling and the log).
+    /// `username` is the normalized localpart when one was given.
+    AuthFailed { username: Option<String> },
+    /// SASL succeeded for `username`; larger stanzas may now be accepted.
+    Authenticated { username: String },
+    /// Bind a resource for the authenticated user: `None` asks the server to
+    /// pick one. Feed [`Input::Bound`] with the outcome.
+    Bind { resource: Option<String> },
+    /// A validated stanza from the bound session, `from` stamped.
+    Route(Stanza),
+    /// Close the connection (after writing what came before).
+    Close,
+}
+
+/// Where in the negotiation the stream is.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the (re)opened stream header.
+    Header,
+    /// Features with STARTTLS sent; only `<starttls/>` moves on.
+    PreTls,
+    /// `<proceed/>` sent; waiting for the TLS handshake.
+    TlsStarting,
+    /// Mechanisms offered; waiting for `<auth/>`.
+    PreAuth,
+    /// A SASL exchange is in progress.
+    Sasl(Box<SaslServer>),
+    /// Authenticated, bind offered; waiting for the bind iq.
+    PreBind,
+    /// Bind requested; waiting for the router. Holds the request's id.
+    Binding(String),
+    /// Resource bound: stanzas flow.
+    Established,
+    /// The stream is closed; nothing more is accepted.
+    Closed,
+}
+
+/// The state of one client stream.
+#[derive(Debug)]
+pub struct C2s {
+    policy: Arc<C2sPolicy>,
+    phase: Phase,
+    /// Channel-binding data when the stream is under TLS.
+    tls: Option<ChannelBindings>,
+    /// Whether our header for the current stream has been written.
+    header_sent: bool,
+    /// The authenticated account (localpart) once SASL succeeded.
+    user: Option<String>,
+    /// The username of an authentication attempt waiting for storage.
+    pending_user: Option<String>,
+    /// The bound address once established.
+    jid: Option<FullJid>,
+    auth_failures: u8,
+}
+
+impl C2s {
+    /// A new stream on a plain TCP connection (STARTTLS will be required),
+    /// or one already under TLS (direct TLS, XEP-0368) when `tls` is given.
+    pub fn new(policy: Arc<C2sPolicy>, tls: Option<ChannelBindings>) -> C2s {
+        C2s {
+            policy,
+            phase: Phase::Header,
+            tls,
+            header_sent: false,
+            user: None,
+            pending_user: None,
+            jid: None,
+            auth_failures: 0,
+        }
+    }
+
+    /// The bound address, once the stream is established.
+    pub fn jid(&self) -> Option<&FullJid> {
+        self.jid.as_ref()
+    }
+
+    /// The authenticated account (localpart), once SASL succeeded.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// True when TLS protects the stream.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// True when the session is bound and stanzas flow.
+    pub fn is_established(&self) -> bool {
+        matches!(self.phase, Phase::Established)
+    }
+
+    /// Reacts to one input.
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        if matches!(self.phase, Phase::Closed) {
+            return out;
+        }
+        match input {
+            Input::Xml(Event::Open(h)) => self.on_header(&h, &mut out),
+            Input::Xml(Event::Close) => {
+                // RFC 6120 §4.4: answer the peer's close with ours.
+                self.send_header_if_needed(&mut out);
+                out.push(Action::Send("</stream:stream>".into()));
+                out.push(Action::Close);
+                self.phase = Phase::Closed;
+            }
+            Input::Xml(Event::Stanza(el)) => self.on_element(el, &mut out),
+            Input::TlsEstablished(cb) => {
+                if matches!(self.phase, Phase::TlsStarting) {
+                    self.tls = Some(cb);
+                    self.restart(&mut out);
+                }
+            }
+            Input::ScramCredentials(creds) => {
+                if let Phase::Sasl(sasl) = &mut self.phase {
+                    let a = sasl.provide_scram(creds);
+                    self.on_sasl(a, &mut out);
+                }
+            }
+            Input::PlainVerified(ok) => {
+                if let Phase::Sasl(sasl) = &mut self.phase {
+                    let a = sasl.plain_result(ok);
+                    self.on_sasl(a, &mut out);
+                }
+            }
+            Input::Bound(result) => self.on_bound(result, &mut out),
+        }
+        out
+    }
+
+    /// Closes the stream with a stream error (RFC 6120 §4.9.1): our header
+    /// first if it was not yet sent, the error, then `</stream:stream>`.
+    pub fn fail(&mut self, err: StreamError, out: &mut Vec<Action>) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.send_header_if_needed(out);
+        out.push(Action::Send(format!("{}</stream:stream>", err.to_xml())));
+        out.push(Action::Close);
+        self.phase = Phase::Closed;
+    }
+
+    /// The stream is being shut down by the server (SIGTERM): a
+    /// `system-shutdown` stream error (RFC 6120 §4.9.3.19).
+    pub fn shutdown(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.fail(
+            StreamError::new(StreamCondition::SystemShutdown).with_text("the server is stopping"),
+            &mut out,
+        );
+        out
+    }
+
+    fn send_header_if_needed(&mut self, out: &mut Vec<Action>) {
+        if !self.header_sent {
+            out.push(Action::Send(self.header_xml()));
+            self.header_sent = true;
+        }
+    }
+
+    fn header_xml(&self) -> String {
+        let mut s = String::with_capacity(256);
+        s.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' ");
+        s.push_str("xmlns:stream='http://etherx.jabber.org/streams' id='");
+        s.push_str(&super::new_stream_id());
+        s.push_str("' from='");
+        crate::xml::escape_attr(&self.policy.domain, &mut s);
+        s.push_str("' version='1.0' xml:lang='en'>");
+        s
+    }
+
+    /// RFC 6120 §4.7: checks the client's stream header, answers with ours
+    /// and the features for the current stage.
+    fn on_header(&mut self, h: &StreamHeader, out: &mut Vec<Action>) {
+        if !matches!(self.phase, Phase::Header) {
+            // A second header inside an open stream is not XML we accept.
+            return self.fail(StreamError::new(StreamCondition::NotWellFormed), out);
+        }
+        if h.default_ns() != ns::CLIENT {
+            return self.fail(
+                StreamError::new(StreamCondition::InvalidNamespace)
+                    .with_text("the content namespace must be jabber:client"),
+                out,
+            );
+        }
+        // §4.7.2: a client MUST put the server's domain in 'to'.
+        let to_ok = h
+            .attr("to")
+            .and_then(|to| jid::normalize_domain(to).ok())
+            .is_some_and(|d| *d == *self.policy.domain);
+        if !to_ok {
+            let text = format!("this server is {}", self.policy.domain);
+            return self.fail(
+                StreamError::new(StreamCondition::HostUnknown).with_text(text),
+                out,
+            );
+        }
+        // §4.7.5: we speak 1.0; an absent version means a pre-RFC client.
+        let major = h
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_none_or(|m| m < 1) {
+            return self.fail(
+                StreamError::new(StreamCondition::UnsupportedVersion)
+                    .with_text("XMPP version 1.0 is required"),
+                out,
+            );
+        }
+        self.send_header_if_needed(out);
+        let features = if self.tls.is_none() {
+            // §5.3.1: TLS is mandatory here, so it is the only feature.
+            self.phase = Phase::PreTls;
+            vec![Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS))]
+        } else if self.user.is_none() {
+            self.phase = Phase::PreAuth;
+            self.sasl_features()
+        } else {
+            // §7.2: bind; RFC 3921's session marked optional (RFC 6121
+            // Appendix E) for the clients that still ask for it.
+            self.phase = Phase::PreBind;
+            vec![
+                Element::new("bind", ns::BIND),
+                Element::new("session", ns::SESSION)
+                    .with_child(Element::new("optional", ns::SESSION)),
+            ]
+        };
+        let mut s = String::from("<stream:features>");
+        for f in &features {
+            f.write_to(&mut s, "");
+        }
+        s.push_str("</stream:features>");
+        out.push(Action::Send(s));
+    }
+
+    /// The mechanisms usable on this stream: `-PLUS` only with channel
+    /// binding data from the TLS session.
+    fn offered(&self) -> impl Iterator<Item = Mechanism> + '_ {
+        let cb = self.tls.as_ref();
+        let has_cb =
+            cb.is_some_and(|c| c.tls_exporter.is_some() || c.tls_server_end_point.is_some());
+        self.policy
+            .mechanisms
+            .iter()
+            .copied()
+            .filter(move |m| !m.needs_channel_binding() || has_cb)
+    }
+
+    /// RFC 6120 §6.4.1 mechanisms, plus the channel-binding types we
+    /// support (XEP-0440) so a client can pick one that works with us.
+    fn sasl_features(&self) -> Vec<Element> {
+        let mut mechs = Element::new("mechanisms", ns::SASL);
+        for m in self.offered() {
+            mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+        }
+        let mut out = vec![mechs];
+        if let Some(cb) = &self.tls {
+            let mut types = Element::new("sasl-channel-binding", ns::SASL_CB);
+            if cb.tls_exporter.is_some() {
+                types.push_child(
+                    Element::new("channel-binding", ns::SASL_CB).with_attr("type", "tls-exporter"),
+                );
+            }
+            if cb.tls_server_end_point.is_some() {
+                types.push_child(
+                    Element::new("channel-binding", ns::SASL_CB)
+                        .with_attr("type", "tls-server-end-point"),
+                );
+            }
+            if types.children().next().is_some() {
+                out.push(types);
+            }
+        }
+        out
+    }
+
+    /// A stream restart (RFC 6120 §4.3.3) after TLS or SASL: the client
+    /// sends a new header, we answer with a new one.
+    fn restart(&mut self, out: &mut Vec<Action>) {
+        out.push(Action::ResetFramer);
+        self.header_sent = false;
+        self.phase = Phase::Header;
+    }
+
+    /// A first-level element: a negotiation element or a stanza, depending
+    /// on the phase.
+    fn on_element(&mut self, el: Element, out: &mut Vec<Action>) {
+        if el.is("error", ns::STREAM) {
+            // The client gave up on the stream (§4.9): close our side.
+            out.push(Action::Send("</stream:stream>".into()));
+            out.push(Action::Close);
+            self.phase = Phase::Closed;
+            return;
+        }
+        match &self.phase {
+            Phase::Header => self.fail(StreamError::new(StreamCondition::NotWellFormed), out),
+            Phase::PreTls => {
+                if el.is("starttls", ns::TLS) {
+                    // §5.4.2.3: proceed, then the TLS handshake.
+                    out.push(Action::Send(
+                        "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>".into(),
+                    ));
+                    out.push(Action::StartTls);
+                    self.phase = Phase::TlsStarting;
+                } else if el.is("auth", ns::SASL) {
+                    // §6.4.1 and §6.5.3: no SASL before TLS here.
+                    self.sasl_failure(SaslFailure::EncryptionRequired, None, out);
+                } else {
+                    self.not_authorized(out)
+                }
+            }
+            Phase::TlsStarting => self.fail(
+                StreamError::new(StreamCondition::PolicyViolation)
+                    .with_text("no data may follow <starttls/> before the TLS handshake"),
+                out,
+            ),
+            Phase::PreAuth => {
+                if el.is("auth", ns::SASL) {
+                    self.on_auth(&el, out);
+                } else if el.is("starttls", ns::TLS) {
+                    // TLS is already up; a second STARTTLS is a protocol error.
+                    self.fail(
+                        StreamError::new(StreamCondition::PolicyViolation)
+                            .with_text("TLS is already in place"),
+                        out,
+                    )
+                } else {
+                    self.not_authorized(out)
+                }
+            }
+            Phase::Sasl(_) => self.on_sasl_element(&el, out),
+            Phase::PreBind => self.on_bind_request(el, out),
+            Phase::Binding(_) => {
+                // The client must wait for its bind result (§7.1).
+                self.not_authorized(out)
+            }
+            Phase::Established => self.on_stanza(el, out),
+            Phase::Closed => {}
+        }
+    }
+
+    fn not_authorized(&mut self, out: &mut Vec<Action>) {
+        // §4.9.3.12 / §7.1: stanzas before authentication and binding.
+        self.fail(
+            StreamError::new(StreamCondition::NotAuthorized)
+                .with_text("authenticate and bind a resource first"),
+            out,
+        )
+    }
+
+    /// `<auth mechanism='…'>` (RFC 6120 §6.4.2).
+    fn on_auth(&mut self, el: &Element, out: &mut Vec<Action>) {
+        let mech = el
+            .attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| self.offered().any(|o| o == *m));
+        let Some(mech) = mech else {
+            return self.sasl_failure(SaslFailure::InvalidMechanism, None, out);
+        };
+        let cb = self.tls.clone().unwrap_or_default();
+        let mut sasl = SaslServer::new(mech, cb);
+        if !self.policy.strict_channel_binding {
+            sasl = sasl.accepting_y_flag();
+        }
+        let mut sasl = Box::new(sasl);
+        let text = el.text();
+        let action = if text.is_empty() {
+            // No initial response: ask for one with an empty challenge (§6.4.2).
+            SaslAction::Challenge(Vec::new())
+        } else {
+            match decode_b64(&text) {
+                Some(data) => sasl.step(&data),
+                None => SaslAction::Failure(SaslFailure::IncorrectEncoding),
+            }
+        };
+        self.phase = Phase::Sasl(sasl);
+        self.on_sasl(action, out);
+    }
+
+    /// `<response/>` or `<abort/>` during an exchange (§6.4.3, §6.4.4).
+    fn on_sasl_element(&mut self, el: &Element, out: &mut Vec<Action>) {
+        let Phase::Sasl(sasl) = &mut self.phase else {
+            return;
+        };
+        let action = if el.is("response", ns::SASL) {
+            match decode_b64(&el.text()) {
+                Some(data) => sasl.step(&data),
+                None => SaslAction::Failure(SaslFailure::IncorrectEncoding),
+            }
+        } else if el.is("abort", ns::SASL) {
+            SaslAction::Failure(SaslFailure::Aborted)
+        } else if el.is("auth", ns::SASL) {
+            SaslAction::Failure(SaslFailure::MalformedRequest)
+        } else {
+            return self.not_authorized(out);
+        };
+        self.on_sasl(action, out);
+    }
+
+    fn on_sasl(&mut self, action: SaslAction, out: &mut Vec<Action>) {
+        match action {
+            SaslAction::Challenge(data) => {
+                out.push(Action::Send(sasl_xml("challenge", &data)));
+            }
+            SaslAction::LookupScram { username, hash } => match jid::normalize_localpart(&username)
+            {
+                Ok(user) => {
+                    self.pending_user = Some(user.clone());
+                    out.push(Action::LookupScram {
+                        username: user,
+                        hash,
+                    });
+                }
+                // A name that cannot be an account is treated as an unknown
+                // one, so the exchange looks the same to the client.
+                Err(_) => {
+                    self.pending_user = None;
+                    if let Phase::Sasl(sasl) = &mut self.phase {
+                        let a = sasl.provide_scram(None);
+                        self.on_sasl(a, out);
+                    }
+                }
+            },
+            SaslAction::VerifyPlain {
+                username,
+                authzid,
+                password,
+            } => {
+                let user = jid::normalize_localpart(&username).ok();
+                match user {
+                    Some(user) if self.authzid_ok(authzid.as_deref(), &user) => {
+                        self.pending_user = Some(user.clone());
+                        out.push(Action::VerifyPlain {
+                            username: user,
+                            password,
+                        });
+                    }
+                    Some(user) => self.sasl_failure(SaslFailure::InvalidAuthzid, Some(user), out),
+                    None => self.sasl_failure(SaslFailure::NotAuthorized, None, out),
+                }
+            }
+            SaslAction::Success {
+                username,
+                authzid,
+                additional_data,
+            } => {
+                let user = self
+                    .pending_user
+                    .take()
+                    .or_else(|| jid::normalize_localpart(&username).ok());
+                let Some(user) = user else {
+                    return self.sasl_failure(SaslFailure::NotAuthorized, None, out);
+                };
+                if !self.authzid_ok(authzid.as_deref(), &user) {
+                    return self.sasl_failure(SaslFailure::InvalidAuthzid, Some(user), out);
+                }
+                out.push(Action::Send(sasl_xml(
+                    "success",
+                    additional_data.as_deref().unwrap_or(&[]),
+                )));
+                out.push(Action::Authenticated {
+                    username: user.clone(),
+                });
+                self.user = Some(user);
+                self.restart(out);
+            }
+            SaslAction::Failure(f) => {
+                let user = self.pending_user.take();
+                self.sasl_failure(f, user, out);
+            }
+        }
+    }
+
+    /// An authorization identity is accepted only when it names the
+    /// authenticated account itself (RFC 6120 §6.3.8): hearth does not let
+    /// one account act as another.
+    fn authzid_ok(&self, authzid: Option<&str>, user: &str) -> bool {
+        match authzid {
+            None | Some("") => true,
+            Some(a) => jid::BareJid::new(Some(user), &self.policy.domain)
+                .ok()
+                .zip(jid::Jid::parse(a).ok())
+                .is_some_and(|(mine, theirs)| theirs.is_bare() && theirs.bare() == mine),
+        }
+    }
+
+    /// `<failure/>` (§6.4.5); after too many, the stream is closed.
+    fn sasl_failure(&mut self, f: SaslFailure, username: Option<String>, out: &mut Vec<Action>) {
+        out.push(Action::Send(format!(
+            "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><{}/></failure>",
+            f.condition()
+        )));
+        // Only a wrong password or identity is a guess worth throttling; a
+        // mechanism or channel-binding mismatch is a client finding its way.
+        if matches!(f, SaslFailure::NotAuthorized | SaslFailure::InvalidAuthzid) {
+            out.push(Action::AuthFailed { username });
+        }
+        if f != SaslFailure::Aborted && f != SaslFailure::EncryptionRequired {
+            self.auth_failures = self.auth_failures.saturating_add(1);
+        }
+        if self.tls.is_some() {
+            self.phase = Phase::PreAuth;
+        }
+        if self.auth_failures >= self.policy.max_auth_failures {
+            self.fail(
+                StreamError::new(StreamCondition::PolicyViolation)
+                    .with_text("too many failed authentication attempts"),
+                out,
+            );
+        }
+    }
+
+    /// Resource binding (RFC 6120 §7.6): an iq set with `<bind/>`.
+    fn on_bind_request(&mut self, el: Element, out: &mut Vec<Action>) {
+        let is_bind = el.is("iq", ns::CLIENT)
+            && el.attr("type") == Some("set")
+            && el.get_child("bind", ns::BIND).is_some();
+        let Some(id) = el.attr("id").filter(|_| is_bind).map(str::to_owned) else {
+            return self.not_authorized(out);
+        };
+        let resource = el
+            .get_child("bind", ns::BIND)
+            .and_then(|b| b.get_child("resource", ns::BIND))
+            .map(|r| r.text())
+            .filter(|r| !r.trim().is_empty());
+        let resource = match resource.map(|r| jid::normalize_resource(&r)) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                // §7.7.2.1: a resource we cannot process.
+                let err = StanzaError::new(StanzaCondition::BadRequest)
+                    .with_text(format!("bad resource: {e}"));
+                if let Some(reply) = err.reply_to(&el) {
+                    out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                }
+                return;
+            }
+        };
+        self.phase = Phase::Binding(id);
+        out.push(Action::Bind { resource });
+    }
+
+    fn on_bound(&mut self, result: Result<FullJid, StanzaError>, out: &mut Vec<Action>) {
+        let Phase::Binding(id) = &self.phase else {
+            return;
+        };
+        let id = id.clone();
+        match result {
+            Ok(full) => {
+                let reply = Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("id", id)
+                    .with_child(
+                        Element::new("bind", ns::BIND)
+                            .with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
+                    );
+                out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                self.jid = Some(full);
+                self.phase = Phase::Established;
+            }
+            Err(err) => {
+                let req = Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "set")
+                    .with_attr("id", id);
+                if let Some(reply) = err.reply_to(&req) {
+                    out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                }
+                self.phase = Phase::PreBind;
+            }
+        }
+    }
+
+    /// A stanza on an established stream: validated, `from` stamped with
+    /// the session's full JID (RFC 6120 §8.1.2.1 — whatever the client put
+    /// there never passes through), then routed.
+    fn on_stanza(&mut self, mut el: Element, out: &mut Vec<Action>) {
+        let Some(jid) = &self.jid else { return };
+        el.set_attr("from", jid.to_string());
+        match Stanza::from_client(el) {
+            Ok(stanza) => {
+                if self.is_session_request(&stanza) {
+                    // RFC 3921 §3 session establishment is a no-op today
+                    // (RFC 6121 Appendix E): just say yes.
+                    let mut reply = stanza.iq_result(None);
+                    reply.remove_attr("from");
+                    out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                } else {
+                    out.push(Action::Route(stanza));
+                }
+            }
+            Err(Rejected::Stream(cond)) => self.fail(
+                StreamError::new(cond).with_text("only message, presence and iq may be sent here"),
+                out,
+            ),
+            Err(Rejected::Stanza(err, el)) => {
+                // The reply goes back to this session; its 'from' is the
+                // (possibly malformed) 'to' the client gave, so drop it.
+                if let Some(mut reply) = err.reply_to(&el) {
+                    reply.remove_attr("from");
+                    out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                }
+            }
+        }
+    }
+
+    fn is_session_request(&self, s: &Stanza) -> bool {
+        s.el.name() == "iq"
+            && s.el.attr("type") == Some("set")
+            && s.el.has_child("session", ns::SESSION)
+            && s.to.as_ref().is_none_or(|to| {
+                to.local().is_none()
+                    && to.resource().is_none()
+                    && to.domain() == &*self.policy.domain
+            })
+    }
+}
+
+/// A SASL element carrying base64 data; with no data the element is empty
+/// (RFC 6120 §6.4.3, §6.4.6).
+fn sasl_xml(name: &str, data: &[u8]) -> String {
+    if data.is_empty() {
+        format!("<{name} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    } else {
+        let body = B64.encode(data);
+        format!("<{name} xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{body}</{name}>")
+    }
+}
+
+/// Base64 from a SASL element: `=` is the empty response (§6.4.2);
+/// whitespace is tolerated; anything else invalid is `None`.
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    let t: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if t == "=" {
+        return Some(Vec::new());
+    }
+    B64.decode(t.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{Framer, Limits};
+    use hmac::{KeyInit, Mac};
+
+    const DOMAIN: &str = "home.local";
+
+    fn policy() -> Arc<C2sPolicy> {
+        Arc::new(C2sPolicy {
+            domain: DOMAIN.into(),
+            mechanisms: Mechanism::ALL.to_vec(),
+            max_auth_failures: 3,
+            strict_channel_binding: true,
+        })
+    }
+
+    /// A stream under test: the machine plus a framer for the client's XML.
+    struct T {
+        c2s: C2s,
+        framer: Framer,
+    }
+
+    impl T {
+        fn plain() -> T {
+            T {
+                c2s: C2s::new(policy(), None),
+                framer: Framer::new(Limits::default()),
+            }
+        }
+
+        fn tls(cb: ChannelBindings) -> T {
+            T {
+                c2s: C2s::new(policy(), Some(cb)),
+                framer: Framer::new(Limits::default()),
+            }
+        }
+
+        /// Feeds client XML; returns every action it caused.
+        fn send(&mut self, xml: &str) -> Vec<Action> {
+            self.framer.feed(xml.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            while let Some(ev) = self.framer.next_event().unwrap() {
+                let actions = self.c2s.handle(Input::Xml(ev));
+                if actions.iter().any(|a| matches!(a, Action::ResetFramer)) {
+                    self.framer.reset();
+                }
+                out.extend(actions);
+            }
+            out
+        }
+
+        fn input(&mut self, i: Input) -> Vec<Action> {
+            let actions = self.c2s.handle(i);
+            if actions.iter().any(|a| matches!(a, Action::ResetFramer)) {
+                self.framer.reset();
+            }
+            actions
+        }
+
+        fn header(&mut self) -> String {
+            sent(&self.send(HEADER))
+        }
+    }
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='home.local' version='1.0'>";
+
+    /// Everything the actions write, concatenated.
+    fn sent(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closes(actions: &[Action]) -> bool {
+        matches!(actions.last(), Some(Action::Close))
+    }
+
+    fn cb() -> ChannelBindings {
+        ChannelBindings {
+            tls_exporter: Some(vec![7; 32]),
+            tls_server_end_point: Some(vec![9; 32]),
+        }
+    }
+
+    /// A stream authenticated (PLAIN) and ready to bind.
+    fn authenticated() -> T {
+        let mut t = T::tls(cb());
+        t.header();
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>");
+        assert!(
+            matches!(&a[..], [Action::VerifyPlain { username, password }] if username == "alice" && password == "secret")
+        );
+        let a = t.input(Input::PlainVerified(true));
+        assert!(sent(&a).contains("<success"));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Authenticated { username } if username == "alice"))
+        );
+        t
+    }
+
+    fn established() -> T {
+        let mut t = authenticated();
+        let h = t.header();
+        assert!(h.contains("urn:ietf:params:xml:ns:xmpp-bind"), "{h}");
+        let a = t.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>Phone</resource></bind></iq>");
+        assert!(matches!(&a[..], [Action::Bind { resource: Some(r) }] if r == "Phone"));
+        let full = FullJid::parse("alice@home.local/Phone").unwrap();
+        let a = t.input(Input::Bound(Ok(full)));
+        assert!(
+            sent(&a).contains("<jid>alice@home.local/Phone</jid>"),
+            "{}",
+            sent(&a)
+        );
+        assert!(t.c2s.is_established());
+        t
+    }
+
+    #[test]
+    fn plain_stream_offers_only_required_starttls() {
+        let mut t = T::plain();
+        let h = t.header();
+        assert!(h.starts_with("<?xml version='1.0'?><stream:stream xmlns='jabber:client'"));
+        assert!(h.contains("from='home.local'"));
+        assert!(h.contains(
+            "<starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"><required/></starttls>"
+        ));
+        assert!(!h.contains("mechanisms"));
+    }
+
+    #[test]
+    fn auth_before_tls_is_refused_with_encryption_required() {
+        let mut t = T::plain();
+        t.header();
+        let a = t.send(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>",
+        );
+        assert!(sent(&a).contains("<encryption-required/>"));
+        assert!(!a.iter().any(|x| matches!(x, Action::VerifyPlain { .. })));
+    }
+
+    #[test]
+    fn stanza_before_auth_closes_with_not_authorized() {
+        let mut t = T::plain();
+        t.header();
+        let a = t.send("<message to='bob@home.local'><body>hi</body></message>");
+        assert!(
+            sent(&a).contains("<not-authorized xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>")
+        );
+        assert!(sent(&a).ends_with("</stream:stream>"));
+        assert!(closes(&a));
+    }
+
+    #[test]
+    fn starttls_then_restart_offers_plus_mechanisms() {
+        let mut t = T::plain();
+        t.header();
+        let a = t.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        assert!(sent(&a).contains("<proceed"));
+        assert!(matches!(a.last(), Some(Action::StartTls)));
+        let a = t.input(Input::TlsEstablished(cb()));
+        assert!(matches!(&a[..], [Action::ResetFramer]));
+        let h = t.header();
+        for m in [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN",
+        ] {
+            assert!(
+                h.contains(&format!("<mechanism>{m}</mechanism>")),
+                "{m} missing in {h}"
+            );
+        }
+        assert!(h.contains("type=\"tls-exporter\""));
+    }
+
+    #[test]
+    fn without_channel_binding_no_plus_is_offered_or_accepted() {
+        let mut t = T::tls(ChannelBindings {
+            tls_exporter: None,
+            tls_server_end_point: None,
+        });
+        let h = t.header();
+        assert!(!h.contains("PLUS"), "{h}");
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1-PLUS'>cD10bHMtZXhwb3J0ZXIsLG49YSxyPWFiYw==</auth>");
+        assert!(sent(&a).contains("<invalid-mechanism/>"));
+    }
+
+    #[test]
+    fn wrong_host_and_old_version_get_stream_errors_after_our_header() {
+        let mut t = T::plain();
+        let a = t.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='elsewhere.example' version='1.0'>");
+        let s = sent(&a);
+        assert!(s.starts_with("<?xml"), "{s}");
+        assert!(s.contains("<host-unknown"));
+        assert!(closes(&a));
+
+        let mut t = T::plain();
+        let a = t.send("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='home.local'>");
+        assert!(sent(&a).contains("<unsupported-version"));
+
+        let mut t = T::plain();
+        let a = t.send("<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='home.local' version='1.0'>");
+        assert!(sent(&a).contains("<invalid-namespace"));
+    }
+
+    #[test]
+    fn unknown_mechanism_and_bad_base64() {
+        let mut t = T::tls(cb());
+        t.header();
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>");
+        assert!(sent(&a).contains("<invalid-mechanism/>"));
+        let a =
+            t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!!</auth>");
+        assert!(sent(&a).contains("<incorrect-encoding/>"));
+    }
+
+    #[test]
+    fn repeated_failures_close_the_stream() {
+        let mut t = T::tls(cb());
+        t.header();
+        for i in 0..3 {
+            let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHdyb25n</auth>");
+            assert!(matches!(&a[..], [Action::VerifyPlain { .. }]));
+            let a = t.input(Input::PlainVerified(false));
+            assert!(sent(&a).contains("<not-authorized/>"));
+            assert!(
+                a.iter()
+                    .any(|x| matches!(x, Action::AuthFailed { username: Some(u) } if u == "alice"))
+            );
+            assert_eq!(closes(&a), i == 2, "attempt {i}");
+        }
+        assert!(
+            t.send(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn authzid_of_another_account_is_refused() {
+        let mut t = T::tls(cb());
+        t.header();
+        // authzid bob@home.local, authcid alice.
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>Ym9iQGhvbWUubG9jYWwAYWxpY2UAc2VjcmV0</auth>");
+        assert!(sent(&a).contains("<invalid-authzid/>"), "{}", sent(&a));
+        // Her own bare JID is fine.
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>YWxpY2VAaG9tZS5sb2NhbABhbGljZQBzZWNyZXQ=</auth>");
+        assert!(matches!(&a[..], [Action::VerifyPlain { .. }]));
+    }
+
+    #[test]
+    fn abort_gives_aborted_failure() {
+        let mut t = T::tls(cb());
+        t.header();
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'/>");
+        assert_eq!(
+            sent(&a),
+            "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+        );
+        let a = t.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+        assert!(sent(&a).contains("<aborted/>"));
+    }
+
+    /// SCRAM-SHA-256-PLUS through the state machine, with a client written
+    /// from RFC 5802 §3 and channel binding data from the "TLS layer".
+    #[test]
+    fn scram_sha256_plus_with_tls_exporter() {
+        type H = hmac::Hmac<sha2::Sha256>;
+        fn hmac(k: &[u8], m: &[u8]) -> Vec<u8> {
+            let mut mac = <H as KeyInit>::new_from_slice(k).unwrap();
+            mac.update(m);
+            mac.finalize().into_bytes().to_vec()
+        }
+        let mut t = T::tls(cb());
+        t.header();
+        let gs2 = "p=tls-exporter,,";
+        let first_bare = "n=alice,r=clientnonce123";
+        let a = t.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+            B64.encode(format!("{gs2}{first_bare}"))
+        ));
+        assert!(
+            matches!(&a[..], [Action::LookupScram { username, hash: ScramHash::Sha256 }] if username == "alice")
+        );
+        let creds =
+            ScramCredentials::derive(ScramHash::Sha256, "pencil", b"saltsaltsalt", 4096).unwrap();
+        let a = t.input(Input::ScramCredentials(Some(creds)));
+        let challenge = sent(&a);
+        let inner = challenge
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap();
+        let server_first = String::from_utf8(B64.decode(inner).unwrap()).unwrap();
+        let nonce = server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap();
+        assert!(nonce.starts_with("clientnonce123"));
+        let mut cbind = gs2.as_bytes().to_vec();
+        cbind.extend_from_slice(&[7; 32]);
+        let without_proof = format!("c={},r={nonce}", B64.encode(&cbind));
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(b"pencil", b"saltsaltsalt", 4096, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key = <sha2::Sha256 as sha2::Digest>::digest(&client_key);
+        let sig = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        let final_msg = format!("{without_proof},p={}", B64.encode(proof));
+        let a = t.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(final_msg)
+        ));
+        let s = sent(&a);
+        assert!(s.starts_with("<success"), "{s}");
+        let server_key = hmac(&salted, b"Server Key");
+        let v = B64.encode(hmac(&server_key, auth_message.as_bytes()));
+        let inner = s.split('>').nth(1).unwrap().split('<').next().unwrap();
+        assert_eq!(
+            String::from_utf8(B64.decode(inner).unwrap()).unwrap(),
+            format!("v={v}")
+        );
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Authenticated { username } if username == "alice"))
+        );
+    }
+
+    #[test]
+    fn stanzas_before_bind_close_with_not_authorized() {
+        let mut t = authenticated();
+        t.header();
+        let a = t.send("<presence/>");
+        assert!(sent(&a).contains("<not-authorized"));
+        assert!(closes(&a));
+    }
+
+    #[test]
+    fn bind_with_a_bad_resource_is_bad_request() {
+        let mut t = authenticated();
+        t.header();
+        let long = "r".repeat(1100);
+        let a = t.send(&format!("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{long}</resource></bind></iq>"));
+        assert!(sent(&a).contains("<bad-request"), "{}", sent(&a));
+        // Binding with no resource asks the server for one.
+        let a =
+            t.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+        assert!(matches!(&a[..], [Action::Bind { resource: None }]));
+    }
+
+    #[test]
+    fn spoofed_from_is_replaced_with_the_session_jid() {
+        let mut t = established();
+        let a = t.send("<message from='bob@home.local/evil' to='carol@home.local' type='chat'><body>x</body></message>");
+        let [Action::Route(s)] = &a[..] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(s.el.attr("from"), Some("alice@home.local/Phone"));
+        assert_eq!(
+            s.to.as_ref().map(|j| j.to_string()).as_deref(),
+            Some("carol@home.local")
+        );
+    }
+
+    #[test]
+    fn malformed_stanzas_get_stanza_or_stream_errors() {
+        let mut t = established();
+        let a = t.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>");
+        assert!(sent(&a).contains("<bad-request"), "{}", sent(&a));
+        let a = t.send("<message to='a@b@c'><body/></message>");
+        assert!(sent(&a).contains("<jid-malformed"), "{}", sent(&a));
+        let a = t.send("<iq type='result' id='x'/>");
+        assert!(matches!(&a[..], [Action::Route(_)]));
+        let a = t.send("<foo xmlns='urn:example'/>");
+        assert!(sent(&a).contains("<unsupported-stanza-type"));
+        assert!(closes(&a));
+    }
+
+    #[test]
+    fn legacy_session_is_acknowledged() {
+        let mut t = established();
+        let a = t.send("<iq type='set' id='s1' to='home.local'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+        assert_eq!(
+            sent(&a),
+            "<iq type=\"result\" id=\"s1\" to=\"alice@home.local/Phone\"/>"
+        );
+    }
+
+    #[test]
+    fn client_close_is_answered_and_shutdown_says_system_shutdown() {
+        let mut t = established();
+        let a = t.send("</stream:stream>");
+        assert_eq!(sent(&a), "</stream:stream>");
+        assert!(closes(&a));
+
+        let mut t = established();
+        let a = t.c2s.shutdown();
+        assert!(sent(&a).contains("<system-shutdown"));
+        assert!(closes(&a));
+    }
+}
