@@ -213,10 +213,14 @@ fn plus_with_wrong_binding_data_fails() {
 }
 
 /// RFC 5802 §6: flag "y" (client could bind but thinks the server cannot) sent to a
-/// server that offers -PLUS means a downgrade: the server must fail the exchange.
+/// server that offers -PLUS means a downgrade: with `auth.strict_channel_binding` the
+/// server fails the exchange.
 #[test]
-fn scram_downgrade_flag_y_fails_when_plus_offered() {
-    let server = server();
+fn scram_downgrade_flag_y_fails_when_plus_offered_and_strict() {
+    let server = server_with(ServerOpts {
+        extra_toml: "strict_channel_binding = true\n".into(),
+        ..ServerOpts::default()
+    });
     let mut conn = starttls(&server);
     assert!(
         conn.mechanisms().iter().any(|m| m == "SCRAM-SHA-256-PLUS"),
@@ -227,6 +231,18 @@ fn scram_downgrade_flag_y_fails_when_plus_offered() {
     match conn.authenticate(&mut mech) {
         Err(AuthError::Failure(..)) => {}
         other => panic!("gs2 flag 'y' with -PLUS on offer must fail, got {other:?}"),
+    }
+}
+
+/// By default "y" is accepted: clients that only know tls-unique (slixmpp) send it on
+/// every TLS 1.3 stream, where they cannot use the bindings hearth offers.
+#[test]
+fn scram_flag_y_is_accepted_by_default() {
+    let server = server();
+    let mut conn = starttls(&server);
+    let mut mech = Scram::new(Hash::Sha256, "alice", ALICE_PW, Binding::SupportedNotUsed);
+    if let Err(e) = conn.authenticate(&mut mech) {
+        panic!("gs2 flag 'y' must be accepted by default, got {e:?}");
     }
 }
 
