@@ -502,3 +502,49 @@ fn xml_reader_handles_any_split() {
         assert_eq!(read_all(split), whole, "split at byte {split}");
     }
 }
+
+// ---- login throttling ---------------------------------------------------------------
+
+/// Failed logins are throttled per account: after `max_failures_before_delay` (3)
+/// failures the next attempt waits (1 s, doubling), the right password still works,
+/// and the log names the account but never the password.
+#[test]
+fn failed_logins_are_delayed_and_logged_without_password() {
+    let server = server();
+    let attempt = |password: &str| {
+        let mut conn = starttls(&server);
+        let mut mech = sasl::Plain {
+            username: "alice".into(),
+            password: password.into(),
+        };
+        let started = std::time::Instant::now();
+        let result = conn.authenticate(&mut mech);
+        (result, started.elapsed())
+    };
+    for i in 0..3 {
+        let (result, took) = attempt("not-her-password");
+        assert!(
+            matches!(result, Err(AuthError::Failure(..))),
+            "attempt {i}: {result:?}"
+        );
+        assert!(
+            took < Duration::from_millis(900),
+            "attempt {i} was delayed: {took:?}"
+        );
+    }
+    let (result, took) = attempt("not-her-password");
+    assert!(matches!(result, Err(AuthError::Failure(..))), "{result:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "4th failure not delayed: {took:?}"
+    );
+    let (result, _) = attempt(ALICE_PW);
+    assert!(
+        result.is_ok(),
+        "the right password must still work: {result:?}"
+    );
+    let log = server.log();
+    assert!(log.contains("failed to authenticate as \"alice\""), "{log}");
+    assert!(log.contains("delaying login of \"alice\""), "{log}");
+    assert!(!log.contains("not-her-password"), "password in the log");
+}

@@ -371,22 +371,17 @@ impl Conn {
                     })))
                 }
                 Action::AuthFailed { username } => {
+                    // Logged without the password; the next attempt on any
+                    // connection waits as long as the throttle says.
                     let name = username.as_deref().unwrap_or("");
                     log::info!(
-                        "c2s{}: {} failed to authenticate as {:?}",
+                        "c2s{}: {} failed to authenticate as {name:?}",
                         self.id,
-                        self.peer,
-                        name
+                        self.peer
                     );
-                    let delay = {
-                        let mut t = self.shared.throttle();
-                        t.failed(name, self.peer.ip(), Instant::now());
-                        t.check(name, self.peer.ip(), Instant::now())
-                    };
-                    // The failure answer waits too, which slows guessing.
-                    if let Some(d) = delay {
-                        Timer::after(d).await;
-                    }
+                    self.shared
+                        .throttle()
+                        .failed(name, self.peer.ip(), Instant::now());
                     None
                 }
                 Action::Authenticated { username } => {

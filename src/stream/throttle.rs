@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 pub struct ThrottleConfig {
     /// Failures allowed without any delay: enough for a person fumbling a phone keyboard.
     pub free_attempts: u32,
-    /// The delay after the first failure beyond the free ones; it doubles with each
-    /// further failure.
+    /// The delay once the free failures are used up; it doubles with each further
+    /// failure.
     pub base_delay: Duration,
     /// The longest delay, so an account under attack stays usable by its owner.
     pub max_delay: Duration,
@@ -51,7 +51,7 @@ impl Default for ThrottleConfig {
 impl ThrottleConfig {
     /// The delay owed after `failures` failures.
     fn delay(&self, failures: u32) -> Duration {
-        let Some(beyond_free) = failures.checked_sub(self.free_attempts + 1) else {
+        let Some(beyond_free) = failures.checked_sub(self.free_attempts) else {
             return Duration::ZERO;
         };
         let factor = 1u32 << beyond_free.min(31);
@@ -276,15 +276,13 @@ mod tests {
         let mut t = Throttle::new(ThrottleConfig::default());
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(t.check("juliet", ip(1), now), None);
+            assert_eq!(
+                t.check("juliet", ip(1), now),
+                None,
+                "three failures are free"
+            );
             t.failed("juliet", ip(1), now);
         }
-        assert_eq!(
-            t.check("juliet", ip(1), now),
-            None,
-            "three failures are free"
-        );
-        t.failed("juliet", ip(1), now);
         let mut now = now;
         let mut waits = Vec::new();
         for _ in 0..9 {
@@ -303,13 +301,13 @@ mod tests {
         for _ in 0..5 {
             t.failed("juliet", ip(1), now);
         }
-        // Five failures owe 2 s after the last one.
-        assert_eq!(t.check("juliet", ip(1), now + SEC), Some(SEC));
+        // Five failures owe 4 s after the last one.
+        assert_eq!(t.check("juliet", ip(1), now + SEC), Some(3 * SEC));
         let mut t = Throttle::new(ThrottleConfig::default());
         for _ in 0..5 {
             t.failed("juliet", ip(1), now);
         }
-        assert_eq!(t.check("juliet", ip(1), now + 3 * SEC), None);
+        assert_eq!(t.check("juliet", ip(1), now + 5 * SEC), None);
     }
 
     #[test]
@@ -358,12 +356,12 @@ mod tests {
     fn parallel_attempts_are_spaced_out() {
         let mut t = Throttle::new(ThrottleConfig::default());
         let now = fail_n(&mut t, "juliet", ip(1), Instant::now(), 6);
-        // Six failures: the delay is 4 s. Three connections trying at once queue up
+        // Six failures: the delay is 8 s. Three connections trying at once queue up
         // (the address and the account book the same slots).
         let waits: Vec<_> = (0..3)
             .map(|_| t.check("juliet", ip(1), now).unwrap().as_secs())
             .collect();
-        assert_eq!(waits, [4, 8, 12]);
+        assert_eq!(waits, [8, 16, 24]);
         // But never booked beyond max_delay.
         let waits: Vec<_> = (0..30)
             .map(|_| t.check("juliet", ip(1), now).unwrap())
@@ -380,7 +378,7 @@ mod tests {
         // The address keeps its count at the free allowance: the next failure from it
         // is delayed at once.
         t.failed("romeo", ip(1), now);
-        assert_eq!(t.check("tybalt", ip(1), now), Some(SEC));
+        assert_eq!(t.check("tybalt", ip(1), now), Some(2 * SEC));
     }
 
     #[test]
@@ -417,8 +415,8 @@ mod tests {
             max_delay: Duration::MAX,
             ..ThrottleConfig::default()
         };
-        assert_eq!(config.delay(3), Duration::ZERO);
-        assert_eq!(config.delay(4), SEC);
+        assert_eq!(config.delay(2), Duration::ZERO);
+        assert_eq!(config.delay(3), SEC);
         assert_eq!(config.delay(u32::MAX), SEC * (1 << 31));
         // The throttle clamps what the clock arithmetic sees.
         let mut t = Throttle::new(config);
