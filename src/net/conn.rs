@@ -23,7 +23,7 @@ use crate::server::Shared;
 use crate::stanza::{StreamCondition, StreamError};
 use crate::storage::Accounts as _;
 use crate::stream::c2s::{Action, C2s, Input};
-use crate::xml::{Event, Framer};
+use crate::xml::{Event, Framer, XmlError};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -198,15 +198,7 @@ impl Conn {
                         self.c2s.handle(Input::Xml(ev))
                     }
                     Ok(None) => break,
-                    Err(e) => {
-                        let cond = StreamCondition::from_name(e.condition())
-                            .unwrap_or(StreamCondition::NotWellFormed);
-                        let mut out = Vec::new();
-                        self.c2s
-                            .fail(StreamError::new(cond).with_text(e.to_string()), &mut out);
-                        log::info!("c2s{}: stream error {}: {e}", self.id, cond.name());
-                        out
-                    }
+                    Err(e) => self.xml_failed(&e),
                 };
                 if self.apply(actions).await == Flow::Close {
                     let _ = self.flush().await;
@@ -243,16 +235,9 @@ impl Conn {
                 Wake::Read(Ok(0)) => return "connection closed by peer".into(),
                 Wake::Read(Ok(n)) => {
                     log::trace!("c2s{}: read {n} bytes", self.id);
-                    if let Err(e) = self.framer.feed(&buf[..n]) {
-                        let cond = StreamCondition::from_name(e.condition())
-                            .unwrap_or(StreamCondition::PolicyViolation);
-                        log::info!("c2s{}: stream error {}: {e}", self.id, cond.name());
-                        let mut out = Vec::new();
-                        self.c2s
-                            .fail(StreamError::new(cond).with_text(e.to_string()), &mut out);
-                        out
-                    } else {
-                        continue;
+                    match self.framer.feed(&buf[..n]) {
+                        Ok(()) => continue,
+                        Err(e) => self.xml_failed(&e),
                     }
                 }
                 Wake::Read(Err(e)) => return format!("read failed: {e}"),
@@ -300,6 +285,15 @@ impl Conn {
                 return "stream closed".into();
             }
         }
+    }
+
+    /// The framer refused the input: the stream ends with its error.
+    fn xml_failed(&mut self, e: &XmlError) -> Vec<Action> {
+        let err = StreamError::from(e);
+        log::info!("c2s{}: stream error {err}", self.id);
+        let mut out = Vec::new();
+        self.c2s.fail(err, &mut out);
+        out
     }
 
     /// Writes what is buffered.

@@ -1,7 +1,7 @@
 //! Stanza errors (RFC 6120 §8.3) and stream errors (RFC 6120 §4.9).
 
 use crate::ns;
-use crate::xml::Element;
+use crate::xml::{Element, XmlError};
 use std::fmt;
 
 /// The `type` attribute of a stanza error (RFC 6120 §8.3.2).
@@ -259,35 +259,6 @@ impl StreamCondition {
             UnsupportedVersion => "unsupported-version",
         }
     }
-
-    /// Maps a condition name (as the XML framer reports it) back to the enum.
-    pub fn from_name(name: &str) -> Option<StreamCondition> {
-        use StreamCondition::*;
-        [
-            BadFormat,
-            BadNamespacePrefix,
-            Conflict,
-            ConnectionTimeout,
-            HostUnknown,
-            InternalServerError,
-            InvalidFrom,
-            InvalidNamespace,
-            InvalidXml,
-            NotAuthorized,
-            NotWellFormed,
-            PolicyViolation,
-            ResourceConstraint,
-            RestrictedXml,
-            SystemShutdown,
-            UndefinedCondition,
-            UnsupportedEncoding,
-            UnsupportedFeature,
-            UnsupportedStanzaType,
-            UnsupportedVersion,
-        ]
-        .into_iter()
-        .find(|c| c.name() == name)
-    }
 }
 
 /// A stream error with optional descriptive text.
@@ -333,6 +304,23 @@ impl StreamError {
     }
 }
 
+impl From<&XmlError> for StreamError {
+    /// The stream error for what the framer refused; each framer error is
+    /// already one RFC 6120 §4.9.3 condition.
+    fn from(e: &XmlError) -> StreamError {
+        let condition = match e {
+            XmlError::BadFormat(_) => StreamCondition::BadFormat,
+            XmlError::BadNamespacePrefix(_) => StreamCondition::BadNamespacePrefix,
+            XmlError::InvalidNamespace(_) => StreamCondition::InvalidNamespace,
+            XmlError::NotWellFormed(_) => StreamCondition::NotWellFormed,
+            XmlError::PolicyViolation(_) => StreamCondition::PolicyViolation,
+            XmlError::RestrictedXml(_) => StreamCondition::RestrictedXml,
+            XmlError::UnsupportedEncoding(_) => StreamCondition::UnsupportedEncoding,
+        };
+        StreamError::new(condition).with_text(e.to_string())
+    }
+}
+
 impl fmt::Display for StreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.condition.name())?;
@@ -356,10 +344,8 @@ mod tests {
              <text xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\" xml:lang=\"en\">bad &lt;tag&gt;</text>\
              </stream:error>"
         );
-        assert_eq!(
-            StreamCondition::from_name("restricted-xml"),
-            Some(StreamCondition::RestrictedXml)
-        );
+        let from_framer = StreamError::from(&XmlError::RestrictedXml("a comment"));
+        assert_eq!(from_framer.condition, StreamCondition::RestrictedXml);
     }
 
     #[test]
