@@ -182,6 +182,12 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             loop {
                 match listener.accept().await {
                     Ok((tcp, peer)) => {
+                        // Stanzas are small writes that must leave now: Nagle's
+                        // algorithm would hold each behind the peer's delayed ACK
+                        // (about 40 ms a round trip).
+                        if let Err(e) = tcp.get_ref().set_nodelay(true) {
+                            log::debug!("TCP_NODELAY for {peer}: {e}");
+                        }
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         log::info!("c2s{id}: connection from {peer} on {addr}");
                         let shared = shared.clone();

@@ -1,0 +1,297 @@
+//! Command line: a scenario name and `--option value` pairs, in any order.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::session::{Mech, TlsMode};
+
+pub const USAGE: &str = "\
+hearth-load: an XMPP load generator for any server (loopback benchmarks)
+
+USAGE:
+    hearth-load <SCENARIO> [OPTIONS]
+
+SCENARIOS:
+    login   -k K -c C [--users N]     log K sessions in and out, C at a time
+                                      -> sessions/s, server CPU seconds
+    idle    -k K -c C --hold SECS     hold K sessions open and idle
+            [--users N]                                      -> server RSS before/after, RSS per session
+    chat    -p P -w W -d SECS         P pairs exchange messages, W in flight per pair
+            [--warmup SECS] [--body-bytes B] [-c C]
+                                      -> messages/s, latency p50/p99/max, CPU per 10k
+    users   N                         print the first N user names (one per line)
+
+CONNECTION (all scenarios):
+    --host HOST            server address                  [127.0.0.1]
+    --port PORT            c2s port                        [5222]
+    --domain DOMAIN        XMPP domain (JIDs, SNI)         [localhost]
+    --user-pattern PAT     '{}' is replaced by 0, 1, ...   [load{}]
+    --password PW          password of every account       (required)
+    --mech MECH            SCRAM-SHA-1 | SCRAM-SHA-256 | PLAIN   [SCRAM-SHA-1]
+    --tls MODE             starttls | direct | none        [starttls]
+    --timeout SECS         bound on each wait              [30]
+
+MEASUREMENT:
+    --server-pid PID       read the server's CPU (/proc/PID/stat) and RSS (/proc/PID/status)
+    --threads N            generator threads               [number of CPUs]
+    --scram-cache FILE     keep SCRAM salted passwords across runs (RFC 5802 §5.1), so
+                           the generator does not spend its CPU on PBKDF2 (password-
+                           equivalent for the test accounts: benchmarks only)
+
+Accounts are not created: the caller registers them beforehand (e.g. `hearth user add`,
+`prosodyctl register`, `ejabberdctl register`), with names from `hearth-load users N`.
+The last line of output is one JSON object with every figure.";
+
+/// The scenario and its own parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scenario {
+    Users {
+        n: usize,
+    },
+    Login {
+        k: usize,
+        concurrency: usize,
+        /// Distinct accounts cycled through; sessions beyond it reuse accounts.
+        users: usize,
+    },
+    Idle {
+        k: usize,
+        concurrency: usize,
+        hold: Duration,
+        /// Distinct accounts; sessions beyond it are further resources of the same ones.
+        users: usize,
+    },
+    Chat {
+        pairs: usize,
+        window: usize,
+        duration: Duration,
+        warmup: Duration,
+        concurrency: usize,
+        body_bytes: usize,
+    },
+}
+
+/// Everything from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    pub scenario: Scenario,
+    pub host: String,
+    pub port: u16,
+    pub domain: String,
+    pub user_pattern: String,
+    pub password: Option<String>,
+    pub mech: Mech,
+    pub tls: TlsMode,
+    pub timeout: Duration,
+    pub server_pid: Option<u32>,
+    pub threads: usize,
+    pub scram_cache: Option<std::path::PathBuf>,
+}
+
+/// A command line we cannot run.
+#[derive(Debug, PartialEq)]
+pub struct ArgError(pub String);
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ArgError> {
+    v.parse()
+        .map_err(|_| ArgError(format!("{flag}: not a valid number: {v}")))
+}
+
+fn secs(flag: &str, v: &str) -> Result<Duration, ArgError> {
+    let s: f64 = num(flag, v)?;
+    if !(0.0..=1e6).contains(&s) {
+        return Err(ArgError(format!("{flag}: out of range: {v}")));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl Args {
+    pub fn user(&self, i: usize) -> String {
+        user_name(&self.user_pattern, i)
+    }
+
+    pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
+        let mut positional = Vec::new();
+        let mut opts: Vec<(String, String)> = Vec::new();
+        let mut it = argv.into_iter();
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                return Err(ArgError(USAGE.to_owned()));
+            }
+            if a.starts_with('-') && a.len() > 1 {
+                let (flag, value) = match a.split_once('=') {
+                    Some((f, v)) => (f.to_owned(), v.to_owned()),
+                    None => {
+                        let v = it
+                            .next()
+                            .ok_or_else(|| ArgError(format!("{a} needs a value")))?;
+                        (a, v)
+                    }
+                };
+                opts.push((flag, value));
+            } else {
+                positional.push(a);
+            }
+        }
+
+        let mut args = Args {
+            scenario: Scenario::Users { n: 0 },
+            host: "127.0.0.1".into(),
+            port: 5222,
+            domain: "localhost".into(),
+            user_pattern: "load{}".into(),
+            password: None,
+            mech: Mech::ScramSha1,
+            tls: TlsMode::StartTls,
+            timeout: Duration::from_secs(30),
+            server_pid: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            scram_cache: None,
+        };
+        let (mut k, mut concurrency, mut users) = (100usize, 10usize, None);
+        let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
+        let (mut duration, mut warmup) = (Duration::from_secs(10), Duration::from_secs(1));
+        let mut body_bytes = 100usize;
+        for (flag, v) in &opts {
+            let v = v.as_str();
+            match flag.as_str() {
+                "--host" => args.host = v.to_owned(),
+                "--port" => args.port = num(flag, v)?,
+                "--domain" => args.domain = v.to_owned(),
+                "--user-pattern" => args.user_pattern = v.to_owned(),
+                "--password" => args.password = Some(v.to_owned()),
+                "--mech" => {
+                    args.mech =
+                        Mech::parse(v).ok_or_else(|| ArgError(format!("unknown mechanism {v}")))?
+                }
+                "--tls" => {
+                    args.tls = match v {
+                        "starttls" => TlsMode::StartTls,
+                        "direct" => TlsMode::Direct,
+                        "none" => TlsMode::None,
+                        _ => {
+                            return Err(ArgError(format!(
+                                "--tls: starttls, direct or none, not {v}"
+                            )));
+                        }
+                    }
+                }
+                "--timeout" => args.timeout = secs(flag, v)?,
+                "--server-pid" => args.server_pid = Some(num(flag, v)?),
+                "--threads" => args.threads = num(flag, v)?,
+                "--scram-cache" => args.scram_cache = Some(v.into()),
+                "-k" => k = num(flag, v)?,
+                "-c" | "--concurrency" => concurrency = num(flag, v)?,
+                "--users" => users = Some(num(flag, v)?),
+                "--hold" => hold = secs(flag, v)?,
+                "-p" | "--pairs" => pairs = num(flag, v)?,
+                "-w" | "--window" => window = num(flag, v)?,
+                "-d" | "--duration" => duration = secs(flag, v)?,
+                "--warmup" => warmup = secs(flag, v)?,
+                "--body-bytes" => body_bytes = num(flag, v)?,
+                _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
+            }
+        }
+        if !args.user_pattern.contains("{}") {
+            return Err(ArgError("--user-pattern must contain {}".into()));
+        }
+        if args.threads == 0 || concurrency == 0 {
+            return Err(ArgError("--threads and -c must be at least 1".into()));
+        }
+        args.scenario = match positional.first().map(String::as_str) {
+            Some("users") => Scenario::Users {
+                n: match positional.get(1) {
+                    Some(n) => num("users", n)?,
+                    None => return Err(ArgError("users needs a count".into())),
+                },
+            },
+            Some("login") => Scenario::Login {
+                k,
+                concurrency,
+                users: users.unwrap_or(k).max(1),
+            },
+            Some("idle") => Scenario::Idle {
+                k,
+                concurrency,
+                hold,
+                users: users.unwrap_or(k).max(1),
+            },
+            Some("chat") => {
+                if window == 0 || pairs == 0 || duration.is_zero() {
+                    return Err(ArgError("chat needs -p, -w and -d above zero".into()));
+                }
+                Scenario::Chat {
+                    pairs,
+                    window,
+                    duration,
+                    warmup,
+                    concurrency,
+                    body_bytes,
+                }
+            }
+            Some(other) => return Err(ArgError(format!("unknown scenario {other}\n\n{USAGE}"))),
+            None => return Err(ArgError(USAGE.to_owned())),
+        };
+        if positional.len() > 1 && !matches!(args.scenario, Scenario::Users { .. }) {
+            return Err(ArgError(format!("unexpected argument {}", positional[1])));
+        }
+        if args.password.is_none() && !matches!(args.scenario, Scenario::Users { .. }) {
+            return Err(ArgError("--password is required".into()));
+        }
+        Ok(args)
+    }
+}
+
+/// The `i`-th account name: the pattern with its first `{}` replaced by `i`.
+pub fn user_name(pattern: &str, i: usize) -> String {
+    pattern.replacen("{}", &i.to_string(), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Args, ArgError> {
+        Args::parse(s.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn login_with_options() {
+        let a = parse("--port 25222 login -k 50 -c=5 --password pw --mech plain --server-pid 7")
+            .unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Login {
+                k: 50,
+                concurrency: 5,
+                users: 50
+            }
+        );
+        assert_eq!(a.port, 25222);
+        assert_eq!(a.mech, Mech::Plain);
+        assert_eq!(a.server_pid, Some(7));
+        assert_eq!(a.user(3), "load3");
+    }
+
+    #[test]
+    fn users_needs_no_password() {
+        let a = parse("users 3 --user-pattern u{}x").unwrap();
+        assert_eq!(a.scenario, Scenario::Users { n: 3 });
+        assert_eq!(a.user(2), "u2x");
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse("login -k 5").is_err()); // no password
+        assert!(parse("chat -w 0 --password x").is_err());
+        assert!(parse("login --password x --user-pattern fixed").is_err());
+        assert!(parse("fly --password x").is_err());
+        assert!(parse("login --password x --bogus 1").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! Readings from the kernel: the server's CPU time and RSS from /proc/PID (proc(5)), the
+//! generator's own CPU time, and the open-file limit.
+
+use std::fs;
+use std::io;
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use rustix::time::{ClockId, clock_gettime};
+
+/// User + system CPU seconds of process `pid`, all threads included (proc(5) `stat`
+/// fields 14 and 15, in clock ticks).
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the
+    // last ')'. The first field after it is field 3 (state).
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> io::Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+    };
+    let ticks = field(14)? + field(15)?;
+    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// Resident set size of process `pid` in KiB (proc(5) `status`, `VmRSS`).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
+}
+
+/// CPU seconds (user + system, all threads) this process has used so far: the same sum
+/// `getrusage(RUSAGE_SELF)` gives, read from the process CPU-time clock.
+pub fn own_cpu_seconds() -> f64 {
+    let t = clock_gettime(ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// Raises the soft open-file limit to the hard limit so thousands of sessions fit.
+/// Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> Option<u64> {
+    let limit = getrlimit(Resource::Nofile);
+    let new = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if setrlimit(Resource::Nofile, new).is_ok() {
+        new.current
+    } else {
+        limit.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(own_cpu_seconds() > 0.0);
+    }
+}
