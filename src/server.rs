@@ -2,7 +2,7 @@
 //! executor, the listeners, and the signals that reload or stop it.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,23 @@ impl Shared {
 
     pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts a connection as open until dropped, also when its task is
+/// dropped unfinished.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
+        count.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -169,7 +186,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     }
 
     // The open-connection count, for shutdown to wait on.
-    let live = Arc::new(());
+    let live = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
     for ((addr, listener), direct) in listeners {
         let kind = if direct { "direct TLS" } else { "STARTTLS" };
@@ -191,7 +208,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         log::info!("c2s{id}: connection from {peer} on {addr}");
                         let shared = shared.clone();
-                        let token = live.clone();
+                        let token = OpenConnection::new(&live);
                         ex2.spawn(async move {
                             crate::net::conn::serve_client(shared, tcp, peer, direct, id).await;
                             drop(token);
@@ -238,7 +255,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         // Every connection closes its stream with system-shutdown.
         shutdown_tx.close();
         let until = Instant::now() + SHUTDOWN_GRACE;
-        while Arc::strong_count(&live) > 1 && Instant::now() < until {
+        while live.load(Ordering::Acquire) > 0 && Instant::now() < until {
             Timer::after(Duration::from_millis(20)).await;
         }
     }));

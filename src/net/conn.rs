@@ -25,8 +25,10 @@ use crate::storage::Accounts as _;
 use crate::stream::c2s::{Action, C2s, Input};
 use crate::xml::{Event, Framer, XmlError};
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 4096;
+/// Bytes read at a time. Small, because every idle connection holds this
+/// buffer while it waits (rustls keeps its own 4 KiB record buffer
+/// underneath); a large stanza just takes more reads.
+const READ_CHUNK: usize = 1024;
 
 /// How long a write may take before the peer counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -130,7 +132,10 @@ pub async fn serve_client(
     let deadline = Instant::now() + shared.negotiation_timeout;
     let (io, tls) = if direct_tls {
         let acceptor = TlsAcceptor::from(shared.tls().direct_config().clone());
-        let handshake = async { Some(acceptor.accept(tcp).await) }.or(async {
+        // Boxed: the handshake state is large and only needed once, so it
+        // should not widen every connection's future.
+        let accept = Box::pin(acceptor.accept(tcp));
+        let handshake = async { Some(accept.await) }.or(async {
             Timer::at(deadline).await;
             None
         });
@@ -313,12 +318,7 @@ impl Conn {
                 Err(io::ErrorKind::TimedOut.into())
             })
             .await;
-        // Give back a large buffer after a large stanza.
-        let mut data = data;
-        data.clear();
-        if data.capacity() <= 4096 {
-            self.out = data;
-        }
+        // `data` is dropped here: an idle session keeps no write buffer.
         r
     }
 
@@ -453,7 +453,8 @@ impl Conn {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
-        let s = async { acceptor.accept(tcp).await }
+        let accept = Box::pin(acceptor.accept(tcp));
+        let s = accept
             .or(async {
                 Timer::at(deadline).await;
                 Err(io::ErrorKind::TimedOut.into())

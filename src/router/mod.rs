@@ -39,8 +39,12 @@ pub type SessionTx = async_channel::Sender<ToSession>;
 pub type SessionRx = async_channel::Receiver<ToSession>;
 
 /// A new session's queue.
+///
+/// The channel itself is unbounded and the bound is checked on delivery
+/// ([`deliver`]): a bounded channel allocates every slot up front (about
+/// 10 KB for 256), which an idle session would carry for nothing.
 pub fn session_queue() -> (SessionTx, SessionRx) {
-    async_channel::bounded(QUEUE_STANZAS)
+    async_channel::unbounded()
 }
 
 /// One bound resource of an account.
@@ -124,7 +128,7 @@ impl Router {
             let old = list.remove(i);
             let err = StreamError::new(StreamCondition::Conflict)
                 .with_text("replaced by a new connection with the same resource");
-            let _ = old.tx.force_send(ToSession::Close(err));
+            let _ = old.tx.try_send(ToSession::Close(err));
             log::info!("{full}: resource taken over by a new session");
         } else if list.len() >= MAX_RESOURCES {
             return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
@@ -374,10 +378,13 @@ fn serialize(el: &Element) -> Arc<str> {
 /// Queues a stanza for a session; a session whose queue is full is too slow
 /// to keep up and is closed instead (DESIGN.md "Router").
 fn deliver(s: &Session, xml: &Arc<str>) {
-    if s.tx.try_send(ToSession::Stanza(xml.clone())).is_err() && !s.tx.is_closed() {
+    if s.tx.len() < QUEUE_STANZAS {
+        // Fails only when the connection is already gone; nothing to do then.
+        let _ = s.tx.try_send(ToSession::Stanza(xml.clone()));
+    } else if !s.tx.is_closed() {
         let err = StreamError::new(StreamCondition::PolicyViolation)
             .with_text("too many stanzas waiting: the connection is too slow");
-        let _ = s.tx.force_send(ToSession::Close(err));
+        let _ = s.tx.try_send(ToSession::Close(err));
         s.tx.close();
     }
 }

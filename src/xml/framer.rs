@@ -94,8 +94,9 @@ const MAX_REF_DIGITS: usize = 16;
 const IDLE_BUF_CAPACITY: usize = 1024;
 
 /// Stack capacities kept between stanzas (open elements, namespace
-/// declarations), so a deep stanza does not pin memory for the session.
-const IDLE_STACK_CAPACITY: usize = 8;
+/// declarations, finished events). Nothing: an idle session should hold no
+/// per-stanza memory, and one allocation per stanza is cheap next to TLS.
+const IDLE_STACK_CAPACITY: usize = 0;
 
 /// Hard limits on what a peer may send (XEP-0205: Best Practices to
 /// Discourage Denial of Service Attacks). Breaking one is a
