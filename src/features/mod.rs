@@ -7,6 +7,7 @@
 
 pub mod disco;
 pub mod ping;
+pub mod subscription;
 pub mod time;
 pub mod version;
 
