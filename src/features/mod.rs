@@ -6,7 +6,10 @@
 //! nobody answers gets `service-unavailable` (RFC 6120 §8.4).
 
 pub mod disco;
+pub mod offline;
 pub mod ping;
+pub mod presence;
+pub mod roster;
 pub mod subscription;
 pub mod time;
 pub mod version;

@@ -167,7 +167,8 @@ pub async fn serve_client(
     };
     let reason = conn.run().await;
     if let Some((jid, sid)) = conn.bound.take() {
-        conn.shared.router.unbind(&jid, sid);
+        // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
+        conn.im().session_ended(&jid, sid).await;
         log::info!("c2s{id}: {jid} disconnected: {reason}");
     } else {
         log::info!("c2s{id}: {peer} disconnected: {reason}");
@@ -413,7 +414,9 @@ impl Conn {
                             stanza.el.name(),
                             stanza.to.as_ref().map(|t| t.to_string())
                         );
-                        self.shared.router.route(jid, stanza);
+                        let jid = jid.clone();
+                        // Awaited: the client's stanzas are handled in order.
+                        self.im().route(&jid, stanza).await;
                     }
                     None
                 }
@@ -425,6 +428,14 @@ impl Conn {
             }
         }
         Flow::Continue
+    }
+
+    /// The storage-backed routing path (rosters, presence, offline messages).
+    fn im(&self) -> router::im::Im<'_> {
+        router::im::Im {
+            router: &self.shared.router,
+            storage: &self.shared.storage,
+        }
     }
 
     fn c2s_user(&self) -> String {

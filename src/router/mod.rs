@@ -5,12 +5,19 @@
 //! with `service-unavailable` (RFC 6120 §8.3.3.18). Every session has a
 //! bounded queue of serialized stanzas; a session whose queue is full is
 //! disconnected rather than allowed to grow memory without bound.
+//!
+//! The router never touches storage: everything here is quick and in memory, under one
+//! short lock. Stanzas whose handling needs storage (rosters, subscriptions, presence
+//! broadcast, offline messages) go through [`im`], the async path the connection task
+//! awaits, which calls storage off the executor and then asks the router to deliver.
+
+pub mod im;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::features::{Features, Target};
+use crate::features::{Features, Target, offline};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::stanza::{
@@ -56,6 +63,39 @@ struct Session {
     /// True once the client sent available presence (RFC 6121 §4.2):
     /// only then does bare-JID traffic reach it.
     available: bool,
+    /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    interested: bool,
+    /// The last available presence it broadcast (with `from`, without `to`): what a
+    /// probe or a newly approved contact is shown (RFC 6121 §4.3.2). Boxed: most of the
+    /// session record stays small, and an unavailable session holds nothing.
+    presence: Option<Box<Element>>,
+    /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
+    /// unavailable presence when it goes offline. Usually empty (no allocation).
+    directed: Vec<Jid>,
+}
+
+/// What a session left behind when it ended (for the unavailable broadcast).
+#[derive(Debug)]
+pub struct Ended {
+    /// It had sent available presence and not yet unavailable.
+    pub was_available: bool,
+    /// Its directed-presence recipients.
+    pub directed: Vec<Jid>,
+    /// Another resource of the account is still available.
+    pub others_available: bool,
+}
+
+/// What a presence broadcast changed for the sending session (RFC 6121 §4.2, §4.5).
+#[derive(Debug)]
+pub struct PresenceChange {
+    /// Available before this presence.
+    pub was_available: bool,
+    /// Its priority before this presence (0 if it was not available).
+    pub old_priority: i8,
+    /// Another resource of the account is available.
+    pub others_available: bool,
+    /// When going unavailable: the directed-presence recipients, now forgotten.
+    pub directed: Vec<Jid>,
 }
 
 /// Routes stanzas between local sessions and to the server's features.
@@ -137,25 +177,182 @@ impl Router {
             tx,
             priority: 0,
             available: false,
+            interested: false,
+            presence: None,
+            directed: Vec::new(),
         });
         Ok((full, id))
     }
 
-    /// Removes a session when its connection ends.
-    pub fn unbind(&self, jid: &FullJid, id: u64) {
-        let Some(user) = jid.local() else { return };
+    /// Removes a session when its connection ends; `None` if it was already gone
+    /// (replaced by a newer session for the same resource).
+    pub fn unbind(&self, jid: &FullJid, id: u64) -> Option<Ended> {
+        let user = jid.local()?;
         let mut map = self.sessions();
-        if let Some(list) = map.get_mut(user) {
-            list.retain(|s| s.id != id);
-            if list.is_empty() {
-                map.remove(user);
+        let list = map.get_mut(user)?;
+        let i = list.iter().position(|s| s.id == id)?;
+        let s = list.remove(i);
+        let others_available = list.iter().any(|s| s.available);
+        if list.is_empty() {
+            map.remove(user);
+        }
+        Some(Ended {
+            was_available: s.available,
+            directed: s.directed,
+            others_available,
+        })
+    }
+
+    /// Records a presence broadcast by `from` (RFC 6121 §4.2, §4.4, §4.5): availability,
+    /// priority and the presence itself, and shows `el` to all of the account's available
+    /// resources, the sender included (§4.2.2). `el` carries `from` and no `to`.
+    pub fn update_presence(
+        &self,
+        from: &FullJid,
+        el: &Element,
+        available: bool,
+    ) -> Option<PresenceChange> {
+        let user = from.local()?;
+        let xml = serialize(el);
+        let mut map = self.sessions();
+        let list = map.get_mut(user)?;
+        let me = list.iter_mut().find(|s| *s.resource == *from.resource())?;
+        let change = PresenceChange {
+            was_available: me.available,
+            old_priority: if me.available { me.priority } else { 0 },
+            others_available: false,
+            directed: if available {
+                Vec::new()
+            } else {
+                std::mem::take(&mut me.directed)
+            },
+        };
+        me.available = available;
+        me.priority = if available {
+            crate::features::presence::priority(el)
+        } else {
+            0
+        };
+        me.presence = available.then(|| Box::new(el.clone()));
+        let mut others_available = false;
+        for s in list.iter() {
+            let is_me = *s.resource == *from.resource();
+            others_available |= s.available && !is_me;
+            if s.available || is_me {
+                deliver(s, &xml);
+            }
+        }
+        Some(PresenceChange {
+            others_available,
+            ..change
+        })
+    }
+
+    /// Marks the session as interested in roster pushes (RFC 6121 §2.1.6).
+    pub fn set_interested(&self, jid: &FullJid) {
+        let Some(user) = jid.local() else { return };
+        if let Some(s) = self
+            .sessions()
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| *s.resource == *jid.resource()))
+        {
+            s.interested = true;
+        }
+    }
+
+    /// Remembers (available) or forgets (unavailable) a directed presence recipient
+    /// (RFC 6121 §4.6.3).
+    pub fn track_directed(&self, from: &FullJid, to: &Jid, available: bool) {
+        let Some(user) = from.local() else { return };
+        let mut map = self.sessions();
+        let Some(s) = map
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| *s.resource == *from.resource()))
+        else {
+            return;
+        };
+        s.directed.retain(|j| j != to);
+        // Bounded like everything else: a client cannot grow it without limit.
+        if available && s.directed.len() < 256 {
+            s.directed.push(to.clone());
+        }
+    }
+
+    /// The last available presence of each available resource of `user`.
+    pub fn available_presences(&self, user: &str) -> Vec<Element> {
+        self.sessions()
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .filter(|s| s.available)
+                    .filter_map(|s| s.presence.as_deref().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The full JIDs of `user`'s available resources.
+    pub fn available_resources(&self, user: &str) -> Vec<FullJid> {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|s| s.available)
+            .filter_map(|s| FullJid::new(Some(user), &self.domain, &s.resource).ok())
+            .collect()
+    }
+
+    /// Delivers `el` to every available resource of `user` (presence to a bare JID,
+    /// RFC 6121 §8.5.2.1.1), serialized once.
+    pub fn deliver_to_available(&self, user: &str, el: &Element) {
+        let xml = serialize(el);
+        if let Some(list) = self.sessions().get(user) {
+            for s in list.iter().filter(|s| s.available) {
+                deliver(s, &xml);
             }
         }
     }
 
+    /// Sends `make(resource)` to each resource of `user` that asked for the roster.
+    pub fn push_to_interested(&self, user: &str, make: impl Fn(&FullJid) -> Element) {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else { return };
+        for s in list.iter().filter(|s| s.interested) {
+            if let Ok(full) = FullJid::new(Some(user), &self.domain, &s.resource) {
+                deliver(s, &serialize(&make(&full)));
+            }
+        }
+    }
+
+    /// Delivers a stanza the server generated or already routed to one session.
+    pub fn send_to(&self, to: &FullJid, el: Element) {
+        self.reply(to, el)
+    }
+
+    /// Delivers an already serialized stanza (`jabber:client`) to one session.
+    pub fn send_raw(&self, to: &FullJid, xml: Arc<str>) {
+        let Some(user) = to.local() else { return };
+        let map = self.sessions();
+        if let Some(s) = map
+            .get(user)
+            .and_then(|l| l.iter().find(|s| *s.resource == *to.resource()))
+        {
+            deliver(s, &xml);
+        }
+    }
+
+    /// Bounces `stanza` back to its local sender with `cond`.
+    pub fn bounce_to(&self, from: &FullJid, stanza: &Stanza, cond: StanzaCondition) {
+        self.bounce(from, stanza, cond)
+    }
+
     /// Routes a stanza sent by the local session `from` (its `from`
-    /// attribute already stamped).
-    pub fn route(&self, from: &FullJid, stanza: Stanza) {
+    /// attribute already stamped). Returns a message it could not deliver
+    /// because no resource of its local recipient is available (RFC 6121
+    /// §8.5.2.2.1): the caller stores it offline or bounces it.
+    #[must_use]
+    pub fn route(&self, from: &FullJid, stanza: Stanza) -> Option<Stanza> {
         let to = match &stanza.to {
             // RFC 6120 §10.3: no 'to' means the sender's own account.
             None => Jid::from(from.bare()),
@@ -163,10 +360,14 @@ impl Router {
         };
         if to.domain() != &*self.domain {
             // Federation comes later; until then remote domains are unreachable.
-            return self.bounce(from, &stanza, StanzaCondition::RemoteServerNotFound);
+            self.bounce(from, &stanza, StanzaCondition::RemoteServerNotFound);
+            return None;
         }
         match to.local() {
-            None => self.to_server(from, &to, stanza),
+            None => {
+                self.to_server(from, &to, stanza);
+                None
+            }
             Some(user) => match to.resource() {
                 None => self.to_bare(from, user, stanza),
                 Some(res) => self.to_full(from, user, res, stanza),
@@ -208,14 +409,16 @@ impl Router {
     }
 
     /// RFC 6121 §8.5.2: a local bare JID.
-    fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) {
+    fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) -> Option<Stanza> {
         match stanza.kind {
             Kind::Iq => {
                 // §8.5.2.1.3: the server answers on behalf of the account.
                 let Ok(bare) = BareJid::new(Some(user), &self.domain) else {
-                    return self.bounce(from, &stanza, StanzaCondition::JidMalformed);
+                    self.bounce(from, &stanza, StanzaCondition::JidMalformed);
+                    return None;
                 };
-                self.handle_iq(from, Target::Account(bare), stanza)
+                self.handle_iq(from, Target::Account(bare), stanza);
+                None
             }
             Kind::Message => {
                 let ty = stanza.message_type();
@@ -246,69 +449,35 @@ impl Router {
                     n
                 };
                 if delivered == 0 {
-                    match ty {
-                        // §8.5.2.2.1: nobody to deliver to. Offline
-                        // storage is not there yet, so say so.
-                        MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                            self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
-                        }
-                        MessageType::Headline | MessageType::Error => {}
+                    // §8.5.2.2.1: nobody to deliver to. Chat and normal go to
+                    // offline storage (XEP-0160) through the caller.
+                    if offline::is_stored(ty) {
+                        return Some(stanza);
+                    }
+                    if ty == MessageType::Groupchat {
+                        self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
                     }
                 }
+                None
             }
             Kind::Presence => {
-                let is_broadcast = stanza.to.is_none()
-                    || stanza.to.as_ref().is_some_and(|t| t.bare() == from.bare());
-                if is_broadcast && from.local() == Some(user) {
-                    self.own_presence(from, &stanza);
-                } else {
-                    // Directed presence (RFC 6121 §4.6) to every resource.
-                    let xml = serialize(&stanza.el);
-                    if let Some(list) = self.sessions().get(user) {
-                        for s in list.iter().filter(|s| s.available) {
-                            deliver(s, &xml);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Presence a client broadcasts about itself (RFC 6121 §4.2, §4.5):
-    /// records availability and priority, and shows it to the account's
-    /// other available resources (§4.2.2). Contacts come with rosters.
-    fn own_presence(&self, from: &FullJid, stanza: &Stanza) {
-        let Some(user) = from.local() else { return };
-        let ty = stanza.el.attr("type");
-        if ty.is_some() && ty != Some("unavailable") {
-            // Subscription types need rosters; nothing to do yet.
-            return;
-        }
-        let available = ty.is_none();
-        let priority = stanza
-            .el
-            .get_child("priority", ns::CLIENT)
-            .and_then(|p| p.text().trim().parse::<i8>().ok())
-            .unwrap_or(0);
-        let mut el = stanza.el.clone();
-        el.remove_attr("to");
-        let xml = serialize(&el);
-        let mut map = self.sessions();
-        let Some(list) = map.get_mut(user) else {
-            return;
-        };
-        for s in list.iter_mut() {
-            if *s.resource == *from.resource() {
-                s.available = available;
-                s.priority = priority;
-            } else if s.available {
-                deliver(s, &xml);
+                // Presence about the sender itself (broadcast, subscriptions) is
+                // handled in `im`; what reaches here is directed presence
+                // (RFC 6121 §4.6) or a presence error: every available resource.
+                self.deliver_to_available(user, &stanza.el);
+                None
             }
         }
     }
 
     /// RFC 6121 §8.5.3: a local full JID.
-    fn to_full(&self, from: &FullJid, user: &str, resource: &str, stanza: Stanza) {
+    fn to_full(
+        &self,
+        from: &FullJid,
+        user: &str,
+        resource: &str,
+        stanza: Stanza,
+    ) -> Option<Stanza> {
         let sent = {
             let map = self.sessions();
             match map
@@ -323,12 +492,14 @@ impl Router {
             }
         };
         if sent {
-            return;
+            return None;
         }
         // §8.5.3.2: no such resource.
         match stanza.kind {
             Kind::Message => match stanza.message_type() {
-                MessageType::Chat | MessageType::Normal => self.to_bare(from, user, stanza),
+                MessageType::Chat | MessageType::Normal => {
+                    return self.to_bare(from, user, stanza);
+                }
                 MessageType::Groupchat => {
                     self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
                 }
@@ -341,6 +512,7 @@ impl Router {
                 }
             }
         }
+        None
     }
 
     /// Sends the error reply for `stanza` back to its sender (never for an

@@ -1,0 +1,664 @@
+//! The async path for stanzas that need storage: rosters (RFC 6121 §2), subscriptions
+//! (§3), presence broadcast and probes (§4), and offline messages (XEP-0160).
+//!
+//! The connection task awaits [`route`] for every stanza its client sends, so a client's
+//! stanzas are handled in order. Decisions are made by the sans-IO modules in `features/`
+//! (`roster`, `subscription`, `presence`, `offline`); storage runs on the blocking pool
+//! (`smol::unblock`), never under the router's lock; the router then delivers.
+//!
+//! Every contact here is local: with no federation yet, a subscription or presence for
+//! another domain goes no further (the router bounces what it can't deliver).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::features::offline;
+use crate::features::presence;
+use crate::features::roster::{self, NS_ROSTER, RosterRequest};
+use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::ns;
+use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
+use crate::storage::{
+    LastActivity as _, OfflineStore as _, Roster as _, RosterItem, Storage, StorageError, Stored,
+    unix_now,
+};
+use crate::xml::Element;
+
+use super::Router;
+
+/// The two things every handler here needs.
+#[derive(Clone, Copy)]
+pub struct Im<'a> {
+    pub router: &'a Router,
+    pub storage: &'a Storage,
+}
+
+/// Ids for roster pushes; unique per process is enough (the client echoes them back).
+static NEXT_PUSH: AtomicU64 = AtomicU64::new(1);
+
+fn push_id() -> String {
+    format!("push{}", NEXT_PUSH.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What follows a roster result: the push of the change (§2.1.6), and for a removal the
+/// subscriptions it cancels (§2.5.2).
+enum AfterReply {
+    Push(u64, Element),
+    Removed(u64, RosterItem),
+}
+
+/// Runs a storage call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    storage: &Storage,
+    f: impl FnOnce(&Storage) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let storage = storage.clone();
+    smol::unblock(move || f(&storage)).await
+}
+
+impl Im<'_> {
+    fn domain(&self) -> &str {
+        self.router.domain()
+    }
+
+    /// The local account a JID names, if it is one of ours.
+    fn local_user<'j>(&self, jid: &'j BareJid) -> Option<&'j str> {
+        if jid.domain() == self.domain() {
+            jid.local()
+        } else {
+            None
+        }
+    }
+
+    /// Routes one stanza from the local session `from` (its `from` already stamped).
+    pub async fn route(&self, from: &FullJid, stanza: Stanza) {
+        match stanza.kind {
+            Kind::Iq => self.iq(from, stanza).await,
+            Kind::Presence => self.presence(from, stanza).await,
+            Kind::Message => {
+                if let Some(undelivered) = self.router.route(from, stanza) {
+                    self.store_offline(from, undelivered).await
+                }
+            }
+        }
+    }
+
+    /// A connection ended: if its session was available, it goes unavailable for
+    /// everyone who saw it (RFC 6121 §4.5.2, also for a dropped connection).
+    pub async fn session_ended(&self, jid: &FullJid, session: u64) {
+        let Some(ended) = self.router.unbind(jid, session) else {
+            return;
+        };
+        if !ended.was_available {
+            return;
+        }
+        let el = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", jid.as_str());
+        if let Some(user) = jid.local() {
+            // §4.5.2: the account's other resources are told too.
+            self.router.deliver_to_available(user, &el);
+        }
+        self.broadcast_unavailable(jid, &el, ended.directed, ended.others_available)
+            .await;
+    }
+
+    // -- iq ---------------------------------------------------------------------------
+
+    async fn iq(&self, from: &FullJid, stanza: Stanza) {
+        let is_roster = stanza
+            .iq_payload()
+            .is_some_and(|p| p.is("query", NS_ROSTER))
+            && stanza.iq_type().is_some_and(|t| t.is_request());
+        if !is_roster {
+            if let Some(s) = self.router.route(from, stanza) {
+                // Only messages come back undelivered.
+                log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
+            }
+            return;
+        }
+        // §2.1.5 / §2.3.3: only the account itself manages its roster.
+        let own = match &stanza.to {
+            None => true,
+            Some(to) => to.is_bare() && to.bare() == from.bare(),
+        };
+        if !own {
+            return self
+                .router
+                .bounce_to(from, &stanza, StanzaCondition::Forbidden);
+        }
+        let result = match roster::parse(&stanza) {
+            Ok(req) => self.roster_request(from, req).await,
+            Err(e) => Err(e),
+        };
+        let (reply, then) = match result {
+            Ok((payload, then)) => (Some(stanza.iq_result(payload)), then),
+            Err(e) => (stanza.error_reply(e), None),
+        };
+        if let Some(mut reply) = reply {
+            // The answer comes from the account itself (RFC 6121 §2.1.4 examples).
+            reply.remove_attr("from");
+            self.router.send_to(from, reply);
+        }
+        // The result first, then the pushes (§2.3.2), so the client that made the change
+        // sees its answer before the news of it.
+        let Some(user) = from.local() else { return };
+        match then {
+            None => {}
+            Some(AfterReply::Push(version, item)) => self.push(user, version, item),
+            Some(AfterReply::Removed(version, item)) => {
+                self.push(user, version, roster::removed_element(&item.jid));
+                self.after_removal(from, &item).await;
+            }
+        }
+    }
+
+    async fn roster_request(
+        &self,
+        from: &FullJid,
+        req: RosterRequest,
+    ) -> Result<(Option<Element>, Option<AfterReply>), StanzaError> {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        };
+        let internal = |e: StorageError| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        };
+        match req {
+            RosterRequest::Get { ver } => {
+                self.router.set_interested(from);
+                let u = user.clone();
+                let (version, items) = blocking(self.storage, move |s| s.roster(&u))
+                    .await
+                    .map_err(internal)?;
+                // §2.6.3: a client whose cached version is current gets an empty
+                // result; changes reach it as pushes.
+                if ver
+                    .as_deref()
+                    .is_some_and(|v| roster::is_current(v, version))
+                {
+                    return Ok((None, None));
+                }
+                let query = roster::roster_query(ver.map(|_| version), &items);
+                Ok((Some(query), None))
+            }
+            RosterRequest::Set { jid, name, groups } => {
+                let u = user.clone();
+                let j = jid.clone();
+                let change = blocking(self.storage, move |s| {
+                    s.set_roster_item(&u, &j, name.as_deref(), &groups, roster::MAX_ITEMS)
+                })
+                .await
+                .map_err(internal)?;
+                let Some(change) = change else {
+                    return Err(StanzaError::new(StanzaCondition::NotAllowed)
+                        .with_text("the roster is full"));
+                };
+                let item = roster::item_element(&change.item);
+                Ok((None, Some(AfterReply::Push(change.version, item))))
+            }
+            RosterRequest::Remove { jid } => {
+                let u = user.clone();
+                let j = jid.clone();
+                let removed = blocking(self.storage, move |s| s.remove_roster_item(&u, &j))
+                    .await
+                    .map_err(internal)?;
+                let Some(removed) = removed else {
+                    // §2.5.3: removing what is not there.
+                    return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+                };
+                Ok((
+                    None,
+                    Some(AfterReply::Removed(removed.version, removed.item)),
+                ))
+            }
+        }
+    }
+
+    /// §2.5.2: removing an item cancels the subscriptions both ways: `unsubscribe` if the
+    /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking).
+    async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
+        let bare = from.bare();
+        let s = item.state;
+        if s.subscription.has_from() {
+            if let Some(user) = from.local() {
+                self.presence_flow(user, &item.jid, PresenceFlow::Stop);
+            }
+        }
+        if s.subscription.has_to() || s.pending_out {
+            let el = presence::subscription("unsubscribe", bare.as_str(), item.jid.as_str());
+            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribe, el)
+                .await;
+        }
+        if s.subscription.has_from() || s.pending_in {
+            let el = presence::subscription("unsubscribed", bare.as_str(), item.jid.as_str());
+            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribed, el)
+                .await;
+        }
+    }
+
+    /// A roster push of `item` to every interested resource of `user` (§2.1.6).
+    fn push(&self, user: &str, version: u64, item: Element) {
+        self.router.push_to_interested(user, |to| {
+            roster::push(to, &push_id(), version, item.clone())
+        });
+    }
+
+    // -- presence ---------------------------------------------------------------------
+
+    async fn presence(&self, from: &FullJid, stanza: Stanza) {
+        let ty = stanza.el.attr("type").map(str::to_owned);
+        let to_self = match &stanza.to {
+            None => true,
+            Some(to) => to.bare() == from.bare(),
+        };
+        // No 'to', or the user's own bare JID: a broadcast (§4.2.1, §4.4.1, §4.5.1).
+        let is_broadcast = to_self && stanza.to.as_ref().is_none_or(Jid::is_bare);
+        match ty.as_deref() {
+            None | Some("unavailable") if is_broadcast => {
+                self.broadcast(from, stanza, ty.is_none()).await
+            }
+            Some(t) if SubType::parse(t).is_some() => {
+                let (Some(sub), Some(to)) = (SubType::parse(t), &stanza.to) else {
+                    return;
+                };
+                if to_self {
+                    // Subscribing to oneself means nothing; dropped.
+                    return;
+                }
+                self.outbound_subscription(from, to.bare(), sub).await
+            }
+            Some("probe") => {
+                // §4.3: probes are the server's business; answered as if the server
+                // had sent it, for a client that insists.
+                if let Some(to) = &stanza.to {
+                    self.answer_probe(&to.bare(), from).await
+                }
+            }
+            None | Some("unavailable") => {
+                // §4.6: directed presence; remembered so it is ended at logout.
+                if let Some(to) = &stanza.to {
+                    self.router.track_directed(from, to, ty.is_none());
+                }
+                let _ = self.router.route(from, stanza);
+            }
+            Some("error") => {
+                let _ = self.router.route(from, stanza);
+            }
+            Some(_) => self
+                .router
+                .bounce_to(from, &stanza, StanzaCondition::BadRequest),
+        }
+    }
+
+    /// §4.2 and §4.4 (available) or §4.5 (unavailable) broadcast by `from`.
+    async fn broadcast(&self, from: &FullJid, stanza: Stanza, available: bool) {
+        let mut el = stanza.el;
+        el.remove_attr("to");
+        let Some(change) = self.router.update_presence(from, &el, available) else {
+            return;
+        };
+        if !available {
+            if change.was_available {
+                self.broadcast_unavailable(from, &el, change.directed, change.others_available)
+                    .await;
+            }
+            return;
+        }
+        let Some(user) = from.local().map(str::to_owned) else {
+            return;
+        };
+        let u = user.clone();
+        let items = match blocking(self.storage, move |s| s.roster(&u)).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                log::error!("storage: {e}");
+                Vec::new()
+            }
+        };
+        // §4.2.2 / §4.4.2: to every contact with a subscription from the user.
+        for item in items.iter().filter(|i| i.state.subscription.has_from()) {
+            if let Some(contact) = self.local_user(&item.jid) {
+                self.router
+                    .deliver_to_available(contact, &presence::addressed(&el, item.jid.as_str()));
+            }
+        }
+        let initial = !change.was_available;
+        if initial {
+            // §4.2.2 / §4.4.2: a new resource learns about the account's others.
+            for p in self.router.available_presences(&user) {
+                if p.attr("from") != Some(from.as_str()) {
+                    self.router
+                        .send_to(from, presence::addressed(&p, from.as_str()));
+                }
+            }
+            // Initial presence (§4.2): probe the contacts the user is subscribed to, and
+            // show the requests still waiting for an answer (§3.1.3).
+            for item in items.iter().filter(|i| i.state.subscription.has_to()) {
+                self.answer_probe(&item.jid, from).await;
+            }
+            self.deliver_pending(from, &user).await;
+        }
+        // XEP-0160 §3: stored messages go to the first resource that can take bare-JID
+        // messages, i.e. available with a non-negative priority.
+        if presence::priority(&el) >= 0 && (initial || change.old_priority < 0) {
+            self.deliver_offline(from, &user).await;
+        }
+    }
+
+    /// Unavailable from `from` to the user's contacts and directed-presence recipients
+    /// (§4.5.2, §4.6.3); records the user's last activity when no resource is left.
+    async fn broadcast_unavailable(
+        &self,
+        from: &FullJid,
+        el: &Element,
+        directed: Vec<Jid>,
+        others_available: bool,
+    ) {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return;
+        };
+        let status = presence::status(el);
+        let u = user.clone();
+        let items = blocking(self.storage, move |s| {
+            if !others_available {
+                // XEP-0012 §4: when the user was last seen, and what they said.
+                s.set_last_activity(&u, unix_now(), &status)?;
+            }
+            s.roster(&u)
+        })
+        .await
+        .map(|(_, items)| items)
+        .unwrap_or_else(|e| {
+            log::error!("storage: {e}");
+            Vec::new()
+        });
+        let mut sent: Vec<BareJid> = Vec::new();
+        for item in items.iter().filter(|i| i.state.subscription.has_from()) {
+            if let Some(contact) = self.local_user(&item.jid) {
+                self.router
+                    .deliver_to_available(contact, &presence::addressed(el, item.jid.as_str()));
+                sent.push(item.jid.clone());
+            }
+        }
+        for to in directed {
+            let bare = to.bare();
+            if to.is_bare() && sent.contains(&bare) {
+                continue;
+            }
+            let stanza = Stanza {
+                kind: Kind::Presence,
+                el: presence::addressed(el, to.as_str()),
+                to: Some(to),
+            };
+            let _ = self.router.route(from, stanza);
+        }
+    }
+
+    /// §4.3.2: the presence of `contact` for the (local) user at `to`, if the user is
+    /// subscribed to it: the last presence of each available resource, or unavailable
+    /// with the time of the last logout (XEP-0203 `<delay/>`) when there is none.
+    async fn answer_probe(&self, contact: &BareJid, to: &FullJid) {
+        let Some(owner) = self.local_user(contact).map(str::to_owned) else {
+            return;
+        };
+        let prober = to.bare();
+        let o = owner.clone();
+        let p = prober.clone();
+        let looked_up = blocking(self.storage, move |s| {
+            let state = s.sub_state(&o, &p)?;
+            let last = s.last_activity(&o)?;
+            Ok((state, last))
+        })
+        .await;
+        let (state, last) = match looked_up {
+            Ok(v) => v,
+            Err(e) => return log::error!("storage: {e}"),
+        };
+        if !state.subscription.has_from() {
+            // Not allowed to see it: nothing is said (§4.3.2).
+            return;
+        }
+        let presences = self.router.available_presences(&owner);
+        if presences.is_empty() {
+            let mut el = presence::unavailable(contact.as_str(), to.as_str());
+            if let Some((at, status)) = last {
+                if !status.is_empty() {
+                    el.push_child(Element::new("status", ns::CLIENT).with_text(status));
+                }
+                el.push_child(presence::delay(self.domain(), at));
+            }
+            self.router.send_to(to, el);
+        }
+        for p in presences {
+            self.router
+                .send_to(to, presence::addressed(&p, to.as_str()));
+        }
+    }
+
+    /// Sends the user's presence (or its end) to a contact whose subscription started or
+    /// stopped (§3.1.5, §3.2.2, §3.3.3).
+    fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
+        let Some(contact_user) = self.local_user(contact) else {
+            return;
+        };
+        match flow {
+            PresenceFlow::Start => {
+                for p in self.router.available_presences(owner) {
+                    self.router.deliver_to_available(
+                        contact_user,
+                        &presence::addressed(&p, contact.as_str()),
+                    );
+                }
+            }
+            PresenceFlow::Stop => {
+                for r in self.router.available_resources(owner) {
+                    self.router.deliver_to_available(
+                        contact_user,
+                        &presence::unavailable(r.as_str(), contact.as_str()),
+                    );
+                }
+            }
+        }
+    }
+
+    // -- subscriptions ----------------------------------------------------------------
+
+    /// §3 from the user's side: the stanza changes the user's item for `contact`, is
+    /// pushed, and (per Appendix A.2) routed to the contact.
+    async fn outbound_subscription(&self, from: &FullJid, contact: BareJid, ty: SubType) {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return;
+        };
+        let bare = from.bare();
+        let (outcome, change) = match self
+            .apply(&user, &contact, ty, Direction::Outbound, None)
+            .await
+        {
+            Some(v) => v,
+            None => return,
+        };
+        if let (Some(version), Some(item)) = (change.0, &change.1) {
+            self.push(&user, version, roster::item_element(item));
+        }
+        if outcome.deliver {
+            // §3.1.2: the server stamps the bare JIDs on subscription stanzas.
+            let el = presence::subscription(ty.as_str(), bare.as_str(), contact.as_str());
+            if self.local_user(&contact).is_some() {
+                self.inbound_subscription(&contact, &bare, ty, el).await;
+            }
+        }
+        if let Some(flow) = outcome.presence {
+            self.presence_flow(&user, &contact, flow);
+        }
+    }
+
+    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`. Follow-ups
+    /// (an automatic `subscribed` back to a local sender) are handled in the same loop.
+    async fn inbound_subscription(
+        &self,
+        owner: &BareJid,
+        sender: &BareJid,
+        ty: SubType,
+        el: Element,
+    ) {
+        let mut next = Some((owner.clone(), sender.clone(), ty, el));
+        // Presence changes wait until the subscription stanzas are through, so a contact
+        // sees `subscribed` before the presence it allows (§3.1.5).
+        let mut flows: Vec<(String, BareJid, PresenceFlow)> = Vec::new();
+        while let Some((owner, sender, ty, el)) = next.take() {
+            let Some(user) = self.local_user(&owner).map(str::to_owned) else {
+                continue;
+            };
+            let u = user.clone();
+            match blocking(self.storage, move |s| {
+                crate::storage::Accounts::account_exists(s, &u)
+            })
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    // §3.1.3: no such contact: the request is refused.
+                    if ty == SubType::Subscribe && self.local_user(&sender).is_some() {
+                        let refusal =
+                            presence::subscription("unsubscribed", owner.as_str(), sender.as_str());
+                        next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("storage: {e}");
+                    continue;
+                }
+            }
+            let request = (ty == SubType::Subscribe).then(|| super::serialize(&el).to_string());
+            let Some((outcome, change)) = self
+                .apply(&user, &sender, ty, Direction::Inbound, request)
+                .await
+            else {
+                continue;
+            };
+            if let (Some(version), Some(item)) = (change.0, &change.1) {
+                self.push(&user, version, roster::item_element(item));
+            }
+            if outcome.deliver {
+                self.router.deliver_to_available(&user, &el);
+            }
+            if let Some(flow) = outcome.presence {
+                // The owner's presence now flows (or stops) to the sender.
+                flows.push((user.clone(), sender.clone(), flow));
+            }
+            if outcome.auto_reply == Some(SubType::Subscribed) && self.local_user(&sender).is_some()
+            {
+                let reply = presence::subscription("subscribed", owner.as_str(), sender.as_str());
+                next = Some((sender, owner, SubType::Subscribed, reply));
+            }
+        }
+        for (owner, contact, flow) in flows {
+            self.presence_flow(&owner, &contact, flow);
+        }
+    }
+
+    /// Runs the state machine on `user`'s item for `contact` inside one storage
+    /// transaction. Returns the outcome and (new version if pushed, the item).
+    async fn apply(
+        &self,
+        user: &str,
+        contact: &BareJid,
+        ty: SubType,
+        dir: Direction,
+        request: Option<String>,
+    ) -> Option<(Outcome, (Option<u64>, Option<RosterItem>))> {
+        let u = user.to_owned();
+        let c = contact.clone();
+        let result = blocking(self.storage, move |s| {
+            let mut outcome = None;
+            let change = s.update_subscription(
+                &u,
+                &c,
+                &mut |state| {
+                    let o = subscription::apply(state, ty, dir);
+                    outcome = Some(o);
+                    o.state
+                },
+                request.as_deref(),
+            )?;
+            Ok((outcome, change))
+        })
+        .await;
+        match result {
+            Ok((Some(outcome), change)) => Some((outcome, (change.version, change.item))),
+            Ok((None, _)) => None,
+            Err(e) => {
+                log::error!("storage: {e}");
+                None
+            }
+        }
+    }
+
+    /// §3.1.3: subscription requests still unanswered are shown again at login.
+    async fn deliver_pending(&self, to: &FullJid, user: &str) {
+        let u = user.to_owned();
+        match blocking(self.storage, move |s| s.subscription_requests(&u)).await {
+            Ok(list) => {
+                for xml in list {
+                    self.router.send_raw(to, xml.into());
+                }
+            }
+            Err(e) => log::error!("storage: {e}"),
+        }
+    }
+
+    // -- offline messages -------------------------------------------------------------
+
+    /// XEP-0160 §3: a chat or normal message for a local account with no available
+    /// resource is stored with a `<delay/>`; a full store gets `resource-constraint`, an
+    /// unknown account `service-unavailable` (RFC 6121 §8.5.2.2.1).
+    async fn store_offline(&self, from: &FullJid, stanza: Stanza) {
+        let Some(user) = stanza
+            .to
+            .as_ref()
+            .and_then(|t| t.local())
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        let xml =
+            offline::stamp(stanza.el.clone(), self.domain(), unix_now()).to_xml_in(ns::CLIENT);
+        let stored = blocking(self.storage, move |s| {
+            s.store_offline(&user, &xml, offline::QUOTA)
+        })
+        .await;
+        let cond = match stored {
+            Ok(Stored::Stored) => return,
+            Ok(Stored::Full) => StanzaCondition::ResourceConstraint,
+            Ok(Stored::NoAccount) => StanzaCondition::ServiceUnavailable,
+            Err(e) => {
+                log::error!("storage: {e}");
+                StanzaCondition::InternalServerError
+            }
+        };
+        self.router.bounce_to(from, &stanza, cond);
+    }
+
+    /// XEP-0160 §3: stored messages, in order, once the user is available with a
+    /// non-negative priority; deleted once queued for the session.
+    async fn deliver_offline(&self, to: &FullJid, user: &str) {
+        let u = user.to_owned();
+        let msgs = match blocking(self.storage, move |s| s.offline_messages(&u)).await {
+            Ok(m) => m,
+            Err(e) => return log::error!("storage: {e}"),
+        };
+        let Some(&(last, _)) = msgs.last() else {
+            return;
+        };
+        for (_, xml) in msgs {
+            self.router.send_raw(to, xml.into());
+        }
+        let u = user.to_owned();
+        if let Err(e) = blocking(self.storage, move |s| s.delete_offline(&u, last)).await {
+            log::error!("storage: {e}");
+        }
+    }
+}
