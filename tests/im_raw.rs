@@ -538,6 +538,15 @@ fn offline_quota_is_resource_constraint() {
     chat(&mut b, &aj, "one too many");
     let err = b.expect_matching("the error", |e| e.name == "message");
     assert_eq!(error_condition(&err), "resource-constraint");
+
+    // The whole backlog, far more than a session's queue holds, arrives in order and
+    // the session stays up.
+    let mut a = login(&server, "alice", "phone");
+    presence(&mut a, "");
+    for i in 0..1000 {
+        expect_message(&mut a, &format!("m{i}"));
+    }
+    a.assert_alive();
 }
 
 #[test]

@@ -415,8 +415,15 @@ impl Conn {
                             stanza.to.as_ref().map(|t| t.to_string())
                         );
                         let jid = jid.clone();
+                        let im = router::im::Im {
+                            router: &self.shared.router,
+                            storage: &self.shared.storage,
+                        };
                         // Awaited: the client's stanzas are handled in order.
-                        self.im().route(&jid, stanza).await;
+                        let routed = im.route(&jid, stanza, &mut self.out).await;
+                        if routed.offline {
+                            self.deliver_offline(&jid).await;
+                        }
                     }
                     None
                 }
@@ -435,6 +442,29 @@ impl Conn {
         router::im::Im {
             router: &self.shared.router,
             storage: &self.shared.storage,
+        }
+    }
+
+    /// XEP-0160: writes the user's offline messages page by page, flushing in between so
+    /// a long backlog never sits in memory at once, and deletes each page once written.
+    async fn deliver_offline(&mut self, jid: &FullJid) {
+        let Some(user) = jid.local() else { return };
+        loop {
+            let page = self.im().offline_page(user, router::im::OFFLINE_PAGE).await;
+            let Some(&(last, _)) = page.last() else {
+                return;
+            };
+            for (_, xml) in &page {
+                self.out.push_str(xml);
+            }
+            if self.flush().await.is_err() {
+                // Not written: kept for the next login; the read side sees the end.
+                return;
+            }
+            self.im().offline_delivered(user, last).await;
+            if page.len() < router::im::OFFLINE_PAGE {
+                return;
+            }
         }
     }
 

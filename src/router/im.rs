@@ -1,8 +1,12 @@
 //! The async path for stanzas that need storage: rosters (RFC 6121 §2), subscriptions
 //! (§3), presence broadcast and probes (§4), and offline messages (XEP-0160).
 //!
-//! The connection task awaits [`route`] for every stanza its client sends, so a client's
-//! stanzas are handled in order. Decisions are made by the sans-IO modules in `features/`
+//! The connection task awaits [`Im::route`] for every stanza its client sends, so a
+//! client's stanzas are handled in order. What is addressed to that client itself (iq
+//! results, probe answers, waiting requests) is written straight into the connection's
+//! output rather than its router queue: a user with many contacts online must not
+//! overflow their own queue by logging in. Offline messages, possibly many, are fetched
+//! page by page by the connection ([`Im::offline_page`]) and deleted once written. Decisions are made by the sans-IO modules in `features/`
 //! (`roster`, `subscription`, `presence`, `offline`); storage runs on the blocking pool
 //! (`smol::unblock`), never under the router's lock; the router then delivers.
 //!
@@ -40,6 +44,18 @@ fn push_id() -> String {
     format!("push{}", NEXT_PUSH.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What the connection does after [`Im::route`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Routed {
+    /// The client became able to take its offline messages (XEP-0160 §3): fetch them with
+    /// [`Im::offline_page`] and write them, then [`Im::offline_delivered`].
+    pub offline: bool,
+}
+
+/// Messages written to a client between flushes when it collects its offline messages.
+pub const OFFLINE_PAGE: usize = 64;
+
 /// What follows a roster result: the push of the change (§2.1.6), and for a removal the
 /// subscriptions it cancels (§2.5.2).
 enum AfterReply {
@@ -71,15 +87,36 @@ impl Im<'_> {
     }
 
     /// Routes one stanza from the local session `from` (its `from` already stamped).
-    pub async fn route(&self, from: &FullJid, stanza: Stanza) {
+    /// Stanzas for `from` itself are appended to `out` (serialized, `jabber:client`).
+    pub async fn route(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
         match stanza.kind {
-            Kind::Iq => self.iq(from, stanza).await,
-            Kind::Presence => self.presence(from, stanza).await,
+            Kind::Iq => self.iq(from, stanza, out).await,
+            Kind::Presence => return self.presence(from, stanza, out).await,
             Kind::Message => {
                 if let Some(undelivered) = self.router.route(from, stanza) {
                     self.store_offline(from, undelivered).await
                 }
             }
+        }
+        Routed::default()
+    }
+
+    /// Up to `limit` of `user`'s offline messages, oldest first, with their ids.
+    pub async fn offline_page(&self, user: &str, limit: usize) -> Vec<(i64, String)> {
+        let u = user.to_owned();
+        blocking(self.storage, move |s| s.offline_messages(&u, limit))
+            .await
+            .unwrap_or_else(|e| {
+                log::error!("storage: {e}");
+                Vec::new()
+            })
+    }
+
+    /// Forgets `user`'s offline messages up to id `through`, once written to the client.
+    pub async fn offline_delivered(&self, user: &str, through: i64) {
+        let u = user.to_owned();
+        if let Err(e) = blocking(self.storage, move |s| s.delete_offline(&u, through)).await {
+            log::error!("storage: {e}");
         }
     }
 
@@ -105,7 +142,7 @@ impl Im<'_> {
 
     // -- iq ---------------------------------------------------------------------------
 
-    async fn iq(&self, from: &FullJid, stanza: Stanza) {
+    async fn iq(&self, from: &FullJid, stanza: Stanza, out: &mut String) {
         let is_roster = stanza
             .iq_payload()
             .is_some_and(|p| p.is("query", NS_ROSTER))
@@ -138,7 +175,7 @@ impl Im<'_> {
         if let Some(mut reply) = reply {
             // The answer comes from the account itself (RFC 6121 §2.1.4 examples).
             reply.remove_attr("from");
-            self.router.send_to(from, reply);
+            reply.write_to(out, ns::CLIENT);
         }
         // The result first, then the pushes (§2.3.2), so the client that made the change
         // sees its answer before the news of it.
@@ -247,7 +284,7 @@ impl Im<'_> {
 
     // -- presence ---------------------------------------------------------------------
 
-    async fn presence(&self, from: &FullJid, stanza: Stanza) {
+    async fn presence(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
         let ty = stanza.el.attr("type").map(str::to_owned);
         let to_self = match &stanza.to {
             None => true,
@@ -257,15 +294,15 @@ impl Im<'_> {
         let is_broadcast = to_self && stanza.to.as_ref().is_none_or(Jid::is_bare);
         match ty.as_deref() {
             None | Some("unavailable") if is_broadcast => {
-                self.broadcast(from, stanza, ty.is_none()).await
+                return self.broadcast(from, stanza, ty.is_none(), out).await;
             }
             Some(t) if SubType::parse(t).is_some() => {
                 let (Some(sub), Some(to)) = (SubType::parse(t), &stanza.to) else {
-                    return;
+                    return Routed::default();
                 };
                 if to_self {
                     // Subscribing to oneself means nothing; dropped.
-                    return;
+                    return Routed::default();
                 }
                 self.outbound_subscription(from, to.bare(), sub).await
             }
@@ -273,7 +310,7 @@ impl Im<'_> {
                 // §4.3: probes are the server's business; answered as if the server
                 // had sent it, for a client that insists.
                 if let Some(to) = &stanza.to {
-                    self.answer_probe(&to.bare(), from).await
+                    self.answer_probe(&to.bare(), from, out).await
                 }
             }
             None | Some("unavailable") => {
@@ -290,24 +327,31 @@ impl Im<'_> {
                 .router
                 .bounce_to(from, &stanza, StanzaCondition::BadRequest),
         }
+        Routed::default()
     }
 
     /// §4.2 and §4.4 (available) or §4.5 (unavailable) broadcast by `from`.
-    async fn broadcast(&self, from: &FullJid, stanza: Stanza, available: bool) {
+    async fn broadcast(
+        &self,
+        from: &FullJid,
+        stanza: Stanza,
+        available: bool,
+        out: &mut String,
+    ) -> Routed {
         let mut el = stanza.el;
         el.remove_attr("to");
         let Some(change) = self.router.update_presence(from, &el, available) else {
-            return;
+            return Routed::default();
         };
         if !available {
             if change.was_available {
                 self.broadcast_unavailable(from, &el, change.directed, change.others_available)
                     .await;
             }
-            return;
+            return Routed::default();
         }
         let Some(user) = from.local().map(str::to_owned) else {
-            return;
+            return Routed::default();
         };
         let u = user.clone();
         let items = match blocking(self.storage, move |s| s.roster(&u)).await {
@@ -329,21 +373,20 @@ impl Im<'_> {
             // §4.2.2 / §4.4.2: a new resource learns about the account's others.
             for p in self.router.available_presences(&user) {
                 if p.attr("from") != Some(from.as_str()) {
-                    self.router
-                        .send_to(from, presence::addressed(&p, from.as_str()));
+                    presence::addressed(&p, from.as_str()).write_to(out, ns::CLIENT);
                 }
             }
             // Initial presence (§4.2): probe the contacts the user is subscribed to, and
             // show the requests still waiting for an answer (§3.1.3).
             for item in items.iter().filter(|i| i.state.subscription.has_to()) {
-                self.answer_probe(&item.jid, from).await;
+                self.answer_probe(&item.jid, from, out).await;
             }
-            self.deliver_pending(from, &user).await;
+            self.deliver_pending(&user, out).await;
         }
         // XEP-0160 §3: stored messages go to the first resource that can take bare-JID
         // messages, i.e. available with a non-negative priority.
-        if presence::priority(&el) >= 0 && (initial || change.old_priority < 0) {
-            self.deliver_offline(from, &user).await;
+        Routed {
+            offline: presence::priority(&el) >= 0 && (initial || change.old_priority < 0),
         }
     }
 
@@ -399,7 +442,7 @@ impl Im<'_> {
     /// §4.3.2: the presence of `contact` for the (local) user at `to`, if the user is
     /// subscribed to it: the last presence of each available resource, or unavailable
     /// with the time of the last logout (XEP-0203 `<delay/>`) when there is none.
-    async fn answer_probe(&self, contact: &BareJid, to: &FullJid) {
+    async fn answer_probe(&self, contact: &BareJid, to: &FullJid, out: &mut String) {
         let Some(owner) = self.local_user(contact).map(str::to_owned) else {
             return;
         };
@@ -429,11 +472,10 @@ impl Im<'_> {
                 }
                 el.push_child(presence::delay(self.domain(), at));
             }
-            self.router.send_to(to, el);
+            el.write_to(out, ns::CLIENT);
         }
         for p in presences {
-            self.router
-                .send_to(to, presence::addressed(&p, to.as_str()));
+            presence::addressed(&p, to.as_str()).write_to(out, ns::CLIENT);
         }
     }
 
@@ -598,12 +640,12 @@ impl Im<'_> {
     }
 
     /// §3.1.3: subscription requests still unanswered are shown again at login.
-    async fn deliver_pending(&self, to: &FullJid, user: &str) {
+    async fn deliver_pending(&self, user: &str, out: &mut String) {
         let u = user.to_owned();
         match blocking(self.storage, move |s| s.subscription_requests(&u)).await {
             Ok(list) => {
                 for xml in list {
-                    self.router.send_raw(to, xml.into());
+                    out.push_str(&xml);
                 }
             }
             Err(e) => log::error!("storage: {e}"),
@@ -640,25 +682,5 @@ impl Im<'_> {
             }
         };
         self.router.bounce_to(from, &stanza, cond);
-    }
-
-    /// XEP-0160 §3: stored messages, in order, once the user is available with a
-    /// non-negative priority; deleted once queued for the session.
-    async fn deliver_offline(&self, to: &FullJid, user: &str) {
-        let u = user.to_owned();
-        let msgs = match blocking(self.storage, move |s| s.offline_messages(&u)).await {
-            Ok(m) => m,
-            Err(e) => return log::error!("storage: {e}"),
-        };
-        let Some(&(last, _)) = msgs.last() else {
-            return;
-        };
-        for (_, xml) in msgs {
-            self.router.send_raw(to, xml.into());
-        }
-        let u = user.to_owned();
-        if let Err(e) = blocking(self.storage, move |s| s.delete_offline(&u, last)).await {
-            log::error!("storage: {e}");
-        }
     }
 }

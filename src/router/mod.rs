@@ -325,23 +325,6 @@ impl Router {
         }
     }
 
-    /// Delivers a stanza the server generated or already routed to one session.
-    pub fn send_to(&self, to: &FullJid, el: Element) {
-        self.reply(to, el)
-    }
-
-    /// Delivers an already serialized stanza (`jabber:client`) to one session.
-    pub fn send_raw(&self, to: &FullJid, xml: Arc<str>) {
-        let Some(user) = to.local() else { return };
-        let map = self.sessions();
-        if let Some(s) = map
-            .get(user)
-            .and_then(|l| l.iter().find(|s| *s.resource == *to.resource()))
-        {
-            deliver(s, &xml);
-        }
-    }
-
     /// Bounces `stanza` back to its local sender with `cond`.
     pub fn bounce_to(&self, from: &FullJid, stanza: &Stanza, cond: StanzaCondition) {
         self.bounce(from, stanza, cond)

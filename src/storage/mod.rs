@@ -146,8 +146,12 @@ pub trait OfflineStore {
     /// Stores a serialized message for `user` unless `quota` messages are already waiting.
     fn store_offline(&self, user: &str, stanza: &str, quota: usize)
     -> Result<Stored, StorageError>;
-    /// Every waiting message with its id, oldest first.
-    fn offline_messages(&self, user: &str) -> Result<Vec<(i64, String)>, StorageError>;
+    /// The `limit` oldest waiting messages with their ids, oldest first.
+    fn offline_messages(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError>;
     /// Deletes the messages up to and including id `through` (after delivering them).
     fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
 }

@@ -48,13 +48,21 @@ impl OfflineStore for Storage {
         Ok(Stored::Stored)
     }
 
-    fn offline_messages(&self, user: &str) -> Result<Vec<(i64, String)>, StorageError> {
+    fn offline_messages(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id")
+            .prepare(
+                "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
+                 LIMIT ?2",
+            )
             .map_err(self.sqlite_err("read offline messages"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![user, limit], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(self.sqlite_err("read offline messages"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.sqlite_err("read offline messages"))
@@ -179,13 +187,14 @@ mod tests {
         );
         // Another handle (as after a restart) sees them, in order.
         let again = Storage::open(dir.path()).unwrap();
-        let msgs = again.offline_messages("alice").unwrap();
+        assert_eq!(again.offline_messages("alice", 1).unwrap().len(), 1);
+        let msgs = again.offline_messages("alice", 10).unwrap();
         let bodies: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
         assert_eq!(bodies, ["<m1/>", "<m2/>"]);
         again.delete_offline("alice", msgs[0].0).unwrap();
-        assert_eq!(s.offline_messages("alice").unwrap().len(), 1);
+        assert_eq!(s.offline_messages("alice", 10).unwrap().len(), 1);
         again.delete_offline("alice", msgs[1].0).unwrap();
-        assert!(s.offline_messages("alice").unwrap().is_empty());
+        assert!(s.offline_messages("alice", 10).unwrap().is_empty());
     }
 
     #[test]
