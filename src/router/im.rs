@@ -13,22 +13,35 @@
 //! Every contact here is local: with no federation yet, a subscription or presence for
 //! another domain goes no further (the router bounces what it can't deliver).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::features::offline;
+use crate::features::blocking::{self, BlockRequest};
 use crate::features::presence;
 use crate::features::roster::{self, NS_ROSTER, RosterRequest};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
+use crate::features::{last, offline};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::{
-    LastActivity as _, OfflineStore as _, Roster as _, RosterItem, Storage, StorageError, Stored,
-    unix_now,
+    Accounts as _, BlockList as _, LastActivity as _, OfflineStore as _, Roster as _, RosterItem,
+    Storage, StorageError, Stored, unix_now,
 };
 use crate::xml::Element;
 
-use super::Router;
+use super::{Interest, Router};
+
+/// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blocked {
+    No,
+    /// The sender blocked the recipient: the sender gets `not-acceptable` + `<blocked/>`.
+    BySender,
+    /// The recipient blocked the sender: dropped, or `service-unavailable` for messages
+    /// and iq requests, as if the recipient did not exist.
+    ByRecipient,
+}
 
 /// The two things every handler here needs.
 #[derive(Clone, Copy)]
@@ -93,12 +106,227 @@ impl Im<'_> {
             Kind::Iq => self.iq(from, stanza, out).await,
             Kind::Presence => return self.presence(from, stanza, out).await,
             Kind::Message => {
+                if self.refused_for_blocking(from, &stanza, out).await {
+                    return Routed::default();
+                }
                 if let Some(undelivered) = self.router.route(from, stanza) {
                     self.store_offline(from, undelivered).await
                 }
             }
         }
         Routed::default()
+    }
+
+    // -- blocking (XEP-0191) ------------------------------------------------------------
+
+    /// `user`'s blocklist, from the router's cache or from storage. Cached when it is
+    /// not empty or the user is online, so messages to made-up names cannot fill the cache.
+    async fn blocklist(&self, user: &str) -> Arc<[String]> {
+        if let Some(l) = self.router.cached_blocklist(user) {
+            return l;
+        }
+        let u = user.to_owned();
+        match blocking(self.storage, move |s| s.blocklist(&u)).await {
+            Ok(v) => {
+                let l: Arc<[String]> = v.into();
+                if !l.is_empty() || self.router.has_sessions(user) {
+                    self.router.cache_blocklist(user, l.clone());
+                }
+                l
+            }
+            Err(e) => {
+                log::error!("storage: {e}");
+                Arc::from(Vec::new())
+            }
+        }
+    }
+
+    /// Whether the local user `from` and `to` blocked each other.
+    async fn blocked(&self, from: &FullJid, to: &Jid) -> Blocked {
+        let Some(user) = from.local() else {
+            return Blocked::No;
+        };
+        if blocking::is_blocked(&self.blocklist(user).await, to) {
+            return Blocked::BySender;
+        }
+        let to_bare = to.bare();
+        if let Some(recipient) = self.local_user(&to_bare) {
+            let sender = Jid::from(from.clone());
+            if recipient != user && blocking::is_blocked(&self.blocklist(recipient).await, &sender)
+            {
+                return Blocked::ByRecipient;
+            }
+        }
+        Blocked::No
+    }
+
+    /// Applies XEP-0191 §3.5/§3.6 to a stanza for another account: true when it was
+    /// refused (and the sender told, where the XEP says so).
+    async fn refused_for_blocking(
+        &self,
+        from: &FullJid,
+        stanza: &Stanza,
+        out: &mut String,
+    ) -> bool {
+        let Some(to) = &stanza.to else { return false };
+        if to.local().is_none() || to.bare() == from.bare() {
+            return false;
+        }
+        match self.blocked(from, to).await {
+            Blocked::No => false,
+            Blocked::BySender => {
+                if let Some(e) = blocking::blocked_error(&stanza.el) {
+                    e.write_to(out, ns::CLIENT);
+                }
+                true
+            }
+            Blocked::ByRecipient => {
+                let is_request = stanza.kind == Kind::Message
+                    || (stanza.kind == Kind::Iq
+                        && stanza.iq_type().is_some_and(|t| t.is_request()));
+                if is_request {
+                    self.router
+                        .bounce_to(from, stanza, StanzaCondition::ServiceUnavailable);
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether presence may flow between `user` and the local `contact` (neither blocked
+    /// the other).
+    async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
+        let Some(contact_user) = self.local_user(contact) else {
+            return true;
+        };
+        if blocking::is_blocked(&self.blocklist(user).await, &Jid::from(contact.clone())) {
+            return false;
+        }
+        match BareJid::new(Some(user), self.domain()) {
+            Ok(me) => !blocking::is_blocked(&self.blocklist(contact_user).await, &Jid::from(me)),
+            Err(_) => false,
+        }
+    }
+
+    /// A blocking request from the account's own client (XEP-0191 §3.1-§3.3).
+    async fn blocking_request(
+        &self,
+        from: &FullJid,
+        req: BlockRequest,
+    ) -> Result<Option<Element>, StanzaError> {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        };
+        let internal = |e: StorageError| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        };
+        let before = self.blocklist(&user).await;
+        let (block, items): (bool, Vec<String>) = match req {
+            BlockRequest::Get => {
+                self.router.set_interested(from, Interest::Blocklist);
+                return Ok(Some(blocking::blocklist(&before)));
+            }
+            BlockRequest::Block(jids) => {
+                (true, jids.iter().map(|j| j.as_str().to_owned()).collect())
+            }
+            BlockRequest::Unblock(Some(jids)) => {
+                (false, jids.iter().map(|j| j.as_str().to_owned()).collect())
+            }
+            BlockRequest::Unblock(None) => (false, Vec::new()),
+        };
+        let new_count = items.iter().filter(|j| !before.contains(j)).count();
+        if block && before.len() + new_count > blocking::MAX_ITEMS {
+            return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
+                .with_text("the blocklist is full"));
+        }
+        let u = user.clone();
+        let list = items.clone();
+        let after = blocking(self.storage, move |s| {
+            if block {
+                s.block(&u, &list)?;
+            } else {
+                s.unblock(&u, (!list.is_empty()).then_some(list.as_slice()))?;
+            }
+            s.blocklist(&u)
+        })
+        .await
+        .map_err(internal)?;
+        let after: Arc<[String]> = after.into();
+        self.router.cache_blocklist(&user, after.clone());
+        // Pushed to every resource that asked for the list (§3.2, §3.3); an empty
+        // unblock means "everyone".
+        self.router
+            .push_to_interested(&user, Interest::Blocklist, |to| {
+                blocking::push(to.as_str(), &push_id(), block, &items)
+            });
+        // §3.2 / §3.3: presence stops for the newly blocked and resumes for the
+        // unblocked, where a subscription lets it flow.
+        let changed: Vec<String> = if block {
+            items.into_iter().filter(|j| !before.contains(j)).collect()
+        } else {
+            before
+                .iter()
+                .filter(|j| !after.contains(j))
+                .cloned()
+                .collect()
+        };
+        for j in changed {
+            let Ok(contact) = BareJid::parse(&j) else {
+                continue;
+            };
+            if self.local_user(&contact).is_none() {
+                continue;
+            }
+            let u = user.clone();
+            let c = contact.clone();
+            let from_sub = blocking(self.storage, move |s| s.sub_state(&u, &c))
+                .await
+                .map(|st| st.subscription.has_from())
+                .unwrap_or(false);
+            if from_sub {
+                let flow = if block {
+                    PresenceFlow::Stop
+                } else {
+                    PresenceFlow::Start
+                };
+                self.presence_flow(&user, &contact, flow);
+            }
+        }
+        Ok(None)
+    }
+
+    /// XEP-0012 §4: when the account at `to` was last online, for the local user `from`
+    /// if it may see that account's presence (or is that account).
+    async fn last_activity(&self, from: &FullJid, to: &BareJid) -> Result<Element, StanzaError> {
+        let Some(owner) = self.local_user(to).map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+        };
+        let me = from.bare();
+        let is_self = *to == me;
+        if !is_self && !self.presence_allowed(&owner, &me).await {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        }
+        let o = owner.clone();
+        let (exists, allowed, last) = blocking(self.storage, move |s| {
+            let exists = s.account_exists(&o)?;
+            let allowed = is_self || s.sub_state(&o, &me)?.subscription.has_from();
+            Ok((exists, allowed, s.last_activity(&o)?))
+        })
+        .await
+        .map_err(|e| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        })?;
+        if !exists {
+            return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+        }
+        if !allowed {
+            // §4: only those allowed to see the presence learn when it was last seen.
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        }
+        let available = !self.router.available_resources(&owner).is_empty();
+        last::answer(available, last, unix_now())
     }
 
     /// Up to `limit` of `user`'s offline messages, oldest first, with their ids.
@@ -143,11 +371,34 @@ impl Im<'_> {
     // -- iq ---------------------------------------------------------------------------
 
     async fn iq(&self, from: &FullJid, stanza: Stanza, out: &mut String) {
-        let is_roster = stanza
-            .iq_payload()
-            .is_some_and(|p| p.is("query", NS_ROSTER))
-            && stanza.iq_type().is_some_and(|t| t.is_request());
-        if !is_roster {
+        let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
+        let payload = stanza.iq_payload().filter(|_| is_request);
+        let is_roster = payload.is_some_and(|p| p.is("query", NS_ROSTER));
+        let is_blocking = payload.is_some_and(blocking::is_blocking_payload);
+        let is_last = payload.is_some_and(|p| p.is("query", last::NS_LAST))
+            && stanza.iq_type() == Some(crate::stanza::IqType::Get)
+            && stanza
+                .to
+                .as_ref()
+                .is_some_and(|t| t.is_bare() && t.local().is_some());
+        if is_last {
+            let to = stanza.to.as_ref().map(Jid::bare);
+            let reply = match to {
+                Some(to) => match self.last_activity(from, &to).await {
+                    Ok(q) => Some(stanza.iq_result(Some(q))),
+                    Err(e) => stanza.error_reply(e),
+                },
+                None => None,
+            };
+            if let Some(r) = reply {
+                r.write_to(out, ns::CLIENT);
+            }
+            return;
+        }
+        if !is_roster && !is_blocking {
+            if self.refused_for_blocking(from, &stanza, out).await {
+                return;
+            }
             if let Some(s) = self.router.route(from, stanza) {
                 // Only messages come back undelivered.
                 log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
@@ -163,6 +414,20 @@ impl Im<'_> {
             return self
                 .router
                 .bounce_to(from, &stanza, StanzaCondition::Forbidden);
+        }
+        if is_blocking {
+            let reply = match blocking::parse(&stanza) {
+                Ok(req) => match self.blocking_request(from, req).await {
+                    Ok(payload) => Some(stanza.iq_result(payload)),
+                    Err(e) => stanza.error_reply(e),
+                },
+                Err(e) => stanza.error_reply(e),
+            };
+            if let Some(mut r) = reply {
+                r.remove_attr("from");
+                r.write_to(out, ns::CLIENT);
+            }
+            return;
         }
         let result = match roster::parse(&stanza) {
             Ok(req) => self.roster_request(from, req).await,
@@ -204,7 +469,7 @@ impl Im<'_> {
         };
         match req {
             RosterRequest::Get { ver } => {
-                self.router.set_interested(from);
+                self.router.set_interested(from, Interest::Roster);
                 let u = user.clone();
                 let (version, items) = blocking(self.storage, move |s| s.roster(&u))
                     .await
@@ -277,9 +542,10 @@ impl Im<'_> {
 
     /// A roster push of `item` to every interested resource of `user` (§2.1.6).
     fn push(&self, user: &str, version: u64, item: Element) {
-        self.router.push_to_interested(user, |to| {
-            roster::push(to, &push_id(), version, item.clone())
-        });
+        self.router
+            .push_to_interested(user, Interest::Roster, |to| {
+                roster::push(to, &push_id(), version, item.clone())
+            });
     }
 
     // -- presence ---------------------------------------------------------------------
@@ -292,6 +558,11 @@ impl Im<'_> {
         };
         // No 'to', or the user's own bare JID: a broadcast (§4.2.1, §4.4.1, §4.5.1).
         let is_broadcast = to_self && stanza.to.as_ref().is_none_or(Jid::is_bare);
+        // XEP-0191: nothing passes between an account and someone it blocked, or who
+        // blocked it (subscriptions, directed presence and probes alike).
+        if !is_broadcast && self.refused_for_blocking(from, &stanza, out).await {
+            return Routed::default();
+        }
         match ty.as_deref() {
             None | Some("unavailable") if is_broadcast => {
                 return self.broadcast(from, stanza, ty.is_none(), out).await;
@@ -363,6 +634,9 @@ impl Im<'_> {
         };
         // §4.2.2 / §4.4.2: to every contact with a subscription from the user.
         for item in items.iter().filter(|i| i.state.subscription.has_from()) {
+            if !self.presence_allowed(&user, &item.jid).await {
+                continue;
+            }
             if let Some(contact) = self.local_user(&item.jid) {
                 self.router
                     .deliver_to_available(contact, &presence::addressed(&el, item.jid.as_str()));
@@ -379,7 +653,9 @@ impl Im<'_> {
             // Initial presence (§4.2): probe the contacts the user is subscribed to, and
             // show the requests still waiting for an answer (§3.1.3).
             for item in items.iter().filter(|i| i.state.subscription.has_to()) {
-                self.answer_probe(&item.jid, from, out).await;
+                if self.presence_allowed(&user, &item.jid).await {
+                    self.answer_probe(&item.jid, from, out).await;
+                }
             }
             self.deliver_pending(&user, out).await;
         }
@@ -419,6 +695,9 @@ impl Im<'_> {
         });
         let mut sent: Vec<BareJid> = Vec::new();
         for item in items.iter().filter(|i| i.state.subscription.has_from()) {
+            if !self.presence_allowed(&user, &item.jid).await {
+                continue;
+            }
             if let Some(contact) = self.local_user(&item.jid) {
                 self.router
                     .deliver_to_available(contact, &presence::addressed(el, item.jid.as_str()));

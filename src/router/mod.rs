@@ -64,7 +64,9 @@ struct Session {
     /// only then does bare-JID traffic reach it.
     available: bool,
     /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
-    interested: bool,
+    wants_roster: bool,
+    /// The client asked for the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
+    wants_blocklist: bool,
     /// The last available presence it broadcast (with `from`, without `to`): what a
     /// probe or a newly approved contact is shown (RFC 6121 §4.3.2). Boxed: most of the
     /// session record stays small, and an unavailable session holds nothing.
@@ -72,6 +74,15 @@ struct Session {
     /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
     /// unavailable presence when it goes offline. Usually empty (no allocation).
     directed: Vec<Jid>,
+}
+
+/// What a client asked to be kept up to date about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Roster pushes (RFC 6121 §2.1.6).
+    Roster,
+    /// Blocklist pushes (XEP-0191 §3.2).
+    Blocklist,
 }
 
 /// What a session left behind when it ended (for the unavailable broadcast).
@@ -105,6 +116,9 @@ pub struct Router {
     sessions: Mutex<HashMap<Box<str>, Vec<Session>>>,
     features: Features,
     next_id: AtomicU64,
+    /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
+    /// not cost a storage read. Filled and updated by `im`; one entry per account at most.
+    blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
 }
 
 impl Router {
@@ -114,6 +128,7 @@ impl Router {
             sessions: Mutex::new(HashMap::new()),
             features,
             next_id: AtomicU64::new(1),
+            blocklists: Mutex::new(HashMap::new()),
         }
     }
 
@@ -177,7 +192,8 @@ impl Router {
             tx,
             priority: 0,
             available: false,
-            interested: false,
+            wants_roster: false,
+            wants_blocklist: false,
             presence: None,
             directed: Vec::new(),
         });
@@ -248,16 +264,42 @@ impl Router {
         })
     }
 
-    /// Marks the session as interested in roster pushes (RFC 6121 §2.1.6).
-    pub fn set_interested(&self, jid: &FullJid) {
+    /// Marks the session as interested in roster pushes (RFC 6121 §2.1.6) or
+    /// blocklist pushes (XEP-0191 §3.2).
+    pub fn set_interested(&self, jid: &FullJid, what: Interest) {
         let Some(user) = jid.local() else { return };
         if let Some(s) = self
             .sessions()
             .get_mut(user)
             .and_then(|l| l.iter_mut().find(|s| *s.resource == *jid.resource()))
         {
-            s.interested = true;
+            match what {
+                Interest::Roster => s.wants_roster = true,
+                Interest::Blocklist => s.wants_blocklist = true,
+            }
         }
+    }
+
+    /// Whether `user` has any bound session.
+    pub fn has_sessions(&self, user: &str) -> bool {
+        self.sessions().contains_key(user)
+    }
+
+    /// `user`'s blocklist (XEP-0191) if it is cached.
+    pub fn cached_blocklist(&self, user: &str) -> Option<Arc<[String]>> {
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .cloned()
+    }
+
+    /// Caches `user`'s blocklist, as loaded from or just written to storage.
+    pub fn cache_blocklist(&self, user: &str, list: Arc<[String]>) {
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.into(), list);
     }
 
     /// Remembers (available) or forgets (unavailable) a directed presence recipient
@@ -314,11 +356,21 @@ impl Router {
         }
     }
 
-    /// Sends `make(resource)` to each resource of `user` that asked for the roster.
-    pub fn push_to_interested(&self, user: &str, make: impl Fn(&FullJid) -> Element) {
+    /// Sends `make(resource)` to each resource of `user` that asked for the roster (or
+    /// the blocklist).
+    pub fn push_to_interested(
+        &self,
+        user: &str,
+        what: Interest,
+        make: impl Fn(&FullJid) -> Element,
+    ) {
         let map = self.sessions();
         let Some(list) = map.get(user) else { return };
-        for s in list.iter().filter(|s| s.interested) {
+        let wants = |s: &Session| match what {
+            Interest::Roster => s.wants_roster,
+            Interest::Blocklist => s.wants_blocklist,
+        };
+        for s in list.iter().filter(|s| wants(s)) {
             if let Ok(full) = FullJid::new(Some(user), &self.domain, &s.resource) {
                 deliver(s, &serialize(&make(&full)));
             }

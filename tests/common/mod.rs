@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod clients;
+pub mod im;
 pub mod sasl;
 pub mod xml;
 
