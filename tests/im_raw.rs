@@ -166,7 +166,12 @@ fn mutual_subscription_presence_and_status() {
     assert_eq!(item.attr("subscription"), Some("to"));
     assert_eq!(item.attr("ask"), None);
     expect_presence(&mut a, &bj, Some("subscribed"));
-    expect_presence(&mut a, &format!("{bj}/desk"), None);
+    let p = expect_presence(&mut a, &format!("{bj}/desk"), None);
+    // XEP-0203: presence shown later says when it was sent.
+    let d = p
+        .child("delay", NS_DELAY)
+        .expect("delay on a replayed presence");
+    assert_eq!(d.attr("from"), Some(server.domain()));
 
     // And the other way round.
     b.send(&format!("<presence type='subscribe' to='{aj}'/>"));

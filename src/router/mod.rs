@@ -67,8 +67,9 @@ struct Session {
     wants_roster: bool,
     /// The client asked for the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
     wants_blocklist: bool,
-    /// The last available presence it broadcast (with `from`, without `to`): what a
-    /// probe or a newly approved contact is shown (RFC 6121 §4.3.2). Boxed: most of the
+    /// The last available presence it broadcast (with `from`, without `to`, with a
+    /// `<delay/>` of when): what a probe or a newly approved contact is shown (RFC 6121
+    /// §4.3.2). Boxed: most of the
     /// session record stays small, and an unavailable session holds nothing.
     presence: Option<Box<Element>>,
     /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
@@ -249,7 +250,17 @@ impl Router {
         } else {
             0
         };
-        me.presence = available.then(|| Box::new(el.clone()));
+        // Kept with a XEP-0203 <delay/> saying when it was sent: whoever is shown it
+        // later (a probe, a new resource, a newly approved contact) learns its age.
+        me.presence = available.then(|| {
+            let mut kept = el.clone();
+            kept.remove_children("delay", ns::DELAY);
+            kept.push_child(crate::features::presence::delay(
+                &self.domain,
+                crate::storage::unix_now(),
+            ));
+            Box::new(kept)
+        });
         let mut others_available = false;
         for s in list.iter() {
             let is_me = *s.resource == *from.resource();
@@ -586,5 +597,131 @@ fn deliver(s: &Session, xml: &Arc<str>) {
             .with_text("too many stanzas waiting: the connection is too slow");
         let _ = s.tx.force_send(ToSession::Close(err));
         s.tx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new("home.example".into(), Features::new(Vec::new()))
+    }
+
+    fn presence(from: &FullJid, priority: Option<i8>) -> Element {
+        let mut el = Element::new("presence", ns::CLIENT).with_attr("from", from.as_str());
+        if let Some(p) = priority {
+            el.push_child(Element::new("priority", ns::CLIENT).with_text(p.to_string()));
+        }
+        el
+    }
+
+    fn recv_all(rx: &SessionRx) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(ToSession::Stanza(s)) = rx.try_recv() {
+            v.push(s.to_string());
+        }
+        v
+    }
+
+    #[test]
+    fn presence_state_and_unbind() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, rx2) = session_queue();
+        let (phone, id1) = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        let (laptop, id2) = r.bind("alice", Some("laptop".into()), tx2).unwrap();
+
+        // §4.2.2: the sender sees its own presence; the other resource is not available.
+        let c = r
+            .update_presence(&phone, &presence(&phone, Some(5)), true)
+            .unwrap();
+        assert!(!c.was_available && !c.others_available);
+        assert_eq!(recv_all(&rx1).len(), 1);
+        assert!(recv_all(&rx2).is_empty());
+        let c = r
+            .update_presence(&laptop, &presence(&laptop, Some(-1)), true)
+            .unwrap();
+        assert!(c.others_available);
+        assert_eq!(recv_all(&rx1).len(), 1, "the phone sees the laptop");
+        assert_eq!(recv_all(&rx2).len(), 1, "the laptop sees itself");
+
+        // Kept presence carries a delay; both resources are listed.
+        let kept = r.available_presences("alice");
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|p| p.has_child("delay", ns::DELAY)));
+        assert_eq!(r.available_resources("alice").len(), 2);
+
+        // Directed presence is remembered, once per address, and handed back when the
+        // session goes unavailable.
+        let bob = Jid::parse("bob@home.example").unwrap();
+        r.track_directed(&phone, &bob, true);
+        r.track_directed(&phone, &bob, true);
+        let c = r
+            .update_presence(&phone, &presence(&phone, None), false)
+            .unwrap();
+        assert!(c.was_available);
+        assert_eq!(c.old_priority, 5);
+        assert_eq!(c.directed, std::slice::from_ref(&bob));
+        assert_eq!(
+            r.available_resources("alice"),
+            std::slice::from_ref(&laptop)
+        );
+
+        // Unbinding reports what the session left behind; a stale id finds nothing.
+        r.track_directed(&laptop, &bob, true);
+        r.track_directed(&laptop, &bob, false);
+        let ended = r.unbind(&laptop, id2).unwrap();
+        assert!(ended.was_available && ended.directed.is_empty() && !ended.others_available);
+        assert!(r.unbind(&laptop, id2).is_none());
+        assert!(r.unbind(&phone, id1 + 100).is_none());
+        assert!(r.has_sessions("alice"));
+        r.unbind(&phone, id1).unwrap();
+        assert!(!r.has_sessions("alice"));
+    }
+
+    #[test]
+    fn pushes_go_to_interested_resources_only() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, rx2) = session_queue();
+        let (phone, _) = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        r.bind("alice", Some("tv".into()), tx2).unwrap();
+        r.set_interested(&phone, Interest::Roster);
+        let make = |to: &FullJid| Element::new("iq", ns::CLIENT).with_attr("to", to.as_str());
+        r.push_to_interested("alice", Interest::Roster, make);
+        r.push_to_interested("alice", Interest::Blocklist, make);
+        let got = recv_all(&rx1);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("alice@home.example/phone"), "{got:?}");
+        assert!(recv_all(&rx2).is_empty());
+    }
+
+    #[test]
+    fn undelivered_messages_come_back_for_offline_storage() {
+        let r = router();
+        let (tx, _rx) = session_queue();
+        let (bob, _) = r.bind("bob", Some("desk".into()), tx).unwrap();
+        let msg = |ty: &str| {
+            let el = Element::new("message", ns::CLIENT)
+                .with_attr("type", ty)
+                .with_attr("to", "alice@home.example/gone")
+                .with_attr("from", bob.as_str());
+            Stanza::from_client(el).unwrap()
+        };
+        // Chat and normal to an offline user (full JID falling back to bare) come back.
+        assert!(r.route(&bob, msg("chat")).is_some());
+        assert!(r.route(&bob, msg("normal")).is_some());
+        // Headline and groupchat do not (XEP-0160 §3).
+        assert!(r.route(&bob, msg("headline")).is_none());
+        assert!(r.route(&bob, msg("groupchat")).is_none());
+    }
+
+    #[test]
+    fn blocklist_cache() {
+        let r = router();
+        assert!(r.cached_blocklist("alice").is_none());
+        r.cache_blocklist("alice", vec!["bob@home.example".to_string()].into());
+        assert_eq!(r.cached_blocklist("alice").unwrap().len(), 1);
     }
 }

@@ -31,6 +31,8 @@ impl Im<'_> {
             .await;
     }
 
+    /// Presence from a client: broadcast (no `to`), subscription (§3), probe (§4.3),
+    /// directed (§4.6) or an error.
     pub(super) async fn presence(
         &self,
         from: &FullJid,
