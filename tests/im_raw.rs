@@ -451,3 +451,21 @@ fn offline_messages_survive_restart_and_sigkill() {
     expect_message(&mut a, "before the restart");
     expect_message(&mut a, "before the crash");
 }
+
+#[test]
+fn taken_over_resource_goes_unavailable() {
+    let server = server();
+    let aj = server.jid("alice");
+    let mut a = login(&server, "alice", "phone");
+    let mut b = login(&server, "bob", "desk");
+    for c in [&mut a, &mut b] {
+        roster_get(c, None);
+        presence(c, "");
+    }
+    befriend(&server, &mut a, "alice", &mut b, "bob");
+    // The phone reconnects before the server noticed the old connection was dead
+    // (RFC 6120 §7.7.2.2): the old session's contacts hear it went away.
+    let _again = login(&server, "alice", "phone");
+    expect_presence(&mut b, &format!("{aj}/phone"), Some("unavailable"));
+    drop(a);
+}

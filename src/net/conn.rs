@@ -396,11 +396,15 @@ impl Conn {
                     let user = self.c2s_user();
                     let result = self.shared.router.bind(&user, resource, tx);
                     Some(Input::Bound(match result {
-                        Ok((jid, sid)) => {
+                        Ok(bound) => {
+                            let jid = bound.jid;
                             log::info!("c2s{}: bound {jid}", self.id);
-                            self.bound = Some((jid.clone(), sid));
+                            self.bound = Some((jid.clone(), bound.id));
                             self.rx = Some(rx);
                             self.deadline = None;
+                            if let Some(old) = bound.replaced {
+                                self.im().session_replaced(&jid, old).await;
+                            }
                             Ok(jid)
                         }
                         Err(e) => Err(e),

@@ -86,6 +86,17 @@ pub enum Interest {
     Blocklist,
 }
 
+/// A new session, from [`Router::bind`].
+#[derive(Debug)]
+pub struct Bound {
+    pub jid: FullJid,
+    /// The session's id, for [`Router::unbind`].
+    pub id: u64,
+    /// The session it took the resource from, if any: its contacts must hear that it
+    /// went away (RFC 6121 §4.5.2), since its own connection will find nothing to unbind.
+    pub replaced: Option<Ended>,
+}
+
 /// What a session left behind when it ended (for the unavailable broadcast).
 #[derive(Debug)]
 pub struct Ended {
@@ -159,7 +170,7 @@ impl Router {
         user: &str,
         resource: Option<String>,
         tx: SessionTx,
-    ) -> Result<(FullJid, u64), StanzaError> {
+    ) -> Result<Bound, StanzaError> {
         let bare = BareJid::new(Some(user), &self.domain)
             .map_err(|e| StanzaError::new(StanzaCondition::BadRequest).with_text(e.to_string()))?;
         let mut map = self.sessions();
@@ -176,8 +187,14 @@ impl Router {
         let full = bare
             .with_resource(&resource)
             .map_err(|e| StanzaError::new(StanzaCondition::BadRequest).with_text(e.to_string()))?;
+        let mut replaced = None;
         if let Some(i) = list.iter().position(|s| *s.resource == *resource) {
             let old = list.remove(i);
+            replaced = Some(Ended {
+                was_available: old.available,
+                directed: old.directed.clone(),
+                others_available: list.iter().any(|s| s.available),
+            });
             let err = StreamError::new(StreamCondition::Conflict)
                 .with_text("replaced by a new connection with the same resource");
             let _ = old.tx.force_send(ToSession::Close(err));
@@ -198,7 +215,11 @@ impl Router {
             presence: None,
             directed: Vec::new(),
         });
-        Ok((full, id))
+        Ok(Bound {
+            jid: full,
+            id,
+            replaced,
+        })
     }
 
     /// Removes a session when its connection ends; `None` if it was already gone
@@ -289,11 +310,6 @@ impl Router {
                 Interest::Blocklist => s.wants_blocklist = true,
             }
         }
-    }
-
-    /// Whether `user` has any bound session.
-    pub fn has_sessions(&self, user: &str) -> bool {
-        self.sessions().contains_key(user)
     }
 
     /// `user`'s blocklist (XEP-0191) if it is cached.
@@ -629,8 +645,10 @@ mod tests {
         let r = router();
         let (tx1, rx1) = session_queue();
         let (tx2, rx2) = session_queue();
-        let (phone, id1) = r.bind("alice", Some("phone".into()), tx1).unwrap();
-        let (laptop, id2) = r.bind("alice", Some("laptop".into()), tx2).unwrap();
+        let b = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        let (phone, id1) = (b.jid, b.id);
+        let b = r.bind("alice", Some("laptop".into()), tx2).unwrap();
+        let (laptop, id2) = (b.jid, b.id);
 
         // §4.2.2: the sender sees its own presence; the other resource is not available.
         let c = r
@@ -675,9 +693,24 @@ mod tests {
         assert!(ended.was_available && ended.directed.is_empty() && !ended.others_available);
         assert!(r.unbind(&laptop, id2).is_none());
         assert!(r.unbind(&phone, id1 + 100).is_none());
-        assert!(r.has_sessions("alice"));
         r.unbind(&phone, id1).unwrap();
-        assert!(!r.has_sessions("alice"));
+        assert!(r.available_resources("alice").is_empty());
+    }
+
+    #[test]
+    fn taking_over_a_resource_reports_the_old_session() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, _rx2) = session_queue();
+        let old = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        assert!(old.replaced.is_none());
+        r.update_presence(&old.jid, &presence(&old.jid, None), true);
+        let new = r.bind("alice", Some("phone".into()), tx2).unwrap();
+        assert_eq!(new.jid, old.jid);
+        assert!(new.replaced.is_some_and(|e| e.was_available));
+        // The old connection is told to close with conflict, and finds nothing to unbind.
+        recv_all(&rx1);
+        assert!(r.unbind(&old.jid, old.id).is_none());
     }
 
     #[test]
@@ -685,7 +718,7 @@ mod tests {
         let r = router();
         let (tx1, rx1) = session_queue();
         let (tx2, rx2) = session_queue();
-        let (phone, _) = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        let phone = r.bind("alice", Some("phone".into()), tx1).unwrap().jid;
         r.bind("alice", Some("tv".into()), tx2).unwrap();
         r.set_interested(&phone, Interest::Roster);
         let make = |to: &FullJid| Element::new("iq", ns::CLIENT).with_attr("to", to.as_str());
@@ -701,7 +734,7 @@ mod tests {
     fn undelivered_messages_come_back_for_offline_storage() {
         let r = router();
         let (tx, _rx) = session_queue();
-        let (bob, _) = r.bind("bob", Some("desk".into()), tx).unwrap();
+        let bob = r.bind("bob", Some("desk".into()), tx).unwrap().jid;
         let msg = |ty: &str| {
             let el = Element::new("message", ns::CLIENT)
                 .with_attr("type", ty)

@@ -10,7 +10,7 @@ use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Interest;
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
-use crate::storage::{BlockList as _, Roster as _, StorageError};
+use crate::storage::{Accounts as _, BlockList as _, Roster as _, StorageError};
 use crate::xml::Element;
 
 /// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).
@@ -25,17 +25,21 @@ pub(super) enum Blocked {
 }
 
 impl Im<'_> {
-    /// `user`'s blocklist, from the router's cache or from storage. Cached when it is
-    /// not empty or the user is online, so messages to made-up names cannot fill the cache.
+    /// `user`'s blocklist, from the router's cache or from storage. Cached only for
+    /// accounts that exist, so messages to made-up names cannot grow the cache.
     pub(super) async fn blocklist(&self, user: &str) -> Arc<[String]> {
         if let Some(l) = self.router.cached_blocklist(user) {
             return l;
         }
         let u = user.to_owned();
-        match on_pool(self.storage, move |s| s.blocklist(&u)).await {
-            Ok(v) => {
+        match on_pool(self.storage, move |s| {
+            Ok((s.account_exists(&u)?, s.blocklist(&u)?))
+        })
+        .await
+        {
+            Ok((exists, v)) => {
                 let l: Arc<[String]> = v.into();
-                if !l.is_empty() || self.router.has_sessions(user) {
+                if exists {
                     self.router.cache_blocklist(user, l.clone());
                 }
                 l

@@ -6,6 +6,7 @@ use crate::features::presence;
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
+use crate::router::Ended;
 use crate::stanza::{Kind, Stanza, StanzaCondition};
 use crate::storage::{LastActivity as _, Roster as _, unix_now};
 use crate::xml::Element;
@@ -17,6 +18,12 @@ impl Im<'_> {
         let Some(ended) = self.router.unbind(jid, session) else {
             return;
         };
+        self.session_replaced(jid, ended).await
+    }
+
+    /// A session is gone (ended, or its resource taken over by a new connection, RFC 6120
+    /// §7.7.2.2): unavailable to everyone who saw it available.
+    pub async fn session_replaced(&self, jid: &FullJid, ended: Ended) {
         if !ended.was_available {
             return;
         }
