@@ -253,12 +253,18 @@ fn requests_wait_for_login_and_pre_approval() {
     let mut a = login(&server, "alice", "phone");
     roster_get(&mut a, None);
     presence(&mut a, "");
-    // §3.1.3: bob is offline; the request waits for him.
-    a.send(&format!("<presence type='subscribe' to='{bj}'/>"));
+    // §3.1.3: bob is offline; the request waits for him, with what alice said.
+    a.send(&format!(
+        "<presence type='subscribe' to='{bj}/desk'><status>it is alice</status></presence>"
+    ));
     expect_push(&mut a);
     let mut b = login(&server, "bob", "desk");
     presence(&mut b, "");
-    expect_presence(&mut b, &aj, Some("subscribe"));
+    let req = expect_presence(&mut b, &aj, Some("subscribe"));
+    // Bare JIDs both ways (§3.1.2), the status kept.
+    assert_eq!(req.attr("from"), Some(aj.as_str()));
+    assert_eq!(req.attr("to"), Some(bj.as_str()));
+    assert_eq!(req.child("status", NS_CLIENT).unwrap().text, "it is alice");
     // And again at the next login, until he answers.
     b.close();
     let mut b = login(&server, "bob", "desk");
@@ -349,6 +355,8 @@ fn resources_priorities_and_bare_jid_delivery() {
     // Directed presence (§4.6) to someone not subscribed ends with the session.
     let bj = server.jid("bob");
     presence(&mut b, "");
+    // The round trip makes sure bob is available before the laptop writes to him.
+    drain(&mut b);
     laptop.send(&format!(
         "<presence to='{bj}'><status>hi bob</status></presence>"
     ));
@@ -468,4 +476,22 @@ fn taken_over_resource_goes_unavailable() {
     let _again = login(&server, "alice", "phone");
     expect_presence(&mut b, &format!("{aj}/phone"), Some("unavailable"));
     drop(a);
+}
+
+#[test]
+fn bad_presence_types() {
+    let server = server();
+    let (aj, bj) = (server.jid("alice"), server.jid("bob"));
+    let mut a = login(&server, "alice", "phone");
+    roster_get(&mut a, None);
+    // RFC 6120 §8.3.3.1: an unknown type is a bad request.
+    a.send(&format!("<presence type='bogus' to='{bj}'/>"));
+    let err = a.expect_matching("the error", |e| e.name == "presence");
+    assert_eq!(error_condition(&err), "bad-request");
+    // Subscribing to oneself changes nothing and is not answered.
+    a.send(&format!("<presence type='subscribe' to='{aj}'/>"));
+    let seen = drain(&mut a);
+    assert!(seen.iter().all(|e| e.name != "iq"), "{seen:?}");
+    let r = roster_get(&mut a, None);
+    assert!(r.child("query", NS_ROSTER).unwrap().children.is_empty());
 }

@@ -70,7 +70,8 @@ impl Im<'_> {
                     // Subscribing to oneself means nothing; dropped.
                     return Routed::default();
                 }
-                self.outbound_subscription(from, to.bare(), sub).await
+                let to = to.bare();
+                self.outbound_subscription(from, to, sub, stanza.el).await
             }
             Some("probe") => {
                 // §4.3: probes are the server's business; answered as if the server

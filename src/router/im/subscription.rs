@@ -17,6 +17,7 @@ impl Im<'_> {
         from: &FullJid,
         contact: BareJid,
         ty: SubType,
+        mut el: Element,
     ) {
         let Some(user) = from.local().map(str::to_owned) else {
             return;
@@ -33,8 +34,10 @@ impl Im<'_> {
             self.push(&user, version, roster::item_element(item));
         }
         if outcome.deliver {
-            // §3.1.2: the server stamps the bare JIDs on subscription stanzas.
-            let el = presence::subscription(ty.as_str(), bare.as_str(), contact.as_str());
+            // §3.1.2: the server stamps the bare JIDs on subscription stanzas; the rest
+            // (a <status/>, a XEP-0172 nickname) goes along to the contact.
+            el.set_attr("from", bare.as_str());
+            el.set_attr("to", contact.as_str());
             if self.local_user(&contact).is_some() {
                 self.inbound_subscription(&contact, &bare, ty, el).await;
             }
