@@ -392,6 +392,8 @@ fn offline_messages_in_order_with_delay() {
     let mut a = login(&server, "alice", "phone");
     presence(&mut a, "<priority>-1</priority>");
     chat(&mut b, &aj, "offline 5");
+    // Both round trips: bob's message handled (stored), alice's presence too.
+    drain(&mut b);
     assert!(drain(&mut a).iter().all(|e| e.name != "message"));
     // Non-negative priority: everything, in order, with the server's <delay/>.
     presence(&mut a, "<priority>0</priority>");

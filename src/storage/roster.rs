@@ -128,26 +128,79 @@ impl Storage {
 
 impl Roster for Storage {
     fn roster(&self, user: &str) -> Result<(u64, Vec<RosterItem>), StorageError> {
+        // Three queries whatever the roster's size: it is read at every presence change.
         let conn = self.conn();
         let version = self.version_in(&conn, user)?;
+        let read = self.sqlite_err("read a roster");
+        let mut items: Vec<RosterItem> = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT jid, name, subscription, pending_out, approved FROM roster_items
+                     WHERE localpart = ?1 ORDER BY jid",
+                )
+                .map_err(self.sqlite_err("read a roster"))?;
+            let rows = stmt
+                .query_map([user], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, bool>(4)?,
+                    ))
+                })
+                .map_err(self.sqlite_err("read a roster"))?;
+            for row in rows {
+                let (j, name, sub, pending_out, approved) =
+                    row.map_err(self.sqlite_err("read a roster"))?;
+                // Written from a parsed BareJid, so it parses; a hand-edited bad row is
+                // skipped rather than failing the whole roster.
+                let Ok(jid) = BareJid::parse(&j) else {
+                    log::warn!("roster of {user}: skipping invalid JID {j:?}");
+                    continue;
+                };
+                items.push(RosterItem {
+                    jid,
+                    name,
+                    state: SubState {
+                        subscription: Subscription::parse(&sub).unwrap_or_default(),
+                        pending_out,
+                        pending_in: false,
+                        approved,
+                    },
+                    groups: Vec::new(),
+                });
+            }
+        }
+        let position =
+            |items: &[RosterItem], j: &str| items.binary_search_by(|i| i.jid.as_str().cmp(j)).ok();
         let mut stmt = conn
-            .prepare("SELECT jid FROM roster_items WHERE localpart = ?1 ORDER BY jid")
-            .map_err(self.sqlite_err("read a roster"))?;
-        let jids = stmt
+            .prepare_cached(
+                "SELECT jid, grp FROM roster_groups WHERE localpart = ?1 ORDER BY jid, grp",
+            )
+            .map_err(self.sqlite_err("read roster groups"))?;
+        let rows = stmt
+            .query_map([user], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.sqlite_err("read roster groups"))?;
+        for row in rows {
+            let (j, g) = row.map_err(self.sqlite_err("read roster groups"))?;
+            if let Some(i) = position(&items, &j) {
+                items[i].groups.push(g);
+            }
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT jid FROM subscription_requests WHERE localpart = ?1")
+            .map_err(read)?;
+        let rows = stmt
             .query_map([user], |r| r.get::<_, String>(0))
-            .map_err(self.sqlite_err("read a roster"))?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(self.sqlite_err("read a roster"))?;
-        drop(stmt);
-        let mut items = Vec::with_capacity(jids.len());
-        for j in jids {
-            // Written from a parsed BareJid, so it parses; a hand-edited bad row is skipped.
-            let Ok(jid) = BareJid::parse(&j) else {
-                log::warn!("roster of {user}: skipping invalid JID {j:?}");
-                continue;
-            };
-            if let Some(item) = self.item_in(&conn, user, &jid)? {
-                items.push(item);
+            .map_err(self.sqlite_err("read subscription requests"))?;
+        for row in rows {
+            let j = row.map_err(self.sqlite_err("read subscription requests"))?;
+            if let Some(i) = position(&items, &j) {
+                items[i].state.pending_in = true;
             }
         }
         Ok((version, items))
@@ -349,6 +402,28 @@ mod tests {
         assert_eq!(c.item.state, SubState::default());
         let (v, items) = s.roster("alice").unwrap();
         assert_eq!((v, items.len()), (1, 1));
+        assert_eq!(items[0], c.item);
+        // Several items, each with its own groups and pending-in, read in one go.
+        let carol = BareJid::parse("carol@home.example").unwrap();
+        s.set_roster_item("alice", &carol, None, &["Z".into()], 10)
+            .unwrap();
+        s.update_subscription(
+            "alice",
+            &carol,
+            &mut |st| apply(st, SubType::Subscribe, Direction::Inbound).state,
+            Some("<presence/>"),
+        )
+        .unwrap();
+        let (_, items) = s.roster("alice").unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].groups, ["B", "Family"]);
+        assert!(!items[0].state.pending_in);
+        assert_eq!(items[1].groups, ["Z"]);
+        assert!(items[1].state.pending_in);
+        for it in &items {
+            assert_eq!(Some(it), s.roster_item("alice", &it.jid).unwrap().as_ref());
+        }
+        s.remove_roster_item("alice", &carol).unwrap();
         // Renaming keeps the subscription and replaces the groups.
         s.update_subscription(
             "alice",
@@ -361,14 +436,14 @@ mod tests {
             .set_roster_item("alice", &bob(), None, &[], 10)
             .unwrap()
             .unwrap();
-        assert_eq!(c.version, 3);
+        assert_eq!(c.version, 5);
         assert!(c.item.state.pending_out);
         assert_eq!(c.item.name, None);
         assert!(c.item.groups.is_empty());
         let removed = s.remove_roster_item("alice", &bob()).unwrap().unwrap();
-        assert_eq!(removed.version, 4);
+        assert_eq!(removed.version, 6);
         assert_eq!(s.remove_roster_item("alice", &bob()).unwrap(), None);
-        assert_eq!(s.roster("alice").unwrap(), (4, vec![]));
+        assert_eq!(s.roster("alice").unwrap(), (6, vec![]));
     }
 
     #[test]
