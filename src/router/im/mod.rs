@@ -114,7 +114,7 @@ impl Im<'_> {
             && stanza
                 .to
                 .as_ref()
-                .is_some_and(|t| t.is_bare() && t.local().is_some());
+                .is_some_and(|t| t.is_bare() && t.local().is_some() && t.domain() == self.domain());
         if is_last {
             let to = stanza.to.as_ref().map(Jid::bare);
             let reply = match to {
