@@ -6,9 +6,11 @@
 //! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  c2s negotiation as a sans-IO state machine: STARTTLS, SASL (sasl/), bind
-//!          └► router/   local sessions by JID, RFC 6121 §8 delivery, `from` stamping
+//!          └► router/   local sessions by JID, RFC 6121 §8 delivery, `from` stamping;
+//!              │         router/im/: the async path for what needs storage (rosters,
+//!              │         subscriptions, presence, offline messages, blocking)
 //!              └► features/  server-handled payloads, one file per RFC part or XEP
-//! storage/    SQLite (accounts, …), one writer, numbered migrations
+//! storage/    SQLite (accounts, rosters, offline messages, …), one writer, numbered migrations
 //! admin/      `hearth user …` subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction

@@ -5,8 +5,14 @@
 //! line in [`Features::standard`]; the router asks the registry, and an iq
 //! nobody answers gets `service-unavailable` (RFC 6120 §8.4).
 
+pub mod blocking;
 pub mod disco;
+pub mod last;
+pub mod offline;
 pub mod ping;
+pub mod presence;
+pub mod roster;
+pub mod subscription;
 pub mod time;
 pub mod version;
 
@@ -73,6 +79,7 @@ impl Features {
             Box::new(ping::Ping),
             Box::new(version::Version),
             Box::new(time::Time),
+            Box::new(blocking::Blocking),
         ])
     }
 

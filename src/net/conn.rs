@@ -172,7 +172,8 @@ pub async fn serve_client(
     };
     let reason = conn.run().await;
     if let Some((jid, sid)) = conn.bound.take() {
-        conn.shared.router.unbind(&jid, sid);
+        // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
+        conn.im().session_ended(&jid, sid).await;
         log::info!("c2s{id}: {jid} disconnected: {reason}");
     } else {
         log::info!("c2s{id}: {peer} disconnected: {reason}");
@@ -389,11 +390,15 @@ impl Conn {
                     let user = self.c2s_user();
                     let result = self.shared.router.bind(&user, resource, tx);
                     Some(Input::Bound(match result {
-                        Ok((jid, sid)) => {
+                        Ok(bound) => {
+                            let jid = bound.jid;
                             log::info!("c2s{}: bound {jid}", self.id);
-                            self.bound = Some((jid.clone(), sid));
+                            self.bound = Some((jid.clone(), bound.id));
                             self.rx = Some(rx);
                             self.deadline = None;
+                            if let Some(old) = bound.replaced {
+                                self.im().session_replaced(&jid, old).await;
+                            }
                             Ok(jid)
                         }
                         Err(e) => Err(e),
@@ -407,7 +412,16 @@ impl Conn {
                             stanza.el.name(),
                             stanza.to.as_ref().map(|t| t.to_string())
                         );
-                        self.shared.router.route(jid, stanza);
+                        let jid = jid.clone();
+                        let im = router::im::Im {
+                            router: &self.shared.router,
+                            storage: &self.shared.storage,
+                        };
+                        // Awaited: the client's stanzas are handled in order.
+                        let routed = im.route(&jid, stanza, &mut self.out).await;
+                        if routed.offline {
+                            self.deliver_offline(&jid).await;
+                        }
                     }
                     None
                 }
@@ -419,6 +433,37 @@ impl Conn {
             }
         }
         Flow::Continue
+    }
+
+    /// The storage-backed routing path (rosters, presence, offline messages).
+    fn im(&self) -> router::im::Im<'_> {
+        router::im::Im {
+            router: &self.shared.router,
+            storage: &self.shared.storage,
+        }
+    }
+
+    /// XEP-0160: writes the user's offline messages page by page, flushing in between so
+    /// a long backlog never sits in memory at once, and deletes each page once written.
+    async fn deliver_offline(&mut self, jid: &FullJid) {
+        let Some(user) = jid.local() else { return };
+        loop {
+            let page = self.im().offline_page(user, router::im::OFFLINE_PAGE).await;
+            let Some(&(last, _)) = page.last() else {
+                return;
+            };
+            for (_, xml) in &page {
+                self.out.push_str(xml);
+            }
+            if self.flush().await.is_err() {
+                // Not written: kept for the next login; the read side sees the end.
+                return;
+            }
+            self.im().offline_delivered(user, last).await;
+            if page.len() < router::im::OFFLINE_PAGE {
+                return;
+            }
+        }
     }
 
     fn c2s_user(&self) -> String {

@@ -5,12 +5,19 @@
 //! with `service-unavailable` (RFC 6120 §8.3.3.18). Every session has a
 //! bounded queue of serialized stanzas; a session whose queue is full is
 //! disconnected rather than allowed to grow memory without bound.
+//!
+//! The router never touches storage: everything here is quick and in memory, under one
+//! short lock. Stanzas whose handling needs storage (rosters, subscriptions, presence
+//! broadcast, offline messages) go through [`im`], the async path the connection task
+//! awaits, which calls storage off the executor and then asks the router to deliver.
+
+pub mod im;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::features::{Features, Target};
+use crate::features::{Features, Target, offline};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::stanza::{
@@ -60,6 +67,62 @@ struct Session {
     /// True once the client sent available presence (RFC 6121 §4.2):
     /// only then does bare-JID traffic reach it.
     available: bool,
+    /// The client asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    wants_roster: bool,
+    /// The client asked for the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
+    wants_blocklist: bool,
+    /// The last available presence it broadcast (with `from`, without `to`, with a
+    /// `<delay/>` of when): what a probe or a newly approved contact is shown (RFC 6121
+    /// §4.3.2). Boxed: most of the
+    /// session record stays small, and an unavailable session holds nothing.
+    presence: Option<Box<Element>>,
+    /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
+    /// unavailable presence when it goes offline. Usually empty (no allocation).
+    directed: Vec<Jid>,
+}
+
+/// What a client asked to be kept up to date about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Roster pushes (RFC 6121 §2.1.6).
+    Roster,
+    /// Blocklist pushes (XEP-0191 §3.2).
+    Blocklist,
+}
+
+/// A new session, from [`Router::bind`].
+#[derive(Debug)]
+pub struct Bound {
+    pub jid: FullJid,
+    /// The session's id, for [`Router::unbind`].
+    pub id: u64,
+    /// The session it took the resource from, if any: its contacts must hear that it
+    /// went away (RFC 6121 §4.5.2), since its own connection will find nothing to unbind.
+    pub replaced: Option<Ended>,
+}
+
+/// What a session left behind when it ended (for the unavailable broadcast).
+#[derive(Debug)]
+pub struct Ended {
+    /// It had sent available presence and not yet unavailable.
+    pub was_available: bool,
+    /// Its directed-presence recipients.
+    pub directed: Vec<Jid>,
+    /// Another resource of the account is still available.
+    pub others_available: bool,
+}
+
+/// What a presence broadcast changed for the sending session (RFC 6121 §4.2, §4.5).
+#[derive(Debug)]
+pub struct PresenceChange {
+    /// Available before this presence.
+    pub was_available: bool,
+    /// Its priority before this presence (0 if it was not available).
+    pub old_priority: i8,
+    /// Another resource of the account is available.
+    pub others_available: bool,
+    /// When going unavailable: the directed-presence recipients, now forgotten.
+    pub directed: Vec<Jid>,
 }
 
 /// Routes stanzas between local sessions and to the server's features.
@@ -69,6 +132,9 @@ pub struct Router {
     sessions: Mutex<HashMap<Box<str>, Vec<Session>>>,
     features: Features,
     next_id: AtomicU64,
+    /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
+    /// not cost a storage read. Filled and updated by `im`; one entry per account at most.
+    blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
 }
 
 impl Router {
@@ -78,6 +144,7 @@ impl Router {
             sessions: Mutex::new(HashMap::new()),
             features,
             next_id: AtomicU64::new(1),
+            blocklists: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,7 +174,7 @@ impl Router {
         user: &str,
         resource: Option<String>,
         tx: SessionTx,
-    ) -> Result<(FullJid, u64), StanzaError> {
+    ) -> Result<Bound, StanzaError> {
         let bare = BareJid::new(Some(user), &self.domain)
             .map_err(|e| StanzaError::new(StanzaCondition::BadRequest).with_text(e.to_string()))?;
         let mut map = self.sessions();
@@ -124,8 +191,14 @@ impl Router {
         let full = bare
             .with_resource(&resource)
             .map_err(|e| StanzaError::new(StanzaCondition::BadRequest).with_text(e.to_string()))?;
+        let mut replaced = None;
         if let Some(i) = list.iter().position(|s| *s.resource == *resource) {
             let old = list.remove(i);
+            replaced = Some(Ended {
+                was_available: old.available,
+                directed: old.directed.clone(),
+                others_available: list.iter().any(|s| s.available),
+            });
             let err = StreamError::new(StreamCondition::Conflict)
                 .with_text("replaced by a new connection with the same resource");
             let _ = old.tx.try_send(ToSession::Close(err));
@@ -141,25 +214,211 @@ impl Router {
             tx,
             priority: 0,
             available: false,
+            wants_roster: false,
+            wants_blocklist: false,
+            presence: None,
+            directed: Vec::new(),
         });
-        Ok((full, id))
+        Ok(Bound {
+            jid: full,
+            id,
+            replaced,
+        })
     }
 
-    /// Removes a session when its connection ends.
-    pub fn unbind(&self, jid: &FullJid, id: u64) {
-        let Some(user) = jid.local() else { return };
+    /// Removes a session when its connection ends; `None` if it was already gone
+    /// (replaced by a newer session for the same resource).
+    pub fn unbind(&self, jid: &FullJid, id: u64) -> Option<Ended> {
+        let user = jid.local()?;
         let mut map = self.sessions();
-        if let Some(list) = map.get_mut(user) {
-            list.retain(|s| s.id != id);
-            if list.is_empty() {
-                map.remove(user);
+        let list = map.get_mut(user)?;
+        let i = list.iter().position(|s| s.id == id)?;
+        let s = list.remove(i);
+        let others_available = list.iter().any(|s| s.available);
+        if list.is_empty() {
+            map.remove(user);
+        }
+        Some(Ended {
+            was_available: s.available,
+            directed: s.directed,
+            others_available,
+        })
+    }
+
+    /// Records a presence broadcast by `from` (RFC 6121 §4.2, §4.4, §4.5): availability,
+    /// priority and the presence itself, and shows `el` to all of the account's available
+    /// resources, the sender included (§4.2.2). `el` carries `from` and no `to`.
+    pub fn update_presence(
+        &self,
+        from: &FullJid,
+        el: &Element,
+        available: bool,
+    ) -> Option<PresenceChange> {
+        let user = from.local()?;
+        let xml = serialize(el);
+        let mut map = self.sessions();
+        let list = map.get_mut(user)?;
+        let me = list.iter_mut().find(|s| *s.resource == *from.resource())?;
+        let change = PresenceChange {
+            was_available: me.available,
+            old_priority: if me.available { me.priority } else { 0 },
+            others_available: false,
+            directed: if available {
+                Vec::new()
+            } else {
+                std::mem::take(&mut me.directed)
+            },
+        };
+        me.available = available;
+        me.priority = if available {
+            crate::features::presence::priority(el)
+        } else {
+            0
+        };
+        // Kept with a XEP-0203 <delay/> saying when it was sent: whoever is shown it
+        // later (a probe, a new resource, a newly approved contact) learns its age.
+        me.presence = available.then(|| {
+            let mut kept = el.clone();
+            kept.remove_children("delay", ns::DELAY);
+            kept.push_child(crate::features::presence::delay(
+                &self.domain,
+                crate::storage::unix_now(),
+            ));
+            Box::new(kept)
+        });
+        let mut others_available = false;
+        for s in list.iter() {
+            let is_me = *s.resource == *from.resource();
+            others_available |= s.available && !is_me;
+            if s.available || is_me {
+                deliver(s, &xml);
+            }
+        }
+        Some(PresenceChange {
+            others_available,
+            ..change
+        })
+    }
+
+    /// Marks the session as interested in roster pushes (RFC 6121 §2.1.6) or
+    /// blocklist pushes (XEP-0191 §3.2).
+    pub fn set_interested(&self, jid: &FullJid, what: Interest) {
+        let Some(user) = jid.local() else { return };
+        if let Some(s) = self
+            .sessions()
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| *s.resource == *jid.resource()))
+        {
+            match what {
+                Interest::Roster => s.wants_roster = true,
+                Interest::Blocklist => s.wants_blocklist = true,
             }
         }
     }
 
+    /// `user`'s blocklist (XEP-0191) if it is cached.
+    pub fn cached_blocklist(&self, user: &str) -> Option<Arc<[String]>> {
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .cloned()
+    }
+
+    /// Caches `user`'s blocklist, as loaded from or just written to storage.
+    pub fn cache_blocklist(&self, user: &str, list: Arc<[String]>) {
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.into(), list);
+    }
+
+    /// Remembers (available) or forgets (unavailable) a directed presence recipient
+    /// (RFC 6121 §4.6.3).
+    pub fn track_directed(&self, from: &FullJid, to: &Jid, available: bool) {
+        let Some(user) = from.local() else { return };
+        let mut map = self.sessions();
+        let Some(s) = map
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| *s.resource == *from.resource()))
+        else {
+            return;
+        };
+        s.directed.retain(|j| j != to);
+        // Bounded like everything else: a client cannot grow it without limit.
+        if available && s.directed.len() < 256 {
+            s.directed.push(to.clone());
+        }
+    }
+
+    /// The last available presence of each available resource of `user`.
+    pub fn available_presences(&self, user: &str) -> Vec<Element> {
+        self.sessions()
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .filter(|s| s.available)
+                    .filter_map(|s| s.presence.as_deref().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The full JIDs of `user`'s available resources.
+    pub fn available_resources(&self, user: &str) -> Vec<FullJid> {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|s| s.available)
+            .filter_map(|s| FullJid::new(Some(user), &self.domain, &s.resource).ok())
+            .collect()
+    }
+
+    /// Delivers `el` to every available resource of `user` (presence to a bare JID,
+    /// RFC 6121 §8.5.2.1.1), serialized once.
+    pub fn deliver_to_available(&self, user: &str, el: &Element) {
+        let xml = serialize(el);
+        if let Some(list) = self.sessions().get(user) {
+            for s in list.iter().filter(|s| s.available) {
+                deliver(s, &xml);
+            }
+        }
+    }
+
+    /// Sends `make(resource)` to each resource of `user` that asked for the roster (or
+    /// the blocklist).
+    pub fn push_to_interested(
+        &self,
+        user: &str,
+        what: Interest,
+        make: impl Fn(&FullJid) -> Element,
+    ) {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else { return };
+        let wants = |s: &Session| match what {
+            Interest::Roster => s.wants_roster,
+            Interest::Blocklist => s.wants_blocklist,
+        };
+        for s in list.iter().filter(|s| wants(s)) {
+            if let Ok(full) = FullJid::new(Some(user), &self.domain, &s.resource) {
+                deliver(s, &serialize(&make(&full)));
+            }
+        }
+    }
+
+    /// Bounces `stanza` back to its local sender with `cond`.
+    pub fn bounce_to(&self, from: &FullJid, stanza: &Stanza, cond: StanzaCondition) {
+        self.bounce(from, stanza, cond)
+    }
+
     /// Routes a stanza sent by the local session `from` (its `from`
-    /// attribute already stamped).
-    pub fn route(&self, from: &FullJid, stanza: Stanza) {
+    /// attribute already stamped). Returns a message it could not deliver
+    /// because no resource of its local recipient is available (RFC 6121
+    /// §8.5.2.2.1): the caller stores it offline or bounces it.
+    #[must_use]
+    pub fn route(&self, from: &FullJid, stanza: Stanza) -> Option<Stanza> {
         let to = match &stanza.to {
             // RFC 6120 §10.3: no 'to' means the sender's own account.
             None => Jid::from(from.bare()),
@@ -167,10 +426,14 @@ impl Router {
         };
         if to.domain() != &*self.domain {
             // Federation comes later; until then remote domains are unreachable.
-            return self.bounce(from, &stanza, StanzaCondition::RemoteServerNotFound);
+            self.bounce(from, &stanza, StanzaCondition::RemoteServerNotFound);
+            return None;
         }
         match to.local() {
-            None => self.to_server(from, &to, stanza),
+            None => {
+                self.to_server(from, &to, stanza);
+                None
+            }
             Some(user) => match to.resource() {
                 None => self.to_bare(from, user, stanza),
                 Some(res) => self.to_full(from, user, res, stanza),
@@ -212,14 +475,16 @@ impl Router {
     }
 
     /// RFC 6121 §8.5.2: a local bare JID.
-    fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) {
+    fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) -> Option<Stanza> {
         match stanza.kind {
             Kind::Iq => {
                 // §8.5.2.1.3: the server answers on behalf of the account.
                 let Ok(bare) = BareJid::new(Some(user), &self.domain) else {
-                    return self.bounce(from, &stanza, StanzaCondition::JidMalformed);
+                    self.bounce(from, &stanza, StanzaCondition::JidMalformed);
+                    return None;
                 };
-                self.handle_iq(from, Target::Account(bare), stanza)
+                self.handle_iq(from, Target::Account(bare), stanza);
+                None
             }
             Kind::Message => {
                 let ty = stanza.message_type();
@@ -250,69 +515,35 @@ impl Router {
                     n
                 };
                 if delivered == 0 {
-                    match ty {
-                        // §8.5.2.2.1: nobody to deliver to. Offline
-                        // storage is not there yet, so say so.
-                        MessageType::Chat | MessageType::Normal | MessageType::Groupchat => {
-                            self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
-                        }
-                        MessageType::Headline | MessageType::Error => {}
+                    // §8.5.2.2.1: nobody to deliver to. Chat and normal go to
+                    // offline storage (XEP-0160) through the caller.
+                    if offline::is_stored(ty) {
+                        return Some(stanza);
+                    }
+                    if ty == MessageType::Groupchat {
+                        self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
                     }
                 }
+                None
             }
             Kind::Presence => {
-                let is_broadcast = stanza.to.is_none()
-                    || stanza.to.as_ref().is_some_and(|t| t.bare() == from.bare());
-                if is_broadcast && from.local() == Some(user) {
-                    self.own_presence(from, &stanza);
-                } else {
-                    // Directed presence (RFC 6121 §4.6) to every resource.
-                    let xml = serialize(&stanza.el);
-                    if let Some(list) = self.sessions().get(user) {
-                        for s in list.iter().filter(|s| s.available) {
-                            deliver(s, &xml);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Presence a client broadcasts about itself (RFC 6121 §4.2, §4.5):
-    /// records availability and priority, and shows it to the account's
-    /// other available resources (§4.2.2). Contacts come with rosters.
-    fn own_presence(&self, from: &FullJid, stanza: &Stanza) {
-        let Some(user) = from.local() else { return };
-        let ty = stanza.el.attr("type");
-        if ty.is_some() && ty != Some("unavailable") {
-            // Subscription types need rosters; nothing to do yet.
-            return;
-        }
-        let available = ty.is_none();
-        let priority = stanza
-            .el
-            .get_child("priority", ns::CLIENT)
-            .and_then(|p| p.text().trim().parse::<i8>().ok())
-            .unwrap_or(0);
-        let mut el = stanza.el.clone();
-        el.remove_attr("to");
-        let xml = serialize(&el);
-        let mut map = self.sessions();
-        let Some(list) = map.get_mut(user) else {
-            return;
-        };
-        for s in list.iter_mut() {
-            if *s.resource == *from.resource() {
-                s.available = available;
-                s.priority = priority;
-            } else if s.available {
-                deliver(s, &xml);
+                // Presence about the sender itself (broadcast, subscriptions) is
+                // handled in `im`; what reaches here is directed presence
+                // (RFC 6121 §4.6) or a presence error: every available resource.
+                self.deliver_to_available(user, &stanza.el);
+                None
             }
         }
     }
 
     /// RFC 6121 §8.5.3: a local full JID.
-    fn to_full(&self, from: &FullJid, user: &str, resource: &str, stanza: Stanza) {
+    fn to_full(
+        &self,
+        from: &FullJid,
+        user: &str,
+        resource: &str,
+        stanza: Stanza,
+    ) -> Option<Stanza> {
         let sent = {
             let map = self.sessions();
             match map
@@ -327,12 +558,14 @@ impl Router {
             }
         };
         if sent {
-            return;
+            return None;
         }
         // §8.5.3.2: no such resource.
         match stanza.kind {
             Kind::Message => match stanza.message_type() {
-                MessageType::Chat | MessageType::Normal => self.to_bare(from, user, stanza),
+                MessageType::Chat | MessageType::Normal => {
+                    return self.to_bare(from, user, stanza);
+                }
                 MessageType::Groupchat => {
                     self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable)
                 }
@@ -345,6 +578,7 @@ impl Router {
                 }
             }
         }
+        None
     }
 
     /// Sends the error reply for `stanza` back to its sender (never for an
@@ -386,5 +620,148 @@ fn deliver(s: &Session, xml: &Arc<str>) {
             .with_text("too many stanzas waiting: the connection is too slow");
         let _ = s.tx.try_send(ToSession::Close(err));
         s.tx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new("home.example".into(), Features::new(Vec::new()))
+    }
+
+    fn presence(from: &FullJid, priority: Option<i8>) -> Element {
+        let mut el = Element::new("presence", ns::CLIENT).with_attr("from", from.as_str());
+        if let Some(p) = priority {
+            el.push_child(Element::new("priority", ns::CLIENT).with_text(p.to_string()));
+        }
+        el
+    }
+
+    fn recv_all(rx: &SessionRx) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(ToSession::Stanza(s)) = rx.try_recv() {
+            v.push(s.to_string());
+        }
+        v
+    }
+
+    #[test]
+    fn presence_state_and_unbind() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, rx2) = session_queue();
+        let b = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        let (phone, id1) = (b.jid, b.id);
+        let b = r.bind("alice", Some("laptop".into()), tx2).unwrap();
+        let (laptop, id2) = (b.jid, b.id);
+
+        // §4.2.2: the sender sees its own presence; the other resource is not available.
+        let c = r
+            .update_presence(&phone, &presence(&phone, Some(5)), true)
+            .unwrap();
+        assert!(!c.was_available && !c.others_available);
+        assert_eq!(recv_all(&rx1).len(), 1);
+        assert!(recv_all(&rx2).is_empty());
+        let c = r
+            .update_presence(&laptop, &presence(&laptop, Some(-1)), true)
+            .unwrap();
+        assert!(c.others_available);
+        assert_eq!(recv_all(&rx1).len(), 1, "the phone sees the laptop");
+        assert_eq!(recv_all(&rx2).len(), 1, "the laptop sees itself");
+
+        // Kept presence carries a delay; both resources are listed.
+        let kept = r.available_presences("alice");
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|p| p.has_child("delay", ns::DELAY)));
+        assert_eq!(r.available_resources("alice").len(), 2);
+
+        // Directed presence is remembered, once per address, and handed back when the
+        // session goes unavailable.
+        let bob = Jid::parse("bob@home.example").unwrap();
+        r.track_directed(&phone, &bob, true);
+        r.track_directed(&phone, &bob, true);
+        let c = r
+            .update_presence(&phone, &presence(&phone, None), false)
+            .unwrap();
+        assert!(c.was_available);
+        assert_eq!(c.old_priority, 5);
+        assert_eq!(c.directed, std::slice::from_ref(&bob));
+        assert_eq!(
+            r.available_resources("alice"),
+            std::slice::from_ref(&laptop)
+        );
+
+        // Unbinding reports what the session left behind; a stale id finds nothing.
+        r.track_directed(&laptop, &bob, true);
+        r.track_directed(&laptop, &bob, false);
+        let ended = r.unbind(&laptop, id2).unwrap();
+        assert!(ended.was_available && ended.directed.is_empty() && !ended.others_available);
+        assert!(r.unbind(&laptop, id2).is_none());
+        assert!(r.unbind(&phone, id1 + 100).is_none());
+        r.unbind(&phone, id1).unwrap();
+        assert!(r.available_resources("alice").is_empty());
+    }
+
+    #[test]
+    fn taking_over_a_resource_reports_the_old_session() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, _rx2) = session_queue();
+        let old = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        assert!(old.replaced.is_none());
+        r.update_presence(&old.jid, &presence(&old.jid, None), true);
+        let new = r.bind("alice", Some("phone".into()), tx2).unwrap();
+        assert_eq!(new.jid, old.jid);
+        assert!(new.replaced.is_some_and(|e| e.was_available));
+        // The old connection is told to close with conflict, and finds nothing to unbind.
+        recv_all(&rx1);
+        assert!(r.unbind(&old.jid, old.id).is_none());
+    }
+
+    #[test]
+    fn pushes_go_to_interested_resources_only() {
+        let r = router();
+        let (tx1, rx1) = session_queue();
+        let (tx2, rx2) = session_queue();
+        let phone = r.bind("alice", Some("phone".into()), tx1).unwrap().jid;
+        r.bind("alice", Some("tv".into()), tx2).unwrap();
+        r.set_interested(&phone, Interest::Roster);
+        let make = |to: &FullJid| Element::new("iq", ns::CLIENT).with_attr("to", to.as_str());
+        r.push_to_interested("alice", Interest::Roster, make);
+        r.push_to_interested("alice", Interest::Blocklist, make);
+        let got = recv_all(&rx1);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("alice@home.example/phone"), "{got:?}");
+        assert!(recv_all(&rx2).is_empty());
+    }
+
+    #[test]
+    fn undelivered_messages_come_back_for_offline_storage() {
+        let r = router();
+        let (tx, _rx) = session_queue();
+        let bob = r.bind("bob", Some("desk".into()), tx).unwrap().jid;
+        let msg = |ty: &str| {
+            let el = Element::new("message", ns::CLIENT)
+                .with_attr("type", ty)
+                .with_attr("to", "alice@home.example/gone")
+                .with_attr("from", bob.as_str());
+            Stanza::from_client(el).unwrap()
+        };
+        // Chat and normal to an offline user (full JID falling back to bare) come back.
+        assert!(r.route(&bob, msg("chat")).is_some());
+        assert!(r.route(&bob, msg("normal")).is_some());
+        // Headline and groupchat do not (XEP-0160 §3).
+        assert!(r.route(&bob, msg("headline")).is_none());
+        assert!(r.route(&bob, msg("groupchat")).is_none());
+    }
+
+    #[test]
+    fn blocklist_cache() {
+        let r = router();
+        assert!(r.cached_blocklist("alice").is_none());
+        r.cache_blocklist("alice", vec!["bob@home.example".to_string()].into());
+        assert_eq!(r.cached_blocklist("alice").unwrap().len(), 1);
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Hashing happens outside the connection lock, so a slow argon2 never stalls other queries.
 
-use super::{Accounts, Storage, StorageError};
+use super::{Accounts, Storage, StorageError, unix_now};
 use crate::stream::sasl::{ScramCredentials, ScramHash, prepare_password};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use rusqlite::{OptionalExtension, params};
@@ -278,12 +278,6 @@ fn random_salt() -> Result<[u8; SALT_LEN], StorageError> {
     getrandom::fill(&mut salt)
         .map_err(|e| StorageError::Crypto(format!("no randomness from the OS: {e}")))?;
     Ok(salt)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn already_exists(user: &str) -> StorageError {

@@ -11,7 +11,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// The schema scripts, in order.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_accounts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_accounts.sql"),
+    include_str!("migrations/0002_im.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -101,6 +104,17 @@ mod tests {
         assert_eq!(user_version(&conn), i64::from(SCHEMA_VERSION));
         assert!(has_table(&conn, "accounts"));
         assert!(has_table(&conn, "scram_keys"));
+        for t in [
+            "roster_items",
+            "roster_groups",
+            "roster_versions",
+            "subscription_requests",
+            "offline_messages",
+            "blocklist",
+            "last_activity",
+        ] {
+            assert!(has_table(&conn, t), "{t}");
+        }
         // Running again is a no-op.
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn), i64::from(SCHEMA_VERSION));

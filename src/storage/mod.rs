@@ -1,18 +1,25 @@
 //! Durable state: one SQLite file, `hearth.db`, in the data directory (DESIGN.md "Storage").
 //!
 //! The rest of the server sees storage only through narrow traits, one per shape of data
-//! (STYLE.md habit 4): for now [`Accounts`]. [`Storage`] is the single implementation, on
+//! (STYLE.md habit 4): [`Accounts`], [`Roster`], [`OfflineStore`], [`BlockList`] and
+//! [`LastActivity`]. [`Storage`] is the single implementation, on
 //! rusqlite; its methods are synchronous, so async code calls them through `smol::unblock`.
 //!
 //! - `sqlite.rs`: opening the file (mode 0600, WAL, `synchronous=FULL`, foreign keys, busy
 //!   timeout) and the [`Storage`] handle;
 //! - `migrations.rs` and `migrations/*.sql`: the schema, versioned by `PRAGMA user_version`;
-//! - `accounts.rs`: accounts and credentials (argon2id for PLAIN, SCRAM keys for SCRAM).
+//! - `accounts.rs`: accounts and credentials (argon2id for PLAIN, SCRAM keys for SCRAM);
+//! - `roster.rs`: rosters, roster versions and pending subscription requests (RFC 6121);
+//! - `offline.rs`: offline messages, blocklists and last activity.
 
 mod accounts;
 mod migrations;
+mod offline;
+mod roster;
 mod sqlite;
 
+use crate::features::subscription::SubState;
+use crate::jid::BareJid;
 use crate::stream::sasl::{ScramCredentials, ScramHash};
 use std::fmt;
 use std::path::PathBuf;
@@ -49,6 +56,126 @@ pub trait Accounts {
         user: &str,
         hash: ScramHash,
     ) -> Result<Option<ScramCredentials>, StorageError>;
+}
+
+/// One roster item (RFC 6121 §2.1.2) as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterItem {
+    /// The contact's bare JID (§2.1.2.3: roster items are bare JIDs).
+    pub jid: BareJid,
+    /// The user's name for the contact.
+    pub name: Option<String>,
+    /// Subscription, pending flags and pre-approval.
+    pub state: SubState,
+    /// Group names, sorted, without duplicates.
+    pub groups: Vec<String>,
+}
+
+/// A roster item after a change, with the roster version that change produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterChange {
+    pub item: RosterItem,
+    pub version: u64,
+}
+
+/// The result of [`Roster::update_subscription`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    pub before: SubState,
+    pub after: SubState,
+    /// The roster item afterwards, if the user has one for the contact.
+    pub item: Option<RosterItem>,
+    /// The new roster version when the visible item changed (a push is due).
+    pub version: Option<u64>,
+}
+
+/// Users' rosters (RFC 6121 §2) and unanswered subscription requests (§3.1.3).
+///
+/// `user` is a normalized localpart; `jid` a contact's bare JID.
+pub trait Roster {
+    /// The roster version (§2.6) and every item, sorted by JID.
+    fn roster(&self, user: &str) -> Result<(u64, Vec<RosterItem>), StorageError>;
+    /// The current roster version (0 for a roster never changed).
+    fn roster_version(&self, user: &str) -> Result<u64, StorageError>;
+    fn roster_item(&self, user: &str, jid: &BareJid) -> Result<Option<RosterItem>, StorageError>;
+    /// The subscription state for `jid`, also when there is only a pending request.
+    fn sub_state(&self, user: &str, jid: &BareJid) -> Result<SubState, StorageError>;
+    /// Adds or updates an item's name and groups (§2.3), keeping its subscription.
+    /// `Ok(None)` when adding it would make the roster longer than `max_items`.
+    fn set_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        name: Option<&str>,
+        groups: &[String],
+        max_items: usize,
+    ) -> Result<Option<RosterChange>, StorageError>;
+    /// Deletes an item and any pending request from it (§2.5); `Ok(None)` if absent.
+    fn remove_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+    ) -> Result<Option<RosterChange>, StorageError>;
+    /// Reads the subscription state for `jid`, lets `decide` compute the next one, and
+    /// writes it, in one transaction. A new pending-in stores `request` (the stanza to
+    /// deliver again at login); a cleared one deletes it.
+    fn update_subscription(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        decide: &mut dyn FnMut(SubState) -> SubState,
+        request: Option<&str>,
+    ) -> Result<SubscriptionChange, StorageError>;
+    /// The stored subscription requests (serialized presence stanzas), oldest first.
+    fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError>;
+}
+
+/// What [`OfflineStore::store_offline`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed to disk.
+    Stored,
+    /// The user's quota is used up; nothing stored.
+    Full,
+    /// There is no such account; nothing stored.
+    NoAccount,
+}
+
+/// Messages kept for users who are offline (XEP-0160), in arrival order.
+pub trait OfflineStore {
+    /// Stores a serialized message for `user` unless `quota` messages are already waiting.
+    fn store_offline(&self, user: &str, stanza: &str, quota: usize)
+    -> Result<Stored, StorageError>;
+    /// The `limit` oldest waiting messages with their ids, oldest first.
+    fn offline_messages(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Deletes the messages up to and including id `through` (after delivering them).
+    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
+}
+
+/// Blocked JIDs per user (XEP-0191), as normalized JID strings.
+pub trait BlockList {
+    fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError>;
+    fn block(&self, user: &str, jids: &[String]) -> Result<(), StorageError>;
+    /// Unblocks `jids`, or everyone with `None`.
+    fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError>;
+}
+
+/// When each user was last online, and with what status (XEP-0012 §4).
+pub trait LastActivity {
+    /// Records the time (Unix seconds) the user's last resource went offline.
+    fn set_last_activity(&self, user: &str, at: i64, status: &str) -> Result<(), StorageError>;
+    fn last_activity(&self, user: &str) -> Result<Option<(i64, String)>, StorageError>;
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What went wrong in storage. Display names the file and what failed.

@@ -297,6 +297,9 @@ impl C2s {
                 Element::new("bind", ns::BIND),
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
+                // RFC 6121 §2.6.1 roster versioning, §3.4.1 pre-approval.
+                Element::new("ver", crate::features::roster::NS_ROSTERVER),
+                Element::new("sub", crate::features::roster::NS_PRE_APPROVAL),
             ]
         };
         let mut s = String::from("<stream:features>");

@@ -21,6 +21,13 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
   disco [--to JID]           XEP-0030 disco#info: identities and features
   version [--to JID]         XEP-0092 software version
   time [--to JID]            XEP-0202 entity time
+  roster                     RFC 6121 roster get: the items with their subscriptions
+  chat-with --contact JID    RFC 6121 end to end: fetch the roster, send presence with
+                             --status, subscribe to the contact and approve its request;
+                             once subscribed both ways and its presence shows
+                             --expect-status, print "friends"; then --send a chat message,
+                             wait for --expect-body, and with --wait-offline wait for the
+                             contact to go offline and send --send-after-offline
 
 Runs with Debian's python3-slixmpp (1.8) as well as newer slixmpp from PyPI. SCRAM-*-PLUS
 is not usable from Python on TLS 1.3: CPython's ssl module has no tls-exporter
@@ -68,6 +75,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0092")
         self.register_plugin("xep_0199", {"keepalive": False})
         self.register_plugin("xep_0202")
+        self.register_plugin("xep_0203")
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.add_event_handler("failed_all_auth", self.on_failed_all_auth)
@@ -75,7 +83,17 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("connection_failed", self.on_connection_failed)
         self.add_event_handler("disconnected", self.on_disconnected)
         self.add_event_handler("message", self.on_message)
+        self.add_event_handler("presence_available", self.on_presence_available)
+        self.add_event_handler("presence_unavailable", self.on_presence_unavailable)
+        self.add_event_handler("roster_update", self.on_roster_update)
         self.auth_condition = None
+        # chat-with: approve the contact's request ourselves, but subscribe explicitly.
+        self.roster.auto_authorize = True
+        self.roster.auto_subscribe = False
+        self.contact_status = None  # the contact's last available status text
+        self.friends = False
+        self.got_body = False
+        self.offline_sent = False
 
     # -- outcome -------------------------------------------------------------------
 
@@ -166,12 +184,80 @@ class Client(slixmpp.ClientXMPP):
                 well_formed = bool(tzo) and bool(utc) and utc.endswith("Z") and (
                     tzo == "Z" or (len(tzo) == 6 and tzo[0] in "+-" and tzo[3] == ":"))
                 self.finish(EXIT_OK if well_formed else EXIT_FAIL)
+            elif action == "roster":
+                await self.get_roster(timeout=self.args.iq_timeout)
+                items = {jid: {"subscription": self.client_roster[jid]["subscription"],
+                               "name": self.client_roster[jid]["name"],
+                               "groups": sorted(self.client_roster[jid]["groups"])}
+                         for jid in self.client_roster}
+                emit("roster", items=items)
+                self.finish(EXIT_OK)
+            elif action == "chat-with":
+                await self.get_roster(timeout=self.args.iq_timeout)
+                self.send_presence(pstatus=self.args.status)
+                self.send_presence(pto=self.args.contact, ptype="subscribe")
+                emit("subscribing", contact=self.args.contact)
         except IqError as e:
             self.fail("iq error", condition=e.iq["error"]["condition"], type=e.iq["error"]["type"])
         except IqTimeout:
             self.fail("iq timeout")
         except Exception as e:  # noqa: BLE001 - any surprise is a failed action, not a hang
             self.fail("exception", detail=repr(e))
+
+    # -- chat-with -----------------------------------------------------------------
+
+    def is_contact(self, jid):
+        return self.args.action == "chat-with" and slixmpp.JID(jid).bare == \
+            slixmpp.JID(self.args.contact).bare
+
+    def subscription(self):
+        return self.client_roster[slixmpp.JID(self.args.contact).bare]["subscription"]
+
+    def on_roster_update(self, iq):
+        if self.args.action != "chat-with":
+            return
+        emit("roster_push", subscription=self.subscription())
+        self.check_friends()
+
+    def on_presence_available(self, pres):
+        if not self.is_contact(pres["from"]):
+            return
+        self.contact_status = pres["status"]
+        emit("contact_presence", sender=str(pres["from"]), status=pres["status"],
+             show=pres["show"] or None)
+        self.check_friends()
+
+    def on_presence_unavailable(self, pres):
+        if not self.is_contact(pres["from"]) or not self.friends:
+            return
+        emit("contact_offline", sender=str(pres["from"]))
+        if self.args.wait_offline and not self.offline_sent:
+            self.offline_sent = True
+            body = self.args.send_after_offline
+            if body:
+                self.send_message(mto=self.args.contact, mbody=body, mtype="chat")
+                emit("sent", to=self.args.contact, body=body)
+            self.check_done()
+
+    def check_friends(self):
+        if self.friends or self.subscription() != "both" or \
+                self.contact_status != self.args.expect_status:
+            return
+        self.friends = True
+        emit("friends", contact=self.args.contact, status=self.contact_status)
+        if self.args.send:
+            self.send_message(mto=self.args.contact, mbody=self.args.send, mtype="chat")
+            emit("sent", to=self.args.contact, body=self.args.send)
+        self.check_done()
+
+    def check_done(self):
+        if not self.friends:
+            return
+        if self.args.expect_body is not None and not self.got_body:
+            return
+        if self.args.wait_offline and not self.offline_sent:
+            return
+        self.finish(EXIT_OK)
 
     def on_message(self, msg):
         if msg["type"] not in ("chat", "normal") or not msg["body"]:
@@ -181,7 +267,20 @@ class Client(slixmpp.ClientXMPP):
             return
         fields = {"sender": str(msg["from"]), "to": str(msg["to"]), "body": msg["body"],
                   "type": msg["type"]}
+        # XEP-0203: a message kept while we were offline carries the server's stamp.
+        delay = msg.xml.find("{urn:xmpp:delay}delay")
+        if delay is not None:
+            fields["delay_stamp"] = delay.get("stamp")
+            fields["delay_from"] = delay.get("from")
         action = self.args.action
+        if action == "chat-with":
+            if self.is_contact(msg["from"]) and msg["body"] == self.args.expect_body:
+                emit("message", **fields)
+                self.got_body = True
+                self.check_done()
+            else:
+                emit("unexpected_message", **fields)
+            return
         if action == "receive":
             if (self.args.expect_from and not jid_matches(self.args.expect_from, msg["from"])) or \
                     (self.args.expect_body is not None and msg["body"] != self.args.expect_body):
@@ -227,8 +326,17 @@ def parse_args(argv):
     recv.add_argument("--echo", action="store_true")
     for name in ("ping", "disco", "version", "time"):
         sub.add_parser(name).add_argument("--to")
+    sub.add_parser("roster")
+    chat = sub.add_parser("chat-with")
+    chat.add_argument("--contact", required=True)
+    chat.add_argument("--status", required=True)
+    chat.add_argument("--expect-status", required=True)
+    chat.add_argument("--send")
+    chat.add_argument("--expect-body")
+    chat.add_argument("--wait-offline", action="store_true")
+    chat.add_argument("--send-after-offline")
     args = p.parse_args(argv)
-    if args.action in ("login", "receive"):
+    if args.action in ("login", "receive", "roster", "chat-with"):
         args.to = None
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:

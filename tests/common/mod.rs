@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod clients;
+pub mod im;
 pub mod sasl;
 pub mod xml;
 
@@ -356,6 +357,35 @@ impl Server {
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, then waits for the process: no shutdown at all, so only what the server
+    /// had already committed survives (as after a crash or a power cut).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server already stopped");
+        child.kill().expect("cannot SIGKILL the server");
+        let _ = child.wait();
+    }
+
+    /// Starts the stopped (or killed) server again with the same configuration, data
+    /// directory and ports, and waits until it listens. hearth only.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "server still running");
+        assert_eq!(self.backend, Backend::Hearth, "restart is for hearth only");
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+        cmd.arg("serve").arg("--config").arg(&self.config);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        self.child = Some(cmd.spawn().expect("cannot restart hearth"));
+        self.wait_until_listening();
     }
 
     /// Sends SIGTERM and asserts that the server exits with status 0 within

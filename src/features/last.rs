@@ -1,0 +1,55 @@
+//! XEP-0012: Last Activity — how long ago a contact was last online, and what its status
+//! said then: "last seen" for people and for sensors. Sans-IO: the answer from what the
+//! router and storage know; `router::im` looks those up and checks the subscription.
+
+use crate::stanza::{StanzaCondition, StanzaError};
+use crate::xml::Element;
+
+/// The last-activity namespace (XEP-0012 §2).
+pub const NS_LAST: &str = "jabber:iq:last";
+
+/// The answer about an account (XEP-0012 §4): `seconds='0'` while any resource is
+/// available, else the seconds since the last one went offline with its status as text.
+/// Never online since records began: `item-not-found`.
+pub fn answer(
+    is_available: bool,
+    last: Option<(i64, String)>,
+    now: i64,
+) -> Result<Element, StanzaError> {
+    let q = Element::new("query", NS_LAST);
+    if is_available {
+        return Ok(q.with_attr("seconds", "0"));
+    }
+    let Some((at, status)) = last else {
+        return Err(StanzaError::new(StanzaCondition::ItemNotFound)
+            .with_text("no record of this account being online"));
+    };
+    let secs = now.saturating_sub(at).max(0);
+    let mut q = q.with_attr("seconds", secs.to_string());
+    q.push_text(status);
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_offline_and_unknown() {
+        assert_eq!(answer(true, None, 100).unwrap().attr("seconds"), Some("0"));
+        let q = answer(false, Some((40, "21.5 °C".into())), 100).unwrap();
+        assert_eq!(q.attr("seconds"), Some("60"));
+        assert_eq!(q.text(), "21.5 °C");
+        // A clock that went backwards is not a negative duration.
+        assert_eq!(
+            answer(false, Some((200, String::new())), 100)
+                .unwrap()
+                .attr("seconds"),
+            Some("0")
+        );
+        assert_eq!(
+            answer(false, None, 100).unwrap_err().condition,
+            StanzaCondition::ItemNotFound
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! XEP-0160: Best Practices for Handling Offline Messages — which messages are kept for a
+//! user with no available resource, and how they are marked (XEP-0203 `<delay/>`).
+//! Storing and delivering them is `router::im`'s job, through `storage::OfflineStore`.
+
+use crate::stanza::MessageType;
+use crate::xml::Element;
+
+/// Messages kept per user before new ones are refused with `resource-constraint`.
+pub const QUOTA: usize = 1000;
+
+/// XEP-0160 §3: `normal` and `chat` messages are stored; `groupchat`, `headline` and
+/// `error` are not.
+pub fn is_stored(ty: MessageType) -> bool {
+    matches!(ty, MessageType::Chat | MessageType::Normal)
+}
+
+/// The message as it is stored: with a `<delay/>` from the server saying when it arrived
+/// (XEP-0160 §4, XEP-0203).
+pub fn stamp(mut el: Element, domain: &str, now: i64) -> Element {
+    el.push_child(super::presence::delay(domain, now));
+    el
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns;
+
+    #[test]
+    fn which_are_stored() {
+        assert!(is_stored(MessageType::Chat) && is_stored(MessageType::Normal));
+        for t in [
+            MessageType::Groupchat,
+            MessageType::Headline,
+            MessageType::Error,
+        ] {
+            assert!(!is_stored(t));
+        }
+    }
+
+    #[test]
+    fn stamped_with_delay() {
+        let el = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        let el = stamp(el, "home.example", 0);
+        let d = el.get_child("delay", ns::DELAY).unwrap();
+        assert_eq!(d.attr("stamp"), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(d.attr("from"), Some("home.example"));
+        assert!(el.has_child("body", ns::CLIENT));
+    }
+}

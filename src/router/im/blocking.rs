@@ -1,0 +1,208 @@
+//! XEP-0191 enforcement: cached blocklists, what is refused between whom, and the
+//! block/unblock/blocklist requests with their pushes and presence changes.
+
+use std::sync::Arc;
+
+use super::{Im, on_pool, push_id};
+use crate::features::blocking::{self, BlockRequest};
+use crate::features::subscription::PresenceFlow;
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::ns;
+use crate::router::Interest;
+use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
+use crate::storage::{Accounts as _, BlockList as _, Roster as _, StorageError};
+use crate::xml::Element;
+
+/// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Blocked {
+    No,
+    /// The sender blocked the recipient: the sender gets `not-acceptable` + `<blocked/>`.
+    BySender,
+    /// The recipient blocked the sender: dropped, or `service-unavailable` for messages
+    /// and iq requests, as if the recipient did not exist.
+    ByRecipient,
+}
+
+impl Im<'_> {
+    /// `user`'s blocklist, from the router's cache or from storage. Cached only for
+    /// accounts that exist, so messages to made-up names cannot grow the cache.
+    pub(super) async fn blocklist(&self, user: &str) -> Arc<[String]> {
+        if let Some(l) = self.router.cached_blocklist(user) {
+            return l;
+        }
+        let u = user.to_owned();
+        match on_pool(self.storage, move |s| {
+            Ok((s.account_exists(&u)?, s.blocklist(&u)?))
+        })
+        .await
+        {
+            Ok((exists, v)) => {
+                let l: Arc<[String]> = v.into();
+                if exists {
+                    self.router.cache_blocklist(user, l.clone());
+                }
+                l
+            }
+            Err(e) => {
+                log::error!("storage: {e}");
+                Arc::from(Vec::new())
+            }
+        }
+    }
+
+    /// Whether the local user `from` and `to` blocked each other.
+    pub(super) async fn blocked(&self, from: &FullJid, to: &Jid) -> Blocked {
+        let Some(user) = from.local() else {
+            return Blocked::No;
+        };
+        if blocking::is_blocked(&self.blocklist(user).await, to) {
+            return Blocked::BySender;
+        }
+        let to_bare = to.bare();
+        if let Some(recipient) = self.local_user(&to_bare) {
+            let sender = Jid::from(from.clone());
+            if recipient != user && blocking::is_blocked(&self.blocklist(recipient).await, &sender)
+            {
+                return Blocked::ByRecipient;
+            }
+        }
+        Blocked::No
+    }
+
+    /// Applies XEP-0191 §3.5/§3.6 to a stanza for another account: true when it was
+    /// refused (and the sender told, where the XEP says so).
+    pub(super) async fn refused_for_blocking(
+        &self,
+        from: &FullJid,
+        stanza: &Stanza,
+        out: &mut String,
+    ) -> bool {
+        let Some(to) = &stanza.to else { return false };
+        if to.local().is_none() || to.bare() == from.bare() {
+            return false;
+        }
+        match self.blocked(from, to).await {
+            Blocked::No => false,
+            Blocked::BySender => {
+                if let Some(e) = blocking::blocked_error(&stanza.el) {
+                    e.write_to(out, ns::CLIENT);
+                }
+                true
+            }
+            Blocked::ByRecipient => {
+                let is_request = stanza.kind == Kind::Message
+                    || (stanza.kind == Kind::Iq
+                        && stanza.iq_type().is_some_and(|t| t.is_request()));
+                if is_request {
+                    self.router
+                        .bounce_to(from, stanza, StanzaCondition::ServiceUnavailable);
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether presence may flow between `user` and the local `contact` (neither blocked
+    /// the other).
+    pub(super) async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
+        let Some(contact_user) = self.local_user(contact) else {
+            return true;
+        };
+        if blocking::is_blocked(&self.blocklist(user).await, &Jid::from(contact.clone())) {
+            return false;
+        }
+        match BareJid::new(Some(user), self.domain()) {
+            Ok(me) => !blocking::is_blocked(&self.blocklist(contact_user).await, &Jid::from(me)),
+            Err(_) => false,
+        }
+    }
+
+    /// A blocking request from the account's own client (XEP-0191 §3.1-§3.3).
+    pub(super) async fn blocking_request(
+        &self,
+        from: &FullJid,
+        req: BlockRequest,
+    ) -> Result<Option<Element>, StanzaError> {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        };
+        let internal = |e: StorageError| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        };
+        let before = self.blocklist(&user).await;
+        let (block, items): (bool, Vec<String>) = match req {
+            BlockRequest::Get => {
+                self.router.set_interested(from, Interest::Blocklist);
+                return Ok(Some(blocking::blocklist(&before)));
+            }
+            BlockRequest::Block(jids) => {
+                (true, jids.iter().map(|j| j.as_str().to_owned()).collect())
+            }
+            BlockRequest::Unblock(Some(jids)) => {
+                (false, jids.iter().map(|j| j.as_str().to_owned()).collect())
+            }
+            BlockRequest::Unblock(None) => (false, Vec::new()),
+        };
+        let new_count = items.iter().filter(|j| !before.contains(j)).count();
+        if block && before.len() + new_count > blocking::MAX_ITEMS {
+            return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
+                .with_text("the blocklist is full"));
+        }
+        let u = user.clone();
+        let list = items.clone();
+        let after = on_pool(self.storage, move |s| {
+            if block {
+                s.block(&u, &list)?;
+            } else {
+                s.unblock(&u, (!list.is_empty()).then_some(list.as_slice()))?;
+            }
+            s.blocklist(&u)
+        })
+        .await
+        .map_err(internal)?;
+        let after: Arc<[String]> = after.into();
+        self.router.cache_blocklist(&user, after.clone());
+        // Pushed to every resource that asked for the list (§3.2, §3.3); an empty
+        // unblock means "everyone".
+        self.router
+            .push_to_interested(&user, Interest::Blocklist, |to| {
+                blocking::push(to.as_str(), &push_id(), block, &items)
+            });
+        // §3.2 / §3.3: presence stops for the newly blocked and resumes for the
+        // unblocked, where a subscription lets it flow.
+        let changed: Vec<String> = if block {
+            items.into_iter().filter(|j| !before.contains(j)).collect()
+        } else {
+            before
+                .iter()
+                .filter(|j| !after.contains(j))
+                .cloned()
+                .collect()
+        };
+        for j in changed {
+            let Ok(contact) = BareJid::parse(&j) else {
+                continue;
+            };
+            if self.local_user(&contact).is_none() {
+                continue;
+            }
+            let u = user.clone();
+            let c = contact.clone();
+            let from_sub = on_pool(self.storage, move |s| s.sub_state(&u, &c))
+                .await
+                .map(|st| st.subscription.has_from())
+                .unwrap_or(false);
+            if from_sub {
+                let flow = if block {
+                    PresenceFlow::Stop
+                } else {
+                    PresenceFlow::Start
+                };
+                self.presence_flow(&user, &contact, flow);
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,47 @@
+//! XEP-0012: last activity of an account, for those allowed to see its presence.
+
+use super::{Im, on_pool};
+use crate::features::last;
+use crate::jid::{BareJid, FullJid};
+use crate::stanza::{StanzaCondition, StanzaError};
+use crate::storage::{Accounts as _, LastActivity as _, Roster as _, unix_now};
+use crate::xml::Element;
+
+impl Im<'_> {
+    /// XEP-0012 §4: when the account at `to` was last online, for the local user `from`
+    /// if it may see that account's presence (or is that account).
+    pub(super) async fn last_activity(
+        &self,
+        from: &FullJid,
+        to: &BareJid,
+    ) -> Result<Element, StanzaError> {
+        let Some(owner) = self.local_user(to).map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+        };
+        let me = from.bare();
+        let is_self = *to == me;
+        if !is_self && !self.presence_allowed(&owner, &me).await {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        }
+        let o = owner.clone();
+        let (exists, allowed, last) = on_pool(self.storage, move |s| {
+            let exists = s.account_exists(&o)?;
+            let allowed = is_self || s.sub_state(&o, &me)?.subscription.has_from();
+            Ok((exists, allowed, s.last_activity(&o)?))
+        })
+        .await
+        .map_err(|e| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        })?;
+        if !exists {
+            return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+        }
+        if !allowed {
+            // §4: only those allowed to see the presence learn when it was last seen.
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        }
+        let available = !self.router.available_resources(&owner).is_empty();
+        last::answer(available, last, unix_now())
+    }
+}

@@ -1,0 +1,113 @@
+//! RFC 6121 §2: roster get/set/remove against storage, and pushes.
+
+use super::{Im, on_pool, push_id};
+use crate::features::presence;
+use crate::features::roster::{self, RosterRequest};
+use crate::features::subscription::{PresenceFlow, SubType};
+use crate::jid::FullJid;
+use crate::router::Interest;
+use crate::stanza::{StanzaCondition, StanzaError};
+use crate::storage::{Roster as _, RosterItem, StorageError};
+use crate::xml::Element;
+
+/// What follows a roster result: the push of the change (§2.1.6), and for a removal the
+/// subscriptions it cancels (§2.5.2).
+pub(super) enum AfterReply {
+    Push(u64, Element),
+    Removed(u64, RosterItem),
+}
+
+impl Im<'_> {
+    pub(super) async fn roster_request(
+        &self,
+        from: &FullJid,
+        req: RosterRequest,
+    ) -> Result<(Option<Element>, Option<AfterReply>), StanzaError> {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return Err(StanzaError::new(StanzaCondition::Forbidden));
+        };
+        let internal = |e: StorageError| {
+            log::error!("storage: {e}");
+            StanzaError::new(StanzaCondition::InternalServerError)
+        };
+        match req {
+            RosterRequest::Get { ver } => {
+                self.router.set_interested(from, Interest::Roster);
+                let u = user.clone();
+                let (version, items) = on_pool(self.storage, move |s| s.roster(&u))
+                    .await
+                    .map_err(internal)?;
+                // §2.6.3: a client whose cached version is current gets an empty
+                // result; changes reach it as pushes.
+                if ver
+                    .as_deref()
+                    .is_some_and(|v| roster::is_current(v, version))
+                {
+                    return Ok((None, None));
+                }
+                let query = roster::roster_query(ver.map(|_| version), &items);
+                Ok((Some(query), None))
+            }
+            RosterRequest::Set { jid, name, groups } => {
+                let u = user.clone();
+                let j = jid.clone();
+                let change = on_pool(self.storage, move |s| {
+                    s.set_roster_item(&u, &j, name.as_deref(), &groups, roster::MAX_ITEMS)
+                })
+                .await
+                .map_err(internal)?;
+                let Some(change) = change else {
+                    return Err(StanzaError::new(StanzaCondition::NotAllowed)
+                        .with_text("the roster is full"));
+                };
+                let item = roster::item_element(&change.item);
+                Ok((None, Some(AfterReply::Push(change.version, item))))
+            }
+            RosterRequest::Remove { jid } => {
+                let u = user.clone();
+                let j = jid.clone();
+                let removed = on_pool(self.storage, move |s| s.remove_roster_item(&u, &j))
+                    .await
+                    .map_err(internal)?;
+                let Some(removed) = removed else {
+                    // §2.5.3: removing what is not there.
+                    return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+                };
+                Ok((
+                    None,
+                    Some(AfterReply::Removed(removed.version, removed.item)),
+                ))
+            }
+        }
+    }
+
+    /// §2.5.2: removing an item cancels the subscriptions both ways: `unsubscribe` if the
+    /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking).
+    pub(super) async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
+        let bare = from.bare();
+        let s = item.state;
+        if s.subscription.has_from() {
+            if let Some(user) = from.local() {
+                self.presence_flow(user, &item.jid, PresenceFlow::Stop);
+            }
+        }
+        if s.subscription.has_to() || s.pending_out {
+            let el = presence::subscription("unsubscribe", bare.as_str(), item.jid.as_str());
+            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribe, el)
+                .await;
+        }
+        if s.subscription.has_from() || s.pending_in {
+            let el = presence::subscription("unsubscribed", bare.as_str(), item.jid.as_str());
+            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribed, el)
+                .await;
+        }
+    }
+
+    /// A roster push of `item` to every interested resource of `user` (§2.1.6).
+    pub(super) fn push(&self, user: &str, version: u64, item: Element) {
+        self.router
+            .push_to_interested(user, Interest::Roster, |to| {
+                roster::push(to, &push_id(), version, item.clone())
+            });
+    }
+}

@@ -1,0 +1,166 @@
+//! RFC 6121 §3: subscription stanzas through the state machine, on both sides (every
+//! contact is local), with pushes, deliveries and stored requests.
+
+use super::{Im, on_pool};
+use crate::features::presence;
+use crate::features::roster::{self};
+use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
+use crate::jid::{BareJid, FullJid};
+use crate::storage::{Roster as _, RosterItem};
+use crate::xml::Element;
+
+impl Im<'_> {
+    /// §3 from the user's side: the stanza changes the user's item for `contact`, is
+    /// pushed, and (per Appendix A.2) routed to the contact.
+    pub(super) async fn outbound_subscription(
+        &self,
+        from: &FullJid,
+        contact: BareJid,
+        ty: SubType,
+        mut el: Element,
+    ) {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return;
+        };
+        let bare = from.bare();
+        let (outcome, change) = match self
+            .apply(&user, &contact, ty, Direction::Outbound, None)
+            .await
+        {
+            Some(v) => v,
+            None => return,
+        };
+        if let (Some(version), Some(item)) = (change.0, &change.1) {
+            self.push(&user, version, roster::item_element(item));
+        }
+        if outcome.deliver {
+            // §3.1.2: the server stamps the bare JIDs on subscription stanzas; the rest
+            // (a <status/>, a XEP-0172 nickname) goes along to the contact.
+            el.set_attr("from", bare.as_str());
+            el.set_attr("to", contact.as_str());
+            if self.local_user(&contact).is_some() {
+                self.inbound_subscription(&contact, &bare, ty, el).await;
+            }
+        }
+        if let Some(flow) = outcome.presence {
+            self.presence_flow(&user, &contact, flow);
+        }
+    }
+
+    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`. Follow-ups
+    /// (an automatic `subscribed` back to a local sender) are handled in the same loop.
+    pub(super) async fn inbound_subscription(
+        &self,
+        owner: &BareJid,
+        sender: &BareJid,
+        ty: SubType,
+        el: Element,
+    ) {
+        let mut next = Some((owner.clone(), sender.clone(), ty, el));
+        // Presence changes wait until the subscription stanzas are through, so a contact
+        // sees `subscribed` before the presence it allows (§3.1.5).
+        let mut flows: Vec<(String, BareJid, PresenceFlow)> = Vec::new();
+        while let Some((owner, sender, ty, el)) = next.take() {
+            let Some(user) = self.local_user(&owner).map(str::to_owned) else {
+                continue;
+            };
+            let u = user.clone();
+            match on_pool(self.storage, move |s| {
+                crate::storage::Accounts::account_exists(s, &u)
+            })
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    // §3.1.3: no such contact: the request is refused.
+                    if ty == SubType::Subscribe && self.local_user(&sender).is_some() {
+                        let refusal =
+                            presence::subscription("unsubscribed", owner.as_str(), sender.as_str());
+                        next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    log::error!("storage: {e}");
+                    continue;
+                }
+            }
+            let request =
+                (ty == SubType::Subscribe).then(|| crate::router::serialize(&el).to_string());
+            let Some((outcome, change)) = self
+                .apply(&user, &sender, ty, Direction::Inbound, request)
+                .await
+            else {
+                continue;
+            };
+            if let (Some(version), Some(item)) = (change.0, &change.1) {
+                self.push(&user, version, roster::item_element(item));
+            }
+            if outcome.deliver {
+                self.router.deliver_to_available(&user, &el);
+            }
+            if let Some(flow) = outcome.presence {
+                // The owner's presence now flows (or stops) to the sender.
+                flows.push((user.clone(), sender.clone(), flow));
+            }
+            if outcome.auto_reply == Some(SubType::Subscribed) && self.local_user(&sender).is_some()
+            {
+                let reply = presence::subscription("subscribed", owner.as_str(), sender.as_str());
+                next = Some((sender, owner, SubType::Subscribed, reply));
+            }
+        }
+        for (owner, contact, flow) in flows {
+            self.presence_flow(&owner, &contact, flow);
+        }
+    }
+
+    /// Runs the state machine on `user`'s item for `contact` inside one storage
+    /// transaction. Returns the outcome and (new version if pushed, the item).
+    pub(super) async fn apply(
+        &self,
+        user: &str,
+        contact: &BareJid,
+        ty: SubType,
+        dir: Direction,
+        request: Option<String>,
+    ) -> Option<(Outcome, (Option<u64>, Option<RosterItem>))> {
+        let u = user.to_owned();
+        let c = contact.clone();
+        let result = on_pool(self.storage, move |s| {
+            let mut outcome = None;
+            let change = s.update_subscription(
+                &u,
+                &c,
+                &mut |state| {
+                    let o = subscription::apply(state, ty, dir);
+                    outcome = Some(o);
+                    o.state
+                },
+                request.as_deref(),
+            )?;
+            Ok((outcome, change))
+        })
+        .await;
+        match result {
+            Ok((Some(outcome), change)) => Some((outcome, (change.version, change.item))),
+            Ok((None, _)) => None,
+            Err(e) => {
+                log::error!("storage: {e}");
+                None
+            }
+        }
+    }
+
+    /// §3.1.3: subscription requests still unanswered are shown again at login.
+    pub(super) async fn deliver_pending(&self, user: &str, out: &mut String) {
+        let u = user.to_owned();
+        match on_pool(self.storage, move |s| s.subscription_requests(&u)).await {
+            Ok(list) => {
+                for xml in list {
+                    out.push_str(&xml);
+                }
+            }
+            Err(e) => log::error!("storage: {e}"),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Offline messages (XEP-0160), blocklists (XEP-0191) and last activity (XEP-0012).
+//!
+//! An offline message is committed (WAL, `synchronous=FULL`) before
+//! [`OfflineStore::store_offline`] returns, so once the server has decided to keep a
+//! message, a crash or power cut cannot lose it.
+
+use super::{BlockList, LastActivity, OfflineStore, Storage, StorageError, Stored};
+use rusqlite::{OptionalExtension, params};
+
+impl OfflineStore for Storage {
+    fn store_offline(
+        &self,
+        user: &str,
+        stanza: &str,
+        quota: usize,
+    ) -> Result<Stored, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite_err("look up an account"))?;
+        if !exists {
+            return Ok(Stored::NoAccount);
+        }
+        let count: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite_err("count offline messages"))?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
+            return Ok(Stored::Full);
+        }
+        tx.execute(
+            "INSERT INTO offline_messages (localpart, stanza, stored_at) VALUES (?1, ?2, ?3)",
+            params![user, stanza, super::unix_now()],
+        )
+        .map_err(self.sqlite_err("store an offline message"))?;
+        tx.commit()
+            .map_err(self.sqlite_err("commit an offline message"))?;
+        Ok(Stored::Stored)
+    }
+
+    fn offline_messages(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
+                 LIMIT ?2",
+            )
+            .map_err(self.sqlite_err("read offline messages"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![user, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.sqlite_err("read offline messages"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.sqlite_err("read offline messages"))
+    }
+
+    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError> {
+        self.conn()
+            .execute(
+                "DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2",
+                params![user, through],
+            )
+            .map_err(self.sqlite_err("delete offline messages"))?;
+        Ok(())
+    }
+}
+
+impl BlockList for Storage {
+    fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT jid FROM blocklist WHERE localpart = ?1 ORDER BY jid")
+            .map_err(self.sqlite_err("read a blocklist"))?;
+        let rows = stmt
+            .query_map([user], |r| r.get(0))
+            .map_err(self.sqlite_err("read a blocklist"))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(self.sqlite_err("read a blocklist"))
+    }
+
+    fn block(&self, user: &str, jids: &[String]) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        for j in jids {
+            tx.execute(
+                "INSERT OR IGNORE INTO blocklist (localpart, jid) VALUES (?1, ?2)",
+                [user, j],
+            )
+            .map_err(self.sqlite_err("block a JID"))?;
+        }
+        tx.commit().map_err(self.sqlite_err("commit a block"))
+    }
+
+    fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        match jids {
+            None => {
+                tx.execute("DELETE FROM blocklist WHERE localpart = ?1", [user])
+                    .map_err(self.sqlite_err("unblock everyone"))?;
+            }
+            Some(jids) => {
+                for j in jids {
+                    tx.execute(
+                        "DELETE FROM blocklist WHERE localpart = ?1 AND jid = ?2",
+                        [user, j],
+                    )
+                    .map_err(self.sqlite_err("unblock a JID"))?;
+                }
+            }
+        }
+        tx.commit().map_err(self.sqlite_err("commit an unblock"))
+    }
+}
+
+impl LastActivity for Storage {
+    fn set_last_activity(&self, user: &str, at: i64, status: &str) -> Result<(), StorageError> {
+        // An account deleted meanwhile has nothing to record: the foreign key would refuse.
+        self.conn()
+            .execute(
+                "INSERT INTO last_activity (localpart, logout_at, status)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
+                 ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
+                params![user, at, status],
+            )
+            .map_err(self.sqlite_err("record last activity"))?;
+        Ok(())
+    }
+
+    fn last_activity(&self, user: &str) -> Result<Option<(i64, String)>, StorageError> {
+        self.conn()
+            .query_row(
+                "SELECT logout_at, status FROM last_activity WHERE localpart = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sqlite_err("read last activity"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Accounts;
+
+    fn store() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        s.create_account("alice", "pw").unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn offline_in_order_with_quota() {
+        let (dir, s) = store();
+        assert_eq!(
+            s.store_offline("alice", "<m1/>", 2).unwrap(),
+            Stored::Stored
+        );
+        assert_eq!(
+            s.store_offline("alice", "<m2/>", 2).unwrap(),
+            Stored::Stored
+        );
+        assert_eq!(s.store_offline("alice", "<m3/>", 2).unwrap(), Stored::Full);
+        assert_eq!(
+            s.store_offline("nobody", "<m/>", 2).unwrap(),
+            Stored::NoAccount
+        );
+        // Another handle (as after a restart) sees them, in order.
+        let again = Storage::open(dir.path()).unwrap();
+        assert_eq!(again.offline_messages("alice", 1).unwrap().len(), 1);
+        let msgs = again.offline_messages("alice", 10).unwrap();
+        let bodies: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(bodies, ["<m1/>", "<m2/>"]);
+        again.delete_offline("alice", msgs[0].0).unwrap();
+        assert_eq!(s.offline_messages("alice", 10).unwrap().len(), 1);
+        again.delete_offline("alice", msgs[1].0).unwrap();
+        assert!(s.offline_messages("alice", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn blocklist_round_trip() {
+        let (_d, s) = store();
+        s.block("alice", &["b@x".into(), "c@x".into(), "b@x".into()])
+            .unwrap();
+        assert_eq!(s.blocklist("alice").unwrap(), ["b@x", "c@x"]);
+        s.unblock("alice", Some(&["b@x".into()])).unwrap();
+        assert_eq!(s.blocklist("alice").unwrap(), ["c@x"]);
+        s.unblock("alice", None).unwrap();
+        assert!(s.blocklist("alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_activity_round_trip() {
+        let (_d, s) = store();
+        assert_eq!(s.last_activity("alice").unwrap(), None);
+        s.set_last_activity("alice", 100, "gone").unwrap();
+        s.set_last_activity("alice", 200, "").unwrap();
+        assert_eq!(
+            s.last_activity("alice").unwrap(),
+            Some((200, String::new()))
+        );
+        // Unknown accounts are ignored rather than an error.
+        s.set_last_activity("nobody", 1, "").unwrap();
+        assert_eq!(s.last_activity("nobody").unwrap(), None);
+    }
+}

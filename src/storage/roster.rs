@@ -1,0 +1,511 @@
+//! Rosters (RFC 6121 §2), their versions (§2.6) and unanswered subscription requests
+//! (Pending-In, §3.1.3).
+//!
+//! A subscription change is read, decided and written in one transaction
+//! ([`Roster::update_subscription`]), so two stanzas about the same contact arriving on two
+//! connections at once cannot both act on the old state.
+
+use super::{Roster, RosterChange, RosterItem, Storage, StorageError, SubscriptionChange};
+use crate::features::subscription::{SubState, Subscription};
+use crate::jid::BareJid;
+use rusqlite::{Connection, OptionalExtension, params};
+
+impl Storage {
+    fn bump_version(&self, conn: &Connection, user: &str) -> Result<u64, StorageError> {
+        let v: i64 = conn
+            .query_row(
+                "INSERT INTO roster_versions (localpart, version) VALUES (?1, 1)
+                 ON CONFLICT (localpart) DO UPDATE SET version = version + 1
+                 RETURNING version",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite_err("bump the roster version"))?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
+    fn version_in(&self, conn: &Connection, user: &str) -> Result<u64, StorageError> {
+        let v: Option<i64> = conn
+            .query_row(
+                "SELECT version FROM roster_versions WHERE localpart = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sqlite_err("read the roster version"))?;
+        Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
+    /// The item's row and groups, or `None`; `pending_in` filled from the requests.
+    fn item_in(
+        &self,
+        conn: &Connection,
+        user: &str,
+        jid: &BareJid,
+    ) -> Result<Option<RosterItem>, StorageError> {
+        let row: Option<(Option<String>, String, bool, bool)> = conn
+            .query_row(
+                "SELECT name, subscription, pending_out, approved FROM roster_items
+                 WHERE localpart = ?1 AND jid = ?2",
+                [user, jid.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.sqlite_err("read a roster item"))?;
+        let pending_in = self.pending_in(conn, user, jid)?;
+        let Some((name, sub, pending_out, approved)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(RosterItem {
+            jid: jid.clone(),
+            name,
+            state: SubState {
+                subscription: Subscription::parse(&sub).unwrap_or_default(),
+                pending_out,
+                pending_in,
+                approved,
+            },
+            groups: self.groups_in(conn, user, jid.as_str())?,
+        }))
+    }
+
+    fn pending_in(
+        &self,
+        conn: &Connection,
+        user: &str,
+        jid: &BareJid,
+    ) -> Result<bool, StorageError> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM subscription_requests WHERE localpart = ?1 AND jid = ?2)",
+            [user, jid.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(self.sqlite_err("read a subscription request"))
+    }
+
+    fn groups_in(
+        &self,
+        conn: &Connection,
+        user: &str,
+        jid: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT grp FROM roster_groups WHERE localpart = ?1 AND jid = ?2 ORDER BY grp",
+            )
+            .map_err(self.sqlite_err("read roster groups"))?;
+        let rows = stmt
+            .query_map([user, jid], |r| r.get(0))
+            .map_err(self.sqlite_err("read roster groups"))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(self.sqlite_err("read roster groups"))
+    }
+
+    fn write_state(
+        &self,
+        conn: &Connection,
+        user: &str,
+        jid: &BareJid,
+        s: SubState,
+    ) -> Result<(), StorageError> {
+        conn.execute(
+            "INSERT INTO roster_items (localpart, jid, subscription, pending_out, approved)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (localpart, jid) DO UPDATE SET subscription = ?3, pending_out = ?4,
+                 approved = ?5",
+            params![
+                user,
+                jid.as_str(),
+                s.subscription.as_str(),
+                s.pending_out,
+                s.approved
+            ],
+        )
+        .map_err(self.sqlite_err("write a roster item"))?;
+        Ok(())
+    }
+}
+
+impl Roster for Storage {
+    fn roster(&self, user: &str) -> Result<(u64, Vec<RosterItem>), StorageError> {
+        // Three queries whatever the roster's size: it is read at every presence change.
+        let conn = self.conn();
+        let version = self.version_in(&conn, user)?;
+        let read = self.sqlite_err("read a roster");
+        let mut items: Vec<RosterItem> = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT jid, name, subscription, pending_out, approved FROM roster_items
+                     WHERE localpart = ?1 ORDER BY jid",
+                )
+                .map_err(self.sqlite_err("read a roster"))?;
+            let rows = stmt
+                .query_map([user], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, bool>(4)?,
+                    ))
+                })
+                .map_err(self.sqlite_err("read a roster"))?;
+            for row in rows {
+                let (j, name, sub, pending_out, approved) =
+                    row.map_err(self.sqlite_err("read a roster"))?;
+                // Written from a parsed BareJid, so it parses; a hand-edited bad row is
+                // skipped rather than failing the whole roster.
+                let Ok(jid) = BareJid::parse(&j) else {
+                    log::warn!("roster of {user}: skipping invalid JID {j:?}");
+                    continue;
+                };
+                items.push(RosterItem {
+                    jid,
+                    name,
+                    state: SubState {
+                        subscription: Subscription::parse(&sub).unwrap_or_default(),
+                        pending_out,
+                        pending_in: false,
+                        approved,
+                    },
+                    groups: Vec::new(),
+                });
+            }
+        }
+        let position =
+            |items: &[RosterItem], j: &str| items.binary_search_by(|i| i.jid.as_str().cmp(j)).ok();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT jid, grp FROM roster_groups WHERE localpart = ?1 ORDER BY jid, grp",
+            )
+            .map_err(self.sqlite_err("read roster groups"))?;
+        let rows = stmt
+            .query_map([user], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.sqlite_err("read roster groups"))?;
+        for row in rows {
+            let (j, g) = row.map_err(self.sqlite_err("read roster groups"))?;
+            if let Some(i) = position(&items, &j) {
+                items[i].groups.push(g);
+            }
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT jid FROM subscription_requests WHERE localpart = ?1")
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([user], |r| r.get::<_, String>(0))
+            .map_err(self.sqlite_err("read subscription requests"))?;
+        for row in rows {
+            let j = row.map_err(self.sqlite_err("read subscription requests"))?;
+            if let Some(i) = position(&items, &j) {
+                items[i].state.pending_in = true;
+            }
+        }
+        Ok((version, items))
+    }
+
+    fn roster_version(&self, user: &str) -> Result<u64, StorageError> {
+        self.version_in(&self.conn(), user)
+    }
+
+    fn roster_item(&self, user: &str, jid: &BareJid) -> Result<Option<RosterItem>, StorageError> {
+        self.item_in(&self.conn(), user, jid)
+    }
+
+    fn sub_state(&self, user: &str, jid: &BareJid) -> Result<SubState, StorageError> {
+        let conn = self.conn();
+        Ok(match self.item_in(&conn, user, jid)? {
+            Some(item) => item.state,
+            None => SubState {
+                pending_in: self.pending_in(&conn, user, jid)?,
+                ..SubState::default()
+            },
+        })
+    }
+
+    fn set_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        name: Option<&str>,
+        groups: &[String],
+        max_items: usize,
+    ) -> Result<Option<RosterChange>, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        let exists = self.item_in(&tx, user, jid)?.is_some();
+        if !exists {
+            let count: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM roster_items WHERE localpart = ?1",
+                    [user],
+                    |r| r.get(0),
+                )
+                .map_err(self.sqlite_err("count roster items"))?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= max_items {
+                return Ok(None);
+            }
+        }
+        tx.execute(
+            "INSERT INTO roster_items (localpart, jid, name) VALUES (?1, ?2, ?3)
+             ON CONFLICT (localpart, jid) DO UPDATE SET name = ?3",
+            params![user, jid.as_str(), name],
+        )
+        .map_err(self.sqlite_err("write a roster item"))?;
+        tx.execute(
+            "DELETE FROM roster_groups WHERE localpart = ?1 AND jid = ?2",
+            [user, jid.as_str()],
+        )
+        .map_err(self.sqlite_err("replace roster groups"))?;
+        for g in groups {
+            tx.execute(
+                "INSERT OR IGNORE INTO roster_groups (localpart, jid, grp) VALUES (?1, ?2, ?3)",
+                [user, jid.as_str(), g],
+            )
+            .map_err(self.sqlite_err("write a roster group"))?;
+        }
+        let version = self.bump_version(&tx, user)?;
+        let item = self.item_in(&tx, user, jid)?;
+        tx.commit()
+            .map_err(self.sqlite_err("commit a roster change"))?;
+        Ok(item.map(|item| RosterChange { item, version }))
+    }
+
+    fn remove_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+    ) -> Result<Option<RosterChange>, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        let Some(item) = self.item_in(&tx, user, jid)? else {
+            return Ok(None);
+        };
+        tx.execute(
+            "DELETE FROM roster_items WHERE localpart = ?1 AND jid = ?2",
+            [user, jid.as_str()],
+        )
+        .map_err(self.sqlite_err("delete a roster item"))?;
+        tx.execute(
+            "DELETE FROM subscription_requests WHERE localpart = ?1 AND jid = ?2",
+            [user, jid.as_str()],
+        )
+        .map_err(self.sqlite_err("delete a subscription request"))?;
+        let version = self.bump_version(&tx, user)?;
+        tx.commit()
+            .map_err(self.sqlite_err("commit a roster removal"))?;
+        Ok(Some(RosterChange { item, version }))
+    }
+
+    fn update_subscription(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        decide: &mut dyn FnMut(SubState) -> SubState,
+        request: Option<&str>,
+    ) -> Result<SubscriptionChange, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(self.sqlite_err("start a transaction"))?;
+        let existing = self.item_in(&tx, user, jid)?;
+        let before = match &existing {
+            Some(item) => item.state,
+            None => SubState {
+                pending_in: self.pending_in(&tx, user, jid)?,
+                ..SubState::default()
+            },
+        };
+        let after = decide(before);
+        let visible = |s: SubState| (s.subscription, s.pending_out, s.approved);
+        let mut version = None;
+        if visible(after) != visible(before) {
+            self.write_state(&tx, user, jid, after)?;
+            version = Some(self.bump_version(&tx, user)?);
+        }
+        if after.pending_in && !before.pending_in {
+            tx.execute(
+                "INSERT OR REPLACE INTO subscription_requests (localpart, jid, stanza, received_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![user, jid.as_str(), request.unwrap_or(""), super::unix_now()],
+            )
+            .map_err(self.sqlite_err("store a subscription request"))?;
+        } else if !after.pending_in && before.pending_in {
+            tx.execute(
+                "DELETE FROM subscription_requests WHERE localpart = ?1 AND jid = ?2",
+                [user, jid.as_str()],
+            )
+            .map_err(self.sqlite_err("delete a subscription request"))?;
+        }
+        let item = self.item_in(&tx, user, jid)?;
+        tx.commit()
+            .map_err(self.sqlite_err("commit a subscription change"))?;
+        Ok(SubscriptionChange {
+            before,
+            after,
+            item,
+            version,
+        })
+    }
+
+    fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT stanza FROM subscription_requests WHERE localpart = ?1
+                 ORDER BY received_at, jid",
+            )
+            .map_err(self.sqlite_err("read subscription requests"))?;
+        let rows = stmt
+            .query_map([user], |r| r.get(0))
+            .map_err(self.sqlite_err("read subscription requests"))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(self.sqlite_err("read subscription requests"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::subscription::{Direction, SubType, apply};
+    use crate::storage::Accounts;
+
+    fn store() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        s.create_account("alice", "pw").unwrap();
+        (dir, s)
+    }
+
+    fn bob() -> BareJid {
+        BareJid::parse("bob@home.example").unwrap()
+    }
+
+    #[test]
+    fn set_get_remove_with_groups_and_versions() {
+        let (_d, s) = store();
+        assert_eq!(s.roster("alice").unwrap(), (0, vec![]));
+        let groups = vec!["Family".to_string(), "B".to_string()];
+        let c = s
+            .set_roster_item("alice", &bob(), Some("Bob"), &groups, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.version, 1);
+        assert_eq!(c.item.name.as_deref(), Some("Bob"));
+        assert_eq!(c.item.groups, ["B", "Family"]);
+        assert_eq!(c.item.state, SubState::default());
+        let (v, items) = s.roster("alice").unwrap();
+        assert_eq!((v, items.len()), (1, 1));
+        assert_eq!(items[0], c.item);
+        // Several items, each with its own groups and pending-in, read in one go.
+        let carol = BareJid::parse("carol@home.example").unwrap();
+        s.set_roster_item("alice", &carol, None, &["Z".into()], 10)
+            .unwrap();
+        s.update_subscription(
+            "alice",
+            &carol,
+            &mut |st| apply(st, SubType::Subscribe, Direction::Inbound).state,
+            Some("<presence/>"),
+        )
+        .unwrap();
+        let (_, items) = s.roster("alice").unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].groups, ["B", "Family"]);
+        assert!(!items[0].state.pending_in);
+        assert_eq!(items[1].groups, ["Z"]);
+        assert!(items[1].state.pending_in);
+        for it in &items {
+            assert_eq!(Some(it), s.roster_item("alice", &it.jid).unwrap().as_ref());
+        }
+        s.remove_roster_item("alice", &carol).unwrap();
+        // Renaming keeps the subscription and replaces the groups.
+        s.update_subscription(
+            "alice",
+            &bob(),
+            &mut |st| apply(st, SubType::Subscribe, Direction::Outbound).state,
+            None,
+        )
+        .unwrap();
+        let c = s
+            .set_roster_item("alice", &bob(), None, &[], 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.version, 5);
+        assert!(c.item.state.pending_out);
+        assert_eq!(c.item.name, None);
+        assert!(c.item.groups.is_empty());
+        let removed = s.remove_roster_item("alice", &bob()).unwrap().unwrap();
+        assert_eq!(removed.version, 6);
+        assert_eq!(s.remove_roster_item("alice", &bob()).unwrap(), None);
+        assert_eq!(s.roster("alice").unwrap(), (6, vec![]));
+    }
+
+    #[test]
+    fn roster_size_limit() {
+        let (_d, s) = store();
+        let carol = BareJid::parse("carol@home.example").unwrap();
+        assert!(
+            s.set_roster_item("alice", &bob(), None, &[], 1)
+                .unwrap()
+                .is_some()
+        );
+        // Updating an existing item is fine at the limit; a new one is not.
+        assert!(
+            s.set_roster_item("alice", &bob(), Some("B"), &[], 1)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            s.set_roster_item("alice", &carol, None, &[], 1)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn pending_in_is_a_stored_request_not_an_item() {
+        let (_d, s) = store();
+        let req = "<presence type='subscribe' from='bob@home.example'/>";
+        let c = s
+            .update_subscription(
+                "alice",
+                &bob(),
+                &mut |st| apply(st, SubType::Subscribe, Direction::Inbound).state,
+                Some(req),
+            )
+            .unwrap();
+        assert!(c.after.pending_in && c.item.is_none() && c.version.is_none());
+        assert_eq!(s.roster("alice").unwrap().1, vec![]);
+        assert_eq!(s.subscription_requests("alice").unwrap(), [req]);
+        assert!(s.sub_state("alice", &bob()).unwrap().pending_in);
+        // Approving creates the item (From) and forgets the request.
+        let c = s
+            .update_subscription(
+                "alice",
+                &bob(),
+                &mut |st| apply(st, SubType::Subscribed, Direction::Outbound).state,
+                None,
+            )
+            .unwrap();
+        assert_eq!(c.after.subscription, Subscription::From);
+        assert_eq!(c.version, Some(1));
+        assert_eq!(c.item.unwrap().state.subscription, Subscription::From);
+        assert!(s.subscription_requests("alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleted_account_takes_its_roster() {
+        let (_d, s) = store();
+        s.set_roster_item("alice", &bob(), None, &["G".into()], 10)
+            .unwrap();
+        s.delete_account("alice").unwrap();
+        s.create_account("alice", "pw").unwrap();
+        assert_eq!(s.roster("alice").unwrap(), (0, vec![]));
+    }
+}
