@@ -35,6 +35,11 @@ const READ_CHUNK: usize = 4096;
 /// How long a write may take before the peer counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// After our side of a connection is closed, how long and how much of what
+/// the peer still sends is read and dropped (see [`linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
 /// A client connection: plain TCP until STARTTLS, then TLS.
 enum Transport {
     Plain(Async<TcpStream>),
@@ -239,6 +244,37 @@ pub async fn serve_client(
         log::info!("c2s{id}: {peer} disconnected: {reason}");
     }
     let _ = conn.io.close().await;
+    linger(&conn.io).await;
+}
+
+/// Reads and drops what the peer still sends after we closed our side,
+/// briefly. Closing a socket with unread input makes the kernel answer with
+/// a reset, and a reset makes the peer's kernel discard what it had not yet
+/// handed to the client: the stream error explaining the close would be
+/// lost exactly when a client was sending too much.
+async fn linger(io: &Transport) {
+    let tcp = match io {
+        Transport::Plain(s) => s,
+        Transport::Tls(s) => s.get_ref().0,
+        Transport::Taken => return,
+    };
+    // Our FIN tells the peer we are done, so a well-behaved one closes too.
+    let _ = tcp.get_ref().shutdown(std::net::Shutdown::Write);
+    let until = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 1024];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        let read = async { (&*tcp).read(&mut buf).await }
+            .or(async {
+                Timer::at(until).await;
+                Ok(0)
+            })
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }
 
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {
