@@ -24,6 +24,21 @@
 //! scram_keys = true
 //! max_failures_before_delay = 3
 //! strict_channel_binding = false
+//!
+//! [limits]                            # XEP-0205 denial-of-service defences
+//! max_connections = 512
+//! max_connections_per_address = 32
+//! connections_per_minute_per_address = 30
+//! connection_burst_per_address = 20
+//! rate_bytes_per_sec = 32768
+//! rate_burst_bytes = 262144
+//! rate_bytes_per_sec_unauthenticated = 2048
+//! rate_burst_bytes_unauthenticated = 16384
+//! ping_after_idle_secs = 300
+//! ping_timeout_secs = 60
+//! max_queued_bytes = 524288
+//! max_resources_per_account = 16
+//! max_elements_per_stanza = 4096
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -59,6 +74,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Authentication policy.
     pub auth: AuthConfig,
+    /// Denial-of-service limits.
+    pub limits: LimitsConfig,
 }
 
 /// Client-to-server settings (`[c2s]`).
@@ -113,6 +130,43 @@ pub struct AuthConfig {
     pub strict_channel_binding: bool,
 }
 
+/// Denial-of-service limits (`[limits]`; XEP-0205). Each one protects the
+/// server as a whole from one peer; the defaults leave a household's normal
+/// use far below them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Open client connections in total (each costs a file descriptor and
+    /// some 10 KiB); beyond it new ones get `<resource-constraint/>`.
+    pub max_connections: usize,
+    /// Open connections per source address (IPv6 per /64); beyond it
+    /// `<policy-violation/>`.
+    pub max_connections_per_address: usize,
+    /// New connections per address per minute, sustained.
+    pub connections_per_minute_per_address: u32,
+    /// New connections per address at once, before the rate applies.
+    pub connection_burst_per_address: u32,
+    /// Bytes per second an authenticated stream may send; beyond its burst
+    /// hearth stops reading it for a while (TCP slows the sender).
+    pub rate_bytes_per_sec: u32,
+    /// Bytes an authenticated stream may send at once.
+    pub rate_burst_bytes: u32,
+    /// The same rate before authentication: login needs a few KiB.
+    pub rate_bytes_per_sec_unauthenticated: u32,
+    /// The same burst before authentication.
+    pub rate_burst_bytes_unauthenticated: u32,
+    /// A bound session silent this long gets an XEP-0199 ping.
+    pub ping_after_idle: Duration,
+    /// A pinged session silent this long is closed (`<connection-timeout/>`).
+    pub ping_timeout: Duration,
+    /// Bytes of stanzas waiting to be written to one session; a session
+    /// that falls further behind is disconnected.
+    pub max_queued_bytes: usize,
+    /// Sessions one account may have at once (RFC 6120 §7.6.2.1).
+    pub max_resources_per_account: usize,
+    /// Elements in one stanza (the tree costs far more than the XML).
+    pub max_elements_per_stanza: usize,
+}
+
 /// Limits that the checks below and their error messages share.
 mod limits {
     use std::ops::RangeInclusive;
@@ -123,6 +177,15 @@ mod limits {
     pub const MAX_STANZA_BYTES_UNAUTHENTICATED: RangeInclusive<i64> = 1024..=16 * 1024 * 1024;
     pub const NEGOTIATION_TIMEOUT_SECS: RangeInclusive<i64> = 1..=600;
     pub const MAX_FAILURES_BEFORE_DELAY: RangeInclusive<i64> = 0..=100;
+    pub const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=1_000_000;
+    pub const CONNECTION_RATE: RangeInclusive<i64> = 1..=1_000_000;
+    pub const RATE_BYTES: RangeInclusive<i64> = 1024..=(1 << 30);
+    pub const RATE_BYTES_UNAUTHENTICATED: RangeInclusive<i64> = 256..=(1 << 30);
+    pub const PING_AFTER_IDLE_SECS: RangeInclusive<i64> = 5..=86_400;
+    pub const PING_TIMEOUT_SECS: RangeInclusive<i64> = 1..=3600;
+    pub const MAX_QUEUED_BYTES: RangeInclusive<i64> = 16 * 1024..=(1 << 30);
+    pub const MAX_RESOURCES: RangeInclusive<i64> = 1..=1000;
+    pub const MAX_ELEMENTS: RangeInclusive<i64> = 16..=1_000_000;
 }
 
 /// Defaults, named so the documentation and the code cannot drift apart.
@@ -139,6 +202,29 @@ mod defaults {
     pub const NEGOTIATION_TIMEOUT_SECS: u64 = 30;
     pub const SCRAM_KEYS: bool = true;
     pub const MAX_FAILURES_BEFORE_DELAY: u32 = 3;
+    /// Far above a household, below the usual 1024 open-file limit.
+    pub const MAX_CONNECTIONS: usize = 512;
+    /// A family behind one NAT address with phones, laptops and sensors.
+    pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+    pub const CONNECTIONS_PER_MINUTE_PER_ADDRESS: u32 = 30;
+    /// Every device of a household reconnecting after the router restarts.
+    pub const CONNECTION_BURST_PER_ADDRESS: u32 = 20;
+    /// 32 KiB/s sustained is far beyond chat; the 256 KiB burst lets a
+    /// largest stanza or a login's catch-up through at full speed.
+    pub const RATE_BYTES_PER_SEC: u32 = 32 * 1024;
+    pub const RATE_BURST_BYTES: u32 = 256 * 1024;
+    /// A whole login (headers, STARTTLS, SASL, bind) is under 4 KiB.
+    pub const RATE_BYTES_PER_SEC_UNAUTHENTICATED: u32 = 2 * 1024;
+    pub const RATE_BURST_BYTES_UNAUTHENTICATED: u32 = 16 * 1024;
+    /// Longer than home routers' usual NAT timeouts are short, so a phone
+    /// is not woken more than every few minutes.
+    pub const PING_AFTER_IDLE_SECS: u64 = 300;
+    pub const PING_TIMEOUT_SECS: u64 = 60;
+    /// Enough for a login's burst of presence and catch-up; beyond it the
+    /// reader is too slow and is disconnected.
+    pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
+    pub const MAX_RESOURCES_PER_ACCOUNT: usize = 16;
+    pub const MAX_ELEMENTS_PER_STANZA: usize = 4096;
 }
 
 impl Config {
@@ -335,6 +421,7 @@ struct RawConfig {
     c2s: Option<RawC2s>,
     tls: Option<RawTls>,
     auth: Option<RawAuth>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +447,24 @@ struct RawAuth {
     scram_keys: Option<bool>,
     max_failures_before_delay: Option<Int>,
     strict_channel_binding: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([limits])")]
+struct RawLimits {
+    max_connections: Option<Int>,
+    max_connections_per_address: Option<Int>,
+    connections_per_minute_per_address: Option<Int>,
+    connection_burst_per_address: Option<Int>,
+    rate_bytes_per_sec: Option<Int>,
+    rate_burst_bytes: Option<Int>,
+    rate_bytes_per_sec_unauthenticated: Option<Int>,
+    rate_burst_bytes_unauthenticated: Option<Int>,
+    ping_after_idle_secs: Option<Int>,
+    ping_timeout_secs: Option<Int>,
+    max_queued_bytes: Option<Int>,
+    max_resources_per_account: Option<Int>,
+    max_elements_per_stanza: Option<Int>,
 }
 
 /// A TOML integer, kept signed and wide so that `-1` or `1e12`-sized values reach the
@@ -456,6 +561,7 @@ impl RawConfig {
             c2s: self.c2s.unwrap_or_default().validate()?,
             tls: self.tls.unwrap_or_default().validate(base)?,
             auth: self.auth.unwrap_or_default().validate()?,
+            limits: self.limits.unwrap_or_default().validate()?,
         })
     }
 }
@@ -558,6 +664,98 @@ impl RawAuth {
                 None => defaults::MAX_FAILURES_BEFORE_DELAY,
             },
             strict_channel_binding: self.strict_channel_binding.unwrap_or(false),
+        })
+    }
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<LimitsConfig, ConfigErrorKind> {
+        // Every range fits u32 (and so usize and u64).
+        let get = |key: &'static str, v: Option<Int>, range, default: u64| match v {
+            Some(n) => in_range(key, n, range).map(|n| n as u64),
+            None => Ok(default),
+        };
+        use defaults as d;
+        use limits as l;
+        Ok(LimitsConfig {
+            max_connections: get(
+                "limits.max_connections",
+                self.max_connections,
+                l::MAX_CONNECTIONS,
+                d::MAX_CONNECTIONS as u64,
+            )? as usize,
+            max_connections_per_address: get(
+                "limits.max_connections_per_address",
+                self.max_connections_per_address,
+                l::MAX_CONNECTIONS,
+                d::MAX_CONNECTIONS_PER_ADDRESS as u64,
+            )? as usize,
+            connections_per_minute_per_address: get(
+                "limits.connections_per_minute_per_address",
+                self.connections_per_minute_per_address,
+                l::CONNECTION_RATE,
+                d::CONNECTIONS_PER_MINUTE_PER_ADDRESS.into(),
+            )? as u32,
+            connection_burst_per_address: get(
+                "limits.connection_burst_per_address",
+                self.connection_burst_per_address,
+                l::CONNECTION_RATE,
+                d::CONNECTION_BURST_PER_ADDRESS.into(),
+            )? as u32,
+            rate_bytes_per_sec: get(
+                "limits.rate_bytes_per_sec",
+                self.rate_bytes_per_sec,
+                l::RATE_BYTES,
+                d::RATE_BYTES_PER_SEC.into(),
+            )? as u32,
+            rate_burst_bytes: get(
+                "limits.rate_burst_bytes",
+                self.rate_burst_bytes,
+                l::RATE_BYTES,
+                d::RATE_BURST_BYTES.into(),
+            )? as u32,
+            rate_bytes_per_sec_unauthenticated: get(
+                "limits.rate_bytes_per_sec_unauthenticated",
+                self.rate_bytes_per_sec_unauthenticated,
+                l::RATE_BYTES_UNAUTHENTICATED,
+                d::RATE_BYTES_PER_SEC_UNAUTHENTICATED.into(),
+            )? as u32,
+            rate_burst_bytes_unauthenticated: get(
+                "limits.rate_burst_bytes_unauthenticated",
+                self.rate_burst_bytes_unauthenticated,
+                l::RATE_BYTES_UNAUTHENTICATED,
+                d::RATE_BURST_BYTES_UNAUTHENTICATED.into(),
+            )? as u32,
+            ping_after_idle: Duration::from_secs(get(
+                "limits.ping_after_idle_secs",
+                self.ping_after_idle_secs,
+                l::PING_AFTER_IDLE_SECS,
+                d::PING_AFTER_IDLE_SECS,
+            )?),
+            ping_timeout: Duration::from_secs(get(
+                "limits.ping_timeout_secs",
+                self.ping_timeout_secs,
+                l::PING_TIMEOUT_SECS,
+                d::PING_TIMEOUT_SECS,
+            )?),
+            max_queued_bytes: get(
+                "limits.max_queued_bytes",
+                self.max_queued_bytes,
+                l::MAX_QUEUED_BYTES,
+                d::MAX_QUEUED_BYTES as u64,
+            )? as usize,
+            max_resources_per_account: get(
+                "limits.max_resources_per_account",
+                self.max_resources_per_account,
+                l::MAX_RESOURCES,
+                d::MAX_RESOURCES_PER_ACCOUNT as u64,
+            )? as usize,
+            max_elements_per_stanza: get(
+                "limits.max_elements_per_stanza",
+                self.max_elements_per_stanza,
+                l::MAX_ELEMENTS,
+                d::MAX_ELEMENTS_PER_STANZA as u64,
+            )? as usize,
         })
     }
 }
@@ -717,6 +915,67 @@ mod tests {
         assert_eq!(c.tls.certificate, CertificateSource::SelfSigned);
         assert!(c.auth.scram_keys);
         assert_eq!(c.auth.max_failures_before_delay, 3);
+        assert_eq!(c.limits, default_limits());
+    }
+
+    fn default_limits() -> LimitsConfig {
+        LimitsConfig {
+            max_connections: 512,
+            max_connections_per_address: 32,
+            connections_per_minute_per_address: 30,
+            connection_burst_per_address: 20,
+            rate_bytes_per_sec: 32768,
+            rate_burst_bytes: 262_144,
+            rate_bytes_per_sec_unauthenticated: 2048,
+            rate_burst_bytes_unauthenticated: 16384,
+            ping_after_idle: Duration::from_secs(300),
+            ping_timeout: Duration::from_secs(60),
+            max_queued_bytes: 524_288,
+            max_resources_per_account: 16,
+            max_elements_per_stanza: 4096,
+        }
+    }
+
+    #[test]
+    fn limits_table() {
+        let c = parse(
+            "[limits]\nmax_connections = 100\nmax_connections_per_address = 4\n\
+             connections_per_minute_per_address = 10\nconnection_burst_per_address = 2\n\
+             rate_bytes_per_sec = 4096\nrate_burst_bytes = 8192\n\
+             rate_bytes_per_sec_unauthenticated = 512\nrate_burst_bytes_unauthenticated = 1024\n\
+             ping_after_idle_secs = 60\nping_timeout_secs = 10\nmax_queued_bytes = 65536\n\
+             max_resources_per_account = 4\nmax_elements_per_stanza = 100\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            LimitsConfig {
+                max_connections: 100,
+                max_connections_per_address: 4,
+                connections_per_minute_per_address: 10,
+                connection_burst_per_address: 2,
+                rate_bytes_per_sec: 4096,
+                rate_burst_bytes: 8192,
+                rate_bytes_per_sec_unauthenticated: 512,
+                rate_burst_bytes_unauthenticated: 1024,
+                ping_after_idle: Duration::from_secs(60),
+                ping_timeout: Duration::from_secs(10),
+                max_queued_bytes: 65536,
+                max_resources_per_account: 4,
+                max_elements_per_stanza: 100,
+            }
+        );
+        assert_eq!(
+            error("[limits]\nmax_queued_bytes = 100"),
+            "/etc/hearth/hearth.toml: limits.max_queued_bytes: must be between 16384 and \
+             1073741824 (got 100)"
+        );
+        assert_eq!(
+            error("[limits]\nmax_connections = 0"),
+            "/etc/hearth/hearth.toml: limits.max_connections: must be between 1 and 1000000 (got 0)"
+        );
+        let e = error("[limits]\nmax_conections = 1");
+        assert!(e.contains("unknown key \"limits.max_conections\""), "{e}");
     }
 
     #[test]
@@ -828,6 +1087,7 @@ mod tests {
                     max_failures_before_delay: 5,
                     strict_channel_binding: true,
                 },
+                limits: default_limits(),
             }
         );
     }
@@ -858,7 +1118,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`)"
         );
     }
 

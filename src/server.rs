@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::features::Features;
+use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::tls::TlsSetup;
 use crate::router::Router;
 use crate::storage::Storage;
@@ -21,6 +22,10 @@ use crate::xml::Limits;
 
 /// How long shutdown waits for connections to finish their goodbyes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Elements per first-level element before authentication: `<starttls/>`,
+/// `<auth/>` and `<response/>` are one each.
+const MAX_ELEMENTS_UNAUTHENTICATED: usize = 16;
 
 /// What every connection task shares.
 pub struct Shared {
@@ -35,6 +40,10 @@ pub struct Shared {
     pub limits_authenticated: Limits,
     /// A stream must be bound within this long after connecting.
     pub negotiation_timeout: Duration,
+    /// Connection, rate, ping and queue limits (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Open connections by source address.
+    pub admission: Admission,
     throttle: Mutex<Throttle>,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
@@ -150,19 +159,30 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let max = cfg.c2s.max_stanza_bytes;
     let shared = Arc::new(Shared {
-        router: Router::new(domain.clone(), Features::standard()),
+        router: Router::new(domain.clone(), Features::standard())
+            .with_max_resources(cfg.limits.max_resources_per_account),
         storage,
         tls: RwLock::new(Arc::new(tls)),
         policy,
         limits_unauthenticated: Limits {
             max_stanza_bytes: cfg.c2s.max_stanza_bytes_unauthenticated,
+            // STARTTLS, SASL and their answers are single elements.
+            max_elements: MAX_ELEMENTS_UNAUTHENTICATED,
             ..Limits::default()
         },
         limits_authenticated: Limits {
             max_stanza_bytes: max,
+            max_elements: cfg.limits.max_elements_per_stanza,
             ..Limits::default()
         },
         negotiation_timeout: cfg.c2s.negotiation_timeout,
+        admission: Admission::new(ConnectionLimits {
+            max_total: cfg.limits.max_connections,
+            max_per_address: cfg.limits.max_connections_per_address,
+            per_address_per_minute: cfg.limits.connections_per_minute_per_address,
+            burst_per_address: cfg.limits.connection_burst_per_address,
+        }),
+        limits: cfg.limits.clone(),
         throttle: Mutex::new(Throttle::new(ThrottleConfig {
             free_attempts: cfg.auth.max_failures_before_delay,
             ..ThrottleConfig::default()
@@ -206,11 +226,21 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                             log::debug!("TCP_NODELAY for {peer}: {e}");
                         }
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let slot = match shared.admission.admit(peer.ip(), Instant::now()) {
+                            Ok(slot) => slot,
+                            Err(why) => {
+                                // Debug only: a flood must not flood the log too.
+                                log::debug!("c2s{id}: refused {peer} on {addr}: {why}");
+                                crate::net::conn::refuse(&shared, tcp, direct, why);
+                                continue;
+                            }
+                        };
                         log::info!("c2s{id}: connection from {peer} on {addr}");
                         let shared = shared.clone();
                         let token = OpenConnection::new(&live);
                         ex2.spawn(async move {
                             crate::net::conn::serve_client(shared, tcp, peer, direct, id).await;
+                            drop(slot);
                             drop(token);
                         })
                         .detach();

@@ -1,7 +1,9 @@
 //! The per-connection loop: the only place where a client's bytes meet a
 //! socket. It reads into the framer, feeds the c2s state machine, carries
 //! out its actions (writing, TLS, storage, router) and writes what the
-//! router queues for the session.
+//! router queues for the session. Its limits (XEP-0205): a byte rate
+//! ([`Karma`]), the negotiation deadline and pings ([`Liveness`]), and the
+//! session queue's bound (the router's).
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,6 +20,8 @@ use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use smol::{Async, Timer};
 
 use crate::jid::FullJid;
+use crate::net::limits::{Karma, Rate, Refused};
+use crate::net::liveness::{Due, Liveness, LivenessConfig, ping_xml};
 use crate::router::{self, ToSession};
 use crate::server::Shared;
 use crate::stanza::{StreamCondition, StreamError};
@@ -32,6 +36,11 @@ const READ_CHUNK: usize = 1024;
 
 /// How long a write may take before the peer counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After our side of a connection is closed, how long and how much of what
+/// the peer still sends is read and dropped (see [`linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// A client connection: plain TCP until STARTTLS, then TLS.
 enum Transport {
@@ -91,6 +100,8 @@ enum Wake {
     Queued(Result<ToSession, async_channel::RecvError>),
     Shutdown,
     Deadline,
+    /// A read pause ([`Karma`]) is over.
+    Resume,
 }
 
 /// Whether the loop goes on after carrying out actions.
@@ -115,9 +126,57 @@ struct Conn {
     rx: Option<router::SessionRx>,
     /// The bound session, to unbind on the way out.
     bound: Option<(FullJid, u64)>,
-    /// Until established, the stream must finish negotiating by then.
-    deadline: Option<Instant>,
+    /// The negotiation deadline, then pings while bound.
+    liveness: Liveness,
+    /// The byte rate this stream may send at.
+    karma: Karma,
+    /// Reading is paused until then because the stream is over its rate.
+    paused_until: Option<Instant>,
+    /// Server-to-client pings sent, for their ids.
+    pings: u64,
     shutdown: async_channel::Receiver<()>,
+}
+
+/// The byte rate before authentication.
+fn unauthenticated_rate(shared: &Shared) -> Rate {
+    Rate {
+        bytes_per_sec: shared.limits.rate_bytes_per_sec_unauthenticated,
+        burst_bytes: shared.limits.rate_burst_bytes_unauthenticated,
+    }
+}
+
+/// A connection over the limits of [`crate::net::limits::Admission`]: on
+/// the STARTTLS port it gets our stream header and a stream error at once
+/// (RFC 6120 §4.9.1.1 allows the error before the peer's header); on the
+/// direct TLS port nothing, since a TLS handshake just to say no would
+/// cost more than the connection. Never waits: one non-blocking write
+/// into an empty socket buffer, then close.
+pub fn refuse(shared: &Shared, tcp: Async<TcpStream>, direct_tls: bool, why: Refused) {
+    if direct_tls {
+        return;
+    }
+    let cond = match why {
+        // §4.9.3.17: the server as a whole is out of room.
+        Refused::Total(_) => StreamCondition::ResourceConstraint,
+        // §4.9.3.14: this peer broke the local policy.
+        Refused::PerAddress(_) | Refused::Rate => StreamCondition::PolicyViolation,
+    };
+    let mut c2s = C2s::new(shared.policy.clone(), None);
+    let mut out = Vec::new();
+    c2s.fail(StreamError::new(cond).with_text(why.to_string()), &mut out);
+    let mut bytes = String::new();
+    for a in out {
+        if let Action::Send(s) = a {
+            bytes.push_str(&s);
+        }
+    }
+    let mut sock = tcp.get_ref();
+    let _ = io::Write::write(&mut sock, bytes.as_bytes());
+    // Closing with unread input makes the kernel send a reset that can
+    // destroy the error in flight; read what is there and send FIN first.
+    let mut sink = [0u8; 1024];
+    let _ = io::Read::read(&mut sock, &mut sink);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
 }
 
 /// Serves one accepted client connection to its end. `direct_tls` is true
@@ -129,7 +188,16 @@ pub async fn serve_client(
     direct_tls: bool,
     id: u64,
 ) {
-    let deadline = Instant::now() + shared.negotiation_timeout;
+    let now = Instant::now();
+    let liveness = Liveness::new(
+        LivenessConfig {
+            ping_after_idle: shared.limits.ping_after_idle,
+            ping_timeout: shared.limits.ping_timeout,
+        },
+        shared.negotiation_timeout,
+        now,
+    );
+    let deadline = now + shared.negotiation_timeout;
     let (io, tls) = if direct_tls {
         let acceptor = TlsAcceptor::from(shared.tls().direct_config().clone());
         // Boxed: the handshake state is large and only needed once, so it
@@ -162,13 +230,16 @@ pub async fn serve_client(
         framer: Framer::new(shared.limits_unauthenticated),
         c2s: C2s::new(shared.policy.clone(), tls),
         shutdown: shared.shutdown_rx.clone(),
+        karma: Karma::new(unauthenticated_rate(&shared), now),
         shared,
         peer,
         io,
         out: String::new(),
         rx: None,
         bound: None,
-        deadline: Some(deadline),
+        liveness,
+        paused_until: None,
+        pings: 0,
     };
     let reason = conn.run().await;
     if let Some((jid, sid)) = conn.bound.take() {
@@ -179,6 +250,37 @@ pub async fn serve_client(
         log::info!("c2s{id}: {peer} disconnected: {reason}");
     }
     let _ = conn.io.close().await;
+    linger(&conn.io).await;
+}
+
+/// Reads and drops what the peer still sends after we closed our side,
+/// briefly. Closing a socket with unread input makes the kernel answer with
+/// a reset, and a reset makes the peer's kernel discard what it had not yet
+/// handed to the client: the stream error explaining the close would be
+/// lost exactly when a client was sending too much.
+async fn linger(io: &Transport) {
+    let tcp = match io {
+        Transport::Plain(s) => s,
+        Transport::Tls(s) => s.get_ref().0,
+        Transport::Taken => return,
+    };
+    // Our FIN tells the peer we are done, so a well-behaved one closes too.
+    let _ = tcp.get_ref().shutdown(std::net::Shutdown::Write);
+    let until = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 1024];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        let read = async { (&*tcp).read(&mut buf).await }
+            .or(async {
+                Timer::at(until).await;
+                Ok(0)
+            })
+            .await;
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
+    }
 }
 
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {
@@ -214,33 +316,45 @@ impl Conn {
             if self.flush().await.is_err() {
                 return "write failed".into();
             }
-            let deadline = self.deadline;
+            let deadline = self.liveness.deadline();
+            let paused_until = self.paused_until;
             let rx = self.rx.clone();
-            let wake = async { Wake::Read(self.io.read(&mut buf).await) }
-                .or(async {
-                    match &rx {
-                        Some(rx) => Wake::Queued(rx.recv().await),
-                        None => std::future::pending().await,
+            let wake = async {
+                match paused_until {
+                    Some(t) => {
+                        Timer::at(t).await;
+                        Wake::Resume
                     }
-                })
-                .or(async {
-                    let _ = self.shutdown.recv().await;
-                    Wake::Shutdown
-                })
-                .or(async {
-                    match deadline {
-                        Some(d) => {
-                            Timer::at(d).await;
-                            Wake::Deadline
-                        }
-                        None => std::future::pending().await,
-                    }
-                })
-                .await;
+                    None => Wake::Read(self.io.read(&mut buf).await),
+                }
+            }
+            .or(async {
+                match &rx {
+                    Some(rx) => Wake::Queued(rx.recv().await),
+                    None => std::future::pending().await,
+                }
+            })
+            .or(async {
+                let _ = self.shutdown.recv().await;
+                Wake::Shutdown
+            })
+            .or(async {
+                Timer::at(deadline).await;
+                Wake::Deadline
+            })
+            .await;
             let actions = match wake {
                 Wake::Read(Ok(0)) => return "connection closed by peer".into(),
                 Wake::Read(Ok(n)) => {
                     log::trace!("c2s{}: read {n} bytes", self.id);
+                    let now = Instant::now();
+                    self.liveness.heard(now);
+                    if let Some(pause) = self.karma.charge(n, now) {
+                        // Over its rate: stop reading; TCP's flow control
+                        // slows the sender down meanwhile.
+                        log::debug!("c2s{}: over its byte rate, pausing {pause:?}", self.id);
+                        self.paused_until = Some(now + pause);
+                    }
                     match self.framer.feed(&buf[..n]) {
                         Ok(()) => continue,
                         Err(e) => self.xml_failed(&e),
@@ -276,11 +390,24 @@ impl Conn {
                 // The router dropped the queue: the session was replaced.
                 Wake::Queued(Err(_)) => return "session queue closed".into(),
                 Wake::Shutdown => self.c2s.shutdown(),
+                Wake::Resume => {
+                    self.paused_until = None;
+                    continue;
+                }
                 Wake::Deadline => {
+                    let text = match self.liveness.due(Instant::now()) {
+                        Due::Nothing => continue,
+                        Due::Ping => {
+                            self.send_ping();
+                            continue;
+                        }
+                        Due::NegotiationTimeout => "stream negotiation took too long",
+                        Due::NoAnswer => "no answer to a ping",
+                    };
+                    log::info!("c2s{}: {text}", self.id);
                     let mut out = Vec::new();
                     self.c2s.fail(
-                        StreamError::new(StreamCondition::ConnectionTimeout)
-                            .with_text("stream negotiation took too long"),
+                        StreamError::new(StreamCondition::ConnectionTimeout).with_text(text),
                         &mut out,
                     );
                     out
@@ -300,6 +427,15 @@ impl Conn {
         let mut out = Vec::new();
         self.c2s.fail(err, &mut out);
         out
+    }
+
+    /// XEP-0199 §4.2: asks a silent session whether it is still there.
+    fn send_ping(&mut self) {
+        let Some(jid) = self.c2s.jid() else { return };
+        self.pings += 1;
+        log::debug!("c2s{}: silent, pinging", self.id);
+        let xml = ping_xml(self.shared.router.domain(), jid.as_ref(), self.pings);
+        self.out.push_str(&xml);
     }
 
     /// Writes what is buffered.
@@ -383,10 +519,16 @@ impl Conn {
                     log::info!("c2s{}: {} authenticated as {username}", self.id, self.peer);
                     self.shared.throttle().succeeded(&username, self.peer.ip());
                     self.framer.set_limits(self.shared.limits_authenticated);
+                    let rate = Rate {
+                        bytes_per_sec: self.shared.limits.rate_bytes_per_sec,
+                        burst_bytes: self.shared.limits.rate_burst_bytes,
+                    };
+                    self.karma.set_rate(rate, Instant::now());
+                    self.paused_until = None;
                     None
                 }
                 Action::Bind { resource } => {
-                    let (tx, rx) = router::session_queue();
+                    let (tx, rx) = router::session_queue(self.shared.limits.max_queued_bytes);
                     let user = self.c2s_user();
                     let result = self.shared.router.bind(&user, resource, tx);
                     Some(Input::Bound(match result {
@@ -395,7 +537,7 @@ impl Conn {
                             log::info!("c2s{}: bound {jid}", self.id);
                             self.bound = Some((jid.clone(), bound.id));
                             self.rx = Some(rx);
-                            self.deadline = None;
+                            self.liveness.bound(Instant::now());
                             if let Some(old) = bound.replaced {
                                 self.im().session_replaced(&jid, old).await;
                             }
@@ -496,7 +638,8 @@ impl Conn {
         };
         let acceptor = TlsAcceptor::from(self.shared.tls().config().clone());
         let deadline = self
-            .deadline
+            .liveness
+            .negotiation_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
         let accept = Box::pin(acceptor.accept(tcp));
         let s = accept

@@ -3,8 +3,9 @@
 //! It applies the delivery rules of RFC 6121 §8 for local addresses, hands
 //! server-addressed iqs to the features, and answers what nobody handles
 //! with `service-unavailable` (RFC 6120 §8.3.3.18). Every session has a
-//! bounded queue of serialized stanzas; a session whose queue is full is
-//! disconnected rather than allowed to grow memory without bound.
+//! queue of serialized stanzas bounded in stanzas and in bytes; a session
+//! whose queue is full is disconnected rather than allowed to grow memory
+//! without bound.
 //!
 //! The router never touches storage: everything here is quick and in memory, under one
 //! short lock. Stanzas whose handling needs storage (rosters, subscriptions, presence
@@ -14,7 +15,7 @@
 pub mod im;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::features::{Features, Target, offline};
@@ -29,8 +30,12 @@ use crate::xml::Element;
 /// too slow and is disconnected.
 pub const QUEUE_STANZAS: usize = 256;
 
-/// Simultaneous sessions per account (RFC 6120 §7.6.2.1 `resource-constraint`).
+/// Simultaneous sessions per account (RFC 6120 §7.6.2.1 `resource-constraint`),
+/// unless [`Router::with_max_resources`] says otherwise.
 pub const MAX_RESOURCES: usize = 16;
+
+/// Bytes a session may have queued, unless [`session_queue`] is told otherwise.
+pub const QUEUE_BYTES: usize = 512 * 1024;
 
 /// What the router hands to a connection.
 #[derive(Debug)]
@@ -42,16 +47,101 @@ pub enum ToSession {
     Close(StreamError),
 }
 
-pub type SessionTx = async_channel::Sender<ToSession>;
-pub type SessionRx = async_channel::Receiver<ToSession>;
+/// The router's end of a session queue.
+#[derive(Debug)]
+pub struct SessionTx {
+    tx: async_channel::Sender<ToSession>,
+    /// Bytes of stanzas queued and not yet taken by the connection.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
 
-/// A new session's queue.
+/// The connection's end of a session queue.
+#[derive(Clone, Debug)]
+pub struct SessionRx {
+    rx: async_channel::Receiver<ToSession>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new session's queue: at most [`QUEUE_STANZAS`] stanzas and
+/// `max_bytes` bytes of them (one stanza always fits in an empty queue,
+/// however large, so the limit never makes a stanza undeliverable).
 ///
-/// The channel itself is unbounded and the bound is checked on delivery
-/// ([`deliver`]): a bounded channel allocates every slot up front (about
-/// 10 KB for 256), which an idle session would carry for nothing.
-pub fn session_queue() -> (SessionTx, SessionRx) {
-    async_channel::unbounded()
+/// The channel itself is unbounded and both bounds are checked on sending:
+/// a bounded channel allocates every slot up front (about 10 KB for 256),
+/// which an idle session would carry for nothing.
+pub fn session_queue(max_bytes: usize) -> (SessionTx, SessionRx) {
+    let (tx, rx) = async_channel::unbounded();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        SessionTx {
+            tx,
+            queued: queued.clone(),
+            max_bytes,
+        },
+        SessionRx { rx, queued },
+    )
+}
+
+impl SessionTx {
+    /// Queues `msg` unless the queue is full, in stanzas or in bytes.
+    fn try_send(&self, msg: ToSession) -> Result<(), ToSession> {
+        let len = match &msg {
+            ToSession::Stanza(xml) => xml.len(),
+            ToSession::Close(_) => 0,
+        };
+        // Senders hold the router's lock, so the check and the add below
+        // cannot interleave with another sender's.
+        let queued = self.queued.load(Ordering::Acquire);
+        let is_full = self.tx.len() >= QUEUE_STANZAS
+            || (queued > 0 && queued.saturating_add(len) > self.max_bytes);
+        if is_full {
+            return Err(msg);
+        }
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.tx.try_send(msg).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            e.into_inner()
+        })
+    }
+
+    /// Queues `msg` even when the queue is full (for the closing error).
+    fn force_send(&self, msg: ToSession) {
+        // The channel is unbounded: this fails only once it is closed.
+        let _ = self.tx.try_send(msg);
+    }
+
+    fn close(&self) {
+        self.tx.close();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl SessionRx {
+    fn taken(&self, msg: ToSession) -> ToSession {
+        if let ToSession::Stanza(xml) = &msg {
+            self.queued.fetch_sub(xml.len(), Ordering::AcqRel);
+        }
+        msg
+    }
+
+    /// The next message; fails when the router dropped the queue.
+    pub async fn recv(&self) -> Result<ToSession, async_channel::RecvError> {
+        self.rx.recv().await.map(|m| self.taken(m))
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&self) -> Result<ToSession, async_channel::TryRecvError> {
+        self.rx.try_recv().map(|m| self.taken(m))
+    }
+
+    /// Bytes of stanzas waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
 }
 
 /// One bound resource of an account.
@@ -135,6 +225,8 @@ pub struct Router {
     /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
     /// not cost a storage read. Filled and updated by `im`; one entry per account at most.
     blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
+    /// Sessions per account.
+    max_resources: usize,
 }
 
 impl Router {
@@ -145,7 +237,14 @@ impl Router {
             features,
             next_id: AtomicU64::new(1),
             blocklists: Mutex::new(HashMap::new()),
+            max_resources: MAX_RESOURCES,
         }
+    }
+
+    /// Allows `n` sessions per account instead of [`MAX_RESOURCES`].
+    pub fn with_max_resources(mut self, n: usize) -> Router {
+        self.max_resources = n;
+        self
     }
 
     pub fn domain(&self) -> &str {
@@ -201,9 +300,9 @@ impl Router {
             });
             let err = StreamError::new(StreamCondition::Conflict)
                 .with_text("replaced by a new connection with the same resource");
-            let _ = old.tx.try_send(ToSession::Close(err));
+            old.tx.force_send(ToSession::Close(err));
             log::info!("{full}: resource taken over by a new session");
-        } else if list.len() >= MAX_RESOURCES {
+        } else if list.len() >= self.max_resources {
             return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
                 .with_text("too many simultaneous sessions for this account"));
         }
@@ -610,15 +709,14 @@ fn serialize(el: &Element) -> Arc<str> {
 }
 
 /// Queues a stanza for a session; a session whose queue is full is too slow
-/// to keep up and is closed instead (DESIGN.md "Router").
+/// to keep up and is closed instead (DESIGN.md "Router"), with
+/// `<policy-violation/>`: RFC 6120 §4.9.3 has no condition for a reader
+/// that does not read, and this is the server's policy.
 fn deliver(s: &Session, xml: &Arc<str>) {
-    if s.tx.len() < QUEUE_STANZAS {
-        // Fails only when the connection is already gone; nothing to do then.
-        let _ = s.tx.try_send(ToSession::Stanza(xml.clone()));
-    } else if !s.tx.is_closed() {
+    if s.tx.try_send(ToSession::Stanza(xml.clone())).is_err() && !s.tx.is_closed() {
         let err = StreamError::new(StreamCondition::PolicyViolation)
-            .with_text("too many stanzas waiting: the connection is too slow");
-        let _ = s.tx.try_send(ToSession::Close(err));
+            .with_text("too much data waiting: the connection is too slow");
+        s.tx.force_send(ToSession::Close(err));
         s.tx.close();
     }
 }
@@ -650,8 +748,8 @@ mod tests {
     #[test]
     fn presence_state_and_unbind() {
         let r = router();
-        let (tx1, rx1) = session_queue();
-        let (tx2, rx2) = session_queue();
+        let (tx1, rx1) = session_queue(QUEUE_BYTES);
+        let (tx2, rx2) = session_queue(QUEUE_BYTES);
         let b = r.bind("alice", Some("phone".into()), tx1).unwrap();
         let (phone, id1) = (b.jid, b.id);
         let b = r.bind("alice", Some("laptop".into()), tx2).unwrap();
@@ -707,8 +805,8 @@ mod tests {
     #[test]
     fn taking_over_a_resource_reports_the_old_session() {
         let r = router();
-        let (tx1, rx1) = session_queue();
-        let (tx2, _rx2) = session_queue();
+        let (tx1, rx1) = session_queue(QUEUE_BYTES);
+        let (tx2, _rx2) = session_queue(QUEUE_BYTES);
         let old = r.bind("alice", Some("phone".into()), tx1).unwrap();
         assert!(old.replaced.is_none());
         r.update_presence(&old.jid, &presence(&old.jid, None), true);
@@ -723,8 +821,8 @@ mod tests {
     #[test]
     fn pushes_go_to_interested_resources_only() {
         let r = router();
-        let (tx1, rx1) = session_queue();
-        let (tx2, rx2) = session_queue();
+        let (tx1, rx1) = session_queue(QUEUE_BYTES);
+        let (tx2, rx2) = session_queue(QUEUE_BYTES);
         let phone = r.bind("alice", Some("phone".into()), tx1).unwrap().jid;
         r.bind("alice", Some("tv".into()), tx2).unwrap();
         r.set_interested(&phone, Interest::Roster);
@@ -740,7 +838,7 @@ mod tests {
     #[test]
     fn undelivered_messages_come_back_for_offline_storage() {
         let r = router();
-        let (tx, _rx) = session_queue();
+        let (tx, _rx) = session_queue(QUEUE_BYTES);
         let bob = r.bind("bob", Some("desk".into()), tx).unwrap().jid;
         let msg = |ty: &str| {
             let el = Element::new("message", ns::CLIENT)
@@ -763,5 +861,54 @@ mod tests {
         assert!(r.cached_blocklist("alice").is_none());
         r.cache_blocklist("alice", vec!["bob@home.example".to_string()].into());
         assert_eq!(r.cached_blocklist("alice").unwrap().len(), 1);
+    }
+
+    fn stanza(n: usize) -> ToSession {
+        ToSession::Stanza("x".repeat(n).into())
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes_and_counts_what_is_taken() {
+        let (tx, rx) = session_queue(1000);
+        tx.try_send(stanza(600)).unwrap();
+        assert!(tx.try_send(stanza(600)).is_err());
+        tx.try_send(stanza(400)).unwrap();
+        assert_eq!(rx.queued_bytes(), 1000);
+        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 600));
+        assert_eq!(rx.queued_bytes(), 400);
+        tx.try_send(stanza(600)).unwrap();
+        // An empty queue takes a stanza of any size.
+        let (tx, _rx) = session_queue(1000);
+        tx.try_send(stanza(5000)).unwrap();
+        assert!(tx.try_send(stanza(1)).is_err());
+    }
+
+    #[test]
+    fn queue_is_bounded_in_stanzas() {
+        let (tx, rx) = session_queue(usize::MAX);
+        for _ in 0..QUEUE_STANZAS {
+            tx.try_send(stanza(1)).unwrap();
+        }
+        assert!(tx.try_send(stanza(1)).is_err());
+        // The failed send left the byte count alone.
+        assert_eq!(rx.queued_bytes(), QUEUE_STANZAS);
+    }
+
+    #[test]
+    fn resources_per_account_are_capped() {
+        let router = Router::new("home.local".into(), Features::standard()).with_max_resources(2);
+        let mut queues = Vec::new();
+        for r in ["a", "b"] {
+            let (tx, rx) = session_queue(QUEUE_BYTES);
+            queues.push(rx);
+            router.bind("ann", Some(r.into()), tx).unwrap();
+        }
+        let (tx, _rx) = session_queue(QUEUE_BYTES);
+        let err = router.bind("ann", Some("c".into()), tx).unwrap_err();
+        assert_eq!(err.condition, StanzaCondition::ResourceConstraint);
+        // Taking over an existing resource is still allowed.
+        let (tx, _rx) = session_queue(QUEUE_BYTES);
+        router.bind("ann", Some("a".into()), tx).unwrap();
+        assert_eq!(router.session_count(), 2);
     }
 }

@@ -162,7 +162,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 /// The source-address key: IPv4 as is (IPv4-mapped IPv6 counts as IPv4), IPv6 by its
 /// /64 prefix, since one host usually holds a whole /64 and could otherwise step through
 /// addresses to escape the brake.
-fn address_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn address_key(addr: IpAddr) -> IpAddr {
     match addr.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);

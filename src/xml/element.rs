@@ -219,13 +219,18 @@ fn is_xml_char(c: char) -> bool {
 }
 
 /// Escapes character data. Characters XML cannot carry at all are dropped
-/// rather than written, so the output is always well-formed.
+/// rather than written, so the output is always well-formed. A carriage
+/// return is written as a reference: written raw, the reader's end-of-line
+/// handling (XML 1.0 §2.11) would turn it into a line feed, so a `&#13;`
+/// a client sent would not reach the recipient as sent (found by the
+/// `stanza` fuzz target).
 pub fn escape_text(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
             c if is_xml_char(c) => out.push(c),
             _ => {}
         }
@@ -280,6 +285,27 @@ mod tests {
             e.to_xml_in("jabber:client"),
             "<body a=\"x&quot;&apos;&lt;&gt;&amp;&#10;\">&lt;script&gt;&amp;amp;&lt;/script&gt;</body>"
         );
+    }
+
+    /// Regression (fuzz target `stanza`): a carriage return in text must
+    /// survive being written and read again.
+    #[test]
+    fn carriage_return_in_text_round_trips() {
+        let e = Element::new("body", "jabber:client").with_text("a\r\nb\rc");
+        let xml = e.to_xml_in("jabber:client");
+        assert_eq!(xml, "<body>a&#13;\nb&#13;c</body>");
+        let mut f = crate::xml::Framer::default();
+        f.feed(
+            b"<stream:stream xmlns='jabber:client' \
+              xmlns:stream='http://etherx.jabber.org/streams'>",
+        )
+        .unwrap();
+        f.feed(xml.as_bytes()).unwrap();
+        assert!(matches!(
+            f.next_event(),
+            Ok(Some(crate::xml::Event::Open(_)))
+        ));
+        assert_eq!(f.next_event(), Ok(Some(crate::xml::Event::Stanza(e))));
     }
 
     #[test]

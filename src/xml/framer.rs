@@ -40,10 +40,12 @@
 //! tokenized, and everything before and including the stream header is
 //! bounded by [`MAX_HEADER_BYTES`]. A broken limit is a `<policy-violation/>`.
 //!
-//! Note that the element tree is larger than the XML it came from (an empty
-//! `<a/>` costs about 150 bytes of tree), so `max_stanza_bytes` bounds
-//! memory per stanza only up to that factor: keep it small before
-//! authentication.
+//! The element tree is larger than the XML it came from (an empty `<a/>`
+//! costs about 150 bytes of tree, ~40 times its 4 bytes of XML), so
+//! `max_stanza_bytes` alone would let a 256 KiB stanza of tiny elements
+//! cost ~10 MB. [`Limits::max_elements`] caps the elements per stanza, and
+//! with them the tree (adjacent text is merged, so text nodes only sit
+//! next to elements: at most about as many of them as elements).
 //!
 //! # Choices where RFC 6120 leaves room
 //!
@@ -111,18 +113,24 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most attributes on one element, namespace declarations included.
     pub max_attrs: usize,
+    /// Most elements in one stanza, the stanza element included: what
+    /// bounds the tree built from many tiny elements (see the module docs).
+    pub max_elements: usize,
 }
 
 impl Default for Limits {
     /// 256 KiB per stanza (room for inline images and large rosters), depth
     /// 32 (the deepest common payloads, a MAM result wrapping a forwarded
     /// message with XHTML-IM, stay under 16), 32 attributes (a Jingle ICE
-    /// candidate, among the widest, has 12).
+    /// candidate, among the widest, has 12), 4096 elements (an OMEMO
+    /// bundle with 100 pre-keys has about 110; a roster push or vCard a few
+    /// dozen), which caps a stanza's tree near 1 MB however it is written.
     fn default() -> Self {
         Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
             max_attrs: 32,
+            max_elements: 4096,
         }
     }
 }
@@ -177,6 +185,8 @@ pub enum Limit {
     Depth(usize),
     /// [`Limits::max_attrs`].
     Attributes(usize),
+    /// [`Limits::max_elements`].
+    Elements(usize),
 }
 
 /// Why the stream must be closed: one variant per RFC 6120 §4.9.3 stream
@@ -237,6 +247,7 @@ impl fmt::Display for XmlError {
                 Limit::HeaderBytes(n) => write!(f, "stream header larger than {n} bytes"),
                 Limit::Depth(n) => write!(f, "elements nested deeper than {n}"),
                 Limit::Attributes(n) => write!(f, "more than {n} attributes on one element"),
+                Limit::Elements(n) => write!(f, "more than {n} elements in one stanza"),
             },
             XmlError::RestrictedXml(what) => write!(f, "XMPP does not allow {what}"),
             XmlError::UnsupportedEncoding(enc) => {
@@ -300,6 +311,8 @@ pub struct Framer {
     unit_bytes: usize,
     /// Open elements of the stanza being built; empty between stanzas.
     stack: Vec<Frame>,
+    /// Elements started so far in the current stanza.
+    elements: usize,
     /// Namespace declarations in scope as (prefix, uri), innermost last;
     /// `""` is the default namespace. The header's are at the bottom.
     ns: Vec<(String, String)>,
@@ -325,6 +338,7 @@ impl Framer {
             resume: Resume::default(),
             unit_bytes: 0,
             stack: Vec::new(),
+            elements: 0,
             ns: Vec::new(),
             stream_prefix: String::new(),
             events: VecDeque::new(),
@@ -628,6 +642,17 @@ impl Framer {
             return Err(XmlError::PolicyViolation(Limit::Depth(
                 self.limits.max_depth,
             )));
+        }
+        if !is_header {
+            if self.stack.is_empty() {
+                self.elements = 0;
+            }
+            self.elements += 1;
+            if self.elements > self.limits.max_elements {
+                return Err(XmlError::PolicyViolation(Limit::Elements(
+                    self.limits.max_elements,
+                )));
+            }
         }
         let tag = parse_start_tag(s, self.limits.max_attrs)?;
 
@@ -1530,6 +1555,36 @@ mod tests {
             .unwrap();
         assert!(matches!(f.next_event(), Ok(Some(Event::Open(_)))));
         assert!(matches!(f.next_event(), Ok(Some(Event::Stanza(_)))));
+    }
+
+    #[test]
+    fn elements_per_stanza_are_bounded() {
+        let limits = Limits {
+            max_elements: 10,
+            ..Limits::default()
+        };
+        // The stanza element and 9 children: allowed, and the count starts
+        // over with the next stanza.
+        let mut f = Framer::new(limits);
+        f.feed(HEADER.as_bytes()).unwrap();
+        let ok = format!("<message>{}</message>", "<a/>".repeat(9));
+        f.feed(ok.as_bytes()).unwrap();
+        f.feed(ok.as_bytes()).unwrap();
+        assert!(matches!(f.next_event(), Ok(Some(Event::Open(_)))));
+        assert!(matches!(f.next_event(), Ok(Some(Event::Stanza(_)))));
+        assert!(matches!(f.next_event(), Ok(Some(Event::Stanza(_)))));
+        // One more, nested or not, is a policy violation.
+        for bad in [
+            format!("<message>{}</message>", "<a/>".repeat(10)),
+            format!("<message>{}{}</message>", "<a>".repeat(5), "<b/>".repeat(5)),
+        ] {
+            let mut f = Framer::new(limits);
+            f.feed(HEADER.as_bytes()).unwrap();
+            let e = f.feed(bad.as_bytes()).unwrap_err();
+            assert_eq!(e, XmlError::PolicyViolation(Limit::Elements(10)), "{bad}");
+            assert_eq!(e.condition(), "policy-violation");
+            assert_eq!(e.to_string(), "more than 10 elements in one stanza");
+        }
     }
 
     #[test]

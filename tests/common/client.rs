@@ -464,6 +464,17 @@ impl Conn {
         }
     }
 
+    /// Makes writes fail after `timeout` instead of blocking while the server does not
+    /// read (e.g. when it slows a flood down).
+    pub fn set_write_timeout(&self, timeout: Duration) {
+        let tcp = match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => &s.sock,
+            Io::Gone => return,
+        };
+        tcp.set_write_timeout(Some(timeout)).unwrap();
+    }
+
     /// The next item, or `Closed`/`Timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Event {
         let deadline = Instant::now() + timeout;

@@ -45,6 +45,8 @@ pub struct ServerOpts {
     pub domain: String,
     /// `[c2s] max_stanza_bytes`; `None` leaves the server's default.
     pub max_stanza_bytes: Option<usize>,
+    /// `[c2s] negotiation_timeout_secs`; `None` leaves the server's default.
+    pub negotiation_timeout_secs: Option<u64>,
     /// `[auth] scram_keys`.
     pub scram_keys: bool,
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
@@ -57,6 +59,7 @@ impl Default for ServerOpts {
         ServerOpts {
             domain: "test.local".into(),
             max_stanza_bytes: None,
+            negotiation_timeout_secs: None,
             scram_keys: true,
             extra_toml: String::new(),
         }
@@ -179,6 +182,9 @@ impl Server {
         );
         if let Some(max) = opts.max_stanza_bytes {
             toml.push_str(&format!("max_stanza_bytes = {max}\n"));
+        }
+        if let Some(secs) = opts.negotiation_timeout_secs {
+            toml.push_str(&format!("negotiation_timeout_secs = {secs}\n"));
         }
         toml.push_str(&format!("\n[auth]\nscram_keys = {}\n", opts.scram_keys));
         toml.push_str(&opts.extra_toml);

@@ -1,0 +1,175 @@
+//! The c2s negotiation state machine (RFC 6120 §4–§7) driven by arbitrary
+//! sequences of inputs, in orders no real connection produces: framer
+//! events built from a small vocabulary of negotiation elements, TLS
+//! completions, storage answers and bind results. It must never panic and
+//! never route a stanza before a resource is bound.
+#![no_main]
+
+use std::sync::Arc;
+
+use arbitrary::Arbitrary;
+use hearth::jid::FullJid;
+use hearth::ns;
+use hearth::stanza::{StanzaCondition, StanzaError};
+use hearth::stream::c2s::{Action, C2s, C2sPolicy, Input};
+use hearth::stream::sasl::{ChannelBindings, Mechanism, ScramCredentials, ScramHash};
+use hearth::xml::{Element, Event, StreamHeader};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Name {
+    Starttls,
+    Auth,
+    Response,
+    Abort,
+    Iq,
+    Message,
+    Presence,
+    Bind,
+    Resource,
+    Session,
+    Error,
+    Other,
+}
+
+#[derive(Arbitrary, Debug)]
+struct El {
+    name: Name,
+    attrs: Vec<(u8, String)>,
+    text: String,
+    children: Vec<(Name, String)>,
+}
+
+#[derive(Arbitrary, Debug)]
+enum In {
+    Open {
+        to: Option<String>,
+        version: Option<String>,
+        client_ns: bool,
+    },
+    Element(El),
+    Close,
+    TlsEstablished(bool),
+    Scram(bool),
+    Plain(bool),
+    Bound(Option<String>),
+    Fail,
+    Shutdown,
+}
+
+fn name(n: &Name) -> (&'static str, &'static str) {
+    match n {
+        Name::Starttls => ("starttls", ns::TLS),
+        Name::Auth => ("auth", ns::SASL),
+        Name::Response => ("response", ns::SASL),
+        Name::Abort => ("abort", ns::SASL),
+        Name::Iq => ("iq", ns::CLIENT),
+        Name::Message => ("message", ns::CLIENT),
+        Name::Presence => ("presence", ns::CLIENT),
+        Name::Bind => ("bind", ns::BIND),
+        Name::Resource => ("resource", ns::BIND),
+        Name::Session => ("session", ns::SESSION),
+        Name::Error => ("error", ns::STREAM),
+        Name::Other => ("x", "urn:example"),
+    }
+}
+
+const ATTRS: [&str; 6] = ["mechanism", "type", "id", "to", "from", "xml:lang"];
+
+fn element(e: &El) -> Element {
+    let (n, namespace) = name(&e.name);
+    let mut el = Element::new(n, namespace);
+    for (k, v) in e.attrs.iter().take(4) {
+        el.set_attr(ATTRS[usize::from(*k) % ATTRS.len()], v.as_str());
+    }
+    el.push_text(e.text.as_str());
+    for (c, text) in e.children.iter().take(4) {
+        let (n, namespace) = name(c);
+        let child = Element::new(n, namespace).with_text(text.as_str());
+        // A <bind/> with a <resource/> inside, as clients send it.
+        let child = if matches!(c, Name::Bind) {
+            child.with_child(Element::new("resource", ns::BIND).with_text(text.as_str()))
+        } else {
+            child
+        };
+        el.push_child(child);
+    }
+    el
+}
+
+fuzz_target!(|inputs: Vec<In>| {
+    let policy = Arc::new(C2sPolicy {
+        domain: Arc::from("home.local"),
+        mechanisms: Mechanism::ALL.to_vec(),
+        max_auth_failures: 3,
+        strict_channel_binding: false,
+    });
+    let mut c2s = C2s::new(policy, None);
+    let mut bound = false;
+    for input in inputs.into_iter().take(64) {
+        let actions = match input {
+            In::Open {
+                to,
+                version,
+                client_ns,
+            } => {
+                let mut attrs = Vec::new();
+                if let Some(to) = to {
+                    attrs.push(("to".to_owned(), to));
+                }
+                if let Some(v) = version {
+                    attrs.push(("version".to_owned(), v));
+                }
+                let default_ns = if client_ns { ns::CLIENT } else { ns::SERVER };
+                c2s.handle(Input::Xml(Event::Open(StreamHeader {
+                    attrs,
+                    default_ns: default_ns.to_owned(),
+                })))
+            }
+            In::Element(e) => c2s.handle(Input::Xml(Event::Stanza(element(&e)))),
+            In::Close => c2s.handle(Input::Xml(Event::Close)),
+            In::TlsEstablished(exporter) => c2s.handle(Input::TlsEstablished(ChannelBindings {
+                tls_exporter: exporter.then(|| vec![7; 32]),
+                tls_server_end_point: Some(vec![9; 32]),
+            })),
+            In::Scram(known) => c2s.handle(Input::ScramCredentials(known.then(|| {
+                ScramCredentials::derive(ScramHash::Sha256, "pencil", b"salt", 1).unwrap()
+            }))),
+            In::Plain(ok) => c2s.handle(Input::PlainVerified(ok)),
+            In::Bound(resource) => {
+                let result = match resource
+                    .as_deref()
+                    .map(|r| FullJid::new(Some("ann"), "home.local", r))
+                {
+                    Some(Ok(jid)) => Ok(jid),
+                    _ => Err(StanzaError::new(StanzaCondition::Conflict)),
+                };
+                c2s.handle(Input::Bound(result))
+            }
+            In::Fail => {
+                let mut out = Vec::new();
+                c2s.fail(
+                    hearth::stanza::StreamError::new(
+                        hearth::stanza::StreamCondition::PolicyViolation,
+                    ),
+                    &mut out,
+                );
+                out
+            }
+            In::Shutdown => c2s.shutdown(),
+        };
+        for a in &actions {
+            match a {
+                Action::Route(_) => {
+                    assert!(c2s.is_established(), "routed before binding");
+                    assert!(c2s.user().is_some(), "routed before authentication");
+                }
+                Action::Bind { .. } => assert!(c2s.user().is_some(), "bind before authentication"),
+                Action::Authenticated { .. } => assert!(c2s.is_tls(), "authenticated without TLS"),
+                _ => {}
+            }
+        }
+        bound |= c2s.is_established();
+    }
+    let _ = bound;
+});
