@@ -8,6 +8,7 @@
 //! domain = "kitchen.local"
 //! data_dir = "/var/lib/hearth"
 //! threads = 2
+//! allow_root = false                 # serve even when started as root
 //!
 //! [c2s]
 //! listen = ["[::]:5222"]             # STARTTLS (RFC 6120 §5)
@@ -59,6 +60,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Authentication policy.
     pub auth: AuthConfig,
+    /// Serve even when started as root (`hearth serve` refuses otherwise).
+    pub allow_root: bool,
 }
 
 /// Client-to-server settings (`[c2s]`).
@@ -335,6 +338,7 @@ struct RawConfig {
     c2s: Option<RawC2s>,
     tls: Option<RawTls>,
     auth: Option<RawAuth>,
+    allow_root: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,6 +460,7 @@ impl RawConfig {
             c2s: self.c2s.unwrap_or_default().validate()?,
             tls: self.tls.unwrap_or_default().validate(base)?,
             auth: self.auth.unwrap_or_default().validate()?,
+            allow_root: self.allow_root.unwrap_or(false),
         })
     }
 }
@@ -717,6 +722,7 @@ mod tests {
         assert_eq!(c.tls.certificate, CertificateSource::SelfSigned);
         assert!(c.auth.scram_keys);
         assert_eq!(c.auth.max_failures_before_delay, 3);
+        assert!(!c.allow_root);
     }
 
     #[test]
@@ -781,6 +787,7 @@ mod tests {
             domain = "Kitchen.Local."
             data_dir = "/var/lib/hearth"
             threads = 2
+            allow_root = true
 
             [c2s]
             listen = ["0.0.0.0:5222", "[::1]:5222"]
@@ -828,6 +835,7 @@ mod tests {
                     max_failures_before_delay: 5,
                     strict_channel_binding: true,
                 },
+                allow_root: true,
             }
         );
     }
@@ -858,7 +866,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `allow_root`)"
         );
     }
 

@@ -14,6 +14,7 @@
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)
 //! server.rs   wires it together: executor, storage, router, listeners, shutdown
+//! service.rs  systemd readiness/watchdog notifications, the refusal to serve as root
 //! ```
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod jid;
 pub mod net;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod stanza;
 pub mod storage;
 pub mod stream;

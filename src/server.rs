@@ -57,6 +57,8 @@ pub enum ServeError {
     Tls(crate::net::tls::TlsError),
     Listen(SocketAddr, std::io::Error),
     Signals(std::io::Error),
+    /// Started as root without `--allow-root` / `allow_root = true`.
+    Root,
 }
 
 impl std::fmt::Display for ServeError {
@@ -66,6 +68,11 @@ impl std::fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "{e}"),
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            ServeError::Root => write!(
+                f,
+                "refusing to serve as root: run hearth as its own user (the systemd unit \
+                 does), or pass --allow-root (allow_root = true in the config file)"
+            ),
         }
     }
 }
@@ -94,6 +101,9 @@ fn bind(addr: SocketAddr) -> Result<(SocketAddr, Async<TcpListener>), ServeError
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let started = Instant::now();
+    if crate::service::refuse_root(cfg.allow_root) {
+        return Err(ServeError::Root);
+    }
     let storage = Storage::open(&cfg.data_dir)
         .map_err(ServeError::Storage)?
         .with_scram_keys(cfg.auth.scram_keys);
@@ -176,7 +186,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         log::info!("listening for clients on {addr} ({kind})");
         let shared = shared.clone();
         let ex2 = ex.clone();
-        let live = live.clone();
+        // Weak, so that only connections count as open ones at shutdown.
+        let live = Arc::downgrade(&live);
         let next_id = next_id.clone();
         ex.spawn(async move {
             loop {
@@ -185,7 +196,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         log::info!("c2s{id}: connection from {peer} on {addr}");
                         let shared = shared.clone();
-                        let token = live.clone();
+                        let token = live.upgrade();
                         ex2.spawn(async move {
                             crate::net::conn::serve_client(shared, tcp, peer, direct, id).await;
                             drop(token);
@@ -209,6 +220,20 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         cfg.data_dir.display(),
         started.elapsed().as_millis()
     );
+    // Every listener is bound: tell systemd (Type=notify), and prove the executor is
+    // alive every half WatchdogSec= so a wedged server gets restarted.
+    let notifier = Arc::new(crate::service::Notifier::from_env());
+    notifier.ready(&format!("serving {domain}"));
+    if let Some(every) = notifier.watchdog_interval() {
+        let n = notifier.clone();
+        ex.spawn(async move {
+            loop {
+                Timer::after(every).await;
+                n.watchdog();
+            }
+        })
+        .detach();
+    }
 
     let cfg = Arc::new(cfg);
     smol::block_on(ex.run(async {
@@ -229,6 +254,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 Err(e) => log::warn!("signal stream: {e}"),
             }
         }
+        notifier.stopping();
         // Every connection closes its stream with system-shutdown.
         shutdown_tx.close();
         let until = Instant::now() + SHUTDOWN_GRACE;

@@ -183,7 +183,9 @@ impl Server {
         toml.push_str(&opts.extra_toml);
         write_file(&self.config, &toml);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-        cmd.arg("serve").arg("--config").arg(&self.config);
+        // CI runs as root; hearth refuses that unless told (tests/systemd.rs checks it).
+        cmd.args(["serve", "--allow-root", "--config"])
+            .arg(&self.config);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
