@@ -14,6 +14,7 @@
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)
 //! server.rs   wires it together: executor, storage, router, listeners, shutdown
+//! mdns.rs     LAN advertisement (mDNS/DNS-SD) on mdns-sd's own thread
 //! service.rs  systemd readiness/watchdog notifications, the refusal to serve as root
 //! ```
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod config;
 pub mod features;
 pub mod jid;
+pub mod mdns;
 pub mod net;
 pub mod router;
 pub mod server;

@@ -178,6 +178,26 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         }
     }
 
+    // LAN advertisement for what was actually bound, on mdns-sd's own thread.
+    let advertiser = if cfg.mdns.enabled {
+        let bound = |direct: bool| -> Vec<SocketAddr> {
+            listeners
+                .iter()
+                .filter(|(_, d)| *d == direct)
+                .map(|((a, _), _)| *a)
+                .collect()
+        };
+        crate::mdns::Advertiser::start(&crate::mdns::Settings {
+            domain: cfg.domain.clone(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+            starttls: bound(false),
+            direct_tls: bound(true),
+            interfaces: cfg.mdns.interfaces.clone(),
+        })
+    } else {
+        None
+    };
+
     // The open-connection count, for shutdown to wait on.
     let live = Arc::new(());
     let next_id = Arc::new(AtomicU64::new(1));
@@ -262,6 +282,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             Timer::after(Duration::from_millis(20)).await;
         }
     }));
+    // Goodbye packets once clients are gone; off the executor, which has stopped.
+    if let Some(a) = advertiser {
+        a.stop();
+    }
     for w in workers {
         let _ = w.join();
     }

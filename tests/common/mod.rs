@@ -168,8 +168,9 @@ impl Server {
     }
 
     fn hearth_command(&self, opts: &ServerOpts) -> Command {
+        // No mDNS: a test server must not announce itself on the machine's network.
         let mut toml = format!(
-            "domain = {}\ndata_dir = {}\n\n[c2s]\nlisten = [\"127.0.0.1:{}\"]\n\
+            "domain = {}\ndata_dir = {}\nmdns = false\n\n[c2s]\nlisten = [\"127.0.0.1:{}\"]\n\
              direct_tls_listen = [\"127.0.0.1:{}\"]\n",
             toml_string(&opts.domain),
             toml_string(&self.data_dir().to_string_lossy()),
