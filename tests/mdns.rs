@@ -341,3 +341,83 @@ fn found_on_the_lan_and_logged_in_to_with_what_was_found() {
     assert!(status.success(), "hearth exited with {status}");
     let _ = browser.child.wait();
 }
+
+/// A network where mDNS has nothing to work with (no multicast interface at all, and
+/// the configured interface does not exist): hearth says so at most once and serves.
+#[test]
+fn serves_on_when_mdns_has_no_network() {
+    let ns = format!("hearth-nomc-{}", std::process::id());
+    if let Err(e) = ip(&["netns", "add", &ns]) {
+        println!("SKIPPED: cannot create network namespaces here ({e})");
+        return;
+    }
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = ip(&["netns", "del", &self.0]);
+        }
+    }
+    let ns = Ns(ns);
+    ip(&["-n", &ns.0, "link", "set", "lo", "up"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        "domain = \"pi.local\"\ndata_dir = \"data\"\nallow_root = true\n\
+         mdns_interfaces = [\"lan9\"]\n[c2s]\nlisten = [\"0.0.0.0:5222\"]\n\
+         direct_tls_listen = []\n",
+    )
+    .unwrap();
+    let log = dir.path().join("hearth.log");
+    let mut server = Proc {
+        child: Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                env!("CARGO_BIN_EXE_hearth"),
+                "serve",
+                "--config",
+            ])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: Some(log.clone()),
+        name: "hearth",
+    };
+    wait_for_log(&mut server, "serving pi.local", Duration::from_secs(20));
+    // Let mdns-sd look for interfaces a few times (every 5 s), then talk to hearth.
+    std::thread::sleep(Duration::from_secs(6));
+    let probe = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "/usr/bin/python3", "-c"])
+        .arg(
+            "import socket; s = socket.create_connection(('127.0.0.1', 5222), timeout=5); \
+             s.sendall(b\"<?xml version='1.0'?><stream:stream to='pi.local' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\"); \
+             print(s.recv(4096).decode())",
+        )
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        reply.contains("<stream:stream"),
+        "no stream header: {reply} {probe:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("mDNS"))
+        .count();
+    assert!(warnings <= 1, "mDNS warned {warnings} times:\n{text}");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.child.wait().unwrap().success());
+}
