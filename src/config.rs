@@ -8,6 +8,9 @@
 //! domain = "kitchen.local"
 //! data_dir = "/var/lib/hearth"
 //! threads = 2
+//! allow_root = false                 # serve even when started as root
+//! mdns = true                        # advertise on the LAN (mDNS/DNS-SD)
+//! mdns_interfaces = ["eth0", "wlan0"] # default: every interface
 //!
 //! [c2s]
 //! listen = ["[::]:5222"]             # STARTTLS (RFC 6120 §5)
@@ -76,6 +79,19 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Denial-of-service limits.
     pub limits: LimitsConfig,
+    /// Serve even when started as root (`hearth serve` refuses otherwise).
+    pub allow_root: bool,
+    /// LAN advertisement (mDNS/DNS-SD).
+    pub mdns: MdnsConfig,
+}
+
+/// mDNS settings (top-level `mdns` and `mdns_interfaces`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsConfig {
+    /// Advertise the server on the LAN; on by default so a home without DNS finds it.
+    pub enabled: bool,
+    /// Interfaces to advertise on (e.g. `["eth0", "wlan0"]`); empty means all.
+    pub interfaces: Vec<String>,
 }
 
 /// Client-to-server settings (`[c2s]`).
@@ -422,6 +438,9 @@ struct RawConfig {
     tls: Option<RawTls>,
     auth: Option<RawAuth>,
     limits: Option<RawLimits>,
+    allow_root: Option<bool>,
+    mdns: Option<bool>,
+    mdns_interfaces: Option<Strings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,6 +581,11 @@ impl RawConfig {
             tls: self.tls.unwrap_or_default().validate(base)?,
             auth: self.auth.unwrap_or_default().validate()?,
             limits: self.limits.unwrap_or_default().validate()?,
+            allow_root: self.allow_root.unwrap_or(false),
+            mdns: MdnsConfig {
+                enabled: self.mdns.unwrap_or(true),
+                interfaces: interface_names("mdns_interfaces", self.mdns_interfaces)?,
+            },
         })
     }
 }
@@ -815,6 +839,38 @@ fn addresses(key: &str, list: Strings) -> Result<Vec<SocketAddr>, ConfigErrorKin
     Ok(out)
 }
 
+/// Network interface names: non-empty, at most 15 bytes (Linux's IFNAMSIZ less the
+/// NUL), no '/', ':' or whitespace, no duplicates.
+fn interface_names(key: &str, list: Option<Strings>) -> Result<Vec<String>, ConfigErrorKind> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, name) in list
+        .map(|l| l.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let bad = name.is_empty()
+            || name.len() > 15
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if bad {
+            return Err(invalid(
+                &format!("{key}[{i}]"),
+                format!("\"{name}\" is not a network interface name (e.g. \"eth0\", \"wlan0\")"),
+            ));
+        }
+        if out.contains(&name) {
+            return Err(invalid(
+                &format!("{key}[{i}]"),
+                format!("{name} is listed twice"),
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
 fn default_addr(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|_| panic!("built-in default address {s:?} does not parse"))
@@ -915,6 +971,9 @@ mod tests {
         assert_eq!(c.tls.certificate, CertificateSource::SelfSigned);
         assert!(c.auth.scram_keys);
         assert_eq!(c.auth.max_failures_before_delay, 3);
+        assert!(!c.allow_root);
+        assert!(c.mdns.enabled);
+        assert!(c.mdns.interfaces.is_empty());
         assert_eq!(c.limits, default_limits());
     }
 
@@ -979,6 +1038,29 @@ mod tests {
     }
 
     #[test]
+    fn bad_interface_names() {
+        for bad in ["", "eth 0", "a/b", "eth0:1", "sixteen-letters!"] {
+            let e = error(&format!("mdns_interfaces = [\"{bad}\"]"));
+            assert!(
+                e.ends_with(&format!(
+                    "mdns_interfaces[0]: \"{bad}\" is not a network interface name \
+                     (e.g. \"eth0\", \"wlan0\")"
+                )),
+                "{e}"
+            );
+        }
+        let e = error("mdns_interfaces = [\"eth0\", \"eth0\"]");
+        assert!(
+            e.ends_with("mdns_interfaces[1]: eth0 is listed twice"),
+            "{e}"
+        );
+        assert_eq!(
+            error("mdns = \"no\""),
+            "/etc/hearth/hearth.toml: mdns: invalid type: string \"no\", expected a boolean"
+        );
+    }
+
+    #[test]
     fn defaults_on_this_machine_are_valid() {
         let c = Config::defaults();
         assert!(c.domain.ends_with(".local"), "{}", c.domain);
@@ -1040,6 +1122,9 @@ mod tests {
             domain = "Kitchen.Local."
             data_dir = "/var/lib/hearth"
             threads = 2
+            allow_root = true
+            mdns = false
+            mdns_interfaces = ["eth0", "wlan0"]
 
             [c2s]
             listen = ["0.0.0.0:5222", "[::1]:5222"]
@@ -1088,6 +1173,11 @@ mod tests {
                     strict_channel_binding: true,
                 },
                 limits: default_limits(),
+                allow_root: true,
+                mdns: MdnsConfig {
+                    enabled: false,
+                    interfaces: vec!["eth0".into(), "wlan0".into()],
+                },
             }
         );
     }
@@ -1118,7 +1208,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`)"
         );
     }
 

@@ -16,6 +16,8 @@
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)
 //! server.rs   wires it together: executor, storage, router, listeners, shutdown
+//! mdns.rs     LAN advertisement (mDNS/DNS-SD) on mdns-sd's own thread
+//! service.rs  systemd readiness/watchdog notifications, the refusal to serve as root
 //! ```
 #![forbid(unsafe_code)]
 
@@ -23,9 +25,11 @@ pub mod admin;
 pub mod config;
 pub mod features;
 pub mod jid;
+pub mod mdns;
 pub mod net;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod stanza;
 pub mod storage;
 pub mod stream;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: hearth [serve] [--config FILE]
+usage: hearth [serve] [--config FILE] [--allow-root]
        hearth user add NAME [--password-file FILE] [--config FILE]
        hearth user passwd NAME [--password-file FILE] [--config FILE]
        hearth user del NAME [--config FILE]
@@ -14,7 +14,9 @@ usage: hearth [serve] [--config FILE]
 
 With no config file every setting has its default: the domain is
 <hostname>.local and the data live in $STATE_DIRECTORY or
-~/.local/share/hearth. Log levels: RUST_LOG=debug (or trace).";
+~/.local/share/hearth. Log levels: RUST_LOG=debug (or trace).
+`serve` refuses to run as root unless given --allow-root
+(or allow_root = true in the config file).";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -31,6 +33,13 @@ fn main() -> ExitCode {
         config = Some(PathBuf::from(args.remove(i + 1)));
         args.remove(i);
     }
+    // So may --allow-root; it only matters to `serve`.
+    let allow_root = if let Some(i) = args.iter().position(|a| a == "--allow-root") {
+        args.remove(i);
+        true
+    } else {
+        false
+    };
     let cmd = args.first().map(String::as_str).unwrap_or("serve");
     if matches!(cmd, "-h" | "--help" | "help") {
         println!("{USAGE}");
@@ -40,13 +49,14 @@ fn main() -> ExitCode {
         println!("hearth {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let cfg = match hearth::config::Config::load(config.as_deref()) {
+    let mut cfg = match hearth::config::Config::load(config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hearth: {e}");
             return ExitCode::from(2);
         }
     };
+    cfg.allow_root |= allow_root;
     match cmd {
         "serve" if args.len() <= 1 => match hearth::server::serve(cfg) {
             Ok(()) => ExitCode::SUCCESS,

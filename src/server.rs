@@ -83,6 +83,8 @@ pub enum ServeError {
     Tls(crate::net::tls::TlsError),
     Listen(SocketAddr, std::io::Error),
     Signals(std::io::Error),
+    /// Started as root without `--allow-root` / `allow_root = true`.
+    Root,
 }
 
 impl std::fmt::Display for ServeError {
@@ -92,6 +94,11 @@ impl std::fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "{e}"),
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            ServeError::Root => write!(
+                f,
+                "refusing to serve as root: run hearth as its own user (the systemd unit \
+                 does), or pass --allow-root (allow_root = true in the config file)"
+            ),
         }
     }
 }
@@ -120,6 +127,9 @@ fn bind(addr: SocketAddr) -> Result<(SocketAddr, Async<TcpListener>), ServeError
 /// Runs the server until SIGTERM or SIGINT.
 pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let started = Instant::now();
+    if crate::service::refuse_root(cfg.allow_root) {
+        return Err(ServeError::Root);
+    }
     let storage = Storage::open(&cfg.data_dir)
         .map_err(ServeError::Storage)?
         .with_scram_keys(cfg.auth.scram_keys);
@@ -205,6 +215,26 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         }
     }
 
+    // LAN advertisement for what was actually bound, on mdns-sd's own thread.
+    let advertiser = if cfg.mdns.enabled {
+        let bound = |direct: bool| -> Vec<SocketAddr> {
+            listeners
+                .iter()
+                .filter(|(_, d)| *d == direct)
+                .map(|((a, _), _)| *a)
+                .collect()
+        };
+        crate::mdns::Advertiser::start(&crate::mdns::Settings {
+            domain: cfg.domain.clone(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+            starttls: bound(false),
+            direct_tls: bound(true),
+            interfaces: cfg.mdns.interfaces.clone(),
+        })
+    } else {
+        None
+    };
+
     // The open-connection count, for shutdown to wait on.
     let live = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
@@ -213,6 +243,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         log::info!("listening for clients on {addr} ({kind})");
         let shared = shared.clone();
         let ex2 = ex.clone();
+        // Weak, so that only connections count as open ones at shutdown.
         let live = live.clone();
         let next_id = next_id.clone();
         ex.spawn(async move {
@@ -262,6 +293,20 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         cfg.data_dir.display(),
         started.elapsed().as_millis()
     );
+    // Every listener is bound: tell systemd (Type=notify), and prove the executor is
+    // alive every half WatchdogSec= so a wedged server gets restarted.
+    let notifier = Arc::new(crate::service::Notifier::from_env());
+    notifier.ready(&format!("serving {domain}"));
+    if let Some(every) = notifier.watchdog_interval() {
+        let n = notifier.clone();
+        ex.spawn(async move {
+            loop {
+                Timer::after(every).await;
+                n.watchdog();
+            }
+        })
+        .detach();
+    }
 
     let cfg = Arc::new(cfg);
     smol::block_on(ex.run(async {
@@ -282,6 +327,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 Err(e) => log::warn!("signal stream: {e}"),
             }
         }
+        notifier.stopping();
         // Every connection closes its stream with system-shutdown.
         shutdown_tx.close();
         let until = Instant::now() + SHUTDOWN_GRACE;
@@ -289,6 +335,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             Timer::after(Duration::from_millis(20)).await;
         }
     }));
+    // Goodbye packets once clients are gone; off the executor, which has stopped.
+    if let Some(a) = advertiser {
+        a.stop();
+    }
     for w in workers {
         let _ = w.join();
     }

@@ -172,8 +172,9 @@ impl Server {
     }
 
     fn hearth_command(&self, opts: &ServerOpts) -> Command {
+        // No mDNS: a test server must not announce itself on the machine's network.
         let mut toml = format!(
-            "domain = {}\ndata_dir = {}\n\n[c2s]\nlisten = [\"127.0.0.1:{}\"]\n\
+            "domain = {}\ndata_dir = {}\nmdns = false\n\n[c2s]\nlisten = [\"127.0.0.1:{}\"]\n\
              direct_tls_listen = [\"127.0.0.1:{}\"]\n",
             toml_string(&opts.domain),
             toml_string(&self.data_dir().to_string_lossy()),
@@ -190,7 +191,9 @@ impl Server {
         toml.push_str(&opts.extra_toml);
         write_file(&self.config, &toml);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-        cmd.arg("serve").arg("--config").arg(&self.config);
+        // CI runs as root; hearth refuses that unless told (tests/systemd.rs checks it).
+        cmd.args(["serve", "--allow-root", "--config"])
+            .arg(&self.config);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
@@ -383,7 +386,9 @@ impl Server {
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-        cmd.arg("serve").arg("--config").arg(&self.config);
+        // Tests may run as root (CI containers); see `hearth_command`.
+        cmd.args(["serve", "--allow-root", "--config"])
+            .arg(&self.config);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
