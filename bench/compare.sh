@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# bench/compare.sh: hearth beside Prosody and ejabberd, same machine, same load, same run.
+#
+# Installs Debian's prosody and ejabberd if missing (their packaged services are stopped),
+# builds hearth and hearth-load in release mode, starts each server on loopback with the
+# configuration in bench/peers/, creates the same accounts on all three, runs the same
+# hearth-load scenarios against each and prints one table with the ratio hearth/better peer.
+# See bench/README.md ("Comparing with Prosody and ejabberd") and BENCHMARKS.md.
+#
+# Usage: bench/compare.sh [options]
+#   --users N        accounts created on each server                  [1000]
+#   --login-k K      logins in the login scenario                     [1000]
+#   --idle-k K       sessions held in the idle scenario               [1000]
+#   --idle10k        also hold 10,000 idle sessions (fresh process; several minutes)
+#   --login-runs R   login runs per server, the median is reported    [3]
+#   --chat-runs R    chat runs per server, the median is reported     [3]
+#   --chat-secs D    measured seconds per chat run                    [10]
+#   --pairs P        chat pairs                                       [8]
+#   --window W       chat messages in flight per pair                 [16]
+#   --servers LIST   comma-separated subset of hearth,prosody,ejabberd [all three]
+#   --no-build       use the existing target/release binaries
+#   --keep           keep the work directory (configs, logs, raw JSON) and print its path
+#   --json FILE      also copy every raw result (one JSON object per line) to FILE
+#
+# Needs root (apt-get, and running the peers as their own system users with setpriv).
+# Everything runs on 127.0.0.1; every loop is bounded; every process started here is
+# stopped on exit.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS="$ROOT/bench/peers"
+HEARTH="$ROOT/target/release/hearth"
+LOAD="$ROOT/target/release/hearth-load"
+
+USERS=1000
+LOGIN_K=1000
+IDLE_K=1000
+IDLE10K=0
+LOGIN_RUNS=3
+CHAT_RUNS=3
+CHAT_SECS=10
+PAIRS=8
+WINDOW=16
+SERVERS="hearth,prosody,ejabberd"
+BUILD=1
+KEEP=0
+JSON_OUT=""
+LOGIN_C=50
+IDLE_C=50
+DOMAIN=bench.local
+
+declare -A PORT=([hearth]=25222 [prosody]=25232 [ejabberd]=25242)
+
+die() {
+    echo "compare.sh: $*" >&2
+    exit 1
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --users) USERS=$2; shift 2 ;;
+        --login-k) LOGIN_K=$2; shift 2 ;;
+        --idle-k) IDLE_K=$2; shift 2 ;;
+        --idle10k) IDLE10K=1; shift ;;
+        --login-runs) LOGIN_RUNS=$2; shift 2 ;;
+        --chat-runs) CHAT_RUNS=$2; shift 2 ;;
+        --chat-secs) CHAT_SECS=$2; shift 2 ;;
+        --pairs) PAIRS=$2; shift 2 ;;
+        --window) WINDOW=$2; shift 2 ;;
+        --servers) SERVERS=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        --json) JSON_OUT=$2; shift 2 ;;
+        -h | --help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) die "unknown option $1 (try --help)" ;;
+    esac
+done
+for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW; do
+    [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
+done
+[ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+for s in "${SERVER_LIST[@]}"; do
+    [[ $s =~ ^(hearth|prosody|ejabberd)$ ]] || die "unknown server $s"
+done
+[ "$(id -u)" -eq 0 ] || die "run as root (apt-get, setpriv to the peers' users)"
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# ---------------------------------------------------------------- work dir and cleanup
+WORK=$(mktemp -d /tmp/hearth-compare.XXXXXX)
+chmod 755 "$WORK"
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+SERVER_PID=""
+SERVER_NAME=""
+BG_PIDS=()
+
+stop_pid() { # pid: TERM, wait up to 15 s, then KILL; reaps it (it is our child)
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 150); do
+        [ -e "/proc/$pid" ] || break
+        [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    local p
+    for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then
+        echo "work directory kept: $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- install and build
+need_install=()
+for s in "${SERVER_LIST[@]}"; do
+    case $s in
+        prosody) command -v prosody >/dev/null || need_install+=(prosody) ;;
+        ejabberd) [ -x /usr/sbin/ejabberdctl ] || need_install+=(ejabberd) ;;
+    esac
+done
+if [ ${#need_install[@]} -gt 0 ]; then
+    log "installing ${need_install[*]} from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_install[@]}" >"$WORK/apt.log" 2>&1 ||
+        die "apt-get install failed, see $WORK/apt.log"
+fi
+# The packages start their own service: stop it so it neither listens nor uses CPU here.
+# (Found with pgrep: none of ours runs yet, and `service ejabberd status` would start epmd.)
+if pgrep -u prosody >/dev/null 2>&1; then
+    log "stopping the packaged prosody service"
+    service prosody stop >/dev/null 2>&1 || true
+fi
+if pgrep -u ejabberd beam.smp >/dev/null 2>&1; then
+    log "stopping the packaged ejabberd service"
+    service ejabberd stop >/dev/null 2>&1 || true
+fi
+
+if [ "$BUILD" = 1 ]; then
+    log "building hearth and hearth-load (release)"
+    (cd "$ROOT" && cargo build --release -q -p hearth -p hearth-bench) || die "build failed"
+fi
+[ -x "$HEARTH" ] && [ -x "$LOAD" ] || die "missing $HEARTH or $LOAD (drop --no-build)"
+# Run copies, so a rebuild in the tree during the run changes nothing measured.
+mkdir -p "$WORK/bin"
+cp "$HEARTH" "$LOAD" "$WORK/bin/"
+HEARTH="$WORK/bin/hearth"
+LOAD="$WORK/bin/hearth-load"
+chmod 755 "$WORK/bin" "$HEARTH" "$LOAD"
+
+for s in "${SERVER_LIST[@]}"; do
+    if ss -Hltn "sport = :${PORT[$s]}" | grep -q .; then
+        die "port ${PORT[$s]} (for $s) is already in use"
+    fi
+done
+
+NOFILE=$(ulimit -Hn)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+if [ "$IDLE10K" = 1 ] && [ "$NOFILE" -lt 10100 ]; then
+    die "--idle10k needs an open-file hard limit above 10100 (it is $NOFILE)"
+fi
+
+# ---------------------------------------------------------------- shared material
+# One password for every account on every server, no newline (hearth reads the first line;
+# Prosody would refuse a newline under SASLprep).
+PASSWORD="bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s' "$PASSWORD" >"$WORK/password"
+chmod 644 "$WORK/password"
+
+# One ECDSA P-256 certificate for both peers; hearth generates its own (also P-256).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+    -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
+    -keyout "$WORK/peer-key.pem" -out "$WORK/peer-cert.pem" >/dev/null 2>&1 ||
+    die "openssl could not make the certificate"
+cat "$WORK/peer-cert.pem" "$WORK/peer-key.pem" >"$WORK/peer.pem"
+chmod 644 "$WORK"/peer*.pem
+mkdir -p "$WORK/certs"
+
+render() { # template -> $WORK/name with @WORK@ and @PORT@ filled in
+    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" "$PEERS/$1" >"$WORK/$1"
+}
+render hearth.toml "${PORT[hearth]}"
+render prosody.cfg.lua "${PORT[prosody]}"
+render ejabberd.yml "${PORT[ejabberd]}"
+mkdir -p "$WORK/hearth" "$WORK/prosody/data" "$WORK/ejabberd/spool"
+chown -R prosody:prosody "$WORK/prosody" 2>/dev/null || true
+chown -R ejabberd:ejabberd "$WORK/ejabberd" 2>/dev/null || true
+
+# ---------------------------------------------------------------- servers
+# start_server NAME: starts it in the background as SERVER_PID, waits until its port
+# listens (polling `ss`, so no connection is made) and sets STARTUP_MS.
+start_server() {
+    local name=$1 port=${PORT[$1]} t0 i
+    t0=$(date +%s%N)
+    case $name in
+        hearth)
+            # As `nobody`: hearth refuses to serve as root (and the peers run as their users).
+            (ulimit -n "$NOFILE"; RUST_LOG=warn exec setpriv --reuid nobody \
+                --regid "$(id -g nobody)" --clear-groups "$HEARTH" serve --config "$WORK/hearth.toml") \
+                >>"$WORK/hearth/out.log" 2>&1 &
+            ;;
+        prosody)
+            (ulimit -n "$NOFILE"; exec setpriv --reuid prosody --regid prosody --init-groups \
+                prosody -F --config "$WORK/prosody.cfg.lua") >>"$WORK/prosody/out.log" 2>&1 &
+            ;;
+        ejabberd)
+            # Started like `ejabberdctl foreground` does, but without su (PAM would reset
+            # the open-file limit to 1024) and without Erlang distribution (so no epmd);
+            # +sbwt none: schedulers do not busy-wait, which would inflate CPU figures;
+            # nodelay on accepted sockets, as hearth and Prosody (nagle = false) have.
+            (
+                ulimit -n "$NOFILE"
+                cd "$WORK/ejabberd"
+                export EJABBERD_CONFIG_PATH="$WORK/ejabberd.yml" \
+                    EJABBERD_LOG_PATH="$WORK/ejabberd/ejabberd.log" \
+                    ERL_LIBS=/usr/lib/x86_64-linux-gnu ERL_MAX_PORTS=32000 \
+                    ERL_CRASH_DUMP="$WORK/ejabberd/erl_crash.dump" HOME="$WORK/ejabberd"
+                exec setpriv --reuid ejabberd --regid ejabberd --init-groups /usr/bin/erl \
+                    +K true +P 250000 +sbwt none +sbwtdcpu none +sbwtdio none -noinput \
+                    -kernel inet_default_listen_options '[{nodelay,true}]' \
+                    -mnesia dir "\"$WORK/ejabberd/spool\"" -s ejabberd
+            ) >>"$WORK/ejabberd/out.log" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    SERVER_NAME=$name
+    for i in $(seq 1 3000); do # 3000 x ~10 ms
+        ss -Hltn "sport = :$port" | grep -q . && break
+        kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited at start; see $WORK/$name/"
+        sleep 0.005
+    done
+    ss -Hltn "sport = :$port" | grep -q . || die "$name did not listen on $port within 30 s"
+    STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# record SERVER KIND JSON: keeps a raw result, tagged with the server and what it measured.
+record() {
+    jq -e . >/dev/null 2>&1 <<<"$3" || die "$1 $2: no result (see $WORK/$1/load.log)"
+    jq -c --arg s "$1" --arg k "$2" '. + {server: $s, kind: $k}' <<<"$3" >>"$RESULTS"
+}
+
+# load SERVER ARGS...: runs hearth-load against the current server, returns its JSON line.
+load() {
+    local name=$1
+    shift
+    echo "== hearth-load $*" >>"$WORK/$name/load.log"
+    "$LOAD" "$@" --port "${PORT[$name]}" --domain "$DOMAIN" --password "$PASSWORD" \
+        --server-pid "$SERVER_PID" --scram-cache "$WORK/$name.scram-cache" \
+        >>"$WORK/$name/load.log" 2>&1 || true
+    tail -n 1 "$WORK/$name/load.log"
+}
+
+# ---------------------------------------------------------------- accounts
+create_accounts() {
+    local name=$1
+    case $name in
+        hearth)
+            # Offline, before the server starts: one argon2id hash per account, so in parallel.
+            # Runs in the background: on TERM (cleanup) stop xargs, which starts no more.
+            local xp
+            "$LOAD" users "$USERS" | xargs -P 4 -I{} "$HEARTH" user add {} \
+                --password-file "$WORK/password" --config "$WORK/hearth.toml" \
+                >"$WORK/hearth/useradd.log" 2>&1 &
+            xp=$!
+            trap 'kill -TERM $xp 2>/dev/null; exit 1' TERM
+            wait $xp || die "hearth user add failed; see $WORK/hearth/useradd.log"
+            local n
+            n=$("$HEARTH" user list --config "$WORK/hearth.toml" 2>/dev/null | grep -c .)
+            [ "$n" -ge "$USERS" ] || die "hearth has $n accounts, wanted $USERS"
+            ;;
+        prosody | ejabberd)
+            python3 "$PEERS/register.py" register --port "${PORT[$name]}" --domain "$DOMAIN" \
+                --count "$USERS" --password-file "$WORK/password" --threads 8 ||
+                die "registering accounts on $name failed"
+            ;;
+    esac
+}
+
+# ---------------------------------------------------------------- the run
+log "work directory $WORK; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+HEARTH_USERS_PID=""
+if [[ ,$SERVERS, == *,hearth,* ]]; then
+    log "hearth: creating $USERS accounts (background)"
+    create_accounts hearth &
+    HEARTH_USERS_PID=$!
+    BG_PIDS+=("$HEARTH_USERS_PID")
+fi
+for s in "${SERVER_LIST[@]}"; do
+    [ "$s" = hearth ] && continue
+    log "$s: creating $USERS accounts (XEP-0077)"
+    start_server "$s"
+    create_accounts "$s"
+    python3 "$PEERS/register.py" probe --port "${PORT[$s]}" --domain "$DOMAIN" \
+        >"$WORK/$s/scram-probe.txt" 2>&1 || true
+    stop_server
+done
+if [ -n "$HEARTH_USERS_PID" ]; then
+    wait "$HEARTH_USERS_PID" || die "creating hearth accounts failed"
+    BG_PIDS=()
+    chown -R nobody "$WORK/hearth/data" # made by `hearth user add` as root
+    # A first start makes hearth's certificate, so the timed starts below do not include it.
+    start_server hearth
+    python3 "$PEERS/register.py" probe --port "${PORT[hearth]}" --domain "$DOMAIN" \
+        >"$WORK/hearth/scram-probe.txt" 2>&1 || true
+    stop_server
+fi
+
+for s in "${SERVER_LIST[@]}"; do
+    log "$s: fresh start; idle K=$IDLE_K, login ${LOGIN_RUNS}xK=$LOGIN_K, chat ${CHAT_RUNS}x${CHAT_SECS}s"
+    start_server "$s"
+    sleep 3 # let it settle (ejabberd finishes starting modules after it listens)
+    record "$s" start "{\"startup_ms\":$STARTUP_MS,\"rss_after_start_kib\":$(rss_kib "$SERVER_PID")}"
+    record "$s" idle "$(load "$s" idle -k "$IDLE_K" -c "$IDLE_C" --hold 2 --users "$USERS")"
+    for r in $(seq 1 "$LOGIN_RUNS"); do
+        record "$s" login "$(load "$s" login -k "$LOGIN_K" -c "$LOGIN_C" --users "$USERS")"
+    done
+    for r in $(seq 1 "$CHAT_RUNS"); do
+        record "$s" chat "$(load "$s" chat -p "$PAIRS" -w "$WINDOW" -d "$CHAT_SECS" --warmup 2)"
+    done
+    stop_server
+    if [ "$IDLE10K" = 1 ]; then
+        log "$s: fresh start; idle K=10000"
+        start_server "$s"
+        sleep 3
+        u=$((USERS < 10000 ? USERS : 10000))
+        record "$s" idle10k "$(load "$s" idle -k 10000 -c 100 --hold 2 --users "$u" --timeout 120)"
+        stop_server
+    fi
+done
+
+strip -o "$WORK/hearth.stripped" "$HEARTH"
+BIN_BYTES=$(stat -c %s "$WORK/hearth.stripped")
+record hearth binary "{\"stripped_bytes\":$BIN_BYTES}"
+for s in "${SERVER_LIST[@]}"; do
+    [ -s "$WORK/$s/scram-probe.txt" ] && log "$s SCRAM server-first: $(cat "$WORK/$s/scram-probe.txt")"
+done
+log "done; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
+
+# ---------------------------------------------------------------- the table
+python3 - "$RESULTS" "$CHAT_RUNS" "$LOGIN_RUNS" <<'PY'
+import json, statistics, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs, login_runs = sys.argv[2], sys.argv[3]
+servers = [s for s in ("hearth", "prosody", "ejabberd") if any(r["server"] == s for r in rows)]
+peers = [s for s in servers if s != "hearth"]
+
+def get(server, kind, key, f=lambda x: x):
+    vals = [r.get(key) for r in rows if r["server"] == server and r["kind"] == kind]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return f(statistics.median(vals))
+
+def per_cpu(server):
+    # messages per server CPU second (throughput at equal CPU), median over runs
+    vals = [10000 / r["server_cpu_s_per_10k_msgs"] for r in rows
+            if r["server"] == server and r["kind"] == "chat" and r.get("server_cpu_s_per_10k_msgs")]
+    return statistics.median(vals) if vals else None
+
+kib = lambda v: v / 1024
+lines = [  # label, value(server), higher is better?, target for hearth/better peer
+    ("start-up to listening (ms)", lambda s: get(s, "start", "startup_ms"), False, "report"),
+    ("RSS after start (MiB)", lambda s: get(s, "start", "rss_after_start_kib", kib), False, "<= 0.33"),
+    ("idle 1k: RSS with sessions (MiB)", lambda s: get(s, "idle", "server_rss_k_kib", kib), False, ""),
+    ("idle 1k: memory/session (KiB)", lambda s: get(s, "idle", "server_bytes_per_session", kib), False, "<= 0.33, <= 8 KiB"),
+    ("idle 10k: RSS with sessions (MiB)", lambda s: get(s, "idle10k", "server_rss_k_kib", kib), False, ""),
+    ("idle 10k: memory/session (KiB)", lambda s: get(s, "idle10k", "server_bytes_per_session", kib), False, "<= 0.33, <= 8 KiB"),
+    ("idle 10k: login wall time (s)", lambda s: get(s, "idle10k", "login_wall_s"), False, ""),
+    (f"login: sessions/s (median of {login_runs})", lambda s: get(s, "login", "sessions_per_s"), True, ">= 2"),
+    ("login: server CPU s / 1000", lambda s: get(s, "login", "server_cpu_s_per_1k_logins"), False, ""),
+    ("login: generator CPU (cores)", lambda s: get(s, "login", "gen_cpu_share"), None, ""),
+    (f"chat: messages/s (median of {runs})", lambda s: get(s, "chat", "messages_per_s"), True, ""),
+    ("chat: msgs per server CPU-s", per_cpu, True, ">= 3"),
+    ("chat: server CPU s / 10k msgs", lambda s: get(s, "chat", "server_cpu_s_per_10k_msgs"), False, "<= 0.33"),
+    ("chat: latency p50 (ms)", lambda s: get(s, "chat", "latency_p50_ms"), False, ""),
+    ("chat: latency p99 (ms)", lambda s: get(s, "chat", "latency_p99_ms"), False, "< 1"),
+    ("chat: latency max (ms)", lambda s: get(s, "chat", "latency_max_ms"), False, ""),
+    ("chat: generator CPU (cores)", lambda s: get(s, "chat", "gen_cpu_share"), None, ""),
+    ("binary, stripped (MiB)", lambda s: get(s, "binary", "stripped_bytes", lambda b: b / 2**20), None, "report"),
+]
+
+def fmt(v):
+    if v is None:
+        return "-"
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
+
+head = ["figure"] + servers + (["hearth/better peer", "target"] if "hearth" in servers and peers else [])
+table = []
+for label, fn, higher, target in lines:
+    vals = {s: fn(s) for s in servers}
+    if all(v is None for v in vals.values()):
+        continue
+    row = [label] + [fmt(vals[s]) for s in servers]
+    if len(head) > len(servers) + 1:
+        pv = [vals[p] for p in peers if vals[p] is not None]
+        ratio = "-"
+        if higher is not None and pv and vals["hearth"] is not None:
+            best = max(pv) if higher else min(pv)
+            if best:
+                ratio = f"{vals['hearth'] / best:.2f}"
+        row += [ratio, target]
+    table.append(row)
+
+widths = [max(len(r[i]) for r in [head] + table) for i in range(len(head))]
+def show(r):
+    return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+print(show(head))
+print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
+for r in table:
+    print(show(r))
+fails = [(r["server"], r["kind"], r.get("failed") or r.get("session_failures") or r.get("errors"))
+         for r in rows if (r.get("failed") or r.get("session_failures") or r.get("errors"))]
+if fails:
+    print("\nfailures:", fails)
+PY
