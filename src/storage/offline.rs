@@ -133,15 +133,23 @@ impl BlockList for Storage {
 
 impl LastActivity for Storage {
     fn set_last_activity(&self, user: &str, at: i64, status: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        // "Last seen" is a hint, not something a user handed us to keep: losing the
+        // newest one in a power cut is harmless, while a disk sync at every logout was
+        // what bounded logins per second (BENCHMARKS.md). In WAL mode `NORMAL` keeps
+        // the database consistent, and the next `FULL` commit makes this one durable.
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(self.sqlite_err("relax syncing for last activity"))?;
         // An account deleted meanwhile has nothing to record: the foreign key would refuse.
-        self.conn()
-            .execute(
-                "INSERT INTO last_activity (localpart, logout_at, status)
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
-                 ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
-                params![user, at, status],
-            )
-            .map_err(self.sqlite_err("record last activity"))?;
+        let written = conn.execute(
+            "INSERT INTO last_activity (localpart, logout_at, status)
+             SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
+             ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
+            params![user, at, status],
+        );
+        let restored = conn.execute_batch("PRAGMA synchronous = FULL");
+        written.map_err(self.sqlite_err("record last activity"))?;
+        restored.map_err(self.sqlite_err("restore full syncing"))?;
         Ok(())
     }
 
@@ -222,5 +230,11 @@ mod tests {
         // Unknown accounts are ignored rather than an error.
         s.set_last_activity("nobody", 1, "").unwrap();
         assert_eq!(s.last_activity("nobody").unwrap(), None);
+        // Everything else is still written with full syncing (2 = FULL).
+        let sync: i64 = s
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2);
     }
 }
