@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Boots the image that image/build-image.sh made, in qemu-system-aarch64 -M virt (the
+# Pi's own board is poorly emulated; the root filesystem, kernel and systemd are the
+# image's own), and checks that a client logs in to hearth running under systemd inside.
+#
+#   image/test-image.sh OUTDIR        (OUTDIR as given to build-image.sh; minutes)
+#
+# A copy of the image gets the first-boot files an owner would put on the firmware
+# partition (host name "kitchen", one hearth account), so the test also covers
+# hearth-firstboot. The guest's network is qemu's user mode with restrict=on: nothing
+# leaves this machine; ports 5222/5223 are forwarded to loopback. The client is
+# tests/clients/xmpp_client.py; it cannot know the certificate the guest generated,
+# so it does not verify it (--insecure). Needs qemu-system-arm, mtools, python3-slixmpp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath "${1:?usage: image/test-image.sh OUTDIR}")
+work=$(mktemp -d)
+qemu_pid=""
+cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+cp "$out/hearth-pi-arm64.img" "$work/disk.img"
+printf 'kitchen\n' > "$work/hostname"
+printf 'alice boot-test-password\n' > "$work/hearth-users.txt"
+printf '%s' 'boot-test-password' > "$work/pw"
+# The firmware partition starts 4 MiB in (image/genimage.cfg).
+mcopy -o -i "$work/disk.img@@4M" "$work/hostname" "$work/hearth-users.txt" ::
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+start=$(date +%s)
+qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -display none \
+  -serial "file:$work/console.log" -monitor none \
+  -kernel "$out/boot/vmlinuz" -initrd "$out/boot/initrd.img" \
+  -append "root=LABEL=RASPIROOT rw console=ttyAMA0 systemd.show_status=1" \
+  -drive "if=none,id=disk,file=$work/disk.img,format=raw" -device virtio-blk-pci,drive=disk \
+  -netdev "user,id=net,restrict=on,hostfwd=tcp:127.0.0.1:$port-:5222" \
+  -device virtio-net-pci,netdev=net &
+qemu_pid=$!
+
+deadline=$(( start + ${HEARTH_BOOT_TIMEOUT:-900} ))
+while :; do
+  if /usr/bin/python3 tests/clients/xmpp_client.py --host 127.0.0.1 --port "$port" \
+      --jid alice@kitchen.local --password-file "$work/pw" --mech SCRAM-SHA-256 \
+      --insecure --timeout 20 login > "$work/login.json" 2>/dev/null; then
+    break
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
+    echo "test-image.sh: no login; console:" >&2
+    tail -60 "$work/console.log" >&2
+    exit 1
+  fi
+  sleep 5
+done
+echo "==> power-on to XMPP login: $(( $(date +%s) - start ))s (TCG emulation of a Cortex-A53)"
+cat "$work/login.json"
+grep -E "hearth|Reached target" "$work/console.log" | tail -5 || true
+echo "1 passed, 0 failed"
