@@ -486,20 +486,26 @@ impl Conn {
                     let storage = self.shared.storage.clone();
                     let creds =
                         smol::unblock(move || storage.scram_credentials(&username, hash)).await;
-                    Some(Input::ScramCredentials(creds.unwrap_or_else(|e| {
-                        log::error!("storage: {e}");
-                        None
-                    })))
+                    Some(match creds {
+                        Ok(creds) => Input::ScramCredentials(creds),
+                        Err(e) => {
+                            log::error!("c2s{}: storage: {e}", self.id);
+                            Input::AuthUnavailable
+                        }
+                    })
                 }
                 Action::VerifyPlain { username, password } => {
                     self.wait_for_throttle(&username).await;
                     let storage = self.shared.storage.clone();
                     let ok =
                         smol::unblock(move || storage.verify_password(&username, &password)).await;
-                    Some(Input::PlainVerified(ok.unwrap_or_else(|e| {
-                        log::error!("storage: {e}");
-                        false
-                    })))
+                    Some(match ok {
+                        Ok(ok) => Input::PlainVerified(ok),
+                        Err(e) => {
+                            log::error!("c2s{}: storage: {e}", self.id);
+                            Input::AuthUnavailable
+                        }
+                    })
                 }
                 Action::AuthFailed { username } => {
                     // Logged without the password; the next attempt on any

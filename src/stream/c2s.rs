@@ -53,6 +53,9 @@ pub enum Input {
     ScramCredentials(Option<ScramCredentials>),
     /// Answer to [`Action::VerifyPlain`].
     PlainVerified(bool),
+    /// The credentials could not be read (storage failed): the client may
+    /// try again later, and it is not counted as a wrong password.
+    AuthUnavailable,
     /// Answer to [`Action::Bind`].
     Bound(Result<FullJid, StanzaError>),
 }
@@ -189,6 +192,13 @@ impl C2s {
                 if let Phase::Sasl(sasl) = &mut self.phase {
                     let a = sasl.provide_scram(creds);
                     self.on_sasl(a, &mut out);
+                }
+            }
+            Input::AuthUnavailable => {
+                if matches!(self.phase, Phase::Sasl(_)) {
+                    // RFC 6120 §6.5.11: a temporary error on the server's side.
+                    self.pending_user = None;
+                    self.sasl_failure(SaslFailure::TemporaryAuthFailure, None, &mut out);
                 }
             }
             Input::PlainVerified(ok) => {
@@ -970,6 +980,24 @@ mod tests {
         assert!(sent(&a).contains("<invalid-authzid/>"), "{}", sent(&a));
         // Her own bare JID is fine.
         let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>YWxpY2VAaG9tZS5sb2NhbABhbGljZQBzZWNyZXQ=</auth>");
+        assert!(matches!(&a[..], [Action::VerifyPlain { .. }]));
+    }
+
+    #[test]
+    fn storage_failure_is_a_temporary_auth_failure() {
+        let mut t = T::tls(cb());
+        t.header();
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>");
+        assert!(matches!(&a[..], [Action::VerifyPlain { .. }]));
+        let a = t.input(Input::AuthUnavailable);
+        assert!(
+            sent(&a).contains("<temporary-auth-failure/>"),
+            "{}",
+            sent(&a)
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::AuthFailed { .. })));
+        // The client may try again on the same stream.
+        let a = t.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>");
         assert!(matches!(&a[..], [Action::VerifyPlain { .. }]));
     }
 
