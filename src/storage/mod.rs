@@ -7,12 +7,14 @@
 //!
 //! - `sqlite.rs`: opening the file (mode 0600, WAL, `synchronous=FULL`, foreign keys, busy
 //!   timeout) and the [`Storage`] handle;
+//! - `group.rs`: group commit, concurrent writes sharing one transaction and one disk sync;
 //! - `migrations.rs` and `migrations/*.sql`: the schema, versioned by `PRAGMA user_version`;
 //! - `accounts.rs`: accounts and credentials (argon2id for PLAIN, SCRAM keys for SCRAM);
 //! - `roster.rs`: rosters, roster versions and pending subscription requests (RFC 6121);
 //! - `offline.rs`: offline messages, blocklists and last activity.
 
 mod accounts;
+mod group;
 mod migrations;
 mod offline;
 mod roster;

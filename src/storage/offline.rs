@@ -2,7 +2,8 @@
 //!
 //! An offline message is committed (WAL, `synchronous=FULL`) before
 //! [`OfflineStore::store_offline`] returns, so once the server has decided to keep a
-//! message, a crash or power cut cannot lose it.
+//! message, a crash or power cut cannot lose it. Concurrent stores (and deletes) are
+//! grouped into one transaction per disk sync (`group.rs`).
 
 use super::{BlockList, LastActivity, OfflineStore, Storage, StorageError, Stored};
 use rusqlite::{OptionalExtension, params};
@@ -14,38 +15,36 @@ impl OfflineStore for Storage {
         stanza: &str,
         quota: usize,
     ) -> Result<Stored, StorageError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sqlite_err("start a transaction"))?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)",
-                [user],
-                |r| r.get(0),
+        let (user, stanza) = (user.to_owned(), stanza.to_owned());
+        // Many senders writing to offline users at once share one disk sync (`group.rs`).
+        self.write(move |s, conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)",
+                    [&user],
+                    |r| r.get(0),
+                )
+                .map_err(s.sqlite_err("look up an account"))?;
+            if !exists {
+                return Ok(Stored::NoAccount);
+            }
+            let count: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1",
+                    [&user],
+                    |r| r.get(0),
+                )
+                .map_err(s.sqlite_err("count offline messages"))?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
+                return Ok(Stored::Full);
+            }
+            conn.execute(
+                "INSERT INTO offline_messages (localpart, stanza, stored_at) VALUES (?1, ?2, ?3)",
+                params![user, stanza, super::unix_now()],
             )
-            .map_err(self.sqlite_err("look up an account"))?;
-        if !exists {
-            return Ok(Stored::NoAccount);
-        }
-        let count: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .map_err(self.sqlite_err("count offline messages"))?;
-        if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
-            return Ok(Stored::Full);
-        }
-        tx.execute(
-            "INSERT INTO offline_messages (localpart, stanza, stored_at) VALUES (?1, ?2, ?3)",
-            params![user, stanza, super::unix_now()],
-        )
-        .map_err(self.sqlite_err("store an offline message"))?;
-        tx.commit()
-            .map_err(self.sqlite_err("commit an offline message"))?;
-        Ok(Stored::Stored)
+            .map_err(s.sqlite_err("store an offline message"))?;
+            Ok(Stored::Stored)
+        })
     }
 
     fn offline_messages(
@@ -69,13 +68,15 @@ impl OfflineStore for Storage {
     }
 
     fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError> {
-        self.conn()
-            .execute(
+        let user = user.to_owned();
+        self.write(move |s, conn| {
+            conn.execute(
                 "DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2",
                 params![user, through],
             )
-            .map_err(self.sqlite_err("delete offline messages"))?;
-        Ok(())
+            .map_err(s.sqlite_err("delete offline messages"))?;
+            Ok(())
+        })
     }
 }
 

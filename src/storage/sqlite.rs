@@ -32,6 +32,9 @@ struct Inner {
     /// One connection per process, serialized by the mutex: SQLite has one writer anyway, and
     /// the statements are short (password hashing runs outside the lock).
     conn: Mutex<Connection>,
+    /// Writes waiting for the next group commit (`group.rs`). Only drained by a thread
+    /// holding `conn`, so a writer that gets `conn` finds its write either answered or here.
+    queue: Mutex<Vec<Box<dyn super::group::Job>>>,
 }
 
 impl Storage {
@@ -83,6 +86,7 @@ impl Storage {
             inner: Arc::new(Inner {
                 path,
                 conn: Mutex::new(conn),
+                queue: Mutex::new(Vec::new()),
             }),
             scram_keys: true,
         })
@@ -113,6 +117,14 @@ impl Storage {
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The group-commit queue. Held only to push or take, never across SQLite calls.
+    pub(super) fn queue(&self) -> MutexGuard<'_, Vec<Box<dyn super::group::Job>>> {
+        self.inner
+            .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -1,0 +1,265 @@
+//! Group commit: concurrent writes share one transaction, and so one disk sync.
+//!
+//! With `synchronous=FULL` every commit syncs the WAL to the disk before it returns, and on
+//! an SD card that sync, not SQLite, is what bounds how many writes per second the server
+//! can accept (and how quickly the card wears). Writes that arrive while another commit is
+//! syncing therefore wait in a queue; whoever takes the connection next runs everything
+//! queued in one `BEGIN IMMEDIATE … COMMIT`, each write in a savepoint of its own, and only
+//! then answers each writer. No writer hears "done" before its write is on the disk, so
+//! durability is exactly that of one transaction per write.
+//!
+//! There is no writer thread and no timer: the caller that gets the connection lock leads
+//! the batch (the others are already blocked on that lock on the blocking pool). A write
+//! with nothing else queued is committed at once, so grouping never adds latency; under
+//! load the batch is whatever piled up during the previous sync.
+
+use super::{Storage, StorageError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
+
+/// One queued write, type-erased so writes of different result types share a batch.
+pub(super) trait Job: Send {
+    /// Runs the write inside the batch's transaction (in its own savepoint) and keeps its
+    /// outcome; `true` if it succeeded, so its savepoint is kept.
+    fn run(&mut self, conn: &Connection, storage: &Storage) -> bool;
+    /// Answers the writer once the batch is committed (`Ok`) or failed (the error).
+    fn finish(self: Box<Self>, storage: &Storage, committed: Result<(), &rusqlite::Error>);
+}
+
+/// A write and the channel its caller waits on.
+struct Pending<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, StorageError>>,
+    reply: SyncSender<Result<T, StorageError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Storage, &Connection) -> Result<T, StorageError> + Send,
+{
+    fn run(&mut self, conn: &Connection, storage: &Storage) -> bool {
+        let outcome = self.work.take().map(|work| work(storage, conn));
+        let ok = matches!(outcome, Some(Ok(_)));
+        self.outcome = outcome;
+        ok
+    }
+
+    fn finish(self: Box<Self>, storage: &Storage, committed: Result<(), &rusqlite::Error>) {
+        let answer = match (self.outcome, committed) {
+            // Its own failure was rolled back to its savepoint; say what it was.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)), Err(e)) => Err(storage.sqlite_err("commit a batch of writes")(
+                copy_error(e),
+            )),
+            // The batch failed before reaching this write.
+            (None, Err(e)) => Err(storage.sqlite_err("run a batch of writes")(copy_error(e))),
+            (None, Ok(())) => Err(not_run(storage)),
+        };
+        // The writer may have given up (its thread panicked); nothing to tell then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The error for a write dropped unanswered (its batch's leader panicked).
+fn not_run(storage: &Storage) -> StorageError {
+    storage.sqlite_err("commit a batch of writes")(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some("the write was abandoned".to_owned()),
+    ))
+}
+
+/// `rusqlite::Error` is not `Clone`, and every writer of a failed batch needs its own copy.
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+impl Storage {
+    /// Runs `work` as part of a group commit (see the module docs) and returns its result
+    /// once the transaction holding it is committed with `synchronous=FULL`. An `Err` from
+    /// `work` undoes only its own changes.
+    ///
+    /// `work` gets this handle (for [`Storage::sqlite_err`]) and the connection, inside a
+    /// transaction: it must not start one of its own.
+    pub(super) fn write<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Storage, &Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (reply, answer) = sync_channel(1);
+        self.queue().push(Box::new(Pending {
+            work: Some(work),
+            outcome: None,
+            reply,
+        }));
+        let mut conn = self.conn();
+        match answer.try_recv() {
+            // A batch led by another writer included this write.
+            Ok(result) => return result,
+            // Still queued: this writer leads the next batch.
+            Err(TryRecvError::Empty) => {}
+            // Dropped unanswered: its batch's leader panicked mid-way (the transaction
+            // rolled back as it unwound).
+            Err(TryRecvError::Disconnected) => return Err(not_run(self)),
+        }
+        let jobs = std::mem::take(&mut *self.queue());
+        self.commit_batch(&mut conn, jobs);
+        drop(conn);
+        answer.try_recv().unwrap_or_else(|_| Err(not_run(self)))
+    }
+
+    /// Runs `jobs` in one transaction, each in a savepoint, commits, and answers them all.
+    fn commit_batch(&self, conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
+        if jobs.len() > 1 {
+            log::trace!("storage: committing {} writes together", jobs.len());
+        }
+        let result = (|| {
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for job in &mut jobs {
+                let sp = tx.savepoint()?;
+                if job.run(&sp, self) {
+                    sp.commit()?;
+                    continue;
+                }
+                // Dropping the savepoint rolls it back: only this write is undone.
+                drop(sp);
+                // But some errors (disk full, I/O) make SQLite roll back the whole
+                // transaction; running the rest outside it would commit them one by one
+                // while telling their writers the batch failed.
+                if tx.is_autocommit() {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("SQLite rolled the batch back".to_owned()),
+                    ));
+                }
+            }
+            tx.commit()
+        })();
+        for job in jobs {
+            job.finish(self, result.as_ref().map(|_| ()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Accounts, OfflineStore, Stored};
+
+    #[test]
+    fn a_failed_write_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        s.create_account("alice", "pw").unwrap();
+        // Queue three writes, then lead them as one batch: the middle one fails halfway.
+        let insert = |body: &'static str| {
+            move |_: &Storage, c: &Connection| {
+                c.execute(
+                    "INSERT INTO offline_messages (localpart, stanza, stored_at) \
+                     VALUES ('alice', ?1, 0)",
+                    [body],
+                )
+                .map_err(|e| StorageError::Crypto(e.to_string()))
+            }
+        };
+        let (r1, a1) = sync_channel(1);
+        let (r2, a2) = sync_channel(1);
+        let (r3, a3) = sync_channel(1);
+        let jobs: Vec<Box<dyn Job>> = vec![
+            Box::new(Pending {
+                work: Some(insert("<one/>")),
+                outcome: None,
+                reply: r1,
+            }),
+            Box::new(Pending {
+                work: Some(move |s: &Storage, c: &Connection| {
+                    insert("<half/>")(s, c)?;
+                    Err::<usize, _>(StorageError::Crypto("refused".into()))
+                }),
+                outcome: None,
+                reply: r2,
+            }),
+            Box::new(Pending {
+                work: Some(insert("<three/>")),
+                outcome: None,
+                reply: r3,
+            }),
+        ];
+        s.commit_batch(&mut s.conn(), jobs);
+        assert_eq!(a1.try_recv().unwrap().unwrap(), 1);
+        assert!(matches!(
+            a2.try_recv().unwrap(),
+            Err(StorageError::Crypto(m)) if m == "refused"
+        ));
+        assert_eq!(a3.try_recv().unwrap().unwrap(), 1);
+        let bodies: Vec<String> = s
+            .offline_messages("alice", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(bodies, ["<one/>", "<three/>"]);
+    }
+
+    #[test]
+    fn concurrent_writers_all_land_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        s.create_account("alice", "pw").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let m = format!("<m t='{t}' i='{i}'/>");
+                        assert_eq!(s.store_offline("alice", &m, 1000).unwrap(), Stored::Stored);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = s.offline_messages("alice", 1000).unwrap();
+        assert_eq!(all.len(), 200);
+        // Each writer's messages are stored once each, in the order it wrote them.
+        for t in 0..8 {
+            let mine: Vec<String> = all
+                .iter()
+                .filter(|(_, m)| m.contains(&format!("t='{t}'")))
+                .map(|(_, m)| m.clone())
+                .collect();
+            let want: Vec<String> = (0..25).map(|i| format!("<m t='{t}' i='{i}'/>")).collect();
+            assert_eq!(mine, want);
+        }
+    }
+
+    #[test]
+    fn quota_counts_writes_earlier_in_the_same_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        s.create_account("alice", "pw").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .filter(|_| s.store_offline("alice", "<m/>", 50).unwrap() == Stored::Stored)
+                        .count()
+                })
+            })
+            .collect();
+        let stored: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(stored, 50);
+        assert_eq!(s.offline_messages("alice", 1000).unwrap().len(), 50);
+    }
+}
