@@ -97,7 +97,7 @@ impl AsyncWrite for Transport {
 /// What woke the connection up.
 enum Wake {
     Read(io::Result<usize>),
-    Queued(Result<ToSession, async_channel::RecvError>),
+    Queued(Result<ToSession, router::Closed>),
     Shutdown,
     Deadline,
     /// A read pause ([`Karma`]) is over.

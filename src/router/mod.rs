@@ -15,7 +15,7 @@
 pub mod im;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::features::{Features, Target, offline};
@@ -47,100 +47,165 @@ pub enum ToSession {
     Close(StreamError),
 }
 
+/// The queue between the router and one connection, bounded in stanzas
+/// ([`QUEUE_STANZAS`]) and in bytes.
+///
+/// Hand-made rather than an `async_channel`: an idle session should cost
+/// next to nothing, and a channel keeps a block of slots (~1.2 KiB) plus
+/// cache-padded counters (~0.7 KiB) for its whole life; this keeps a
+/// `VecDeque` that is freed whenever it empties.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the connection when something is queued or the queue closes.
+    ready: event_listener::Event,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: std::collections::VecDeque<ToSession>,
+    /// Bytes of stanzas queued and not yet taken by the connection.
+    bytes: usize,
+    /// No more sending: closed by the router, or its end was dropped.
+    is_closed: bool,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The queue is closed and empty: the router let go of the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed;
+
 /// The router's end of a session queue.
 #[derive(Debug)]
 pub struct SessionTx {
-    tx: async_channel::Sender<ToSession>,
-    /// Bytes of stanzas queued and not yet taken by the connection.
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     max_bytes: usize,
 }
 
 /// The connection's end of a session queue.
 #[derive(Clone, Debug)]
 pub struct SessionRx {
-    rx: async_channel::Receiver<ToSession>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
 }
 
 /// A new session's queue: at most [`QUEUE_STANZAS`] stanzas and
 /// `max_bytes` bytes of them (one stanza always fits in an empty queue,
 /// however large, so the limit never makes a stanza undeliverable).
-///
-/// The channel itself is unbounded and both bounds are checked on sending:
-/// a bounded channel allocates every slot up front (about 10 KB for 256),
-/// which an idle session would carry for nothing.
 pub fn session_queue(max_bytes: usize) -> (SessionTx, SessionRx) {
-    let (tx, rx) = async_channel::unbounded();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(Queue::default());
     (
         SessionTx {
-            tx,
-            queued: queued.clone(),
+            queue: queue.clone(),
             max_bytes,
         },
-        SessionRx { rx, queued },
+        SessionRx { queue },
     )
 }
 
 impl SessionTx {
-    /// Queues `msg` unless the queue is full, in stanzas or in bytes.
+    /// Queues `msg` unless the queue is full, in stanzas or in bytes, or closed.
     fn try_send(&self, msg: ToSession) -> Result<(), ToSession> {
         let len = match &msg {
             ToSession::Stanza(xml) => xml.len(),
             ToSession::Close(_) => 0,
         };
-        // Senders hold the router's lock, so the check and the add below
-        // cannot interleave with another sender's.
-        let queued = self.queued.load(Ordering::Acquire);
-        let is_full = self.tx.len() >= QUEUE_STANZAS
-            || (queued > 0 && queued.saturating_add(len) > self.max_bytes);
-        if is_full {
-            return Err(msg);
+        {
+            let mut st = self.queue.state();
+            let is_full = st.items.len() >= QUEUE_STANZAS
+                || (st.bytes > 0 && st.bytes.saturating_add(len) > self.max_bytes);
+            if st.is_closed || is_full {
+                return Err(msg);
+            }
+            st.bytes += len;
+            st.items.push_back(msg);
         }
-        self.queued.fetch_add(len, Ordering::AcqRel);
-        self.tx.try_send(msg).map_err(|e| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            e.into_inner()
-        })
+        self.queue.ready.notify(1);
+        Ok(())
     }
 
     /// Queues `msg` even when the queue is full (for the closing error).
     fn force_send(&self, msg: ToSession) {
-        // The channel is unbounded: this fails only once it is closed.
-        let _ = self.tx.try_send(msg);
+        {
+            let mut st = self.queue.state();
+            if st.is_closed {
+                return;
+            }
+            st.items.push_back(msg);
+        }
+        self.queue.ready.notify(1);
     }
 
     fn close(&self) {
-        self.tx.close();
+        self.queue.state().is_closed = true;
+        self.queue.ready.notify(usize::MAX);
     }
 
     fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.queue.state().is_closed
+    }
+}
+
+impl Drop for SessionTx {
+    /// The router let go of the session (it was replaced or removed): the
+    /// connection drains what is queued, then sees [`Closed`].
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
 impl SessionRx {
-    fn taken(&self, msg: ToSession) -> ToSession {
-        if let ToSession::Stanza(xml) = &msg {
-            self.queued.fetch_sub(xml.len(), Ordering::AcqRel);
+    /// The next message if one is waiting; `Err(Some(Closed))` once closed
+    /// and empty, `Err(None)` when merely empty.
+    fn take(&self) -> Result<ToSession, Option<Closed>> {
+        let mut st = self.queue.state();
+        match st.items.pop_front() {
+            Some(msg) => {
+                if let ToSession::Stanza(xml) = &msg {
+                    st.bytes -= xml.len().min(st.bytes);
+                }
+                if st.items.is_empty() {
+                    // Give the memory back: most sessions sit idle.
+                    st.items = std::collections::VecDeque::new();
+                }
+                Ok(msg)
+            }
+            None if st.is_closed => Err(Some(Closed)),
+            None => Err(None),
         }
-        msg
     }
 
-    /// The next message; fails when the router dropped the queue.
-    pub async fn recv(&self) -> Result<ToSession, async_channel::RecvError> {
-        self.rx.recv().await.map(|m| self.taken(m))
+    /// The next message; fails once the router closed or dropped the queue
+    /// and everything queued before was taken.
+    pub async fn recv(&self) -> Result<ToSession, Closed> {
+        loop {
+            match self.take() {
+                Ok(msg) => return Ok(msg),
+                Err(Some(closed)) => return Err(closed),
+                Err(None) => {}
+            }
+            // Listen, then look again, so a message queued in between is not missed.
+            let listener = self.queue.ready.listen();
+            match self.take() {
+                Ok(msg) => return Ok(msg),
+                Err(Some(closed)) => return Err(closed),
+                Err(None) => listener.await,
+            }
+        }
     }
 
     /// The next message if one is waiting.
-    pub fn try_recv(&self) -> Result<ToSession, async_channel::TryRecvError> {
-        self.rx.try_recv().map(|m| self.taken(m))
+    pub fn try_recv(&self) -> Result<ToSession, Option<Closed>> {
+        self.take()
     }
 
     /// Bytes of stanzas waiting.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queue.state().bytes
     }
 }
 
@@ -881,6 +946,23 @@ mod tests {
         let (tx, _rx) = session_queue(1000);
         tx.try_send(stanza(5000)).unwrap();
         assert!(tx.try_send(stanza(1)).is_err());
+    }
+
+    #[test]
+    fn dropped_queue_drains_then_reports_closed_and_recv_wakes() {
+        let (tx, rx) = session_queue(QUEUE_BYTES);
+        // A waiting receiver is woken by a send from another thread.
+        let rx2 = rx.clone();
+        let waiter = std::thread::spawn(move || smol::block_on(rx2.recv()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tx.try_send(stanza(5)).unwrap();
+        assert!(matches!(waiter.join().unwrap(), Ok(ToSession::Stanza(x)) if x.len() == 5));
+        // What was queued before the router let go is still delivered.
+        tx.try_send(stanza(7)).unwrap();
+        drop(tx);
+        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 7));
+        assert_eq!(smol::block_on(rx.recv()).err(), Some(Closed));
+        assert_eq!(rx.queued_bytes(), 0);
     }
 
     #[test]
