@@ -42,6 +42,10 @@
 //! max_queued_bytes = 524288
 //! max_resources_per_account = 16
 //! max_elements_per_stanza = 4096
+//! max_roster_items_per_account = 1000
+//! max_offline_messages_per_account = 1000
+//! max_blocked_jids_per_account = 1000
+//! max_stored_bytes_per_account = 16777216
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -59,6 +63,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::storage::Quota;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 /// The validated configuration of one server.
@@ -181,6 +187,9 @@ pub struct LimitsConfig {
     pub max_resources_per_account: usize,
     /// Elements in one stanza (the tree costs far more than the XML).
     pub max_elements_per_stanza: usize,
+    /// What one account may store: roster items, offline messages, blocked JIDs and
+    /// bytes in all (`max_*_per_account`).
+    pub quota: Quota,
 }
 
 /// Limits that the checks below and their error messages share.
@@ -202,6 +211,10 @@ mod limits {
     pub const MAX_QUEUED_BYTES: RangeInclusive<i64> = 16 * 1024..=(1 << 30);
     pub const MAX_RESOURCES: RangeInclusive<i64> = 1..=1000;
     pub const MAX_ELEMENTS: RangeInclusive<i64> = 16..=1_000_000;
+    pub const MAX_ROSTER_ITEMS: RangeInclusive<i64> = 1..=100_000;
+    /// 0 turns offline storage (or blocking) off: such messages bounce.
+    pub const MAX_STORED_ITEMS: RangeInclusive<i64> = 0..=100_000;
+    pub const MAX_STORED_BYTES: RangeInclusive<i64> = 0..=(1 << 40);
 }
 
 /// Defaults, named so the documentation and the code cannot drift apart.
@@ -484,6 +497,10 @@ struct RawLimits {
     max_queued_bytes: Option<Int>,
     max_resources_per_account: Option<Int>,
     max_elements_per_stanza: Option<Int>,
+    max_roster_items_per_account: Option<Int>,
+    max_offline_messages_per_account: Option<Int>,
+    max_blocked_jids_per_account: Option<Int>,
+    max_stored_bytes_per_account: Option<Int>,
 }
 
 /// A TOML integer, kept signed and wide so that `-1` or `1e12`-sized values reach the
@@ -694,7 +711,7 @@ impl RawAuth {
 
 impl RawLimits {
     fn validate(self) -> Result<LimitsConfig, ConfigErrorKind> {
-        // Every range fits u32 (and so usize and u64).
+        // Every range is non-negative and fits u64 (all but the byte quota fit u32).
         let get = |key: &'static str, v: Option<Int>, range, default: u64| match v {
             Some(n) => in_range(key, n, range).map(|n| n as u64),
             None => Ok(default),
@@ -780,6 +797,32 @@ impl RawLimits {
                 l::MAX_ELEMENTS,
                 d::MAX_ELEMENTS_PER_STANZA as u64,
             )? as usize,
+            quota: Quota {
+                roster_items: get(
+                    "limits.max_roster_items_per_account",
+                    self.max_roster_items_per_account,
+                    l::MAX_ROSTER_ITEMS,
+                    Quota::DEFAULT.roster_items as u64,
+                )? as usize,
+                offline_messages: get(
+                    "limits.max_offline_messages_per_account",
+                    self.max_offline_messages_per_account,
+                    l::MAX_STORED_ITEMS,
+                    Quota::DEFAULT.offline_messages as u64,
+                )? as usize,
+                blocked: get(
+                    "limits.max_blocked_jids_per_account",
+                    self.max_blocked_jids_per_account,
+                    l::MAX_STORED_ITEMS,
+                    Quota::DEFAULT.blocked as u64,
+                )? as usize,
+                stored_bytes: get(
+                    "limits.max_stored_bytes_per_account",
+                    self.max_stored_bytes_per_account,
+                    l::MAX_STORED_BYTES,
+                    Quota::DEFAULT.stored_bytes,
+                )?,
+            },
         })
     }
 }
@@ -992,6 +1035,12 @@ mod tests {
             max_queued_bytes: 524_288,
             max_resources_per_account: 16,
             max_elements_per_stanza: 4096,
+            quota: Quota {
+                roster_items: 1000,
+                offline_messages: 1000,
+                blocked: 1000,
+                stored_bytes: 16 * 1024 * 1024,
+            },
         }
     }
 
@@ -1003,7 +1052,9 @@ mod tests {
              rate_bytes_per_sec = 4096\nrate_burst_bytes = 8192\n\
              rate_bytes_per_sec_unauthenticated = 512\nrate_burst_bytes_unauthenticated = 1024\n\
              ping_after_idle_secs = 60\nping_timeout_secs = 10\nmax_queued_bytes = 65536\n\
-             max_resources_per_account = 4\nmax_elements_per_stanza = 100\n",
+             max_resources_per_account = 4\nmax_elements_per_stanza = 100\n\
+             max_roster_items_per_account = 50\nmax_offline_messages_per_account = 0\n\
+             max_blocked_jids_per_account = 7\nmax_stored_bytes_per_account = 1099511627776\n",
         )
         .unwrap();
         assert_eq!(
@@ -1022,7 +1073,23 @@ mod tests {
                 max_queued_bytes: 65536,
                 max_resources_per_account: 4,
                 max_elements_per_stanza: 100,
+                quota: Quota {
+                    roster_items: 50,
+                    offline_messages: 0,
+                    blocked: 7,
+                    stored_bytes: 1 << 40,
+                },
             }
+        );
+        assert_eq!(
+            error("[limits]\nmax_roster_items_per_account = 0"),
+            "/etc/hearth/hearth.toml: limits.max_roster_items_per_account: must be between 1 \
+             and 100000 (got 0)"
+        );
+        assert_eq!(
+            error("[limits]\nmax_stored_bytes_per_account = -1"),
+            "/etc/hearth/hearth.toml: limits.max_stored_bytes_per_account: must be between 0 \
+             and 1099511627776 (got -1)"
         );
         assert_eq!(
             error("[limits]\nmax_queued_bytes = 100"),

@@ -170,7 +170,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let max = cfg.c2s.max_stanza_bytes;
     let shared = Arc::new(Shared {
         router: Router::new(domain.clone(), Features::standard())
-            .with_max_resources(cfg.limits.max_resources_per_account),
+            .with_max_resources(cfg.limits.max_resources_per_account)
+            .with_quota(cfg.limits.quota),
         storage,
         tls: RwLock::new(Arc::new(tls)),
         policy,

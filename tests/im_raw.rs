@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::client::{NS_CLIENT, new_id};
+use common::client::{Conn, NS_CLIENT, new_id};
 use common::im::*;
+use common::{Server, ServerOpts};
 
 #[test]
 fn roster_set_get_remove_with_pushes_and_versions() {
@@ -416,7 +417,7 @@ fn offline_quota_is_resource_constraint() {
     let server = server();
     let aj = server.jid("alice");
     let mut b = login(&server, "bob", "desk");
-    // The quota is 1000 messages (features::offline::QUOTA).
+    // The default quota is 1000 messages (limits.max_offline_messages_per_account).
     let mut batch = String::new();
     for i in 0..1000 {
         batch.push_str(&format!(
@@ -437,6 +438,86 @@ fn offline_quota_is_resource_constraint() {
         expect_message(&mut a, &format!("m{i}"));
     }
     a.assert_alive();
+}
+
+/// XEP-0205 per-account limits, each set in `[limits]`: roster items (`not-allowed`,
+/// RFC 6121 §2.3.3), offline messages and blocklist entries (`resource-constraint`), and
+/// the account's stored bytes across all of them. A refused write leaves nothing behind.
+#[test]
+fn per_account_quotas_come_from_the_config() {
+    let server = Server::start(ServerOpts {
+        extra_toml: "\n[limits]\nmax_roster_items_per_account = 2\n\
+                     max_offline_messages_per_account = 2\nmax_blocked_jids_per_account = 1\n\
+                     max_stored_bytes_per_account = 4096\n"
+            .into(),
+        ..ServerOpts::default()
+    });
+    for u in ["alice", "bob", "carol"] {
+        server.add_user(u, "a fine password");
+    }
+    let (bj, cj) = (server.jid("bob"), server.jid("carol"));
+    let mut a = login(&server, "alice", "desk");
+    roster_get(&mut a, None);
+    // Roster items: two, then not-allowed; a rename at the limit is still fine.
+    for n in ["x1", "x2"] {
+        let r = roster_set(&mut a, &format!("<item jid='{n}@elsewhere.example'/>"));
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        expect_push(&mut a);
+    }
+    let r = roster_set(&mut a, "<item jid='x3@elsewhere.example'/>");
+    assert_eq!(error_condition(&r), "not-allowed");
+    let r = roster_set(&mut a, "<item jid='x1@elsewhere.example' name='One'/>");
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    expect_push(&mut a);
+    // A name that would take alice past 4096 stored bytes: resource-constraint.
+    // (Names and groups are at most 1024 bytes each: a long name and four long groups.)
+    let big = "n".repeat(1000);
+    let groups: String = (0..4).map(|i| format!("<group>{i}{big}</group>")).collect();
+    let r = roster_set(
+        &mut a,
+        &format!("<item jid='x2@elsewhere.example' name='{big}'>{groups}</item>"),
+    );
+    assert_eq!(error_condition(&r), "resource-constraint");
+    let roster = roster_get(&mut a, None);
+    assert!(!roster.to_string().contains(&big), "{roster}");
+
+    // Offline messages: bob (offline) takes two, the third bounces.
+    for body in ["b1", "b2", "b3"] {
+        chat(&mut a, &bj, body);
+    }
+    let err = a.expect_matching("the bounce", |e| e.name == "message");
+    assert_eq!(error_condition(&err), "resource-constraint");
+    // Stored bytes: carol takes one 3000-byte message, not a second.
+    let long = |c: char| c.to_string().repeat(3000);
+    chat(&mut a, &cj, &long('p'));
+    chat(&mut a, &cj, &long('q'));
+    let err = a.expect_matching("the bounce", |e| e.name == "message");
+    assert_eq!(error_condition(&err), "resource-constraint");
+    assert!(drain(&mut a).is_empty());
+
+    // Blocklist: one entry, then resource-constraint, and the list is unchanged.
+    let block = |c: &mut Conn, jid: &str| {
+        let id = new_id("block");
+        c.send(&format!(
+            "<iq type='set' id='{id}'><block xmlns='urn:xmpp:blocking'><item jid='{jid}'/></block></iq>"
+        ));
+        c.expect_iq_reply(&id)
+    };
+    let r = block(&mut a, "spam1@elsewhere.example");
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = block(&mut a, "spam2@elsewhere.example");
+    assert_eq!(error_condition(&r), "resource-constraint");
+
+    // What was accepted arrives, exactly once each.
+    let mut b = login(&server, "bob", "phone");
+    presence(&mut b, "");
+    expect_message(&mut b, "b1");
+    expect_message(&mut b, "b2");
+    assert!(drain(&mut b).iter().all(|e| e.name != "message"));
+    let mut c = login(&server, "carol", "phone");
+    presence(&mut c, "");
+    expect_message(&mut c, &long('p'));
+    assert!(drain(&mut c).iter().all(|e| e.name != "message"));
 }
 
 #[test]

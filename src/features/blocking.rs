@@ -13,9 +13,6 @@ pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
 /// Application error saying the sender itself blocked the recipient (XEP-0191 §3.6).
 pub const NS_BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 
-/// Most JIDs on one user's blocklist; more gets `resource-constraint`.
-pub const MAX_ITEMS: usize = 1000;
-
 /// A blocking iq from the account's own client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlockRequest {

@@ -5,9 +5,6 @@
 use crate::stanza::MessageType;
 use crate::xml::Element;
 
-/// Messages kept per user before new ones are refused with `resource-constraint`.
-pub const QUOTA: usize = 1000;
-
 /// XEP-0160 §3: `normal` and `chat` messages are stored; `groupchat`, `headline` and
 /// `error` are not.
 pub fn is_stored(ty: MessageType) -> bool {

@@ -17,9 +17,6 @@ pub const NS_ROSTERVER: &str = "urn:xmpp:features:rosterver";
 /// Stream feature announcing subscription pre-approval (RFC 6121 §3.4.1).
 pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 
-/// Most items in one roster; a set beyond it gets `not-allowed` (§2.3.3). Generous for a
-/// household, small enough that a full roster fits comfortably in one stanza.
-pub const MAX_ITEMS: usize = 1000;
 /// Longest item name and group name, in bytes (§2.3.3 `not-acceptable` beyond it).
 pub const MAX_NAME_BYTES: usize = 1024;
 /// Most groups on one item (§2.3.3 allows a server limit; `not-acceptable` beyond it).

@@ -24,6 +24,7 @@ use crate::ns;
 use crate::stanza::{
     IqType, Kind, MessageType, Stanza, StanzaCondition, StanzaError, StreamCondition, StreamError,
 };
+use crate::storage::Quota;
 use crate::xml::Element;
 
 /// Stanzas a session may have queued for writing before it counts as
@@ -292,6 +293,8 @@ pub struct Router {
     blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
     /// Sessions per account.
     max_resources: usize,
+    /// What each account may store (`[limits]`).
+    quota: Quota,
 }
 
 impl Router {
@@ -303,7 +306,19 @@ impl Router {
             next_id: AtomicU64::new(1),
             blocklists: Mutex::new(HashMap::new()),
             max_resources: MAX_RESOURCES,
+            quota: Quota::DEFAULT,
         }
+    }
+
+    /// Bounds what each account may store instead of [`Quota::DEFAULT`].
+    pub fn with_quota(mut self, quota: Quota) -> Router {
+        self.quota = quota;
+        self
+    }
+
+    /// What each account may store.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
     }
 
     /// Allows `n` sessions per account instead of [`MAX_RESOURCES`].

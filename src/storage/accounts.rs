@@ -13,7 +13,7 @@
 use super::{Accounts, Storage, StorageError, unix_now};
 use crate::stream::sasl::{ScramCredentials, ScramHash, prepare_password};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 /// argon2id memory cost in KiB: 19 MiB. With [`ARGON2_T_COST`] = 2 and [`ARGON2_P_COST`] = 1
@@ -55,7 +55,24 @@ fn mechanism(hash: ScramHash) -> &'static str {
 /// The hashes hearth keeps SCRAM keys for.
 const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 
+/// What `user` stores, in bytes (see `migrations/0003_usage.sql`): the trigger-kept total of
+/// roster, requests and blocklist, plus the offline messages' sizes read from their index.
+pub(super) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
+    let bytes: i64 = conn.query_row(
+        "SELECT COALESCE((SELECT stored_bytes FROM accounts WHERE localpart = ?1), 0)
+              + (SELECT COALESCE(SUM(bytes), 0) FROM offline_messages WHERE localpart = ?1)",
+        [user],
+        |r| r.get(0),
+    )?;
+    // Never negative: the triggers subtract only what they added.
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 impl Accounts for Storage {
+    fn stored_bytes(&self, user: &str) -> Result<u64, StorageError> {
+        stored_bytes_in(&self.conn(), user).map_err(self.sqlite_err("count stored bytes"))
+    }
+
     fn create_account(&self, user: &str, password: &str) -> Result<(), StorageError> {
         // Fail before the expensive hashing if the name is taken; the INSERT below still
         // catches a race with another process.

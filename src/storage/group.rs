@@ -153,7 +153,7 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Accounts, OfflineStore, Stored};
+    use crate::storage::{Accounts, OfflineStore, Quota, Stored};
 
     #[test]
     fn a_failed_write_undoes_only_itself() {
@@ -221,7 +221,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         let m = format!("<m t='{t}' i='{i}'/>");
-                        assert_eq!(s.store_offline("alice", &m, 1000).unwrap(), Stored::Stored);
+                        assert_eq!(
+                            s.store_offline("alice", &m, &Quota::DEFAULT).unwrap(),
+                            Stored::Stored
+                        );
                     }
                 })
             })
@@ -252,8 +255,12 @@ mod tests {
             .map(|_| {
                 let s = s.clone();
                 std::thread::spawn(move || {
+                    let q = Quota {
+                        offline_messages: 50,
+                        ..Quota::DEFAULT
+                    };
                     (0..10)
-                        .filter(|_| s.store_offline("alice", "<m/>", 50).unwrap() == Stored::Stored)
+                        .filter(|_| s.store_offline("alice", "<m/>", &q).unwrap() == Stored::Stored)
                         .count()
                 })
             })

@@ -14,6 +14,7 @@ use std::path::Path;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_accounts.sql"),
     include_str!("migrations/0002_im.sql"),
+    include_str!("migrations/0003_usage.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -118,6 +119,35 @@ mod tests {
         // Running again is a no-op.
         migrate(&mut conn, &path).unwrap();
         assert_eq!(user_version(&conn), i64::from(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn usage_counts_what_a_version_2_database_already_holds() {
+        let (_dir, path, mut conn) = fresh();
+        apply(&mut conn, &path, &MIGRATIONS[..2]).unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             INSERT INTO accounts VALUES ('ann', 'x', 0), ('bo', 'x', 0);
+             INSERT INTO roster_items (localpart, jid, name) VALUES ('ann', 'bo@h', 'Bö');
+             INSERT INTO roster_groups VALUES ('ann', 'bo@h', 'kin');
+             INSERT INTO subscription_requests VALUES ('ann', 'cy@h', '<p/>', 0);
+             INSERT INTO offline_messages (localpart, stanza, stored_at) VALUES ('ann', '<m/>', 0);
+             INSERT INTO blocklist VALUES ('ann', 'x@y');",
+        )
+        .unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let usage = |user: &str| -> (i64, i64) {
+            conn.query_row(
+                "SELECT stored_bytes, (SELECT COALESCE(SUM(bytes), 0) FROM offline_messages
+                  WHERE localpart = ?1) FROM accounts WHERE localpart = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        // 4 + 3 ("Bö" is 3 bytes in UTF-8) + 3 + 4 + 3 in the account row, 4 offline.
+        assert_eq!(usage("ann"), (17, 4));
+        assert_eq!(usage("bo"), (0, 0));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub use sqlite::{DB_FILE_NAME, Storage};
 /// `user` is always an already-normalized JID localpart (RFC 7622 §3.3): the callers run
 /// `crate::jid::normalize_localpart` first, so storage compares plain strings.
 pub trait Accounts {
+    /// What `user` stores, in bytes, as [`Quota::stored_bytes`] counts it (0 for no account).
+    fn stored_bytes(&self, user: &str) -> Result<u64, StorageError>;
     /// Creates an account; [`StorageError::AlreadyExists`] if the name is taken.
     fn create_account(&self, user: &str, password: &str) -> Result<(), StorageError>;
     /// Replaces the password (and the SCRAM keys); [`StorageError::NotFound`] if there is no
@@ -103,15 +105,16 @@ pub trait Roster {
     /// The subscription state for `jid`, also when there is only a pending request.
     fn sub_state(&self, user: &str, jid: &BareJid) -> Result<SubState, StorageError>;
     /// Adds or updates an item's name and groups (§2.3), keeping its subscription.
-    /// `Ok(None)` when adding it would make the roster longer than `max_items`.
+    /// Refused (nothing written) when a new item would pass `quota.roster_items`, or the
+    /// write would take the account's stored bytes past `quota.stored_bytes`.
     fn set_roster_item(
         &self,
         user: &str,
         jid: &BareJid,
         name: Option<&str>,
         groups: &[String],
-        max_items: usize,
-    ) -> Result<Option<RosterChange>, StorageError>;
+        quota: &Quota,
+    ) -> Result<Result<RosterChange, OverQuota>, StorageError>;
     /// Deletes an item and any pending request from it (§2.5); `Ok(None)` if absent.
     fn remove_roster_item(
         &self,
@@ -132,22 +135,69 @@ pub trait Roster {
     fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError>;
 }
 
+/// How much one account may keep (`[limits]`; XEP-0205 §3 asks for storage limits per
+/// account). Other users make an account's data grow (messages, subscription requests),
+/// so these bound what one stranger can write to the SD card in someone's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Items in the roster (RFC 6121 §2).
+    pub roster_items: usize,
+    /// Offline messages waiting (XEP-0160).
+    pub offline_messages: usize,
+    /// Entries in the blocklist (XEP-0191).
+    pub blocked: usize,
+    /// UTF-8 bytes of the roster (contact JIDs, names, groups), subscription requests,
+    /// offline messages and the blocklist together.
+    pub stored_bytes: u64,
+}
+
+impl Quota {
+    /// The defaults `[limits]` documents: far above what a family uses, small enough that
+    /// a few accounts filled on purpose cannot fill a Pi's SD card.
+    pub const DEFAULT: Quota = Quota {
+        roster_items: 1000,
+        offline_messages: 1000,
+        blocked: 1000,
+        stored_bytes: 16 * 1024 * 1024,
+    };
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota::DEFAULT
+    }
+}
+
+/// Which part of a [`Quota`] refused a write (nothing was written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverQuota {
+    /// The count of items (roster items, messages, blocked JIDs) is at its limit.
+    Items,
+    /// The account's stored bytes would pass `stored_bytes`.
+    Bytes,
+}
+
 /// What [`OfflineStore::store_offline`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
     /// Committed to disk.
     Stored,
     /// The user's quota is used up; nothing stored.
-    Full,
+    Full(OverQuota),
     /// There is no such account; nothing stored.
     NoAccount,
 }
 
 /// Messages kept for users who are offline (XEP-0160), in arrival order.
 pub trait OfflineStore {
-    /// Stores a serialized message for `user` unless `quota` messages are already waiting.
-    fn store_offline(&self, user: &str, stanza: &str, quota: usize)
-    -> Result<Stored, StorageError>;
+    /// Stores a serialized message for `user` unless `quota.offline_messages` are already
+    /// waiting or it would take the account past `quota.stored_bytes`.
+    fn store_offline(
+        &self,
+        user: &str,
+        stanza: &str,
+        quota: &Quota,
+    ) -> Result<Stored, StorageError>;
     /// The `limit` oldest waiting messages with their ids, oldest first.
     fn offline_messages(
         &self,
@@ -161,7 +211,14 @@ pub trait OfflineStore {
 /// Blocked JIDs per user (XEP-0191), as normalized JID strings.
 pub trait BlockList {
     fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError>;
-    fn block(&self, user: &str, jids: &[String]) -> Result<(), StorageError>;
+    /// Adds `jids`; refused (nothing written) when the list would pass `quota.blocked`
+    /// entries or the account would pass `quota.stored_bytes`.
+    fn block(
+        &self,
+        user: &str,
+        jids: &[String],
+        quota: &Quota,
+    ) -> Result<Result<(), OverQuota>, StorageError>;
     /// Unblocks `jids`, or everyone with `None`.
     fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError>;
 }

@@ -5,7 +5,10 @@
 //! message, a crash or power cut cannot lose it. Concurrent stores (and deletes) are
 //! grouped into one transaction per disk sync (`group.rs`).
 
-use super::{BlockList, LastActivity, OfflineStore, Storage, StorageError, Stored};
+use super::accounts::stored_bytes_in;
+use super::{
+    BlockList, LastActivity, OfflineStore, OverQuota, Quota, Storage, StorageError, Stored,
+};
 use rusqlite::{OptionalExtension, params};
 
 impl OfflineStore for Storage {
@@ -13,9 +16,9 @@ impl OfflineStore for Storage {
         &self,
         user: &str,
         stanza: &str,
-        quota: usize,
+        quota: &Quota,
     ) -> Result<Stored, StorageError> {
-        let (user, stanza) = (user.to_owned(), stanza.to_owned());
+        let (user, stanza, quota) = (user.to_owned(), stanza.to_owned(), *quota);
         // Many senders writing to offline users at once share one disk sync (`group.rs`).
         self.write(move |s, conn| {
             let exists: bool = conn
@@ -35,12 +38,18 @@ impl OfflineStore for Storage {
                     |r| r.get(0),
                 )
                 .map_err(s.sqlite_err("count offline messages"))?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= quota {
-                return Ok(Stored::Full);
+            if usize::try_from(count).unwrap_or(usize::MAX) >= quota.offline_messages {
+                return Ok(Stored::Full(OverQuota::Items));
+            }
+            let size = stanza.len() as u64;
+            let used = stored_bytes_in(conn, &user).map_err(s.sqlite_err("count stored bytes"))?;
+            if used.saturating_add(size) > quota.stored_bytes {
+                return Ok(Stored::Full(OverQuota::Bytes));
             }
             conn.execute(
-                "INSERT INTO offline_messages (localpart, stanza, stored_at) VALUES (?1, ?2, ?3)",
-                params![user, stanza, super::unix_now()],
+                "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![user, stanza, super::unix_now(), size as i64],
             )
             .map_err(s.sqlite_err("store an offline message"))?;
             Ok(Stored::Stored)
@@ -93,11 +102,18 @@ impl BlockList for Storage {
             .map_err(self.sqlite_err("read a blocklist"))
     }
 
-    fn block(&self, user: &str, jids: &[String]) -> Result<(), StorageError> {
+    fn block(
+        &self,
+        user: &str,
+        jids: &[String],
+        quota: &Quota,
+    ) -> Result<Result<(), OverQuota>, StorageError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .map_err(self.sqlite_err("start a transaction"))?;
+        let used_before =
+            stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
         for j in jids {
             tx.execute(
                 "INSERT OR IGNORE INTO blocklist (localpart, jid) VALUES (?1, ?2)",
@@ -105,7 +121,24 @@ impl BlockList for Storage {
             )
             .map_err(self.sqlite_err("block a JID"))?;
         }
-        tx.commit().map_err(self.sqlite_err("commit a block"))
+        let count: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM blocklist WHERE localpart = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(self.sqlite_err("count blocked JIDs"))?;
+        // Checked after writing, so duplicates and JIDs already blocked count once;
+        // dropping the transaction undoes a refused block.
+        if usize::try_from(count).unwrap_or(usize::MAX) > quota.blocked {
+            return Ok(Err(OverQuota::Items));
+        }
+        let used = stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
+        if used > quota.stored_bytes && used > used_before {
+            return Ok(Err(OverQuota::Bytes));
+        }
+        tx.commit().map_err(self.sqlite_err("commit a block"))?;
+        Ok(Ok(()))
     }
 
     fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError> {
@@ -178,20 +211,31 @@ mod tests {
         (dir, s)
     }
 
+    fn messages(n: usize) -> Quota {
+        Quota {
+            offline_messages: n,
+            ..Quota::DEFAULT
+        }
+    }
+
     #[test]
     fn offline_in_order_with_quota() {
         let (dir, s) = store();
+        let q = messages(2);
         assert_eq!(
-            s.store_offline("alice", "<m1/>", 2).unwrap(),
+            s.store_offline("alice", "<m1/>", &q).unwrap(),
             Stored::Stored
         );
         assert_eq!(
-            s.store_offline("alice", "<m2/>", 2).unwrap(),
+            s.store_offline("alice", "<m2/>", &q).unwrap(),
             Stored::Stored
         );
-        assert_eq!(s.store_offline("alice", "<m3/>", 2).unwrap(), Stored::Full);
         assert_eq!(
-            s.store_offline("nobody", "<m/>", 2).unwrap(),
+            s.store_offline("alice", "<m3/>", &q).unwrap(),
+            Stored::Full(OverQuota::Items)
+        );
+        assert_eq!(
+            s.store_offline("nobody", "<m/>", &q).unwrap(),
             Stored::NoAccount
         );
         // Another handle (as after a restart) sees them, in order.
@@ -209,13 +253,76 @@ mod tests {
     #[test]
     fn blocklist_round_trip() {
         let (_d, s) = store();
-        s.block("alice", &["b@x".into(), "c@x".into(), "b@x".into()])
-            .unwrap();
+        s.block(
+            "alice",
+            &["b@x".into(), "c@x".into(), "b@x".into()],
+            &Quota::DEFAULT,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(s.blocklist("alice").unwrap(), ["b@x", "c@x"]);
         s.unblock("alice", Some(&["b@x".into()])).unwrap();
         assert_eq!(s.blocklist("alice").unwrap(), ["c@x"]);
         s.unblock("alice", None).unwrap();
         assert!(s.blocklist("alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn blocklist_count_limit_refuses_the_whole_request() {
+        let (_d, s) = store();
+        let q = Quota {
+            blocked: 2,
+            ..Quota::DEFAULT
+        };
+        s.block("alice", &["a@x".into(), "a@x".into()], &q)
+            .unwrap()
+            .unwrap();
+        // Blocking what is already blocked does not count twice.
+        s.block("alice", &["a@x".into(), "b@x".into()], &q)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.block("alice", &["c@x".into()], &q).unwrap(),
+            Err(OverQuota::Items)
+        );
+        assert_eq!(s.blocklist("alice").unwrap(), ["a@x", "b@x"]);
+    }
+
+    #[test]
+    fn stored_bytes_count_every_kind_and_bound_writes() {
+        let (_d, s) = store();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 0);
+        let q = Quota {
+            stored_bytes: 20,
+            ..Quota::DEFAULT
+        };
+        // 10 bytes of message, then 6 of blocklist: 16.
+        assert_eq!(
+            s.store_offline("alice", "0123456789", &q).unwrap(),
+            Stored::Stored
+        );
+        s.block("alice", &["bob@x".into()], &q).unwrap().unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 15);
+        // 15 + 6 > 20: refused, nothing written.
+        assert_eq!(
+            s.store_offline("alice", "012345", &q).unwrap(),
+            Stored::Full(OverQuota::Bytes)
+        );
+        assert_eq!(
+            s.block("alice", &["carol@x".into()], &q).unwrap(),
+            Err(OverQuota::Bytes)
+        );
+        assert_eq!(s.blocklist("alice").unwrap(), ["bob@x"]);
+        assert_eq!(s.stored_bytes("alice").unwrap(), 15);
+        // Exactly at the limit is allowed; multi-byte characters count as UTF-8 bytes.
+        assert_eq!(s.store_offline("alice", "é€", &q).unwrap(), Stored::Stored);
+        assert_eq!(s.stored_bytes("alice").unwrap(), 20);
+        // Deleting gives the bytes back.
+        let msgs = s.offline_messages("alice", 10).unwrap();
+        s.delete_offline("alice", msgs[1].0).unwrap();
+        s.unblock("alice", None).unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 0);
+        assert_eq!(s.stored_bytes("nobody").unwrap(), 0);
     }
 
     #[test]

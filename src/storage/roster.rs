@@ -5,7 +5,10 @@
 //! ([`Roster::update_subscription`]), so two stanzas about the same contact arriving on two
 //! connections at once cannot both act on the old state.
 
-use super::{Roster, RosterChange, RosterItem, Storage, StorageError, SubscriptionChange};
+use super::accounts::stored_bytes_in;
+use super::{
+    OverQuota, Quota, Roster, RosterChange, RosterItem, Storage, StorageError, SubscriptionChange,
+};
 use crate::features::subscription::{SubState, Subscription};
 use crate::jid::BareJid;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -231,12 +234,14 @@ impl Roster for Storage {
         jid: &BareJid,
         name: Option<&str>,
         groups: &[String],
-        max_items: usize,
-    ) -> Result<Option<RosterChange>, StorageError> {
+        quota: &Quota,
+    ) -> Result<Result<RosterChange, OverQuota>, StorageError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .map_err(self.sqlite_err("start a transaction"))?;
+        let used_before =
+            stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
         let exists = self.item_in(&tx, user, jid)?.is_some();
         if !exists {
             let count: i64 = tx
@@ -246,8 +251,8 @@ impl Roster for Storage {
                     |r| r.get(0),
                 )
                 .map_err(self.sqlite_err("count roster items"))?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= max_items {
-                return Ok(None);
+            if usize::try_from(count).unwrap_or(usize::MAX) >= quota.roster_items {
+                return Ok(Err(OverQuota::Items));
             }
         }
         tx.execute(
@@ -268,11 +273,19 @@ impl Roster for Storage {
             )
             .map_err(self.sqlite_err("write a roster group"))?;
         }
+        // A change that makes the account smaller (a shorter name, fewer groups) is
+        // always allowed; dropping the transaction undoes a refused one.
+        let used = stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
+        if used > quota.stored_bytes && used > used_before {
+            return Ok(Err(OverQuota::Bytes));
+        }
         let version = self.bump_version(&tx, user)?;
-        let item = self.item_in(&tx, user, jid)?;
+        let item = self.item_in(&tx, user, jid)?.ok_or_else(|| {
+            self.sqlite_err("read back a roster item")(rusqlite::Error::QueryReturnedNoRows)
+        })?;
         tx.commit()
             .map_err(self.sqlite_err("commit a roster change"))?;
-        Ok(item.map(|item| RosterChange { item, version }))
+        Ok(Ok(RosterChange { item, version }))
     }
 
     fn remove_roster_item(
@@ -331,8 +344,11 @@ impl Roster for Storage {
         }
         if after.pending_in && !before.pending_in {
             tx.execute(
-                "INSERT OR REPLACE INTO subscription_requests (localpart, jid, stanza, received_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                // An upsert, not INSERT OR REPLACE: REPLACE's implicit delete would skip
+                // the stored-bytes trigger (migrations/0003_usage.sql).
+                "INSERT INTO subscription_requests (localpart, jid, stanza, received_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (localpart, jid) DO UPDATE SET stanza = ?3, received_at = ?4",
                 params![user, jid.as_str(), request.unwrap_or(""), super::unix_now()],
             )
             .map_err(self.sqlite_err("store a subscription request"))?;
@@ -393,7 +409,7 @@ mod tests {
         assert_eq!(s.roster("alice").unwrap(), (0, vec![]));
         let groups = vec!["Family".to_string(), "B".to_string()];
         let c = s
-            .set_roster_item("alice", &bob(), Some("Bob"), &groups, 10)
+            .set_roster_item("alice", &bob(), Some("Bob"), &groups, &max_items(10))
             .unwrap()
             .unwrap();
         assert_eq!(c.version, 1);
@@ -405,7 +421,8 @@ mod tests {
         assert_eq!(items[0], c.item);
         // Several items, each with its own groups and pending-in, read in one go.
         let carol = BareJid::parse("carol@home.example").unwrap();
-        s.set_roster_item("alice", &carol, None, &["Z".into()], 10)
+        s.set_roster_item("alice", &carol, None, &["Z".into()], &max_items(10))
+            .unwrap()
             .unwrap();
         s.update_subscription(
             "alice",
@@ -433,7 +450,7 @@ mod tests {
         )
         .unwrap();
         let c = s
-            .set_roster_item("alice", &bob(), None, &[], 10)
+            .set_roster_item("alice", &bob(), None, &[], &max_items(10))
             .unwrap()
             .unwrap();
         assert_eq!(c.version, 5);
@@ -446,26 +463,105 @@ mod tests {
         assert_eq!(s.roster("alice").unwrap(), (6, vec![]));
     }
 
+    fn max_items(n: usize) -> Quota {
+        Quota {
+            roster_items: n,
+            ..Quota::DEFAULT
+        }
+    }
+
     #[test]
     fn roster_size_limit() {
         let (_d, s) = store();
         let carol = BareJid::parse("carol@home.example").unwrap();
+        let q = max_items(1);
         assert!(
-            s.set_roster_item("alice", &bob(), None, &[], 1)
+            s.set_roster_item("alice", &bob(), None, &[], &q)
                 .unwrap()
-                .is_some()
+                .is_ok()
         );
         // Updating an existing item is fine at the limit; a new one is not.
         assert!(
-            s.set_roster_item("alice", &bob(), Some("B"), &[], 1)
+            s.set_roster_item("alice", &bob(), Some("B"), &[], &q)
                 .unwrap()
-                .is_some()
+                .is_ok()
         );
-        assert!(
-            s.set_roster_item("alice", &carol, None, &[], 1)
-                .unwrap()
-                .is_none()
+        assert_eq!(
+            s.set_roster_item("alice", &carol, None, &[], &q).unwrap(),
+            Err(OverQuota::Items)
         );
+    }
+
+    #[test]
+    fn roster_bytes_limit_counts_names_groups_and_requests() {
+        let (_d, s) = store();
+        // "bob@home.example" is 16 bytes, "Bob" 3, "Family" 6: 25.
+        let q = Quota {
+            stored_bytes: 30,
+            ..Quota::DEFAULT
+        };
+        s.set_roster_item("alice", &bob(), Some("Bob"), &["Family".into()], &q)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 25);
+        // A longer name would pass 30: refused, the old item kept as it was.
+        assert_eq!(
+            s.set_roster_item(
+                "alice",
+                &bob(),
+                Some("Bobby Tables"),
+                &["Family".into()],
+                &q
+            )
+            .unwrap(),
+            Err(OverQuota::Bytes)
+        );
+        let kept = s.roster_item("alice", &bob()).unwrap().unwrap();
+        assert_eq!(
+            (kept.name.as_deref(), kept.groups.as_slice()),
+            (Some("Bob"), ["Family".to_string()].as_slice())
+        );
+        // Shrinking is always allowed, even above the limit.
+        let tight = Quota {
+            stored_bytes: 1,
+            ..Quota::DEFAULT
+        };
+        s.set_roster_item("alice", &bob(), None, &[], &tight)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 16);
+        // A stored subscription request counts, and a replaced one counts once.
+        let carol = BareJid::parse("carol@home.example").unwrap();
+        for req in ["<presence type='subscribe'/>", "<presence/>"] {
+            s.update_subscription(
+                "alice",
+                &carol,
+                &mut |st| SubState {
+                    pending_in: true,
+                    ..st
+                },
+                Some(req),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            s.subscription_requests("alice").unwrap(),
+            ["<presence type='subscribe'/>"]
+        );
+        assert_eq!(s.stored_bytes("alice").unwrap(), 16 + 28);
+        // Denying the request forgets it; removing the item frees the rest.
+        s.update_subscription(
+            "alice",
+            &carol,
+            &mut |st| SubState {
+                pending_in: false,
+                ..st
+            },
+            None,
+        )
+        .unwrap();
+        s.remove_roster_item("alice", &bob()).unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 0);
     }
 
     #[test]
@@ -502,7 +598,8 @@ mod tests {
     #[test]
     fn deleted_account_takes_its_roster() {
         let (_d, s) = store();
-        s.set_roster_item("alice", &bob(), None, &["G".into()], 10)
+        s.set_roster_item("alice", &bob(), None, &["G".into()], &max_items(10))
+            .unwrap()
             .unwrap();
         s.delete_account("alice").unwrap();
         s.create_account("alice", "pw").unwrap();

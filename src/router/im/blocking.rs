@@ -10,7 +10,7 @@ use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Interest;
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
-use crate::storage::{Accounts as _, BlockList as _, Roster as _, StorageError};
+use crate::storage::{Accounts as _, BlockList as _, OverQuota, Roster as _, StorageError};
 use crate::xml::Element;
 
 /// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).
@@ -145,23 +145,28 @@ impl Im<'_> {
             }
             BlockRequest::Unblock(None) => (false, Vec::new()),
         };
-        let new_count = items.iter().filter(|j| !before.contains(j)).count();
-        if block && before.len() + new_count > blocking::MAX_ITEMS {
-            return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
-                .with_text("the blocklist is full"));
-        }
         let u = user.clone();
         let list = items.clone();
+        let quota = *self.router.quota();
         let after = on_pool(self.storage, move |s| {
             if block {
-                s.block(&u, &list)?;
+                if let Err(over) = s.block(&u, &list, &quota)? {
+                    return Ok(Err(over));
+                }
             } else {
                 s.unblock(&u, (!list.is_empty()).then_some(list.as_slice()))?;
             }
-            s.blocklist(&u)
+            s.blocklist(&u).map(Ok)
         })
         .await
-        .map_err(internal)?;
+        .map_err(internal)?
+        .map_err(|over| {
+            let text = match over {
+                OverQuota::Items => "the blocklist is full",
+                OverQuota::Bytes => "the account's storage is full",
+            };
+            StanzaError::new(StanzaCondition::ResourceConstraint).with_text(text)
+        })?;
         let after: Arc<[String]> = after.into();
         self.router.cache_blocklist(&user, after.clone());
         // Pushed to every resource that asked for the list (§3.2, §3.3); an empty

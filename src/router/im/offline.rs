@@ -42,13 +42,11 @@ impl Im<'_> {
         };
         let xml =
             offline::stamp(stanza.el.clone(), self.domain(), unix_now()).to_xml_in(ns::CLIENT);
-        let stored = on_pool(self.storage, move |s| {
-            s.store_offline(&user, &xml, offline::QUOTA)
-        })
-        .await;
+        let quota = *self.router.quota();
+        let stored = on_pool(self.storage, move |s| s.store_offline(&user, &xml, &quota)).await;
         let cond = match stored {
             Ok(Stored::Stored) => return,
-            Ok(Stored::Full) => StanzaCondition::ResourceConstraint,
+            Ok(Stored::Full(_)) => StanzaCondition::ResourceConstraint,
             Ok(Stored::NoAccount) => StanzaCondition::ServiceUnavailable,
             Err(e) => {
                 log::error!("storage: {e}");

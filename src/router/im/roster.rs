@@ -7,7 +7,7 @@ use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::FullJid;
 use crate::router::Interest;
 use crate::stanza::{StanzaCondition, StanzaError};
-use crate::storage::{Roster as _, RosterItem, StorageError};
+use crate::storage::{OverQuota, Roster as _, RosterItem, StorageError};
 use crate::xml::Element;
 
 /// What follows a roster result: the push of the change (§2.1.6), and for a removal the
@@ -51,14 +51,22 @@ impl Im<'_> {
             RosterRequest::Set { jid, name, groups } => {
                 let u = user.clone();
                 let j = jid.clone();
+                let quota = *self.router.quota();
                 let change = on_pool(self.storage, move |s| {
-                    s.set_roster_item(&u, &j, name.as_deref(), &groups, roster::MAX_ITEMS)
+                    s.set_roster_item(&u, &j, name.as_deref(), &groups, &quota)
                 })
                 .await
                 .map_err(internal)?;
-                let Some(change) = change else {
-                    return Err(StanzaError::new(StanzaCondition::NotAllowed)
-                        .with_text("the roster is full"));
+                let change = match change {
+                    Ok(change) => change,
+                    Err(OverQuota::Items) => {
+                        return Err(StanzaError::new(StanzaCondition::NotAllowed)
+                            .with_text("the roster is full"));
+                    }
+                    Err(OverQuota::Bytes) => {
+                        return Err(StanzaError::new(StanzaCondition::ResourceConstraint)
+                            .with_text("the account's storage is full"));
+                    }
                 };
                 let item = roster::item_element(&change.item);
                 Ok((None, Some(AfterReply::Push(change.version, item))))
