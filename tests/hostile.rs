@@ -94,6 +94,21 @@ fn tls_stream_error(conn: &mut Conn, timeout: Duration) -> String {
     error.condition(NS_STREAM_ERRORS).unwrap().to_owned()
 }
 
+/// Reads a connection to its end: "closed" when the server closed it (reset included)
+/// within `timeout`, whatever came before (a TLS alert, say).
+fn closed_within(mut tcp: TcpStream, timeout: Duration) -> String {
+    tcp.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return "closed".into(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return "closed".into(),
+            Err(e) => return format!("still open ({e})"),
+        }
+    }
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -375,6 +390,66 @@ fn attacks_get_their_stream_errors_while_others_carry_on() {
                 "none".to_owned()
             })
         },
+    });
+
+    // The direct-TLS port (XEP-0368): what comes before and during the handshake.
+    let tls_addr = server.direct_tls_addr();
+    let hh = h.clone();
+    attacks.push(Attack {
+        name: "plain XML on the direct-TLS port",
+        expected: "closed",
+        run: Box::new(move || {
+            let mut tcp = connect(tls_addr);
+            send_all_or_closed(&mut tcp, hh.as_bytes(), 4096, Duration::ZERO);
+            closed_within(tcp, REPLY_TIMEOUT)
+        }),
+    });
+    attacks.push(Attack {
+        name: "TLS handshake never finished",
+        expected: "closed",
+        run: Box::new(move || {
+            let mut tcp = connect(tls_addr);
+            let started = Instant::now();
+            // A handshake record announcing 16 KiB, then a trickle that never completes it.
+            let mut partial = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc];
+            partial.extend_from_slice(&[0x03, 0x03]);
+            send_all_or_closed(&mut tcp, &partial, 1, Duration::from_millis(100));
+            let c = closed_within(tcp, REPLY_TIMEOUT);
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "not closed in time: {:?}",
+                started.elapsed()
+            );
+            c
+        }),
+    });
+    attacks.push(Attack {
+        name: "junk TLS records",
+        expected: "closed",
+        run: Box::new(move || {
+            let mut tcp = connect(tls_addr);
+            // Well-framed records of garbage, 1 MB of them if the server kept reading.
+            let mut record = vec![0x17, 0x03, 0x03, 0x40, 0x00];
+            record.extend(std::iter::repeat_n(0xa5, 0x4000));
+            for _ in 0..64 {
+                if tcp.write_all(&record).is_err() {
+                    break;
+                }
+            }
+            closed_within(tcp, REPLY_TIMEOUT)
+        }),
+    });
+    let cert = server.cert_path();
+    let d = domain.clone();
+    attacks.push(Attack {
+        name: "oversized element before login over direct TLS",
+        expected: "policy-violation",
+        run: Box::new(move || {
+            let mut c = Conn::connect_direct_tls(tls_addr, &d, &cert);
+            let big = format!("<auth mechanism='PLAIN'>{}</auth>", "A".repeat(64 * 1024));
+            conn_send_all_or_closed(&mut c, big.as_bytes(), 4096, Duration::ZERO);
+            tls_stream_error(&mut c, REPLY_TIMEOUT)
+        }),
     });
 
     let mut report = Vec::new();
