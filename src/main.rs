@@ -10,6 +10,7 @@ usage: hearth [serve] [--config FILE] [--allow-root]
        hearth user del NAME [--config FILE]
        hearth user list [--config FILE]
        hearth check [--config FILE]
+       hearth backup FILE [--config FILE]
        hearth --version
 
 With no config file every setting has its default: the domain is
@@ -72,6 +73,18 @@ fn main() -> ExitCode {
                 cfg.data_dir.display()
             );
             ExitCode::SUCCESS
+        }
+        "backup" if args.len() == 2 => {
+            match hearth::admin::backup_command(&cfg.data_dir, std::path::Path::new(&args[1])) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hearth: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         "user" => match hearth::admin::user_command(&args[1..], &cfg.data_dir, &cfg.domain) {
             Ok(msg) => {

@@ -1,6 +1,7 @@
 //! Crash safety of offline messages (XEP-0160) and of the database file: a SIGKILL in the
 //! middle of a burst loses nothing the server accepted and delivers nothing twice, and the
-//! file passes SQLite's `PRAGMA integrity_check` afterwards. An ignored test measures the
+//! file passes SQLite's `PRAGMA integrity_check` afterwards; `hearth backup` copies a
+//! running server's database into one that serves the same data. An ignored test measures the
 //! bytes written to disk per stored message (`cargo test --test durability -- --ignored
 //! --nocapture`).
 
@@ -132,6 +133,68 @@ fn collect_offline(server: &Server) -> Vec<String> {
     let got = bodies(&drain(&mut a));
     a.close();
     got
+}
+
+/// `hearth backup FILE` while the server runs and a client is logged in: the copy, put in
+/// place of the database after a crash, serves every message stored before it, once.
+#[test]
+fn backup_of_a_running_server_restores_its_messages() {
+    let mut server = server_with_senders(1);
+    let mut s0 = login(&server, "s0", "desk");
+    for i in 0..3 {
+        s0.send(&format!(
+            "<message type='chat' to='{}'><body>{}</body></message>",
+            server.jid("alice"),
+            body(0, i)
+        ));
+    }
+    assert!(
+        drain(&mut s0).is_empty(),
+        "the messages were not all stored"
+    );
+    let dest = server.scratch_dir().join("backup.db");
+    let backup = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("backup")
+            .arg(&dest)
+            .arg("--config")
+            .arg(server.config_path())
+            .output()
+            .unwrap()
+    };
+    let out = backup();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("integrity checked"),
+        "{out:?}"
+    );
+    // Never over an existing file.
+    let again = backup();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("backup.db"),
+        "{again:?}"
+    );
+    s0.assert_alive();
+
+    // A message after the backup is not in it.
+    s0.send(&format!(
+        "<message type='chat' to='{}'><body>late</body></message>",
+        server.jid("alice")
+    ));
+    assert!(drain(&mut s0).is_empty());
+    server.kill();
+    let db = server.data_dir().join("hearth.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(&dest, &db).unwrap();
+    server.restart();
+    assert_eq!(
+        collect_offline(&server),
+        [body(0, 0), body(0, 1), body(0, 2)]
+    );
+    assert_eq!(integrity_check(&server), ["ok"]);
 }
 
 fn integrity_check(server: &Server) -> Vec<String> {

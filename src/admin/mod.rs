@@ -1,10 +1,14 @@
-//! Admin subcommands (`hearth user …`), run by the owner on the same storage as the server.
+//! Admin subcommands (`hearth user …`, `hearth backup`), run by the owner on the same
+//! storage as the server.
 //!
 //! They open `hearth.db` with their own connection; WAL and the busy timeout make that safe
 //! while `hearth serve` runs (DESIGN.md "Storage"). Each command returns the message to print,
 //! so `main.rs` only prints and picks the exit code.
 
+mod backup;
 mod user;
+
+pub use backup::backup_command;
 
 pub use user::{
     PasswordSource, USER_USAGE, UserCommand, localpart_of, parse_user_args, user_command,
@@ -51,6 +55,8 @@ pub enum AdminError {
     },
     /// The password is not allowed (PRECIS OpaqueString, RFC 8265 §4.2).
     BadPassword(String),
+    /// `hearth backup`: there is no database in the data directory yet.
+    NoDatabase(PathBuf),
     Storage(StorageError),
 }
 
@@ -81,6 +87,11 @@ impl fmt::Display for AdminError {
                 write!(f, "the password in {} is empty", path.display())
             }
             AdminError::BadPassword(why) => write!(f, "unusable password: {why}"),
+            AdminError::NoDatabase(path) => write!(
+                f,
+                "no database at {} (is the data directory or --config right?)",
+                path.display()
+            ),
             AdminError::Storage(e) => e.fmt(f),
         }
     }

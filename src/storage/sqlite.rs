@@ -106,6 +106,79 @@ impl Storage {
         self.scram_keys
     }
 
+    /// Writes a consistent, compacted copy of the database to `dest`, which must not exist:
+    /// mode 0600, checked with `PRAGMA integrity_check` and synced to the disk before this
+    /// returns its size. SQLite's `VACUUM INTO` reads one snapshot, so a running server
+    /// keeps writing meanwhile (WAL) and the copy holds every write committed before it.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64, StorageError> {
+        let created = |source| StorageError::CreateFile {
+            path: dest.to_owned(),
+            source,
+        };
+        let Some(dest_str) = dest.to_str() else {
+            return Err(created(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the path is not UTF-8",
+            )));
+        };
+        // create_new: never overwrite an older backup, or the live database by mistake.
+        // VACUUM INTO accepts an empty file, so the copy is private from its first byte.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(dest).map_err(created)?;
+        let copied = self.copy_into(dest, dest_str, &file);
+        if copied.is_err() {
+            // Leave nothing that looks like a backup behind.
+            let _ = std::fs::remove_file(dest);
+        }
+        copied
+    }
+
+    fn copy_into(
+        &self,
+        dest: &Path,
+        dest_str: &str,
+        file: &std::fs::File,
+    ) -> Result<u64, StorageError> {
+        let copy_err = |action: &'static str| {
+            let path = dest.to_owned();
+            move |source| StorageError::Sqlite {
+                path,
+                action,
+                source,
+            }
+        };
+        self.conn()
+            .execute("VACUUM INTO ?1", [dest_str])
+            .map_err(self.sqlite_err("copy the database"))?;
+        let copy = Connection::open_with_flags(dest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(copy_err("open the copy"))?;
+        let check: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(copy_err("check the copy"))?;
+        drop(copy);
+        if check != "ok" {
+            return Err(copy_err("check the copy")(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(check),
+            )));
+        }
+        let io = |source| StorageError::CreateFile {
+            path: dest.to_owned(),
+            source,
+        };
+        // Syncing any descriptor of the file syncs what SQLite wrote through its own.
+        file.sync_all().map_err(io)?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        file.metadata().map(|m| m.len()).map_err(io)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -181,6 +254,36 @@ mod tests {
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn backup_is_a_checked_private_copy_that_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_account("alice", "pw").unwrap();
+        let dest = dir.path().join("copy.db");
+        let size = storage.backup_to(&dest).unwrap();
+        assert_eq!(size, std::fs::metadata(&dest).unwrap().len());
+        #[cfg(unix)]
+        assert_eq!(mode(&dest), 0o600);
+        // The copy is a database of its own with the account in it.
+        let copy_dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&dest, copy_dir.path().join(DB_FILE_NAME)).unwrap();
+        let copy = Storage::open(copy_dir.path()).unwrap();
+        assert!(copy.account_exists("alice").unwrap());
+        // A second backup to the same file is refused and leaves the first intact.
+        let err = storage.backup_to(&dest).unwrap_err();
+        assert!(err.to_string().contains("copy.db"), "{err}");
+        assert_eq!(std::fs::metadata(&dest).unwrap().len(), size);
+        // A directory that does not exist: an error naming the path, nothing created.
+        let bad = dir.path().join("no/such/dir/b.db");
+        assert!(
+            storage
+                .backup_to(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("no/such/dir")
+        );
     }
 
     #[test]

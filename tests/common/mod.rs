@@ -343,6 +343,11 @@ impl Server {
         SocketAddr::from(([127, 0, 0, 1], self.direct_tls_port))
     }
 
+    /// The configuration file the server runs with (for admin commands).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
