@@ -17,6 +17,15 @@
 #   --chat-secs D    measured seconds per chat run                    [10]
 #   --pairs P        chat pairs                                       [8]
 #   --window W       chat messages in flight per pair                 [16]
+#   --presence-groups G   presence: groups of R+1 mutual contacts, one cycler each [10]
+#   --presence-roster R   presence: contacts per roster                 [20]
+#   --presence-secs D     presence: measured seconds                    [10]
+#   --offline-messages M  offline: messages stored, then delivered      [10000]
+#   --offline-recipients N  offline: offline recipients (M/N <= 500)    [100]
+#   --offline-senders S   offline: online senders                       [10]
+#   --offline-window W    offline: unanswered messages per sender       [32]
+#   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline [all]
+#   --port-base P    hearth listens on P, Prosody on P+10, ejabberd on P+20 [25222]
 #   --servers LIST   comma-separated subset of hearth,prosody,ejabberd [all three]
 #   --no-build       use the existing target/release binaries
 #   --keep           keep the work directory (configs, logs, raw JSON) and print its path
@@ -43,14 +52,21 @@ CHAT_SECS=10
 PAIRS=8
 WINDOW=16
 SERVERS="hearth,prosody,ejabberd"
+SCENARIOS="idle,login,chat,presence,offline"
+PRES_GROUPS=10
+PRES_ROSTER=20
+PRES_SECS=10
+OFF_MESSAGES=10000
+OFF_RECIPIENTS=100
+OFF_SENDERS=10
+OFF_WINDOW=32
+PORT_BASE=25222
 BUILD=1
 KEEP=0
 JSON_OUT=""
 LOGIN_C=50
 IDLE_C=50
 DOMAIN=bench.local
-
-declare -A PORT=([hearth]=25222 [prosody]=25232 [ejabberd]=25242)
 
 die() {
     echo "compare.sh: $*" >&2
@@ -69,6 +85,15 @@ while [ $# -gt 0 ]; do
         --pairs) PAIRS=$2; shift 2 ;;
         --window) WINDOW=$2; shift 2 ;;
         --servers) SERVERS=$2; shift 2 ;;
+        --presence-groups) PRES_GROUPS=$2; shift 2 ;;
+        --presence-roster) PRES_ROSTER=$2; shift 2 ;;
+        --presence-secs) PRES_SECS=$2; shift 2 ;;
+        --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
+        --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
+        --offline-senders) OFF_SENDERS=$2; shift 2 ;;
+        --offline-window) OFF_WINDOW=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --port-base) PORT_BASE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
         --json) JSON_OUT=$2; shift 2 ;;
@@ -76,10 +101,23 @@ while [ $# -gt 0 ]; do
         *) die "unknown option $1 (try --help)" ;;
     esac
 done
-for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW; do
+for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
+    PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
+[ $(((OFF_MESSAGES + OFF_RECIPIENTS - 1) / OFF_RECIPIENTS)) -le 500 ] ||
+    die "--offline-messages / --offline-recipients must stay <= 500 (stored-message quotas)"
+declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
+IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+for s in "${SCENARIO_LIST[@]}"; do
+    [[ $s =~ ^(idle|login|chat|presence|offline)$ ]] || die "unknown scenario $s"
+done
+want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+# Accounts of their own for presence (rosters) and offline, so the other scenarios (and
+# --idle10k) log in accounts without contacts or stored messages.
+PRES_USERS=$((PRES_GROUPS * (PRES_ROSTER + 1)))
+OFF_USERS=$((OFF_SENDERS + OFF_RECIPIENTS))
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
     [[ $s =~ ^(hearth|prosody|ejabberd)$ ]] || die "unknown server $s"
@@ -272,14 +310,24 @@ load() {
 }
 
 # ---------------------------------------------------------------- accounts
+# Account sets as PATTERN:COUNT: load{} for idle/login/chat, pres{} and off{} for the
+# presence and offline scenarios.
+ACCOUNT_SETS=("load{}:$USERS")
+want presence && ACCOUNT_SETS+=("pres{}:$PRES_USERS")
+want offline && ACCOUNT_SETS+=("off{}:$OFF_USERS")
+TOTAL_USERS=0
+for set in "${ACCOUNT_SETS[@]}"; do TOTAL_USERS=$((TOTAL_USERS + ${set#*:})); done
+
 create_accounts() {
-    local name=$1
+    local name=$1 set
     case $name in
         hearth)
             # Offline, before the server starts: one argon2id hash per account, so in parallel.
             # Runs in the background: on TERM (cleanup) stop xargs, which starts no more.
             local xp
-            "$LOAD" users "$USERS" | xargs -P 4 -I{} "$HEARTH" user add {} \
+            for set in "${ACCOUNT_SETS[@]}"; do
+                "$LOAD" users "${set#*:}" --user-pattern "${set%%:*}"
+            done | xargs -P 4 -I{} "$HEARTH" user add {} \
                 --password-file "$WORK/password" --config "$WORK/hearth.toml" \
                 >"$WORK/hearth/useradd.log" 2>&1 &
             xp=$!
@@ -287,12 +335,15 @@ create_accounts() {
             wait $xp || die "hearth user add failed; see $WORK/hearth/useradd.log"
             local n
             n=$("$HEARTH" user list --config "$WORK/hearth.toml" 2>/dev/null | grep -c .)
-            [ "$n" -ge "$USERS" ] || die "hearth has $n accounts, wanted $USERS"
+            [ "$n" -ge "$TOTAL_USERS" ] || die "hearth has $n accounts, wanted $TOTAL_USERS"
             ;;
         prosody | ejabberd)
-            python3 "$PEERS/register.py" register --port "${PORT[$name]}" --domain "$DOMAIN" \
-                --count "$USERS" --password-file "$WORK/password" --threads 8 ||
-                die "registering accounts on $name failed"
+            for set in "${ACCOUNT_SETS[@]}"; do
+                python3 "$PEERS/register.py" register --port "${PORT[$name]}" \
+                    --domain "$DOMAIN" --pattern "${set%%:*}" --count "${set#*:}" \
+                    --password-file "$WORK/password" --threads 8 ||
+                    die "registering accounts on $name failed"
+            done
             ;;
     esac
 }
@@ -301,14 +352,14 @@ create_accounts() {
 log "work directory $WORK; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 HEARTH_USERS_PID=""
 if [[ ,$SERVERS, == *,hearth,* ]]; then
-    log "hearth: creating $USERS accounts (background)"
+    log "hearth: creating $TOTAL_USERS accounts (background)"
     create_accounts hearth &
     HEARTH_USERS_PID=$!
     BG_PIDS+=("$HEARTH_USERS_PID")
 fi
 for s in "${SERVER_LIST[@]}"; do
     [ "$s" = hearth ] && continue
-    log "$s: creating $USERS accounts (XEP-0077)"
+    log "$s: creating $TOTAL_USERS accounts (XEP-0077)"
     start_server "$s"
     create_accounts "$s"
     python3 "$PEERS/register.py" probe --port "${PORT[$s]}" --domain "$DOMAIN" \
@@ -327,17 +378,32 @@ if [ -n "$HEARTH_USERS_PID" ]; then
 fi
 
 for s in "${SERVER_LIST[@]}"; do
-    log "$s: fresh start; idle K=$IDLE_K, login ${LOGIN_RUNS}xK=$LOGIN_K, chat ${CHAT_RUNS}x${CHAT_SECS}s"
+    log "$s: fresh start; scenarios $SCENARIOS"
     start_server "$s"
     sleep 3 # let it settle (ejabberd finishes starting modules after it listens)
     record "$s" start "{\"startup_ms\":$STARTUP_MS,\"rss_after_start_kib\":$(rss_kib "$SERVER_PID")}"
-    record "$s" idle "$(load "$s" idle -k "$IDLE_K" -c "$IDLE_C" --hold 2 --users "$USERS")"
-    for r in $(seq 1 "$LOGIN_RUNS"); do
-        record "$s" login "$(load "$s" login -k "$LOGIN_K" -c "$LOGIN_C" --users "$USERS")"
-    done
-    for r in $(seq 1 "$CHAT_RUNS"); do
-        record "$s" chat "$(load "$s" chat -p "$PAIRS" -w "$WINDOW" -d "$CHAT_SECS" --warmup 2)"
-    done
+    if want idle; then
+        record "$s" idle "$(load "$s" idle -k "$IDLE_K" -c "$IDLE_C" --hold 2 --users "$USERS")"
+    fi
+    if want login; then
+        for r in $(seq 1 "$LOGIN_RUNS"); do
+            record "$s" login "$(load "$s" login -k "$LOGIN_K" -c "$LOGIN_C" --users "$USERS")"
+        done
+    fi
+    if want chat; then
+        for r in $(seq 1 "$CHAT_RUNS"); do
+            record "$s" chat "$(load "$s" chat -p "$PAIRS" -w "$WINDOW" -d "$CHAT_SECS" --warmup 2)"
+        done
+    fi
+    if want presence; then
+        # The roster set-up (not timed) runs first, inside the same hearth-load call.
+        record "$s" presence "$(load "$s" presence -g "$PRES_GROUPS" -r "$PRES_ROSTER" \
+            -d "$PRES_SECS" --warmup 2 -c "$LOGIN_C" --user-pattern 'pres{}')"
+    fi
+    if want offline; then
+        record "$s" offline "$(load "$s" offline -m "$OFF_MESSAGES" --senders "$OFF_SENDERS" \
+            --recipients "$OFF_RECIPIENTS" -w "$OFF_WINDOW" -c "$LOGIN_C" --user-pattern 'off{}')"
+    fi
     stop_server
     if [ "$IDLE10K" = 1 ]; then
         log "$s: fresh start; idle K=10000"
@@ -380,6 +446,10 @@ def per_cpu(server):
             if r["server"] == server and r["kind"] == "chat" and r.get("server_cpu_s_per_10k_msgs")]
     return statistics.median(vals) if vals else None
 
+def text(server, kind, key):
+    vals = [r.get(key) for r in rows if r["server"] == server and r["kind"] == kind]
+    return vals[-1] if vals else None
+
 kib = lambda v: v / 1024
 lines = [  # label, value(server), higher is better?, target for hearth/better peer
     ("start-up to listening (ms)", lambda s: get(s, "start", "startup_ms"), False, "report"),
@@ -399,12 +469,28 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("chat: latency p99 (ms)", lambda s: get(s, "chat", "latency_p99_ms"), False, "< 1"),
     ("chat: latency max (ms)", lambda s: get(s, "chat", "latency_max_ms"), False, ""),
     ("chat: generator CPU (cores)", lambda s: get(s, "chat", "gen_cpu_share"), None, ""),
+    ("presence: roster set-up, untimed (s)", lambda s: get(s, "presence", "setup_s"), None, ""),
+    ("presence: logins+logouts/s", lambda s: get(s, "presence", "cycles_per_s"), True, ""),
+    ("presence: fan-out to contacts/s", lambda s: get(s, "presence", "fanout_per_s"), True, ""),
+    ("presence: probe answers/s", lambda s: get(s, "presence", "probe_answers_per_s"), True, ""),
+    ("presence: server CPU s / 10k stanzas", lambda s: get(s, "presence", "server_cpu_s_per_10k_presence"), False, ""),
+    ("presence: latency p50 (ms)", lambda s: get(s, "presence", "latency_p50_ms"), False, ""),
+    ("presence: latency p99 (ms)", lambda s: get(s, "presence", "latency_p99_ms"), False, ""),
+    ("presence: generator CPU (cores)", lambda s: get(s, "presence", "gen_cpu_share"), None, ""),
+    ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
+    ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),
+    ("offline: disk bytes / stored msg", lambda s: get(s, "offline", "write_bytes_per_stored_msg"), False, "report"),
+    ("offline: delivered/s at login", lambda s: get(s, "offline", "delivered_per_s"), True, ""),
+    ("offline: deliver server CPU s / 10k", lambda s: get(s, "offline", "deliver_server_cpu_s_per_10k"), False, ""),
+    ("offline: exactly once", lambda s: text(s, "offline", "exactly_once"), None, "yes"),
     ("binary, stripped (MiB)", lambda s: get(s, "binary", "stripped_bytes", lambda b: b / 2**20), None, "report"),
 ]
 
 def fmt(v):
     if v is None:
         return "-"
+    if isinstance(v, str):
+        return v
     a = abs(v)
     return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
 
@@ -432,8 +518,9 @@ print(show(head))
 print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
 for r in table:
     print(show(r))
-fails = [(r["server"], r["kind"], r.get("failed") or r.get("session_failures") or r.get("errors"))
-         for r in rows if (r.get("failed") or r.get("session_failures") or r.get("errors"))]
+bad = lambda r: (r.get("failed") or r.get("session_failures") or r.get("errors")
+                 or r.get("observer_failures") or r.get("bounced") or r.get("purge_stale"))
+fails = [(r["server"], r["kind"], bad(r), r.get("first_failure")) for r in rows if bad(r)]
 if fails:
     print("\nfailures:", fails)
 PY

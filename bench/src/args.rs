@@ -19,6 +19,14 @@ SCENARIOS:
     chat    -p P -w W -d SECS         P pairs exchange messages, W in flight per pair
             [--warmup SECS] [--body-bytes B] [-c C]
                                       -> messages/s, latency p50/p99/max, CPU per 10k
+    presence -g G -r R -d SECS        G groups of R+1 accounts, all subscribed to each
+            [--warmup SECS] [-c C]    other ('both'; set up first, reused on a re-run);
+                                      one per group logs in and out, R stay online
+                                      -> presence fan-out/s, probe answers, CPU per 10k
+    offline -m M --senders S          M messages from S senders to N offline users
+            --recipients N [-w W]     (W unanswered per sender, a ping per W/2), then
+            [-c C] [--body-bytes B]   the N log in -> stored/s, delivered/s, exactly
+                                      once, CPU and disk bytes per stored message
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -60,6 +68,21 @@ pub enum Scenario {
         hold: Duration,
         /// Distinct accounts; sessions beyond it are further resources of the same ones.
         users: usize,
+    },
+    Presence {
+        groups: usize,
+        roster: usize,
+        duration: Duration,
+        warmup: Duration,
+        concurrency: usize,
+    },
+    Offline {
+        senders: usize,
+        recipients: usize,
+        messages: usize,
+        window: usize,
+        concurrency: usize,
+        body_bytes: usize,
     },
     Chat {
         pairs: usize,
@@ -158,6 +181,9 @@ impl Args {
         let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
         let (mut duration, mut warmup) = (Duration::from_secs(10), Duration::from_secs(1));
         let mut body_bytes = 100usize;
+        let (mut groups, mut roster) = (10usize, 20usize);
+        let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
+        let mut window_set = None;
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -191,10 +217,15 @@ impl Args {
                 "--users" => users = Some(num(flag, v)?),
                 "--hold" => hold = secs(flag, v)?,
                 "-p" | "--pairs" => pairs = num(flag, v)?,
-                "-w" | "--window" => window = num(flag, v)?,
+                "-w" | "--window" => window_set = Some(num(flag, v)?),
                 "-d" | "--duration" => duration = secs(flag, v)?,
                 "--warmup" => warmup = secs(flag, v)?,
                 "--body-bytes" => body_bytes = num(flag, v)?,
+                "-g" | "--groups" => groups = num(flag, v)?,
+                "-r" | "--roster" => roster = num(flag, v)?,
+                "--senders" => senders = num(flag, v)?,
+                "--recipients" => recipients = num(flag, v)?,
+                "-m" | "--messages" => messages = num(flag, v)?,
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -203,6 +234,9 @@ impl Args {
         }
         if args.threads == 0 || concurrency == 0 {
             return Err(ArgError("--threads and -c must be at least 1".into()));
+        }
+        if let Some(w) = window_set {
+            window = w;
         }
         args.scenario = match positional.first().map(String::as_str) {
             Some("users") => Scenario::Users {
@@ -231,6 +265,40 @@ impl Args {
                     window,
                     duration,
                     warmup,
+                    concurrency,
+                    body_bytes,
+                }
+            }
+            Some("presence") => {
+                if groups == 0 || roster == 0 || duration.is_zero() {
+                    return Err(ArgError("presence needs -g, -r and -d above zero".into()));
+                }
+                Scenario::Presence {
+                    groups,
+                    roster,
+                    duration,
+                    warmup,
+                    concurrency,
+                }
+            }
+            Some("offline") => {
+                if senders == 0 || recipients == 0 || messages == 0 {
+                    return Err(ArgError(
+                        "offline needs --senders, --recipients and -m above zero".into(),
+                    ));
+                }
+                // Servers cap stored messages per account (hearth and the peer configs:
+                // 1000); stay well below so no message bounces.
+                if messages.div_ceil(recipients) > 500 {
+                    return Err(ArgError(
+                        "offline: at most 500 messages per recipient (-m / --recipients)".into(),
+                    ));
+                }
+                Scenario::Offline {
+                    senders,
+                    recipients,
+                    messages,
+                    window: window_set.unwrap_or(32).max(1),
                     concurrency,
                     body_bytes,
                 }
@@ -284,6 +352,32 @@ mod tests {
         let a = parse("users 3 --user-pattern u{}x").unwrap();
         assert_eq!(a.scenario, Scenario::Users { n: 3 });
         assert_eq!(a.user(2), "u2x");
+    }
+
+    #[test]
+    fn presence_and_offline() {
+        let a = parse("presence -g 4 -r 9 -d 5 --password x").unwrap();
+        assert!(matches!(
+            a.scenario,
+            Scenario::Presence {
+                groups: 4,
+                roster: 9,
+                ..
+            }
+        ));
+        let a = parse("offline -m 1000 --senders 5 --recipients 10 -w 8 --password x").unwrap();
+        assert!(matches!(
+            a.scenario,
+            Scenario::Offline {
+                senders: 5,
+                recipients: 10,
+                messages: 1000,
+                window: 8,
+                ..
+            }
+        ));
+        assert!(parse("offline -m 1001 --recipients 2 --password x").is_err());
+        assert!(parse("presence -r 0 --password x").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`), each printing human lines and a final JSON line (`report`).
+//! (`login`, `idle`, `chat`, `presence`, `offline`), each printing human lines and a final JSON line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
 //! tiny tree), `scram` (RFC 5802 client) and `tls` (rustls accepting self-signed
 //! certificates). `procstat` reads the server's CPU and RSS from /proc.
@@ -13,6 +13,8 @@ mod args;
 mod chat;
 mod idle;
 mod login;
+mod offline;
+mod presence;
 mod procstat;
 mod report;
 mod scram;
@@ -59,6 +61,19 @@ impl Failures {
 
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Adds another set of failures to this one.
+    pub fn merge(&self, other: &Failures) {
+        self.count.fetch_add(other.count(), Ordering::Relaxed);
+        let theirs = other.reasons.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Ok(mut r) = self.reasons.lock() {
+            for s in theirs {
+                if r.len() < 5 && !r.contains(&s) {
+                    r.push(s);
+                }
+            }
+        }
     }
 
     /// Prints the reasons to stderr and stores the count and first reason in the report.
@@ -261,6 +276,42 @@ fn main() -> ExitCode {
                     body_bytes,
                 };
                 chat::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Presence {
+                groups,
+                roster,
+                duration,
+                warmup,
+                concurrency,
+            } => {
+                common_fields(&ctx.args, &mut report, "presence");
+                let p = presence::Params {
+                    groups,
+                    roster,
+                    duration,
+                    warmup,
+                    concurrency,
+                };
+                presence::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Offline {
+                senders,
+                recipients,
+                messages,
+                window,
+                concurrency,
+                body_bytes,
+            } => {
+                common_fields(&ctx.args, &mut report, "offline");
+                let p = offline::Params {
+                    senders,
+                    recipients,
+                    messages,
+                    window,
+                    concurrency,
+                    body_bytes,
+                };
+                offline::run(&ctx, p, &mut report).await;
             }
             Scenario::Users { .. } => {}
         }

@@ -38,6 +38,17 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
 }
 
+/// Bytes process `pid` caused to be written to the storage layer (proc(5) `io`,
+/// `write_bytes`, counted when pages are dirtied). Reading another user's process needs
+/// root (ptrace access mode).
+pub fn write_bytes(pid: u32) -> io::Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no write_bytes in /proc/PID/io"))
+}
+
 /// CPU seconds (user + system, all threads) this process has used so far: the same sum
 /// `getrusage(RUSAGE_SELF)` gives, read from the process CPU-time clock.
 pub fn own_cpu_seconds() -> f64 {
@@ -70,5 +81,6 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(own_cpu_seconds() > 0.0);
+        assert!(write_bytes(pid).is_ok());
     }
 }

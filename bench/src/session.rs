@@ -329,6 +329,19 @@ pub async fn login(
     user: &str,
     resource: &str,
 ) -> Result<Session, SessionError> {
+    let mut session = login_bound(cfg, user, resource).await?;
+    // RFC 6121 §4.2.1: initial presence makes the resource available.
+    session.conn.send("presence", "<presence/>").await?;
+    Ok(session)
+}
+
+/// Logs `user` in with `resource` up to resource binding, without initial presence: the
+/// caller decides when the resource becomes available (and can time it).
+pub async fn login_bound(
+    cfg: &ClientConfig,
+    user: &str,
+    resource: &str,
+) -> Result<Session, SessionError> {
     let t = cfg.timeout;
     let tcp = timeout(t, "connect", async {
         TcpStream::connect((cfg.host.as_str(), cfg.port))
@@ -366,8 +379,6 @@ pub async fn login(
     let mut conn = Conn::new(transport);
     timeout(t, "sasl", authenticate(&mut conn, cfg, user)).await?;
     let jid = timeout(t, "bind", bind(&mut conn, &cfg.domain, resource)).await?;
-    // RFC 6121 §4.2.1: initial presence makes the resource available.
-    conn.send("presence", "<presence/>").await?;
     Ok(Session { conn, jid })
 }
 
