@@ -31,16 +31,20 @@ arch-test arm64 >/dev/null || { echo "build-image.sh: this machine cannot run ar
 mkdir -p "$out"
 out=$(realpath "$out")
 work=$(mktemp -d "$out/work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# HEARTH_KEEP_WORK=1 keeps the root file system and genimage's files for a look.
+[ "${HEARTH_KEEP_WORK:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 export HEARTH_BINARY=$(realpath "$binary") HEARTH_SRC=$PWD
-mmdebstrap --architectures=arm64 --variant=minbase \
+mmdebstrap --verbose --architectures=arm64 --variant=minbase \
   --components=main,non-free-firmware \
-  --include=systemd,systemd-sysv,udev,dbus,systemd-timesyncd,systemd-resolved,kmod,iproute2,openssh-server,linux-image-arm64,raspi-firmware,firmware-brcm80211,wireless-regdb,initramfs-tools,ca-certificates \
+  --include=systemd,systemd-sysv,udev,dbus,systemd-timesyncd,systemd-resolved,kmod,iproute2,openssh-server,linux-image-arm64,raspi-firmware,firmware-brcm80211,wireless-regdb,initramfs-tools,zstd,ca-certificates,e2fsprogs,fdisk,dosfstools,sqlite3 \
   --essential-hook='mkdir -p "$1/boot/firmware"' \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
-  --setup-hook='mkdir -p "$1/etc/default" && printf "ROOTPART=LABEL=RASPIROOT\nCONSOLES=\"ttyS1,115200 tty0\"\n" > "$1/etc/default/raspi-firmware"' \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+  --setup-hook='mkdir -p "$1/etc/default" && printf "ROOTPART=LABEL=RASPIROOT\nCONSOLES=\"ttyS1,115200 tty0\"\nCMA=0\n" > "$1/etc/default/raspi-firmware"' \
   --setup-hook='mkdir -p "$1/etc/initramfs-tools" && echo update_initramfs=no > "$1/etc/initramfs-tools/update-initramfs.conf"' \
   --customize-hook='"$HEARTH_SRC/image/customize.sh" "$1"' \
   --format=directory \
@@ -51,7 +55,12 @@ mkdir -p "$out/boot"
 cp -L "$work/root/vmlinuz" "$out/boot/vmlinuz" 2>/dev/null || cp "$work"/root/boot/vmlinuz-* "$out/boot/vmlinuz"
 cp -L "$work/root/initrd.img" "$out/boot/initrd.img" 2>/dev/null || cp "$work"/root/boot/initrd.img-* "$out/boot/initrd.img"
 
-sed "s#@OUT@#$out#" image/genimage.cfg > "$work/genimage.cfg"
+# The root partition is as big as its contents plus a margin (the first boot grows it to
+# the card), so the image stays small to download and quick to flash.
+used=$(( $(du -sxm "$work/root" | cut -f1) - $(du -sxm "$work/root/boot/firmware" | cut -f1) ))
+root_mb=$(( (used * 5 / 4 + 256 + 63) / 64 * 64 ))
+echo "==> root file system: ${used} MiB used, partition ${root_mb} MiB"
+sed "s#@ROOTSIZE@#${root_mb}M#" image/genimage.cfg > "$work/genimage.cfg"
 genimage --config "$work/genimage.cfg" --rootpath "$work/root" \
   --tmppath "$work/tmp" --inputpath "$work" --outputpath "$out"
 rm -f "$out/firmware.vfat" "$out/root.ext4"
