@@ -32,7 +32,10 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 # The setup hook turned off the initramfs updates that package triggers ask for (each
 # takes minutes under qemu-user). The kernel's own postinst hook made the initrd once,
 # after initramfs-tools and its hooks were configured, and raspi-firmware copied it to
-# /boot/firmware; only if that did not happen is it made here.
+# /boot/firmware; only if that did not happen is it made here. (A setup hook names the
+# root file system's type, ext4, which initramfs-tools cannot probe in a chroot, so that
+# the initrd has fsck.ext4 and checks the root file system: the Pi mounts it read-write
+# from the start, and nothing else would check it.)
 echo update_initramfs=yes > "$root/etc/initramfs-tools/update-initramfs.conf"
 if ! ls "$root"/boot/firmware/initrd.img-* >/dev/null 2>&1; then
   chroot "$root" update-initramfs -c -k all
