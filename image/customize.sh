@@ -21,7 +21,23 @@ rm -f "$root"/etc/ssh/ssh_host_*
 : > "$root/etc/machine-id"
 # Root has no password (Debian's default '*'); say so explicitly.
 chroot "$root" passwd --lock root >/dev/null
-# The setup hook deferred every initramfs run (each takes minutes under qemu-user);
-# make the one that counts, which raspi-firmware's hook copies to /boot/firmware.
+# The hearth user exists in the image already, so first boot need not wait for it.
+chroot "$root" systemd-sysusers /usr/lib/sysusers.d/hearth.conf
+# systemd's first-boot wizard would ask on the console (HDMI or serial) for a locale,
+# a time zone and a root password, and wait there forever on a headless Pi. hearth's own
+# first-boot step takes what it needs from the firmware partition instead.
+systemctl --root="$root" mask systemd-firstboot.service
+# systemd-resolved's stub; the build host's resolv.conf was copied in for apt.
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+# The setup hook turned off the initramfs updates that package triggers ask for (each
+# takes minutes under qemu-user). The kernel's own postinst hook made the initrd once,
+# after initramfs-tools and its hooks were configured, and raspi-firmware copied it to
+# /boot/firmware; only if that did not happen is it made here. (A setup hook names the
+# root file system's type, ext4, which initramfs-tools cannot probe in a chroot, so that
+# the initrd has fsck.ext4 and checks the root file system: the Pi mounts it read-write
+# from the start, and nothing else would check it.)
 echo update_initramfs=yes > "$root/etc/initramfs-tools/update-initramfs.conf"
-chroot "$root" update-initramfs -c -k all
+if ! ls "$root"/boot/firmware/initrd.img-* >/dev/null 2>&1; then
+  chroot "$root" update-initramfs -c -k all
+fi
+ls -l "$root"/boot/firmware/

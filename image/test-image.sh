@@ -10,16 +10,27 @@
 # hearth-firstboot. The guest's network is qemu's user mode with restrict=on: nothing
 # leaves this machine; ports 5222/5223 are forwarded to loopback. The client is
 # tests/clients/xmpp_client.py; it cannot know the certificate the guest generated,
-# so it does not verify it (--insecure). Needs qemu-system-arm, mtools, python3-slixmpp.
+# so it does not verify it (--insecure). The disk copy is made 512 MiB bigger than the
+# image, as a bigger SD card would be, and the test checks that the first boot grew the
+# root file system into it. Needs qemu-system-arm, mtools, python3-slixmpp.
+#
+# The qemu board is not a Pi: its firmware, the FAT partition's config.txt and
+# cmdline.txt and the Pi's device trees are not used here; qemu loads the kernel and
+# initrd directly (the same files raspi-firmware put on the firmware partition).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath "${1:?usage: image/test-image.sh OUTDIR}")
 work=$(mktemp -d)
 qemu_pid=""
-cleanup() { [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null; wait "$qemu_pid" 2>/dev/null; fi
+  if [ "${HEARTH_KEEP_WORK:-0}" = 1 ]; then echo "test-image.sh: kept $work" >&2; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
 
 cp "$out/hearth-pi-arm64.img" "$work/disk.img"
+image_bytes=$(stat -c %s "$work/disk.img")
+truncate -s +512M "$work/disk.img"
 printf 'kitchen\n' > "$work/hostname"
 printf 'alice boot-test-password\n' > "$work/hearth-users.txt"
 printf '%s' 'boot-test-password' > "$work/pw"
@@ -34,7 +45,7 @@ qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -display none \
   -append "root=LABEL=RASPIROOT rw console=ttyAMA0 systemd.show_status=1" \
   -drive "if=none,id=disk,file=$work/disk.img,format=raw" -device virtio-blk-pci,drive=disk \
   -netdev "user,id=net,restrict=on,hostfwd=tcp:127.0.0.1:$port-:5222" \
-  -device virtio-net-pci,netdev=net &
+  -device virtio-net-pci,netdev=net,romfile= &
 qemu_pid=$!
 
 deadline=$(( start + ${HEARTH_BOOT_TIMEOUT:-900} ))
@@ -46,12 +57,47 @@ while :; do
   fi
   if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
     echo "test-image.sh: no login; console:" >&2
-    tail -60 "$work/console.log" >&2
+    tail -60 "$work/console.log" >&2 || true
     exit 1
   fi
   sleep 5
 done
-echo "==> power-on to XMPP login: $(( $(date +%s) - start ))s (TCG emulation of a Cortex-A53)"
+login_s=$(( $(date +%s) - start ))
+echo "==> power-on to XMPP login: ${login_s}s (TCG emulation of a Cortex-A53)"
 cat "$work/login.json"
-grep -E "hearth|Reached target" "$work/console.log" | tail -5 || true
-echo "1 passed, 0 failed"
+
+# What the first boot did, from its lines on the serial console.
+fail=0
+grep -a "hearth-firstboot:" "$work/console.log" || true
+if ! grep -aq "hearth-firstboot: host name kitchen" "$work/console.log"; then
+  echo "test-image.sh: hearth-firstboot did not set the host name from the firmware partition" >&2
+  fail=1
+fi
+if ! grep -aq "hearth-firstboot: hearth account alice created" "$work/console.log"; then
+  echo "test-image.sh: hearth-firstboot did not report the account from hearth-users.txt" >&2
+  fail=1
+fi
+# The root partition ends where the image ends; after growing, the file system must
+# be bigger than the whole image was (by most of the 512 MiB added).
+size=$(grep -ao "hearth-firstboot: root file system [0-9.]*[KMG]" "$work/console.log" | awk '{print $5}' | tail -n1)
+size_mib=$(echo "$size" | awk '/G$/ {printf "%d", $0 * 1024} /M$/ {printf "%d", $0}')
+if [ -z "$size_mib" ] || [ "$size_mib" -le $(( image_bytes / 1048576 )) ]; then
+  echo "test-image.sh: root file system is ${size:-unknown}; the image alone is $(( image_bytes / 1048576 )) MiB, so it did not grow" >&2
+  fail=1
+fi
+grep -aE "Started hearth|Reached target.*Multi-User|login:" "$work/console.log" | tail -5 || true
+# hearth-users.txt holds passwords in the clear: it must be gone from the card, even
+# though the machine is switched off (qemu killed) without a shutdown.
+kill "$qemu_pid"; wait "$qemu_pid" 2>/dev/null || true; qemu_pid=""
+if MTOOLS_SKIP_CHECK=1 mdir -b -i "$work/disk.img@@4M" ::hearth-users.txt >/dev/null 2>&1; then
+  echo "test-image.sh: hearth-users.txt is still on the firmware partition" >&2
+  fail=1
+fi
+if [ "$fail" = 0 ]; then
+  echo "1 passed, 0 failed"
+else
+  echo "--- console tail" >&2
+  tail -60 "$work/console.log" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
