@@ -63,9 +63,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use crate::storage::Quota;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 /// The validated configuration of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
