@@ -151,6 +151,41 @@ fn block_and_unblock() {
     );
 }
 
+/// An account deleted and made again with `hearth user` while the server runs starts
+/// with an empty blocklist: the old one is not kept in the server's memory.
+#[test]
+fn a_recreated_account_does_not_inherit_the_old_blocklist() {
+    let server = server();
+    let (aj, bj) = (server.jid("alice"), server.jid("bob"));
+    let mut a = login(&server, "alice", "phone");
+    let r = block_iq(
+        &mut a,
+        "set",
+        &format!("<block xmlns='{NS_BLOCKING}'><item jid='{bj}'/></block>"),
+    );
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.close();
+    let hearth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .arg("--config")
+            .arg(server.config_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    hearth(&["user", "del", "alice"]);
+    server.add_user("alice", "a fine password");
+    // bob's message to the new, offline alice is stored, not refused as blocked.
+    let mut b = login(&server, "bob", "desk");
+    chat(&mut b, &aj, "hello again");
+    assert!(drain(&mut b).is_empty(), "the message was refused");
+    let mut a = login(&server, "alice", "phone");
+    assert!(blocklist(&mut a).is_empty());
+    presence(&mut a, "");
+    expect_message(&mut a, "hello again");
+}
+
 #[test]
 fn last_activity_of_contacts() {
     let server = server();

@@ -288,8 +288,10 @@ pub struct Router {
     sessions: Mutex<HashMap<Box<str>, Vec<Session>>>,
     features: Features,
     next_id: AtomicU64,
-    /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
-    /// not cost a storage read. Filled and updated by `im`; one entry per account at most.
+    /// Blocklists (XEP-0191) of the accounts with a session, so a message does not cost a
+    /// storage read. Filled and updated by `im`; one entry per account at most, dropped
+    /// with the account's last session, so a list changed or deleted behind the server's
+    /// back (`hearth user del`, then `add` again) is read afresh at the next login.
     blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
     /// Sessions per account.
     max_resources: usize,
@@ -414,8 +416,16 @@ impl Router {
         let i = list.iter().position(|s| s.id == id)?;
         let s = list.remove(i);
         let others_available = list.iter().any(|s| s.available);
-        if list.is_empty() {
+        let last = list.is_empty();
+        if last {
             map.remove(user);
+        }
+        drop(map);
+        if last {
+            self.blocklists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(user);
         }
         Some(Ended {
             was_available: s.available,
@@ -504,12 +514,18 @@ impl Router {
             .cloned()
     }
 
-    /// Caches `user`'s blocklist, as loaded from or just written to storage.
+    /// Caches `user`'s blocklist, as loaded from or just written to storage, if the
+    /// account has a session (the entry goes with its last one, see [`Router::unbind`]).
     pub fn cache_blocklist(&self, user: &str, list: Arc<[String]>) {
-        self.blocklists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user.into(), list);
+        // Checked under the sessions lock (taken before the cache's, as `unbind` does), so
+        // a load that finishes after the last session ended does not leave an entry.
+        let map = self.sessions();
+        if map.contains_key(user) {
+            self.blocklists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(user.into(), list);
+        }
     }
 
     /// Remembers (available) or forgets (unavailable) a directed presence recipient
@@ -936,11 +952,23 @@ mod tests {
     }
 
     #[test]
-    fn blocklist_cache() {
+    fn blocklist_cache_lives_with_the_sessions() {
         let r = router();
+        let list = || -> Arc<[String]> { vec!["bob@home.example".to_string()].into() };
+        // No session: nothing is cached (the list is read from storage each time).
+        r.cache_blocklist("alice", list());
         assert!(r.cached_blocklist("alice").is_none());
-        r.cache_blocklist("alice", vec!["bob@home.example".to_string()].into());
+        let (tx1, _rx1) = session_queue(QUEUE_BYTES);
+        let (tx2, _rx2) = session_queue(QUEUE_BYTES);
+        let phone = r.bind("alice", Some("phone".into()), tx1).unwrap();
+        let laptop = r.bind("alice", Some("laptop".into()), tx2).unwrap();
+        r.cache_blocklist("alice", list());
         assert_eq!(r.cached_blocklist("alice").unwrap().len(), 1);
+        // Kept while a session remains, dropped with the last one.
+        r.unbind(&phone.jid, phone.id).unwrap();
+        assert!(r.cached_blocklist("alice").is_some());
+        r.unbind(&laptop.jid, laptop.id).unwrap();
+        assert!(r.cached_blocklist("alice").is_none());
     }
 
     fn stanza(n: usize) -> ToSession {
