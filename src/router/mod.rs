@@ -288,10 +288,10 @@ pub struct Router {
     sessions: Mutex<HashMap<Box<str>, Vec<Session>>>,
     features: Features,
     next_id: AtomicU64,
-    /// Blocklists (XEP-0191) of the accounts with a session, so a message does not cost a
-    /// storage read. Filled and updated by `im`; one entry per account at most, dropped
-    /// with the account's last session, so a list changed or deleted behind the server's
-    /// back (`hearth user del`, then `add` again) is read afresh at the next login.
+    /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
+    /// not cost a storage read. Filled and updated by `im`; one entry per account at most,
+    /// dropped with the account's last session, so a list deleted behind the server's back
+    /// (`hearth user del`, then `add` again) is read afresh once its owner has logged out.
     blocklists: Mutex<HashMap<Box<str>, Arc<[String]>>>,
     /// Sessions per account.
     max_resources: usize,
@@ -514,18 +514,13 @@ impl Router {
             .cloned()
     }
 
-    /// Caches `user`'s blocklist, as loaded from or just written to storage, if the
-    /// account has a session (the entry goes with its last one, see [`Router::unbind`]).
+    /// Caches `user`'s blocklist, as loaded from or just written to storage (the entry
+    /// goes with the account's last session, see [`Router::unbind`]).
     pub fn cache_blocklist(&self, user: &str, list: Arc<[String]>) {
-        // Checked under the sessions lock (taken before the cache's, as `unbind` does), so
-        // a load that finishes after the last session ended does not leave an entry.
-        let map = self.sessions();
-        if map.contains_key(user) {
-            self.blocklists
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(user.into(), list);
-        }
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.into(), list);
     }
 
     /// Remembers (available) or forgets (unavailable) a directed presence recipient
@@ -955,9 +950,10 @@ mod tests {
     fn blocklist_cache_lives_with_the_sessions() {
         let r = router();
         let list = || -> Arc<[String]> { vec!["bob@home.example".to_string()].into() };
-        // No session: nothing is cached (the list is read from storage each time).
+        // Cached for an account with no session (messages to offline users are checked
+        // too), and replaced when a session binds and the list is loaded again.
         r.cache_blocklist("alice", list());
-        assert!(r.cached_blocklist("alice").is_none());
+        assert!(r.cached_blocklist("alice").is_some());
         let (tx1, _rx1) = session_queue(QUEUE_BYTES);
         let (tx2, _rx2) = session_queue(QUEUE_BYTES);
         let phone = r.bind("alice", Some("phone".into()), tx1).unwrap();

@@ -26,8 +26,7 @@ pub(super) enum Blocked {
 
 impl Im<'_> {
     /// `user`'s blocklist, from the router's cache or from storage. Cached only for
-    /// accounts that exist and have a session, so messages to made-up names cannot grow
-    /// the cache and a list deleted behind the server's back does not linger.
+    /// accounts that exist, so messages to made-up names cannot grow the cache.
     pub(super) async fn blocklist(&self, user: &str) -> Arc<[String]> {
         if let Some(l) = self.router.cached_blocklist(user) {
             return l;
