@@ -8,8 +8,8 @@
 //! more than W messages in flight. The body starts with the send time (microseconds since
 //! the run's epoch, same process, monotonic clock), so latency needs no clock sync.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol::channel::{Receiver, Sender};
@@ -20,7 +20,7 @@ use smol::{Timer, future};
 use crate::report::{Report, percentile, show};
 use crate::session::{self, Conn, Session, SessionError, Transport, iq_reply, timeout};
 use crate::xml::{Event, escape};
-use crate::{Ctx, login_many, procstat, server_cpu};
+use crate::{Ctx, login_all, procstat, server_cpu};
 
 /// Chat parameters from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -65,29 +65,8 @@ struct Stats {
 
 pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     let n = 2 * p.pairs;
-    let slots: Arc<Mutex<Vec<Option<Session>>>> =
-        Arc::new(Mutex::new((0..n).map(|_| None).collect()));
     let login_start = Instant::now();
-    let failures = {
-        let slots = slots.clone();
-        login_many(
-            ctx,
-            n,
-            p.concurrency,
-            |i| i,
-            move |i, s| {
-                if let Ok(mut v) = slots.lock() {
-                    v[i] = Some(s);
-                }
-                async { Ok(()) }
-            },
-        )
-        .await
-    };
-    let mut sessions = slots
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default();
+    let (mut sessions, failures) = login_all(ctx, n, p.concurrency).await;
     println!(
         "chat: {}/{n} sessions logged in in {:.3} s",
         n - failures.count(),

@@ -133,6 +133,38 @@ where
     failures
 }
 
+/// [`login_many`] for accounts `0..n` that keeps every session: slot `i` holds session
+/// `i`, or `None` where its login failed.
+pub async fn login_all(
+    ctx: &Arc<Ctx>,
+    n: usize,
+    concurrency: usize,
+) -> (Vec<Option<Session>>, Arc<Failures>) {
+    let slots: Arc<Mutex<Vec<Option<Session>>>> =
+        Arc::new(Mutex::new((0..n).map(|_| None).collect()));
+    let failures = {
+        let slots = slots.clone();
+        login_many(
+            ctx,
+            n,
+            concurrency,
+            |i| i,
+            move |i, s| {
+                if let Ok(mut v) = slots.lock() {
+                    v[i] = Some(s);
+                }
+                async { Ok(()) }
+            },
+        )
+        .await
+    };
+    let sessions = slots
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    (sessions, failures)
+}
+
 /// Runs `main` on an executor driven by `threads` OS threads (this one included).
 fn run_on_threads<T, Fut>(threads: usize, main: impl FnOnce(Arc<Executor<'static>>) -> Fut) -> T
 where

@@ -16,8 +16,8 @@
 //!    every expected message arrived; then one more ping round trip catches late
 //!    duplicates. The phase runs from the first login to the last expected message.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smol::Timer;
@@ -25,7 +25,7 @@ use smol::Timer;
 use crate::report::{Report, show};
 use crate::session::{Session, SessionError, iq_reply, timeout};
 use crate::xml::{Element, escape};
-use crate::{Ctx, Failures, login_many, procstat, server_cpu};
+use crate::{Ctx, Failures, login_all, login_many, procstat, server_cpu};
 
 /// Offline parameters from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -110,28 +110,7 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     );
 
     // 2. Store.
-    let slots: Arc<Mutex<Vec<Option<Session>>>> =
-        Arc::new(Mutex::new((0..s_count).map(|_| None).collect()));
-    let sender_failures = {
-        let slots = slots.clone();
-        login_many(
-            ctx,
-            s_count,
-            p.concurrency,
-            |i| i,
-            move |i, s| {
-                if let Ok(mut v) = slots.lock() {
-                    v[i] = Some(s);
-                }
-                async { Ok(()) }
-            },
-        )
-        .await
-    };
-    let senders = slots
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default();
+    let (senders, sender_failures) = login_all(ctx, s_count, p.concurrency).await;
     let recipient_jid = |r: usize| format!("{}@{}", ctx.args.user(s_count + r), ctx.args.domain);
     let pid = ctx.args.server_pid;
     let io0 = pid.and_then(|p| procstat::write_bytes(p).ok());

@@ -27,7 +27,7 @@ use smol::{Timer, future};
 use crate::report::{Report, percentile, show};
 use crate::session::{self, Session, SessionError, iq_reply, timeout};
 use crate::xml::{Element, Event, escape};
-use crate::{Ctx, Failures, login_many, procstat, server_cpu};
+use crate::{Ctx, Failures, login_all, procstat, server_cpu};
 
 /// Presence parameters from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -299,28 +299,7 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
 /// subscribe (0 when every roster was already complete).
 async fn setup(ctx: &Arc<Ctx>, p: Params) -> (Vec<Option<Session>>, Arc<Failures>, usize) {
     let n = p.accounts();
-    let slots: Arc<Mutex<Vec<Option<Session>>>> =
-        Arc::new(Mutex::new((0..n).map(|_| None).collect()));
-    let failures = {
-        let slots = slots.clone();
-        login_many(
-            ctx,
-            n,
-            p.concurrency,
-            |i| i,
-            move |i, s| {
-                if let Ok(mut v) = slots.lock() {
-                    v[i] = Some(s);
-                }
-                async { Ok(()) }
-            },
-        )
-        .await
-    };
-    let mut sessions = slots
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default();
+    let (mut sessions, failures) = login_all(ctx, n, p.concurrency).await;
 
     // All members are online before anyone subscribes, so requests arrive live.
     let size = p.group_size();
