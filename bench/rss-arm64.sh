@@ -8,7 +8,9 @@
 #   bench/rss-arm64.sh /var/tmp/hearth-image/boot/vmlinuz \
 #       target/debian-cross/aarch64-unknown-linux-gnu/release/hearth
 #
-# KERNEL: boot/vmlinuz from image/build-image.sh's output directory. Each binary is
+# KERNEL: boot/vmlinuz from image/build-image.sh's output directory. HEARTH_ENV, if set,
+# is put in each server's environment (e.g. HEARTH_ENV=RUST_MIN_STACK=1048576, as the
+# systemd unit does). Each binary is
 # started 3 times in turn (after one start that makes the certificate and database),
 # from an initramfs holding busybox, the binaries and Debian's arm64 libc; 3 s after it
 # listens the script prints the resident KiB of each mapping, summed from
@@ -58,11 +60,15 @@ echo "RSS kernel \$(uname -r)"
 n=0; while ! netstat -ltn | grep -q ':5222 ' && [ \$n -lt 600 ]; do sleep 0.1; n=\$((n+1)); done
 kill \$p; wait \$p
 for i in 1 2 3; do for b in ${names[*]}; do
-  \$b serve --config /hearth.toml >/tmp/log 2>&1 & p=\$!
+  env ${HEARTH_ENV:-} \$b serve --config /hearth.toml >/tmp/log 2>&1 & p=\$!
   n=0; while ! netstat -ltn | grep -q ':5222 ' && [ \$n -lt 600 ]; do sleep 0.1; n=\$((n+1)); done
   sleep 3
   awk -v b=\$b '/^[0-9a-f]/ {n = \$6 == "" ? "[anon]" : \$6} /^Rss:/ {r[n] += \$2; t += \$2}
-    END {printf "RSS %s total %d KiB:", b, t; for (k in r) if (r[k] >= 64) printf " %s %d", k, r[k]; print ""}' /proc/\$p/smaps
+    /^AnonHugePages:/ {h += \$2}
+    END {printf "RSS %s total %d KiB (transparent huge pages %d):", b, t, h
+         for (k in r) if (r[k] >= 64) printf " %s %d", k, r[k]; print ""}' /proc/\$p/smaps
+  awk '/^[0-9a-f]/ {h = \$1} /^AnonHugePages: *[1-9]/ {print "RSS   huge pages in", h}' /proc/\$p/smaps
+  [ \$i = 1 ] && cat /proc/\$p/maps | sed 's/^/RSS   map /' 
   kill \$p; wait \$p
 done; done
 poweroff -f

@@ -276,13 +276,21 @@ fn serves_with_the_units_arguments_and_environment() {
     let manager = Manager::bind(&notify_path);
     let umask = one(&keys, "UMask");
     // The unit's WatchdogSec= is 30 s; a short one here shows the pings without a wait.
-    let child = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command.env_clear();
+    // The unit's own Environment= lines (RUST_MIN_STACK).
+    for assignment in keys.get("Environment").into_iter().flatten() {
+        let (name, value) = assignment
+            .split_once('=')
+            .unwrap_or_else(|| panic!("Environment={assignment} is not NAME=VALUE"));
+        command.env(name, value);
+    }
+    let child = command
         .arg("-c")
         .arg(format!("umask {umask} && exec \"$@\""))
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_hearth"))
         .args(&exec[1..])
-        .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &state)
         .env("STATE_DIRECTORY", &state)
@@ -344,6 +352,12 @@ fn serves_with_the_units_arguments_and_environment() {
     assert!(conn.full_jid().starts_with("alice@pi.local/"));
     drop(conn);
 
+    // By now the executor, the blocking pool (the login's password check) and the I/O
+    // reactor have all started threads: none has a stack of 2 MiB or more, which a
+    // kernel with transparent huge pages "always" could back with one 2 MiB page.
+    let big = big_thread_stacks(child.id());
+    assert!(big.is_empty(), "thread stacks of 2 MiB or more: {big:?}");
+
     // ExecReload= sends SIGHUP: the certificate is reloaded and hearth keeps serving.
     kill(child, "-HUP");
     std::thread::sleep(Duration::from_millis(200));
@@ -360,6 +374,27 @@ fn serves_with_the_units_arguments_and_environment() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+/// Thread stacks of at least 2 MiB in a process's address space: anonymous read-write
+/// mappings that start right where an inaccessible guard mapping ends (how glibc lays
+/// out a thread's stack), as "start-end" strings from /proc/PID/maps.
+fn big_thread_stacks(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut found = Vec::new();
+    let mut guard_end = None;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (start, end) = fields[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let anonymous = fields.len() == 5;
+        if anonymous && fields[1] == "rw-p" && guard_end == Some(start) && end - start >= 2 << 20 {
+            found.push(fields[0].to_string());
+        }
+        guard_end = (anonymous && fields[1] == "---p").then_some(end);
+    }
+    found
 }
 
 #[test]
