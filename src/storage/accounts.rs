@@ -58,12 +58,13 @@ const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 /// What `user` stores, in bytes (see `migrations/0003_usage.sql`): the trigger-kept total of
 /// roster, requests and blocklist, plus the offline messages' sizes read from their index.
 pub(super) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
-    let bytes: i64 = conn.query_row(
-        "SELECT COALESCE((SELECT stored_bytes FROM accounts WHERE localpart = ?1), 0)
+    // Cached: it runs for every stored offline message.
+    let bytes: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE((SELECT stored_bytes FROM accounts WHERE localpart = ?1), 0)
               + (SELECT COALESCE(SUM(bytes), 0) FROM offline_messages WHERE localpart = ?1)",
-        [user],
-        |r| r.get(0),
-    )?;
+        )?
+        .query_row([user], |r| r.get(0))?;
     // Never negative: the triggers subtract only what they added.
     Ok(u64::try_from(bytes).unwrap_or(0))
 }
@@ -150,11 +151,8 @@ impl Accounts for Storage {
 
     fn account_exists(&self, user: &str) -> Result<bool, StorageError> {
         self.conn()
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)",
-                [user],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)")
+            .and_then(|mut st| st.query_row([user], |row| row.get(0)))
             .map_err(self.sqlite_err("look up an account"))
     }
 
@@ -166,12 +164,8 @@ impl Accounts for Storage {
         };
         let stored: Option<String> = self
             .conn()
-            .query_row(
-                "SELECT password_hash FROM accounts WHERE localpart = ?1",
-                [user],
-                |row| row.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT password_hash FROM accounts WHERE localpart = ?1")
+            .and_then(|mut st| st.query_row([user], |row| row.get(0)).optional())
             .map_err(self.sqlite_err("look up a password hash"))?;
         match stored {
             Some(phc) => verify_argon2(&phc, &prepared),
@@ -192,20 +186,21 @@ impl Accounts for Storage {
             return Ok(None);
         }
         self.conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT salt, iterations, stored_key, server_key FROM scram_keys
                  WHERE localpart = ?1 AND mechanism = ?2",
-                [user, mechanism(hash)],
-                |row| {
+            )
+            .and_then(|mut st| {
+                st.query_row([user, mechanism(hash)], |row| {
                     Ok(ScramCredentials {
                         salt: row.get(0)?,
                         iterations: row.get(1)?,
                         stored_key: row.get(2)?,
                         server_key: row.get(3)?,
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()
+            })
             .map_err(self.sqlite_err("look up SCRAM keys"))
     }
 }

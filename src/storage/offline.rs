@@ -20,23 +20,19 @@ impl OfflineStore for Storage {
     ) -> Result<Stored, StorageError> {
         let (user, stanza, quota) = (user.to_owned(), stanza.to_owned(), *quota);
         // Many senders writing to offline users at once share one disk sync (`group.rs`).
+        // Every statement here runs once per stored message: cached, so SQLite parses
+        // and plans each only once per connection.
         self.write(move |s, conn| {
             let exists: bool = conn
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)",
-                    [&user],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)")
+                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
                 .map_err(s.sqlite_err("look up an account"))?;
             if !exists {
                 return Ok(Stored::NoAccount);
             }
             let count: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1",
-                    [&user],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1")
+                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
                 .map_err(s.sqlite_err("count offline messages"))?;
             if usize::try_from(count).unwrap_or(usize::MAX) >= quota.offline_messages {
                 return Ok(Stored::Full(OverQuota::Items));
@@ -46,11 +42,11 @@ impl OfflineStore for Storage {
             if used.saturating_add(size) > quota.stored_bytes {
                 return Ok(Stored::Full(OverQuota::Bytes));
             }
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![user, stanza, super::unix_now(), size as i64],
             )
+            .and_then(|mut st| st.execute(params![user, stanza, super::unix_now(), size as i64]))
             .map_err(s.sqlite_err("store an offline message"))?;
             Ok(Stored::Stored)
         })
@@ -63,7 +59,7 @@ impl OfflineStore for Storage {
     ) -> Result<Vec<(i64, String)>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
                  LIMIT ?2",
             )
@@ -79,11 +75,9 @@ impl OfflineStore for Storage {
     fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError> {
         let user = user.to_owned();
         self.write(move |s, conn| {
-            conn.execute(
-                "DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2",
-                params![user, through],
-            )
-            .map_err(s.sqlite_err("delete offline messages"))?;
+            conn.prepare_cached("DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2")
+                .and_then(|mut st| st.execute(params![user, through]))
+                .map_err(s.sqlite_err("delete offline messages"))?;
             Ok(())
         })
     }
@@ -93,7 +87,7 @@ impl BlockList for Storage {
     fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT jid FROM blocklist WHERE localpart = ?1 ORDER BY jid")
+            .prepare_cached("SELECT jid FROM blocklist WHERE localpart = ?1 ORDER BY jid")
             .map_err(self.sqlite_err("read a blocklist"))?;
         let rows = stmt
             .query_map([user], |r| r.get(0))
@@ -175,12 +169,13 @@ impl LastActivity for Storage {
         conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(self.sqlite_err("relax syncing for last activity"))?;
         // An account deleted meanwhile has nothing to record: the foreign key would refuse.
-        let written = conn.execute(
-            "INSERT INTO last_activity (localpart, logout_at, status)
-             SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
-             ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
-            params![user, at, status],
-        );
+        let written = conn
+            .prepare_cached(
+                "INSERT INTO last_activity (localpart, logout_at, status)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
+                 ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
+            )
+            .and_then(|mut st| st.execute(params![user, at, status]));
         let restored = conn.execute_batch("PRAGMA synchronous = FULL");
         written.map_err(self.sqlite_err("record last activity"))?;
         restored.map_err(self.sqlite_err("restore full syncing"))?;
@@ -189,12 +184,11 @@ impl LastActivity for Storage {
 
     fn last_activity(&self, user: &str) -> Result<Option<(i64, String)>, StorageError> {
         self.conn()
-            .query_row(
-                "SELECT logout_at, status FROM last_activity WHERE localpart = ?1",
-                [user],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            .prepare_cached("SELECT logout_at, status FROM last_activity WHERE localpart = ?1")
+            .and_then(|mut st| {
+                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(self.sqlite_err("read last activity"))
     }
 }

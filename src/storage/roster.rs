@@ -29,12 +29,8 @@ impl Storage {
 
     fn version_in(&self, conn: &Connection, user: &str) -> Result<u64, StorageError> {
         let v: Option<i64> = conn
-            .query_row(
-                "SELECT version FROM roster_versions WHERE localpart = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT version FROM roster_versions WHERE localpart = ?1")
+            .and_then(|mut st| st.query_row([user], |r| r.get(0)).optional())
             .map_err(self.sqlite_err("read the roster version"))?;
         Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
     }
@@ -47,13 +43,16 @@ impl Storage {
         jid: &BareJid,
     ) -> Result<Option<RosterItem>, StorageError> {
         let row: Option<(Option<String>, String, bool, bool)> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT name, subscription, pending_out, approved FROM roster_items
                  WHERE localpart = ?1 AND jid = ?2",
-                [user, jid.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
+            .and_then(|mut st| {
+                st.query_row([user, jid.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()
+            })
             .map_err(self.sqlite_err("read a roster item"))?;
         let pending_in = self.pending_in(conn, user, jid)?;
         let Some((name, sub, pending_out, approved)) = row else {
@@ -78,11 +77,10 @@ impl Storage {
         user: &str,
         jid: &BareJid,
     ) -> Result<bool, StorageError> {
-        conn.query_row(
+        conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM subscription_requests WHERE localpart = ?1 AND jid = ?2)",
-            [user, jid.as_str()],
-            |r| r.get(0),
         )
+        .and_then(|mut st| st.query_row([user, jid.as_str()], |r| r.get(0)))
         .map_err(self.sqlite_err("read a subscription request"))
     }
 
@@ -373,7 +371,7 @@ impl Roster for Storage {
     fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT stanza FROM subscription_requests WHERE localpart = ?1
                  ORDER BY received_at, jid",
             )
