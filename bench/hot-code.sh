@@ -144,7 +144,8 @@ run = unique(executed(run_cg) + [l.strip() for l in open(perf_file)])
 # Names a linker script can take as they are (no spaces, parentheses, quotes).
 ok = re.compile(r"(?!0x[0-9a-f]+$)[A-Za-z0-9_$.]+")  # and not an address valgrind could not name
 start = [n for n in start if ok.fullmatch(n)]
-run = [n for n in unique(run) if ok.fullmatch(n) and n not in set(start)]
+started = set(start)
+run = [n for n in run if ok.fullmatch(n) and n not in started]
 
 def pattern(name):
     name = re.sub(r"17h[0-9a-f]{16}E$", "17h*E", name)  # legacy mangling: hash

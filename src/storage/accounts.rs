@@ -55,18 +55,35 @@ fn mechanism(hash: ScramHash) -> &'static str {
 /// The hashes hearth keeps SCRAM keys for.
 const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 
-/// What `user` stores, in bytes (see `migrations/0003_usage.sql`): the trigger-kept total of
-/// roster, requests and blocklist, plus the offline messages' sizes read from their index.
-pub(super) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
-    // Cached: it runs for every stored offline message.
-    let bytes: i64 = conn
+/// What an account holds, as the quotas count it: `None` when there is no such account.
+pub(super) struct Usage {
+    /// Offline messages waiting.
+    pub offline_messages: u64,
+    /// Bytes stored (see `migrations/0003_usage.sql`): the trigger-kept total of roster,
+    /// requests and blocklist, plus the offline messages' sizes read from their index.
+    pub bytes: u64,
+}
+
+/// `user`'s [`Usage`] in one statement: the account row and one pass over the offline
+/// messages' index. Cached, since it runs for every stored offline message.
+pub(super) fn usage_in(conn: &Connection, user: &str) -> rusqlite::Result<Option<Usage>> {
+    let (account_bytes, count, offline_bytes): (Option<i64>, i64, i64) = conn
         .prepare_cached(
-            "SELECT COALESCE((SELECT stored_bytes FROM accounts WHERE localpart = ?1), 0)
-              + (SELECT COALESCE(SUM(bytes), 0) FROM offline_messages WHERE localpart = ?1)",
+            "SELECT (SELECT stored_bytes FROM accounts WHERE localpart = ?1),
+                    COUNT(*), COALESCE(SUM(bytes), 0)
+               FROM offline_messages WHERE localpart = ?1",
         )?
-        .query_row([user], |r| r.get(0))?;
+        .query_row([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     // Never negative: the triggers subtract only what they added.
-    Ok(u64::try_from(bytes).unwrap_or(0))
+    Ok(account_bytes.map(|account_bytes| Usage {
+        offline_messages: u64::try_from(count).unwrap_or(0),
+        bytes: u64::try_from(account_bytes.saturating_add(offline_bytes)).unwrap_or(0),
+    }))
+}
+
+/// What `user` stores, in bytes ([`Usage::bytes`]; 0 for no account).
+pub(super) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
+    Ok(usage_in(conn, user)?.map_or(0, |u| u.bytes))
 }
 
 impl Accounts for Storage {

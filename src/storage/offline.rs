@@ -5,7 +5,7 @@
 //! message, a crash or power cut cannot lose it. Concurrent stores (and deletes) are
 //! grouped into one transaction per disk sync (`group.rs`).
 
-use super::accounts::stored_bytes_in;
+use super::accounts::{stored_bytes_in, usage_in};
 use super::{
     BlockList, LastActivity, OfflineStore, OverQuota, Quota, Storage, StorageError, Stored,
 };
@@ -23,23 +23,18 @@ impl OfflineStore for Storage {
         // Every statement here runs once per stored message: cached, so SQLite parses
         // and plans each only once per connection.
         self.write(move |s, conn| {
-            let exists: bool = conn
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)")
-                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
-                .map_err(s.sqlite_err("look up an account"))?;
-            if !exists {
+            let Some(usage) =
+                usage_in(conn, &user).map_err(s.sqlite_err("count an account's storage"))?
+            else {
                 return Ok(Stored::NoAccount);
-            }
-            let count: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM offline_messages WHERE localpart = ?1")
-                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
-                .map_err(s.sqlite_err("count offline messages"))?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= quota.offline_messages {
+            };
+            if usize::try_from(usage.offline_messages).unwrap_or(usize::MAX)
+                >= quota.offline_messages
+            {
                 return Ok(Stored::Full(OverQuota::Items));
             }
             let size = stanza.len() as u64;
-            let used = stored_bytes_in(conn, &user).map_err(s.sqlite_err("count stored bytes"))?;
-            if used.saturating_add(size) > quota.stored_bytes {
+            if usage.bytes.saturating_add(size) > quota.stored_bytes {
                 return Ok(Stored::Full(OverQuota::Bytes));
             }
             conn.prepare_cached(
