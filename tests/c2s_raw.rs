@@ -548,3 +548,109 @@ fn failed_logins_are_delayed_and_logged_without_password() {
     assert!(log.contains("delaying login of \"alice\""), "{log}");
     assert!(!log.contains("not-her-password"), "password in the log");
 }
+
+/// Issue 14 (owner lockout): a guesser hammering alice's password from 127.0.0.1 only
+/// slows itself. Alice, logging in from 127.0.0.2 meanwhile, gets in within 2 s every
+/// time, and the guesser is never kept waiting past the negotiation deadline: a delay
+/// that does not fit is answered at once with `temporary-auth-failure` (RFC 6120
+/// §6.5.11), not with a `connection-timeout` at the deadline.
+#[test]
+fn a_guesser_never_locks_the_owner_out() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // Admission limits off the path: this is about the login throttle.
+    let server = Arc::new(server_with(ServerOpts {
+        negotiation_timeout_secs: Some(10),
+        extra_toml: "[limits]\nconnection_burst_per_address = 100000\n\
+                     connections_per_minute_per_address = 100000\n\
+                     max_connections_per_address = 1000\n"
+            .into(),
+        ..ServerOpts::default()
+    }));
+    let guesser_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let owner_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let guesses = Arc::new(AtomicUsize::new(0));
+    let timeouts = Arc::new(AtomicUsize::new(0));
+    let guessers: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop) = (server.clone(), stop.clone());
+            let (guesses, timeouts) = (guesses.clone(), timeouts.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut conn = Conn::connect_plain_from(
+                        server.c2s_addr(),
+                        guesser_ip,
+                        server.domain(),
+                        &server.cert_path(),
+                    );
+                    conn.starttls();
+                    // Up to 5 guesses per connection, then the server closes it.
+                    for _ in 0..5 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let mut mech = Scram::new(Hash::Sha256, "alice", "a guess", Binding::None);
+                        match conn.authenticate(&mut mech) {
+                            Err(AuthError::Failure(..)) => {
+                                guesses.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(AuthError::Unexpected(ev)) => {
+                                if format!("{ev:?}").contains("connection-timeout") {
+                                    timeouts.fetch_add(1, Ordering::Relaxed);
+                                }
+                                break;
+                            }
+                            other => panic!("a wrong password got {other:?}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the guesser run into its delays first.
+    let start = std::time::Instant::now();
+    while guesses.load(Ordering::Relaxed) < 10 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        guesses.load(Ordering::Relaxed) >= 10,
+        "the guesser never got going"
+    );
+    for round in 0..6 {
+        let started = std::time::Instant::now();
+        let mut conn = Conn::connect_plain_from(
+            server.c2s_addr(),
+            owner_ip,
+            server.domain(),
+            &server.cert_path(),
+        );
+        conn.starttls();
+        let mut mech = Scram::new(Hash::Sha256, "alice", ALICE_PW, Binding::None);
+        conn.authenticate(&mut mech)
+            .unwrap_or_else(|e| panic!("round {round}: the owner's login failed: {e:?}"));
+        conn.bind(Some(&format!("phone{round}")));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: the owner waited {took:?} while a guesser ran elsewhere"
+        );
+        conn.close();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for g in guessers {
+        g.join().unwrap();
+    }
+    assert_eq!(
+        timeouts.load(Ordering::Relaxed),
+        0,
+        "a throttle delay ran into the negotiation deadline"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("refused for now"),
+        "the guesser was never refused: {log}"
+    );
+}

@@ -37,6 +37,10 @@ const READ_CHUNK: usize = 1024;
 /// How long a write may take before the peer counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What must be left of the negotiation deadline after a throttle delay for the login to
+/// go on (see [`Conn::wait_for_throttle`]).
+const THROTTLE_MARGIN: Duration = Duration::from_secs(5);
+
 /// After our side of a connection is closed, how long and how much of what
 /// the peer still sends is read and dropped (see [`linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -482,7 +486,10 @@ impl Conn {
                     }
                 },
                 Action::LookupScram { username, hash } => {
-                    self.wait_for_throttle(&username).await;
+                    if !self.wait_for_throttle(&username).await {
+                        self.queue_input(Input::AuthUnavailable, &mut queue);
+                        continue;
+                    }
                     let storage = self.shared.storage.clone();
                     let creds =
                         smol::unblock(move || storage.scram_credentials(&username, hash)).await;
@@ -495,7 +502,10 @@ impl Conn {
                     })
                 }
                 Action::VerifyPlain { username, password } => {
-                    self.wait_for_throttle(&username).await;
+                    if !self.wait_for_throttle(&username).await {
+                        self.queue_input(Input::AuthUnavailable, &mut queue);
+                        continue;
+                    }
                     let storage = self.shared.storage.clone();
                     let ok =
                         smol::unblock(move || storage.verify_password(&username, &password)).await;
@@ -578,12 +588,17 @@ impl Conn {
                 }
             };
             if let Some(input) = next {
-                for a in self.c2s.handle(input).into_iter().rev() {
-                    queue.push_front(a);
-                }
+                self.queue_input(input, &mut queue);
             }
         }
         Flow::Continue
+    }
+
+    /// Feeds `input` to the state machine; its actions go first in `queue`.
+    fn queue_input(&mut self, input: Input, queue: &mut VecDeque<Action>) {
+        for a in self.c2s.handle(input).into_iter().rev() {
+            queue.push_front(a);
+        }
     }
 
     /// The storage-backed routing path (rosters, presence, offline messages).
@@ -621,20 +636,36 @@ impl Conn {
         self.c2s.user().unwrap_or_default().to_owned()
     }
 
-    /// Sleeps as long as the throttle asks before a credential check.
-    async fn wait_for_throttle(&mut self, username: &str) {
-        let delay = self
-            .shared
-            .throttle()
-            .check(username, self.peer.ip(), Instant::now());
-        if let Some(d) = delay {
+    /// Sleeps as long as the throttle asks before a credential check. False when the
+    /// wait would not end well before the negotiation deadline: the attempt is then not
+    /// evaluated, and the client is told to try again later (`temporary-auth-failure`,
+    /// RFC 6120 §6.5.11) rather than kept waiting until hearth's own deadline closes the
+    /// stream with `connection-timeout`.
+    async fn wait_for_throttle(&mut self, username: &str) -> bool {
+        let now = Instant::now();
+        let delay = self.shared.throttle().check(username, self.peer.ip(), now);
+        let Some(d) = delay else { return true };
+        let fits = match self.liveness.negotiation_deadline() {
+            // Room left after the wait for the rest of the login: the answer, resource
+            // binding, a slow phone's round trips.
+            Some(deadline) => now + d + THROTTLE_MARGIN <= deadline,
+            None => true,
+        };
+        if !fits {
             log::info!(
-                "c2s{}: delaying login of {username:?} from {} by {d:?}",
+                "c2s{}: login of {username:?} from {} refused for now: it owes a {d:?} delay",
                 self.id,
                 self.peer.ip()
             );
-            Timer::after(d).await;
+            return false;
         }
+        log::info!(
+            "c2s{}: delaying login of {username:?} from {} by {d:?}",
+            self.id,
+            self.peer.ip()
+        );
+        Timer::after(d).await;
+        true
     }
 
     /// STARTTLS (RFC 6120 §5.4.3.3): `<proceed/>` is written first, then the

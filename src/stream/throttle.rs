@@ -1,10 +1,16 @@
 //! Login throttling: a brake on online password guessing (RFC 6120 §13.8 leaves the
 //! policy to the server; RFC 4422 §7 asks servers to resist brute-force attacks).
 //!
-//! After a few free failures, each further attempt for the same account, or from the
-//! same source address, waits a delay that doubles with every failure up to a cap. The
-//! account key stops a botnet guessing one password from many addresses; the address key
-//! stops one host guessing across many accounts. Sans-IO: the caller passes the clock.
+//! After a few free failures, each further attempt from the same source address, or for
+//! the same account from the same address, waits a delay that doubles with every failure up
+//! to a cap. Delays are keyed so that a guesser only slows itself: the address key stops
+//! one host guessing across many accounts, the (account, address) key one host guessing
+//! one account, and nothing a guesser does delays the account's owner logging in from
+//! another address. There is deliberately no per-account key: with one, anybody who knows
+//! a name could keep its owner waiting (that lockout is what the per-account delay of
+//! earlier versions allowed). A botnet guessing one password from many addresses is
+//! slowed per address (and by the admission limits on new connections per address).
+//! Sans-IO: the caller passes the clock.
 //!
 //! How c2s uses it: once SASL names the account (`LookupScram` / `VerifyPlain`), call
 //! [`Throttle::check`]; if it returns a wait, sleep that long before evaluating the
@@ -27,7 +33,7 @@ pub struct ThrottleConfig {
     /// The delay once the free failures are used up; it doubles with each further
     /// failure.
     pub base_delay: Duration,
-    /// The longest delay, so an account under attack stays usable by its owner.
+    /// The longest delay: a guesser's own attempts are spaced at most this far apart.
     pub max_delay: Duration,
     /// An entry with no failure for this long is forgotten (never sooner than twice
     /// `max_delay`).
@@ -175,12 +181,13 @@ pub(crate) fn address_key(addr: IpAddr) -> IpAddr {
 /// The upper bound on any configured delay or quiet period.
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Per-account and per-address login throttling state.
+/// Per-address and per-(account, address) login throttling state.
 #[derive(Debug)]
 pub struct Throttle {
     config: ThrottleConfig,
-    /// Keyed by the normalized account name (the caller's choice: localpart or bare JID).
-    accounts: Table<Box<str>>,
+    /// Keyed by the normalized account name (the caller's choice: localpart or bare JID)
+    /// and the [`address_key`] the attempts came from.
+    accounts: Table<(Box<str>, IpAddr)>,
     /// Keyed by [`address_key`].
     addresses: Table<IpAddr>,
 }
@@ -203,7 +210,9 @@ impl Throttle {
     /// evaluated, or `None` to go ahead now. A throttled attempt books its slot, so call
     /// this once per attempt.
     pub fn check(&mut self, account: &str, addr: IpAddr, now: Instant) -> Option<Duration> {
-        let by_account = self.accounts.reserve(account, now, &self.config);
+        let by_account =
+            self.accounts
+                .reserve(&(Box::from(account), address_key(addr)), now, &self.config);
         let by_address = self.check_addr_inner(addr, now);
         let wait = by_account.max(by_address);
         (!wait.is_zero()).then_some(wait)
@@ -223,15 +232,19 @@ impl Throttle {
 
     /// Records a failed attempt (wrong password or unknown account).
     pub fn failed(&mut self, account: &str, addr: IpAddr, now: Instant) {
-        self.accounts.fail(account.into(), now, &self.config);
+        self.accounts
+            .fail((Box::from(account), address_key(addr)), now, &self.config);
         self.addresses.fail(address_key(addr), now, &self.config);
     }
 
-    /// Records a successful login: the account starts afresh. The address only loses
-    /// its pending delay (its count drops to the free allowance), so an attacker who owns
-    /// one account cannot log in to it between guesses at others to earn new free tries.
+    /// Records a successful login: the account starts afresh from that address. The
+    /// address only loses its pending delay (its count drops to the free allowance), so an
+    /// attacker who owns one account cannot log in to it between guesses at others to earn
+    /// new free tries.
     pub fn succeeded(&mut self, account: &str, addr: IpAddr) {
-        self.accounts.entries.remove(account);
+        self.accounts
+            .entries
+            .remove(&(Box::<str>::from(account), address_key(addr)));
         if let Some(entry) = self.addresses.entries.get_mut(&address_key(addr)) {
             entry.failures = entry.failures.min(self.config.free_attempts);
             entry.ready_at = entry.last_seen;
@@ -311,16 +324,37 @@ mod tests {
     }
 
     #[test]
-    fn per_account_across_addresses() {
+    fn a_guesser_never_delays_the_owner_elsewhere() {
         let mut t = Throttle::new(ThrottleConfig::default());
-        let mut now = Instant::now();
-        for i in 0..5 {
-            now = fail_n(&mut t, "juliet", ip(i), now, 1);
+        // A guesser hammers juliet's account from one address until the cap.
+        let now = fail_n(&mut t, "juliet", ip(1), Instant::now(), 20);
+        assert_eq!(t.check("juliet", ip(1), now), Some(60 * SEC));
+        // Juliet herself, from another address, goes ahead at once, every time.
+        for _ in 0..5 {
+            assert_eq!(t.check("juliet", ip(2), now), None);
+            t.succeeded("juliet", ip(2));
         }
-        // A new address, same account: still throttled.
-        assert!(t.check("juliet", ip(200), now).is_some());
-        // Another account from a new address: free.
-        assert_eq!(t.check("romeo", ip(201), now), None);
+        // Her success elsewhere does not free the guesser.
+        assert!(t.check("juliet", ip(1), now).is_some());
+        // Guesses spread over addresses are slowed per address.
+        let mut now = now;
+        for i in 10..15 {
+            now = fail_n(&mut t, "juliet", ip(i), now, 4);
+            assert!(t.check("juliet", ip(i), now).is_some());
+        }
+    }
+
+    #[test]
+    fn one_account_from_one_address() {
+        let mut t = Throttle::new(ThrottleConfig::default());
+        // Failures for one account from one address count towards that pair...
+        let now = fail_n(&mut t, "juliet", ip(1), Instant::now(), 4);
+        assert_eq!(t.check("juliet", ip(1), now), Some(2 * SEC));
+        // ...and towards the address, for any account.
+        let mut t2 = Throttle::new(ThrottleConfig::default());
+        let now = fail_n(&mut t2, "juliet", ip(1), Instant::now(), 4);
+        assert!(t2.check("romeo", ip(1), now).is_some());
+        assert_eq!(t2.check("romeo", ip(2), now), None);
     }
 
     #[test]
@@ -405,8 +439,8 @@ mod tests {
         assert_eq!(t.accounts.entries.len(), 4);
         assert_eq!(t.addresses.entries.len(), 4);
         // The most recent survive.
-        assert!(t.accounts.entries.contains_key("user9"));
-        assert!(!t.accounts.entries.contains_key("user0"));
+        assert!(t.accounts.entries.contains_key(&("user9".into(), ip(9))));
+        assert!(!t.accounts.entries.contains_key(&("user0".into(), ip(0))));
     }
 
     #[test]

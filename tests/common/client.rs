@@ -166,6 +166,33 @@ impl Conn {
     pub fn connect_plain(addr: SocketAddr, domain: &str, pinned_cert: &Path) -> Conn {
         let tcp = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Conn::plain_over(tcp, domain, pinned_cert)
+    }
+
+    /// [`Conn::connect_plain`] from the loopback address `source` (e.g. 127.0.0.2), so a
+    /// test can be several hosts as the server's per-address limits see them.
+    pub fn connect_plain_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        domain: &str,
+        pinned_cert: &Path,
+    ) -> Conn {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("cannot bind {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr} from {source}: {e}"));
+        Conn::plain_over(socket.into(), domain, pinned_cert)
+    }
+
+    fn plain_over(tcp: TcpStream, domain: &str, pinned_cert: &Path) -> Conn {
         tcp.set_nodelay(true).unwrap();
         let mut conn = Conn {
             io: Io::Plain(tcp),
