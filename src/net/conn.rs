@@ -37,6 +37,10 @@ const READ_CHUNK: usize = 1024;
 /// How long a write may take before the peer counts as dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a client's reading pauses for recipients to catch up with what it sent;
+/// then it is read again, and what finds a queue at its hard bound is refused to it.
+const PRESSURE_WAIT: Duration = Duration::from_secs(10);
+
 /// What must be left of the negotiation deadline after a throttle delay for the login to
 /// go on (see [`Conn::wait_for_throttle`]).
 const THROTTLE_MARGIN: Duration = Duration::from_secs(5);
@@ -106,6 +110,8 @@ enum Wake {
     Deadline,
     /// A read pause ([`Karma`]) is over.
     Resume,
+    /// The queues this client's stanzas filled have drained (or the wait is over).
+    Relieved,
 }
 
 /// Whether the loop goes on after carrying out actions.
@@ -136,6 +142,10 @@ struct Conn {
     karma: Karma,
     /// Reading is paused until then because the stream is over its rate.
     paused_until: Option<Instant>,
+    /// Reading is paused because this client's stanzas filled other sessions' queues:
+    /// until they drain, or until the instant given (DESIGN.md "Router": a sender that
+    /// outpaces a recipient is slowed, the recipient is not punished).
+    pressed: Option<(router::Backpressure, Instant)>,
     /// Server-to-client pings sent, for their ids.
     pings: u64,
     shutdown: async_channel::Receiver<()>,
@@ -243,6 +253,7 @@ pub async fn serve_client(
         bound: None,
         liveness,
         paused_until: None,
+        pressed: None,
         pings: 0,
     };
     let reason = conn.run().await;
@@ -300,8 +311,9 @@ impl Conn {
     async fn run(&mut self) -> String {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            // Everything the framer can give before waiting again.
-            loop {
+            // Everything the framer can give before waiting again (none while the
+            // client's earlier stanzas wait for room in a recipient's queue).
+            while self.pressed.is_none() {
                 let actions = match self.framer.next_event() {
                     Ok(Some(ev)) => {
                         if let Event::Stanza(el) = &ev {
@@ -322,14 +334,24 @@ impl Conn {
             }
             let deadline = self.liveness.deadline();
             let paused_until = self.paused_until;
+            let pressed = self.pressed.clone();
             let rx = self.rx.clone();
             let wake = async {
-                match paused_until {
-                    Some(t) => {
+                match (paused_until, pressed) {
+                    (Some(t), _) => {
                         Timer::at(t).await;
                         Wake::Resume
                     }
-                    None => Wake::Read(self.io.read(&mut buf).await),
+                    (None, Some((pressure, until))) => {
+                        pressure
+                            .relieved()
+                            .or(async {
+                                Timer::at(until).await;
+                            })
+                            .await;
+                        Wake::Relieved
+                    }
+                    (None, None) => Wake::Read(self.io.read(&mut buf).await),
                 }
             }
             .or(async {
@@ -396,6 +418,10 @@ impl Conn {
                 Wake::Shutdown => self.c2s.shutdown(),
                 Wake::Resume => {
                     self.paused_until = None;
+                    continue;
+                }
+                Wake::Relieved => {
+                    self.pressed = None;
                     continue;
                 }
                 Wake::Deadline => {
@@ -574,12 +600,18 @@ impl Conn {
                         let im = router::im::Im {
                             router: &self.shared.router,
                             storage: &self.shared.storage,
+                            conn: self.id,
                         };
                         // Awaited: the client's stanzas are handled in order.
                         // Boxed, like every storage path here: their futures are
                         // large, and inline they would widen every idle
                         // connection's task (massif: ~2 KiB per session).
-                        let routed = Box::pin(im.route(&jid, stanza, &mut self.out)).await;
+                        let (routed, pressure) =
+                            router::with_backpressure(im.route(&jid, stanza, &mut self.out)).await;
+                        if !pressure.is_empty() {
+                            log::debug!("c2s{}: recipients are behind, pausing reads", self.id);
+                            self.pressed = Some((pressure, Instant::now() + PRESSURE_WAIT));
+                        }
                         if routed.offline {
                             Box::pin(self.deliver_offline(&jid)).await;
                         }
@@ -606,6 +638,7 @@ impl Conn {
         router::im::Im {
             router: &self.shared.router,
             storage: &self.shared.storage,
+            conn: self.id,
         }
     }
 

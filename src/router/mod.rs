@@ -3,9 +3,14 @@
 //! It applies the delivery rules of RFC 6121 §8 for local addresses, hands
 //! server-addressed iqs to the features, and answers what nobody handles
 //! with `service-unavailable` (RFC 6120 §8.3.3.18). Every session has a
-//! queue of serialized stanzas bounded in stanzas and in bytes; a session
-//! whose queue is full is disconnected rather than allowed to grow memory
-//! without bound.
+//! queue of serialized stanzas bounded in stanzas and in bytes. A sender that
+//! fills another session's queue is slowed, never the recipient punished
+//! (DESIGN.md "Router"): past the queue's soft bound the stanza is still queued
+//! and the sending connection stops reading its client until the queue drains
+//! ([`Backpressure`]); past the hard bound (twice the soft one) the sender gets
+//! `resource-constraint` back. A recipient is disconnected only for its own
+//! slowness: a write to it that makes no progress for the connection's write
+//! timeout.
 //!
 //! The router never touches storage: everything here is quick and in memory, under one
 //! short lock. Stanzas whose handling needs storage (rosters, subscriptions, presence
@@ -27,15 +32,20 @@ use crate::stanza::{
 use crate::storage::Quota;
 use crate::xml::Element;
 
-/// Stanzas a session may have queued for writing before it counts as
-/// too slow and is disconnected.
+/// Stanzas a session may have queued for writing before its senders are slowed
+/// (the soft bound; the hard bound is [`HARD_FACTOR`] times it).
 pub const QUEUE_STANZAS: usize = 256;
+
+/// The hard bounds of a session queue, in stanzas and bytes, as multiples of the soft
+/// ones: room for the one stanza each sender may add before its reading pauses.
+pub const HARD_FACTOR: usize = 2;
 
 /// Simultaneous sessions per account (RFC 6120 §7.6.2.1 `resource-constraint`),
 /// unless [`Router::with_max_resources`] says otherwise.
 pub const MAX_RESOURCES: usize = 16;
 
-/// Bytes a session may have queued, unless [`session_queue`] is told otherwise.
+/// Bytes a session may have queued before its senders are slowed, unless
+/// [`session_queue`] is told otherwise.
 pub const QUEUE_BYTES: usize = 512 * 1024;
 
 /// What the router hands to a connection.
@@ -56,10 +66,15 @@ pub enum ToSession {
 /// cache-padded counters (~0.7 KiB) for its whole life; this keeps a
 /// `VecDeque` that is freed whenever it empties.
 #[derive(Debug, Default)]
-struct Queue {
+pub struct Queue {
     state: Mutex<QueueState>,
     /// Wakes the connection when something is queued or the queue closes.
     ready: event_listener::Event,
+    /// Wakes senders waiting for the queue to drain below its soft bound
+    /// ([`Backpressure::relieved`]).
+    space: event_listener::Event,
+    /// The soft bound in bytes (see [`session_queue`]).
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +90,28 @@ impl Queue {
     fn state(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// At or past the soft bound: senders should wait.
+    fn is_pressed(&self, st: &QueueState) -> bool {
+        st.items.len() >= QUEUE_STANZAS || st.bytes > self.max_bytes
+    }
+
+    /// Below the soft bound, or closed (nobody will drain it; nobody needs to wait).
+    fn has_room(&self) -> bool {
+        let st = self.state();
+        st.is_closed || !self.is_pressed(&st)
+    }
+}
+
+/// What became of a stanza handed to a session queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queued {
+    /// Queued, below the soft bound.
+    Yes,
+    /// Queued, but the queue is at or past its soft bound: the sender should pause.
+    Pressed,
+    /// Not queued: the queue is closed, or at its hard bound.
+    Refused,
 }
 
 /// The queue is closed and empty: the router let go of the session.
@@ -85,7 +122,6 @@ pub struct Closed;
 #[derive(Debug)]
 pub struct SessionTx {
     queue: Arc<Queue>,
-    max_bytes: usize,
 }
 
 /// The connection's end of a session queue.
@@ -94,39 +130,49 @@ pub struct SessionRx {
     queue: Arc<Queue>,
 }
 
-/// A new session's queue: at most [`QUEUE_STANZAS`] stanzas and
-/// `max_bytes` bytes of them (one stanza always fits in an empty queue,
-/// however large, so the limit never makes a stanza undeliverable).
+/// A new session's queue: its senders are slowed from [`QUEUE_STANZAS`] stanzas or
+/// `max_bytes` bytes on, and refused from [`HARD_FACTOR`] times that (one stanza always
+/// fits in an empty queue, however large, so the bound never makes a stanza
+/// undeliverable).
 pub fn session_queue(max_bytes: usize) -> (SessionTx, SessionRx) {
-    let queue = Arc::new(Queue::default());
+    let queue = Arc::new(Queue {
+        max_bytes,
+        ..Queue::default()
+    });
     (
         SessionTx {
             queue: queue.clone(),
-            max_bytes,
         },
         SessionRx { queue },
     )
 }
 
 impl SessionTx {
-    /// Queues `msg` unless the queue is full, in stanzas or in bytes, or closed.
-    fn try_send(&self, msg: ToSession) -> Result<(), ToSession> {
+    /// Queues `msg` unless the queue is closed or at its hard bound, in stanzas or in
+    /// bytes; says whether it is now at or past its soft bound.
+    fn try_send(&self, msg: ToSession) -> Queued {
         let len = match &msg {
             ToSession::Stanza(xml) => xml.len(),
             ToSession::Close(_) => 0,
         };
-        {
+        let queued = {
             let mut st = self.queue.state();
-            let is_full = st.items.len() >= QUEUE_STANZAS
-                || (st.bytes > 0 && st.bytes.saturating_add(len) > self.max_bytes);
+            let hard_bytes = self.queue.max_bytes.saturating_mul(HARD_FACTOR);
+            let is_full = st.items.len() >= QUEUE_STANZAS * HARD_FACTOR
+                || (st.bytes > 0 && st.bytes.saturating_add(len) > hard_bytes);
             if st.is_closed || is_full {
-                return Err(msg);
+                return Queued::Refused;
             }
             st.bytes += len;
             st.items.push_back(msg);
-        }
+            if self.queue.is_pressed(&st) {
+                Queued::Pressed
+            } else {
+                Queued::Yes
+            }
+        };
         self.queue.ready.notify(1);
-        Ok(())
+        queued
     }
 
     /// Queues `msg` even when the queue is full (for the closing error).
@@ -144,10 +190,7 @@ impl SessionTx {
     fn close(&self) {
         self.queue.state().is_closed = true;
         self.queue.ready.notify(usize::MAX);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.queue.state().is_closed
+        self.queue.space.notify(usize::MAX);
     }
 }
 
@@ -164,6 +207,7 @@ impl SessionRx {
     /// and empty, `Err(None)` when merely empty.
     fn take(&self) -> Result<ToSession, Option<Closed>> {
         let mut st = self.queue.state();
+        let was_pressed = self.queue.is_pressed(&st);
         match st.items.pop_front() {
             Some(msg) => {
                 if let ToSession::Stanza(xml) = &msg {
@@ -172,6 +216,10 @@ impl SessionRx {
                 if st.items.is_empty() {
                     // Give the memory back: most sessions sit idle.
                     st.items = std::collections::VecDeque::new();
+                }
+                if was_pressed && !self.queue.is_pressed(&st) {
+                    drop(st);
+                    self.queue.space.notify(usize::MAX);
                 }
                 Ok(msg)
             }
@@ -207,6 +255,76 @@ impl SessionRx {
     /// Bytes of stanzas waiting.
     pub fn queued_bytes(&self) -> usize {
         self.queue.state().bytes
+    }
+}
+
+/// The session queues a sender pushed to or past their soft bound: its connection stops
+/// reading its client until they drain ([`Backpressure::relieved`]). Collected by
+/// [`with_backpressure`] while the sender's stanza is routed.
+#[derive(Clone, Debug, Default)]
+pub struct Backpressure {
+    queues: Vec<Arc<Queue>>,
+}
+
+impl Backpressure {
+    /// Nothing to wait for.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Waits until every queue is below its soft bound (or closed). The caller bounds
+    /// the wait: a recipient that stopped reading is cut off by its own write timeout.
+    pub async fn relieved(&self) {
+        for q in &self.queues {
+            while !q.has_room() {
+                let listener = q.space.listen();
+                if q.has_room() {
+                    break;
+                }
+                listener.await;
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Where [`deliver`] records a queue it pressed, while a [`WithBackpressure`] future
+    /// is being polled on this thread (delivery is synchronous, so the stanza being
+    /// routed is always that future's).
+    static PRESSED: std::cell::RefCell<Option<Vec<Arc<Queue>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `fut` (the routing of one client stanza) and returns its output with the
+/// queues its deliveries pressed: the sender to slow down.
+pub fn with_backpressure<F: std::future::Future>(fut: F) -> WithBackpressure<F> {
+    WithBackpressure {
+        fut: Box::pin(fut),
+        pressed: Vec::new(),
+    }
+}
+
+/// See [`with_backpressure`].
+pub struct WithBackpressure<F> {
+    fut: std::pin::Pin<Box<F>>,
+    pressed: Vec<Arc<Queue>>,
+}
+
+impl<F: std::future::Future> std::future::Future for WithBackpressure<F> {
+    type Output = (F::Output, Backpressure);
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let outer = PRESSED.with(|p| p.replace(Some(std::mem::take(&mut this.pressed))));
+        let poll = this.fut.as_mut().poll(cx);
+        this.pressed = PRESSED.with(|p| p.replace(outer)).unwrap_or_default();
+        poll.map(|out| {
+            let queues = std::mem::take(&mut this.pressed);
+            (out, Backpressure { queues })
+        })
     }
 }
 
@@ -690,7 +808,7 @@ impl Router {
                         .filter(|s| s.available && s.priority >= 0)
                         .map(|s| s.priority)
                         .max();
-                    let mut n = 0;
+                    let (mut n, mut refused) = (0, 0);
                     for s in list.iter().filter(|s| s.available && s.priority >= 0) {
                         let wanted = match ty {
                             MessageType::Headline => true,
@@ -698,13 +816,24 @@ impl Router {
                             MessageType::Groupchat | MessageType::Error => false,
                         };
                         if wanted {
-                            deliver(s, &xml);
-                            n += 1;
+                            if deliver(s, &xml) {
+                                n += 1;
+                            } else {
+                                refused += 1;
+                            }
                         }
                     }
-                    n
+                    if n == 0 && refused > 0 {
+                        // Online, but every chosen resource is far behind: the sender
+                        // hears it (it is not stored, the recipient is online).
+                        -1
+                    } else {
+                        n
+                    }
                 };
-                if delivered == 0 {
+                if delivered < 0 {
+                    self.refused(from, &stanza);
+                } else if delivered == 0 {
                     // §8.5.2.2.1: nobody to deliver to. Chat and normal go to
                     // offline storage (XEP-0160) through the caller.
                     if offline::is_stored(ty) {
@@ -741,7 +870,10 @@ impl Router {
                 .and_then(|l| l.iter().find(|s| *s.resource == *resource))
             {
                 Some(s) => {
-                    deliver(s, &serialize(&stanza.el));
+                    if !deliver(s, &serialize(&stanza.el)) {
+                        drop(map);
+                        self.refused(from, &stanza);
+                    }
                     true
                 }
                 None => false,
@@ -769,6 +901,15 @@ impl Router {
             }
         }
         None
+    }
+
+    /// A recipient's queue refused `stanza` (it is at its hard bound): messages and iq
+    /// requests get `resource-constraint` (RFC 6120 §8.3.3.17, type `wait`: "the
+    /// recipient is busy"); presence is dropped, like presence to an unavailable resource.
+    fn refused(&self, from: &FullJid, stanza: &Stanza) {
+        if stanza.kind != Kind::Presence {
+            self.bounce(from, stanza, StanzaCondition::ResourceConstraint);
+        }
     }
 
     /// Sends the error reply for `stanza` back to its sender (never for an
@@ -799,16 +940,26 @@ fn serialize(el: &Element) -> Arc<str> {
     el.to_xml_in(ns::CLIENT).into()
 }
 
-/// Queues a stanza for a session; a session whose queue is full is too slow
-/// to keep up and is closed instead (DESIGN.md "Router"), with
-/// `<policy-violation/>`: RFC 6120 §4.9.3 has no condition for a reader
-/// that does not read, and this is the server's policy.
-fn deliver(s: &Session, xml: &Arc<str>) {
-    if s.tx.try_send(ToSession::Stanza(xml.clone())).is_err() && !s.tx.is_closed() {
-        let err = StreamError::new(StreamCondition::PolicyViolation)
-            .with_text("too much data waiting: the connection is too slow");
-        s.tx.force_send(ToSession::Close(err));
-        s.tx.close();
+/// Queues a stanza for a session. Past the queue's soft bound the sender is slowed (the
+/// queue is recorded for [`with_backpressure`]); false when the queue refused it (closed,
+/// or at its hard bound): the caller answers the sender where the RFC lets it.
+fn deliver(s: &Session, xml: &Arc<str>) -> bool {
+    match s.tx.try_send(ToSession::Stanza(xml.clone())) {
+        Queued::Yes => true,
+        Queued::Pressed => {
+            PRESSED.with(|p| {
+                if let Some(list) = p.borrow_mut().as_mut()
+                    && !list.iter().any(|q| Arc::ptr_eq(q, &s.tx.queue))
+                {
+                    list.push(s.tx.queue.clone());
+                }
+            });
+            true
+        }
+        Queued::Refused => {
+            log::debug!("session {}: queue full, stanza refused to its sender", s.id);
+            false
+        }
     }
 }
 
@@ -972,19 +1123,24 @@ mod tests {
     }
 
     #[test]
-    fn queue_is_bounded_in_bytes_and_counts_what_is_taken() {
+    fn queue_presses_at_its_soft_bound_and_refuses_at_its_hard_bound() {
         let (tx, rx) = session_queue(1000);
-        tx.try_send(stanza(600)).unwrap();
-        assert!(tx.try_send(stanza(600)).is_err());
-        tx.try_send(stanza(400)).unwrap();
-        assert_eq!(rx.queued_bytes(), 1000);
+        assert_eq!(tx.try_send(stanza(600)), Queued::Yes);
+        assert_eq!(tx.try_send(stanza(600)), Queued::Pressed);
+        assert_eq!(tx.try_send(stanza(600)), Queued::Pressed);
+        // Past twice the soft bound: refused, and the byte count left alone.
+        assert_eq!(tx.try_send(stanza(600)), Queued::Refused);
+        assert_eq!(rx.queued_bytes(), 1800);
+        assert!(!tx.queue.has_room());
         assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 600));
-        assert_eq!(rx.queued_bytes(), 400);
-        tx.try_send(stanza(600)).unwrap();
+        assert!(!tx.queue.has_room(), "1200 bytes are still over 1000");
+        rx.try_recv().unwrap();
+        assert!(tx.queue.has_room());
+        assert_eq!(rx.queued_bytes(), 600);
         // An empty queue takes a stanza of any size.
         let (tx, _rx) = session_queue(1000);
-        tx.try_send(stanza(5000)).unwrap();
-        assert!(tx.try_send(stanza(1)).is_err());
+        assert_eq!(tx.try_send(stanza(5000)), Queued::Pressed);
+        assert_eq!(tx.try_send(stanza(1)), Queued::Refused);
     }
 
     #[test]
@@ -994,10 +1150,10 @@ mod tests {
         let rx2 = rx.clone();
         let waiter = std::thread::spawn(move || smol::block_on(rx2.recv()));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        tx.try_send(stanza(5)).unwrap();
+        assert_eq!(tx.try_send(stanza(5)), Queued::Yes);
         assert!(matches!(waiter.join().unwrap(), Ok(ToSession::Stanza(x)) if x.len() == 5));
         // What was queued before the router let go is still delivered.
-        tx.try_send(stanza(7)).unwrap();
+        assert_eq!(tx.try_send(stanza(7)), Queued::Yes);
         drop(tx);
         assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 7));
         assert_eq!(smol::block_on(rx.recv()).err(), Some(Closed));
@@ -1007,12 +1163,59 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_stanzas() {
         let (tx, rx) = session_queue(usize::MAX);
-        for _ in 0..QUEUE_STANZAS {
-            tx.try_send(stanza(1)).unwrap();
+        for _ in 1..QUEUE_STANZAS {
+            assert_eq!(tx.try_send(stanza(1)), Queued::Yes);
         }
-        assert!(tx.try_send(stanza(1)).is_err());
-        // The failed send left the byte count alone.
-        assert_eq!(rx.queued_bytes(), QUEUE_STANZAS);
+        for _ in QUEUE_STANZAS..=QUEUE_STANZAS * HARD_FACTOR {
+            assert_eq!(tx.try_send(stanza(1)), Queued::Pressed);
+        }
+        assert_eq!(tx.try_send(stanza(1)), Queued::Refused);
+        // The refused send left the byte count alone.
+        assert_eq!(rx.queued_bytes(), QUEUE_STANZAS * HARD_FACTOR);
+    }
+
+    /// DESIGN.md "Router": a sender that fills a recipient's queue is slowed (its
+    /// routing reports the queue), then answered with `resource-constraint` at the hard
+    /// bound; the recipient is never closed for it.
+    #[test]
+    fn a_fast_sender_is_slowed_then_refused_never_the_recipient_closed() {
+        let r = router();
+        let (atx, arx) = session_queue(QUEUE_BYTES);
+        let (btx, brx) = session_queue(300);
+        let alice = r.bind("alice", Some("a".into()), atx).unwrap().jid;
+        let bob = r.bind("bob", Some("b".into()), btx).unwrap().jid;
+        let msg = || {
+            let el = Element::new("message", ns::CLIENT)
+                .with_attr("type", "chat")
+                .with_attr("to", bob.as_str())
+                .with_attr("from", alice.as_str())
+                .with_child(Element::new("body", ns::CLIENT).with_text("x".repeat(100)));
+            Stanza::from_client(el).unwrap()
+        };
+        let route =
+            |r: &Router| smol::block_on(with_backpressure(async { r.route(&alice, msg()) })).1;
+        // The first stanza fits; the one that passes 300 bytes presses.
+        assert!(route(&r).is_empty());
+        let pressure = route(&r);
+        assert!(!pressure.is_empty());
+        // Outside `with_backpressure` nothing is recorded (and nothing breaks).
+        assert!(r.route(&alice, msg()).is_none());
+        // Past the hard bound: refused to alice, bob's session untouched.
+        for _ in 0..10 {
+            let _ = route(&r);
+        }
+        let to_alice = recv_all(&arx);
+        assert!(!to_alice.is_empty(), "alice heard nothing");
+        assert!(
+            to_alice.iter().all(|e| e.contains("resource-constraint")),
+            "{to_alice:?}"
+        );
+        let to_bob = recv_all(&brx);
+        assert!(to_bob.len() >= 3 && to_bob.iter().all(|m| m.contains("<body>")));
+        // Draining bob's queue relieves alice.
+        smol::block_on(pressure.relieved());
+        assert!(route(&r).is_empty());
+        assert_eq!(r.session_count(), 2);
     }
 
     #[test]

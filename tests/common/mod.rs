@@ -49,6 +49,8 @@ pub struct ServerOpts {
     pub negotiation_timeout_secs: Option<u64>,
     /// `[auth] scram_keys`.
     pub scram_keys: bool,
+    /// `threads` (executor threads); `None` leaves the server's default.
+    pub threads: Option<usize>,
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
@@ -61,6 +63,7 @@ impl Default for ServerOpts {
             max_stanza_bytes: None,
             negotiation_timeout_secs: None,
             scram_keys: true,
+            threads: None,
             extra_toml: String::new(),
         }
     }
@@ -181,6 +184,9 @@ impl Server {
             self.c2s_port,
             self.direct_tls_port,
         );
+        if let Some(n) = opts.threads {
+            toml.insert_str(0, &format!("threads = {n}\n"));
+        }
         if let Some(max) = opts.max_stanza_bytes {
             toml.push_str(&format!("max_stanza_bytes = {max}\n"));
         }
