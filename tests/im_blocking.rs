@@ -230,3 +230,68 @@ fn last_activity_of_contacts() {
         Some("0")
     );
 }
+
+/// Issue 14: a blocklist that cannot be read must not turn blocking off. Alice blocked
+/// mallory and went offline; then her blocklist cannot be read (the table is renamed
+/// behind the server's back, as a damaged file would behave). Mallory's message to her is
+/// not stored: he gets `internal-server-error` of type `wait`, the log names the
+/// session, and once the list is readable again alice's offline messages hold nothing
+/// from him.
+#[test]
+fn unreadable_blocklist_fails_closed() {
+    let server = server();
+    let mj = server.jid("mallory");
+    server.add_user("mallory", "mallory's password");
+    let mut alice = login(&server, "alice", "phone");
+    let r = block_iq(
+        &mut alice,
+        "set",
+        &format!("<block xmlns='{NS_BLOCKING}'><item jid='{mj}'/></block>"),
+    );
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    alice.close();
+    // Alice's last session is gone, and with it the cached list.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let db = rusqlite::Connection::open(server.data_dir().join("hearth.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute_batch("ALTER TABLE blocklist RENAME TO blocklist_away")
+        .unwrap();
+
+    let mut mallory = Conn::login(
+        server.c2s_addr(),
+        server.domain(),
+        &server.cert_path(),
+        "mallory",
+        "mallory's password",
+        Some("x"),
+    );
+    let id = new_id("m");
+    mallory.send(&format!(
+        "<message to='{}' id='{id}' type='chat'><body>let me in</body></message>",
+        server.jid("alice")
+    ));
+    let err = mallory.expect_matching("the error", |el| el.attr("id") == Some(id.as_str()));
+    assert_eq!(err.attr("type"), Some("error"), "{err}");
+    let e = err.child("error", NS_CLIENT).expect("<error/>");
+    assert_eq!(e.attr("type"), Some("wait"), "{err}");
+    assert!(
+        e.has_child("internal-server-error", NS_STANZA_ERRORS),
+        "{err}"
+    );
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("blocking status is unknown") && l.contains("c2s")),
+        "{log}"
+    );
+
+    db.execute_batch("ALTER TABLE blocklist_away RENAME TO blocklist")
+        .unwrap();
+    let mut alice = login(&server, "alice", "phone");
+    presence(&mut alice, "");
+    let got = drain(&mut alice);
+    assert!(
+        !got.iter().any(|el| el.to_string().contains("let me in")),
+        "the blocked sender's message got through: {got:?}"
+    );
+}

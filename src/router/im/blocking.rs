@@ -26,48 +26,48 @@ pub(super) enum Blocked {
 
 impl Im<'_> {
     /// `user`'s blocklist, from the router's cache or from storage. Cached only for
-    /// accounts that exist, so messages to made-up names cannot grow the cache.
-    pub(super) async fn blocklist(&self, user: &str) -> Arc<[String]> {
+    /// accounts that exist, so messages to made-up names cannot grow the cache. An error
+    /// means the list is unknown: callers fail closed (XEP-0191 §3.5 cannot be honoured,
+    /// so nothing is let through on a guess).
+    pub(super) async fn blocklist(&self, user: &str) -> Result<Arc<[String]>, StorageError> {
         if let Some(l) = self.router.cached_blocklist(user) {
-            return l;
+            return Ok(l);
         }
         let u = user.to_owned();
-        match on_pool(self.storage, move |s| {
+        let (exists, v) = on_pool(self.storage, move |s| {
             Ok((s.account_exists(&u)?, s.blocklist(&u)?))
         })
         .await
-        {
-            Ok((exists, v)) => {
-                let l: Arc<[String]> = v.into();
-                if exists {
-                    self.router.cache_blocklist(user, l.clone());
-                }
-                l
-            }
-            Err(e) => {
-                log::error!("storage: {e}");
-                Arc::from(Vec::new())
-            }
+        .inspect_err(|e| {
+            log::error!(
+                "c2s{}: storage: cannot read the blocklist of {user:?}: {e}",
+                self.conn
+            )
+        })?;
+        let l: Arc<[String]> = v.into();
+        if exists {
+            self.router.cache_blocklist(user, l.clone());
         }
+        Ok(l)
     }
 
     /// Whether the local user `from` and `to` blocked each other.
-    pub(super) async fn blocked(&self, from: &FullJid, to: &Jid) -> Blocked {
+    pub(super) async fn blocked(&self, from: &FullJid, to: &Jid) -> Result<Blocked, StorageError> {
         let Some(user) = from.local() else {
-            return Blocked::No;
+            return Ok(Blocked::No);
         };
-        if blocking::is_blocked(&self.blocklist(user).await, to) {
-            return Blocked::BySender;
+        if blocking::is_blocked(&self.blocklist(user).await?, to) {
+            return Ok(Blocked::BySender);
         }
         let to_bare = to.bare();
         if let Some(recipient) = self.local_user(&to_bare) {
             let sender = Jid::from(from.clone());
-            if recipient != user && blocking::is_blocked(&self.blocklist(recipient).await, &sender)
+            if recipient != user && blocking::is_blocked(&self.blocklist(recipient).await?, &sender)
             {
-                return Blocked::ByRecipient;
+                return Ok(Blocked::ByRecipient);
             }
         }
-        Blocked::No
+        Ok(Blocked::No)
     }
 
     /// Applies XEP-0191 §3.5/§3.6 to a stanza for another account: true when it was
@@ -82,18 +82,31 @@ impl Im<'_> {
         if to.local().is_none() || to.bare() == from.bare() {
             return false;
         }
+        let is_request = stanza.kind == Kind::Message
+            || (stanza.kind == Kind::Iq && stanza.iq_type().is_some_and(|t| t.is_request()));
         match self.blocked(from, to).await {
-            Blocked::No => false,
-            Blocked::BySender => {
+            Ok(Blocked::No) => false,
+            Err(_) => {
+                // Unknown whether it is blocked: not delivered. The sender may try again
+                // (`internal-server-error` is of type `wait`, RFC 6120 §8.3.3.6).
+                log::warn!(
+                    "c2s{}: {} to {to} not delivered: its blocking status is unknown",
+                    self.conn,
+                    stanza.el.name()
+                );
+                if is_request {
+                    self.router
+                        .bounce_to(from, stanza, StanzaCondition::InternalServerError);
+                }
+                true
+            }
+            Ok(Blocked::BySender) => {
                 if let Some(e) = blocking::blocked_error(&stanza.el) {
                     e.write_to(out, ns::CLIENT);
                 }
                 true
             }
-            Blocked::ByRecipient => {
-                let is_request = stanza.kind == Kind::Message
-                    || (stanza.kind == Kind::Iq
-                        && stanza.iq_type().is_some_and(|t| t.is_request()));
+            Ok(Blocked::ByRecipient) => {
                 if is_request {
                     self.router
                         .bounce_to(from, stanza, StanzaCondition::ServiceUnavailable);
@@ -104,16 +117,22 @@ impl Im<'_> {
     }
 
     /// Whether presence may flow between `user` and the local `contact` (neither blocked
-    /// the other).
+    /// the other). Not when a blocklist cannot be read (fail closed).
     pub(super) async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
         let Some(contact_user) = self.local_user(contact) else {
             return true;
         };
-        if blocking::is_blocked(&self.blocklist(user).await, &Jid::from(contact.clone())) {
+        let Ok(mine) = self.blocklist(user).await else {
+            return false;
+        };
+        if blocking::is_blocked(&mine, &Jid::from(contact.clone())) {
             return false;
         }
-        match BareJid::new(Some(user), self.domain()) {
-            Ok(me) => !blocking::is_blocked(&self.blocklist(contact_user).await, &Jid::from(me)),
+        let Ok(me) = BareJid::new(Some(user), self.domain()) else {
+            return false;
+        };
+        match self.blocklist(contact_user).await {
+            Ok(theirs) => !blocking::is_blocked(&theirs, &Jid::from(me)),
             Err(_) => false,
         }
     }
@@ -131,7 +150,10 @@ impl Im<'_> {
             log::error!("storage: {e}");
             StanzaError::new(StanzaCondition::InternalServerError)
         };
-        let before = self.blocklist(&user).await;
+        let before = self.blocklist(&user).await.map_err(|_| {
+            StanzaError::new(StanzaCondition::InternalServerError)
+                .with_text("the blocklist cannot be read")
+        })?;
         let (block, items): (bool, Vec<String>) = match req {
             BlockRequest::Get => {
                 self.router.set_interested(from, Interest::Blocklist);

@@ -42,6 +42,8 @@ use self::roster::AfterReply;
 pub struct Im<'a> {
     pub router: &'a Router,
     pub storage: &'a Storage,
+    /// The connection's id, for log lines (`c2s<id>`).
+    pub conn: u64,
 }
 
 /// Ids for roster pushes; unique per process is enough (the client echoes them back).
