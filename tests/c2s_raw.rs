@@ -654,3 +654,54 @@ fn a_guesser_never_locks_the_owner_out() {
         "the guesser was never refused: {log}"
     );
 }
+
+/// Issue 14: at `RUST_LOG=trace` the server logs every stanza, but never a SASL payload:
+/// neither the password, nor the base64 of a PLAIN `<auth/>`, nor SCRAM's messages.
+#[test]
+fn trace_log_never_shows_a_password_or_sasl_payload() {
+    use base64::Engine as _;
+    let server = server_with(ServerOpts {
+        rust_log: Some("trace".into()),
+        ..ServerOpts::default()
+    });
+    let mut conn = starttls(&server);
+    let mut plain = sasl::Plain {
+        username: "alice".into(),
+        password: ALICE_PW.into(),
+    };
+    conn.authenticate(&mut plain).expect("PLAIN login");
+    conn.bind(Some("phone"));
+    conn.send("<presence/>");
+    conn.assert_alive();
+    let mut wrong = starttls(&server);
+    let mut plain = sasl::Plain {
+        username: "alice".into(),
+        password: "a wrong secret".into(),
+    };
+    assert!(wrong.authenticate(&mut plain).is_err());
+    let mut scram = starttls(&server);
+    let mut mech = Scram::new(Hash::Sha256, "bob", BOB_PW, Binding::None);
+    scram.authenticate(&mut mech).expect("SCRAM login");
+    scram.bind(Some("desk"));
+    scram.assert_alive();
+    drop((conn, wrong, scram));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.log();
+    assert!(log.contains("TRACE"), "not a trace log: {log}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in [
+        ALICE_PW.to_string(),
+        "a wrong secret".to_string(),
+        BOB_PW.to_string(),
+        b64.encode(format!("\0alice\0{ALICE_PW}")),
+        b64.encode("\0alice\0a wrong secret"),
+    ] {
+        assert!(!log.contains(&secret), "{secret:?} is in the trace log");
+    }
+    // SCRAM's client-first message starts with "n,,n=bob,r=": its base64 prefix.
+    assert!(
+        !log.contains(&b64.encode("n,,n=bob,r=")[..12]),
+        "SCRAM payload logged"
+    );
+    assert!(log.contains("bytes redacted"), "{log}");
+}

@@ -317,7 +317,11 @@ impl Conn {
                 let actions = match self.framer.next_event() {
                     Ok(Some(ev)) => {
                         if let Event::Stanza(el) = &ev {
-                            log::trace!("c2s{}: in {}", self.id, el);
+                            log::trace!(
+                                "c2s{}: in {}",
+                                self.id,
+                                crate::stream::sasl::redact_payloads(&el.to_string())
+                            );
                         }
                         self.c2s.handle(Input::Xml(ev))
                     }
@@ -473,7 +477,11 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        log::trace!("c2s{}: out {}", self.id, self.out);
+        log::trace!(
+            "c2s{}: out {}",
+            self.id,
+            crate::stream::sasl::redact_payloads(&self.out)
+        );
         let data = std::mem::take(&mut self.out);
         let write = async {
             self.io.write_all(data.as_bytes()).await?;

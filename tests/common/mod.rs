@@ -51,6 +51,8 @@ pub struct ServerOpts {
     pub scram_keys: bool,
     /// `threads` (executor threads); `None` leaves the server's default.
     pub threads: Option<usize>,
+    /// The server's `RUST_LOG`; `None`: the test's own `RUST_LOG`, else `debug`.
+    pub rust_log: Option<String>,
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
@@ -64,6 +66,7 @@ impl Default for ServerOpts {
             negotiation_timeout_secs: None,
             scram_keys: true,
             threads: None,
+            rust_log: None,
             extra_toml: String::new(),
         }
     }
@@ -200,7 +203,9 @@ impl Server {
         // CI runs as root; hearth refuses that unless told (tests/systemd.rs checks it).
         cmd.args(["serve", "--allow-root", "--config"])
             .arg(&self.config);
-        if std::env::var_os("RUST_LOG").is_none() {
+        if let Some(level) = &opts.rust_log {
+            cmd.env("RUST_LOG", level);
+        } else if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
         cmd

@@ -506,5 +506,63 @@ impl fmt::Debug for SaslServer {
     }
 }
 
+/// The SASL elements whose character data is a payload (RFC 6120 §6.4.2-§6.4.6): base64
+/// of a PLAIN password, SCRAM proofs, nonces and salts.
+const PAYLOAD_ELEMENTS: [&str; 4] = ["auth", "response", "challenge", "success"];
+
+/// `xml` (serialized stanzas, as logged at trace level) with the character data of every
+/// SASL payload element replaced by its length, so no log level ever shows a password or
+/// a SASL exchange (DESIGN.md "Logging"). Our serializer writes these elements without a
+/// prefix; character data cannot contain a raw `<`, so a `<auth` inside a message body is
+/// `&lt;auth` and left alone.
+pub fn redact_payloads(xml: &str) -> std::borrow::Cow<'_, str> {
+    if !PAYLOAD_ELEMENTS
+        .iter()
+        .any(|n| xml.contains(&format!("<{n}")[..]))
+    {
+        return std::borrow::Cow::Borrowed(xml);
+    }
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    'scan: while let Some(lt) = rest.find('<') {
+        out.push_str(&rest[..lt]);
+        let tag = &rest[lt + 1..];
+        for name in PAYLOAD_ELEMENTS {
+            let Some(after) = tag.strip_prefix(name) else {
+                continue;
+            };
+            if !after.starts_with([' ', '>', '/', '\t', '\n', '\r']) {
+                continue;
+            }
+            let Some(gt) = after.find('>') else { break };
+            let start_tag = &after[..=gt];
+            out.push('<');
+            out.push_str(name);
+            out.push_str(start_tag);
+            if start_tag.ends_with("/>") {
+                rest = &after[gt + 1..];
+                continue 'scan;
+            }
+            let body = &after[gt + 1..];
+            let close = format!("</{name}>");
+            let Some(end) = body.find(&close[..]) else {
+                // Cut off: hide what is left.
+                out.push_str(&format!("[{} bytes redacted]", body.len()));
+                return std::borrow::Cow::Owned(out);
+            };
+            if end > 0 {
+                out.push_str(&format!("[{end} bytes redacted]"));
+            }
+            out.push_str(&close);
+            rest = &body[end + close.len()..];
+            continue 'scan;
+        }
+        out.push('<');
+        rest = tag;
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -741,3 +741,34 @@ fn prepare_password_is_opaque_string() {
         Err(SaslError::InvalidPassword)
     );
 }
+
+#[test]
+fn payloads_are_redacted_for_the_log() {
+    use super::redact_payloads;
+    let plain = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>\
+                 AGFsaWNlAHNlY3JldA==</auth>";
+    assert_eq!(
+        redact_payloads(plain),
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>\
+         [20 bytes redacted]</auth>"
+    );
+    let out = "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>cj1meWtv</challenge>\
+               <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>dj1ybUY=</success>\
+               <response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>\
+               <message><body>&lt;auth&gt;x&lt;/auth&gt;</body><authority>k</authority></message>";
+    let r = redact_payloads(out);
+    assert!(!r.contains("cj1meWtv") && !r.contains("dj1ybUY="), "{r}");
+    assert!(
+        r.contains("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+        "{r}"
+    );
+    assert!(r.contains("<body>&lt;auth&gt;x&lt;/auth&gt;</body><authority>k</authority>"));
+    // Cut off in the middle: the rest is hidden.
+    let cut = redact_payloads("<auth mechanism='PLAIN'>AGFsaWNl");
+    assert!(!cut.contains("AGFsaWNl"), "{cut}");
+    // Nothing to hide: not copied.
+    assert!(matches!(
+        redact_payloads("<presence/>"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
