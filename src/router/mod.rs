@@ -779,11 +779,14 @@ impl Router {
         }
     }
 
-    /// Delivers a server-generated stanza to the local session `to`.
-    fn reply(&self, to: &FullJid, mut el: Element) {
-        if el.attr("from").is_none() {
-            el.set_attr("from", &*self.domain);
-        }
+    /// Delivers the server's reply to a stanza to the local session `to`.
+    ///
+    /// Its `from` is left as the reply was built: the request's `to`, or none when the
+    /// request had none. RFC 6120 §10.3.3: a stanza with no `to` is handled on behalf of
+    /// the sender's account, and §8.1.2.1 has the answer then come from the account (no
+    /// `from`, or its bare JID), never from the domain; clients that match replies by
+    /// (`from`, `id`) (aioxmpp) ignore an answer from anywhere else.
+    fn reply(&self, to: &FullJid, el: Element) {
         let Some(user) = to.local() else { return };
         let map = self.sessions();
         if let Some(s) = map
