@@ -103,9 +103,16 @@ fn roster_set_get_remove_with_pushes_and_versions() {
         let item = expect_push(c);
         assert_eq!(item.attr("subscription"), Some("remove"));
     }
+    // §2.6: versioning is on, so every roster result carries `ver`, also to a get that
+    // had none (Prosody and ejabberd do the same): the client can cache what it got.
     let r = roster_get(&mut phone, None);
-    assert!(r.child("query", NS_ROSTER).unwrap().children.is_empty());
-    assert!(r.child("query", NS_ROSTER).unwrap().attr("ver").is_none());
+    let q = r.child("query", NS_ROSTER).unwrap();
+    assert!(q.children.is_empty());
+    let ver = q.attr("ver").expect("ver on a result to a get without ver");
+    assert_ne!(ver, v0);
+    // And that version is current: asked with it, the result is empty (§2.6.3).
+    let r = roster_get(&mut laptop, Some(ver));
+    assert!(r.child("query", NS_ROSTER).is_none(), "{r}");
 }
 
 #[test]
