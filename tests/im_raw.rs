@@ -585,3 +585,44 @@ fn bad_presence_types() {
     let r = roster_get(&mut a, None);
     assert!(r.child("query", NS_ROSTER).unwrap().children.is_empty());
 }
+
+#[test]
+fn initial_presence_echo_comes_before_waiting_requests_and_offline_messages() {
+    let server = server();
+    let aj = server.jid("alice");
+    let bj = server.jid("bob");
+    // While alice is offline: a subscription request (§3.1.3) and a message (XEP-0160).
+    let mut b = login(&server, "bob", "desk");
+    b.send(&format!("<presence type='subscribe' to='{aj}'/>"));
+    chat(&mut b, &aj, "while you were out");
+    drain(&mut b);
+
+    let mut a = login(&server, "alice", "phone");
+    let me = a.full_jid().to_string();
+    presence(&mut a, "<status>home</status>");
+    let seen = drain(&mut a);
+    let names: Vec<String> = seen
+        .iter()
+        .map(|e| format!("{} {:?} {:?}", e.name, e.attr("type"), e.attr("from")))
+        .collect();
+    // §4.2.2: the server's echo of the initial presence first (as Prosody and ejabberd
+    // send it; scripted clients wait for it), then what was waiting.
+    let first = seen
+        .first()
+        .unwrap_or_else(|| panic!("nothing came: {names:?}"));
+    assert!(
+        first.name == "presence" && first.attr("type").is_none(),
+        "{names:?}"
+    );
+    assert_eq!(first.attr("from"), Some(me.as_str()), "{names:?}");
+    let request = seen
+        .iter()
+        .position(|e| e.name == "presence" && e.attr("type") == Some("subscribe"))
+        .unwrap_or_else(|| panic!("no subscription request: {names:?}"));
+    assert_eq!(seen[request].attr("from"), Some(bj.as_str()));
+    let message = seen
+        .iter()
+        .position(|e| e.name == "message")
+        .unwrap_or_else(|| panic!("no offline message: {names:?}"));
+    assert!(request > 0 && message > 0, "{names:?}");
+}
