@@ -100,6 +100,8 @@ fn block_and_unblock() {
     assert_eq!(error_condition(&err), "not-acceptable");
     let e = err.child("error", NS_CLIENT).unwrap();
     assert!(e.has_child("blocked", NS_BLOCKING_ERRORS), "{err}");
+    // `cancel`, as in the XEP's example (and Prosody, ejabberd): retrying will not help.
+    assert_eq!(e.attr("type"), Some("cancel"), "{err}");
     assert!(drain(&mut b).iter().all(|e| e.name != "message"));
 
     // §3.3: unblock everyone; presence flows again.

@@ -103,9 +103,16 @@ fn roster_set_get_remove_with_pushes_and_versions() {
         let item = expect_push(c);
         assert_eq!(item.attr("subscription"), Some("remove"));
     }
+    // §2.6: versioning is on, so every roster result carries `ver`, also to a get that
+    // had none (Prosody and ejabberd do the same): the client can cache what it got.
     let r = roster_get(&mut phone, None);
-    assert!(r.child("query", NS_ROSTER).unwrap().children.is_empty());
-    assert!(r.child("query", NS_ROSTER).unwrap().attr("ver").is_none());
+    let q = r.child("query", NS_ROSTER).unwrap();
+    assert!(q.children.is_empty());
+    let ver = q.attr("ver").expect("ver on a result to a get without ver");
+    assert_ne!(ver, v0);
+    // And that version is current: asked with it, the result is empty (§2.6.3).
+    let r = roster_get(&mut laptop, Some(ver));
+    assert!(r.child("query", NS_ROSTER).is_none(), "{r}");
 }
 
 #[test]
@@ -577,4 +584,45 @@ fn bad_presence_types() {
     assert!(seen.iter().all(|e| e.name != "iq"), "{seen:?}");
     let r = roster_get(&mut a, None);
     assert!(r.child("query", NS_ROSTER).unwrap().children.is_empty());
+}
+
+#[test]
+fn initial_presence_echo_comes_before_waiting_requests_and_offline_messages() {
+    let server = server();
+    let aj = server.jid("alice");
+    let bj = server.jid("bob");
+    // While alice is offline: a subscription request (§3.1.3) and a message (XEP-0160).
+    let mut b = login(&server, "bob", "desk");
+    b.send(&format!("<presence type='subscribe' to='{aj}'/>"));
+    chat(&mut b, &aj, "while you were out");
+    drain(&mut b);
+
+    let mut a = login(&server, "alice", "phone");
+    let me = a.full_jid().to_string();
+    presence(&mut a, "<status>home</status>");
+    let seen = drain(&mut a);
+    let names: Vec<String> = seen
+        .iter()
+        .map(|e| format!("{} {:?} {:?}", e.name, e.attr("type"), e.attr("from")))
+        .collect();
+    // §4.2.2: the server's echo of the initial presence first (as Prosody and ejabberd
+    // send it; scripted clients wait for it), then what was waiting.
+    let first = seen
+        .first()
+        .unwrap_or_else(|| panic!("nothing came: {names:?}"));
+    assert!(
+        first.name == "presence" && first.attr("type").is_none(),
+        "{names:?}"
+    );
+    assert_eq!(first.attr("from"), Some(me.as_str()), "{names:?}");
+    let request = seen
+        .iter()
+        .position(|e| e.name == "presence" && e.attr("type") == Some("subscribe"))
+        .unwrap_or_else(|| panic!("no subscription request: {names:?}"));
+    assert_eq!(seen[request].attr("from"), Some(bj.as_str()));
+    let message = seen
+        .iter()
+        .position(|e| e.name == "message")
+        .unwrap_or_else(|| panic!("no offline message: {names:?}"));
+    assert!(request > 0 && message > 0, "{names:?}");
 }

@@ -5,7 +5,7 @@
 
 use crate::jid::Jid;
 use crate::ns;
-use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
+use crate::stanza::{ErrorType, IqType, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;
 
 /// The blocking namespace (XEP-0191 §3).
@@ -138,9 +138,14 @@ fn with_items<'a>(mut el: Element, items: impl Iterator<Item = &'a str>) -> Elem
 }
 
 /// The error for a stanza the sender sends to someone it blocked (§3.6): `not-acceptable`
-/// with `<blocked xmlns='urn:xmpp:blocking:errors'/>`.
+/// with `<blocked xmlns='urn:xmpp:blocking:errors'/>`, of type `cancel` as in the XEP's
+/// example (and Prosody, ejabberd) rather than `not-acceptable`'s usual `modify`: nothing
+/// the sender changes in the stanza gets it through while the block stands.
 pub fn blocked_error(stanza: &Element) -> Option<Element> {
-    let err = StanzaError::new(StanzaCondition::NotAcceptable);
+    let err = StanzaError {
+        kind: ErrorType::Cancel,
+        ..StanzaError::new(StanzaCondition::NotAcceptable)
+    };
     let mut reply = err.reply_to(stanza)?;
     reply.remove_children("error", ns::CLIENT);
     let mut e = err.to_element();
@@ -245,6 +250,7 @@ mod tests {
             .with_attr("to", "b@x");
         let e = blocked_error(&msg).unwrap();
         let err = e.get_child("error", ns::CLIENT).unwrap();
+        assert_eq!(err.attr("type"), Some("cancel"));
         assert!(err.has_child("not-acceptable", ns::STANZA_ERRORS));
         assert!(err.has_child("blocked", NS_BLOCKING_ERRORS));
         assert_eq!(e.children().count(), 1);

@@ -8,6 +8,17 @@ use crate::xml::Element;
 
 pub struct Disco;
 
+/// What an account's bare JID answers, through the server (RFC 6121 §8.5.2.1.3): disco
+/// itself, ping (answered by any target), and last activity (XEP-0012 §4, which `router::im`
+/// answers for bare JIDs only, hence announced here and not on the server, which
+/// tells no uptime). Kept by hand until disco comes from the module registry.
+pub const ACCOUNT_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::PING,
+    super::last::NS_LAST,
+];
+
 impl Feature for Disco {
     fn disco_features(&self) -> &'static [&'static str] {
         &[ns::DISCO_INFO, ns::DISCO_ITEMS]
@@ -50,7 +61,9 @@ impl Feature for Disco {
                     }
                 }
                 Target::Account(_) => {
-                    q.push_child(Element::new("feature", ns).with_attr("var", ns::DISCO_INFO));
+                    for f in ACCOUNT_FEATURES {
+                        q.push_child(Element::new("feature", ns).with_attr("var", *f));
+                    }
                 }
             }
         }

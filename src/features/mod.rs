@@ -80,6 +80,7 @@ impl Features {
             Box::new(version::Version),
             Box::new(time::Time),
             Box::new(blocking::Blocking),
+            Box::new(offline::Offline),
         ])
     }
 

@@ -2,8 +2,26 @@
 //! user with no available resource, and how they are marked (XEP-0203 `<delay/>`).
 //! Storing and delivering them is `router::im`'s job, through `storage::OfflineStore`.
 
-use crate::stanza::MessageType;
+use super::{Ctx, Feature, IqOutcome};
+use crate::stanza::{MessageType, Stanza};
 use crate::xml::Element;
+
+/// The disco feature of offline storage, on the server's disco#info (XEP-0160, Service
+/// Discovery: a client learns there that messages sent to offline contacts are kept).
+pub const MSGOFFLINE: &str = "msgoffline";
+
+/// Announces offline storage; it has no iq of its own (XEP-0013 retrieval is not offered).
+pub struct Offline;
+
+impl Feature for Offline {
+    fn disco_features(&self) -> &'static [&'static str] {
+        &[MSGOFFLINE]
+    }
+
+    fn handle_iq(&self, _ctx: &Ctx, _iq: &Stanza, _payload: &Element) -> Option<IqOutcome> {
+        None
+    }
+}
 
 /// XEP-0160 §3: `normal` and `chat` messages are stored; `groupchat`, `headline` and
 /// `error` are not.

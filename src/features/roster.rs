@@ -154,12 +154,13 @@ pub fn removed_element(jid: &BareJid) -> Element {
         .with_attr("subscription", "remove")
 }
 
-/// The payload of a roster result (§2.1.4), with `ver` when the client uses versioning.
-pub fn roster_query(ver: Option<u64>, items: &[RosterItem]) -> Element {
-    let mut q = Element::new("query", NS_ROSTER);
-    if let Some(v) = ver {
-        q.set_attr("ver", v.to_string());
-    }
+/// The payload of a roster result (§2.1.4), always with the roster's `ver`: hearth
+/// announces versioning on every stream (§2.6.1), and a result without `ver` leaves a
+/// client that asked without one (a first login, a lost cache) with nothing to cache the
+/// roster under, so it would fetch the whole roster again next time (§2.6.2). Prosody and
+/// ejabberd send it whether or not the request had one.
+pub fn roster_query(ver: u64, items: &[RosterItem]) -> Element {
+    let mut q = Element::new("query", NS_ROSTER).with_attr("ver", ver.to_string());
     for i in items {
         q.push_child(item_element(i));
     }
@@ -317,9 +318,9 @@ mod tests {
         assert_eq!(el.attr("ask"), Some("subscribe"));
         assert_eq!(el.attr("approved"), None);
         assert_eq!(el.get_child("group", NS_ROSTER).unwrap().text(), "G");
-        let q = roster_query(Some(3), std::slice::from_ref(&it));
+        let q = roster_query(3, std::slice::from_ref(&it));
         assert_eq!(q.attr("ver"), Some("3"));
-        assert_eq!(roster_query(None, &[]).attr("ver"), None);
+        assert_eq!(roster_query(1, &[]).attr("ver"), Some("1"));
         let to = FullJid::parse("alice@home.example/phone").unwrap();
         let p = push(&to, "push1", 4, removed_element(&it.jid));
         assert_eq!(p.attr("type"), Some("set"));

@@ -553,8 +553,11 @@ impl Router {
     }
 
     /// Records a presence broadcast by `from` (RFC 6121 §4.2, §4.4, §4.5): availability,
-    /// priority and the presence itself, and shows `el` to all of the account's available
-    /// resources, the sender included (§4.2.2). `el` carries `from` and no `to`.
+    /// priority and the presence itself, and shows `el` to the account's other available
+    /// resources. `el` carries `from` and no `to`. The sender's own copy (§4.2.2) is the
+    /// caller's to write, straight into the connection's output, so that it comes before
+    /// whatever else the presence brings back (probe answers, waiting requests, offline
+    /// messages), as Prosody and ejabberd order them.
     pub fn update_presence(
         &self,
         from: &FullJid,
@@ -596,8 +599,8 @@ impl Router {
         let mut others_available = false;
         for s in list.iter() {
             let is_me = *s.resource == *from.resource();
-            others_available |= s.available && !is_me;
-            if s.available || is_me {
+            if s.available && !is_me {
+                others_available = true;
                 deliver(s, &xml);
             }
         }
@@ -920,11 +923,14 @@ impl Router {
         }
     }
 
-    /// Delivers a server-generated stanza to the local session `to`.
-    fn reply(&self, to: &FullJid, mut el: Element) {
-        if el.attr("from").is_none() {
-            el.set_attr("from", &*self.domain);
-        }
+    /// Delivers the server's reply to a stanza to the local session `to`.
+    ///
+    /// Its `from` is left as the reply was built: the request's `to`, or none when the
+    /// request had none. RFC 6120 §10.3.3: a stanza with no `to` is handled on behalf of
+    /// the sender's account, and §8.1.2.1 has the answer then come from the account (no
+    /// `from`, or its bare JID), never from the domain; clients that match replies by
+    /// (`from`, `id`) (aioxmpp) ignore an answer from anywhere else.
+    fn reply(&self, to: &FullJid, el: Element) {
         let Some(user) = to.local() else { return };
         let map = self.sessions();
         if let Some(s) = map
@@ -997,19 +1003,23 @@ mod tests {
         let b = r.bind("alice", Some("laptop".into()), tx2).unwrap();
         let (laptop, id2) = (b.jid, b.id);
 
-        // §4.2.2: the sender sees its own presence; the other resource is not available.
+        // The other resource is not available, so it is not shown the presence; the
+        // sender's own copy is written by the caller (`im`), not queued here.
         let c = r
             .update_presence(&phone, &presence(&phone, Some(5)), true)
             .unwrap();
         assert!(!c.was_available && !c.others_available);
-        assert_eq!(recv_all(&rx1).len(), 1);
+        assert!(recv_all(&rx1).is_empty());
         assert!(recv_all(&rx2).is_empty());
         let c = r
             .update_presence(&laptop, &presence(&laptop, Some(-1)), true)
             .unwrap();
         assert!(c.others_available);
         assert_eq!(recv_all(&rx1).len(), 1, "the phone sees the laptop");
-        assert_eq!(recv_all(&rx2).len(), 1, "the laptop sees itself");
+        assert!(
+            recv_all(&rx2).is_empty(),
+            "the laptop's own copy is not queued"
+        );
 
         // Kept presence carries a delay; both resources are listed.
         let kept = r.available_presences("alice");

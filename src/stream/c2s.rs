@@ -667,9 +667,9 @@ impl C2s {
             Ok(stanza) => {
                 if self.is_session_request(&stanza) {
                     // RFC 3921 §3 session establishment is a no-op today
-                    // (RFC 6121 Appendix E): just say yes.
-                    let mut reply = stanza.iq_result(None);
-                    reply.remove_attr("from");
+                    // (RFC 6121 Appendix E): just say yes, from whom it was asked
+                    // (the domain, or no `from` when it had no `to`, RFC 6120 §8.1.2.1).
+                    let reply = stanza.iq_result(None);
                     out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
                 } else {
                     out.push(Action::Route(stanza));
@@ -1136,9 +1136,17 @@ mod tests {
     fn legacy_session_is_acknowledged() {
         let mut t = established();
         let a = t.send("<iq type='set' id='s1' to='home.local'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
+        // From whom it was asked (RFC 6120 §8.1.2.1): the domain here, nobody below.
         assert_eq!(
             sent(&a),
-            "<iq type=\"result\" id=\"s1\" to=\"alice@home.local/Phone\"/>"
+            "<iq type=\"result\" id=\"s1\" from=\"home.local\" to=\"alice@home.local/Phone\"/>"
+        );
+        let a = t.send(
+            "<iq type='set' id='s2'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+        );
+        assert_eq!(
+            sent(&a),
+            "<iq type=\"result\" id=\"s2\" to=\"alice@home.local/Phone\"/>"
         );
     }
 

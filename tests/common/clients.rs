@@ -339,3 +339,48 @@ pub fn go_sendxmpp(
     cmd.arg(to);
     RunningClient::spawn(cmd, Some(format!("{body}\n"))).finish()
 }
+
+/// The Python with aioxmpp 0.13 (PyPI): `HEARTH_AIOXMPP_PYTHON`, else the virtualenv
+/// `.ci/run` makes beside the build, `<target dir>/aioxmpp-venv` (Debian has no aioxmpp
+/// package, and a venv keeps PyPI's packages away from Debian's slixmpp).
+pub fn aioxmpp_python() -> PathBuf {
+    if let Ok(p) = std::env::var("HEARTH_AIOXMPP_PYTHON") {
+        return p.into();
+    }
+    // CARGO_TARGET_TMPDIR is `<target dir>/tmp`, wherever CARGO_TARGET_DIR put it.
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = target.parent().map(PathBuf::from).unwrap_or(target);
+    target.join("aioxmpp-venv/bin/python3")
+}
+
+/// Runs `tests/clients/aioxmpp_client.py` as `user` to completion: its fixed list of
+/// checks, each with its own deadline (a reply the library ignores fails, never hangs).
+/// Fails with the install hint when aioxmpp cannot be imported.
+pub fn aioxmpp(server: &Server, user: &str, password: &str) -> ClientRun {
+    let python = aioxmpp_python();
+    let ok = Command::new(&python)
+        .args(["-c", "import aioxmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} cannot import aioxmpp: run .ci/run, or `python3 -m venv {venv} && \
+         {venv}/bin/pip install 'aioxmpp==0.13.*' pytz` (or set HEARTH_AIOXMPP_PYTHON)",
+        python.display(),
+        venv = python
+            .parent()
+            .and_then(|p| p.parent())
+            .unwrap_or(&python)
+            .display(),
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aioxmpp_client.py"))
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(server.c2s_port().to_string())
+        .args(["--jid", &server.jid(user), "--password", password])
+        .args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()]);
+    RunningClient::spawn(cmd, None).finish()
+}

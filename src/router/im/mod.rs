@@ -21,7 +21,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::features::{blocking as xep0191, last as xep0012, roster as rfc6121_roster};
-use crate::jid::{BareJid, FullJid, Jid};
+use crate::jid::{BareJid, FullJid};
 use crate::ns;
 use crate::stanza::{Kind, Stanza, StanzaCondition};
 use crate::storage::{Storage, StorageError};
@@ -111,20 +111,25 @@ impl Im<'_> {
         let payload = stanza.iq_payload().filter(|_| is_request);
         let is_roster = payload.is_some_and(|p| p.is("query", rfc6121_roster::NS_ROSTER));
         let is_blocking = payload.is_some_and(xep0191::is_blocking_payload);
-        let is_last = payload.is_some_and(|p| p.is("query", xep0012::NS_LAST))
-            && stanza.iq_type() == Some(crate::stanza::IqType::Get)
-            && stanza
-                .to
-                .as_ref()
-                .is_some_and(|t| t.is_bare() && t.local().is_some() && t.domain() == self.domain());
-        if is_last {
-            let to = stanza.to.as_ref().map(Jid::bare);
-            let reply = match to {
-                Some(to) => match self.last_activity(from, &to).await {
-                    Ok(q) => Some(stanza.iq_result(Some(q))),
-                    Err(e) => stanza.error_reply(e),
-                },
-                None => None,
+        // XEP-0012 §4: the last activity of an account, asked of its bare JID (no `to`
+        // is the sender's own account, RFC 6120 §10.3.3).
+        let last_of = match &stanza.to {
+            None => Some(from.bare()),
+            Some(t) if t.is_bare() && t.local().is_some() && t.domain() == self.domain() => {
+                Some(t.bare())
+            }
+            Some(_) => None,
+        }
+        .filter(|_| {
+            payload.is_some_and(|p| p.is("query", xep0012::NS_LAST))
+                && stanza.iq_type() == Some(crate::stanza::IqType::Get)
+        });
+        if let Some(to) = last_of {
+            // The reply comes from the address asked (none when the request had no `to`,
+            // RFC 6120 §8.1.2.1), as `iq_result` and `error_reply` build it.
+            let reply = match self.last_activity(from, &to).await {
+                Ok(q) => Some(stanza.iq_result(Some(q))),
+                Err(e) => stanza.error_reply(e),
             };
             if let Some(r) = reply {
                 r.write_to(out, ns::CLIENT);
@@ -159,8 +164,9 @@ impl Im<'_> {
                 },
                 Err(e) => stanza.error_reply(e),
             };
-            if let Some(mut r) = reply {
-                r.remove_attr("from");
+            if let Some(r) = reply {
+                // From the request's `to`: the account's bare JID, or none (RFC 6120
+                // §8.1.2.1; XEP-0191 §3 examples).
                 r.write_to(out, ns::CLIENT);
             }
             return;
@@ -173,9 +179,10 @@ impl Im<'_> {
             Ok((payload, then)) => (Some(stanza.iq_result(payload)), then),
             Err(e) => (stanza.error_reply(e), None),
         };
-        if let Some(mut reply) = reply {
-            // The answer comes from the account itself (RFC 6121 §2.1.4 examples).
-            reply.remove_attr("from");
+        if let Some(reply) = reply {
+            // The answer comes from the account itself: no `from` when the request had no
+            // `to` (RFC 6121 §2.1.4 examples), the bare JID when it named it (RFC 6120
+            // §8.1.2.1), so a client matching replies by (`from`, `id`) finds it.
             reply.write_to(out, ns::CLIENT);
         }
         // The result first, then the pushes (§2.3.2), so the client that made the change

@@ -110,6 +110,11 @@ impl Im<'_> {
         let Some(change) = self.router.update_presence(from, &el, available) else {
             return Routed::default();
         };
+        // §4.2.2 / §4.5.2: the sender's own copy, first of everything this presence brings
+        // back (other resources, probe answers, waiting requests, then offline messages
+        // from the connection), as Prosody and ejabberd order them: scripted clients wait
+        // for the echo and then read what follows.
+        el.write_to(out, ns::CLIENT);
         if !available {
             if change.was_available {
                 self.broadcast_unavailable(from, &el, change.directed, change.others_available)

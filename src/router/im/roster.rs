@@ -45,7 +45,7 @@ impl Im<'_> {
                 {
                     return Ok((None, None));
                 }
-                let query = roster::roster_query(ver.map(|_| version), &items);
+                let query = roster::roster_query(version, &items);
                 Ok((Some(query), None))
             }
             RosterRequest::Set { jid, name, groups } => {

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""A strict third-party client (aioxmpp 0.13, from PyPI) for integration tests.
+
+aioxmpp matches an iq reply to its request by (`from`, `id`): a reply whose `from` is not
+the request's `to` (with no `to` standing for the account itself, so no `from` or the
+account's bare JID) is dropped as unexpected and the request waits forever. RFC 6120
+§8.1.2.1 and §10.3.3 are the rule it enforces. This script logs in and runs a fixed list
+of checks, each with its own deadline so a reply the library ignores fails the check
+instead of hanging the run:
+
+  disco-account-no-to    disco#info with no `to` (the account, RFC 6120 §10.3.3)
+  disco-account-bare     disco#info to the account's bare JID
+  disco-server           disco#info to the server's domain
+  ping-no-to             XEP-0199 ping with no `to`
+  ping-server            XEP-0199 ping to the domain
+  unknown-no-to          an iq get for a namespace nobody handles, no `to`: an error
+  unknown-bare           the same to the account's bare JID: an error
+  unknown-server         the same to the domain: an error
+  vcard-no-to            vcard-temp get with no `to` (not implemented: an error)
+
+Every stdout line is one JSON object with an "event" key: "check" lines carry "name",
+"ok" and "detail"; "disco" lines the features of each disco#info answer; "done" closes
+the run. Exit status: 0 every check passed, 1 one failed, 2 no session.
+
+The certificate is not verified (`no_verify`): the test talks to its own server on
+loopback, and what is tested here is iq addressing, not TLS.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+try:
+    import aioxmpp
+    import aioxmpp.disco
+    import aioxmpp.ping
+    import aioxmpp.vcard
+    import aioxmpp.xso
+except ImportError as e:  # reported as a JSON line like any failure
+    print(json.dumps({"event": "error", "reason": f"aioxmpp is not importable for {sys.executable}: {e}"}),
+          flush=True)
+    sys.exit(2)
+
+EXIT_OK, EXIT_FAIL, EXIT_NO_SESSION = 0, 1, 2
+
+NS_NOTHING = "urn:example:hearth:nobody-handles-this"
+
+
+class Nothing(aioxmpp.xso.XSO):
+    """A payload in a namespace no server implements."""
+
+    TAG = (NS_NOTHING, "query")
+
+
+aioxmpp.IQ.as_payload_class(Nothing)
+
+
+def emit(event, **fields):
+    print(json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
+
+
+async def expect_result(coro, deadline):
+    """The check passes when the library hands back a result in time."""
+    try:
+        value = await asyncio.wait_for(coro, deadline)
+    except asyncio.TimeoutError:
+        return False, "no reply the library accepted (timed out)", None
+    except aioxmpp.errors.XMPPError as e:
+        return False, f"error reply: {e.condition}", None
+    return True, "result", value
+
+
+async def expect_error(coro, deadline):
+    """The check passes when the library raises the server's stanza error in time."""
+    try:
+        await asyncio.wait_for(coro, deadline)
+    except asyncio.TimeoutError:
+        return False, "no reply the library accepted (timed out)"
+    except aioxmpp.errors.XMPPError as e:
+        return True, f"error reply: {e.condition}"
+    return False, "a result where an error was expected"
+
+
+def iq_get(to, payload):
+    return aioxmpp.IQ(to=to, type_=aioxmpp.IQType.GET, payload=payload)
+
+
+async def run(args):
+    jid = aioxmpp.JID.fromstr(args.jid)
+    client = aioxmpp.Client(
+        jid,
+        aioxmpp.make_security_layer(args.password, no_verify=True),
+        override_peer=[(args.host, args.port, aioxmpp.connector.STARTTLSConnector())],
+    )
+    try:
+        stream_ctx = client.connected()
+        await asyncio.wait_for(stream_ctx.__aenter__(), args.timeout)
+    except Exception as e:  # noqa: BLE001 - any failure to log in ends the run
+        emit("error", reason=f"no session: {type(e).__name__}: {e}")
+        return EXIT_NO_SESSION
+    emit("session", jid=str(client.local_jid))
+    bare = client.local_jid.bare()
+    domain = aioxmpp.JID(None, client.local_jid.domain, None)
+    disco = client.summon(aioxmpp.DiscoClient)
+    d = args.check_timeout
+    failed = 0
+
+    def report(name, ok, detail):
+        nonlocal failed
+        failed += 0 if ok else 1
+        emit("check", name=name, ok=ok, detail=detail)
+
+    for name, target in [("disco-account-no-to", None),
+                         ("disco-account-bare", bare),
+                         ("disco-server", domain)]:
+        ok, detail, info = await expect_result(
+            disco.query_info(target, require_fresh=True, no_cache=True), d)
+        report(name, ok, detail)
+        if info is not None:
+            emit("disco", name=name,
+                 features=sorted(info.features),
+                 identities=[[i.category, i.type_] for i in info.identities])
+
+    for name, target in [("ping-no-to", None), ("ping-server", domain)]:
+        ok, detail, _ = await expect_result(aioxmpp.ping.ping(client, target), d)
+        report(name, ok, detail)
+
+    for name, target in [("unknown-no-to", None),
+                         ("unknown-bare", bare),
+                         ("unknown-server", domain)]:
+        ok, detail = await expect_error(client.send(iq_get(target, Nothing())), d)
+        report(name, ok, detail)
+
+    ok, detail = await expect_error(client.send(iq_get(None, aioxmpp.vcard.xso.VCard())), d)
+    report("vcard-no-to", ok, detail)
+
+    try:
+        await asyncio.wait_for(stream_ctx.__aexit__(None, None, None), 5)
+    except Exception:  # noqa: BLE001 - closing is not what is tested
+        pass
+    emit("done", failed=failed)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--jid", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--timeout", type=float, default=20, help="seconds to log in")
+    p.add_argument("--check-timeout", type=float, default=3,
+                   help="seconds each check waits for a reply the library accepts")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
