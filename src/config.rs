@@ -31,8 +31,8 @@
 //! [limits]                            # XEP-0205 denial-of-service defences
 //! max_connections = 512
 //! max_connections_per_address = 32
-//! connections_per_minute_per_address = 30
-//! connection_burst_per_address = 20
+//! connections_per_minute_per_address = 60
+//! connection_burst_per_address = 60
 //! rate_bytes_per_sec = 32768
 //! rate_burst_bytes = 262144
 //! rate_bytes_per_sec_unauthenticated = 2048
@@ -235,9 +235,12 @@ mod defaults {
     pub const MAX_CONNECTIONS: usize = 512;
     /// A family behind one NAT address with phones, laptops and sensors.
     pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
-    pub const CONNECTIONS_PER_MINUTE_PER_ADDRESS: u32 = 30;
-    /// Every device of a household reconnecting after the router restarts.
-    pub const CONNECTION_BURST_PER_ADDRESS: u32 = 20;
+    /// One a second, sustained: a household's devices retrying now and then.
+    pub const CONNECTIONS_PER_MINUTE_PER_ADDRESS: u32 = 60;
+    /// Every device of a household reconnecting after the router restarts: ten devices
+    /// behind one NAT address, each making two connections per login (slixmpp tries
+    /// direct TLS on 5222 first, then reconnects), and some a retry or two.
+    pub const CONNECTION_BURST_PER_ADDRESS: u32 = 60;
     /// 32 KiB/s sustained is far beyond chat; the 256 KiB burst lets a
     /// largest stanza or a login's catch-up through at full speed.
     pub const RATE_BYTES_PER_SEC: u32 = 32 * 1024;
@@ -1024,8 +1027,8 @@ mod tests {
         LimitsConfig {
             max_connections: 512,
             max_connections_per_address: 32,
-            connections_per_minute_per_address: 30,
-            connection_burst_per_address: 20,
+            connections_per_minute_per_address: 60,
+            connection_burst_per_address: 60,
             rate_bytes_per_sec: 32768,
             rate_burst_bytes: 262_144,
             rate_bytes_per_sec_unauthenticated: 2048,

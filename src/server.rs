@@ -268,8 +268,21 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                         let slot = match shared.admission.admit(peer.ip(), Instant::now()) {
                             Ok(slot) => slot,
                             Err(why) => {
-                                // Debug only: a flood must not flood the log too.
-                                log::debug!("c2s{id}: refused {peer} on {addr}: {why}");
+                                // At info, so an owner sees why a phone is turned away,
+                                // but once a minute per address: a flood must not
+                                // flood the log too.
+                                match shared.admission.log_refusal(peer.ip(), Instant::now()) {
+                                    Some(0) => {
+                                        log::info!("c2s{id}: refused {peer} on {addr}: {why}")
+                                    }
+                                    Some(n) => log::info!(
+                                        "c2s{id}: refused {peer} on {addr}: {why} \
+                                         ({n} more from this address in the last minute)"
+                                    ),
+                                    None => {
+                                        log::debug!("c2s{id}: refused {peer} on {addr}: {why}")
+                                    }
+                                }
                                 crate::net::conn::refuse(&shared, tcp, direct, why);
                                 continue;
                             }

@@ -752,3 +752,62 @@ fn a_reader_that_pauses_slows_its_senders_and_loses_nothing() {
     assert!(rss <= baseline + RSS_GROWTH_BOUND_KIB, "RSS {rss} KiB");
     assert!(slowest <= PING_BOUND, "slowest ping {slowest:?}");
 }
+
+/// Issue 14: with the default limits, a household of ten devices behind one NAT address
+/// that all reconnect at once after the router restarts, each making two connections per
+/// login (slixmpp tries direct TLS on 5222 first, then reconnects), twice, is never turned
+/// away. Past the burst, refusals are logged at info level, once a minute per address.
+#[test]
+fn a_household_behind_one_address_is_not_refused_and_refusals_are_logged_once() {
+    let server = Arc::new(Server::start(ServerOpts {
+        rust_log: Some("info".into()),
+        ..ServerOpts::default()
+    }));
+    for i in 0..10 {
+        server.add_user(&format!("device{i}"), ALICE_PW);
+    }
+    thread::sleep(Duration::from_millis(300));
+    for round in 0..2 {
+        let devices: Vec<_> = (0..10)
+            .map(|i| {
+                let server = server.clone();
+                thread::spawn(move || {
+                    // A TLS ClientHello's first bytes where XML is expected: refused
+                    // with a stream error, and the client tries again with STARTTLS.
+                    let mut tls_first = connect(server.c2s_addr());
+                    let _ = tls_first.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+                    let _ = closed_within(tls_first, REPLY_TIMEOUT);
+                    let mut c = login(&server, &format!("device{i}"), ALICE_PW);
+                    c.send("<presence/>");
+                    c.assert_alive();
+                    c.close();
+                })
+            })
+            .collect();
+        for (i, d) in devices.into_iter().enumerate() {
+            d.join()
+                .unwrap_or_else(|_| panic!("round {round}: device{i} could not log in"));
+        }
+    }
+    assert!(!server.log().contains("refused"), "{}", server.log());
+    // Far past the burst: refused, and named in the log once.
+    let mut refused = 0;
+    for _ in 0..80 {
+        let mut tcp = connect(server.c2s_addr());
+        tcp.write_all(header(server.domain()).as_bytes()).unwrap();
+        tcp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tcp.read(&mut buf).unwrap_or(0);
+        if String::from_utf8_lossy(&buf[..n]).contains("policy-violation") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "80 connections at once were all accepted");
+    let log = server.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains(": refused 127.0.0.1"))
+        .count();
+    assert_eq!(lines, 1, "{refused} refused, {lines} logged:\n{log}");
+    assert!(log.contains("INFO") && log.contains("too many new connections"));
+}

@@ -156,7 +156,13 @@ struct Table {
     limits: ConnectionLimits,
     open: usize,
     peers: HashMap<IpAddr, Peer>,
+    /// Addresses whose last refusal was logged, and refusals not logged since.
+    refusals_logged: HashMap<IpAddr, (Instant, u32)>,
 }
+
+/// How often a refused address is named in the log at info level: an owner sees why a
+/// phone is turned away, a flood does not flood the log.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Most addresses remembered; connections hold entries, so this only ever
 /// drops rate memory about addresses with nothing open.
@@ -182,6 +188,7 @@ impl Admission {
                 limits,
                 open: 0,
                 peers: HashMap::new(),
+                refusals_logged: HashMap::new(),
             })),
         }
     }
@@ -227,6 +234,34 @@ impl Admission {
             table: self.table.clone(),
             key,
         })
+    }
+
+    /// Whether a refusal of `addr` at `now` should be logged: the first one, then at
+    /// most one per [`REFUSAL_LOG_INTERVAL`] per address (IPv6 per /64). `Some(n)`: log
+    /// it, and say that `n` more were refused since the last line.
+    pub fn log_refusal(&self, addr: IpAddr, now: Instant) -> Option<u32> {
+        let key = address_key(addr);
+        let mut t = Admission::lock(&self.table);
+        let log = &mut t.refusals_logged;
+        if let Some((at, skipped)) = log.get_mut(&key) {
+            if now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL {
+                *skipped = skipped.saturating_add(1);
+                return None;
+            }
+            let n = *skipped;
+            *at = now;
+            *skipped = 0;
+            return Some(n);
+        }
+        if log.len() >= MAX_PEERS {
+            log.retain(|_, (at, _)| now.saturating_duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            if log.len() >= MAX_PEERS {
+                // A flood from very many addresses: stay quiet rather than grow.
+                return None;
+            }
+        }
+        log.insert(key, (now, 0));
+        Some(0)
     }
 
     /// Connections open now.
@@ -383,5 +418,26 @@ mod tests {
             Refused::PerAddress(1)
         );
         drop(held);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_per_address() {
+        let adm = Admission::new(ConnectionLimits {
+            max_total: 10,
+            max_per_address: 1,
+            per_address_per_minute: 60,
+            burst_per_address: 10,
+        });
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(adm.log_refusal(a, now), Some(0));
+        assert_eq!(adm.log_refusal(a, now + Duration::from_secs(1)), None);
+        assert_eq!(adm.log_refusal(a, now + Duration::from_secs(59)), None);
+        // Another address has its own minute.
+        assert_eq!(adm.log_refusal(b, now + Duration::from_secs(2)), Some(0));
+        // A minute on: logged again, with the count of those not logged.
+        assert_eq!(adm.log_refusal(a, now + REFUSAL_LOG_INTERVAL), Some(2));
+        assert_eq!(adm.log_refusal(a, now + REFUSAL_LOG_INTERVAL), None);
     }
 }
