@@ -626,3 +626,48 @@ fn initial_presence_echo_comes_before_waiting_requests_and_offline_messages() {
         .unwrap_or_else(|| panic!("no offline message: {names:?}"));
     assert!(request > 0 && message > 0, "{names:?}");
 }
+
+/// Issue 14 (disk full): when storage cannot delete what it delivers (a full disk makes
+/// every write fail; a trigger does the same here, on the real file), offline messages
+/// were delivered and then delivered again at the next login. Now they are taken out of
+/// storage before they are written: with the delete failing they wait, and once the disk
+/// has room they arrive exactly once.
+#[test]
+fn offline_messages_are_never_delivered_twice_when_deleting_fails() {
+    let server = server();
+    let aj = server.jid("alice");
+    let mut b = login(&server, "bob", "desk");
+    for i in 1..=3 {
+        chat(&mut b, &aj, &format!("kept {i}"));
+    }
+    assert!(drain(&mut b).is_empty());
+    let db = rusqlite::Connection::open(server.data_dir().join("hearth.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER disk_full BEFORE DELETE ON offline_messages
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let count = |seen: &[common::xml::Node]| {
+        seen.iter()
+            .filter(|e| {
+                e.name == "message"
+                    && e.child("body", "jabber:client")
+                        .is_some_and(|b| b.text.starts_with("kept "))
+            })
+            .count()
+    };
+    let mut total = 0;
+    let mut a = login(&server, "alice", "phone");
+    presence(&mut a, "");
+    total += count(&drain(&mut a));
+    a.close();
+    db.execute_batch("DROP TRIGGER disk_full").unwrap();
+    for _ in 0..2 {
+        let mut a = login(&server, "alice", "phone");
+        presence(&mut a, "");
+        total += count(&drain(&mut a));
+        a.close();
+    }
+    assert_eq!(total, 3, "3 messages, delivered {total} times in all");
+}

@@ -655,18 +655,23 @@ impl Conn {
     async fn deliver_offline(&mut self, jid: &FullJid) {
         let Some(user) = jid.local() else { return };
         loop {
-            let page = self.im().offline_page(user, router::im::OFFLINE_PAGE).await;
-            let Some(&(last, _)) = page.last() else {
+            // Taken out of storage (committed) before it is written: a message is never
+            // handed over twice, even when the disk is full (then nothing is taken).
+            let Some(page) = self.im().offline_take(user, router::im::OFFLINE_PAGE).await else {
                 return;
             };
+            if page.is_empty() {
+                return;
+            }
             for (_, xml) in &page {
                 self.out.push_str(xml);
             }
             if self.flush().await.is_err() {
-                // Not written: kept for the next login; the read side sees the end.
+                // Not written: back in storage for the next login; the read side sees
+                // the end.
+                self.im().offline_restore(user, page).await;
                 return;
             }
-            self.im().offline_delivered(user, last).await;
             if page.len() < router::im::OFFLINE_PAGE {
                 return;
             }

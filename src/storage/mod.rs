@@ -206,6 +206,15 @@ pub trait OfflineStore {
     ) -> Result<Vec<(i64, String)>, StorageError>;
     /// Deletes the messages up to and including id `through` (after delivering them).
     fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
+    /// Takes the `limit` oldest waiting messages out of storage, oldest first with their
+    /// ids: read and deleted in one committed transaction, so messages about to be handed
+    /// to a client can never be handed over again, even if the disk is full afterwards
+    /// (an error means nothing was taken).
+    fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Puts back messages [`OfflineStore::take_offline`] took but that could not be
+    /// written to the client, with their ids (so in their place in the order). Outside
+    /// the quota: they were within it when stored.
+    fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
 }
 
 /// Blocked JIDs per user (XEP-0191), as normalized JID strings.

@@ -76,6 +76,56 @@ impl OfflineStore for Storage {
             Ok(())
         })
     }
+
+    fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError> {
+        let user = user.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A write job: the read and the delete commit together (group commit), and the
+        // caller hears of the messages only once the delete is on the disk.
+        self.write(move |s, conn| {
+            let page = conn
+                .prepare_cached(
+                    "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
+                     LIMIT ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![user, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<(i64, String)>, _>>()
+                })
+                .map_err(s.sqlite_err("read offline messages"))?;
+            if let Some(&(last, _)) = page.last() {
+                conn.prepare_cached(
+                    "DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2",
+                )
+                .and_then(|mut st| st.execute(params![user, last]))
+                .map_err(s.sqlite_err("delete offline messages"))?;
+            }
+            Ok(page)
+        })
+    }
+
+    fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError> {
+        let (user, messages) = (user.to_owned(), messages.to_vec());
+        self.write(move |s, conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO offline_messages (id, localpart, stanza, stored_at, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(s.sqlite_err("restore offline messages"))?;
+            for (id, stanza) in &messages {
+                st.execute(params![
+                    id,
+                    user,
+                    stanza,
+                    super::unix_now(),
+                    stanza.len() as i64
+                ])
+                .map_err(s.sqlite_err("restore offline messages"))?;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl BlockList for Storage {
@@ -333,5 +383,48 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2);
+    }
+
+    #[test]
+    fn take_removes_what_it_returns_and_restore_puts_it_back_in_order() {
+        let (_dir, s) = store();
+        for i in 0..5 {
+            s.store_offline("alice", &format!("<m>{i}</m>"), &Quota::DEFAULT)
+                .unwrap();
+        }
+        let first = s.take_offline("alice", 2).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].1, "<m>0</m>");
+        assert_eq!(s.offline_messages("alice", 10).unwrap().len(), 3);
+        let second = s.take_offline("alice", 2).unwrap();
+        assert_eq!(second[0].1, "<m>2</m>");
+        // The second page could not be written: back in its place, before the rest.
+        s.restore_offline("alice", &second).unwrap();
+        let all: Vec<String> = s
+            .take_offline("alice", 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(all, ["<m>2</m>", "<m>3</m>", "<m>4</m>"]);
+        assert!(s.take_offline("alice", 10).unwrap().is_empty());
+        assert_eq!(s.stored_bytes("alice").unwrap(), 0);
+    }
+
+    /// A delete that fails (a full disk) takes nothing: the messages are neither lost nor
+    /// handed out twice.
+    #[test]
+    fn a_failed_take_leaves_everything_in_place() {
+        let (_dir, s) = store();
+        s.store_offline("alice", "<m/>", &Quota::DEFAULT).unwrap();
+        s.conn()
+            .execute_batch(
+                "CREATE TRIGGER full BEFORE DELETE ON offline_messages
+                 BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+            )
+            .unwrap();
+        assert!(s.take_offline("alice", 10).is_err());
+        s.conn().execute_batch("DROP TRIGGER full").unwrap();
+        assert_eq!(s.take_offline("alice", 10).unwrap().len(), 1);
     }
 }

@@ -9,7 +9,8 @@
 //! itself (iq results, probe answers, waiting requests) is written straight into the
 //! connection's output rather than its router queue, so a user with many contacts online
 //! cannot overflow their own queue by logging in. Offline messages, possibly many, are
-//! fetched page by page by the connection ([`Im::offline_page`]) and deleted once written.
+//! taken out of storage page by page by the connection ([`Im::offline_take`]), each page
+//! deleted before it is written, so none is ever delivered twice.
 //!
 //! - `mod.rs`: dispatch by stanza kind and iq payload;
 //! - `roster.rs`, `subscription.rs`, `presence.rs`: RFC 6121 §2, §3, §4;
@@ -58,7 +59,7 @@ fn push_id() -> String {
 #[must_use]
 pub struct Routed {
     /// The client became able to take its offline messages (XEP-0160 §3): fetch them with
-    /// [`Im::offline_page`] and write them, then [`Im::offline_delivered`].
+    /// [`Im::offline_take`] and write them (putting back what could not be written).
     pub offline: bool,
 }
 

@@ -9,22 +9,31 @@ use crate::stanza::{Stanza, StanzaCondition};
 use crate::storage::{OfflineStore as _, Stored, unix_now};
 
 impl Im<'_> {
-    /// Up to `limit` of `user`'s offline messages, oldest first, with their ids.
-    pub async fn offline_page(&self, user: &str, limit: usize) -> Vec<(i64, String)> {
+    /// Takes up to `limit` of `user`'s offline messages out of storage, oldest first,
+    /// to write to the client. `None` when storage failed (a full disk): nothing was
+    /// taken, and they wait for a later login rather than risk being delivered twice.
+    pub async fn offline_take(&self, user: &str, limit: usize) -> Option<Vec<(i64, String)>> {
         let u = user.to_owned();
-        on_pool(self.storage, move |s| s.offline_messages(&u, limit))
+        on_pool(self.storage, move |s| s.take_offline(&u, limit))
             .await
-            .unwrap_or_else(|e| {
-                log::error!("storage: {e}");
-                Vec::new()
+            .inspect_err(|e| {
+                log::error!(
+                    "c2s{}: storage: offline messages of {user:?} kept for later: {e}",
+                    self.conn
+                )
             })
+            .ok()
     }
 
-    /// Forgets `user`'s offline messages up to id `through`, once written to the client.
-    pub async fn offline_delivered(&self, user: &str, through: i64) {
+    /// Puts back messages taken with [`Im::offline_take`] that could not be written.
+    pub async fn offline_restore(&self, user: &str, page: Vec<(i64, String)>) {
         let u = user.to_owned();
-        if let Err(e) = on_pool(self.storage, move |s| s.delete_offline(&u, through)).await {
-            log::error!("storage: {e}");
+        let n = page.len();
+        if let Err(e) = on_pool(self.storage, move |s| s.restore_offline(&u, &page)).await {
+            log::error!(
+                "c2s{}: storage: {n} offline messages of {user:?} could not be put back: {e}",
+                self.conn
+            );
         }
     }
 
