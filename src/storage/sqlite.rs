@@ -16,6 +16,29 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (rusqlite's default is 16).
 const STATEMENT_CACHE: usize = 32;
 
+/// Puts the file in WAL mode and returns the journal mode it is in. Switching needs the
+/// file to itself for a moment, and SQLite answers "database is locked" at once rather
+/// than through the busy timeout when another process holds it (several `hearth user
+/// add` starting together on a new file): retried here, within [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The handle to hearth's database. Cheap to clone (an `Arc` inside); every clone uses the
 /// same connection, so all of a process's writes go through one owner (DESIGN.md "Storage").
 ///
@@ -73,9 +96,7 @@ impl Storage {
         // of the CPU of storing an offline message. About twenty are in use; room for more.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // WAL is a property of the file and persists; the other two are per connection.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite("switch to WAL mode"))?;
+        let mode = switch_to_wal(&conn).map_err(sqlite("switch to WAL mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             // Some file systems (network mounts) cannot do WAL. Still correct, just less
             // concurrent: the busy timeout covers the difference.
