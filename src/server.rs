@@ -10,7 +10,7 @@ use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
 use crate::config::{Config, LimitsConfig};
-use crate::features::Features;
+use crate::features::Registry;
 use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::tls::TlsSetup;
 use crate::router::Router;
@@ -37,6 +37,8 @@ const MAX_ELEMENTS_UNAUTHENTICATED: usize = 16;
 pub struct Shared {
     pub router: Router,
     pub storage: Storage,
+    /// The modules: iq handlers, disco, stream features (DESIGN.md "Modules").
+    pub modules: Registry,
     /// Replaced on SIGHUP; connections take a clone at handshake time.
     tls: RwLock<Arc<TlsSetup>>,
     pub policy: Arc<C2sPolicy>,
@@ -152,11 +154,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     } else {
         vec![Mechanism::Plain]
     };
+    let modules = Registry::standard();
     let policy = Arc::new(C2sPolicy {
         domain: domain.clone(),
         mechanisms,
         max_auth_failures: 5,
         strict_channel_binding: cfg.auth.strict_channel_binding,
+        module_features: modules.stream_features(),
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
@@ -175,10 +179,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let max = cfg.c2s.max_stanza_bytes;
     let shared = Arc::new(Shared {
-        router: Router::new(domain.clone(), Features::standard())
+        router: Router::new(domain.clone())
             .with_max_resources(cfg.limits.max_resources_per_account)
             .with_quota(cfg.limits.quota),
         storage,
+        modules,
         tls: RwLock::new(Arc::new(tls)),
         policy,
         limits_unauthenticated: Limits {

@@ -103,6 +103,7 @@ fuzz_target!(|inputs: Vec<In>| {
         mechanisms: Mechanism::ALL.to_vec(),
         max_auth_failures: 3,
         strict_channel_binding: false,
+        module_features: hearth::features::Registry::standard().stream_features(),
     });
     let mut c2s = C2s::new(policy, None);
     let mut bound = false;

@@ -24,22 +24,45 @@ pub enum BlockRequest {
     Unblock(Option<Vec<Jid>>),
 }
 
-/// Announces XEP-0191 in the server's disco#info (§2); the requests themselves need
-/// storage and are answered in `router::im`.
+/// XEP-0191, announced in the server's disco#info (§2); the requests are answered
+/// against storage by `router::im`, which also enforces the lists on traffic.
 pub struct Blocking;
 
-impl super::Feature for Blocking {
-    fn disco_features(&self) -> &'static [&'static str] {
-        &[NS_BLOCKING]
+impl super::Module for Blocking {
+    fn name(&self) -> &'static str {
+        "blocking"
     }
 
-    fn handle_iq(
-        &self,
-        _ctx: &super::Ctx,
-        _iq: &Stanza,
-        _payload: &Element,
-    ) -> Option<super::IqOutcome> {
-        None
+    fn specs(&self) -> &'static [super::Spec] {
+        &[super::Spec {
+            doc: super::Doc::Xep(191),
+            title: "Blocking Command",
+            version: "1.3",
+            status: super::Status::Complete,
+            note: "enforced on messages, presence and iqs both ways; pushes to every resource",
+        }]
+    }
+
+    fn disco(&self) -> &'static [super::Announce] {
+        &[super::Announce {
+            var: NS_BLOCKING,
+            on: super::On::Server,
+        }]
+    }
+
+    fn iqs(&self) -> &'static [super::IqRoute] {
+        &[super::IqRoute {
+            ns: NS_BLOCKING,
+            on: super::On::Account,
+            access: super::Access::Own,
+        }]
+    }
+
+    fn handle_iq<'a>(&'a self, cx: &'a super::IqCx<'a>, iq: &'a Stanza) -> super::IqFuture<'a> {
+        Box::pin(async move {
+            let req = parse(iq)?;
+            cx.im.blocking_request(cx.from, req).await
+        })
     }
 }
 

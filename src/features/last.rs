@@ -2,11 +2,57 @@
 //! said then: "last seen" for people and for sensors. Sans-IO: the answer from what the
 //! router and storage know; `router::im` looks those up and checks the subscription.
 
-use crate::stanza::{StanzaCondition, StanzaError};
+use super::{Access, Announce, Doc, IqCx, IqFuture, IqRoute, Module, On, Spec, Status, Target};
+use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;
 
 /// The last-activity namespace (XEP-0012 §2).
 pub const NS_LAST: &str = "jabber:iq:last";
+
+/// XEP-0012 for accounts: the server answers for an account's bare JID (§4). The server
+/// itself tells no uptime, so `jabber:iq:last` is not on the server's disco.
+pub struct Last;
+
+impl Module for Last {
+    fn name(&self) -> &'static str {
+        "last"
+    }
+
+    fn specs(&self) -> &'static [Spec] {
+        &[Spec {
+            doc: Doc::Xep(12),
+            title: "Last Activity",
+            version: "2.0",
+            status: Status::Partial,
+            note: "an account's last logout and status (§4), for those who see its presence; \
+                   no server uptime",
+        }]
+    }
+
+    fn disco(&self) -> &'static [Announce] {
+        &[Announce {
+            var: NS_LAST,
+            on: On::Account,
+        }]
+    }
+
+    fn iqs(&self) -> &'static [IqRoute] {
+        &[IqRoute {
+            ns: NS_LAST,
+            on: On::Account,
+            access: Access::Module,
+        }]
+    }
+
+    fn handle_iq<'a>(&'a self, cx: &'a IqCx<'a>, iq: &'a Stanza) -> IqFuture<'a> {
+        Box::pin(async move {
+            let (Target::Account(to), Some(IqType::Get)) = (cx.target, iq.iq_type()) else {
+                return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
+            };
+            cx.im.last_activity(cx.from, to).await.map(Some)
+        })
+    }
+}
 
 /// The answer about an account (XEP-0012 §4): `seconds='0'` while any resource is
 /// available, else the seconds since the last one went offline with its status as text.

@@ -1,11 +1,20 @@
-//! Payloads the server handles itself, one module per RFC part or XEP.
+//! The modules: everything the server itself does with a payload, one module per RFC part
+//! or XEP (DESIGN.md "Modules").
 //!
-//! Each module implements [`Feature`]: the disco features it announces and
-//! the iq payloads it answers. Adding a XEP means adding a file here and a
-//! line in [`Features::standard`]; the router asks the registry, and an iq
-//! nobody answers gets `service-unavailable` (RFC 6120 §8.4).
+//! A module declares what it implements — the specifications with their versions and how
+//! complete it is ([`Spec`]), the disco features it announces and on which entity
+//! ([`Announce`]), the iq namespaces it answers ([`IqRoute`]), the stream features it adds
+//! after login — and answers its iqs with an async handler. The [`Registry`] holds them:
+//! disco#info, the stream features and the README's table of supported specifications are
+//! all computed from these declarations, so what is announced is what is handled (a test
+//! checks both ways). An iq addressed to the server or to an account that no module
+//! routes gets `service-unavailable` (RFC 6120 §8.4).
+//!
+//! Adding a XEP means adding a module file (or folder) here and a line in
+//! [`Registry::standard`].
 
 pub mod blocking;
+pub mod core;
 pub mod disco;
 pub mod last;
 pub mod offline;
@@ -16,8 +25,12 @@ pub mod subscription;
 pub mod time;
 pub mod version;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::jid::{BareJid, FullJid};
-use crate::stanza::{Stanza, StanzaError};
+use crate::router::im::Im;
+use crate::stanza::{Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;
 
 /// Whom an iq is addressed to.
@@ -29,77 +42,410 @@ pub enum Target {
     Account(BareJid),
 }
 
-/// What a handler needs to know about the request besides the payload.
-pub struct Ctx<'a> {
-    pub domain: &'a str,
+/// A specification a module implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doc {
+    /// An IETF RFC, by number and the part implemented (`"§2"`, or `""` for all of it).
+    Rfc(u16, &'static str),
+    /// An XMPP Extension Protocol, by number.
+    Xep(u16),
+}
+
+/// How much of a specification is implemented (as ejabberd's `-protocol` attributes and
+/// Prosody's `doap` say it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Everything the specification asks of a server.
+    Complete,
+    /// The part [`Spec::note`] describes.
+    Partial,
+}
+
+/// One specification and what of it a module does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub doc: Doc,
+    /// Its title, for the README.
+    pub title: &'static str,
+    /// The version implemented (a XEP's revision; `""` for an RFC).
+    pub version: &'static str,
+    pub status: Status,
+    /// What is left out, or how it is done; `""` when nothing needs saying.
+    pub note: &'static str,
+}
+
+/// Which entity announces or answers something: the server's domain, every account's
+/// bare JID (answered by the server on the account's behalf), or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On {
+    Server,
+    Account,
+    Both,
+}
+
+impl On {
+    /// Whether `target` is covered.
+    pub fn covers(self, target: &Target) -> bool {
+        matches!(
+            (self, target),
+            (On::Both, _) | (On::Server, Target::Server) | (On::Account, Target::Account(_))
+        )
+    }
+}
+
+/// A disco feature (XEP-0030 `<feature var=…/>`) and the entity that announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    pub var: &'static str,
+    pub on: On,
+}
+
+/// An iq payload namespace a module answers, and for which entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IqRoute {
+    pub ns: &'static str,
+    pub on: On,
+    /// Who may ask an account.
+    pub access: Access,
+}
+
+/// Who may send an iq to an account's bare JID (the server answering on its behalf).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone the account has not blocked (XEP-0191 §3.5: a blocked sender gets what an
+    /// unknown account would give).
+    Anyone,
+    /// Only the account itself; anyone else gets `forbidden` (RFC 6121 §2.1.5 for the
+    /// roster, XEP-0191 for the blocklist).
+    Own,
+    /// The module decides (e.g. XEP-0012: those allowed to see the presence).
+    Module,
+}
+
+/// What an iq handler is given.
+pub struct IqCx<'a> {
+    /// Storage, the router and the connection's id, for the modules whose answers
+    /// depend on them.
+    pub im: Im<'a>,
+    /// The sender: always a local session so far.
     pub from: &'a FullJid,
+    /// Whom the iq is addressed to.
     pub target: &'a Target,
-    /// Every disco feature the registry announces (for disco#info).
-    pub disco_features: &'a [&'static str],
+    /// The registry, for modules that describe the others (disco).
+    pub registry: &'a Registry,
+}
+
+impl IqCx<'_> {
+    /// The server's domain.
+    pub fn domain(&self) -> &str {
+        self.im.router.domain()
+    }
 }
 
 /// An iq answer: a result with an optional payload, or an error.
 pub type IqOutcome = Result<Option<Element>, StanzaError>;
 
-/// A server feature.
-pub trait Feature: Send + Sync {
-    /// Disco features (XEP-0030 `<feature var=…/>`) this module adds to the
-    /// server's disco#info.
-    fn disco_features(&self) -> &'static [&'static str] {
+/// The future of an iq handler.
+pub type IqFuture<'a> = Pin<Box<dyn Future<Output = IqOutcome> + Send + 'a>>;
+
+/// An answer known at once, as an [`IqFuture`].
+pub fn ready<'a>(outcome: IqOutcome) -> IqFuture<'a> {
+    Box::pin(std::future::ready(outcome))
+}
+
+/// One feature of the server.
+pub trait Module: Send + Sync {
+    /// A short name, for logs and tests.
+    fn name(&self) -> &'static str;
+
+    /// The specifications it implements.
+    fn specs(&self) -> &'static [Spec];
+
+    /// Disco features it announces.
+    fn disco(&self) -> &'static [Announce] {
         &[]
     }
 
-    /// Answers an iq get/set whose only child is `payload`; `None` when the
-    /// payload is not this module's.
-    fn handle_iq(&self, ctx: &Ctx, iq: &Stanza, payload: &Element) -> Option<IqOutcome>;
-}
-
-/// The registered features, asked in order.
-pub struct Features {
-    list: Vec<Box<dyn Feature>>,
-    disco: Vec<&'static str>,
-}
-
-impl Features {
-    pub fn new(list: Vec<Box<dyn Feature>>) -> Features {
-        let mut disco: Vec<&'static str> = list
-            .iter()
-            .flat_map(|f| f.disco_features())
-            .copied()
-            .collect();
-        disco.sort_unstable();
-        disco.dedup();
-        Features { list, disco }
+    /// Iq payload namespaces it answers ([`Module::handle_iq`] gets them).
+    fn iqs(&self) -> &'static [IqRoute] {
+        &[]
     }
 
-    /// Everything hearth handles today.
-    pub fn standard() -> Features {
-        Features::new(vec![
+    /// Stream features it adds once the client has logged in (RFC 6120 §4.3.2), e.g.
+    /// roster versioning.
+    fn stream_features(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
+    /// namespaces, addressed to an entity the route covers.
+    fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
+        ready(Err(StanzaError::new(StanzaCondition::ServiceUnavailable)))
+    }
+}
+
+/// The registered modules and what they declare, computed once.
+pub struct Registry {
+    modules: Vec<Box<dyn Module>>,
+    /// Iq namespace → (module index, the entities it answers for).
+    routes: Vec<(&'static str, usize, IqRoute)>,
+    server_disco: Vec<&'static str>,
+    account_disco: Vec<&'static str>,
+}
+
+impl Registry {
+    /// A registry of `modules`. Panics if two modules route the same namespace: that is a
+    /// bug in [`Registry::standard`], caught by its unit test.
+    pub fn new(modules: Vec<Box<dyn Module>>) -> Registry {
+        let mut routes = Vec::new();
+        for (i, m) in modules.iter().enumerate() {
+            for r in m.iqs() {
+                assert!(
+                    routes.iter().all(|(ns, _, _)| *ns != r.ns),
+                    "two modules answer {}",
+                    r.ns
+                );
+                routes.push((r.ns, i, *r));
+            }
+        }
+        let disco = |target: &Target| {
+            let mut v: Vec<&'static str> = modules
+                .iter()
+                .flat_map(|m| m.disco())
+                .filter(|a| a.on.covers(target))
+                .map(|a| a.var)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let server_disco = disco(&Target::Server);
+        let account_disco = disco(&Target::Account(
+            BareJid::new(Some("x"), "example.org").unwrap_or_else(|_| unreachable!()),
+        ));
+        Registry {
+            modules,
+            routes,
+            server_disco,
+            account_disco,
+        }
+    }
+
+    /// Everything hearth does today.
+    pub fn standard() -> Registry {
+        Registry::new(vec![
+            Box::new(core::Core),
             Box::new(disco::Disco),
             Box::new(ping::Ping),
             Box::new(version::Version),
             Box::new(time::Time),
-            Box::new(blocking::Blocking),
+            Box::new(roster::RosterModule),
+            Box::new(subscription::Subscriptions),
+            Box::new(presence::Presence),
             Box::new(offline::Offline),
+            Box::new(blocking::Blocking),
+            Box::new(last::Last),
         ])
     }
 
-    pub fn handle_iq(
-        &self,
-        domain: &str,
-        from: &FullJid,
-        target: &Target,
-        iq: &Stanza,
-    ) -> Option<IqOutcome> {
-        let payload = iq.iq_payload()?;
-        let ctx = Ctx {
-            domain,
-            from,
-            target,
-            disco_features: &self.disco,
-        };
-        self.list
+    /// The module that answers an iq with this payload for `target`, if any.
+    pub fn iq_module(&self, payload: &Element, target: &Target) -> Option<&dyn Module> {
+        self.iq_route(payload)
+            .filter(|(_, route)| route.on.covers(target))
+            .map(|(m, _)| m)
+    }
+
+    /// The module whose namespace `payload` is in, and its route, whatever the target.
+    pub fn iq_route(&self, payload: &Element) -> Option<(&dyn Module, IqRoute)> {
+        self.routes
             .iter()
-            .find_map(|f| f.handle_iq(&ctx, iq, payload))
+            .find(|(ns, _, _)| *ns == payload.ns())
+            .and_then(|(_, i, route)| Some((&**self.modules.get(*i)?, *route)))
+    }
+
+    /// The disco features `target` announces, sorted.
+    pub fn disco_features(&self, target: &Target) -> &[&'static str] {
+        match target {
+            Target::Server => &self.server_disco,
+            Target::Account(_) => &self.account_disco,
+        }
+    }
+
+    /// The stream features after login, in module order.
+    pub fn stream_features(&self) -> Vec<Element> {
+        self.modules
+            .iter()
+            .flat_map(|m| m.stream_features())
+            .collect()
+    }
+
+    /// The modules, in order.
+    pub fn modules(&self) -> impl Iterator<Item = &dyn Module> {
+        self.modules.iter().map(|m| &**m)
+    }
+
+    /// The README's table of supported specifications: one row per specification,
+    /// RFCs first, then XEPs by number.
+    pub fn spec_table(&self) -> String {
+        let mut specs: Vec<(Spec, &'static str)> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.specs().iter().map(move |s| (*s, m.name())))
+            .collect();
+        let key = |d: &Doc| match d {
+            Doc::Rfc(n, part) => (0, *n, *part),
+            Doc::Xep(n) => (1, *n, ""),
+        };
+        specs.sort_by_key(|(s, _)| key(&s.doc));
+        let mut t = String::from(
+            "| specification | title | version | status | module | notes |\n\
+             | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for (s, module) in specs {
+            let doc = match s.doc {
+                Doc::Rfc(n, "") => format!("RFC {n}"),
+                Doc::Rfc(n, part) => format!("RFC {n} {part}"),
+                Doc::Xep(n) => format!("XEP-{n:04}"),
+            };
+            let status = match s.status {
+                Status::Complete => "complete",
+                Status::Partial => "partial",
+            };
+            let version = if s.version.is_empty() {
+                "—"
+            } else {
+                s.version
+            };
+            t.push_str(&format!(
+                "| {doc} | {} | {version} | {status} | `{module}` | {} |\n",
+                s.title, s.note
+            ));
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns;
+
+    fn account() -> Target {
+        Target::Account(BareJid::new(Some("alice"), "home.example").unwrap())
+    }
+
+    #[test]
+    fn every_module_names_what_it_implements() {
+        let r = Registry::standard();
+        for m in r.modules() {
+            assert!(
+                !m.specs().is_empty(),
+                "{} declares no specification",
+                m.name()
+            );
+        }
+    }
+
+    /// Disco is computed from what modules route: every namespace a module answers is
+    /// announced (on the entity it answers for, or on the server for what a client sends to
+    /// its own account, as XEP-0191 §2 has it), and every announced feature belongs to a
+    /// module that handles it (an iq route, or a behaviour with no iq of its own, declared
+    /// as such).
+    #[test]
+    fn disco_announces_exactly_what_is_handled() {
+        let r = Registry::standard();
+        let server = r.disco_features(&Target::Server);
+        let accounts = r.disco_features(&account());
+        for (ns, _, route) in &r.routes {
+            if NOT_ANNOUNCED.contains(ns) {
+                continue;
+            }
+            if route.on.covers(&Target::Server) {
+                assert!(server.contains(ns), "{ns} is answered but not announced");
+            }
+            if route.on.covers(&account()) {
+                assert!(
+                    accounts.contains(ns) || server.contains(ns),
+                    "{ns} is answered for accounts but not announced"
+                );
+            }
+        }
+        for var in server.iter().chain(accounts) {
+            let routed = r.routes.iter().any(|(ns, _, _)| ns == var);
+            assert!(
+                routed || WITHOUT_IQ.contains(var),
+                "{var} is announced but no module answers it"
+            );
+        }
+        for var in accounts {
+            let routed = r
+                .routes
+                .iter()
+                .any(|(ns, _, route)| ns == var && route.on.covers(&account()));
+            assert!(
+                routed,
+                "{var} is announced on accounts, which do not answer it"
+            );
+        }
+    }
+
+    /// Namespaces answered but not announced: RFC 6121's roster is a core protocol,
+    /// advertised as stream features (`ver`, `sub`), not in disco.
+    const NOT_ANNOUNCED: &[&str] = &[roster::NS_ROSTER];
+
+    /// Features announced for behaviour that has no iq: offline storage (XEP-0160).
+    const WITHOUT_IQ: &[&str] = &[offline::MSGOFFLINE];
+
+    #[test]
+    fn routes_follow_the_target() {
+        let r = Registry::standard();
+        let version = Element::new("query", ns::VERSION);
+        assert_eq!(
+            r.iq_module(&version, &Target::Server).map(|m| m.name()),
+            Some("version")
+        );
+        // An account's software is its client's to tell.
+        assert!(r.iq_module(&version, &account()).is_none());
+        let ping = Element::new("ping", ns::PING);
+        assert!(r.iq_module(&ping, &account()).is_some());
+        assert!(
+            r.iq_module(&Element::new("query", "urn:example:none"), &Target::Server)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn spec_table_lists_rfcs_then_xeps() {
+        let t = Registry::standard().spec_table();
+        let rfc = t.find("| RFC 6121").unwrap();
+        let xep = t.find("| XEP-0030").unwrap();
+        assert!(rfc < xep, "{t}");
+        assert!(t.contains("| XEP-0199 | XMPP Ping |"), "{t}");
+    }
+
+    /// The README carries the table `spec_table` makes, between its markers. Run with
+    /// `HEARTH_UPDATE_README=1` to rewrite it after changing a module's declarations.
+    #[test]
+    fn readme_table_matches_the_modules() {
+        const BEGIN: &str = "<!-- specs: generated from the modules (src/features) -->\n";
+        const END: &str = "<!-- /specs -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let table = Registry::standard().spec_table();
+        let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
+            panic!("README.md has no {BEGIN:?} … {END:?} section");
+        };
+        let current = &readme[b + BEGIN.len()..e];
+        if current != table {
+            if std::env::var_os("HEARTH_UPDATE_README").is_some() {
+                let updated = format!("{}{table}{}", &readme[..b + BEGIN.len()], &readme[e..]);
+                std::fs::write(path, updated).unwrap();
+            } else {
+                panic!(
+                    "README.md's table of specifications is out of date; rerun with \
+                     HEARTH_UPDATE_README=1. It should read:\n{table}"
+                );
+            }
+        }
     }
 }

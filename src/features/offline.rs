@@ -2,24 +2,46 @@
 //! user with no available resource, and how they are marked (XEP-0203 `<delay/>`).
 //! Storing and delivering them is `router::im`'s job, through `storage::OfflineStore`.
 
-use super::{Ctx, Feature, IqOutcome};
-use crate::stanza::{MessageType, Stanza};
+use super::{Announce, Doc, Module, On, Spec, Status};
+use crate::stanza::MessageType;
 use crate::xml::Element;
 
 /// The disco feature of offline storage, on the server's disco#info (XEP-0160, Service
 /// Discovery: a client learns there that messages sent to offline contacts are kept).
 pub const MSGOFFLINE: &str = "msgoffline";
 
-/// Announces offline storage; it has no iq of its own (XEP-0013 retrieval is not offered).
+/// Offline storage; it has no iq of its own (XEP-0013 retrieval is not offered).
 pub struct Offline;
 
-impl Feature for Offline {
-    fn disco_features(&self) -> &'static [&'static str] {
-        &[MSGOFFLINE]
+impl Module for Offline {
+    fn name(&self) -> &'static str {
+        "offline"
     }
 
-    fn handle_iq(&self, _ctx: &Ctx, _iq: &Stanza, _payload: &Element) -> Option<IqOutcome> {
-        None
+    fn specs(&self) -> &'static [Spec] {
+        &[
+            Spec {
+                doc: Doc::Xep(160),
+                title: "Best Practices for Handling Offline Messages",
+                version: "1.0.1",
+                status: Status::Complete,
+                note: "chat and normal messages kept in SQLite, delivered in order at login",
+            },
+            Spec {
+                doc: Doc::Xep(203),
+                title: "Delayed Delivery",
+                version: "2.0",
+                status: Status::Complete,
+                note: "on offline messages and on presence shown later",
+            },
+        ]
+    }
+
+    fn disco(&self) -> &'static [Announce] {
+        &[Announce {
+            var: MSGOFFLINE,
+            on: On::Server,
+        }]
     }
 }
 

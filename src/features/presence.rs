@@ -5,6 +5,26 @@
 use crate::ns;
 use crate::xml::Element;
 
+/// RFC 6121 §4 as a module: presence travels through `router::im` and the router's
+/// sessions; this declares it.
+pub struct Presence;
+
+impl super::Module for Presence {
+    fn name(&self) -> &'static str {
+        "presence"
+    }
+
+    fn specs(&self) -> &'static [super::Spec] {
+        &[super::Spec {
+            doc: super::Doc::Rfc(6121, "§4"),
+            title: "Exchanging Presence Information",
+            version: "",
+            status: super::Status::Complete,
+            note: "broadcast, probes with the last presence and its age, directed presence",
+        }]
+    }
+}
+
 /// The priority of an available presence (§4.7.2.3): an integer from -128 to 127; absent
 /// or unreadable means 0.
 pub fn priority(el: &Element) -> i8 {

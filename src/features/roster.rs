@@ -17,6 +17,46 @@ pub const NS_ROSTERVER: &str = "urn:xmpp:features:rosterver";
 /// Stream feature announcing subscription pre-approval (RFC 6121 §3.4.1).
 pub const NS_PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 
+/// RFC 6121 §2 as a module: roster iqs from the account's own client, and the roster
+/// versioning stream feature (§2.6.1).
+pub struct RosterModule;
+
+impl super::Module for RosterModule {
+    fn name(&self) -> &'static str {
+        "roster"
+    }
+
+    fn specs(&self) -> &'static [super::Spec] {
+        &[super::Spec {
+            doc: super::Doc::Rfc(6121, "§2"),
+            title: "Managing the Roster",
+            version: "",
+            status: super::Status::Complete,
+            note: "with versioning (§2.6); 1000 items, 1024-byte names, 64 groups",
+        }]
+    }
+
+    /// The roster is core protocol: announced as a stream feature, not in disco.
+    fn iqs(&self) -> &'static [super::IqRoute] {
+        &[super::IqRoute {
+            ns: NS_ROSTER,
+            on: super::On::Account,
+            access: super::Access::Own,
+        }]
+    }
+
+    fn stream_features(&self) -> Vec<Element> {
+        vec![Element::new("ver", NS_ROSTERVER)]
+    }
+
+    fn handle_iq<'a>(&'a self, cx: &'a super::IqCx<'a>, iq: &'a Stanza) -> super::IqFuture<'a> {
+        Box::pin(async move {
+            let req = parse(iq)?;
+            cx.im.roster_iq(cx.from, req).await
+        })
+    }
+}
+
 /// Longest item name and group name, in bytes (§2.3.3 `not-acceptable` beyond it).
 pub const MAX_NAME_BYTES: usize = 1024;
 /// Most groups on one item (§2.3.3 allows a server limit; `not-acceptable` beyond it).

@@ -10,6 +10,32 @@
 
 use std::fmt;
 
+use crate::xml::Element;
+
+/// RFC 6121 §3 as a module: subscriptions travel as presence (`router::im` applies this
+/// file's state machine); announced is pre-approval (§3.4.1).
+pub struct Subscriptions;
+
+impl super::Module for Subscriptions {
+    fn name(&self) -> &'static str {
+        "subscription"
+    }
+
+    fn specs(&self) -> &'static [super::Spec] {
+        &[super::Spec {
+            doc: super::Doc::Rfc(6121, "§3"),
+            title: "Managing Presence Subscriptions",
+            version: "",
+            status: super::Status::Complete,
+            note: "with pre-approval (§3.4); requests wait in storage for offline users",
+        }]
+    }
+
+    fn stream_features(&self) -> Vec<Element> {
+        vec![Element::new("sub", super::roster::NS_PRE_APPROVAL)]
+    }
+}
+
 /// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5): whose presence
 /// flows which way between the user and the contact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -2,31 +2,63 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Ctx, Feature, IqOutcome, Target};
+use super::{Access, Announce, Doc, IqCx, IqFuture, IqRoute, Module, On, Spec, Status, ready};
 use crate::ns;
-use crate::stanza::{IqType, Stanza};
+use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;
 
 pub struct Time;
 
-impl Feature for Time {
-    fn disco_features(&self) -> &'static [&'static str] {
-        &[ns::TIME]
+impl Module for Time {
+    fn name(&self) -> &'static str {
+        "time"
     }
 
-    fn handle_iq(&self, ctx: &Ctx, iq: &Stanza, payload: &Element) -> Option<IqOutcome> {
-        if !payload.is("time", ns::TIME)
-            || iq.iq_type() != Some(IqType::Get)
-            || *ctx.target != Target::Server
-        {
-            return None;
+    fn specs(&self) -> &'static [Spec] {
+        &[
+            Spec {
+                doc: Doc::Xep(202),
+                title: "Entity Time",
+                version: "2.0",
+                status: Status::Complete,
+                note: "the server's clock, in UTC",
+            },
+            Spec {
+                doc: Doc::Xep(82),
+                title: "XMPP Date and Time Profiles",
+                version: "1.1.1",
+                status: Status::Complete,
+                note: "DateTime in UTC, written by hearth (entity time, delays)",
+            },
+        ]
+    }
+
+    fn disco(&self) -> &'static [Announce] {
+        &[Announce {
+            var: ns::TIME,
+            on: On::Server,
+        }]
+    }
+
+    fn iqs(&self) -> &'static [IqRoute] {
+        &[IqRoute {
+            ns: ns::TIME,
+            on: On::Server,
+            access: Access::Anyone,
+        }]
+    }
+
+    fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, iq: &'a Stanza) -> IqFuture<'a> {
+        let is_time = iq.iq_payload().is_some_and(|p| p.is("time", ns::TIME));
+        if !is_time || iq.iq_type() != Some(IqType::Get) {
+            return ready(Err(StanzaError::new(StanzaCondition::ServiceUnavailable)));
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         // The server keeps UTC (a Pi's usual setting); tzo says so (XEP-0082 TZD).
-        Some(Ok(Some(
+        ready(Ok(Some(
             Element::new("time", ns::TIME)
                 .with_child(Element::new("tzo", ns::TIME).with_text("+00:00"))
                 .with_child(Element::new("utc", ns::TIME).with_text(xep0082_utc(now))),

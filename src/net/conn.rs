@@ -608,6 +608,7 @@ impl Conn {
                         let im = router::im::Im {
                             router: &self.shared.router,
                             storage: &self.shared.storage,
+                            modules: &self.shared.modules,
                             conn: self.id,
                         };
                         // Awaited: the client's stanzas are handled in order.
@@ -646,6 +647,7 @@ impl Conn {
         router::im::Im {
             router: &self.shared.router,
             storage: &self.shared.storage,
+            modules: &self.shared.modules,
             conn: self.id,
         }
     }

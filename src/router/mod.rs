@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::features::{Features, Target, offline};
+use crate::features::offline;
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::stanza::{
@@ -404,7 +404,6 @@ pub struct Router {
     domain: Arc<str>,
     /// Bound sessions by account localpart.
     sessions: Mutex<HashMap<Box<str>, Vec<Session>>>,
-    features: Features,
     next_id: AtomicU64,
     /// Blocklists (XEP-0191) of the accounts traffic was checked for, so a message does
     /// not cost a storage read. Filled and updated by `im`; one entry per account at most,
@@ -418,11 +417,10 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(domain: Arc<str>, features: Features) -> Router {
+    pub fn new(domain: Arc<str>) -> Router {
         Router {
             domain,
             sessions: Mutex::new(HashMap::new()),
-            features,
             next_id: AtomicU64::new(1),
             blocklists: Mutex::new(HashMap::new()),
             max_resources: MAX_RESOURCES,
@@ -742,7 +740,7 @@ impl Router {
         }
         match to.local() {
             None => {
-                self.to_server(from, &to, stanza);
+                self.to_server(from, stanza);
                 None
             }
             Some(user) => match to.resource() {
@@ -754,34 +752,21 @@ impl Router {
 
     /// Stanzas for the server itself (RFC 6120 §10.4 / §10.5 for a
     /// domain with a resource).
-    fn to_server(&self, from: &FullJid, to: &Jid, stanza: Stanza) {
+    fn to_server(&self, from: &FullJid, stanza: Stanza) {
         if stanza.kind != Kind::Iq {
             // Presence and messages to the server have no recipient here.
             return;
         }
-        if to.resource().is_some() {
-            return self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable);
-        }
-        self.handle_iq(from, Target::Server, stanza)
+        // The modules answer iqs to the domain before routing (`im`); what reaches here
+        // (a resource of the domain, RFC 6120 §10.4) has nobody to answer it.
+        self.unanswered(from, &stanza)
     }
 
-    fn handle_iq(&self, from: &FullJid, target: Target, stanza: Stanza) {
-        let Some(ty) = stanza.iq_type() else { return };
-        if !ty.is_request() {
-            // §8.2.3: results and errors are never answered.
-            return;
-        }
-        match self
-            .features
-            .handle_iq(&self.domain, from, &target, &stanza)
-        {
-            Some(Ok(payload)) => self.reply(from, stanza.iq_result(payload)),
-            Some(Err(err)) => {
-                if let Some(reply) = stanza.error_reply(err) {
-                    self.reply(from, reply)
-                }
-            }
-            None => self.bounce(from, &stanza, StanzaCondition::ServiceUnavailable),
+    /// An iq request nobody answers: `service-unavailable` (RFC 6120 §8.4); results and
+    /// errors are never answered (§8.2.3).
+    fn unanswered(&self, from: &FullJid, stanza: &Stanza) {
+        if stanza.iq_type().is_some_and(IqType::is_request) {
+            self.bounce(from, stanza, StanzaCondition::ServiceUnavailable)
         }
     }
 
@@ -789,12 +774,9 @@ impl Router {
     fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) -> Option<Stanza> {
         match stanza.kind {
             Kind::Iq => {
-                // §8.5.2.1.3: the server answers on behalf of the account.
-                let Ok(bare) = BareJid::new(Some(user), &self.domain) else {
-                    self.bounce(from, &stanza, StanzaCondition::JidMalformed);
-                    return None;
-                };
-                self.handle_iq(from, Target::Account(bare), stanza);
+                // §8.5.2.1.3: the server answers on behalf of the account, through the
+                // modules (`im`), before routing.
+                self.unanswered(from, &stanza);
                 None
             }
             Kind::Message => {
@@ -974,7 +956,7 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router::new("home.example".into(), Features::new(Vec::new()))
+        Router::new("home.example".into())
     }
 
     fn presence(from: &FullJid, priority: Option<i8>) -> Element {
@@ -1230,7 +1212,7 @@ mod tests {
 
     #[test]
     fn resources_per_account_are_capped() {
-        let router = Router::new("home.local".into(), Features::standard()).with_max_resources(2);
+        let router = Router::new("home.local".into()).with_max_resources(2);
         let mut queues = Vec::new();
         for r in ["a", "b"] {
             let (tx, rx) = session_queue(QUEUE_BYTES);

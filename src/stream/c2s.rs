@@ -39,6 +39,9 @@ pub struct C2sPolicy {
     /// Refuse SCRAM's `y` flag while `-PLUS` is offered (RFC 5802 §6); see
     /// `SaslServer::accepting_y_flag` for why this is optional.
     pub strict_channel_binding: bool,
+    /// Stream features the modules add after login, beside bind and session
+    /// (`features::Registry::stream_features`): roster versioning, pre-approval.
+    pub module_features: Vec<Element>,
 }
 
 /// Something that happened, for the state machine to react to.
@@ -303,14 +306,13 @@ impl C2s {
             // §7.2: bind; RFC 3921's session marked optional (RFC 6121
             // Appendix E) for the clients that still ask for it.
             self.phase = Phase::PreBind;
-            vec![
+            let mut v = vec![
                 Element::new("bind", ns::BIND),
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
-                // RFC 6121 §2.6.1 roster versioning, §3.4.1 pre-approval.
-                Element::new("ver", crate::features::roster::NS_ROSTERVER),
-                Element::new("sub", crate::features::roster::NS_PRE_APPROVAL),
-            ]
+            ];
+            v.extend(self.policy.module_features.iter().cloned());
+            v
         };
         let mut s = String::from("<stream:features>");
         for f in &features {
@@ -737,6 +739,7 @@ mod tests {
             mechanisms: Mechanism::ALL.to_vec(),
             max_auth_failures: 3,
             strict_channel_binding: true,
+            module_features: crate::features::Registry::standard().stream_features(),
         })
     }
 

@@ -138,7 +138,7 @@ impl Im<'_> {
     }
 
     /// A blocking request from the account's own client (XEP-0191 §3.1-§3.3).
-    pub(super) async fn blocking_request(
+    pub(crate) async fn blocking_request(
         &self,
         from: &FullJid,
         req: BlockRequest,

@@ -10,7 +10,7 @@ use crate::xml::Element;
 impl Im<'_> {
     /// XEP-0012 §4: when the account at `to` was last online, for the local user `from`
     /// if it may see that account's presence (or is that account).
-    pub(super) async fn last_activity(
+    pub(crate) async fn last_activity(
         &self,
         from: &FullJid,
         to: &BareJid,

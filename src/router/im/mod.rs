@@ -21,10 +21,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::features::{blocking as xep0191, last as xep0012, roster as rfc6121_roster};
+use crate::features::{Access, IqCx, Registry, Target};
 use crate::jid::{BareJid, FullJid};
 use crate::ns;
-use crate::stanza::{Kind, Stanza, StanzaCondition};
+use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::{Storage, StorageError};
 
 use super::Router;
@@ -36,13 +36,13 @@ mod presence;
 mod roster;
 mod subscription;
 
-use self::roster::AfterReply;
-
 /// The two things every handler here needs.
 #[derive(Clone, Copy)]
 pub struct Im<'a> {
     pub router: &'a Router,
     pub storage: &'a Storage,
+    /// The modules that answer iqs to the server and to accounts.
+    pub modules: &'a Registry,
     /// The connection's id, for log lines (`c2s<id>`).
     pub conn: u64,
 }
@@ -107,95 +107,78 @@ impl Im<'_> {
         Routed::default()
     }
 
+    /// An iq from the local session `from`. Addressed to the server's domain, or to an
+    /// account's bare JID (no `to` is the sender's own account, RFC 6120 §10.3.3), it is
+    /// answered by the module that routes its payload's namespace (`features::Registry`),
+    /// or with `service-unavailable` (RFC 6120 §8.4); the answer is written straight to
+    /// the sender, from the address asked (RFC 6120 §8.1.2.1). Anything else is routed.
     async fn iq(&self, from: &FullJid, stanza: Stanza, out: &mut String) {
-        let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
-        let payload = stanza.iq_payload().filter(|_| is_request);
-        let is_roster = payload.is_some_and(|p| p.is("query", rfc6121_roster::NS_ROSTER));
-        let is_blocking = payload.is_some_and(xep0191::is_blocking_payload);
-        // XEP-0012 §4: the last activity of an account, asked of its bare JID (no `to`
-        // is the sender's own account, RFC 6120 §10.3.3).
-        let last_of = match &stanza.to {
-            None => Some(from.bare()),
-            Some(t) if t.is_bare() && t.local().is_some() && t.domain() == self.domain() => {
-                Some(t.bare())
+        let target = match &stanza.to {
+            None => Some(Target::Account(from.bare())),
+            Some(to) if to.domain() == self.domain() && to.resource().is_none() => {
+                Some(match to.local() {
+                    None => Target::Server,
+                    Some(_) => Target::Account(to.bare()),
+                })
             }
             Some(_) => None,
-        }
-        .filter(|_| {
-            payload.is_some_and(|p| p.is("query", xep0012::NS_LAST))
-                && stanza.iq_type() == Some(crate::stanza::IqType::Get)
-        });
-        if let Some(to) = last_of {
-            // The reply comes from the address asked (none when the request had no `to`,
-            // RFC 6120 §8.1.2.1), as `iq_result` and `error_reply` build it.
-            let reply = match self.last_activity(from, &to).await {
-                Ok(q) => Some(stanza.iq_result(Some(q))),
-                Err(e) => stanza.error_reply(e),
-            };
-            if let Some(r) = reply {
-                r.write_to(out, ns::CLIENT);
-            }
-            return;
-        }
-        if !is_roster && !is_blocking {
-            if self.refused_for_blocking(from, &stanza, out).await {
-                return;
-            }
-            if let Some(s) = self.router.route(from, stanza) {
+        };
+        let Some(target) = target else {
+            if !self.refused_for_blocking(from, &stanza, out).await
+                && let Some(s) = self.router.route(from, stanza)
+            {
                 // Only messages come back undelivered.
                 log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
             }
             return;
-        }
-        // §2.1.5 / §2.3.3: only the account itself manages its roster.
-        let own = match &stanza.to {
-            None => true,
-            Some(to) => to.is_bare() && to.bare() == from.bare(),
         };
-        if !own {
-            return self
-                .router
-                .bounce_to(from, &stanza, StanzaCondition::Forbidden);
-        }
-        if is_blocking {
-            let reply = match xep0191::parse(&stanza) {
-                Ok(req) => match self.blocking_request(from, req).await {
-                    Ok(payload) => Some(stanza.iq_result(payload)),
-                    Err(e) => stanza.error_reply(e),
-                },
-                Err(e) => stanza.error_reply(e),
-            };
-            if let Some(r) = reply {
-                // From the request's `to`: the account's bare JID, or none (RFC 6120
-                // §8.1.2.1; XEP-0191 §3 examples).
-                r.write_to(out, ns::CLIENT);
+        let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
+        let route = stanza.iq_payload().and_then(|p| self.modules.iq_route(p));
+        let is_own = target == Target::Account(from.bare());
+        let access = route.map_or(Access::Anyone, |(_, r)| r.access);
+        if !is_own {
+            match access {
+                // §2.1.5 / §2.3.3 (roster), XEP-0191 (blocklist): the account's own,
+                // whoever else is asked.
+                Access::Own if is_request => {
+                    return self
+                        .router
+                        .bounce_to(from, &stanza, StanzaCondition::Forbidden);
+                }
+                // XEP-0191 §3.5/§3.6: nothing passes between blocked parties.
+                Access::Anyone | Access::Own
+                    if target != Target::Server
+                        && self.refused_for_blocking(from, &stanza, out).await =>
+                {
+                    return;
+                }
+                _ => {}
             }
+        }
+        let module = route.filter(|(_, r)| r.on.covers(&target)).map(|(m, _)| m);
+        if !is_request {
+            // RFC 6120 §8.2.3: results and errors are never answered; for the server
+            // or an account, there is nobody to hand them to.
             return;
         }
-        let result = match rfc6121_roster::parse(&stanza) {
-            Ok(req) => self.roster_request(from, req).await,
-            Err(e) => Err(e),
-        };
-        let (reply, then) = match result {
-            Ok((payload, then)) => (Some(stanza.iq_result(payload)), then),
-            Err(e) => (stanza.error_reply(e), None),
-        };
-        if let Some(reply) = reply {
-            // The answer comes from the account itself: no `from` when the request had no
-            // `to` (RFC 6121 §2.1.4 examples), the bare JID when it named it (RFC 6120
-            // §8.1.2.1), so a client matching replies by (`from`, `id`) finds it.
-            reply.write_to(out, ns::CLIENT);
-        }
-        // The result first, then the pushes (§2.3.2), so the client that made the change
-        // sees its answer before the news of it.
-        let Some(user) = from.local() else { return };
-        match then {
-            None => {}
-            Some(AfterReply::Push(version, item)) => self.push(user, version, item),
-            Some(AfterReply::Removed(version, item)) => {
-                self.push(user, version, rfc6121_roster::removed_element(&item.jid));
-                self.after_removal(from, &item).await;
+        let outcome = match module {
+            Some(m) => {
+                let cx = IqCx {
+                    im: *self,
+                    from,
+                    target: &target,
+                    registry: self.modules,
+                };
+                m.handle_iq(&cx, &stanza).await
             }
+            None => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
+        };
+        let reply = match outcome {
+            Ok(payload) => Some(stanza.iq_result(payload)),
+            Err(e) => stanza.error_reply(e),
+        };
+        if let Some(r) = reply {
+            r.write_to(out, ns::CLIENT);
         }
     }
 }

@@ -18,6 +18,31 @@ pub(super) enum AfterReply {
 }
 
 impl Im<'_> {
+    /// A roster iq from the account's own client (RFC 6121 §2): the result, after the
+    /// change is pushed to the account's interested resources (§2.1.6) and, for a removal,
+    /// the subscriptions it cancels (§2.5.2). The pushes are queued, the result written
+    /// straight to the client, so the client that made the change reads its answer first
+    /// (§2.3.2).
+    pub(crate) async fn roster_iq(
+        &self,
+        from: &FullJid,
+        req: RosterRequest,
+    ) -> Result<Option<Element>, StanzaError> {
+        let (payload, then) = self.roster_request(from, req).await?;
+        let Some(user) = from.local() else {
+            return Ok(payload);
+        };
+        match then {
+            None => {}
+            Some(AfterReply::Push(version, item)) => self.push(user, version, item),
+            Some(AfterReply::Removed(version, item)) => {
+                self.push(user, version, roster::removed_element(&item.jid));
+                self.after_removal(from, &item).await;
+            }
+        }
+        Ok(payload)
+    }
+
     pub(super) async fn roster_request(
         &self,
         from: &FullJid,
