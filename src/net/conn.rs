@@ -22,6 +22,7 @@ use smol::{Async, Timer};
 use crate::jid::FullJid;
 use crate::net::limits::{Karma, Rate, Refused};
 use crate::net::liveness::{Due, Liveness, LivenessConfig, ping_xml};
+use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::server::Shared;
 use crate::stanza::{StreamCondition, StreamError};
@@ -483,9 +484,10 @@ impl Conn {
                 },
                 Action::LookupScram { username, hash } => {
                     self.wait_for_throttle(&username).await;
-                    let storage = self.shared.storage.clone();
-                    let creds =
-                        smol::unblock(move || storage.scram_credentials(&username, hash)).await;
+                    let storage = &self.shared.storage;
+                    let creds = storage
+                        .run_blocking(move |s| s.scram_credentials(&username, hash))
+                        .await;
                     Some(match creds {
                         Ok(creds) => Input::ScramCredentials(creds),
                         Err(e) => {
@@ -496,13 +498,28 @@ impl Conn {
                 }
                 Action::VerifyPlain { username, password } => {
                     self.wait_for_throttle(&username).await;
-                    let storage = self.shared.storage.clone();
-                    let ok =
-                        smol::unblock(move || storage.verify_password(&username, &password)).await;
+                    // Storage only looks the hash up; the argon2id work is bounded by
+                    // `passwords` (issue 14), which refuses at once when its queue is full.
+                    let storage = &self.shared.storage;
+                    let stored = storage
+                        .run_blocking(move |s| s.password_hash(&username))
+                        .await;
+                    let ok = match stored {
+                        Ok(stored) => self.shared.passwords.check(stored, password).await,
+                        Err(e) => Err(PasswordError::Crypto(e.to_string())),
+                    };
                     Some(match ok {
                         Ok(ok) => Input::PlainVerified(ok),
+                        Err(PasswordError::Busy) => {
+                            log::warn!(
+                                "c2s{}: {} too many password checks waiting, login refused",
+                                self.id,
+                                self.peer
+                            );
+                            Input::AuthUnavailable
+                        }
                         Err(e) => {
-                            log::error!("c2s{}: storage: {e}", self.id);
+                            log::error!("c2s{}: {e}", self.id);
                             Input::AuthUnavailable
                         }
                     })
