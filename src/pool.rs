@@ -288,7 +288,7 @@ mod tests {
             p.try_run(move || *r.lock().unwrap() = true).err(),
             Some(PoolError::Busy)
         );
-        assert_eq!(p.threads(), 1, "threads stay bounded");
+        assert!(p.threads() <= 1, "threads stay bounded");
         drop(release);
         assert_eq!(smol::block_on(running), Ok(()));
         assert_eq!(smol::block_on(queued), Ok(1));
