@@ -204,3 +204,48 @@ fn plain_past_the_queue_gets_temporary_auth_failure() {
     );
     drop(c);
 }
+
+/// A client that hangs up while its PLAIN check waits is not checked: with one check at
+/// a time, logins sent and abandoned at once are dropped from the queue (the server logs
+/// each), and the owner still logs in afterwards.
+#[test]
+fn abandoned_plain_checks_are_skipped() {
+    let server = Server::start(ServerOpts {
+        extra_toml: "password_checks_at_once = 1\nmax_failures_before_delay = 100\n\n\
+                     [limits]\nconnection_burst_per_address = 1000\n"
+            .into(),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", "correct horse");
+    let mut conns: Vec<Conn> = (0..12)
+        .map(|_| Conn::connect_starttls(server.c2s_addr(), server.domain(), &server.cert_path()))
+        .collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        // RFC 4616: authzid NUL authcid NUL password, base64 as RFC 6120 §6.4.2 says.
+        let payload = base64_plain(&format!("nobody{i}"), "wrong");
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"
+        ));
+    }
+    // Closed without a TLS close_notify: the server sees the TCP FIN.
+    drop(conns);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("left before its password check") {
+        assert!(Instant::now() < until, "no abandoned check was skipped");
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(Conn::login(
+        server.c2s_addr(),
+        server.domain(),
+        &server.cert_path(),
+        "alice",
+        "correct horse",
+        None,
+    ));
+}
+
+/// The SASL PLAIN initial response (RFC 4616 §2) for `user`, base64-encoded.
+fn base64_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}

@@ -284,6 +284,23 @@ async fn linger(io: &Transport) {
     }
 }
 
+/// Completes (with `None`) when the peer closes its side of the TCP connection; never
+/// completes if it sends anything else (which stays unread for the connection loop). For
+/// racing a long wait, such as a queued password check, against the client going away.
+async fn peer_gone<T>(io: &Transport) -> Option<T> {
+    let tcp = match io {
+        Transport::Plain(s) => Some(s),
+        Transport::Tls(s) => Some(s.get_ref().0),
+        Transport::Taken => None,
+    };
+    if let Some(tcp) = tcp
+        && let Ok(0) | Err(_) = tcp.peek(&mut [0u8; 1]).await
+    {
+        return None;
+    }
+    std::future::pending().await
+}
+
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {
     match s.get_ref().1.protocol_version() {
         Some(futures_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -505,7 +522,17 @@ impl Conn {
                         .run_blocking(move |s| s.password_hash(&username))
                         .await;
                     let ok = match stored {
-                        Ok(stored) => self.shared.passwords.check(stored, password).await,
+                        // A client that hangs up while its check waits is not checked.
+                        Ok(stored) => {
+                            let check = self.shared.passwords.check(stored, password);
+                            match async { Some(check.await) }.or(peer_gone(&self.io)).await {
+                                Some(ok) => ok,
+                                None => {
+                                    log::debug!("c2s{}: left before its password check", self.id);
+                                    return Flow::Close;
+                                }
+                            }
+                        }
                         Err(e) => Err(PasswordError::Crypto(e.to_string())),
                     };
                     Some(match ok {
