@@ -8,9 +8,9 @@
 //!
 //! - at most `threads` threads, started when work arrives and ended after `idle_exit`
 //!   without any (so an idle server holds no threads and no thread's memory);
-//! - at most `queue` jobs accepted but not started beyond those. [`Pool::run`] waits (asynchronously,
-//!   holding no thread) for room; [`Pool::try_run`] is refused at once with
-//!   [`PoolError::Busy`], which is how a PLAIN check past the queue gets
+//! - at most `queue` more jobs waiting while all threads are busy. [`Pool::run`] waits
+//!   (asynchronously, holding no thread) for room; [`Pool::try_run`] is refused at once
+//!   with [`PoolError::Busy`], which is how a PLAIN check past the queue gets
 //!   `<temporary-auth-failure/>` (RFC 6120 §6.5.8) without any hashing.
 //!
 //! A waiting job whose caller went away (the future was dropped, e.g. the connection
