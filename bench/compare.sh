@@ -24,7 +24,17 @@
 #   --offline-recipients N  offline: offline recipients (M/N <= 500)    [100]
 #   --offline-senders S   offline: online senders                       [10]
 #   --offline-window W    offline: unanswered messages per sender       [32]
-#   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline [all]
+#   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
+#                    plainlogin,plainflood [idle,login,chat,presence,offline]
+#                    plainlogin: the login scenario with SASL PLAIN (LOGIN_RUNS runs);
+#                    plainflood: on a fresh process, --flood-k PLAIN attempts at
+#                    --flood-c at once, half right, half wrong for unknown accounts,
+#                    server RSS sampled during and --flood-after seconds after
+#   --flood-k K      PLAIN attempts in plainflood                     [1000]
+#   --flood-c C      plainflood concurrency                           [200]
+#   --flood-after S  seconds RSS is watched after the flood           [15]
+#   --cert TYPE      ecdsa (P-256; hearth makes its own) or rsa (one RSA-2048 certificate
+#                    for all three servers, hearth included)          [ecdsa]
 #   --port-base P    hearth listens on P, Prosody on P+10, ejabberd on P+20 [25222]
 #   --servers LIST   comma-separated subset of hearth,prosody,ejabberd [all three]
 #   --no-build       use the existing target/release binaries
@@ -39,8 +49,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/bench/peers"
-HEARTH="$ROOT/target/release/hearth"
-LOAD="$ROOT/target/release/hearth-load"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+HEARTH="$TARGET_DIR/release/hearth"
+LOAD="$TARGET_DIR/release/hearth-load"
 
 USERS=1000
 LOGIN_K=1000
@@ -67,6 +78,10 @@ JSON_OUT=""
 LOGIN_C=50
 IDLE_C=50
 DOMAIN=bench.local
+FLOOD_K=1000
+FLOOD_C=200
+FLOOD_AFTER=15
+CERT=ecdsa
 
 die() {
     echo "compare.sh: $*" >&2
@@ -93,6 +108,10 @@ while [ $# -gt 0 ]; do
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
         --offline-window) OFF_WINDOW=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
+        --flood-k) FLOOD_K=$2; shift 2 ;;
+        --flood-c) FLOOD_C=$2; shift 2 ;;
+        --flood-after) FLOOD_AFTER=$2; shift 2 ;;
+        --cert) CERT=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -102,7 +121,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
-    PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE; do
+    PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
+    FLOOD_K FLOOD_C FLOOD_AFTER; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -111,8 +131,9 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood)$ ]] || die "unknown scenario $s"
 done
+[[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
 want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
 # Accounts of their own for presence (rosters) and offline, so the other scenarios (and
 # --idle10k) log in accounts without contacts or stored messages.
@@ -219,8 +240,15 @@ PASSWORD="bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 printf '%s' "$PASSWORD" >"$WORK/password"
 chmod 644 "$WORK/password"
 
-# One ECDSA P-256 certificate for both peers; hearth generates its own (also P-256).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+# ecdsa: one ECDSA P-256 certificate for both peers; hearth generates its own (also
+# P-256). rsa: one RSA-2048 certificate for all three (a TLS handshake signs with it, so
+# the key type changes login cost a lot: PEERS.md).
+if [ "$CERT" = rsa ]; then
+    KEYGEN=(-newkey rsa:2048)
+else
+    KEYGEN=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+fi
+openssl req -x509 "${KEYGEN[@]}" -nodes -days 7 \
     -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN" \
     -keyout "$WORK/peer-key.pem" -out "$WORK/peer-cert.pem" >/dev/null 2>&1 ||
     die "openssl could not make the certificate"
@@ -232,6 +260,11 @@ render() { # template -> $WORK/name with @WORK@ and @PORT@ filled in
     sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" "$PEERS/$1" >"$WORK/$1"
 }
 render hearth.toml "${PORT[hearth]}"
+if [ "$CERT" = rsa ]; then
+    # The template ends with [limits]; a [tls] table after it is still valid TOML.
+    printf '\n[tls]\ncert = "%s"\nkey = "%s"\n' "$WORK/peer-cert.pem" "$WORK/peer-key.pem" \
+        >>"$WORK/hearth.toml"
+fi
 render prosody.cfg.lua "${PORT[prosody]}"
 render ejabberd.yml "${PORT[ejabberd]}"
 mkdir -p "$WORK/hearth" "$WORK/prosody/data" "$WORK/ejabberd/spool"
@@ -404,7 +437,22 @@ for s in "${SERVER_LIST[@]}"; do
         record "$s" offline "$(load "$s" offline -m "$OFF_MESSAGES" --senders "$OFF_SENDERS" \
             --recipients "$OFF_RECIPIENTS" -w "$OFF_WINDOW" -c "$LOGIN_C" --user-pattern 'off{}')"
     fi
+    if want plainlogin; then
+        for r in $(seq 1 "$LOGIN_RUNS"); do
+            record "$s" plainlogin "$(load "$s" login -k "$LOGIN_K" -c "$LOGIN_C" --users "$USERS" \
+                --mech PLAIN)"
+        done
+    fi
     stop_server
+    if want plainflood; then
+        # A fresh process: memory is the measure, and no server gives all of it back.
+        log "$s: fresh start; PLAIN flood K=$FLOOD_K at $FLOOD_C"
+        start_server "$s"
+        sleep 3
+        record "$s" plainflood "$(load "$s" plainflood -k "$FLOOD_K" -c "$FLOOD_C" \
+            --users "$USERS" --after "$FLOOD_AFTER")"
+        stop_server
+    fi
     if [ "$IDLE10K" = 1 ]; then
         log "$s: fresh start; idle K=10000"
         start_server "$s"
@@ -462,6 +510,17 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     (f"login: sessions/s (median of {login_runs})", lambda s: get(s, "login", "sessions_per_s"), True, ">= 2"),
     ("login: server CPU s / 1000", lambda s: get(s, "login", "server_cpu_s_per_1k_logins"), False, ""),
     ("login: generator CPU (cores)", lambda s: get(s, "login", "gen_cpu_share"), None, ""),
+    (f"PLAIN login: sessions/s (median of {login_runs})", lambda s: get(s, "plainlogin", "sessions_per_s"), True, ""),
+    ("PLAIN login: server CPU s / 1000", lambda s: get(s, "plainlogin", "server_cpu_s_per_1k_logins"), False, ""),
+    ("PLAIN flood: RSS idle (MiB)", lambda s: get(s, "plainflood", "server_rss_idle_kib", kib), False, ""),
+    ("PLAIN flood: RSS peak (MiB)", lambda s: get(s, "plainflood", "server_rss_peak_kib", kib), False, ""),
+    ("PLAIN flood: peak - idle (MiB)", lambda s: get(s, "plainflood", "server_rss_peak_over_idle_kib", kib), False, "<= 38"),
+    ("PLAIN flood: RSS at the end (MiB)", lambda s: get(s, "plainflood", "server_rss_end_kib", kib), False, ""),
+    ("PLAIN flood: RSS some s later (MiB)", lambda s: get(s, "plainflood", "server_rss_after_kib", kib), False, ""),
+    ("PLAIN flood: threads peak", lambda s: get(s, "plainflood", "server_threads_peak"), False, ""),
+    ("PLAIN flood: server CPU s / 1000", lambda s: get(s, "plainflood", "server_cpu_s_per_1k_attempts"), False, ""),
+    ("PLAIN flood: temporary failures", lambda s: get(s, "plainflood", "temporary_auth_failure"), None, ""),
+    ("PLAIN flood: wall time (s)", lambda s: get(s, "plainflood", "wall_s"), None, ""),
     (f"chat: messages/s (median of {runs})", lambda s: get(s, "chat", "messages_per_s"), True, ""),
     ("chat: msgs per server CPU-s", per_cpu, True, ">= 3"),
     ("chat: server CPU s / 10k msgs", lambda s: get(s, "chat", "server_cpu_s_per_10k_msgs"), False, "<= 0.33"),
@@ -518,7 +577,7 @@ print(show(head))
 print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
 for r in table:
     print(show(r))
-bad = lambda r: (r.get("failed") or r.get("session_failures") or r.get("errors")
+bad = lambda r: (r.get("failed") or r.get("session_failures") or r.get("errors") or r.get("wrong_answers")
                  or r.get("observer_failures") or r.get("bounced") or r.get("purge_stale"))
 fails = [(r["server"], r["kind"], bad(r), r.get("first_failure")) for r in rows if bad(r)]
 if fails:

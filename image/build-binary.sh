@@ -4,7 +4,10 @@
 # target's standard library as a foreign-architecture package, and a GNU cross gcc as
 # driver and C compiler (ring's assembly, SQLite), Debian's lld as linker.
 #
-#   image/build-binary.sh [--install-deps] TARGET
+#   image/build-binary.sh [--install-deps] [--example NAME] TARGET
+#
+# --example NAME builds examples/NAME.rs instead of the server (e.g. argon2_speed, which
+# times one PLAIN check: run it under qemu-aarch64 -cpu cortex-a53 for the README's figure).
 #
 # TARGET is one of
 #   aarch64-unknown-linux-gnu       Pi 3, 4, 5, Zero 2 W on a 64-bit OS   (Debian arm64)
@@ -24,10 +27,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 install=0
-if [ "${1:-}" = "--install-deps" ]; then
-  install=1
-  shift
-fi
+example=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --install-deps) install=1; shift ;;
+    --example) example="${2:?--example needs a name}"; shift 2 ;;
+    *) break ;;
+  esac
+done
 target="${1:-}"
 case "$target" in
   aarch64-unknown-linux-gnu)
@@ -96,8 +103,9 @@ fi
 
 echo "==> $("$RUSTC" --version), $("$CARGO" --version), target $target"
 start=$(date +%s)
-"$CARGO" build --release --locked --target "$target"
-bin="$CARGO_TARGET_DIR/$target/release/hearth"
+"$CARGO" build --release --locked --target "$target" ${example:+--example "$example"}
+bin="$CARGO_TARGET_DIR/$target/release/${example:+examples/$example}"
+[ -n "$example" ] || bin="$CARGO_TARGET_DIR/$target/release/hearth"
 echo "==> built in $(( $(date +%s) - start ))s: $bin"
 file -L "$bin" 2>/dev/null || true
 echo "==> size: $(stat -c %s "$bin") bytes"

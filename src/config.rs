@@ -27,6 +27,8 @@
 //! scram_keys = true
 //! max_failures_before_delay = 3
 //! strict_channel_binding = false
+//! password_checks_at_once = 2        # argon2id (PLAIN) checks at once; default min(cores, 2)
+//! password_check_queue = 32          # PLAIN checks waiting; more get temporary-auth-failure
 //!
 //! [limits]                            # XEP-0205 denial-of-service defences
 //! max_connections = 512
@@ -150,6 +152,12 @@ pub struct AuthConfig {
     /// `-PLUS` offer (RFC 5802 §6 downgrade detection). Off by default: clients
     /// that only know `tls-unique` say exactly that on every TLS 1.3 stream.
     pub strict_channel_binding: bool,
+    /// argon2id checks (SASL PLAIN) running at once, each holding 19 MiB while it runs
+    /// (`crate::password`).
+    pub password_checks_at_once: usize,
+    /// PLAIN checks waiting for one of those; past them a login gets
+    /// `<temporary-auth-failure/>` at once (RFC 6120 §6.5.8).
+    pub password_check_queue: usize,
 }
 
 /// Denial-of-service limits (`[limits]`; XEP-0205). Each one protects the
@@ -202,6 +210,10 @@ mod limits {
     pub const MAX_STANZA_BYTES_UNAUTHENTICATED: RangeInclusive<i64> = 1024..=16 * 1024 * 1024;
     pub const NEGOTIATION_TIMEOUT_SECS: RangeInclusive<i64> = 1..=600;
     pub const MAX_FAILURES_BEFORE_DELAY: RangeInclusive<i64> = 0..=100;
+    /// Each running check holds 19 MiB: 64 of them are 1.2 GiB.
+    pub const PASSWORD_CHECKS_AT_ONCE: RangeInclusive<i64> = 1..=64;
+    /// 0: no waiting, only as many logins as checks can run.
+    pub const PASSWORD_CHECK_QUEUE: RangeInclusive<i64> = 0..=100_000;
     pub const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=1_000_000;
     pub const CONNECTION_RATE: RangeInclusive<i64> = 1..=1_000_000;
     pub const RATE_BYTES: RangeInclusive<i64> = 1024..=(1 << 30);
@@ -231,6 +243,12 @@ mod defaults {
     pub const NEGOTIATION_TIMEOUT_SECS: u64 = 30;
     pub const SCRAM_KEYS: bool = true;
     pub const MAX_FAILURES_BEFORE_DELAY: u32 = 3;
+    /// argon2id checks at once: one per core, at most two (38 MiB), so a flood of PLAIN
+    /// attempts neither fills a Pi Zero 2 W's memory nor takes every core.
+    pub const MAX_PASSWORD_CHECKS_AT_ONCE: usize = 2;
+    /// A household's phones and sensors logging in at once after a reboot wait their
+    /// turn (a few seconds on a Pi); a flood beyond is refused, costing nothing.
+    pub const PASSWORD_CHECK_QUEUE: usize = 32;
     /// Far above a household, below the usual 1024 open-file limit.
     pub const MAX_CONNECTIONS: usize = 512;
     /// A family behind one NAT address with phones, laptops and sensors.
@@ -482,6 +500,8 @@ struct RawAuth {
     scram_keys: Option<bool>,
     max_failures_before_delay: Option<Int>,
     strict_channel_binding: Option<bool>,
+    password_checks_at_once: Option<Int>,
+    password_check_queue: Option<Int>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -599,7 +619,7 @@ impl RawConfig {
             threads,
             c2s: self.c2s.unwrap_or_default().validate()?,
             tls: self.tls.unwrap_or_default().validate(base)?,
-            auth: self.auth.unwrap_or_default().validate()?,
+            auth: self.auth.unwrap_or_default().validate(env.cores())?,
             limits: self.limits.unwrap_or_default().validate()?,
             allow_root: self.allow_root.unwrap_or(false),
             mdns: MdnsConfig {
@@ -696,7 +716,7 @@ impl RawTls {
 }
 
 impl RawAuth {
-    fn validate(self) -> Result<AuthConfig, ConfigErrorKind> {
+    fn validate(self, cores: usize) -> Result<AuthConfig, ConfigErrorKind> {
         Ok(AuthConfig {
             scram_keys: self.scram_keys.unwrap_or(defaults::SCRAM_KEYS),
             max_failures_before_delay: match self.max_failures_before_delay {
@@ -708,6 +728,20 @@ impl RawAuth {
                 None => defaults::MAX_FAILURES_BEFORE_DELAY,
             },
             strict_channel_binding: self.strict_channel_binding.unwrap_or(false),
+            password_checks_at_once: match self.password_checks_at_once {
+                Some(n) => in_range(
+                    "auth.password_checks_at_once",
+                    n,
+                    limits::PASSWORD_CHECKS_AT_ONCE,
+                )? as usize,
+                None => cores.clamp(1, defaults::MAX_PASSWORD_CHECKS_AT_ONCE),
+            },
+            password_check_queue: match self.password_check_queue {
+                Some(n) => {
+                    in_range("auth.password_check_queue", n, limits::PASSWORD_CHECK_QUEUE)? as usize
+                }
+                None => defaults::PASSWORD_CHECK_QUEUE,
+            },
         })
     }
 }
@@ -1017,6 +1051,8 @@ mod tests {
         assert_eq!(c.tls.certificate, CertificateSource::SelfSigned);
         assert!(c.auth.scram_keys);
         assert_eq!(c.auth.max_failures_before_delay, 3);
+        assert_eq!(c.auth.password_checks_at_once, 2);
+        assert_eq!(c.auth.password_check_queue, 32);
         assert!(!c.allow_root);
         assert!(c.mdns.enabled);
         assert!(c.mdns.interfaces.is_empty());
@@ -1211,6 +1247,8 @@ mod tests {
             scram_keys = false
             max_failures_before_delay = 5
             strict_channel_binding = true
+            password_checks_at_once = 1
+            password_check_queue = 0
             "#,
         )
         .unwrap();
@@ -1241,6 +1279,8 @@ mod tests {
                     scram_keys: false,
                     max_failures_before_delay: 5,
                     strict_channel_binding: true,
+                    password_checks_at_once: 1,
+                    password_check_queue: 0,
                 },
                 limits: default_limits(),
                 allow_root: true,

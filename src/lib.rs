@@ -11,6 +11,8 @@
 //!              │         subscriptions, presence, offline messages, blocking)
 //!              └► features/  server-handled payloads, one file per RFC part or XEP
 //! storage/    SQLite (accounts, rosters, offline messages, …), one writer, numbered migrations
+//! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused
+//! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
 //! admin/      `hearth user …` subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction
@@ -27,6 +29,8 @@ pub mod features;
 pub mod jid;
 pub mod mdns;
 pub mod net;
+pub mod password;
+pub mod pool;
 pub mod router;
 pub mod server;
 pub mod service;

@@ -13,6 +13,7 @@ use crate::config::{Config, LimitsConfig};
 use crate::features::Registry;
 use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::tls::TlsSetup;
+use crate::password::{PasswordCheckConfig, PasswordChecks};
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
@@ -53,6 +54,8 @@ pub struct Shared {
     /// Open connections by source address.
     pub admission: Admission,
     throttle: Mutex<Throttle>,
+    /// argon2id checks for SASL PLAIN: bounded threads, queue and memory (`[auth]`).
+    pub passwords: PasswordChecks,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
 }
@@ -209,6 +212,10 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             free_attempts: cfg.auth.max_failures_before_delay,
             ..ThrottleConfig::default()
         })),
+        passwords: PasswordChecks::new(PasswordCheckConfig {
+            at_once: cfg.auth.password_checks_at_once,
+            queue: cfg.auth.password_check_queue,
+        }),
         shutdown_rx,
     });
 

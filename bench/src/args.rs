@@ -27,6 +27,10 @@ SCENARIOS:
             --recipients N [-w W]     (W unanswered per sender, a ping per W/2), then
             [-c C] [--body-bytes B]   the N log in -> stored/s, delivered/s, exactly
                                       once, CPU and disk bytes per stored message
+    plainflood -k K -c C [--users N]  K SASL PLAIN attempts, C at a time, half with the
+            [--after SECS]            right password, half wrong for unknown accounts,
+                                      each from its own 127.1.x.y address -> server RSS
+                                      idle/peak/end/SECS later, threads, CPU per 1000
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -83,6 +87,13 @@ pub enum Scenario {
         window: usize,
         concurrency: usize,
         body_bytes: usize,
+    },
+    PlainFlood {
+        k: usize,
+        concurrency: usize,
+        users: usize,
+        /// How long RSS is watched after the last attempt.
+        after: Duration,
     },
     Chat {
         pairs: usize,
@@ -184,6 +195,7 @@ impl Args {
         let (mut groups, mut roster) = (10usize, 20usize);
         let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
         let mut window_set = None;
+        let mut after = Duration::from_secs(15);
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -216,6 +228,7 @@ impl Args {
                 "-c" | "--concurrency" => concurrency = num(flag, v)?,
                 "--users" => users = Some(num(flag, v)?),
                 "--hold" => hold = secs(flag, v)?,
+                "--after" => after = secs(flag, v)?,
                 "-p" | "--pairs" => pairs = num(flag, v)?,
                 "-w" | "--window" => window_set = Some(num(flag, v)?),
                 "-d" | "--duration" => duration = secs(flag, v)?,
@@ -249,6 +262,12 @@ impl Args {
                 k,
                 concurrency,
                 users: users.unwrap_or(k).max(1),
+            },
+            Some("plainflood") => Scenario::PlainFlood {
+                k,
+                concurrency,
+                users: users.unwrap_or(k).max(1),
+                after,
             },
             Some("idle") => Scenario::Idle {
                 k,

@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`), each printing human lines and a final JSON line (`report`).
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`), each printing human lines and a final JSON line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
 //! tiny tree), `scram` (RFC 5802 client) and `tls` (rustls accepting self-signed
 //! certificates). `procstat` reads the server's CPU and RSS from /proc.
@@ -14,6 +14,7 @@ mod chat;
 mod idle;
 mod login;
 mod offline;
+mod plainflood;
 mod presence;
 mod procstat;
 mod report;
@@ -246,12 +247,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    // The PLAIN flood is about PLAIN, whatever --mech says.
+    let mech = match args.scenario {
+        Scenario::PlainFlood { .. } => session::Mech::Plain,
+        _ => args.mech,
+    };
     let cfg = ClientConfig {
         host: args.host.clone(),
         port: args.port,
         domain: args.domain.clone(),
         password: args.password.clone().unwrap_or_default(),
-        mech: args.mech,
+        mech,
         tls: args.tls,
         connector,
         server_name,
@@ -280,6 +286,16 @@ fn main() -> ExitCode {
             } => {
                 common_fields(&ctx.args, &mut report, "login");
                 login::run(&ctx, k, concurrency, users, &mut report).await;
+            }
+            Scenario::PlainFlood {
+                k,
+                concurrency,
+                users,
+                after,
+            } => {
+                common_fields(&ctx.args, &mut report, "plainflood");
+                report.set("mech", "PLAIN");
+                plainflood::run(&ctx, k, concurrency, users, after, &mut report).await;
             }
             Scenario::Idle {
                 k,

@@ -30,12 +30,22 @@ pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
 
 /// Resident set size of process `pid` in KiB (proc(5) `status`, `VmRSS`).
 pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// Threads of process `pid` (proc(5) `status`, `Threads`).
+pub fn threads(pid: u32) -> io::Result<u64> {
+    status_field(pid, "Threads:")
+}
+
+/// A numeric field of /proc/PID/status (kB for the memory ones).
+fn status_field(pid: u32, field: &str) -> io::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
+        .ok_or_else(|| io::Error::other(format!("no {field} in /proc/PID/status")))
 }
 
 /// Bytes process `pid` caused to be written to the storage layer (proc(5) `io`,
@@ -80,6 +90,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(rss_kib(pid).unwrap() > 0);
+        assert!(threads(pid).unwrap() >= 1);
         assert!(own_cpu_seconds() > 0.0);
         assert!(write_bytes(pid).is_ok());
     }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -343,10 +344,46 @@ pub async fn login_bound(
     resource: &str,
 ) -> Result<Session, SessionError> {
     let t = cfg.timeout;
+    let mut conn = connect(cfg, None).await?;
+    timeout(t, "sasl", authenticate(&mut conn, cfg, user, &cfg.password)).await?;
+    let jid = timeout(t, "bind", bind(&mut conn, &cfg.domain, resource)).await?;
+    Ok(Session { conn, jid })
+}
+
+/// One SASL attempt as `user` with `password` (any outcome counts, no resource bound), from
+/// the local address `source` when given, so many attempts can come from many loopback
+/// addresses (127.0.0.0/8) and per-address limits do not hide the server's own costs.
+/// `Ok(())` on `<success/>`; the stream is then closed.
+pub async fn sasl_attempt(
+    cfg: &ClientConfig,
+    user: &str,
+    password: &str,
+    source: Option<Ipv4Addr>,
+) -> Result<(), SessionError> {
+    let t = cfg.timeout;
+    let mut conn = connect(cfg, source).await?;
+    timeout(t, "sasl", authenticate(&mut conn, cfg, user, password)).await?;
+    conn.send("close", "</stream:stream>").await
+}
+
+/// TCP (from `source` if given), then STARTTLS or direct TLS as configured: a stream
+/// ready for SASL.
+async fn connect(
+    cfg: &ClientConfig,
+    source: Option<Ipv4Addr>,
+) -> Result<Conn<Transport>, SessionError> {
+    let t = cfg.timeout;
     let tcp = timeout(t, "connect", async {
-        TcpStream::connect((cfg.host.as_str(), cfg.port))
-            .await
-            .map_err(|e| SessionError::Io("connect", e))
+        let tcp = match source {
+            None => TcpStream::connect((cfg.host.as_str(), cfg.port)).await,
+            Some(src) => {
+                let (host, port) = (cfg.host.clone(), cfg.port);
+                smol::unblock(move || connect_from(src, &host, port))
+                    .await
+                    .and_then(TcpStream::try_from)
+            }
+        };
+        tcp.map_err(|e| SessionError::Io("connect", e))
     })
     .await?;
     // Stanzas are small and latency is measured: do not let Nagle hold them back.
@@ -376,10 +413,19 @@ pub async fn login_bound(
         }
     };
 
-    let mut conn = Conn::new(transport);
-    timeout(t, "sasl", authenticate(&mut conn, cfg, user)).await?;
-    let jid = timeout(t, "bind", bind(&mut conn, &cfg.domain, resource)).await?;
-    Ok(Session { conn, jid })
+    Ok(Conn::new(transport))
+}
+
+/// A blocking TCP connect from `source` (port chosen by the kernel) to an IPv4 `host`.
+fn connect_from(source: Ipv4Addr, host: &str, port: u16) -> io::Result<std::net::TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let dest: Ipv4Addr = host
+        .parse()
+        .map_err(|_| io::Error::other("a source address needs an IPv4 --host"))?;
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    bind(&fd, &SocketAddrV4::new(source, 0))?;
+    connect(&fd, &SocketAddrV4::new(dest, port))?;
+    Ok(std::net::TcpStream::from(fd))
 }
 
 async fn handshake(
@@ -400,6 +446,7 @@ async fn authenticate(
     conn: &mut Conn<Transport>,
     cfg: &ClientConfig,
     user: &str,
+    password: &str,
 ) -> Result<(), SessionError> {
     let features = open_stream(conn, &cfg.domain).await?;
     let offered: Vec<&str> = features
@@ -413,14 +460,14 @@ async fn authenticate(
     let mut scram = None;
     let initial = match cfg.mech {
         // RFC 4616 §2: message = [authzid] NUL authcid NUL passwd.
-        Mech::Plain => format!("\0{user}\0{}", cfg.password),
+        Mech::Plain => format!("\0{user}\0{password}"),
         Mech::ScramSha1 | Mech::ScramSha256 => {
             let hash = if cfg.mech == Mech::ScramSha1 {
                 ScramHash::Sha1
             } else {
                 ScramHash::Sha256
             };
-            let client = ScramClient::new(hash, user, &cfg.password, ScramClient::random_nonce());
+            let client = ScramClient::new(hash, user, password, ScramClient::random_nonce());
             let first = client.client_first();
             scram = Some(client);
             first

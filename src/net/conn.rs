@@ -22,6 +22,7 @@ use smol::{Async, Timer};
 use crate::jid::FullJid;
 use crate::net::limits::{Karma, Rate, Refused};
 use crate::net::liveness::{Due, Liveness, LivenessConfig, ping_xml};
+use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::server::Shared;
 use crate::stanza::{StreamCondition, StreamError};
@@ -298,6 +299,23 @@ async fn linger(io: &Transport) {
     }
 }
 
+/// Completes (with `None`) when the peer closes its side of the TCP connection; never
+/// completes if it sends anything else (which stays unread for the connection loop). For
+/// racing a long wait, such as a queued password check, against the client going away.
+async fn peer_gone<T>(io: &Transport) -> Option<T> {
+    let tcp = match io {
+        Transport::Plain(s) => Some(s),
+        Transport::Tls(s) => Some(s.get_ref().0),
+        Transport::Taken => None,
+    };
+    if let Some(tcp) = tcp
+        && let Ok(0) | Err(_) = tcp.peek(&mut [0u8; 1]).await
+    {
+        return None;
+    }
+    std::future::pending().await
+}
+
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {
     match s.get_ref().1.protocol_version() {
         Some(futures_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -524,9 +542,10 @@ impl Conn {
                         self.queue_input(Input::AuthUnavailable, &mut queue);
                         continue;
                     }
-                    let storage = self.shared.storage.clone();
-                    let creds =
-                        smol::unblock(move || storage.scram_credentials(&username, hash)).await;
+                    let storage = &self.shared.storage;
+                    let creds = storage
+                        .run_blocking(move |s| s.scram_credentials(&username, hash))
+                        .await;
                     Some(match creds {
                         Ok(creds) => Input::ScramCredentials(creds),
                         Err(e) => {
@@ -540,13 +559,38 @@ impl Conn {
                         self.queue_input(Input::AuthUnavailable, &mut queue);
                         continue;
                     }
-                    let storage = self.shared.storage.clone();
-                    let ok =
-                        smol::unblock(move || storage.verify_password(&username, &password)).await;
+                    // Storage only looks the hash up; the argon2id work is bounded by
+                    // `passwords` (issue 14), which refuses at once when its queue is full.
+                    let storage = &self.shared.storage;
+                    let stored = storage
+                        .run_blocking(move |s| s.password_hash(&username))
+                        .await;
+                    let ok = match stored {
+                        // A client that hangs up while its check waits is not checked.
+                        Ok(stored) => {
+                            let check = self.shared.passwords.check(stored, password);
+                            match async { Some(check.await) }.or(peer_gone(&self.io)).await {
+                                Some(ok) => ok,
+                                None => {
+                                    log::debug!("c2s{}: left before its password check", self.id);
+                                    return Flow::Close;
+                                }
+                            }
+                        }
+                        Err(e) => Err(PasswordError::Crypto(e.to_string())),
+                    };
                     Some(match ok {
                         Ok(ok) => Input::PlainVerified(ok),
+                        Err(PasswordError::Busy) => {
+                            log::warn!(
+                                "c2s{}: {} too many password checks waiting, login refused",
+                                self.id,
+                                self.peer
+                            );
+                            Input::AuthUnavailable
+                        }
                         Err(e) => {
-                            log::error!("c2s{}: storage: {e}", self.id);
+                            log::error!("c2s{}: {e}", self.id);
                             Input::AuthUnavailable
                         }
                     })

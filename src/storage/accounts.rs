@@ -8,41 +8,21 @@
 //!   but whoever steals them can impersonate the *server* to that user, and brute-force the
 //!   password at PBKDF2 speed: that is the trade-off an owner may refuse by turning them off.
 //!
-//! Hashing happens outside the connection lock, so a slow argon2 never stalls other queries.
+//! argon2id hashing and checking are `crate::password`'s: storage hands back the stored
+//! PHC string ([`Accounts::password_hash`]), so a slow argon2 never holds the connection
+//! lock or a storage thread.
 
 use super::{Accounts, Storage, StorageError, unix_now};
+use crate::password;
 use crate::stream::sasl::{ScramCredentials, ScramHash, prepare_password};
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::sync::{Condvar, Mutex, PoisonError};
 
-/// argon2id memory cost in KiB: 19 MiB. With [`ARGON2_T_COST`] = 2 and [`ARGON2_P_COST`] = 1
-/// this is OWASP's first recommended argon2id setting (Password Storage Cheat Sheet), and the
-/// `argon2` crate's default. Chosen for a Raspberry Pi: a Pi Zero 2 W checks a PLAIN login in a
-/// fraction of a second, and [`MAX_CONCURRENT_HASHES`] bounds the memory to ~38 MiB even when
-/// every phone in the house logs in at once after a reboot. Stored hashes carry their own
-/// parameters, so changing these later does not break existing accounts.
-pub const ARGON2_M_COST_KIB: u32 = 19 * 1024;
-/// argon2id passes over memory; see [`ARGON2_M_COST_KIB`].
-pub const ARGON2_T_COST: u32 = 2;
-/// argon2id lanes: one, since a Pi has few cores and they serve other logins meanwhile.
-pub const ARGON2_P_COST: u32 = 1;
 /// PBKDF2 iterations for new SCRAM keys: RFC 7677 §4 asks for at least 4096, and clients
 /// must recompute them at every login (a phone, an ESP32), so no more.
 pub const SCRAM_ITERATIONS: u32 = 4096;
 
-/// Random salt length for both argon2 and SCRAM (RFC 4086 randomness from the OS).
+/// Random salt length for SCRAM (RFC 4086 randomness from the OS).
 const SALT_LEN: usize = 16;
-
-/// At most this many argon2 computations at once in the process, each holding
-/// [`ARGON2_M_COST_KIB`] of memory (DESIGN.md: a Pi Zero 2 W has 512 MiB for everything).
-const MAX_CONCURRENT_HASHES: usize = 2;
-
-/// Checked instead of a real hash when the user does not exist, so that a PLAIN attempt for an
-/// unknown name costs the same argon2 work and does not reveal which names exist. A hash of a
-/// random password nobody knows, with the current parameters (a test checks they match).
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$f7W9wxp07qjoKTRFIPBZEA$\
-    LUQN0wc8zzAj7lkPonbdbQyLPm8etGdr/SA9lDAhC38";
 
 /// The SASL mechanism name a key row is stored under (RFC 5802 §4, RFC 7677 §3).
 fn mechanism(hash: ScramHash) -> &'static str {
@@ -173,25 +153,11 @@ impl Accounts for Storage {
             .map_err(self.sqlite_err("look up an account"))
     }
 
-    fn verify_password(&self, user: &str, password: &str) -> Result<bool, StorageError> {
-        // A password PRECIS refuses can never have been stored; refusing it early reveals
-        // nothing about the user, since it is decided before the lookup.
-        let Ok(prepared) = prepare_password(password) else {
-            return Ok(false);
-        };
-        let stored: Option<String> = self
-            .conn()
+    fn password_hash(&self, user: &str) -> Result<Option<String>, StorageError> {
+        self.conn()
             .prepare_cached("SELECT password_hash FROM accounts WHERE localpart = ?1")
             .and_then(|mut st| st.query_row([user], |row| row.get(0)).optional())
-            .map_err(self.sqlite_err("look up a password hash"))?;
-        match stored {
-            Some(phc) => verify_argon2(&phc, &prepared),
-            None => {
-                // Same work as a real check, result ignored: see DUMMY_HASH.
-                let _ = verify_argon2(DUMMY_HASH, &prepared);
-                Ok(false)
-            }
-        }
+            .map_err(self.sqlite_err("look up a password hash"))
     }
 
     fn scram_credentials(
@@ -237,7 +203,7 @@ impl Credentials {
         }
         let prepared =
             prepare_password(password).map_err(|e| StorageError::InvalidPassword(e.to_string()))?;
-        let phc = hash_argon2(&prepared)?;
+        let phc = password::hash(&prepared)?;
         let mut scram = Vec::new();
         if scram_keys {
             for hash in SCRAM_HASHES {
@@ -275,33 +241,6 @@ fn insert_scram_keys(
     Ok(())
 }
 
-fn argon2() -> Result<Argon2<'static>, StorageError> {
-    let params = Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
-        .map_err(|e| StorageError::Crypto(e.to_string()))?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-}
-
-fn hash_argon2(prepared: &str) -> Result<String, StorageError> {
-    let salt = random_salt()?;
-    let _permit = HASH_GATE.enter();
-    argon2()?
-        .hash_password_with_salt(prepared.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| StorageError::Crypto(e.to_string()))
-}
-
-/// Checks `prepared` against a PHC string, with the parameters the string carries.
-fn verify_argon2(phc: &str, prepared: &str) -> Result<bool, StorageError> {
-    let parsed = PasswordHash::new(phc)
-        .map_err(|e| StorageError::Crypto(format!("stored hash unreadable: {e}")))?;
-    let _permit = HASH_GATE.enter();
-    match argon2()?.verify_password(prepared.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-        Err(e) => Err(StorageError::Crypto(e.to_string())),
-    }
-}
-
 fn random_salt() -> Result<[u8; SALT_LEN], StorageError> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt)
@@ -318,55 +257,6 @@ fn already_exists(user: &str) -> StorageError {
 fn not_found(user: &str) -> StorageError {
     StorageError::NotFound {
         user: user.to_owned(),
-    }
-}
-
-/// Lets at most `limit` argon2 computations run at once; the others wait their turn.
-struct HashGate {
-    running: Mutex<usize>,
-    finished: Condvar,
-    limit: usize,
-}
-
-/// Process-wide, since the memory it guards is the process's.
-static HASH_GATE: HashGate = HashGate::new(MAX_CONCURRENT_HASHES);
-
-/// A place in the [`HashGate`], given back on drop.
-struct HashPermit<'a>(&'a HashGate);
-
-impl HashGate {
-    const fn new(limit: usize) -> HashGate {
-        HashGate {
-            running: Mutex::new(0),
-            finished: Condvar::new(),
-            limit,
-        }
-    }
-
-    fn enter(&self) -> HashPermit<'_> {
-        // Poisoning cannot leave the count wrong: it changes only here and in `drop`, with
-        // nothing that could panic in between.
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        while *running >= self.limit {
-            running = self
-                .finished
-                .wait(running)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *running += 1;
-        HashPermit(self)
-    }
-}
-
-impl Drop for HashPermit<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .0
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *running = running.saturating_sub(1);
-        self.0.finished.notify_one();
     }
 }
 
@@ -558,18 +448,6 @@ mod tests {
     }
 
     #[test]
-    fn dummy_hash_has_current_parameters() {
-        // If the parameters change, regenerate DUMMY_HASH so unknown users cost the same.
-        let parsed = PasswordHash::new(DUMMY_HASH).unwrap();
-        assert_eq!(parsed.algorithm.as_str(), "argon2id");
-        let params = Params::try_from(&parsed).unwrap();
-        assert_eq!(params.m_cost(), ARGON2_M_COST_KIB);
-        assert_eq!(params.t_cost(), ARGON2_T_COST);
-        assert_eq!(params.p_cost(), ARGON2_P_COST);
-        assert!(!verify_argon2(DUMMY_HASH, "anything").unwrap());
-    }
-
-    #[test]
     fn corrupt_stored_hash_is_an_error_not_a_match() {
         let (_dir, s) = storage();
         s.create_account("alice", "pw").unwrap();
@@ -595,24 +473,5 @@ mod tests {
         for t in threads {
             assert!(t.join().unwrap());
         }
-    }
-
-    #[test]
-    fn hash_gate_holds_back_past_its_limit() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let gate = HashGate::new(1);
-        let entered = AtomicBool::new(false);
-        let first = gate.enter();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let _second = gate.enter();
-                entered.store(true, Ordering::SeqCst);
-            });
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            assert!(!entered.load(Ordering::SeqCst));
-            drop(first);
-        });
-        assert!(entered.load(Ordering::SeqCst));
-        assert_eq!(*gate.running.lock().unwrap(), 0);
     }
 }

@@ -9,9 +9,10 @@
 //! durability is exactly that of one transaction per write.
 //!
 //! There is no writer thread and no timer: the caller that gets the connection lock leads
-//! the batch (the others are already blocked on that lock on the blocking pool). A write
-//! with nothing else queued is committed at once, so grouping never adds latency; under
-//! load the batch is whatever piled up during the previous sync.
+//! the batch (the others are already blocked on that lock, on the other storage threads:
+//! `sqlite.rs`'s `POOL`). A write with nothing else queued is committed at once, so
+//! grouping never adds latency; under load the batch is whatever piled up during the
+//! previous sync.
 
 use super::{Storage, StorageError};
 use rusqlite::{Connection, TransactionBehavior};

@@ -3,7 +3,8 @@
 //! The rest of the server sees storage only through narrow traits, one per shape of data
 //! (STYLE.md habit 4): [`Accounts`], [`Roster`], [`OfflineStore`], [`BlockList`] and
 //! [`LastActivity`]. [`Storage`] is the single implementation, on
-//! rusqlite; its methods are synchronous, so async code calls them through `smol::unblock`.
+//! rusqlite; its methods are synchronous, so async code calls them through
+//! [`Storage::run_blocking`], on a few threads of storage's own (`crate::pool`).
 //!
 //! - `sqlite.rs`: opening the file (mode 0600, WAL, `synchronous=FULL`, foreign keys, busy
 //!   timeout) and the [`Storage`] handle;
@@ -26,7 +27,8 @@ use crate::stream::sasl::{ScramCredentials, ScramHash};
 use std::fmt;
 use std::path::PathBuf;
 
-pub use accounts::{ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST, SCRAM_ITERATIONS};
+pub use crate::password::{ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST};
+pub use accounts::SCRAM_ITERATIONS;
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{DB_FILE_NAME, Storage};
 
@@ -49,10 +51,17 @@ pub trait Accounts {
     fn list_accounts(&self) -> Result<Vec<String>, StorageError>;
     /// Whether an account of that name exists.
     fn account_exists(&self, user: &str) -> Result<bool, StorageError>;
-    /// Checks a password against the stored argon2id hash (SASL PLAIN, RFC 4616). Takes about
-    /// as long for an unknown user as for a known one, so timing does not tell which names
-    /// exist.
-    fn verify_password(&self, user: &str, password: &str) -> Result<bool, StorageError>;
+    /// The stored argon2id PHC string that checks SASL PLAIN (RFC 4616), or `None` if there
+    /// is no such account. The check itself is `crate::password`'s: the server runs it on
+    /// `PasswordChecks`, which bounds how many run and wait.
+    fn password_hash(&self, user: &str) -> Result<Option<String>, StorageError>;
+    /// Checks a password on the calling thread, unbounded: for the admin CLI and tests.
+    /// Takes about as long for an unknown user as for a known one, so timing does not tell
+    /// which names exist.
+    fn verify_password(&self, user: &str, password: &str) -> Result<bool, StorageError> {
+        let stored = self.password_hash(user)?;
+        Ok(crate::password::verify(stored.as_deref(), password)?)
+    }
     /// The stored SCRAM keys (RFC 5802 §3) for one hash, or `None` if the user is unknown,
     /// has no keys for that hash, or SCRAM keys are turned off.
     fn scram_credentials(
@@ -288,6 +297,17 @@ pub enum StorageError {
     InvalidPassword(String),
     /// Hashing or the system random generator failed.
     Crypto(String),
+    /// The storage threads could not run the call (it panicked, or no thread could start).
+    Unavailable,
+}
+
+impl From<crate::password::PasswordError> for StorageError {
+    fn from(e: crate::password::PasswordError) -> StorageError {
+        match e {
+            crate::password::PasswordError::Crypto(why) => StorageError::Crypto(why),
+            busy @ crate::password::PasswordError::Busy => StorageError::Crypto(busy.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for StorageError {
@@ -332,6 +352,7 @@ impl fmt::Display for StorageError {
             StorageError::NotFound { user } => write!(f, "no account {user:?}"),
             StorageError::InvalidPassword(why) => write!(f, "invalid password: {why}"),
             StorageError::Crypto(why) => write!(f, "password hashing failed: {why}"),
+            StorageError::Unavailable => f.write_str("the storage threads could not run a call"),
         }
     }
 }

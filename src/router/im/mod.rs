@@ -4,7 +4,7 @@
 //!
 //! The connection task awaits [`Im::route`] for every stanza its client sends, so a
 //! client's stanzas are handled in order. Decisions are made by the sans-IO modules in
-//! `features/`; storage runs on the blocking pool (`smol::unblock`), never under the
+//! `features/`; storage runs on storage's own threads ([`Storage::run_blocking`]), never under the
 //! router's lock; the router then delivers. What is addressed to the sending client
 //! itself (iq results, probe answers, waiting requests) is written straight into the
 //! connection's output rather than its router queue, so a user with many contacts online
@@ -66,13 +66,12 @@ pub struct Routed {
 /// Messages written to a client between flushes when it collects its offline messages.
 pub const OFFLINE_PAGE: usize = 64;
 
-/// Runs a storage call on the blocking pool.
+/// Runs a storage call on the storage threads.
 async fn on_pool<T: Send + 'static>(
     storage: &Storage,
     f: impl FnOnce(&Storage) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    let storage = storage.clone();
-    smol::unblock(move || f(&storage)).await
+    storage.run_blocking(f).await
 }
 
 impl Im<'_> {
