@@ -1,14 +1,18 @@
 //! Stanzas from arbitrary bytes after a stream header: the framer's
-//! elements go through `Stanza::from_client` and the router (with the
-//! server's features), and every element written back out parses to the
-//! same element (the writer escapes everything it writes).
+//! elements go through `Stanza::from_client` and a local session's whole way
+//! (`router::im`: the modules' hooks and iq handlers, rosters, presence, the
+//! router) against a real SQLite file made once per process, and every
+//! element written back out parses to the same element (the writer escapes
+//! everything it writes).
 #![no_main]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use hearth::features::Features;
+use hearth::features::Registry;
 use hearth::ns;
+use hearth::router::im::Im;
 use hearth::router::{Router, session_queue};
+use hearth::storage::{Accounts as _, Storage};
 use hearth::stanza::{Rejected, Stanza};
 use hearth::xml::{Element, Event, Framer, Limits};
 use libfuzzer_sys::fuzz_target;
@@ -29,13 +33,47 @@ fn reparse(el: &Element) -> Element {
     }
 }
 
+/// The server's state for every input: a router, the modules and a database with the
+/// account `ann` (rosters and blocklists written by one input stay for the next, within
+/// the quotas).
+struct World {
+    router: Router,
+    storage: Storage,
+    modules: Registry,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hearth-fuzz-stanza-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = Storage::open(&dir).unwrap().with_scram_keys(false);
+        storage.create_account("ann", "pw").unwrap();
+        storage.create_account("bob", "pw").unwrap();
+        World {
+            router: Router::new(Arc::from("home.local")),
+            storage,
+            modules: Registry::standard(),
+        }
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
-    let router = Router::new(Arc::from("home.local"), Features::standard());
+    let w = world();
+    let router = &w.router;
+    let im = Im {
+        router,
+        storage: &w.storage,
+        modules: &w.modules,
+        conn: 0,
+    };
     let (tx, rx) = session_queue(64 * 1024);
     let Ok(bound) = router.bind("ann", Some("phone".into()), tx) else {
         return;
     };
     let me = bound.jid;
+    let id = bound.id;
+    let mut out = String::new();
     let mut framer = Framer::new(Limits::default());
     framer.feed(HEADER.as_bytes()).unwrap();
     if framer.feed(data).is_err() {
@@ -46,9 +84,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(reparse(&el), el);
         el.set_attr("from", me.to_string());
         match Stanza::from_client(el) {
-            // What the router hands back is a message for offline storage,
-            // which needs the async IM path; here it is just dropped.
-            Ok(stanza) => drop(router.route(&me, stanza)),
+            Ok(stanza) => {
+                let _routed = smol::block_on(im.route(&me, stanza, &mut out));
+            }
             Err(Rejected::Stream(_)) => {}
             Err(Rejected::Stanza(err, el)) => {
                 if let Some(reply) = err.reply_to(&el) {
@@ -56,14 +94,20 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        // Whatever the router answered must be well-formed too.
+        // Whatever the server answered must be well-formed too.
         while let Ok(msg) = rx.try_recv() {
             if let hearth::router::ToSession::Stanza(xml) = msg {
-                let mut f = Framer::new(Limits::default());
-                f.feed(HEADER.as_bytes()).unwrap();
-                f.feed(xml.as_bytes())
-                    .unwrap_or_else(|e| panic!("router output {xml:?} does not parse: {e}"));
+                well_formed(&xml);
             }
         }
+        well_formed(&std::mem::take(&mut out));
     }
+    smol::block_on(im.session_ended(&me, id));
 });
+
+fn well_formed(xml: &str) {
+    let mut f = Framer::new(Limits::default());
+    f.feed(HEADER.as_bytes()).unwrap();
+    f.feed(xml.as_bytes())
+        .unwrap_or_else(|e| panic!("server output {xml:?} does not parse: {e}"));
+}
