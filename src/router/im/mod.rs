@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::features::{Access, Hook, HookCx, IqCx, Registry, Target, Verdict};
 use crate::jid::{BareJid, FullJid};
 use crate::ns;
+use crate::router::Origin;
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::{Storage, StorageError};
 
@@ -140,7 +141,7 @@ impl Im<'_> {
             Kind::Iq => match target {
                 Some(target) => self.iq(from, target, stanza, out).await,
                 None => {
-                    if let Some(s) = self.router.route(from, stanza) {
+                    if let Some(s) = self.router.route(Origin::Local(from), stanza) {
                         // Only messages come back undelivered.
                         log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
                     }
@@ -148,7 +149,7 @@ impl Im<'_> {
             },
             Kind::Presence => return self.presence(from, stanza, out).await,
             Kind::Message => {
-                if let Some(undelivered) = self.router.route(from, stanza) {
+                if let Some(undelivered) = self.router.route(Origin::Local(from), stanza) {
                     match self.modules.hooked(Hook::MessageUndelivered).next() {
                         Some(m) => m.message_undelivered(&cx, undelivered).await,
                         // RFC 6121 §8.5.2.2.1: no offline storage, so no such recipient.

@@ -8,6 +8,7 @@ use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Ended;
+use crate::router::Origin;
 use crate::stanza::{Kind, Stanza, StanzaCondition};
 use crate::storage::{Roster as _, unix_now};
 use crate::xml::Element;
@@ -83,10 +84,10 @@ impl Im<'_> {
                 if let Some(to) = &stanza.to {
                     self.router.track_directed(from, to, ty.is_none());
                 }
-                let _ = self.router.route(from, stanza);
+                let _ = self.router.route(Origin::Local(from), stanza);
             }
             Some("error") => {
-                let _ = self.router.route(from, stanza);
+                let _ = self.router.route(Origin::Local(from), stanza);
             }
             Some(_) => self
                 .router
@@ -213,7 +214,7 @@ impl Im<'_> {
                 el: presence::addressed(el, to.as_str()),
                 to: Some(to),
             };
-            let _ = self.router.route(from, stanza);
+            let _ = self.router.route(Origin::Local(from), stanza);
         }
     }
 
