@@ -6,11 +6,15 @@
 //! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  c2s negotiation as a sans-IO state machine: STARTTLS, SASL (sasl/), bind
-//!          └► router/   local sessions by JID, RFC 6121 §8 delivery, `from` stamping;
-//!              │         router/im/: the async path for what needs storage (rosters,
-//!              │         subscriptions, presence, offline messages, blocking)
-//!              └► features/  server-handled payloads, one file per RFC part or XEP
-//! storage/    SQLite (accounts, rosters, offline messages, …), one writer, numbered migrations
+//!          └► router/   local sessions by JID, RFC 6121 §8 delivery, the domain table
+//!              │         (host, services, remote) and stanza origins (local, remote,
+//!              │         service); router/im/: a local session's stanza on its way, with
+//!              │         the modules' hooks, iq dispatch, rosters, subscriptions, presence
+//!              └► features/  the modules, one file or folder per RFC part or XEP, each
+//!                            declaring its specs, disco and stream features, iq handlers
+//!                            and hooks, beside its own storage trait (blocking/, offline/,
+//!                            last/)
+//! storage/    SQLite: the connection, group commit, migrations, accounts and rosters
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
 //! admin/      `hearth user …` subcommands on the same storage

@@ -122,6 +122,41 @@ pub enum Access {
     Module,
 }
 
+/// Points on a stanza's way where modules take part (DESIGN.md "Modules"), declared by
+/// [`Module::hooks`]; the registry keeps, per hook, the modules that declared it, in
+/// registration order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Every stanza a local session sends, before it is routed or answered: a filter
+    /// ([`Module::filter_in`]) that may stop it. Blocking (XEP-0191) is one.
+    StanzaIn,
+    /// A chat or normal message for a local account with no available resource (RFC 6121
+    /// §8.5.2.2.1): the first module that declares it takes the message
+    /// ([`Module::message_undelivered`]); with none, the sender gets
+    /// `service-unavailable`.
+    MessageUndelivered,
+}
+
+/// What a filter hook decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the next filter, then routing.
+    Pass,
+    /// Stopped here (the module told the sender what the protocol says).
+    Stop,
+}
+
+/// What a hook is given.
+pub struct HookCx<'a> {
+    /// Storage, the router and the connection's id.
+    pub im: Im<'a>,
+    /// The local session the stanza comes from.
+    pub from: &'a FullJid,
+}
+
+/// The future of a hook.
+pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// What an iq handler is given.
 pub struct IqCx<'a> {
     /// Storage, the router and the connection's id, for the modules whose answers
@@ -177,6 +212,34 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// The hooks it takes part in ([`Module::filter_in`] and the others are called only
+    /// for these).
+    fn hooks(&self) -> &'static [Hook] {
+        &[]
+    }
+
+    /// [`Hook::StanzaIn`]: looks at a stanza from a local session before it goes on.
+    /// `access` is who may ask, when it is an iq a module answers. Anything written to
+    /// `out` goes to the sender.
+    fn filter_in<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _stanza: &'a Stanza,
+        _access: Option<Access>,
+        _out: &'a mut String,
+    ) -> HookFuture<'a, Verdict> {
+        Box::pin(std::future::ready(Verdict::Pass))
+    }
+
+    /// [`Hook::MessageUndelivered`]: takes a message nobody online could receive.
+    fn message_undelivered<'a>(&'a self, cx: &'a HookCx<'a>, stanza: Stanza) -> HookFuture<'a, ()> {
+        Box::pin(async move {
+            cx.im
+                .router
+                .bounce_to(cx.from, &stanza, StanzaCondition::ServiceUnavailable)
+        })
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -187,6 +250,8 @@ pub trait Module: Send + Sync {
 /// The registered modules and what they declare, computed once.
 pub struct Registry {
     modules: Vec<Box<dyn Module>>,
+    /// Per hook, the indexes of the modules that declared it, in order.
+    hooked: Vec<(Hook, Vec<usize>)>,
     /// Iq namespace → (module index, the entities it answers for).
     routes: Vec<(&'static str, usize, IqRoute)>,
     server_disco: Vec<&'static str>,
@@ -223,8 +288,18 @@ impl Registry {
         let account_disco = disco(&Target::Account(
             BareJid::new(Some("x"), "example.org").unwrap_or_else(|_| unreachable!()),
         ));
+        let mut hooked: Vec<(Hook, Vec<usize>)> = Vec::new();
+        for (i, m) in modules.iter().enumerate() {
+            for h in m.hooks() {
+                match hooked.iter_mut().find(|(k, _)| k == h) {
+                    Some((_, list)) => list.push(i),
+                    None => hooked.push((*h, vec![i])),
+                }
+            }
+        }
         Registry {
             modules,
+            hooked,
             routes,
             server_disco,
             account_disco,
@@ -261,6 +336,16 @@ impl Registry {
             .iter()
             .find(|(ns, _, _)| *ns == payload.ns())
             .and_then(|(_, i, route)| Some((&**self.modules.get(*i)?, *route)))
+    }
+
+    /// The modules that take part in `hook`, in order.
+    pub fn hooked(&self, hook: Hook) -> impl Iterator<Item = &dyn Module> {
+        self.hooked
+            .iter()
+            .filter(move |(h, _)| *h == hook)
+            .flat_map(|(_, list)| list.iter())
+            .filter_map(|i| self.modules.get(*i))
+            .map(|m| &**m)
     }
 
     /// The disco features `target` announces, sorted.

@@ -328,6 +328,40 @@ impl<F: std::future::Future> std::future::Future for WithBackpressure<F> {
     }
 }
 
+/// Where a stanza comes from (DESIGN.md "Router"): whom its errors go back to, and
+/// what may be trusted about its `from`.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin<'a> {
+    /// A bound session of a local account; the stream stamped its full JID as `from`.
+    Local(&'a FullJid),
+    /// A remote server's stream; `from` is an address of that stream's authenticated
+    /// domain (checked by the stream). Federation fills this in.
+    Remote(&'a Jid),
+    /// One of this server's services (the domain table's), e.g. `conference.<domain>`.
+    Service(&'a Jid),
+    /// The server itself (errors it makes, pushes, probes answered on someone's behalf).
+    Server,
+}
+
+/// A part of the server with a domain of its own (`conference.<domain>`, `upload.…`):
+/// the router hands it every stanza for that domain (DESIGN.md "Router").
+pub trait Service: Send + Sync {
+    /// A stanza for the service's domain, in the order its sender sent them. Called
+    /// with no router lock held; must not block (queue the work).
+    fn receive(&self, router: &Router, origin: Origin<'_>, stanza: Stanza);
+}
+
+/// What the domain table says about a domain.
+pub enum Domain<'a> {
+    /// The domain this server hosts accounts for.
+    Host,
+    /// One of this server's services.
+    Service(&'a dyn Service),
+    /// Any other domain: another server's (federation); until that exists, stanzas for
+    /// it bounce with `remote-server-not-found`.
+    Remote,
+}
+
 /// One bound resource of an account.
 #[derive(Debug)]
 struct Session {
@@ -414,6 +448,8 @@ pub struct Router {
     max_resources: usize,
     /// What each account may store (`[limits]`).
     quota: Quota,
+    /// The services' domains (the domain table, besides the host and remote domains).
+    services: HashMap<Box<str>, Arc<dyn Service>>,
 }
 
 impl Router {
@@ -425,6 +461,25 @@ impl Router {
             blocklists: Mutex::new(HashMap::new()),
             max_resources: MAX_RESOURCES,
             quota: Quota::DEFAULT,
+            services: HashMap::new(),
+        }
+    }
+
+    /// Registers a service under its own domain (e.g. `conference.home.example`): the
+    /// router hands it everything addressed there.
+    pub fn with_service(mut self, domain: &str, service: Arc<dyn Service>) -> Router {
+        self.services.insert(domain.into(), service);
+        self
+    }
+
+    /// The domain table (DESIGN.md "Router"): this host, one of its services, or remote.
+    pub fn domain_kind(&self, domain: &str) -> Domain<'_> {
+        if domain == &*self.domain {
+            Domain::Host
+        } else if let Some(s) = self.services.get(domain) {
+            Domain::Service(&**s)
+        } else {
+            Domain::Remote
         }
     }
 
@@ -719,40 +774,54 @@ impl Router {
 
     /// Bounces `stanza` back to its local sender with `cond`.
     pub fn bounce_to(&self, from: &FullJid, stanza: &Stanza, cond: StanzaCondition) {
-        self.bounce(from, stanza, cond)
+        self.bounce(Origin::Local(from), stanza, cond)
     }
 
-    /// Routes a stanza sent by the local session `from` (its `from`
-    /// attribute already stamped). Returns a message it could not deliver
-    /// because no resource of its local recipient is available (RFC 6121
-    /// §8.5.2.2.1): the caller stores it offline or bounces it.
+    /// Routes a stanza from `origin` (its `from` already set: stamped by a local
+    /// stream, checked by a remote one, or set by a service) by the domain table: this
+    /// host's accounts (RFC 6121 §8), a service, or a remote domain. Returns a message
+    /// it could not deliver because no resource of its local recipient is available
+    /// (RFC 6121 §8.5.2.2.1): the caller stores it offline or bounces it.
     #[must_use]
-    pub fn route(&self, from: &FullJid, stanza: Stanza) -> Option<Stanza> {
-        let to = match &stanza.to {
-            // RFC 6120 §10.3: no 'to' means the sender's own account.
-            None => Jid::from(from.bare()),
-            Some(to) => to.clone(),
+    pub fn route(&self, origin: Origin<'_>, stanza: Stanza) -> Option<Stanza> {
+        let to = match (&stanza.to, origin) {
+            (Some(to), _) => to.clone(),
+            // RFC 6120 §10.3: no 'to' from a client means its own account.
+            (None, Origin::Local(from)) => Jid::from(from.bare()),
+            // Between servers and from services `to` is required (RFC 6120 §8.1.1.1):
+            // there is nobody to deliver to.
+            (None, _) => {
+                log::debug!("{origin:?}: stanza without 'to' dropped");
+                return None;
+            }
         };
-        if to.domain() != &*self.domain {
-            // Federation comes later; until then remote domains are unreachable.
-            self.bounce(from, &stanza, StanzaCondition::RemoteServerNotFound);
-            return None;
+        match self.domain_kind(to.domain()) {
+            Domain::Host => {}
+            Domain::Service(service) => {
+                service.receive(self, origin, stanza);
+                return None;
+            }
+            Domain::Remote => {
+                // The seam federation fills: until then remote domains are unreachable.
+                self.bounce(origin, &stanza, StanzaCondition::RemoteServerNotFound);
+                return None;
+            }
         }
         match to.local() {
             None => {
-                self.to_server(from, stanza);
+                self.to_server(origin, stanza);
                 None
             }
             Some(user) => match to.resource() {
-                None => self.to_bare(from, user, stanza),
-                Some(res) => self.to_full(from, user, res, stanza),
+                None => self.to_bare(origin, user, stanza),
+                Some(res) => self.to_full(origin, user, res, stanza),
             },
         }
     }
 
     /// Stanzas for the server itself (RFC 6120 §10.4 / §10.5 for a
     /// domain with a resource).
-    fn to_server(&self, from: &FullJid, stanza: Stanza) {
+    fn to_server(&self, from: Origin<'_>, stanza: Stanza) {
         if stanza.kind != Kind::Iq {
             // Presence and messages to the server have no recipient here.
             return;
@@ -764,14 +833,14 @@ impl Router {
 
     /// An iq request nobody answers: `service-unavailable` (RFC 6120 §8.4); results and
     /// errors are never answered (§8.2.3).
-    fn unanswered(&self, from: &FullJid, stanza: &Stanza) {
+    fn unanswered(&self, from: Origin<'_>, stanza: &Stanza) {
         if stanza.iq_type().is_some_and(IqType::is_request) {
             self.bounce(from, stanza, StanzaCondition::ServiceUnavailable)
         }
     }
 
     /// RFC 6121 §8.5.2: a local bare JID.
-    fn to_bare(&self, from: &FullJid, user: &str, stanza: Stanza) -> Option<Stanza> {
+    fn to_bare(&self, from: Origin<'_>, user: &str, stanza: Stanza) -> Option<Stanza> {
         match stanza.kind {
             Kind::Iq => {
                 // §8.5.2.1.3: the server answers on behalf of the account, through the
@@ -843,7 +912,7 @@ impl Router {
     /// RFC 6121 §8.5.3: a local full JID.
     fn to_full(
         &self,
-        from: &FullJid,
+        from: Origin<'_>,
         user: &str,
         resource: &str,
         stanza: Stanza,
@@ -891,17 +960,40 @@ impl Router {
     /// A recipient's queue refused `stanza` (it is at its hard bound): messages and iq
     /// requests get `resource-constraint` (RFC 6120 §8.3.3.17, type `wait`: "the
     /// recipient is busy"); presence is dropped, like presence to an unavailable resource.
-    fn refused(&self, from: &FullJid, stanza: &Stanza) {
+    fn refused(&self, from: Origin<'_>, stanza: &Stanza) {
         if stanza.kind != Kind::Presence {
             self.bounce(from, stanza, StanzaCondition::ResourceConstraint);
         }
     }
 
-    /// Sends the error reply for `stanza` back to its sender (never for an
+    /// Sends the error reply for `stanza` back to where it came from (never for an
     /// error or an iq result, RFC 6120 §8.3.1).
-    fn bounce(&self, from: &FullJid, stanza: &Stanza, cond: StanzaCondition) {
-        if let Some(reply) = stanza.error_reply(StanzaError::new(cond)) {
-            self.reply(from, reply);
+    fn bounce(&self, from: Origin<'_>, stanza: &Stanza, cond: StanzaCondition) {
+        let Some(reply) = stanza.error_reply(StanzaError::new(cond)) else {
+            return;
+        };
+        match from {
+            Origin::Local(jid) => self.reply(jid, reply),
+            Origin::Service(jid) => {
+                if let Some(service) = self.services.get(jid.domain()) {
+                    let to = Some(jid.clone());
+                    let kind = stanza.kind;
+                    service.receive(
+                        self,
+                        Origin::Server,
+                        Stanza {
+                            kind,
+                            el: reply,
+                            to,
+                        },
+                    );
+                }
+            }
+            // Back over the remote server's stream, once federation exists; the server
+            // itself makes no requests that could bounce.
+            Origin::Remote(_) | Origin::Server => {
+                log::debug!("{from:?}: error {} not returned", cond.name());
+            }
         }
     }
 
@@ -1082,11 +1174,11 @@ mod tests {
             Stanza::from_client(el).unwrap()
         };
         // Chat and normal to an offline user (full JID falling back to bare) come back.
-        assert!(r.route(&bob, msg("chat")).is_some());
-        assert!(r.route(&bob, msg("normal")).is_some());
+        assert!(r.route(Origin::Local(&bob), msg("chat")).is_some());
+        assert!(r.route(Origin::Local(&bob), msg("normal")).is_some());
         // Headline and groupchat do not (XEP-0160 §3).
-        assert!(r.route(&bob, msg("headline")).is_none());
-        assert!(r.route(&bob, msg("groupchat")).is_none());
+        assert!(r.route(Origin::Local(&bob), msg("headline")).is_none());
+        assert!(r.route(Origin::Local(&bob), msg("groupchat")).is_none());
     }
 
     #[test]
@@ -1184,14 +1276,18 @@ mod tests {
                 .with_child(Element::new("body", ns::CLIENT).with_text("x".repeat(100)));
             Stanza::from_client(el).unwrap()
         };
-        let route =
-            |r: &Router| smol::block_on(with_backpressure(async { r.route(&alice, msg()) })).1;
+        let route = |r: &Router| {
+            smol::block_on(with_backpressure(async {
+                r.route(Origin::Local(&alice), msg())
+            }))
+            .1
+        };
         // The first stanza fits; the one that passes 300 bytes presses.
         assert!(route(&r).is_empty());
         let pressure = route(&r);
         assert!(!pressure.is_empty());
         // Outside `with_backpressure` nothing is recorded (and nothing breaks).
-        assert!(r.route(&alice, msg()).is_none());
+        assert!(r.route(Origin::Local(&alice), msg()).is_none());
         // Past the hard bound: refused to alice, bob's session untouched.
         for _ in 0..10 {
             let _ = route(&r);
@@ -1226,5 +1322,87 @@ mod tests {
         let (tx, _rx) = session_queue(QUEUE_BYTES);
         router.bind("ann", Some("a".into()), tx).unwrap();
         assert_eq!(router.session_count(), 2);
+    }
+
+    /// A service records what the router hands it.
+    #[derive(Default)]
+    struct Recorder {
+        got: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Service for Recorder {
+        fn receive(&self, _router: &Router, origin: Origin<'_>, stanza: Stanza) {
+            let mut got = self.got.lock().unwrap();
+            got.push((format!("{origin:?}"), stanza.el.to_string()));
+        }
+    }
+
+    /// DESIGN.md "Router": the domain table sends a service's domain to the service,
+    /// bounces other domains with `remote-server-not-found` until federation exists, and
+    /// delivers what a remote server or a service sends to local accounts like anything
+    /// else, its errors going back where it came from.
+    #[test]
+    fn the_domain_table_routes_host_services_and_remote() {
+        let rooms = Arc::new(Recorder::default());
+        let r = router().with_service("conference.home.example", rooms.clone());
+        assert!(matches!(r.domain_kind("home.example"), Domain::Host));
+        assert!(matches!(
+            r.domain_kind("conference.home.example"),
+            Domain::Service(_)
+        ));
+        assert!(matches!(r.domain_kind("example.org"), Domain::Remote));
+        let (tx, rx) = session_queue(QUEUE_BYTES);
+        let alice = r.bind("alice", Some("phone".into()), tx).unwrap().jid;
+        let msg = |from: &str, to: &str| {
+            let el = Element::new("message", ns::CLIENT)
+                .with_attr("type", "chat")
+                .with_attr("to", to)
+                .with_attr("from", from);
+            Stanza::from_client(el).unwrap()
+        };
+        // To a service: handed over, with its origin.
+        let _ = r.route(
+            Origin::Local(&alice),
+            msg(alice.as_str(), "family@conference.home.example"),
+        );
+        let got = rooms.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].0.starts_with("Local"), "{got:?}");
+        // To another domain: remote-server-not-found, back to alice.
+        let _ = r.route(
+            Origin::Local(&alice),
+            msg(alice.as_str(), "bob@example.org"),
+        );
+        let back = recv_all(&rx);
+        assert!(
+            back.len() == 1 && back[0].contains("remote-server-not-found"),
+            "{back:?}"
+        );
+        // From a remote server or a service, to alice's full JID: delivered as sent.
+        let remote = Jid::parse("bob@example.org/desk").unwrap();
+        let _ = r.route(
+            Origin::Remote(&remote),
+            msg(remote.as_str(), alice.as_str()),
+        );
+        let room = Jid::parse("family@conference.home.example/mum").unwrap();
+        let _ = r.route(Origin::Service(&room), msg(room.as_str(), alice.as_str()));
+        let got = recv_all(&rx);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("bob@example.org/desk") && got[1].contains("/mum"));
+        // A service's message to a resource that is not there: the error goes back to
+        // the service, from the server.
+        let iq = Stanza::from_client(
+            Element::new("iq", ns::CLIENT)
+                .with_attr("type", "get")
+                .with_attr("id", "q")
+                .with_attr("to", "alice@home.example/gone")
+                .with_attr("from", room.as_str())
+                .with_child(Element::new("ping", ns::PING)),
+        )
+        .unwrap();
+        let _ = r.route(Origin::Service(&room), iq);
+        let got = rooms.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        assert!(got[1].0 == "Server" && got[1].1.contains("service-unavailable"));
     }
 }

@@ -36,7 +36,7 @@ fn mechanism(hash: ScramHash) -> &'static str {
 const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 
 /// What an account holds, as the quotas count it: `None` when there is no such account.
-pub(super) struct Usage {
+pub(crate) struct Usage {
     /// Offline messages waiting.
     pub offline_messages: u64,
     /// Bytes stored (see `migrations/0003_usage.sql`): the trigger-kept total of roster,
@@ -46,7 +46,7 @@ pub(super) struct Usage {
 
 /// `user`'s [`Usage`] in one statement: the account row and one pass over the offline
 /// messages' index. Cached, since it runs for every stored offline message.
-pub(super) fn usage_in(conn: &Connection, user: &str) -> rusqlite::Result<Option<Usage>> {
+pub(crate) fn usage_in(conn: &Connection, user: &str) -> rusqlite::Result<Option<Usage>> {
     let (account_bytes, count, offline_bytes): (Option<i64>, i64, i64) = conn
         .prepare_cached(
             "SELECT (SELECT stored_bytes FROM accounts WHERE localpart = ?1),
@@ -62,7 +62,7 @@ pub(super) fn usage_in(conn: &Connection, user: &str) -> rusqlite::Result<Option
 }
 
 /// What `user` stores, in bytes ([`Usage::bytes`]; 0 for no account).
-pub(super) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
+pub(crate) fn stored_bytes_in(conn: &Connection, user: &str) -> rusqlite::Result<u64> {
     Ok(usage_in(conn, user)?.map_or(0, |u| u.bytes))
 }
 

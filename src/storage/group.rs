@@ -91,7 +91,7 @@ impl Storage {
     ///
     /// `work` gets this handle (for [`Storage::sqlite_err`]) and the connection, inside a
     /// transaction: it must not start one of its own.
-    pub(super) fn write<T, F>(&self, work: F) -> Result<T, StorageError>
+    pub(crate) fn write<T, F>(&self, work: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Storage, &Connection) -> Result<T, StorageError> + Send + 'static,
@@ -154,7 +154,8 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Accounts, OfflineStore, Quota, Stored};
+    use crate::features::offline::{OfflineStore, Stored};
+    use crate::storage::{Accounts, Quota};
 
     #[test]
     fn a_failed_write_undoes_only_itself() {

@@ -1,8 +1,9 @@
 //! Durable state: one SQLite file, `hearth.db`, in the data directory (DESIGN.md "Storage").
 //!
 //! The rest of the server sees storage only through narrow traits, one per shape of data
-//! (STYLE.md habit 4): [`Accounts`], [`Roster`], [`OfflineStore`], [`BlockList`] and
-//! [`LastActivity`]. [`Storage`] is the single implementation, on
+//! (STYLE.md habit 4): [`Accounts`] and [`Roster`] here; the stores of single features
+//! (offline messages, blocklists, last activity) beside their module in `features/`.
+//! [`Storage`] is the single implementation, on
 //! rusqlite; its methods are synchronous, so async code calls them through
 //! [`Storage::run_blocking`], on a few threads of storage's own (`crate::pool`).
 //!
@@ -12,12 +13,10 @@
 //! - `migrations.rs` and `migrations/*.sql`: the schema, versioned by `PRAGMA user_version`;
 //! - `accounts.rs`: accounts and credentials (argon2id for PLAIN, SCRAM keys for SCRAM);
 //! - `roster.rs`: rosters, roster versions and pending subscription requests (RFC 6121);
-//! - `offline.rs`: offline messages, blocklists and last activity.
 
 mod accounts;
 mod group;
 mod migrations;
-mod offline;
 mod roster;
 mod sqlite;
 
@@ -29,6 +28,7 @@ use std::path::PathBuf;
 
 pub use crate::password::{ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST};
 pub use accounts::SCRAM_ITERATIONS;
+pub(crate) use accounts::{stored_bytes_in, usage_in};
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{DB_FILE_NAME, Storage};
 
@@ -184,68 +184,6 @@ pub enum OverQuota {
     Items,
     /// The account's stored bytes would pass `stored_bytes`.
     Bytes,
-}
-
-/// What [`OfflineStore::store_offline`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stored {
-    /// Committed to disk.
-    Stored,
-    /// The user's quota is used up; nothing stored.
-    Full(OverQuota),
-    /// There is no such account; nothing stored.
-    NoAccount,
-}
-
-/// Messages kept for users who are offline (XEP-0160), in arrival order.
-pub trait OfflineStore {
-    /// Stores a serialized message for `user` unless `quota.offline_messages` are already
-    /// waiting or it would take the account past `quota.stored_bytes`.
-    fn store_offline(
-        &self,
-        user: &str,
-        stanza: &str,
-        quota: &Quota,
-    ) -> Result<Stored, StorageError>;
-    /// The `limit` oldest waiting messages with their ids, oldest first.
-    fn offline_messages(
-        &self,
-        user: &str,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StorageError>;
-    /// Deletes the messages up to and including id `through` (after delivering them).
-    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
-    /// Takes the `limit` oldest waiting messages out of storage, oldest first with their
-    /// ids: read and deleted in one committed transaction, so messages about to be handed
-    /// to a client can never be handed over again, even if the disk is full afterwards
-    /// (an error means nothing was taken).
-    fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError>;
-    /// Puts back messages [`OfflineStore::take_offline`] took but that could not be
-    /// written to the client, with their ids (so in their place in the order). Outside
-    /// the quota: they were within it when stored.
-    fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
-}
-
-/// Blocked JIDs per user (XEP-0191), as normalized JID strings.
-pub trait BlockList {
-    fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError>;
-    /// Adds `jids`; refused (nothing written) when the list would pass `quota.blocked`
-    /// entries or the account would pass `quota.stored_bytes`.
-    fn block(
-        &self,
-        user: &str,
-        jids: &[String],
-        quota: &Quota,
-    ) -> Result<Result<(), OverQuota>, StorageError>;
-    /// Unblocks `jids`, or everyone with `None`.
-    fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError>;
-}
-
-/// When each user was last online, and with what status (XEP-0012 §4).
-pub trait LastActivity {
-    /// Records the time (Unix seconds) the user's last resource went offline.
-    fn set_last_activity(&self, user: &str, at: i64, status: &str) -> Result<(), StorageError>;
-    fn last_activity(&self, user: &str) -> Result<Option<(i64, String)>, StorageError>;
 }
 
 /// Now, in Unix seconds.

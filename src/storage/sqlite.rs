@@ -246,7 +246,7 @@ impl Storage {
     /// The connection, for this module's siblings. A panic while it was held (a bug) leaves
     /// no half-done write behind, since an unfinished rusqlite transaction rolls back on drop,
     /// so a poisoned lock is safe to take over.
-    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.inner
             .conn
             .lock()
@@ -262,7 +262,7 @@ impl Storage {
     }
 
     /// Maps a rusqlite error to one that names the file and `action`.
-    pub(super) fn sqlite_err(
+    pub(crate) fn sqlite_err(
         &self,
         action: &'static str,
     ) -> impl FnOnce(rusqlite::Error) -> StorageError {

@@ -21,20 +21,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::features::{Access, IqCx, Registry, Target};
+use crate::features::{Access, Hook, HookCx, IqCx, Registry, Target, Verdict};
 use crate::jid::{BareJid, FullJid};
 use crate::ns;
+use crate::router::Origin;
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::{Storage, StorageError};
 
 use super::Router;
 
-mod blocking;
-mod last;
-mod offline;
 mod presence;
 mod roster;
 mod subscription;
+#[cfg(test)]
+mod tests;
 
 /// The two things every handler here needs.
 #[derive(Clone, Copy)]
@@ -50,7 +50,7 @@ pub struct Im<'a> {
 /// Ids for roster pushes; unique per process is enough (the client echoes them back).
 static NEXT_PUSH: AtomicU64 = AtomicU64::new(1);
 
-fn push_id() -> String {
+pub(crate) fn push_id() -> String {
     format!("push{}", NEXT_PUSH.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -67,7 +67,7 @@ pub struct Routed {
 pub const OFFLINE_PAGE: usize = 64;
 
 /// Runs a storage call on the storage threads.
-async fn on_pool<T: Send + 'static>(
+pub(crate) async fn on_pool<T: Send + 'static>(
     storage: &Storage,
     f: impl FnOnce(&Storage) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
@@ -75,12 +75,12 @@ async fn on_pool<T: Send + 'static>(
 }
 
 impl Im<'_> {
-    fn domain(&self) -> &str {
+    pub(crate) fn domain(&self) -> &str {
         self.router.domain()
     }
 
     /// The local account a JID names, if it is one of ours.
-    fn local_user<'j>(&self, jid: &'j BareJid) -> Option<&'j str> {
+    pub(crate) fn local_user<'j>(&self, jid: &'j BareJid) -> Option<&'j str> {
         if jid.domain() == self.domain() {
             jid.local()
         } else {
@@ -88,31 +88,11 @@ impl Im<'_> {
         }
     }
 
-    /// Routes one stanza from the local session `from` (its `from` already stamped).
-    /// Stanzas for `from` itself are appended to `out` (serialized, `jabber:client`).
-    pub async fn route(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
-        match stanza.kind {
-            Kind::Iq => self.iq(from, stanza, out).await,
-            Kind::Presence => return self.presence(from, stanza, out).await,
-            Kind::Message => {
-                if self.refused_for_blocking(from, &stanza, out).await {
-                    return Routed::default();
-                }
-                if let Some(undelivered) = self.router.route(from, stanza) {
-                    self.store_offline(from, undelivered).await
-                }
-            }
-        }
-        Routed::default()
-    }
-
-    /// An iq from the local session `from`. Addressed to the server's domain, or to an
-    /// account's bare JID (no `to` is the sender's own account, RFC 6120 §10.3.3), it is
-    /// answered by the module that routes its payload's namespace (`features::Registry`),
-    /// or with `service-unavailable` (RFC 6120 §8.4); the answer is written straight to
-    /// the sender, from the address asked (RFC 6120 §8.1.2.1). Anything else is routed.
-    async fn iq(&self, from: &FullJid, stanza: Stanza, out: &mut String) {
-        let target = match &stanza.to {
+    /// Where an iq goes: the server's domain, or an account's bare JID answered by the
+    /// server (no `to` is the sender's own account, RFC 6120 §10.3.3); `None` when it is
+    /// routed to someone (a full JID, another domain).
+    fn iq_target(&self, from: &FullJid, stanza: &Stanza) -> Option<Target> {
+        match &stanza.to {
             None => Some(Target::Account(from.bare())),
             Some(to) if to.domain() == self.domain() && to.resource().is_none() => {
                 Some(match to.local() {
@@ -121,45 +101,83 @@ impl Im<'_> {
                 })
             }
             Some(_) => None,
-        };
-        let Some(target) = target else {
-            if !self.refused_for_blocking(from, &stanza, out).await
-                && let Some(s) = self.router.route(from, stanza)
-            {
-                // Only messages come back undelivered.
-                log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
-            }
-            return;
-        };
-        let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
-        let route = stanza.iq_payload().and_then(|p| self.modules.iq_route(p));
-        let is_own = target == Target::Account(from.bare());
-        let access = route.map_or(Access::Anyone, |(_, r)| r.access);
-        if !is_own {
-            match access {
+        }
+    }
+
+    /// Routes one stanza from the local session `from` (its `from` already stamped).
+    /// Stanzas for `from` itself are appended to `out` (serialized, `jabber:client`).
+    ///
+    /// The way of a stanza: an iq for a module that only answers the account itself is
+    /// refused to anyone else; then the [`Hook::StanzaIn`] filters (XEP-0191 blocking) may
+    /// stop it; then iqs for the server or an account go to their module, presence to
+    /// RFC 6121 §3/§4 handling, and messages to the router, whose undeliverable ones go to
+    /// the [`Hook::MessageUndelivered`] module (XEP-0160 offline storage).
+    pub async fn route(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
+        let mut access = None;
+        let mut target = None;
+        if stanza.kind == Kind::Iq {
+            target = self.iq_target(from, &stanza);
+            access = stanza
+                .iq_payload()
+                .and_then(|p| self.modules.iq_route(p))
+                .map(|(_, r)| r.access);
+            let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
+            let is_own = target == Some(Target::Account(from.bare()));
+            if access == Some(Access::Own) && target.is_some() && !is_own && is_request {
                 // §2.1.5 / §2.3.3 (roster), XEP-0191 (blocklist): the account's own,
                 // whoever else is asked.
-                Access::Own if is_request => {
-                    return self
-                        .router
-                        .bounce_to(from, &stanza, StanzaCondition::Forbidden);
-                }
-                // XEP-0191 §3.5/§3.6: nothing passes between blocked parties.
-                Access::Anyone | Access::Own
-                    if target != Target::Server
-                        && self.refused_for_blocking(from, &stanza, out).await =>
-                {
-                    return;
-                }
-                _ => {}
+                self.router
+                    .bounce_to(from, &stanza, StanzaCondition::Forbidden);
+                return Routed::default();
             }
         }
-        let module = route.filter(|(_, r)| r.on.covers(&target)).map(|(m, _)| m);
-        if !is_request {
+        let cx = HookCx { im: *self, from };
+        for m in self.modules.hooked(Hook::StanzaIn) {
+            if m.filter_in(&cx, &stanza, access, out).await == Verdict::Stop {
+                return Routed::default();
+            }
+        }
+        match stanza.kind {
+            Kind::Iq => match target {
+                Some(target) => self.iq(from, target, stanza, out).await,
+                None => {
+                    if let Some(s) = self.router.route(Origin::Local(from), stanza) {
+                        // Only messages come back undelivered.
+                        log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
+                    }
+                }
+            },
+            Kind::Presence => return self.presence(from, stanza, out).await,
+            Kind::Message => {
+                if let Some(undelivered) = self.router.route(Origin::Local(from), stanza) {
+                    match self.modules.hooked(Hook::MessageUndelivered).next() {
+                        Some(m) => m.message_undelivered(&cx, undelivered).await,
+                        // RFC 6121 §8.5.2.2.1: no offline storage, so no such recipient.
+                        None => self.router.bounce_to(
+                            from,
+                            &undelivered,
+                            StanzaCondition::ServiceUnavailable,
+                        ),
+                    }
+                }
+            }
+        }
+        Routed::default()
+    }
+
+    /// An iq for the server's domain or an account's bare JID: answered by the module
+    /// that routes its payload's namespace (`features::Registry`), or with
+    /// `service-unavailable` (RFC 6120 §8.4); the answer is written straight to the
+    /// sender, from the address asked (RFC 6120 §8.1.2.1).
+    async fn iq(&self, from: &FullJid, target: Target, stanza: Stanza, out: &mut String) {
+        if !stanza.iq_type().is_some_and(|t| t.is_request()) {
             // RFC 6120 §8.2.3: results and errors are never answered; for the server
             // or an account, there is nobody to hand them to.
             return;
         }
+        let module = stanza
+            .iq_payload()
+            .and_then(|p| self.modules.iq_module(p, &target));
         let outcome = match module {
             Some(m) => {
                 let cx = IqCx {

@@ -2,13 +2,15 @@
 //! presence of a session that ends.
 
 use super::{Im, Routed, on_pool};
+use crate::features::last::LastActivity as _;
 use crate::features::presence;
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Ended;
+use crate::router::Origin;
 use crate::stanza::{Kind, Stanza, StanzaCondition};
-use crate::storage::{LastActivity as _, Roster as _, unix_now};
+use crate::storage::{Roster as _, unix_now};
 use crate::xml::Element;
 
 impl Im<'_> {
@@ -52,12 +54,9 @@ impl Im<'_> {
             Some(to) => to.bare() == from.bare(),
         };
         // No 'to', or the user's own bare JID: a broadcast (§4.2.1, §4.4.1, §4.5.1).
+        // (XEP-0191 blocking of subscriptions, directed presence and probes happened
+        // before, in the blocking module's filter.)
         let is_broadcast = to_self && stanza.to.as_ref().is_none_or(Jid::is_bare);
-        // XEP-0191: nothing passes between an account and someone it blocked, or who
-        // blocked it (subscriptions, directed presence and probes alike).
-        if !is_broadcast && self.refused_for_blocking(from, &stanza, out).await {
-            return Routed::default();
-        }
         match ty.as_deref() {
             None | Some("unavailable") if is_broadcast => {
                 return self.broadcast(from, stanza, ty.is_none(), out).await;
@@ -85,10 +84,10 @@ impl Im<'_> {
                 if let Some(to) = &stanza.to {
                     self.router.track_directed(from, to, ty.is_none());
                 }
-                let _ = self.router.route(from, stanza);
+                let _ = self.router.route(Origin::Local(from), stanza);
             }
             Some("error") => {
-                let _ = self.router.route(from, stanza);
+                let _ = self.router.route(Origin::Local(from), stanza);
             }
             Some(_) => self
                 .router
@@ -215,7 +214,7 @@ impl Im<'_> {
                 el: presence::addressed(el, to.as_str()),
                 to: Some(to),
             };
-            let _ = self.router.route(from, stanza);
+            let _ = self.router.route(Origin::Local(from), stanza);
         }
     }
 
@@ -261,7 +260,7 @@ impl Im<'_> {
 
     /// Sends the user's presence (or its end) to a contact whose subscription started or
     /// stopped (§3.1.5, §3.2.2, §3.3.3).
-    pub(super) fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
+    pub(crate) fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
         let Some(contact_user) = self.local_user(contact) else {
             return;
         };

@@ -2,6 +2,11 @@
 //! user with no available resource, and how they are marked (XEP-0203 `<delay/>`).
 //! Storing and delivering them is `router::im`'s job, through `storage::OfflineStore`.
 
+mod deliver;
+mod store;
+
+pub use store::{OfflineStore, Stored};
+
 use super::{Announce, Doc, Module, On, Spec, Status};
 use crate::stanza::MessageType;
 use crate::xml::Element;
@@ -42,6 +47,19 @@ impl Module for Offline {
             var: MSGOFFLINE,
             on: On::Server,
         }]
+    }
+
+    fn hooks(&self) -> &'static [super::Hook] {
+        &[super::Hook::MessageUndelivered]
+    }
+
+    /// §3: kept, with a `<delay/>`, until the user comes online.
+    fn message_undelivered<'a>(
+        &'a self,
+        cx: &'a super::HookCx<'a>,
+        stanza: crate::stanza::Stanza,
+    ) -> super::HookFuture<'a, ()> {
+        Box::pin(cx.im.store_offline(cx.from, stanza))
     }
 }
 

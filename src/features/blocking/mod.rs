@@ -3,6 +3,11 @@
 //! full JID, bare JID, domain/resource, domain), and the stanzas and errors it produces.
 //! Storing the list, caching it and enforcing it on traffic is `router::im`'s job.
 
+mod enforce;
+mod store;
+
+pub use store::BlockList;
+
 use crate::jid::Jid;
 use crate::ns;
 use crate::stanza::{ErrorType, IqType, Stanza, StanzaCondition, StanzaError};
@@ -56,6 +61,32 @@ impl super::Module for Blocking {
             on: super::On::Account,
             access: super::Access::Own,
         }]
+    }
+
+    fn hooks(&self) -> &'static [super::Hook] {
+        &[super::Hook::StanzaIn]
+    }
+
+    /// §3.5 / §3.6: nothing passes between an account and someone it blocked, or who
+    /// blocked it — messages, presence (subscriptions, directed presence, probes) and iqs
+    /// alike; broadcasts and what the account sends itself or the server are not
+    /// concerned. An iq whose module decides who may ask (XEP-0012) is left to it.
+    fn filter_in<'a>(
+        &'a self,
+        cx: &'a super::HookCx<'a>,
+        stanza: &'a Stanza,
+        access: Option<super::Access>,
+        out: &'a mut String,
+    ) -> super::HookFuture<'a, super::Verdict> {
+        Box::pin(async move {
+            if access == Some(super::Access::Module)
+                || !cx.im.refused_for_blocking(cx.from, stanza, out).await
+            {
+                super::Verdict::Pass
+            } else {
+                super::Verdict::Stop
+            }
+        })
     }
 
     fn handle_iq<'a>(&'a self, cx: &'a super::IqCx<'a>, iq: &'a Stanza) -> super::IqFuture<'a> {

@@ -1,15 +1,52 @@
-//! Offline messages (XEP-0160), blocklists (XEP-0191) and last activity (XEP-0012).
+//! XEP-0160 storage: messages kept for users who are offline, in arrival order.
 //!
 //! An offline message is committed (WAL, `synchronous=FULL`) before
 //! [`OfflineStore::store_offline`] returns, so once the server has decided to keep a
 //! message, a crash or power cut cannot lose it. Concurrent stores (and deletes) are
-//! grouped into one transaction per disk sync (`group.rs`).
+//! grouped into one transaction per disk sync (`storage/group.rs`).
 
-use super::accounts::{stored_bytes_in, usage_in};
-use super::{
-    BlockList, LastActivity, OfflineStore, OverQuota, Quota, Storage, StorageError, Stored,
-};
-use rusqlite::{OptionalExtension, params};
+use crate::storage::{OverQuota, Quota, Storage, StorageError, usage_in};
+use rusqlite::params;
+
+/// What [`OfflineStore::store_offline`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed to disk.
+    Stored,
+    /// The user's quota is used up; nothing stored.
+    Full(OverQuota),
+    /// There is no such account; nothing stored.
+    NoAccount,
+}
+
+/// Messages kept for users who are offline (XEP-0160), in arrival order.
+pub trait OfflineStore {
+    /// Stores a serialized message for `user` unless `quota.offline_messages` are already
+    /// waiting or it would take the account past `quota.stored_bytes`.
+    fn store_offline(
+        &self,
+        user: &str,
+        stanza: &str,
+        quota: &Quota,
+    ) -> Result<Stored, StorageError>;
+    /// The `limit` oldest waiting messages with their ids, oldest first.
+    fn offline_messages(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Deletes the messages up to and including id `through` (after delivering them).
+    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
+    /// Takes the `limit` oldest waiting messages out of storage, oldest first with their
+    /// ids: read and deleted in one committed transaction, so messages about to be handed
+    /// to a client can never be handed over again, even if the disk is full afterwards
+    /// (an error means nothing was taken).
+    fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Puts back messages [`OfflineStore::take_offline`] took but that could not be
+    /// written to the client, with their ids (so in their place in the order). Outside
+    /// the quota: they were within it when stored.
+    fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
+}
 
 impl OfflineStore for Storage {
     fn store_offline(
@@ -41,7 +78,14 @@ impl OfflineStore for Storage {
                 "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes)
                  VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut st| st.execute(params![user, stanza, super::unix_now(), size as i64]))
+            .and_then(|mut st| {
+                st.execute(params![
+                    user,
+                    stanza,
+                    crate::storage::unix_now(),
+                    size as i64
+                ])
+            })
             .map_err(s.sqlite_err("store an offline message"))?;
             Ok(Stored::Stored)
         })
@@ -118,7 +162,7 @@ impl OfflineStore for Storage {
                     id,
                     user,
                     stanza,
-                    super::unix_now(),
+                    crate::storage::unix_now(),
                     stanza.len() as i64
                 ])
                 .map_err(s.sqlite_err("restore offline messages"))?;
@@ -128,121 +172,11 @@ impl OfflineStore for Storage {
     }
 }
 
-impl BlockList for Storage {
-    fn blocklist(&self, user: &str) -> Result<Vec<String>, StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT jid FROM blocklist WHERE localpart = ?1 ORDER BY jid")
-            .map_err(self.sqlite_err("read a blocklist"))?;
-        let rows = stmt
-            .query_map([user], |r| r.get(0))
-            .map_err(self.sqlite_err("read a blocklist"))?;
-        rows.collect::<Result<Vec<String>, _>>()
-            .map_err(self.sqlite_err("read a blocklist"))
-    }
-
-    fn block(
-        &self,
-        user: &str,
-        jids: &[String],
-        quota: &Quota,
-    ) -> Result<Result<(), OverQuota>, StorageError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sqlite_err("start a transaction"))?;
-        let used_before =
-            stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
-        for j in jids {
-            tx.execute(
-                "INSERT OR IGNORE INTO blocklist (localpart, jid) VALUES (?1, ?2)",
-                [user, j],
-            )
-            .map_err(self.sqlite_err("block a JID"))?;
-        }
-        let count: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM blocklist WHERE localpart = ?1",
-                [user],
-                |r| r.get(0),
-            )
-            .map_err(self.sqlite_err("count blocked JIDs"))?;
-        // Checked after writing, so duplicates and JIDs already blocked count once;
-        // dropping the transaction undoes a refused block.
-        if usize::try_from(count).unwrap_or(usize::MAX) > quota.blocked {
-            return Ok(Err(OverQuota::Items));
-        }
-        let used = stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
-        if used > quota.stored_bytes && used > used_before {
-            return Ok(Err(OverQuota::Bytes));
-        }
-        tx.commit().map_err(self.sqlite_err("commit a block"))?;
-        Ok(Ok(()))
-    }
-
-    fn unblock(&self, user: &str, jids: Option<&[String]>) -> Result<(), StorageError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction()
-            .map_err(self.sqlite_err("start a transaction"))?;
-        match jids {
-            None => {
-                tx.execute("DELETE FROM blocklist WHERE localpart = ?1", [user])
-                    .map_err(self.sqlite_err("unblock everyone"))?;
-            }
-            Some(jids) => {
-                for j in jids {
-                    tx.execute(
-                        "DELETE FROM blocklist WHERE localpart = ?1 AND jid = ?2",
-                        [user, j],
-                    )
-                    .map_err(self.sqlite_err("unblock a JID"))?;
-                }
-            }
-        }
-        tx.commit().map_err(self.sqlite_err("commit an unblock"))
-    }
-}
-
-impl LastActivity for Storage {
-    fn set_last_activity(&self, user: &str, at: i64, status: &str) -> Result<(), StorageError> {
-        let conn = self.conn();
-        // "Last seen" is a hint, not something a user handed us to keep: losing the
-        // newest one in a power cut is harmless, while a disk sync at every logout was
-        // what bounded logins per second (BENCHMARKS.md). In WAL mode `NORMAL` keeps
-        // the database consistent, and the next `FULL` commit makes this one durable.
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(self.sqlite_err("relax syncing for last activity"))?;
-        // An account deleted meanwhile has nothing to record: the foreign key would refuse.
-        let written = conn
-            .prepare_cached(
-                "INSERT INTO last_activity (localpart, logout_at, status)
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE localpart = ?1)
-                 ON CONFLICT (localpart) DO UPDATE SET logout_at = ?2, status = ?3",
-            )
-            .and_then(|mut st| st.execute(params![user, at, status]));
-        let restored = conn.execute_batch("PRAGMA synchronous = FULL");
-        written.map_err(self.sqlite_err("record last activity"))?;
-        restored.map_err(self.sqlite_err("restore full syncing"))?;
-        Ok(())
-    }
-
-    fn last_activity(&self, user: &str) -> Result<Option<(i64, String)>, StorageError> {
-        self.conn()
-            .prepare_cached("SELECT logout_at, status FROM last_activity WHERE localpart = ?1")
-            .and_then(|mut st| {
-                st.query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(self.sqlite_err("read last activity"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::blocking::BlockList as _;
     use crate::storage::Accounts;
-
     fn store() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
@@ -290,44 +224,6 @@ mod tests {
     }
 
     #[test]
-    fn blocklist_round_trip() {
-        let (_d, s) = store();
-        s.block(
-            "alice",
-            &["b@x".into(), "c@x".into(), "b@x".into()],
-            &Quota::DEFAULT,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(s.blocklist("alice").unwrap(), ["b@x", "c@x"]);
-        s.unblock("alice", Some(&["b@x".into()])).unwrap();
-        assert_eq!(s.blocklist("alice").unwrap(), ["c@x"]);
-        s.unblock("alice", None).unwrap();
-        assert!(s.blocklist("alice").unwrap().is_empty());
-    }
-
-    #[test]
-    fn blocklist_count_limit_refuses_the_whole_request() {
-        let (_d, s) = store();
-        let q = Quota {
-            blocked: 2,
-            ..Quota::DEFAULT
-        };
-        s.block("alice", &["a@x".into(), "a@x".into()], &q)
-            .unwrap()
-            .unwrap();
-        // Blocking what is already blocked does not count twice.
-        s.block("alice", &["a@x".into(), "b@x".into()], &q)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            s.block("alice", &["c@x".into()], &q).unwrap(),
-            Err(OverQuota::Items)
-        );
-        assert_eq!(s.blocklist("alice").unwrap(), ["a@x", "b@x"]);
-    }
-
-    #[test]
     fn stored_bytes_count_every_kind_and_bound_writes() {
         let (_d, s) = store();
         assert_eq!(s.stored_bytes("alice").unwrap(), 0);
@@ -362,27 +258,6 @@ mod tests {
         s.unblock("alice", None).unwrap();
         assert_eq!(s.stored_bytes("alice").unwrap(), 0);
         assert_eq!(s.stored_bytes("nobody").unwrap(), 0);
-    }
-
-    #[test]
-    fn last_activity_round_trip() {
-        let (_d, s) = store();
-        assert_eq!(s.last_activity("alice").unwrap(), None);
-        s.set_last_activity("alice", 100, "gone").unwrap();
-        s.set_last_activity("alice", 200, "").unwrap();
-        assert_eq!(
-            s.last_activity("alice").unwrap(),
-            Some((200, String::new()))
-        );
-        // Unknown accounts are ignored rather than an error.
-        s.set_last_activity("nobody", 1, "").unwrap();
-        assert_eq!(s.last_activity("nobody").unwrap(), None);
-        // Everything else is still written with full syncing (2 = FULL).
-        let sync: i64 = s
-            .conn()
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 2);
     }
 
     #[test]

@@ -3,19 +3,20 @@
 
 use std::sync::Arc;
 
-use super::{Im, on_pool, push_id};
+use super::BlockList as _;
 use crate::features::blocking::{self, BlockRequest};
 use crate::features::subscription::PresenceFlow;
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Interest;
+use crate::router::im::{Im, on_pool, push_id};
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
-use crate::storage::{Accounts as _, BlockList as _, OverQuota, Roster as _, StorageError};
+use crate::storage::{Accounts as _, OverQuota, Roster as _, StorageError};
 use crate::xml::Element;
 
 /// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Blocked {
+pub(crate) enum Blocked {
     No,
     /// The sender blocked the recipient: the sender gets `not-acceptable` + `<blocked/>`.
     BySender,
@@ -29,7 +30,7 @@ impl Im<'_> {
     /// accounts that exist, so messages to made-up names cannot grow the cache. An error
     /// means the list is unknown: callers fail closed (XEP-0191 §3.5 cannot be honoured,
     /// so nothing is let through on a guess).
-    pub(super) async fn blocklist(&self, user: &str) -> Result<Arc<[String]>, StorageError> {
+    pub(crate) async fn blocklist(&self, user: &str) -> Result<Arc<[String]>, StorageError> {
         if let Some(l) = self.router.cached_blocklist(user) {
             return Ok(l);
         }
@@ -52,7 +53,7 @@ impl Im<'_> {
     }
 
     /// Whether the local user `from` and `to` blocked each other.
-    pub(super) async fn blocked(&self, from: &FullJid, to: &Jid) -> Result<Blocked, StorageError> {
+    pub(crate) async fn blocked(&self, from: &FullJid, to: &Jid) -> Result<Blocked, StorageError> {
         let Some(user) = from.local() else {
             return Ok(Blocked::No);
         };
@@ -72,7 +73,7 @@ impl Im<'_> {
 
     /// Applies XEP-0191 §3.5/§3.6 to a stanza for another account: true when it was
     /// refused (and the sender told, where the XEP says so).
-    pub(super) async fn refused_for_blocking(
+    pub(crate) async fn refused_for_blocking(
         &self,
         from: &FullJid,
         stanza: &Stanza,
@@ -118,7 +119,7 @@ impl Im<'_> {
 
     /// Whether presence may flow between `user` and the local `contact` (neither blocked
     /// the other). Not when a blocklist cannot be read (fail closed).
-    pub(super) async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
+    pub(crate) async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
         let Some(contact_user) = self.local_user(contact) else {
             return true;
         };

@@ -1,12 +1,13 @@
 //! XEP-0160: storing messages for users with no available resource, and handing them
 //! to the connection page by page.
 
-use super::{Im, on_pool};
+use super::{OfflineStore as _, Stored};
 use crate::features::offline;
 use crate::jid::FullJid;
 use crate::ns;
+use crate::router::im::{Im, on_pool};
 use crate::stanza::{Stanza, StanzaCondition};
-use crate::storage::{OfflineStore as _, Stored, unix_now};
+use crate::storage::unix_now;
 
 impl Im<'_> {
     /// Takes up to `limit` of `user`'s offline messages out of storage, oldest first,
@@ -40,7 +41,7 @@ impl Im<'_> {
     /// XEP-0160 §3: a chat or normal message for a local account with no available
     /// resource is stored with a `<delay/>`; a full store gets `resource-constraint`, an
     /// unknown account `service-unavailable` (RFC 6121 §8.5.2.2.1).
-    pub(super) async fn store_offline(&self, from: &FullJid, stanza: Stanza) {
+    pub(crate) async fn store_offline(&self, from: &FullJid, stanza: Stanza) {
         let Some(user) = stanza
             .to
             .as_ref()

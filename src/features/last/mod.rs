@@ -2,6 +2,11 @@
 //! said then: "last seen" for people and for sensors. Sans-IO: the answer from what the
 //! router and storage know; `router::im` looks those up and checks the subscription.
 
+mod lookup;
+mod store;
+
+pub use store::LastActivity;
+
 use super::{Access, Announce, Doc, IqCx, IqFuture, IqRoute, Module, On, Spec, Status, Target};
 use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;

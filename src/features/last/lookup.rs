@@ -1,10 +1,11 @@
 //! XEP-0012: last activity of an account, for those allowed to see its presence.
 
-use super::{Im, on_pool};
+use super::LastActivity as _;
 use crate::features::last;
 use crate::jid::{BareJid, FullJid};
+use crate::router::im::{Im, on_pool};
 use crate::stanza::{StanzaCondition, StanzaError};
-use crate::storage::{Accounts as _, LastActivity as _, Roster as _, unix_now};
+use crate::storage::{Accounts as _, Roster as _, unix_now};
 use crate::xml::Element;
 
 impl Im<'_> {
