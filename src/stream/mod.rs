@@ -1,6 +1,8 @@
-//! Stream negotiation: the c2s state machine, SASL, and login throttling.
+//! Stream negotiation: the core every stream shares ([`negotiation`]), the c2s
+//! state machine on it, SASL, and login throttling.
 
 pub mod c2s;
+pub mod negotiation;
 pub mod sasl;
 pub mod throttle;
 
