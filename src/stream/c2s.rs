@@ -108,6 +108,42 @@ impl From<Wire> for Action {
     }
 }
 
+impl From<Event> for Input {
+    fn from(ev: Event) -> Input {
+        Input::Xml(ev)
+    }
+}
+
+impl crate::stream::Machine for C2s {
+    type Input = Input;
+    type Action = Action;
+
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        C2s::handle(self, input)
+    }
+
+    fn fail(&mut self, err: StreamError, out: &mut Vec<Action>) {
+        C2s::fail(self, err, out)
+    }
+
+    fn shutdown(&mut self) -> Vec<Action> {
+        C2s::shutdown(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        C2s::is_closed(self)
+    }
+
+    fn wire(action: Action) -> Result<Wire, Action> {
+        match action {
+            Action::Send(s) => Ok(Wire::Send(s)),
+            Action::ResetFramer => Ok(Wire::ResetFramer),
+            Action::Close => Ok(Wire::Close),
+            other => Err(other),
+        }
+    }
+}
+
 /// Where in the negotiation the stream is. Whether it is open or closed at
 /// all is the [`Negotiation`]'s.
 #[derive(Debug)]
