@@ -5,7 +5,8 @@
 //! ```text
 //! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
-//!      └► stream/  c2s negotiation as a sans-IO state machine: STARTTLS, SASL (sasl/), bind
+//!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
+//!          │        restarts, errors) and the c2s machine on it: STARTTLS, SASL (sasl/), bind
 //!          └► router/   local sessions by JID, RFC 6121 §8 delivery, the domain table
 //!              │         (host, services, remote) and stanza origins (local, remote,
 //!              │         service); router/im/: a local session's stanza on its way, with
@@ -15,7 +16,8 @@
 //!                            and hooks, beside its own storage trait (blocking/, offline/,
 //!                            last/)
 //! storage/    SQLite: the connection, group commit, migrations, accounts and rosters
-//! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused
+//! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
+//!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
 //! admin/      `hearth user …` subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation

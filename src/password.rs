@@ -17,6 +17,9 @@
 //!
 //! Storage only hands back the stored PHC string (`Accounts::password_hash`); hashing
 //! never runs under the database lock or on the storage threads.
+//!
+//! What is stored for a new password is derived here too ([`Credentials`]): the argon2id
+//! PHC string and the SCRAM keys (RFC 5802 §3); storage only stores what it is given.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -26,7 +29,7 @@ use argon2::password_hash::phc::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use crate::pool::{Pool, PoolConfig, PoolError};
-use crate::stream::sasl::prepare_password;
+use crate::stream::sasl::{ScramCredentials, ScramHash, prepare_password, random_salt};
 
 /// argon2id memory cost in KiB: 19 MiB. With [`ARGON2_T_COST`] = 2 and [`ARGON2_P_COST`] = 1
 /// this is OWASP's first recommended argon2id setting (Password Storage Cheat Sheet), and the
@@ -71,6 +74,9 @@ pub enum PasswordError {
     Busy,
     /// The stored hash is unreadable, or argon2 or the random generator failed.
     Crypto(String),
+    /// A new password that cannot be stored: empty, or refused by PRECIS OpaqueString
+    /// (RFC 8265 §4.2).
+    Invalid(String),
 }
 
 impl fmt::Display for PasswordError {
@@ -78,6 +84,7 @@ impl fmt::Display for PasswordError {
         match self {
             PasswordError::Busy => f.write_str("too many password checks waiting"),
             PasswordError::Crypto(e) => write!(f, "password hashing: {e}"),
+            PasswordError::Invalid(why) => write!(f, "invalid password: {why}"),
         }
     }
 }
@@ -179,6 +186,50 @@ pub fn hash(prepared: &str) -> Result<String, PasswordError> {
     Ok(phc.to_string())
 }
 
+/// PBKDF2 iterations for new SCRAM keys: RFC 7677 §4 asks for at least 4096, and clients
+/// must recompute them at every login (a phone, an ESP32), so no more.
+pub const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The hashes hearth keeps SCRAM keys for (RFC 5802, RFC 7677).
+pub const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
+
+/// Everything stored for one password (DESIGN.md "Credentials"), derived before storage
+/// is touched: the password itself never reaches storage.
+pub struct Credentials {
+    /// argon2id PHC string of the PRECIS-prepared password, for PLAIN.
+    pub phc: String,
+    /// SCRAM keys (RFC 5802 §3) per hash, each with its own salt; empty when SCRAM keys
+    /// are off.
+    pub scram: Vec<(ScramHash, ScramCredentials)>,
+}
+
+impl Credentials {
+    /// Derives what is stored for `password`: the argon2id hash and, when `scram_keys`,
+    /// SaltedPassword → StoredKey and ServerKey for [`SCRAM_HASHES`] (PBKDF2 with
+    /// [`SCRAM_ITERATIONS`] and a fresh salt each, RFC 5802 §3). Slow (argon2id): not for
+    /// an async task.
+    pub fn derive(password: &str, scram_keys: bool) -> Result<Credentials, PasswordError> {
+        if password.is_empty() {
+            return Err(PasswordError::Invalid("it is empty".into()));
+        }
+        let prepared =
+            prepare_password(password).map_err(|e| PasswordError::Invalid(e.to_string()))?;
+        let phc = hash(&prepared)?;
+        let mut scram = Vec::new();
+        if scram_keys {
+            for h in SCRAM_HASHES {
+                let salt = random_salt().map_err(|e| {
+                    PasswordError::Crypto(format!("no randomness from the OS: {e}"))
+                })?;
+                let creds = ScramCredentials::derive(h, password, &salt, SCRAM_ITERATIONS)
+                    .map_err(|e| PasswordError::Invalid(e.to_string()))?;
+                scram.push((h, creds));
+            }
+        }
+        Ok(Credentials { phc, scram })
+    }
+}
+
 /// Checks a prepared password against a PHC string, with the parameters the string
 /// carries, in this thread's reused work area.
 fn verify_prepared(phc: &str, prepared: &str) -> Result<bool, PasswordError> {
@@ -244,6 +295,37 @@ pub fn free_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 5802 §3: the stored keys are exactly SCRAM's derivation from the password, with
+    /// a salt of their own per hash; nothing of the password is kept in clear.
+    #[test]
+    fn credentials_are_argon2id_and_scram_keys() {
+        let c = Credentials::derive("pencil", true).unwrap();
+        assert!(verify(Some(&c.phc), "pencil").unwrap());
+        assert_eq!(
+            c.scram.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+            SCRAM_HASHES
+        );
+        for (h, keys) in &c.scram {
+            assert_eq!(keys.iterations, SCRAM_ITERATIONS);
+            assert_eq!(keys.salt.len(), crate::stream::sasl::SALT_LEN);
+            let expected =
+                ScramCredentials::derive(*h, "pencil", &keys.salt, SCRAM_ITERATIONS).unwrap();
+            assert!(*keys == expected, "{h:?}");
+        }
+        assert_ne!(c.scram[0].1.salt, c.scram[1].1.salt);
+
+        let off = Credentials::derive("pencil", false).unwrap();
+        assert!(off.scram.is_empty());
+        assert!(matches!(
+            Credentials::derive("", true),
+            Err(PasswordError::Invalid(_))
+        ));
+        assert!(matches!(
+            Credentials::derive("a\u{7}b", true),
+            Err(PasswordError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn hash_then_verify() {

@@ -8,21 +8,20 @@
 //!   but whoever steals them can impersonate the *server* to that user, and brute-force the
 //!   password at PBKDF2 speed: that is the trade-off an owner may refuse by turning them off.
 //!
-//! argon2id hashing and checking are `crate::password`'s: storage hands back the stored
-//! PHC string ([`Accounts::password_hash`]), so a slow argon2 never holds the connection
-//! lock or a storage thread.
+//! Deriving those values is `crate::password`'s ([`Credentials::derive`]: argon2id, and
+//! PBKDF2 to StoredKey and ServerKey); storage stores what it is given
+//! ([`Accounts::insert_account`], [`Accounts::replace_credentials`]) and hands back the
+//! stored PHC string ([`Accounts::password_hash`]), so a slow argon2 never holds the
+//! connection lock or a storage thread.
 
 use super::{Accounts, Storage, StorageError, unix_now};
-use crate::password;
-use crate::stream::sasl::{ScramCredentials, ScramHash, prepare_password};
+use crate::password::Credentials;
+#[cfg(test)]
+use crate::password::{SCRAM_HASHES, SCRAM_ITERATIONS};
+#[cfg(test)]
+use crate::stream::sasl::SALT_LEN;
+use crate::stream::sasl::{ScramCredentials, ScramHash};
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// PBKDF2 iterations for new SCRAM keys: RFC 7677 §4 asks for at least 4096, and clients
-/// must recompute them at every login (a phone, an ESP32), so no more.
-pub const SCRAM_ITERATIONS: u32 = 4096;
-
-/// Random salt length for SCRAM (RFC 4086 randomness from the OS).
-const SALT_LEN: usize = 16;
 
 /// The SASL mechanism name a key row is stored under (RFC 5802 §4, RFC 7677 §3).
 fn mechanism(hash: ScramHash) -> &'static str {
@@ -31,9 +30,6 @@ fn mechanism(hash: ScramHash) -> &'static str {
         ScramHash::Sha256 => "SCRAM-SHA-256",
     }
 }
-
-/// The hashes hearth keeps SCRAM keys for.
-const SCRAM_HASHES: [ScramHash; 2] = [ScramHash::Sha1, ScramHash::Sha256];
 
 /// What an account holds, as the quotas count it: `None` when there is no such account.
 pub(crate) struct Usage {
@@ -71,13 +67,13 @@ impl Accounts for Storage {
         stored_bytes_in(&self.conn(), user).map_err(self.sqlite_err("count stored bytes"))
     }
 
-    fn create_account(&self, user: &str, password: &str) -> Result<(), StorageError> {
-        // Fail before the expensive hashing if the name is taken; the INSERT below still
+    fn keeps_scram_keys(&self) -> bool {
+        self.scram_keys()
+    }
+
+    fn insert_account(&self, user: &str, creds: &Credentials) -> Result<(), StorageError> {
+        // `create_account` checked the name before the expensive hashing; the INSERT still
         // catches a race with another process.
-        if self.account_exists(user)? {
-            return Err(already_exists(user));
-        }
-        let creds = Credentials::new(password, self.scram_keys())?;
         let mut conn = self.conn();
         let tx = conn
             .transaction()
@@ -96,11 +92,7 @@ impl Accounts for Storage {
         tx.commit().map_err(self.sqlite_err("commit a new account"))
     }
 
-    fn set_password(&self, user: &str, password: &str) -> Result<(), StorageError> {
-        if !self.account_exists(user)? {
-            return Err(not_found(user));
-        }
-        let creds = Credentials::new(password, self.scram_keys())?;
+    fn replace_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StorageError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
@@ -188,35 +180,6 @@ impl Accounts for Storage {
     }
 }
 
-/// Everything stored for one password, computed before the database is touched.
-struct Credentials {
-    /// argon2id PHC string.
-    phc: String,
-    /// SCRAM keys per hash; empty when SCRAM keys are off.
-    scram: Vec<(ScramHash, ScramCredentials)>,
-}
-
-impl Credentials {
-    fn new(password: &str, scram_keys: bool) -> Result<Credentials, StorageError> {
-        if password.is_empty() {
-            return Err(StorageError::InvalidPassword("it is empty".into()));
-        }
-        let prepared =
-            prepare_password(password).map_err(|e| StorageError::InvalidPassword(e.to_string()))?;
-        let phc = password::hash(&prepared)?;
-        let mut scram = Vec::new();
-        if scram_keys {
-            for hash in SCRAM_HASHES {
-                let salt = random_salt()?;
-                let creds = ScramCredentials::derive(hash, password, &salt, SCRAM_ITERATIONS)
-                    .map_err(|e| StorageError::InvalidPassword(e.to_string()))?;
-                scram.push((hash, creds));
-            }
-        }
-        Ok(Credentials { phc, scram })
-    }
-}
-
 fn insert_scram_keys(
     storage: &Storage,
     tx: &rusqlite::Transaction<'_>,
@@ -239,13 +202,6 @@ fn insert_scram_keys(
         .map_err(storage.sqlite_err("store SCRAM keys"))?;
     }
     Ok(())
-}
-
-fn random_salt() -> Result<[u8; SALT_LEN], StorageError> {
-    let mut salt = [0u8; SALT_LEN];
-    getrandom::fill(&mut salt)
-        .map_err(|e| StorageError::Crypto(format!("no randomness from the OS: {e}")))?;
-    Ok(salt)
 }
 
 fn already_exists(user: &str) -> StorageError {

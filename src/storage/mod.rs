@@ -22,12 +22,12 @@ mod sqlite;
 
 use crate::features::subscription::SubState;
 use crate::jid::BareJid;
+use crate::password::Credentials;
 use crate::stream::sasl::{ScramCredentials, ScramHash};
 use std::fmt;
 use std::path::PathBuf;
 
-pub use crate::password::{ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST};
-pub use accounts::SCRAM_ITERATIONS;
+pub use crate::password::{ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST, SCRAM_ITERATIONS};
 pub(crate) use accounts::{stored_bytes_in, usage_in};
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{DB_FILE_NAME, Storage};
@@ -39,11 +39,37 @@ pub use sqlite::{DB_FILE_NAME, Storage};
 pub trait Accounts {
     /// What `user` stores, in bytes, as [`Quota::stored_bytes`] counts it (0 for no account).
     fn stored_bytes(&self, user: &str) -> Result<u64, StorageError>;
-    /// Creates an account; [`StorageError::AlreadyExists`] if the name is taken.
-    fn create_account(&self, user: &str, password: &str) -> Result<(), StorageError>;
+    /// Stores a new account with credentials derived beforehand ([`Credentials::derive`]);
+    /// [`StorageError::AlreadyExists`] if the name is taken.
+    fn insert_account(&self, user: &str, creds: &Credentials) -> Result<(), StorageError>;
+    /// Replaces the stored credentials, dropping every SCRAM key of the old password;
+    /// [`StorageError::NotFound`] if there is no such account.
+    fn replace_credentials(&self, user: &str, creds: &Credentials) -> Result<(), StorageError>;
+    /// Whether SCRAM keys are kept and served (`[auth] scram_keys`).
+    fn keeps_scram_keys(&self) -> bool;
+    /// Creates an account: derives its credentials (`crate::password`) and stores them.
+    /// [`StorageError::AlreadyExists`] if the name is taken, checked first so that a taken
+    /// name costs no hashing. Slow (argon2id): not for an async task.
+    fn create_account(&self, user: &str, password: &str) -> Result<(), StorageError> {
+        if self.account_exists(user)? {
+            return Err(StorageError::AlreadyExists {
+                user: user.to_owned(),
+            });
+        }
+        let creds = Credentials::derive(password, self.keeps_scram_keys())?;
+        self.insert_account(user, &creds)
+    }
     /// Replaces the password (and the SCRAM keys); [`StorageError::NotFound`] if there is no
-    /// such account.
-    fn set_password(&self, user: &str, password: &str) -> Result<(), StorageError>;
+    /// such account. Slow, like [`Accounts::create_account`].
+    fn set_password(&self, user: &str, password: &str) -> Result<(), StorageError> {
+        if !self.account_exists(user)? {
+            return Err(StorageError::NotFound {
+                user: user.to_owned(),
+            });
+        }
+        let creds = Credentials::derive(password, self.keeps_scram_keys())?;
+        self.replace_credentials(user, &creds)
+    }
     /// Deletes an account and everything stored for it; [`StorageError::NotFound`] if there is
     /// no such account.
     fn delete_account(&self, user: &str) -> Result<(), StorageError>;
@@ -243,6 +269,7 @@ impl From<crate::password::PasswordError> for StorageError {
     fn from(e: crate::password::PasswordError) -> StorageError {
         match e {
             crate::password::PasswordError::Crypto(why) => StorageError::Crypto(why),
+            crate::password::PasswordError::Invalid(why) => StorageError::InvalidPassword(why),
             busy @ crate::password::PasswordError::Busy => StorageError::Crypto(busy.to_string()),
         }
     }

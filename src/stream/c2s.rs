@@ -11,6 +11,11 @@
 //! header → features(mechanisms) → SASL → `<success/>` →
 //! header → features(bind, session optional) → bind → established.
 //! With direct TLS (XEP-0368) the first stage is skipped.
+//!
+//! The stream itself (headers and their checks, the features wrapper,
+//! restarts, stream errors, closing) is [`Negotiation`]'s, the core it shares
+//! with the s2s machines; this file decides what each stage offers and what
+//! each first-level element means.
 
 use std::sync::Arc;
 
@@ -20,10 +25,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use crate::jid::{self, FullJid};
 use crate::ns;
 use crate::stanza::{Rejected, Stanza, StanzaCondition, StanzaError, StreamCondition, StreamError};
+use crate::stream::negotiation::{Incoming, Negotiation, Wire};
 use crate::stream::sasl::{
     ChannelBindings, Mechanism, SaslAction, SaslFailure, SaslServer, ScramCredentials, ScramHash,
 };
-use crate::xml::{Element, Event, StreamHeader};
+use crate::xml::{Element, Event};
 
 /// What does not change during a stream: the server's policy.
 #[derive(Clone, Debug)]
@@ -92,7 +98,54 @@ pub enum Action {
     Close,
 }
 
-/// Where in the negotiation the stream is.
+impl From<Wire> for Action {
+    fn from(w: Wire) -> Action {
+        match w {
+            Wire::Send(s) => Action::Send(s),
+            Wire::ResetFramer => Action::ResetFramer,
+            Wire::Close => Action::Close,
+        }
+    }
+}
+
+impl From<Event> for Input {
+    fn from(ev: Event) -> Input {
+        Input::Xml(ev)
+    }
+}
+
+impl crate::stream::Machine for C2s {
+    type Input = Input;
+    type Action = Action;
+
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        C2s::handle(self, input)
+    }
+
+    fn fail(&mut self, err: StreamError, out: &mut Vec<Action>) {
+        C2s::fail(self, err, out)
+    }
+
+    fn shutdown(&mut self) -> Vec<Action> {
+        C2s::shutdown(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        C2s::is_closed(self)
+    }
+
+    fn wire(action: Action) -> Result<Wire, Action> {
+        match action {
+            Action::Send(s) => Ok(Wire::Send(s)),
+            Action::ResetFramer => Ok(Wire::ResetFramer),
+            Action::Close => Ok(Wire::Close),
+            other => Err(other),
+        }
+    }
+}
+
+/// Where in the negotiation the stream is. Whether it is open or closed at
+/// all is the [`Negotiation`]'s.
 #[derive(Debug)]
 enum Phase {
     /// Waiting for the (re)opened stream header.
@@ -111,8 +164,6 @@ enum Phase {
     Binding(String),
     /// Resource bound: stanzas flow.
     Established,
-    /// The stream is closed; nothing more is accepted.
-    Closed,
 }
 
 /// The state of one client stream.
@@ -122,8 +173,8 @@ pub struct C2s {
     phase: Phase,
     /// Channel-binding data when the stream is under TLS.
     tls: Option<ChannelBindings>,
-    /// Whether our header for the current stream has been written.
-    header_sent: bool,
+    /// The stream layer: headers, restarts, errors, closing.
+    stream: Negotiation,
     /// The authenticated account (localpart) once SASL succeeded.
     user: Option<String>,
     /// The username of an authentication attempt waiting for storage.
@@ -138,10 +189,10 @@ impl C2s {
     /// or one already under TLS (direct TLS, XEP-0368) when `tls` is given.
     pub fn new(policy: Arc<C2sPolicy>, tls: Option<ChannelBindings>) -> C2s {
         C2s {
+            stream: Negotiation::receiving(ns::CLIENT, policy.domain.clone()),
             policy,
             phase: Phase::Header,
             tls,
-            header_sent: false,
             user: None,
             pending_user: None,
             jid: None,
@@ -166,25 +217,27 @@ impl C2s {
 
     /// True when the session is bound and stanzas flow.
     pub fn is_established(&self) -> bool {
-        matches!(self.phase, Phase::Established)
+        matches!(self.phase, Phase::Established) && !self.stream.is_closed()
+    }
+
+    /// True when the stream is over: nothing more is accepted.
+    pub fn is_closed(&self) -> bool {
+        self.stream.is_closed()
     }
 
     /// Reacts to one input.
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
-        if matches!(self.phase, Phase::Closed) {
+        if self.stream.is_closed() {
             return out;
         }
         match input {
-            Input::Xml(Event::Open(h)) => self.on_header(&h, &mut out),
-            Input::Xml(Event::Close) => {
-                // RFC 6120 §4.4: answer the peer's close with ours.
-                self.send_header_if_needed(&mut out);
-                out.push(Action::Send("</stream:stream>".into()));
-                out.push(Action::Close);
-                self.phase = Phase::Closed;
-            }
-            Input::Xml(Event::Stanza(el)) => self.on_element(el, &mut out),
+            // Headers, closes and stream errors are the core's (RFC 6120 §4).
+            Input::Xml(ev) => match self.stream.on_event(ev, &mut out) {
+                Incoming::Opened(_) => self.on_opened(&mut out),
+                Incoming::Element(el) => self.on_element(el, &mut out),
+                Incoming::Handled => {}
+            },
             Input::TlsEstablished(cb) => {
                 if matches!(self.phase, Phase::TlsStarting) {
                     self.tls = Some(cb);
@@ -218,83 +271,20 @@ impl C2s {
     /// Closes the stream with a stream error (RFC 6120 §4.9.1): our header
     /// first if it was not yet sent, the error, then `</stream:stream>`.
     pub fn fail(&mut self, err: StreamError, out: &mut Vec<Action>) {
-        if matches!(self.phase, Phase::Closed) {
-            return;
-        }
-        self.send_header_if_needed(out);
-        out.push(Action::Send(format!("{}</stream:stream>", err.to_xml())));
-        out.push(Action::Close);
-        self.phase = Phase::Closed;
+        self.stream.fail(err, out);
     }
 
     /// The stream is being shut down by the server (SIGTERM): a
     /// `system-shutdown` stream error (RFC 6120 §4.9.3.19).
     pub fn shutdown(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        self.fail(
-            StreamError::new(StreamCondition::SystemShutdown).with_text("the server is stopping"),
-            &mut out,
-        );
+        self.stream.shutdown(&mut out);
         out
     }
 
-    fn send_header_if_needed(&mut self, out: &mut Vec<Action>) {
-        if !self.header_sent {
-            out.push(Action::Send(self.header_xml()));
-            self.header_sent = true;
-        }
-    }
-
-    fn header_xml(&self) -> String {
-        let mut s = String::with_capacity(256);
-        s.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' ");
-        s.push_str("xmlns:stream='http://etherx.jabber.org/streams' id='");
-        s.push_str(&super::new_stream_id());
-        s.push_str("' from='");
-        crate::xml::escape_attr(&self.policy.domain, &mut s);
-        s.push_str("' version='1.0' xml:lang='en'>");
-        s
-    }
-
-    /// RFC 6120 §4.7: checks the client's stream header, answers with ours
-    /// and the features for the current stage.
-    fn on_header(&mut self, h: &StreamHeader, out: &mut Vec<Action>) {
-        if !matches!(self.phase, Phase::Header) {
-            // A second header inside an open stream is not XML we accept.
-            return self.fail(StreamError::new(StreamCondition::NotWellFormed), out);
-        }
-        if h.default_ns() != ns::CLIENT {
-            return self.fail(
-                StreamError::new(StreamCondition::InvalidNamespace)
-                    .with_text("the content namespace must be jabber:client"),
-                out,
-            );
-        }
-        // §4.7.2: a client MUST put the server's domain in 'to'.
-        let to_ok = h
-            .attr("to")
-            .and_then(|to| jid::normalize_domain(to).ok())
-            .is_some_and(|d| *d == *self.policy.domain);
-        if !to_ok {
-            let text = format!("this server is {}", self.policy.domain);
-            return self.fail(
-                StreamError::new(StreamCondition::HostUnknown).with_text(text),
-                out,
-            );
-        }
-        // §4.7.5: we speak 1.0; an absent version means a pre-RFC client.
-        let major = h
-            .attr("version")
-            .and_then(|v| v.split('.').next())
-            .and_then(|m| m.parse::<u32>().ok());
-        if major.is_none_or(|m| m < 1) {
-            return self.fail(
-                StreamError::new(StreamCondition::UnsupportedVersion)
-                    .with_text("XMPP version 1.0 is required"),
-                out,
-            );
-        }
-        self.send_header_if_needed(out);
+    /// RFC 6120 §4.3.2: the client's header was accepted and ours is out
+    /// (the checks are [`Negotiation`]'s); the features for the current stage.
+    fn on_opened(&mut self, out: &mut Vec<Action>) {
         let features = if self.tls.is_none() {
             // §5.3.1: TLS is mandatory here, so it is the only feature.
             self.phase = Phase::PreTls;
@@ -314,12 +304,7 @@ impl C2s {
             v.extend(self.policy.module_features.iter().cloned());
             v
         };
-        let mut s = String::from("<stream:features>");
-        for f in &features {
-            f.write_to(&mut s, "");
-        }
-        s.push_str("</stream:features>");
-        out.push(Action::Send(s));
+        self.stream.send_features(&features, out);
     }
 
     /// The mechanisms usable on this stream: `-PLUS` only with channel
@@ -366,21 +351,13 @@ impl C2s {
     /// A stream restart (RFC 6120 §4.3.3) after TLS or SASL: the client
     /// sends a new header, we answer with a new one.
     fn restart(&mut self, out: &mut Vec<Action>) {
-        out.push(Action::ResetFramer);
-        self.header_sent = false;
         self.phase = Phase::Header;
+        self.stream.restart(out);
     }
 
     /// A first-level element: a negotiation element or a stanza, depending
     /// on the phase.
     fn on_element(&mut self, el: Element, out: &mut Vec<Action>) {
-        if el.is("error", ns::STREAM) {
-            // The client gave up on the stream (§4.9): close our side.
-            out.push(Action::Send("</stream:stream>".into()));
-            out.push(Action::Close);
-            self.phase = Phase::Closed;
-            return;
-        }
         match &self.phase {
             Phase::Header => self.fail(StreamError::new(StreamCondition::NotWellFormed), out),
             Phase::PreTls => {
@@ -424,7 +401,6 @@ impl C2s {
                 self.not_authorized(out)
             }
             Phase::Established => self.on_stanza(el, out),
-            Phase::Closed => {}
         }
     }
 
