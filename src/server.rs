@@ -3,14 +3,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
-use crate::config::{Config, LimitsConfig};
+use crate::config::Config;
 use crate::features::Registry;
+use crate::net::Shared;
 use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::tls::TlsSetup;
 use crate::password::{PasswordCheckConfig, PasswordChecks};
@@ -33,59 +34,6 @@ const WORKER_STACK_BYTES: usize = 1 << 20;
 /// Elements per first-level element before authentication: `<starttls/>`,
 /// `<auth/>` and `<response/>` are one each.
 const MAX_ELEMENTS_UNAUTHENTICATED: usize = 16;
-
-/// What every connection task shares.
-pub struct Shared {
-    pub router: Router,
-    pub storage: Storage,
-    /// The modules: iq handlers, disco, stream features (DESIGN.md "Modules").
-    pub modules: Registry,
-    /// Replaced on SIGHUP; connections take a clone at handshake time.
-    tls: RwLock<Arc<TlsSetup>>,
-    pub policy: Arc<C2sPolicy>,
-    /// Framer limits before authentication (small: strangers get little).
-    pub limits_unauthenticated: Limits,
-    /// Framer limits once authenticated.
-    pub limits_authenticated: Limits,
-    /// A stream must be bound within this long after connecting.
-    pub negotiation_timeout: Duration,
-    /// Connection, rate, ping and queue limits (`[limits]`).
-    pub limits: LimitsConfig,
-    /// Open connections by source address.
-    pub admission: Admission,
-    throttle: Mutex<Throttle>,
-    /// argon2id checks for SASL PLAIN: bounded threads, queue and memory (`[auth]`).
-    pub passwords: PasswordChecks,
-    /// Closed when the server stops; every connection listens on it.
-    pub shutdown_rx: async_channel::Receiver<()>,
-}
-
-impl Shared {
-    pub fn tls(&self) -> Arc<TlsSetup> {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
-        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Counts a connection as open until dropped, also when its task is
-/// dropped unfinished.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
-        count.fetch_add(1, Ordering::AcqRel);
-        OpenConnection(count.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -116,23 +64,9 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Binds `addr`; an IPv6 wildcard on a host without IPv6 falls back to
-/// the IPv4 wildcard on the same port.
+/// Binds a listener, naming the address in the error.
 fn bind(addr: SocketAddr) -> Result<(SocketAddr, Async<TcpListener>), ServeError> {
-    let l = match Async::<TcpListener>::bind(addr) {
-        Ok(l) => l,
-        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
-            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
-            log::info!("no IPv6 for {addr} ({e}); listening on {v4} instead");
-            Async::<TcpListener>::bind(v4).map_err(|e| ServeError::Listen(v4, e))?
-        }
-        Err(e) => return Err(ServeError::Listen(addr, e)),
-    };
-    let local = l
-        .get_ref()
-        .local_addr()
-        .map_err(|e| ServeError::Listen(addr, e))?;
-    Ok((local, l))
+    crate::net::listen::bind(addr).map_err(|e| ServeError::Listen(addr, e))
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -259,65 +193,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let live = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
     for ((addr, listener), direct) in listeners {
-        let kind = if direct { "direct TLS" } else { "STARTTLS" };
-        log::info!("listening for clients on {addr} ({kind})");
-        let shared = shared.clone();
-        let ex2 = ex.clone();
-        // Weak, so that only connections count as open ones at shutdown.
-        let live = live.clone();
-        let next_id = next_id.clone();
-        ex.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((tcp, peer)) => {
-                        // Stanzas are small writes that must leave now: Nagle's
-                        // algorithm would hold each behind the peer's delayed ACK
-                        // (about 40 ms a round trip).
-                        if let Err(e) = tcp.get_ref().set_nodelay(true) {
-                            log::debug!("TCP_NODELAY for {peer}: {e}");
-                        }
-                        let id = next_id.fetch_add(1, Ordering::Relaxed);
-                        let slot = match shared.admission.admit(peer.ip(), Instant::now()) {
-                            Ok(slot) => slot,
-                            Err(why) => {
-                                // At info, so an owner sees why a phone is turned away,
-                                // but once a minute per address: a flood must not
-                                // flood the log too.
-                                match shared.admission.log_refusal(peer.ip(), Instant::now()) {
-                                    Some(0) => {
-                                        log::info!("c2s{id}: refused {peer} on {addr}: {why}")
-                                    }
-                                    Some(n) => log::info!(
-                                        "c2s{id}: refused {peer} on {addr}: {why} \
-                                         ({n} more from this address in the last minute)"
-                                    ),
-                                    None => {
-                                        log::debug!("c2s{id}: refused {peer} on {addr}: {why}")
-                                    }
-                                }
-                                crate::net::conn::refuse(&shared, tcp, direct, why);
-                                continue;
-                            }
-                        };
-                        log::info!("c2s{id}: connection from {peer} on {addr}");
-                        let shared = shared.clone();
-                        let token = OpenConnection::new(&live);
-                        ex2.spawn(async move {
-                            crate::net::conn::serve_client(shared, tcp, peer, direct, id).await;
-                            drop(slot);
-                            drop(token);
-                        })
-                        .detach();
-                    }
-                    Err(e) => {
-                        // Out of file descriptors, usually: back off a little.
-                        log::warn!("accept on {addr} failed: {e}");
-                        Timer::after(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        })
-        .detach();
+        crate::net::listen::accept(&ex, listener, addr, direct, &shared, &live, &next_id);
     }
     log::info!(
         "hearth {} serving {} (data in {}), ready in {} ms",

@@ -20,11 +20,11 @@ use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use smol::{Async, Timer};
 
 use crate::jid::FullJid;
+use crate::net::Shared;
 use crate::net::limits::{Karma, Rate, Refused};
 use crate::net::liveness::{Due, Liveness, LivenessConfig, ping_xml};
 use crate::password::PasswordError;
 use crate::router::{self, ToSession};
-use crate::server::Shared;
 use crate::stanza::{StreamCondition, StreamError};
 use crate::storage::Accounts as _;
 use crate::stream::c2s::{Action, C2s, Input};

@@ -2,5 +2,56 @@
 
 pub mod conn;
 pub mod limits;
+pub mod listen;
 pub mod liveness;
 pub mod tls;
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use crate::config::LimitsConfig;
+use crate::features::Registry;
+use crate::password::PasswordChecks;
+use crate::router::Router;
+use crate::storage::Storage;
+use crate::stream::c2s::C2sPolicy;
+use crate::stream::throttle::Throttle;
+use crate::xml::Limits;
+use limits::Admission;
+use tls::TlsSetup;
+
+/// What every connection task shares.
+pub struct Shared {
+    pub router: Router,
+    pub storage: Storage,
+    /// The modules: iq handlers, disco, stream features (DESIGN.md "Modules").
+    pub modules: Registry,
+    /// Replaced on SIGHUP; connections take a clone at handshake time.
+    pub(crate) tls: RwLock<Arc<TlsSetup>>,
+    pub policy: Arc<C2sPolicy>,
+    /// Framer limits before authentication (small: strangers get little).
+    pub limits_unauthenticated: Limits,
+    /// Framer limits once authenticated.
+    pub limits_authenticated: Limits,
+    /// A stream must be bound within this long after connecting.
+    pub negotiation_timeout: Duration,
+    /// Connection, rate, ping and queue limits (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Open connections by source address.
+    pub admission: Admission,
+    pub(crate) throttle: Mutex<Throttle>,
+    /// argon2id checks for SASL PLAIN: bounded threads, queue and memory (`[auth]`).
+    pub passwords: PasswordChecks,
+    /// Closed when the server stops; every connection listens on it.
+    pub shutdown_rx: async_channel::Receiver<()>,
+}
+
+impl Shared {
+    pub fn tls(&self) -> Arc<TlsSetup> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
