@@ -9,13 +9,13 @@
 //!          │        restarts, errors) and the c2s machine on it: STARTTLS, SASL (sasl/), bind
 //!          └► router/   local sessions by JID, RFC 6121 §8 delivery, the domain table
 //!              │         (host, services, remote) and stanza origins (local, remote,
-//!              │         service); router/im/: a local session's stanza on its way, with
-//!              │         the modules' hooks, iq dispatch, rosters, subscriptions, presence
+//!              │         service); router/im/: a local session's stanza on its way:
+//!              │         the modules' hooks, iq dispatch, presence, the router
 //!              └► features/  the modules, one file or folder per RFC part or XEP, each
 //!                            declaring its specs, disco and stream features, iq handlers
-//!                            and hooks, beside its own storage trait (blocking/, offline/,
-//!                            last/)
-//! storage/    SQLite: the connection, group commit, migrations, accounts and rosters
+//!                            and hooks, beside its own storage trait (roster/,
+//!                            subscription/, presence/, blocking/, offline/, last/)
+//! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`

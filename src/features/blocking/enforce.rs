@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use super::BlockList as _;
 use crate::features::blocking::{self, BlockRequest};
+use crate::features::roster::Roster as _;
 use crate::features::subscription::PresenceFlow;
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Interest;
 use crate::router::im::{Im, on_pool, push_id};
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
-use crate::storage::{Accounts as _, OverQuota, Roster as _, StorageError};
+use crate::storage::{Accounts as _, OverQuota, StorageError};
 use crate::xml::Element;
 
 /// Who blocked whom, for a stanza between two addresses (XEP-0191 §3.5, §3.6).

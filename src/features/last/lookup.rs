@@ -2,10 +2,11 @@
 
 use super::LastActivity as _;
 use crate::features::last;
+use crate::features::roster::Roster as _;
 use crate::jid::{BareJid, FullJid};
 use crate::router::im::{Im, on_pool};
 use crate::stanza::{StanzaCondition, StanzaError};
-use crate::storage::{Accounts as _, Roster as _, unix_now};
+use crate::storage::{Accounts as _, unix_now};
 use crate::xml::Element;
 
 impl Im<'_> {

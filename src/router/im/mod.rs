@@ -30,9 +30,6 @@ use crate::storage::{Storage, StorageError};
 
 use super::Router;
 
-mod presence;
-mod roster;
-mod subscription;
 #[cfg(test)]
 mod tests;
 

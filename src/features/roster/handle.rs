@@ -1,18 +1,19 @@
 //! RFC 6121 §2: roster get/set/remove against storage, and pushes.
 
-use super::{Im, on_pool, push_id};
 use crate::features::presence;
 use crate::features::roster::{self, RosterRequest};
+use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::FullJid;
 use crate::router::Interest;
+use crate::router::im::{Im, on_pool, push_id};
 use crate::stanza::{StanzaCondition, StanzaError};
-use crate::storage::{OverQuota, Roster as _, RosterItem, StorageError};
+use crate::storage::{OverQuota, StorageError};
 use crate::xml::Element;
 
 /// What follows a roster result: the push of the change (§2.1.6), and for a removal the
 /// subscriptions it cancels (§2.5.2).
-pub(super) enum AfterReply {
+pub(crate) enum AfterReply {
     Push(u64, Element),
     Removed(u64, RosterItem),
 }
@@ -43,7 +44,7 @@ impl Im<'_> {
         Ok(payload)
     }
 
-    pub(super) async fn roster_request(
+    pub(crate) async fn roster_request(
         &self,
         from: &FullJid,
         req: RosterRequest,
@@ -116,7 +117,7 @@ impl Im<'_> {
 
     /// §2.5.2: removing an item cancels the subscriptions both ways: `unsubscribe` if the
     /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking).
-    pub(super) async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
+    pub(crate) async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
         let bare = from.bare();
         let s = item.state;
         if s.subscription.has_from() {
@@ -137,7 +138,7 @@ impl Im<'_> {
     }
 
     /// A roster push of `item` to every interested resource of `user` (§2.1.6).
-    pub(super) fn push(&self, user: &str, version: u64, item: Element) {
+    pub(crate) fn push(&self, user: &str, version: u64, item: Element) {
         self.router
             .push_to_interested(user, Interest::Roster, |to| {
                 roster::push(to, &push_id(), version, item.clone())

@@ -1,16 +1,17 @@
 //! RFC 6121 §4: presence broadcast, probes, directed presence, and the unavailable
 //! presence of a session that ends.
 
-use super::{Im, Routed, on_pool};
 use crate::features::last::LastActivity as _;
 use crate::features::presence;
+use crate::features::roster::Roster as _;
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Ended;
 use crate::router::Origin;
+use crate::router::im::{Im, Routed, on_pool};
 use crate::stanza::{Kind, Stanza, StanzaCondition};
-use crate::storage::{Roster as _, unix_now};
+use crate::storage::unix_now;
 use crate::xml::Element;
 
 impl Im<'_> {
@@ -42,7 +43,7 @@ impl Im<'_> {
 
     /// Presence from a client: broadcast (no `to`), subscription (§3), probe (§4.3),
     /// directed (§4.6) or an error.
-    pub(super) async fn presence(
+    pub(crate) async fn presence(
         &self,
         from: &FullJid,
         stanza: Stanza,
@@ -97,7 +98,7 @@ impl Im<'_> {
     }
 
     /// §4.2 and §4.4 (available) or §4.5 (unavailable) broadcast by `from`.
-    pub(super) async fn broadcast(
+    pub(crate) async fn broadcast(
         &self,
         from: &FullJid,
         stanza: Stanza,
@@ -168,7 +169,7 @@ impl Im<'_> {
 
     /// Unavailable from `from` to the user's contacts and directed-presence recipients
     /// (§4.5.2, §4.6.3); records the user's last activity when no resource is left.
-    pub(super) async fn broadcast_unavailable(
+    pub(crate) async fn broadcast_unavailable(
         &self,
         from: &FullJid,
         el: &Element,
@@ -221,7 +222,7 @@ impl Im<'_> {
     /// §4.3.2: the presence of `contact` for the (local) user at `to`, if the user is
     /// subscribed to it: the last presence of each available resource, or unavailable
     /// with the time of the last logout (XEP-0203 `<delay/>`) when there is none.
-    pub(super) async fn answer_probe(&self, contact: &BareJid, to: &FullJid, out: &mut String) {
+    pub(crate) async fn answer_probe(&self, contact: &BareJid, to: &FullJid, out: &mut String) {
         let Some(owner) = self.local_user(contact).map(str::to_owned) else {
             return;
         };

@@ -8,6 +8,8 @@
 //! ends). Storage and routing happen elsewhere; the tests below walk every cell of the
 //! tables in Appendix A.2 (outbound) and A.3 (inbound), plus pre-approval (§3.4).
 
+mod handle;
+
 use std::fmt;
 
 use crate::xml::Element;

@@ -2,6 +2,8 @@
 //! and building the presence the server sends on a user's behalf. The broadcast, probes
 //! and directed-presence bookkeeping live in `router::im` and the router's sessions.
 
+mod handle;
+
 use crate::ns;
 use crate::xml::Element;
 

@@ -1,18 +1,18 @@
 //! RFC 6121 §3: subscription stanzas through the state machine, on both sides (every
 //! contact is local), with pushes, deliveries and stored requests.
 
-use super::{Im, on_pool};
 use crate::features::presence;
 use crate::features::roster::{self};
+use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid};
-use crate::storage::{Roster as _, RosterItem};
+use crate::router::im::{Im, on_pool};
 use crate::xml::Element;
 
 impl Im<'_> {
     /// §3 from the user's side: the stanza changes the user's item for `contact`, is
     /// pushed, and (per Appendix A.2) routed to the contact.
-    pub(super) async fn outbound_subscription(
+    pub(crate) async fn outbound_subscription(
         &self,
         from: &FullJid,
         contact: BareJid,
@@ -49,7 +49,7 @@ impl Im<'_> {
 
     /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`. Follow-ups
     /// (an automatic `subscribed` back to a local sender) are handled in the same loop.
-    pub(super) async fn inbound_subscription(
+    pub(crate) async fn inbound_subscription(
         &self,
         owner: &BareJid,
         sender: &BareJid,
@@ -85,8 +85,7 @@ impl Im<'_> {
                     continue;
                 }
             }
-            let request =
-                (ty == SubType::Subscribe).then(|| crate::router::serialize(&el).to_string());
+            let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
             let Some((outcome, change)) = self
                 .apply(&user, &sender, ty, Direction::Inbound, request)
                 .await
@@ -116,7 +115,7 @@ impl Im<'_> {
 
     /// Runs the state machine on `user`'s item for `contact` inside one storage
     /// transaction. Returns the outcome and (new version if pushed, the item).
-    pub(super) async fn apply(
+    pub(crate) async fn apply(
         &self,
         user: &str,
         contact: &BareJid,
@@ -152,7 +151,7 @@ impl Im<'_> {
     }
 
     /// §3.1.3: subscription requests still unanswered are shown again at login.
-    pub(super) async fn deliver_pending(&self, user: &str, out: &mut String) {
+    pub(crate) async fn deliver_pending(&self, user: &str, out: &mut String) {
         let u = user.to_owned();
         match on_pool(self.storage, move |s| s.subscription_requests(&u)).await {
             Ok(list) => {

@@ -5,13 +5,83 @@
 //! ([`Roster::update_subscription`]), so two stanzas about the same contact arriving on two
 //! connections at once cannot both act on the old state.
 
-use super::accounts::stored_bytes_in;
-use super::{
-    OverQuota, Quota, Roster, RosterChange, RosterItem, Storage, StorageError, SubscriptionChange,
-};
 use crate::features::subscription::{SubState, Subscription};
 use crate::jid::BareJid;
+use crate::storage::{OverQuota, Quota, Storage, StorageError, stored_bytes_in};
 use rusqlite::{Connection, OptionalExtension, params};
+
+/// One roster item (RFC 6121 §2.1.2) as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterItem {
+    /// The contact's bare JID (§2.1.2.3: roster items are bare JIDs).
+    pub jid: BareJid,
+    /// The user's name for the contact.
+    pub name: Option<String>,
+    /// Subscription, pending flags and pre-approval.
+    pub state: SubState,
+    /// Group names, sorted, without duplicates.
+    pub groups: Vec<String>,
+}
+
+/// A roster item after a change, with the roster version that change produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterChange {
+    pub item: RosterItem,
+    pub version: u64,
+}
+
+/// The result of [`Roster::update_subscription`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionChange {
+    pub before: SubState,
+    pub after: SubState,
+    /// The roster item afterwards, if the user has one for the contact.
+    pub item: Option<RosterItem>,
+    /// The new roster version when the visible item changed (a push is due).
+    pub version: Option<u64>,
+}
+
+/// Users' rosters (RFC 6121 §2) and unanswered subscription requests (§3.1.3).
+///
+/// `user` is a normalized localpart; `jid` a contact's bare JID.
+pub trait Roster {
+    /// The roster version (§2.6) and every item, sorted by JID.
+    fn roster(&self, user: &str) -> Result<(u64, Vec<RosterItem>), StorageError>;
+    /// The current roster version (0 for a roster never changed).
+    fn roster_version(&self, user: &str) -> Result<u64, StorageError>;
+    fn roster_item(&self, user: &str, jid: &BareJid) -> Result<Option<RosterItem>, StorageError>;
+    /// The subscription state for `jid`, also when there is only a pending request.
+    fn sub_state(&self, user: &str, jid: &BareJid) -> Result<SubState, StorageError>;
+    /// Adds or updates an item's name and groups (§2.3), keeping its subscription.
+    /// Refused (nothing written) when a new item would pass `quota.roster_items`, or the
+    /// write would take the account's stored bytes past `quota.stored_bytes`.
+    fn set_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        name: Option<&str>,
+        groups: &[String],
+        quota: &Quota,
+    ) -> Result<Result<RosterChange, OverQuota>, StorageError>;
+    /// Deletes an item and any pending request from it (§2.5); `Ok(None)` if absent.
+    fn remove_roster_item(
+        &self,
+        user: &str,
+        jid: &BareJid,
+    ) -> Result<Option<RosterChange>, StorageError>;
+    /// Reads the subscription state for `jid`, lets `decide` compute the next one, and
+    /// writes it, in one transaction. A new pending-in stores `request` (the stanza to
+    /// deliver again at login); a cleared one deletes it.
+    fn update_subscription(
+        &self,
+        user: &str,
+        jid: &BareJid,
+        decide: &mut dyn FnMut(SubState) -> SubState,
+        request: Option<&str>,
+    ) -> Result<SubscriptionChange, StorageError>;
+    /// The stored subscription requests (serialized presence stanzas), oldest first.
+    fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError>;
+}
 
 impl Storage {
     fn bump_version(&self, conn: &Connection, user: &str) -> Result<u64, StorageError> {
@@ -347,7 +417,12 @@ impl Roster for Storage {
                 "INSERT INTO subscription_requests (localpart, jid, stanza, received_at)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (localpart, jid) DO UPDATE SET stanza = ?3, received_at = ?4",
-                params![user, jid.as_str(), request.unwrap_or(""), super::unix_now()],
+                params![
+                    user,
+                    jid.as_str(),
+                    request.unwrap_or(""),
+                    crate::storage::unix_now()
+                ],
             )
             .map_err(self.sqlite_err("store a subscription request"))?;
         } else if !after.pending_in && before.pending_in {

@@ -7,8 +7,11 @@
 
 use crate::jid::{BareJid, FullJid};
 use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
-use crate::storage::RosterItem;
+mod handle;
+mod store;
+
 use crate::xml::Element;
+pub use store::{Roster, RosterChange, RosterItem, SubscriptionChange};
 
 /// The roster namespace (RFC 6121 §2.1).
 pub const NS_ROSTER: &str = "jabber:iq:roster";
