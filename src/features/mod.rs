@@ -135,6 +135,11 @@ pub enum Hook {
     /// ([`Module::message_undelivered`]); with none, the sender gets
     /// `service-unavailable`.
     MessageUndelivered,
+    /// A resource that was available went unavailable: its unavailable presence, or
+    /// its session's end (RFC 6121 §4.5); [`Module::resource_unavailable`] is told
+    /// whether another resource of the account is still available. XEP-0012 records
+    /// "last seen" here.
+    ResourceUnavailable,
 }
 
 /// What a filter hook decided.
@@ -238,6 +243,18 @@ pub trait Module: Send + Sync {
                 .router
                 .bounce_to(cx.from, &stanza, StanzaCondition::ServiceUnavailable)
         })
+    }
+
+    /// [`Hook::ResourceUnavailable`]: `cx.from` went unavailable with `presence` (its
+    /// `<status/>` is what the user said last); `others_available` when the account is
+    /// still online elsewhere.
+    fn resource_unavailable<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _presence: &'a Element,
+        _others_available: bool,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
     }
 
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]

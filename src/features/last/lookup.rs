@@ -10,6 +10,21 @@ use crate::storage::{Accounts as _, unix_now};
 use crate::xml::Element;
 
 impl Im<'_> {
+    /// XEP-0012 §4: the account of `from` has no resource left online: now is when it
+    /// was last seen, `status` what it said then.
+    pub(crate) async fn record_last_activity(&self, from: &FullJid, status: String) {
+        let Some(user) = from.local().map(str::to_owned) else {
+            return;
+        };
+        if let Err(e) = on_pool(self.storage, move |s| {
+            s.set_last_activity(&user, unix_now(), &status)
+        })
+        .await
+        {
+            log::error!("c2s{}: storage: {e}", self.conn);
+        }
+    }
+
     /// XEP-0012 §4: when the account at `to` was last online, for the local user `from`
     /// if it may see that account's presence (or is that account).
     pub(crate) async fn last_activity(

@@ -49,6 +49,26 @@ impl Module for Last {
         }]
     }
 
+    fn hooks(&self) -> &'static [super::Hook] {
+        &[super::Hook::ResourceUnavailable]
+    }
+
+    /// §4: when the account's last resource goes offline, when and with what status.
+    fn resource_unavailable<'a>(
+        &'a self,
+        cx: &'a super::HookCx<'a>,
+        presence: &'a Element,
+        others_available: bool,
+    ) -> super::HookFuture<'a, ()> {
+        Box::pin(async move {
+            if !others_available {
+                cx.im
+                    .record_last_activity(cx.from, super::presence::status(presence))
+                    .await;
+            }
+        })
+    }
+
     fn handle_iq<'a>(&'a self, cx: &'a IqCx<'a>, iq: &'a Stanza) -> IqFuture<'a> {
         Box::pin(async move {
             let (Target::Account(to), Some(IqType::Get)) = (cx.target, iq.iq_type()) else {

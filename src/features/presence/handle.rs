@@ -5,13 +5,13 @@ use crate::features::last::LastActivity as _;
 use crate::features::presence;
 use crate::features::roster::Roster as _;
 use crate::features::subscription::{PresenceFlow, SubType};
+use crate::features::{Hook, HookCx};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::Ended;
 use crate::router::Origin;
 use crate::router::im::{Im, Routed, on_pool};
 use crate::stanza::{Kind, Stanza, StanzaCondition};
-use crate::storage::unix_now;
 use crate::xml::Element;
 
 impl Im<'_> {
@@ -179,21 +179,18 @@ impl Im<'_> {
         let Some(user) = from.local().map(str::to_owned) else {
             return;
         };
-        let status = presence::status(el);
+        let cx = HookCx { im: *self, from };
+        for m in self.modules.hooked(Hook::ResourceUnavailable) {
+            m.resource_unavailable(&cx, el, others_available).await;
+        }
         let u = user.clone();
-        let items = on_pool(self.storage, move |s| {
-            if !others_available {
-                // XEP-0012 §4: when the user was last seen, and what they said.
-                s.set_last_activity(&u, unix_now(), &status)?;
-            }
-            s.roster(&u)
-        })
-        .await
-        .map(|(_, items)| items)
-        .unwrap_or_else(|e| {
-            log::error!("storage: {e}");
-            Vec::new()
-        });
+        let items = on_pool(self.storage, move |s| s.roster(&u))
+            .await
+            .map(|(_, items)| items)
+            .unwrap_or_else(|e| {
+                log::error!("storage: {e}");
+                Vec::new()
+            });
         let mut sent: Vec<BareJid> = Vec::new();
         for item in items.iter().filter(|i| i.state.subscription.has_from()) {
             if !self.presence_allowed(&user, &item.jid).await {

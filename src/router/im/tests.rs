@@ -259,3 +259,31 @@ fn presence_fans_out_to_subscribers_and_probes_are_answered() {
     );
     assert!(queued(&c).is_empty(), "carol has no subscription");
 }
+
+/// XEP-0012 through the last-activity module's hook: "last seen" is recorded when the
+/// account's last available resource goes unavailable, with its status, and not while
+/// another resource is still online.
+#[test]
+fn last_activity_is_recorded_when_the_last_resource_goes() {
+    use crate::features::last::LastActivity as _;
+    let w = World::new(&["alice"]);
+    let phone = w.bind("alice", "phone");
+    let laptop = w.bind("alice", "laptop");
+    w.send(&phone, "<presence/>");
+    w.send(&laptop, "<presence/>");
+    w.send(
+        &phone,
+        "<presence type='unavailable'><status>out</status></presence>",
+    );
+    assert_eq!(
+        w.storage.last_activity("alice").unwrap(),
+        None,
+        "the laptop is online"
+    );
+    w.send(
+        &laptop,
+        "<presence type='unavailable'><status>bed</status></presence>",
+    );
+    let (_, status) = w.storage.last_activity("alice").unwrap().expect("recorded");
+    assert_eq!(status, "bed");
+}
