@@ -96,7 +96,9 @@ fuzz_target!(|data: &[u8]| {
         }
         // Whatever the server answered must be well-formed too.
         while let Ok(msg) = rx.try_recv() {
-            if let hearth::router::ToSession::Stanza(xml) = msg {
+            if let hearth::router::ToSession::Stanza(out) = msg {
+                let xml = out.el.to_xml_in(ns::CLIENT);
+                assert_eq!(xml.len(), out.len, "the queue's measure of {xml:?}");
                 well_formed(&xml);
             }
         }

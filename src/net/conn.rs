@@ -409,13 +409,16 @@ impl Conn {
                     }
                 }
                 Wake::Read(Err(e)) => return format!("read failed: {e}"),
-                Wake::Queued(Ok(ToSession::Stanza(xml))) => {
-                    self.out.push_str(&xml);
+                Wake::Queued(Ok(ToSession::Stanza(stanza))) => {
+                    // Serialized here, in this stream's namespace (RFC 6120 §4.8.3).
+                    stanza.el.write_to(&mut self.out, crate::ns::CLIENT);
                     // Batch whatever else is already queued into this write.
                     if let Some(rx) = &self.rx {
                         while self.out.len() < 16 * 1024 {
                             match rx.try_recv() {
-                                Ok(ToSession::Stanza(xml)) => self.out.push_str(&xml),
+                                Ok(ToSession::Stanza(stanza)) => {
+                                    stanza.el.write_to(&mut self.out, crate::ns::CLIENT)
+                                }
                                 Ok(ToSession::Close(err)) => {
                                     let mut out = Vec::new();
                                     self.c2s.fail(err, &mut out);

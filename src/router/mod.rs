@@ -3,7 +3,8 @@
 //! It applies the delivery rules of RFC 6121 §8 for local addresses, hands
 //! server-addressed iqs to the features, and answers what nobody handles
 //! with `service-unavailable` (RFC 6120 §8.3.3.18). Every session has a
-//! queue of serialized stanzas bounded in stanzas and in bytes. A sender that
+//! queue of stanzas, bounded in stanzas and in bytes; they stay elements until the
+//! connection that writes them serializes them in its stream's namespace. A sender that
 //! fills another session's queue is slowed, never the recipient punished
 //! (DESIGN.md "Router"): past the queue's soft bound the stanza is still queued
 //! and the sending connection stops reading its client until the queue drains
@@ -48,11 +49,29 @@ pub const MAX_RESOURCES: usize = 16;
 /// [`session_queue`] is told otherwise.
 pub const QUEUE_BYTES: usize = 512 * 1024;
 
+/// A stanza on its way to one or more sessions: the element, which the stream that
+/// writes it serializes in its own namespace (DESIGN.md "Router"), and its size as
+/// client XML, which the queues' byte bounds count.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub el: Element,
+    /// Bytes of `el` as `jabber:client` XML.
+    pub len: usize,
+}
+
+impl Outgoing {
+    /// Measures `el` (without serializing it) for the queues.
+    pub fn new(el: Element) -> Arc<Outgoing> {
+        let len = el.xml_len_in(ns::CLIENT);
+        Arc::new(Outgoing { el, len })
+    }
+}
+
 /// What the router hands to a connection.
 #[derive(Debug)]
 pub enum ToSession {
-    /// A stanza, serialized once for every recipient (in `jabber:client`).
-    Stanza(Arc<str>),
+    /// A stanza, shared by every recipient.
+    Stanza(Arc<Outgoing>),
     /// Close the stream with this error (e.g. `conflict` when a new session
     /// took the resource, RFC 6120 §7.7.2.2).
     Close(StreamError),
@@ -152,7 +171,7 @@ impl SessionTx {
     /// bytes; says whether it is now at or past its soft bound.
     fn try_send(&self, msg: ToSession) -> Queued {
         let len = match &msg {
-            ToSession::Stanza(xml) => xml.len(),
+            ToSession::Stanza(out) => out.len,
             ToSession::Close(_) => 0,
         };
         let queued = {
@@ -210,8 +229,8 @@ impl SessionRx {
         let was_pressed = self.queue.is_pressed(&st);
         match st.items.pop_front() {
             Some(msg) => {
-                if let ToSession::Stanza(xml) = &msg {
-                    st.bytes -= xml.len().min(st.bytes);
+                if let ToSession::Stanza(out) = &msg {
+                    st.bytes -= out.len.min(st.bytes);
                 }
                 if st.items.is_empty() {
                     // Give the memory back: most sessions sit idle.
@@ -850,7 +869,9 @@ impl Router {
             }
             Kind::Message => {
                 let ty = stanza.message_type();
-                let xml = serialize(&stanza.el);
+                // Copied for the queues only once a resource takes it: a message for
+                // someone offline goes to storage as it is.
+                let mut xml: Option<Arc<Outgoing>> = None;
                 let delivered = {
                     let map = self.sessions();
                     let list = map.get(user).map(Vec::as_slice).unwrap_or(&[]);
@@ -870,7 +891,8 @@ impl Router {
                             MessageType::Groupchat | MessageType::Error => false,
                         };
                         if wanted {
-                            if deliver(s, &xml) {
+                            let xml = xml.get_or_insert_with(|| serialize(&stanza.el));
+                            if deliver(s, xml) {
                                 n += 1;
                             } else {
                                 refused += 1;
@@ -917,24 +939,22 @@ impl Router {
         resource: &str,
         stanza: Stanza,
     ) -> Option<Stanza> {
-        let sent = {
+        {
             let map = self.sessions();
-            match map
+            if let Some(s) = map
                 .get(user)
                 .and_then(|l| l.iter().find(|s| *s.resource == *resource))
             {
-                Some(s) => {
-                    if !deliver(s, &serialize(&stanza.el)) {
-                        drop(map);
-                        self.refused(from, &stanza);
-                    }
-                    true
+                // The element moves into the queue; only a refusal needs it back.
+                let Stanza { kind, el, to } = stanza;
+                let out = Outgoing::new(el);
+                if !deliver(s, &out) {
+                    drop(map);
+                    let el = Arc::try_unwrap(out).map_or_else(|o| o.el.clone(), |o| o.el);
+                    self.refused(from, &Stanza { kind, el, to });
                 }
-                None => false,
+                return None;
             }
-        };
-        if sent {
-            return None;
         }
         // §8.5.3.2: no such resource.
         match stanza.kind {
@@ -1016,14 +1036,15 @@ impl Router {
     }
 }
 
-fn serialize(el: &Element) -> Arc<str> {
-    el.to_xml_in(ns::CLIENT).into()
+/// A copy of `el` for the queues (the callers keep theirs).
+fn serialize(el: &Element) -> Arc<Outgoing> {
+    Outgoing::new(el.clone())
 }
 
 /// Queues a stanza for a session. Past the queue's soft bound the sender is slowed (the
 /// queue is recorded for [`with_backpressure`]); false when the queue refused it (closed,
 /// or at its hard bound): the caller answers the sender where the RFC lets it.
-fn deliver(s: &Session, xml: &Arc<str>) -> bool {
+fn deliver(s: &Session, xml: &Arc<Outgoing>) -> bool {
     match s.tx.try_send(ToSession::Stanza(xml.clone())) {
         Queued::Yes => true,
         Queued::Pressed => {
@@ -1062,6 +1083,7 @@ mod tests {
     fn recv_all(rx: &SessionRx) -> Vec<String> {
         let mut v = Vec::new();
         while let Ok(ToSession::Stanza(s)) = rx.try_recv() {
+            let s = s.el.to_xml_in(ns::CLIENT);
             v.push(s.to_string());
         }
         v
@@ -1203,7 +1225,10 @@ mod tests {
     }
 
     fn stanza(n: usize) -> ToSession {
-        ToSession::Stanza("x".repeat(n).into())
+        ToSession::Stanza(Arc::new(Outgoing {
+            el: Element::new("x", ns::CLIENT),
+            len: n,
+        }))
     }
 
     #[test]
@@ -1216,7 +1241,7 @@ mod tests {
         assert_eq!(tx.try_send(stanza(600)), Queued::Refused);
         assert_eq!(rx.queued_bytes(), 1800);
         assert!(!tx.queue.has_room());
-        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 600));
+        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len == 600));
         assert!(!tx.queue.has_room(), "1200 bytes are still over 1000");
         rx.try_recv().unwrap();
         assert!(tx.queue.has_room());
@@ -1235,11 +1260,11 @@ mod tests {
         let waiter = std::thread::spawn(move || smol::block_on(rx2.recv()));
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(tx.try_send(stanza(5)), Queued::Yes);
-        assert!(matches!(waiter.join().unwrap(), Ok(ToSession::Stanza(x)) if x.len() == 5));
+        assert!(matches!(waiter.join().unwrap(), Ok(ToSession::Stanza(x)) if x.len == 5));
         // What was queued before the router let go is still delivered.
         assert_eq!(tx.try_send(stanza(7)), Queued::Yes);
         drop(tx);
-        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len() == 7));
+        assert!(matches!(rx.try_recv(), Ok(ToSession::Stanza(x)) if x.len == 7));
         assert_eq!(smol::block_on(rx.recv()).err(), Some(Closed));
         assert_eq!(rx.queued_bytes(), 0);
     }

@@ -157,7 +157,7 @@ impl Element {
     /// Serializes this element as it appears inside a parent whose default
     /// namespace is `parent_ns` (for a stanza: `jabber:client`), so the
     /// default namespace is declared only where it changes.
-    pub fn write_to(&self, out: &mut String, parent_ns: &str) {
+    pub fn write_to<S: XmlSink + ?Sized>(&self, out: &mut S, parent_ns: &str) {
         out.push('<');
         out.push_str(&self.name);
         if self.ns != parent_ns {
@@ -198,6 +198,13 @@ impl Element {
         out.push('>');
     }
 
+    /// The length in bytes of [`Element::write_to`]'s output, without writing it.
+    pub fn xml_len_in(&self, parent_ns: &str) -> usize {
+        let mut n = ByteCount(0);
+        self.write_to(&mut n, parent_ns);
+        n.0
+    }
+
     /// Serializes with `parent_ns` as the surrounding default namespace.
     pub fn to_xml_in(&self, parent_ns: &str) -> String {
         let mut s = String::with_capacity(128);
@@ -213,6 +220,35 @@ impl fmt::Display for Element {
     }
 }
 
+/// Where serialized XML goes: a `String`, or a [`ByteCount`] that only measures it.
+pub trait XmlSink {
+    fn push(&mut self, c: char);
+    fn push_str(&mut self, s: &str);
+}
+
+impl XmlSink for String {
+    fn push(&mut self, c: char) {
+        String::push(self, c)
+    }
+
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s)
+    }
+}
+
+/// Counts the bytes that would be written.
+pub struct ByteCount(pub usize);
+
+impl XmlSink for ByteCount {
+    fn push(&mut self, c: char) {
+        self.0 += c.len_utf8();
+    }
+
+    fn push_str(&mut self, s: &str) {
+        self.0 += s.len();
+    }
+}
+
 /// Is `c` allowed in an XML 1.0 document (the `Char` production)?
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
@@ -224,7 +260,7 @@ fn is_xml_char(c: char) -> bool {
 /// handling (XML 1.0 §2.11) would turn it into a line feed, so a `&#13;`
 /// a client sent would not reach the recipient as sent (found by the
 /// `stanza` fuzz target).
-pub fn escape_text(s: &str, out: &mut String) {
+pub fn escape_text<S: XmlSink + ?Sized>(s: &str, out: &mut S) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -240,7 +276,7 @@ pub fn escape_text(s: &str, out: &mut String) {
 /// Escapes an attribute value for use between double quotes. Whitespace
 /// other than space is written as a character reference so that attribute
 /// value normalization does not change it on the other side.
-pub fn escape_attr(s: &str, out: &mut String) {
+pub fn escape_attr<S: XmlSink + ?Sized>(s: &str, out: &mut S) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -321,5 +357,17 @@ mod tests {
         assert_eq!(e.attr("from"), Some("b"));
         assert_eq!(e.remove_attr("from").as_deref(), Some("b"));
         assert_eq!(e.attr("from"), None);
+    }
+
+    #[test]
+    fn measured_length_is_the_written_length() {
+        let e = Element::new("message", "jabber:client")
+            .with_attr("to", "a@b/c'\"<")
+            .with_attr("{urn:x}k", "v")
+            .with_child(Element::new("body", "jabber:client").with_text("caf\u{e9} & \r\n<x>"))
+            .with_child(Element::new("x", "urn:y"));
+        for ns in ["jabber:client", ""] {
+            assert_eq!(e.xml_len_in(ns), e.to_xml_in(ns).len());
+        }
     }
 }

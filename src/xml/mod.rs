@@ -5,5 +5,5 @@
 mod element;
 pub mod framer;
 
-pub use element::{Element, Node, escape_attr, escape_text};
+pub use element::{ByteCount, Element, Node, XmlSink, escape_attr, escape_text};
 pub use framer::{Event, Framer, Limit, Limits, MAX_HEADER_BYTES, StreamHeader, XmlError};

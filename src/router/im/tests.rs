@@ -79,7 +79,7 @@ impl World {
 fn queued(s: &Session) -> Vec<String> {
     let mut v = Vec::new();
     while let Ok(ToSession::Stanza(x)) = s.rx.try_recv() {
-        v.push(x.replace('"', "'"));
+        v.push(x.el.to_xml_in(ns::CLIENT).replace('"', "'"));
     }
     v
 }
