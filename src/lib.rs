@@ -16,6 +16,8 @@
 //!                            and hooks, beside its own storage trait (roster/,
 //!                            subscription/, presence/, blocking/, offline/, last/)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
+//! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
+//!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod features;
 pub mod jid;

@@ -26,7 +26,6 @@ use crate::net::liveness::{Due, Liveness, LivenessConfig, ping_xml};
 use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::stanza::{StreamCondition, StreamError};
-use crate::storage::Accounts as _;
 use crate::stream::c2s::{Action, C2s, Input};
 use crate::xml::{Event, Framer, XmlError};
 
@@ -542,42 +541,29 @@ impl Conn {
                         self.queue_input(Input::AuthUnavailable, &mut queue);
                         continue;
                     }
-                    let storage = &self.shared.storage;
-                    let creds = storage
-                        .run_blocking(move |s| s.scram_credentials(&username, hash))
-                        .await;
-                    Some(match creds {
-                        Ok(creds) => Input::ScramCredentials(creds),
-                        Err(e) => {
-                            log::error!("c2s{}: storage: {e}", self.id);
-                            Input::AuthUnavailable
-                        }
-                    })
+                    Some(
+                        match self.shared.auth.scram_credentials(username, hash).await {
+                            Ok(creds) => Input::ScramCredentials(creds),
+                            Err(e) => {
+                                log::error!("c2s{}: storage: {e}", self.id);
+                                Input::AuthUnavailable
+                            }
+                        },
+                    )
                 }
                 Action::VerifyPlain { username, password } => {
                     if !self.wait_for_throttle(&username).await {
                         self.queue_input(Input::AuthUnavailable, &mut queue);
                         continue;
                     }
-                    // Storage only looks the hash up; the argon2id work is bounded by
-                    // `passwords` (issue 14), which refuses at once when its queue is full.
-                    let storage = &self.shared.storage;
-                    let stored = storage
-                        .run_blocking(move |s| s.password_hash(&username))
-                        .await;
-                    let ok = match stored {
-                        // A client that hangs up while its check waits is not checked.
-                        Ok(stored) => {
-                            let check = self.shared.passwords.check(stored, password);
-                            match async { Some(check.await) }.or(peer_gone(&self.io)).await {
-                                Some(ok) => ok,
-                                None => {
-                                    log::debug!("c2s{}: left before its password check", self.id);
-                                    return Flow::Close;
-                                }
-                            }
+                    // A client that hangs up while its check waits is not checked.
+                    let check = self.shared.auth.verify_plain(username, password);
+                    let ok = match async { Some(check.await) }.or(peer_gone(&self.io)).await {
+                        Some(ok) => ok,
+                        None => {
+                            log::debug!("c2s{}: left before its password check", self.id);
+                            return Flow::Close;
                         }
-                        Err(e) => Err(PasswordError::Crypto(e.to_string())),
                     };
                     Some(match ok {
                         Ok(ok) => Input::PlainVerified(ok),

@@ -9,9 +9,9 @@ pub mod tls;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::config::LimitsConfig;
 use crate::features::Registry;
-use crate::password::PasswordChecks;
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
@@ -40,8 +40,9 @@ pub struct Shared {
     /// Open connections by source address.
     pub admission: Admission,
     pub(crate) throttle: Mutex<Throttle>,
-    /// argon2id checks for SASL PLAIN: bounded threads, queue and memory (`[auth]`).
-    pub passwords: PasswordChecks,
+    /// Credential checks for SASL: SCRAM keys and PLAIN passwords, the latter bounded in
+    /// threads, queue and memory (`[auth]`).
+    pub auth: Auth,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
 }
