@@ -1,6 +1,13 @@
 //! The network layer: listeners, TLS and the connection loop, the only code that touches sockets.
+//!
+//! - `listen.rs`: the listeners and admission, one task per admitted connection;
+//! - `conn.rs`: the connection loop, generic over the stream machine and its driver
+//!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
+//! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
+//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
-pub mod conn;
+pub mod c2s;
+mod conn;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
