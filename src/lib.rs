@@ -3,7 +3,8 @@
 //! How a byte travels, and where each step lives:
 //!
 //! ```text
-//! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
+//! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
+//!             drives client streams): the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the c2s machine on it: STARTTLS, SASL (sasl/), bind

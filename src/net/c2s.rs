@@ -1,5 +1,5 @@
 //! Client connections (RFC 6120, RFC 6121): what a c2s stream adds to the connection loop
-//! ([`super::conn`]). The loop reads, frames, times and writes; this driver carries out the
+//! (`conn.rs`). The loop reads, frames, times and writes; this driver carries out the
 //! c2s machine's own actions: the STARTTLS handshake, SASL credential checks through
 //! [`crate::auth`] behind the login throttle, the limits of an authenticated stream,
 //! resource binding with the router's session queue, routing through [`router::im`] with
