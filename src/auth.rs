@@ -69,3 +69,43 @@ impl Auth {
         self.passwords.check(stored, password).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> (tempfile::TempDir, Auth) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_account("alice", "correct horse").unwrap();
+        let checks = PasswordCheckConfig {
+            at_once: 1,
+            queue: 1,
+        };
+        (dir, Auth::new(storage, checks))
+    }
+
+    #[test]
+    fn plain_passwords_are_checked_and_unknown_users_refused() {
+        let (_dir, auth) = auth();
+        smol::block_on(async {
+            let check = |u: &str, p: &str| auth.verify_plain(u.into(), p.into());
+            assert_eq!(check("alice", "correct horse").await, Ok(true));
+            assert_eq!(check("alice", "wrong").await, Ok(false));
+            assert_eq!(check("nobody", "correct horse").await, Ok(false));
+        });
+    }
+
+    #[test]
+    fn scram_keys_are_served_for_known_users_only() {
+        let (_dir, auth) = auth();
+        smol::block_on(async {
+            for hash in crate::password::SCRAM_HASHES {
+                let alice = auth.scram_credentials("alice".into(), hash).await.unwrap();
+                assert!(alice.is_some(), "{hash:?}");
+                let nobody = auth.scram_credentials("nobody".into(), hash).await.unwrap();
+                assert!(nobody.is_none(), "{hash:?}");
+            }
+        });
+    }
+}
