@@ -3,7 +3,8 @@
 //! How a byte travels, and where each step lives:
 //!
 //! ```text
-//! net/        listeners, TLS, the per-connection loop: the only code that touches sockets
+//! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
+//!             drives client streams): the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the c2s machine on it: STARTTLS, SASL (sasl/), bind
@@ -16,6 +17,8 @@
 //!                            and hooks, beside its own storage trait (roster/,
 //!                            subscription/, presence/, blocking/, offline/, last/)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
+//! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
+//!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
@@ -30,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod features;
 pub mod jid;

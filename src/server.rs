@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::features::Registry;
 use crate::net::Shared;
 use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::tls::TlsSetup;
-use crate::password::{PasswordCheckConfig, PasswordChecks};
+use crate::password::PasswordCheckConfig;
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
@@ -114,6 +115,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
+    let auth = Auth::new(
+        storage.clone(),
+        PasswordCheckConfig {
+            at_once: cfg.auth.password_checks_at_once,
+            queue: cfg.auth.password_check_queue,
+        },
+    );
     let max = cfg.c2s.max_stanza_bytes;
     let shared = Arc::new(Shared {
         router: Router::new(domain.clone())
@@ -146,10 +154,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             free_attempts: cfg.auth.max_failures_before_delay,
             ..ThrottleConfig::default()
         })),
-        passwords: PasswordChecks::new(PasswordCheckConfig {
-            at_once: cfg.auth.password_checks_at_once,
-            queue: cfg.auth.password_check_queue,
-        }),
+        auth,
         shutdown_rx,
     });
 

@@ -1,5 +1,5 @@
 //! Accepting connections: the listeners, admission (XEP-0205 connection limits, see
-//! [`super::limits`]) and one task per admitted connection ([`super::conn`]).
+//! [`super::limits`]) and one task per admitted connection ([`super::c2s`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -44,8 +44,8 @@ impl Drop for OpenConnection {
 }
 
 /// Accepts client connections on `listener` for as long as the executor runs: each
-/// one admitted gets its own task (`conn::serve_client`); one over the limits is told
-/// why (`conn::refuse`) and closed. `live` counts the open connections for shutdown;
+/// one admitted gets its own task (`c2s::serve_client`); one over the limits is told
+/// why (`c2s::refuse`) and closed. `live` counts the open connections for shutdown;
 /// `next_id` numbers them for the log.
 pub fn accept(
     ex: &Arc<Executor<'static>>,
@@ -92,7 +92,7 @@ pub fn accept(
                                     log::debug!("c2s{id}: refused {peer} on {addr}: {why}")
                                 }
                             }
-                            super::conn::refuse(&shared, tcp, direct, why);
+                            super::c2s::refuse(&shared, tcp, direct, why);
                             continue;
                         }
                     };
@@ -100,7 +100,7 @@ pub fn accept(
                     let shared = shared.clone();
                     let token = OpenConnection::new(&live);
                     ex2.spawn(async move {
-                        super::conn::serve_client(shared, tcp, peer, direct, id).await;
+                        super::c2s::serve_client(shared, tcp, peer, direct, id).await;
                         drop(slot);
                         drop(token);
                     })

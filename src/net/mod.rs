@@ -1,6 +1,13 @@
 //! The network layer: listeners, TLS and the connection loop, the only code that touches sockets.
+//!
+//! - `listen.rs`: the listeners and admission, one task per admitted connection;
+//! - `conn.rs`: the connection loop, generic over the stream machine and its driver
+//!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
+//! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
+//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
-pub mod conn;
+pub mod c2s;
+mod conn;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
@@ -9,9 +16,9 @@ pub mod tls;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::config::LimitsConfig;
 use crate::features::Registry;
-use crate::password::PasswordChecks;
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
@@ -40,8 +47,9 @@ pub struct Shared {
     /// Open connections by source address.
     pub admission: Admission,
     pub(crate) throttle: Mutex<Throttle>,
-    /// argon2id checks for SASL PLAIN: bounded threads, queue and memory (`[auth]`).
-    pub passwords: PasswordChecks,
+    /// Credential checks for SASL: SCRAM keys and PLAIN passwords, the latter bounded in
+    /// threads, queue and memory (`[auth]`).
+    pub auth: Auth,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
 }

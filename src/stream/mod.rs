@@ -18,8 +18,8 @@ use negotiation::Wire;
 /// today; incoming and outgoing s2s next): feed it framer events and the
 /// answers to what it asked, have it fail or shut down, and tell the stream
 /// layer's actions ([`Wire`]: write, reset the framer, close) from the
-/// machine's own (authenticate, bind, route, …), which the loop carries out
-/// per machine.
+/// machine's own (authenticate, bind, route, …), which the loop hands to the
+/// machine's driver (`net/conn.rs`, `Driver`; `net/c2s.rs` for this one).
 pub trait Machine {
     /// What the machine reacts to; framer events are one kind.
     type Input: From<Event>;

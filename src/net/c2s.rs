@@ -1,0 +1,418 @@
+//! Client connections (RFC 6120, RFC 6121): what a c2s stream adds to the connection loop
+//! (`conn.rs`). The loop reads, frames, times and writes; this driver carries out the
+//! c2s machine's own actions: the STARTTLS handshake, SASL credential checks through
+//! [`crate::auth`] behind the login throttle, the limits of an authenticated stream,
+//! resource binding with the router's session queue, routing through [`router::im`] with
+//! backpressure, offline delivery, and the unbind at the end.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt as _;
+use smol::{Async, Timer};
+
+use super::conn::{self, Allowance, Driver, Effect, Link, Step, Transport};
+use crate::jid::FullJid;
+use crate::net::Shared;
+use crate::net::limits::{Rate, Refused};
+use crate::net::liveness::ping_xml;
+use crate::password::PasswordError;
+use crate::router::{self, ToSession};
+use crate::stanza::{StreamCondition, StreamError};
+use crate::stream::c2s::{Action, C2s, Input};
+use crate::stream::sasl::ScramHash;
+
+/// What must be left of the negotiation deadline after a throttle delay for the login to
+/// go on (see [`wait_for_throttle`]).
+const THROTTLE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Stanzas already queued for the session are written together, up to about this many
+/// bytes a write.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// The c2s side of one client connection.
+struct C2sDriver {
+    /// The router's queue for this session, once bound.
+    rx: Option<router::SessionRx>,
+    /// The bound session, to unbind on the way out.
+    bound: Option<(FullJid, u64)>,
+}
+
+/// What a client may send before authentication: small stanzas, a low byte rate.
+fn unauthenticated(shared: &Shared) -> Allowance {
+    Allowance {
+        limits: shared.limits_unauthenticated,
+        rate: Rate {
+            bytes_per_sec: shared.limits.rate_bytes_per_sec_unauthenticated,
+            burst_bytes: shared.limits.rate_burst_bytes_unauthenticated,
+        },
+    }
+}
+
+/// What an authenticated client may send (`[limits]`).
+fn authenticated(shared: &Shared) -> Allowance {
+    Allowance {
+        limits: shared.limits_authenticated,
+        rate: Rate {
+            bytes_per_sec: shared.limits.rate_bytes_per_sec,
+            burst_bytes: shared.limits.rate_burst_bytes,
+        },
+    }
+}
+
+/// A connection over the limits of [`crate::net::limits::Admission`]: on
+/// the STARTTLS port it gets our stream header and a stream error at once
+/// (RFC 6120 §4.9.1.1 allows the error before the peer's header); on the
+/// direct TLS port nothing, since a TLS handshake just to say no would
+/// cost more than the connection. Never waits: one non-blocking write
+/// into an empty socket buffer, then close.
+pub fn refuse(shared: &Shared, tcp: Async<TcpStream>, direct_tls: bool, why: Refused) {
+    if direct_tls {
+        return;
+    }
+    let cond = match why {
+        // §4.9.3.17: the server as a whole is out of room.
+        Refused::Total(_) => StreamCondition::ResourceConstraint,
+        // §4.9.3.14: this peer broke the local policy.
+        Refused::PerAddress(_) | Refused::Rate => StreamCondition::PolicyViolation,
+    };
+    let mut c2s = C2s::new(shared.policy.clone(), None);
+    let mut out = Vec::new();
+    c2s.fail(StreamError::new(cond).with_text(why.to_string()), &mut out);
+    let mut bytes = String::new();
+    for a in out {
+        if let Action::Send(s) = a {
+            bytes.push_str(&s);
+        }
+    }
+    let mut sock = tcp.get_ref();
+    let _ = std::io::Write::write(&mut sock, bytes.as_bytes());
+    // Closing with unread input makes the kernel send a reset that can
+    // destroy the error in flight; read what is there and send FIN first.
+    let mut sink = [0u8; 1024];
+    let _ = std::io::Read::read(&mut sock, &mut sink);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+}
+
+/// Serves one accepted client connection to its end. `direct_tls` is true
+/// for the XEP-0368 port, where TLS starts before any XML.
+pub async fn serve_client(
+    shared: Arc<Shared>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    direct_tls: bool,
+    id: u64,
+) {
+    let now = Instant::now();
+    let (io, tls) = if direct_tls {
+        let deadline = now + shared.negotiation_timeout;
+        let config = shared.tls().direct_config().clone();
+        match conn::direct_tls::<C2sDriver>(&shared, tcp, config, peer, id, deadline).await {
+            Some((io, cb)) => (io, Some(cb)),
+            None => return,
+        }
+    } else {
+        (Transport::Plain(tcp), None)
+    };
+    let machine = C2s::new(shared.policy.clone(), tls);
+    let allowance = unauthenticated(&shared);
+    let link = Link::new(id, shared, peer, io, machine, allowance, now);
+    let driver = C2sDriver {
+        rx: None,
+        bound: None,
+    };
+    conn::serve(link, driver).await;
+}
+
+impl Driver for C2sDriver {
+    type Machine = C2s;
+    type Queued = Result<ToSession, router::Closed>;
+    const KIND: &'static str = "c2s";
+
+    async fn queued(&self) -> Self::Queued {
+        match &self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn on_queued(&mut self, link: &mut Link<Self>, item: Self::Queued) -> Step<Action> {
+        match item {
+            Ok(ToSession::Stanza(stanza)) => {
+                // Serialized here, in this stream's namespace (RFC 6120 §4.8.3).
+                stanza.el.write_to(&mut link.out, crate::ns::CLIENT);
+                // Batch whatever else is already queued into this write.
+                if let Some(rx) = &self.rx {
+                    while link.out.len() < BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(ToSession::Stanza(stanza)) => {
+                                stanza.el.write_to(&mut link.out, crate::ns::CLIENT)
+                            }
+                            Ok(ToSession::Close(err)) => {
+                                let mut out = Vec::new();
+                                link.machine.fail(err, &mut out);
+                                return Step::End(out, "closed by the server".into());
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Step::Wait
+            }
+            Ok(ToSession::Close(err)) => {
+                log::info!("c2s{}: closing: {err}", link.id);
+                let mut out = Vec::new();
+                link.machine.fail(err, &mut out);
+                Step::Apply(out)
+            }
+            // The router dropped the queue: the session was replaced.
+            Err(_) => Step::End(Vec::new(), "session queue closed".into()),
+        }
+    }
+
+    async fn effect(&mut self, link: &mut Link<Self>, action: Action) -> Effect<Input> {
+        match action {
+            // Boxed, these three: they happen once or twice a connection, and their
+            // futures (handshake, storage, password check) would otherwise widen every
+            // connection's task for its whole life.
+            Action::StartTls => Box::pin(start_tls(link)).await,
+            Action::LookupScram { username, hash } => {
+                Box::pin(lookup_scram(link, username, hash)).await
+            }
+            Action::VerifyPlain { username, password } => {
+                Box::pin(verify_plain(link, username, password)).await
+            }
+            Action::AuthFailed { username } => {
+                // Logged without the password; the next attempt on any
+                // connection waits as long as the throttle says.
+                let name = username.as_deref().unwrap_or("");
+                log::info!(
+                    "c2s{}: {} failed to authenticate as {name:?}",
+                    link.id,
+                    link.peer
+                );
+                link.shared
+                    .throttle()
+                    .failed(name, link.peer.ip(), Instant::now());
+                Effect::Done
+            }
+            Action::Authenticated { username } => {
+                log::info!("c2s{}: {} authenticated as {username}", link.id, link.peer);
+                link.shared.throttle().succeeded(&username, link.peer.ip());
+                let allowance = authenticated(&link.shared);
+                link.raise_limits(allowance);
+                Effect::Done
+            }
+            Action::Bind { resource } => {
+                let (tx, rx) = router::session_queue(link.shared.limits.max_queued_bytes);
+                let user = link.machine.user().unwrap_or_default().to_owned();
+                let result = link.shared.router.bind(&user, resource, tx);
+                Effect::Feed(Input::Bound(match result {
+                    Ok(bound) => {
+                        let jid = bound.jid;
+                        log::info!("c2s{}: bound {jid}", link.id);
+                        self.bound = Some((jid.clone(), bound.id));
+                        self.rx = Some(rx);
+                        link.liveness.bound(Instant::now());
+                        if let Some(old) = bound.replaced {
+                            Box::pin(im(&link.shared, link.id).session_replaced(&jid, old)).await;
+                        }
+                        Ok(jid)
+                    }
+                    Err(e) => Err(e),
+                }))
+            }
+            Action::Route(stanza) => {
+                if let Some((jid, _)) = &self.bound {
+                    log::debug!(
+                        "c2s{}: {} {:?}",
+                        link.id,
+                        stanza.el.name(),
+                        stanza.to.as_ref().map(|t| t.to_string())
+                    );
+                    let jid = jid.clone();
+                    // Awaited: the client's stanzas are handled in order. Boxed (by
+                    // `with_backpressure`), like every storage path here: their futures
+                    // are large, and inline they would widen every idle connection's task
+                    // (massif: ~2 KiB per session).
+                    let paths = im(&link.shared, link.id);
+                    let route = paths.route(&jid, stanza, &mut link.out);
+                    let (routed, pressure) = router::with_backpressure(route).await;
+                    if !pressure.is_empty() {
+                        link.press(pressure);
+                    }
+                    if routed.offline {
+                        Box::pin(deliver_offline(link, &jid)).await;
+                    }
+                }
+                Effect::Done
+            }
+            // The stream layer's, carried out by the loop (`Machine::wire`): never here.
+            // Were it a bug that sent one, this connection ends, not the server.
+            Action::Send(_) | Action::ResetFramer | Action::Close => {
+                log::error!("c2s{}: a stream action reached the c2s driver", link.id);
+                Effect::Close
+            }
+        }
+    }
+
+    fn ping(&self, link: &Link<Self>, n: u64) -> Option<String> {
+        let jid = link.machine.jid()?;
+        Some(ping_xml(link.shared.router.domain(), jid.as_ref(), n))
+    }
+
+    async fn finish(&mut self, link: &mut Link<Self>, reason: &str) {
+        let id = link.id;
+        if let Some((jid, sid)) = self.bound.take() {
+            // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
+            Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await;
+            log::info!("c2s{id}: {jid} disconnected: {reason}");
+        } else {
+            log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
+        }
+    }
+}
+
+/// The storage-backed routing path (rosters, presence, offline messages) for
+/// connection `conn`.
+fn im(shared: &Shared, conn: u64) -> router::im::Im<'_> {
+    router::im::Im {
+        router: &shared.router,
+        storage: &shared.storage,
+        modules: &shared.modules,
+        conn,
+    }
+}
+
+/// XEP-0160: writes the user's offline messages page by page, flushing in between so
+/// a long backlog never sits in memory at once, and deletes each page once written.
+async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
+    let Some(user) = jid.local() else { return };
+    loop {
+        // Taken out of storage (committed) before it is written: a message is never
+        // handed over twice, even when the disk is full (then nothing is taken).
+        let taken = im(&link.shared, link.id)
+            .offline_take(user, router::im::OFFLINE_PAGE)
+            .await;
+        let Some(page) = taken else {
+            return;
+        };
+        if page.is_empty() {
+            return;
+        }
+        for (_, xml) in &page {
+            link.out.push_str(xml);
+        }
+        if link.flush().await.is_err() {
+            // Not written: back in storage for the next login; the read side sees
+            // the end.
+            im(&link.shared, link.id).offline_restore(user, page).await;
+            return;
+        }
+        if page.len() < router::im::OFFLINE_PAGE {
+            return;
+        }
+    }
+}
+
+/// Sleeps as long as the throttle asks before a credential check. False when the
+/// wait would not end well before the negotiation deadline: the attempt is then not
+/// evaluated, and the client is told to try again later (`temporary-auth-failure`,
+/// RFC 6120 §6.5.11) rather than kept waiting until hearth's own deadline closes the
+/// stream with `connection-timeout`.
+async fn wait_for_throttle(link: &Link<C2sDriver>, username: &str) -> bool {
+    let now = Instant::now();
+    let delay = link.shared.throttle().check(username, link.peer.ip(), now);
+    let Some(d) = delay else { return true };
+    let fits = match link.liveness.negotiation_deadline() {
+        // Room left after the wait for the rest of the login: the answer, resource
+        // binding, a slow phone's round trips.
+        Some(deadline) => now + d + THROTTLE_MARGIN <= deadline,
+        None => true,
+    };
+    if !fits {
+        log::info!(
+            "c2s{}: login of {username:?} from {} refused for now: it owes a {d:?} delay",
+            link.id,
+            link.peer.ip()
+        );
+        return false;
+    }
+    log::info!(
+        "c2s{}: delaying login of {username:?} from {} by {d:?}",
+        link.id,
+        link.peer.ip()
+    );
+    Timer::after(d).await;
+    true
+}
+
+/// STARTTLS (RFC 6120 §5.4): the handshake with the STARTTLS port's TLS set-up, then
+/// the stream restarts over TLS with its channel bindings.
+async fn start_tls(link: &mut Link<C2sDriver>) -> Effect<Input> {
+    let config = link.shared.tls().config().clone();
+    match link.start_tls(config).await {
+        Ok(cb) => Effect::Feed(Input::TlsEstablished(cb)),
+        Err(e) => {
+            log::info!("c2s{}: {} TLS handshake failed: {e}", link.id, link.peer);
+            Effect::Close
+        }
+    }
+}
+
+/// SCRAM (RFC 5802 §5): the stored keys of `username` for `hash`, after the throttle's
+/// delay; storage failing is a temporary failure, not a wrong password.
+async fn lookup_scram(
+    link: &mut Link<C2sDriver>,
+    username: String,
+    hash: ScramHash,
+) -> Effect<Input> {
+    if !wait_for_throttle(link, &username).await {
+        return Effect::Feed(Input::AuthUnavailable);
+    }
+    Effect::Feed(
+        match link.shared.auth.scram_credentials(username, hash).await {
+            Ok(creds) => Input::ScramCredentials(creds),
+            Err(e) => {
+                log::error!("c2s{}: storage: {e}", link.id);
+                Input::AuthUnavailable
+            }
+        },
+    )
+}
+
+/// PLAIN (RFC 4616): checks `password` after the throttle's delay, unless the client
+/// hangs up while its check waits (then nothing is checked and the connection ends).
+async fn verify_plain(
+    link: &mut Link<C2sDriver>,
+    username: String,
+    password: String,
+) -> Effect<Input> {
+    if !wait_for_throttle(link, &username).await {
+        return Effect::Feed(Input::AuthUnavailable);
+    }
+    let check = link.shared.auth.verify_plain(username, password);
+    let ok = match async { Some(check.await) }.or(link.peer_gone()).await {
+        Some(ok) => ok,
+        None => {
+            log::debug!("c2s{}: left before its password check", link.id);
+            return Effect::Close;
+        }
+    };
+    Effect::Feed(match ok {
+        Ok(ok) => Input::PlainVerified(ok),
+        Err(PasswordError::Busy) => {
+            log::warn!(
+                "c2s{}: {} too many password checks waiting, login refused",
+                link.id,
+                link.peer
+            );
+            Input::AuthUnavailable
+        }
+        Err(e) => {
+            log::error!("c2s{}: {e}", link.id);
+            Input::AuthUnavailable
+        }
+    })
+}
