@@ -135,6 +135,18 @@ pub enum OverQuota {
     Bytes,
 }
 
+/// For unit tests of the stores: a database in a new temporary directory with these
+/// accounts (password "pw"); keep the directory as long as the storage.
+#[cfg(test)]
+pub(crate) fn test_store(users: &[&str]) -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(dir.path()).unwrap();
+    for u in users {
+        s.create_account(u, "pw").unwrap();
+    }
+    (dir, s)
+}
+
 /// Now, in Unix seconds.
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()

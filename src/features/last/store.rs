@@ -50,10 +50,7 @@ mod tests {
     use crate::storage::Accounts;
 
     fn store() -> (tempfile::TempDir, Storage) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(dir.path()).unwrap();
-        s.create_account("alice", "pw").unwrap();
-        (dir, s)
+        crate::storage::test_store(&["alice"])
     }
 
     #[test]

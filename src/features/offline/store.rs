@@ -178,10 +178,7 @@ mod tests {
     use crate::features::blocking::BlockList as _;
     use crate::storage::Accounts;
     fn store() -> (tempfile::TempDir, Storage) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(dir.path()).unwrap();
-        s.create_account("alice", "pw").unwrap();
-        (dir, s)
+        crate::storage::test_store(&["alice"])
     }
 
     fn messages(n: usize) -> Quota {
