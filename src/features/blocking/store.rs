@@ -96,7 +96,6 @@ impl BlockList for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Accounts;
 
     fn store() -> (tempfile::TempDir, Storage) {
         crate::storage::test_store(&["alice"])

@@ -47,7 +47,6 @@ impl LastActivity for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Accounts;
 
     fn store() -> (tempfile::TempDir, Storage) {
         crate::storage::test_store(&["alice"])
