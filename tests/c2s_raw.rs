@@ -571,6 +571,15 @@ fn a_guesser_never_locks_the_owner_out() {
     let guesser_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
     let owner_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the guessers also when an assertion below fails, so their handles on the
+    // server go and its process is killed with the test.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_guard = StopOnDrop(stop.clone());
     let guesses = Arc::new(AtomicUsize::new(0));
     let timeouts = Arc::new(AtomicUsize::new(0));
     let guessers: Vec<_> = (0..4)
