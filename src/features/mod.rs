@@ -290,21 +290,23 @@ impl Registry {
                 routes.push((r.ns, i, *r));
             }
         }
-        let disco = |target: &Target| {
+        let disco = |on_server: bool| {
             let mut v: Vec<&'static str> = modules
                 .iter()
                 .flat_map(|m| m.disco())
-                .filter(|a| a.on.covers(target))
+                .filter(|a| match a.on {
+                    On::Both => true,
+                    On::Server => on_server,
+                    On::Account => !on_server,
+                })
                 .map(|a| a.var)
                 .collect();
             v.sort_unstable();
             v.dedup();
             v
         };
-        let server_disco = disco(&Target::Server);
-        let account_disco = disco(&Target::Account(
-            BareJid::new(Some("x"), "example.org").unwrap_or_else(|_| unreachable!()),
-        ));
+        let server_disco = disco(true);
+        let account_disco = disco(false);
         let mut hooked: Vec<(Hook, Vec<usize>)> = Vec::new();
         for (i, m) in modules.iter().enumerate() {
             for h in m.hooks() {
