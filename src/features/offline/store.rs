@@ -35,8 +35,6 @@ pub trait OfflineStore {
         user: &str,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StorageError>;
-    /// Deletes the messages up to and including id `through` (after delivering them).
-    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError>;
     /// Takes the `limit` oldest waiting messages out of storage, oldest first with their
     /// ids: read and deleted in one committed transaction, so messages about to be handed
     /// to a client can never be handed over again, even if the disk is full afterwards
@@ -109,16 +107,6 @@ impl OfflineStore for Storage {
             .map_err(self.sqlite_err("read offline messages"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.sqlite_err("read offline messages"))
-    }
-
-    fn delete_offline(&self, user: &str, through: i64) -> Result<(), StorageError> {
-        let user = user.to_owned();
-        self.write(move |s, conn| {
-            conn.prepare_cached("DELETE FROM offline_messages WHERE localpart = ?1 AND id <= ?2")
-                .and_then(|mut st| st.execute(params![user, through]))
-                .map_err(s.sqlite_err("delete offline messages"))?;
-            Ok(())
-        })
     }
 
     fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError> {
@@ -214,9 +202,9 @@ mod tests {
         let msgs = again.offline_messages("alice", 10).unwrap();
         let bodies: Vec<&str> = msgs.iter().map(|(_, m)| m.as_str()).collect();
         assert_eq!(bodies, ["<m1/>", "<m2/>"]);
-        again.delete_offline("alice", msgs[0].0).unwrap();
+        assert_eq!(again.take_offline("alice", 1).unwrap(), msgs[..1]);
         assert_eq!(s.offline_messages("alice", 10).unwrap().len(), 1);
-        again.delete_offline("alice", msgs[1].0).unwrap();
+        assert_eq!(again.take_offline("alice", 1).unwrap(), msgs[1..]);
         assert!(s.offline_messages("alice", 10).unwrap().is_empty());
     }
 
@@ -250,8 +238,7 @@ mod tests {
         assert_eq!(s.store_offline("alice", "é€", &q).unwrap(), Stored::Stored);
         assert_eq!(s.stored_bytes("alice").unwrap(), 20);
         // Deleting gives the bytes back.
-        let msgs = s.offline_messages("alice", 10).unwrap();
-        s.delete_offline("alice", msgs[1].0).unwrap();
+        assert_eq!(s.take_offline("alice", 10).unwrap().len(), 2);
         s.unblock("alice", None).unwrap();
         assert_eq!(s.stored_bytes("alice").unwrap(), 0);
         assert_eq!(s.stored_bytes("nobody").unwrap(), 0);
