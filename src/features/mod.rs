@@ -344,7 +344,15 @@ impl Registry {
 
     /// The module that answers an iq with this payload for `target`, if any.
     pub fn iq_module(&self, payload: &Element, target: &Target) -> Option<&dyn Module> {
-        self.iq_route(payload)
+        Registry::answering(self.iq_route(payload), target)
+    }
+
+    /// Of a route found by [`Registry::iq_route`], the module if it answers for `target`.
+    pub fn answering<'a>(
+        route: Option<(&'a dyn Module, IqRoute)>,
+        target: &Target,
+    ) -> Option<&'a dyn Module> {
+        route
             .filter(|(_, route)| route.on.covers(target))
             .map(|(m, _)| m)
     }

@@ -883,7 +883,7 @@ impl Router {
                         .filter(|s| s.available && s.priority >= 0)
                         .map(|s| s.priority)
                         .max();
-                    let (mut n, mut refused) = (0, 0);
+                    let mut n = 0;
                     for s in list.iter().filter(|s| s.available && s.priority >= 0) {
                         let wanted = match ty {
                             MessageType::Headline => true,
@@ -894,20 +894,14 @@ impl Router {
                             let xml = xml.get_or_insert_with(|| serialize(&stanza.el));
                             if deliver(s, xml) {
                                 n += 1;
-                            } else {
-                                refused += 1;
                             }
                         }
                     }
-                    if n == 0 && refused > 0 {
-                        // Online, but every chosen resource is far behind: the sender
-                        // hears it (it is not stored, the recipient is online).
-                        -1
-                    } else {
-                        n
-                    }
+                    n
                 };
-                if delivered < 0 {
+                if delivered == 0 && xml.is_some() {
+                    // Online, but every chosen resource is far behind: the sender
+                    // hears it (it is not stored, the recipient is online).
                     self.refused(from, &stanza);
                 } else if delivered == 0 {
                     // §8.5.2.2.1: nobody to deliver to. Chat and normal go to

@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::features::{Access, Hook, HookCx, IqCx, Registry, Target, Verdict};
+use crate::features::{Access, Hook, HookCx, IqCx, Module, Registry, Target, Verdict};
 use crate::jid::{BareJid, FullJid};
 use crate::ns;
 use crate::router::Origin;
@@ -110,14 +110,14 @@ impl Im<'_> {
     /// RFC 6121 §3/§4 handling, and messages to the router, whose undeliverable ones go to
     /// the [`Hook::MessageUndelivered`] module (XEP-0160 offline storage).
     pub async fn route(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
-        let mut access = None;
+        let mut route = None;
         let mut target = None;
         if stanza.kind == Kind::Iq {
             target = self.iq_target(from, &stanza);
-            access = stanza
-                .iq_payload()
-                .and_then(|p| self.modules.iq_route(p))
-                .map(|(_, r)| r.access);
+            route = stanza.iq_payload().and_then(|p| self.modules.iq_route(p));
+        }
+        let access = route.map(|(_, r)| r.access);
+        if stanza.kind == Kind::Iq {
             let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
             let is_own = target == Some(Target::Account(from.bare()));
             if access == Some(Access::Own) && target.is_some() && !is_own && is_request {
@@ -136,7 +136,10 @@ impl Im<'_> {
         }
         match stanza.kind {
             Kind::Iq => match target {
-                Some(target) => self.iq(from, target, stanza, out).await,
+                Some(target) => {
+                    let module = Registry::answering(route, &target);
+                    self.iq(from, target, module, stanza, out).await
+                }
                 None => {
                     if let Some(s) = self.router.route(Origin::Local(from), stanza) {
                         // Only messages come back undelivered.
@@ -166,15 +169,19 @@ impl Im<'_> {
     /// that routes its payload's namespace (`features::Registry`), or with
     /// `service-unavailable` (RFC 6120 §8.4); the answer is written straight to the
     /// sender, from the address asked (RFC 6120 §8.1.2.1).
-    async fn iq(&self, from: &FullJid, target: Target, stanza: Stanza, out: &mut String) {
+    async fn iq(
+        &self,
+        from: &FullJid,
+        target: Target,
+        module: Option<&dyn Module>,
+        stanza: Stanza,
+        out: &mut String,
+    ) {
         if !stanza.iq_type().is_some_and(|t| t.is_request()) {
             // RFC 6120 §8.2.3: results and errors are never answered; for the server
             // or an account, there is nobody to hand them to.
             return;
         }
-        let module = stanza
-            .iq_payload()
-            .and_then(|p| self.modules.iq_module(p, &target));
         let outcome = match module {
             Some(m) => {
                 let cx = IqCx {
