@@ -288,13 +288,7 @@ impl Slixmpp<'_> {
 
 /// Fails with the install hint when the Python used has no slixmpp.
 pub fn check_slixmpp() {
-    let ok = Command::new(python())
-        .args(["-c", "import slixmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let ok = can_import(python(), "slixmpp");
     assert!(
         ok,
         "{} cannot import slixmpp: run .ci/run, or `apt-get install python3-slixmpp` \
@@ -358,13 +352,7 @@ pub fn aioxmpp_python() -> PathBuf {
 /// Fails with the install hint when aioxmpp cannot be imported.
 pub fn aioxmpp(server: &Server, user: &str, password: &str) -> ClientRun {
     let python = aioxmpp_python();
-    let ok = Command::new(&python)
-        .args(["-c", "import aioxmpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let ok = can_import(&python, "aioxmpp");
     assert!(
         ok,
         "{} cannot import aioxmpp: run .ci/run, or `python3 -m venv {venv} && \
@@ -383,4 +371,14 @@ pub fn aioxmpp(server: &Server, user: &str, password: &str) -> ClientRun {
         .args(["--jid", &server.jid(user), "--password", password])
         .args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()]);
     RunningClient::spawn(cmd, None).finish()
+}
+
+/// Whether `python` can import `module`.
+fn can_import(python: impl AsRef<std::ffi::OsStr>, module: &str) -> bool {
+    Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
