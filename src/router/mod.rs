@@ -370,6 +370,18 @@ pub trait Service: Send + Sync {
     fn receive(&self, router: &Router, origin: Origin<'_>, stanza: Stanza);
 }
 
+/// Where stanzas for other servers' domains go: federation's outgoing links
+/// (RFC 6120 §2.5, DESIGN.md "Router"). Without one, remote domains are unreachable
+/// (`remote-server-not-found`, also what `federation = false` gives).
+pub trait Remote: Send + Sync {
+    /// Sends `stanza` (`from` one of this server's addresses, `to` in `domain`) to
+    /// `domain`'s server. Must not block: a link being set up queues it. What cannot be
+    /// delivered comes back to its local sender as an error stanza routed with
+    /// [`Origin::Server`] (RFC 6120 §8.3, `remote-server-not-found` /
+    /// `remote-server-timeout`).
+    fn send(&self, router: &Router, domain: &str, stanza: Stanza);
+}
+
 /// What the domain table says about a domain.
 pub enum Domain<'a> {
     /// The domain this server hosts accounts for.
@@ -469,6 +481,8 @@ pub struct Router {
     quota: Quota,
     /// The services' domains (the domain table, besides the host and remote domains).
     services: HashMap<Box<str>, Arc<dyn Service>>,
+    /// The links to other servers, when federation is on.
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl Router {
@@ -481,6 +495,7 @@ impl Router {
             max_resources: MAX_RESOURCES,
             quota: Quota::DEFAULT,
             services: HashMap::new(),
+            remote: None,
         }
     }
 
@@ -489,6 +504,18 @@ impl Router {
     pub fn with_service(mut self, domain: &str, service: Arc<dyn Service>) -> Router {
         self.services.insert(domain.into(), service);
         self
+    }
+
+    /// Hands stanzas for other servers' domains to `remote` (federation) instead of
+    /// bouncing them.
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> Router {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Whether stanzas for other servers go anywhere (federation is on).
+    pub fn federates(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// The domain table (DESIGN.md "Router"): this host, one of its services, or remote.
@@ -821,8 +848,19 @@ impl Router {
                 return None;
             }
             Domain::Remote => {
-                // The seam federation fills: until then remote domains are unreachable.
-                self.bounce(origin, &stanza, StanzaCondition::RemoteServerNotFound);
+                match (&self.remote, origin) {
+                    // Only this server's own addresses go out (no relaying between
+                    // remote servers: a remote stream may only send to our domains).
+                    (Some(remote), Origin::Local(_) | Origin::Service(_) | Origin::Server) => {
+                        remote.send(self, to.domain(), stanza)
+                    }
+                    (Some(_), Origin::Remote(_)) => {
+                        log::debug!("{origin:?}: stanza for another remote domain dropped")
+                    }
+                    (None, _) => {
+                        self.bounce(origin, &stanza, StanzaCondition::RemoteServerNotFound)
+                    }
+                }
                 return None;
             }
         }
@@ -1003,9 +1041,25 @@ impl Router {
                     );
                 }
             }
-            // Back over the remote server's stream, once federation exists; the server
-            // itself makes no requests that could bounce.
-            Origin::Remote(_) | Origin::Server => {
+            // Back over the remote server's link (RFC 6120 §8.3.1: to the sender).
+            Origin::Remote(jid) => match &self.remote {
+                Some(remote) => {
+                    let to = Some(jid.clone());
+                    let kind = stanza.kind;
+                    remote.send(
+                        self,
+                        jid.domain(),
+                        Stanza {
+                            kind,
+                            el: reply,
+                            to,
+                        },
+                    );
+                }
+                None => log::debug!("{from:?}: error {} not returned", cond.name()),
+            },
+            // The server itself makes no requests that could bounce.
+            Origin::Server => {
                 log::debug!("{from:?}: error {} not returned", cond.name());
             }
         }
