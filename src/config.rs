@@ -19,6 +19,19 @@
 //! max_stanza_bytes_unauthenticated = 10240
 //! negotiation_timeout_secs = 30
 //!
+//! [s2s]                              # federation with other servers (RFC 6120 §2.5)
+//! enabled = true                     # false: no listener, no outgoing links; other
+//!                                    # domains get remote-server-not-found
+//! listen = ["[::]:5269"]
+//! direct_tls_listen = []             # XEP-0368, e.g. ["[::]:5270"]
+//! require_tls = true                 # RFC 7590: no link without TLS
+//! require_valid_certificates = false # true: no dialback for self-signed peers
+//! ca_file = "/etc/ssl/certs/ca-certificates.crt"  # roots that peers' certificates chain to
+//! resolvers = []                     # DNS servers ("127.0.0.53:53"); default /etc/resolv.conf
+//! max_stanza_bytes = 524288
+//! idle_timeout_secs = 600            # a link with no traffic closes
+//! routes = { "example.org" = "192.0.2.7:5269" }  # fixed addresses instead of DNS
+//!
 //! [tls]
 //! cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
 //! key = "/etc/letsencrypt/live/example.org/privkey.pem"
@@ -91,6 +104,38 @@ pub struct Config {
     pub allow_root: bool,
     /// LAN advertisement (mDNS/DNS-SD).
     pub mdns: MdnsConfig,
+    /// Server-to-server federation.
+    pub s2s: S2sConfig,
+}
+
+/// Server-to-server settings (`[s2s]`): how hearth talks to other XMPP servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S2sConfig {
+    /// Federation at all: off means no listener, no outgoing links, and stanzas for other
+    /// domains bounce with `remote-server-not-found` (a household that wants no outside
+    /// contact).
+    pub enabled: bool,
+    /// STARTTLS listeners for incoming links (RFC 6120 §3.2: port 5269).
+    pub listen: Vec<SocketAddr>,
+    /// Direct TLS listeners (XEP-0368); empty by default.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// No link without TLS, either way (RFC 7590 §3.2).
+    pub require_tls: bool,
+    /// Only peers whose certificate is valid for their domain (SASL EXTERNAL, XEP-0178,
+    /// or dialback on a valid certificate); off lets self-signed home servers in through
+    /// dialback (XEP-0220).
+    pub require_valid_certificates: bool,
+    /// PEM file of the root certificates peers' certificates must chain to; `None` when
+    /// there is none (then no certificate is valid and every peer uses dialback).
+    pub ca_file: Option<PathBuf>,
+    /// DNS servers to ask instead of those in /etc/resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
+    /// Largest stanza accepted on a link (bytes of XML).
+    pub max_stanza_bytes: usize,
+    /// A link that carried nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Fixed addresses for some domains (STARTTLS), used instead of DNS: a LAN or a test.
+    pub routes: Vec<(String, SocketAddr)>,
 }
 
 /// mDNS settings (top-level `mdns` and `mdns_interfaces`).
@@ -227,6 +272,7 @@ mod limits {
     /// 0 turns offline storage (or blocking) off: such messages bounce.
     pub const MAX_STORED_ITEMS: RangeInclusive<i64> = 0..=100_000;
     pub const MAX_STORED_BYTES: RangeInclusive<i64> = 0..=(1 << 40);
+    pub const IDLE_TIMEOUT_SECS: RangeInclusive<i64> = 10..=86_400;
 }
 
 /// Defaults, named so the documentation and the code cannot drift apart.
@@ -275,6 +321,14 @@ mod defaults {
     pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
     pub const MAX_RESOURCES_PER_ACCOUNT: usize = 16;
     pub const MAX_ELEMENTS_PER_STANZA: usize = 4096;
+    pub const S2S_LISTEN: &str = "[::]:5269";
+    /// A server's whole roster push or a large vCard fits; RFC 6120 §13.12 sets 10000 bytes
+    /// as the floor.
+    pub const S2S_MAX_STANZA_BYTES: usize = 512 * 1024;
+    /// Ten minutes, as Prosody and ejabberd close idle links.
+    pub const S2S_IDLE_TIMEOUT_SECS: u64 = 600;
+    /// Debian's (and most distributions') bundle of the public roots.
+    pub const CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 }
 
 impl Config {
@@ -475,6 +529,22 @@ struct RawConfig {
     allow_root: Option<bool>,
     mdns: Option<bool>,
     mdns_interfaces: Option<Strings>,
+    s2s: Option<RawS2s>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([s2s])")]
+struct RawS2s {
+    enabled: Option<bool>,
+    listen: Option<Strings>,
+    direct_tls_listen: Option<Strings>,
+    require_tls: Option<bool>,
+    require_valid_certificates: Option<bool>,
+    ca_file: Option<String>,
+    resolvers: Option<Strings>,
+    max_stanza_bytes: Option<Int>,
+    idle_timeout_secs: Option<Int>,
+    routes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -626,6 +696,7 @@ impl RawConfig {
                 enabled: self.mdns.unwrap_or(true),
                 interfaces: interface_names("mdns_interfaces", self.mdns_interfaces)?,
             },
+            s2s: self.s2s.unwrap_or_default().validate(base)?,
         })
     }
 }
@@ -686,6 +757,80 @@ impl RawC2s {
             max_stanza_bytes,
             max_stanza_bytes_unauthenticated,
             negotiation_timeout: Duration::from_secs(negotiation_timeout_secs),
+        })
+    }
+}
+
+impl RawS2s {
+    fn validate(self, base: &Path) -> Result<S2sConfig, ConfigErrorKind> {
+        let enabled = self.enabled.unwrap_or(true);
+        let listen = match self.listen {
+            Some(list) => addresses("s2s.listen", list)?,
+            None => vec![default_addr(defaults::S2S_LISTEN)],
+        };
+        let direct_tls_listen = match self.direct_tls_listen {
+            Some(list) => addresses("s2s.direct_tls_listen", list)?,
+            None => Vec::new(),
+        };
+        if let Some(addr) = listen.iter().find(|a| direct_tls_listen.contains(a)) {
+            return Err(invalid(
+                "s2s.direct_tls_listen",
+                format!("{addr} is also in s2s.listen; one port cannot serve both"),
+            ));
+        }
+        let ca_file = match self.ca_file {
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(path_value("s2s.ca_file", &p, base)?),
+            None => Some(PathBuf::from(defaults::CA_FILE)).filter(|p| p.exists()),
+        };
+        let resolvers = match self.resolvers {
+            Some(Strings(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse::<SocketAddr>()
+                        .or_else(|_| a.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                        .map_err(|_| {
+                            invalid(
+                                &format!("s2s.resolvers[{i}]"),
+                                format!("{a:?} is not an address such as \"192.0.2.1\" or \"[::1]:53\""),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let max_stanza_bytes = match self.max_stanza_bytes {
+            Some(n) => in_range("s2s.max_stanza_bytes", n, limits::MAX_STANZA_BYTES)? as usize,
+            None => defaults::S2S_MAX_STANZA_BYTES,
+        };
+        let idle_timeout_secs = match self.idle_timeout_secs {
+            Some(n) => in_range("s2s.idle_timeout_secs", n, limits::IDLE_TIMEOUT_SECS)? as u64,
+            None => defaults::S2S_IDLE_TIMEOUT_SECS,
+        };
+        let mut routes = Vec::new();
+        for (domain, addr) in self.routes.unwrap_or_default() {
+            let key = format!("s2s.routes.{domain}");
+            let domain = normalize_domain(&domain).map_err(|reason| invalid(&key, reason))?;
+            let addr = addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    &key,
+                    format!("{addr:?} is not an address with a port, such as \"192.0.2.7:5269\""),
+                )
+            })?;
+            routes.push((domain, addr));
+        }
+        Ok(S2sConfig {
+            enabled,
+            listen,
+            direct_tls_listen,
+            require_tls: self.require_tls.unwrap_or(true),
+            require_valid_certificates: self.require_valid_certificates.unwrap_or(false),
+            ca_file,
+            resolvers,
+            max_stanza_bytes,
+            idle_timeout: Duration::from_secs(idle_timeout_secs),
+            routes,
         })
     }
 }
@@ -1249,6 +1394,18 @@ mod tests {
             strict_channel_binding = true
             password_checks_at_once = 1
             password_check_queue = 0
+
+            [s2s]
+            enabled = true
+            listen = ["[::]:5269"]
+            direct_tls_listen = ["[::]:5270"]
+            require_tls = false
+            require_valid_certificates = true
+            ca_file = "roots.pem"
+            resolvers = ["127.0.0.53", "[::1]:5353"]
+            max_stanza_bytes = 100000
+            idle_timeout_secs = 60
+            routes = { "Example.ORG" = "192.0.2.7:5269" }
             "#,
         )
         .unwrap();
@@ -1287,6 +1444,21 @@ mod tests {
                 mdns: MdnsConfig {
                     enabled: false,
                     interfaces: vec!["eth0".into(), "wlan0".into()],
+                },
+                s2s: S2sConfig {
+                    enabled: true,
+                    listen: vec!["[::]:5269".parse().unwrap()],
+                    direct_tls_listen: vec!["[::]:5270".parse().unwrap()],
+                    require_tls: false,
+                    require_valid_certificates: true,
+                    ca_file: Some("/etc/hearth/roots.pem".into()),
+                    resolvers: vec![
+                        "127.0.0.53:53".parse().unwrap(),
+                        "[::1]:5353".parse().unwrap()
+                    ],
+                    max_stanza_bytes: 100000,
+                    idle_timeout: Duration::from_secs(60),
+                    routes: vec![("example.org".into(), "192.0.2.7:5269".parse().unwrap())],
                 },
             }
         );

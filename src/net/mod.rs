@@ -11,6 +11,7 @@ mod conn;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
+pub mod s2s_tls;
 pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

@@ -34,6 +34,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use crate::config::{CertificateSource, Config};
+use crate::net::s2s_tls::{S2sTls, S2sTlsError};
 
 /// ALPN protocol name for direct TLS c2s connections (XEP-0368 §3).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
@@ -72,6 +73,10 @@ pub struct TlsSetup {
     /// Whether the certificate names the configured domain; a warning, not an error, for
     /// configured files (the admin may know better), a reason to regenerate a generated one.
     is_for_domain: bool,
+    /// The certificate and its key, for the federation configurations.
+    certified: Arc<CertifiedKey>,
+    /// Federation's configurations, when it is on ([`TlsSetup::with_s2s`]).
+    s2s: Option<S2sTls>,
 }
 
 impl TlsSetup {
@@ -79,6 +84,15 @@ impl TlsSetup {
     /// is missing or made for another domain), and builds the server configurations.
     /// Logs the certificate's SHA-256 fingerprint.
     pub fn load(cfg: &Config) -> Result<TlsSetup, TlsError> {
+        let setup = Self::load_certificate(cfg)?;
+        if cfg.s2s.enabled {
+            setup.with_s2s(cfg.s2s.ca_file.as_deref())
+        } else {
+            Ok(setup)
+        }
+    }
+
+    fn load_certificate(cfg: &Config) -> Result<TlsSetup, TlsError> {
         match &cfg.tls.certificate {
             CertificateSource::Files { cert, key } => {
                 let setup = Self::from_files(cert, key, &cfg.domain)?;
@@ -173,7 +187,7 @@ impl TlsSetup {
             .ok_or_else(|| TlsError::NoCertificate {
                 path: cert_path.to_owned(),
             })?;
-        let certified = CertifiedKey::new(certs, signing_key);
+        let certified = Arc::new(CertifiedKey::new(certs, signing_key));
         match certified.keys_match() {
             // `Unknown`: the key type cannot tell its public key; rustls accepts that too.
             Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
@@ -195,7 +209,7 @@ impl TlsSetup {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(TlsError::Rustls)?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified.clone())));
         // Bounded memory: a small stateful session cache and one ticket per handshake
         // (rustls's default ticketer issues no stateless tickets, so nothing else grows).
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
@@ -212,7 +226,23 @@ impl TlsSetup {
             end_point_hash: end_point_hash(&leaf),
             fingerprint: Sha256::digest(leaf.as_ref()).into(),
             is_for_domain: covers_domain(&leaf, domain),
+            certified,
+            s2s: None,
         })
+    }
+
+    /// Adds federation's configurations (incoming and outgoing links), trusting the roots
+    /// in `ca_file` for peers' certificates.
+    pub fn with_s2s(mut self, ca_file: Option<&Path>) -> Result<TlsSetup, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let s2s = S2sTls::new(provider, self.certified.clone(), ca_file).map_err(TlsError::S2s)?;
+        self.s2s = Some(s2s);
+        Ok(self)
+    }
+
+    /// Federation's configurations, when it is on.
+    pub fn s2s(&self) -> Option<&S2sTls> {
+        self.s2s.as_ref()
     }
 
     /// Loads `<dir>/cert.pem` and `<dir>/key.pem`, generating them when absent, incomplete
@@ -355,6 +385,8 @@ pub enum TlsError {
     },
     /// rustls refused the configuration itself (a bug rather than bad input).
     Rustls(rustls::Error),
+    /// Federation's roots or configurations.
+    S2s(S2sTlsError),
 }
 
 impl fmt::Display for TlsError {
@@ -399,6 +431,7 @@ impl fmt::Display for TlsError {
                 write!(f, "{}: cannot write: {error}", path.display())
             }
             TlsError::Rustls(e) => write!(f, "TLS configuration: {e}"),
+            TlsError::S2s(e) => write!(f, "federation: {e}"),
         }
     }
 }

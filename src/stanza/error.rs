@@ -201,6 +201,8 @@ pub enum StreamCondition {
     ConnectionTimeout,
     /// §4.9.3.6: the `to` of the stream header is not served here.
     HostUnknown,
+    /// §4.9.3.7: a stanza between servers lacks `to` or `from`, or they are malformed.
+    ImproperAddressing,
     /// §4.9.3.8: the server has an internal problem.
     InternalServerError,
     /// §4.9.3.9: the `from` given does not match an authenticated JID.
@@ -242,6 +244,7 @@ impl StreamCondition {
             Conflict => "conflict",
             ConnectionTimeout => "connection-timeout",
             HostUnknown => "host-unknown",
+            ImproperAddressing => "improper-addressing",
             InternalServerError => "internal-server-error",
             InvalidFrom => "invalid-from",
             InvalidNamespace => "invalid-namespace",

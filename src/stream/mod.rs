@@ -7,6 +7,7 @@
 
 pub mod c2s;
 pub mod negotiation;
+pub mod s2s;
 pub mod sasl;
 pub mod throttle;
 

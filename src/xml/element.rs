@@ -137,6 +137,21 @@ impl Element {
         }
     }
 
+    /// Moves this element and every descendant in namespace `from` to namespace `to`.
+    /// A stanza from a server stream (`jabber:server`) becomes the same stanza as the
+    /// rest of the server handles it (`jabber:client`), RFC 6120 §4.8.3: only the
+    /// stream's content namespace differs.
+    pub fn rename_ns(&mut self, from: &str, to: &str) {
+        if self.ns == from {
+            self.ns = to.to_owned();
+        }
+        for n in &mut self.children {
+            if let Node::Element(e) = n {
+                e.rename_ns(from, to);
+            }
+        }
+    }
+
     /// Removes every child element `name` in namespace `ns`.
     pub fn remove_children(&mut self, name: &str, ns: &str) {
         self.children
