@@ -48,6 +48,8 @@ mdns = false
 [c2s]
 listen = ["127.0.0.1:5222"]
 direct_tls_listen = []
+[s2s]
+enabled = false
 EOF
 cat >"$root/init" <<EOF
 #!/bin/busybox sh

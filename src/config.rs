@@ -793,7 +793,9 @@ impl RawS2s {
                         .map_err(|_| {
                             invalid(
                                 &format!("s2s.resolvers[{i}]"),
-                                format!("{a:?} is not an address such as \"192.0.2.1\" or \"[::1]:53\""),
+                                format!(
+                                    "{a:?} is not an address such as \"192.0.2.1\" or \"[::1]:53\""
+                                ),
                             )
                         })
                 })

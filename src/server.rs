@@ -14,11 +14,14 @@ use crate::config::Config;
 use crate::features::Registry;
 use crate::net::Shared;
 use crate::net::limits::{Admission, ConnectionLimits};
+use crate::net::listen::Peers;
+use crate::net::s2s::{S2s, S2sSettings};
 use crate::net::tls::TlsSetup;
 use crate::password::PasswordCheckConfig;
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
+use crate::stream::s2s::{DialbackSecret, S2sPolicy};
 use crate::stream::sasl::Mechanism;
 use crate::stream::throttle::{Throttle, ThrottleConfig};
 use crate::xml::Limits;
@@ -102,11 +105,42 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
-        listeners.push((bind(a)?, false));
+        listeners.push((bind(a)?, false, Peers::Clients));
     }
     for &a in &cfg.c2s.direct_tls_listen {
-        listeners.push((bind(a)?, true));
+        listeners.push((bind(a)?, true, Peers::Clients));
     }
+    let s2s = if cfg.s2s.enabled {
+        for &a in &cfg.s2s.listen {
+            listeners.push((bind(a)?, false, Peers::Servers));
+        }
+        for &a in &cfg.s2s.direct_tls_listen {
+            listeners.push((bind(a)?, true, Peers::Servers));
+        }
+        if cfg.domain.ends_with(".local") {
+            log::info!(
+                "federation: {} is a .local name, which other servers cannot find; \
+                 set a public domain to federate, or [s2s] enabled = false",
+                cfg.domain
+            );
+        }
+        Some(Arc::new(S2s::new(S2sSettings {
+            policy: Arc::new(S2sPolicy {
+                domain: domain.clone(),
+                require_tls: cfg.s2s.require_tls,
+                require_valid_certificates: cfg.s2s.require_valid_certificates,
+                secret: DialbackSecret::random(),
+            }),
+            routes: cfg.s2s.routes.clone(),
+            resolvers: cfg.s2s.resolvers.clone(),
+            idle_timeout: cfg.s2s.idle_timeout,
+            max_stanza_bytes: cfg.s2s.max_stanza_bytes,
+            max_elements: cfg.limits.max_elements_per_stanza,
+            max_queued_bytes: cfg.limits.max_queued_bytes,
+        })))
+    } else {
+        None
+    };
     let signals = async_signal::Signals::new([
         async_signal::Signal::Term,
         async_signal::Signal::Int,
@@ -123,10 +157,14 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         },
     );
     let max = cfg.c2s.max_stanza_bytes;
+    let mut router = Router::new(domain.clone())
+        .with_max_resources(cfg.limits.max_resources_per_account)
+        .with_quota(cfg.limits.quota);
+    if let Some(s2s) = &s2s {
+        router = router.with_remote(s2s.clone());
+    }
     let shared = Arc::new(Shared {
-        router: Router::new(domain.clone())
-            .with_max_resources(cfg.limits.max_resources_per_account)
-            .with_quota(cfg.limits.quota),
+        router,
         storage,
         modules,
         tls: RwLock::new(Arc::new(tls)),
@@ -156,9 +194,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         })),
         auth,
         shutdown_rx,
+        s2s,
     });
 
     let ex = Arc::new(Executor::new());
+    if let Some(s2s) = &shared.s2s {
+        s2s.start(&shared, &ex);
+    }
     // Worker threads run the executor until the shutdown channel closes.
     let mut workers = Vec::new();
     for i in 1..cfg.threads {
@@ -179,8 +221,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         let bound = |direct: bool| -> Vec<SocketAddr> {
             listeners
                 .iter()
-                .filter(|(_, d)| *d == direct)
-                .map(|((a, _), _)| *a)
+                .filter(|(_, d, p)| *d == direct && *p == Peers::Clients)
+                .map(|((a, _), _, _)| *a)
                 .collect()
         };
         crate::mdns::Advertiser::start(&crate::mdns::Settings {
@@ -197,8 +239,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     // The open-connection count, for shutdown to wait on.
     let live = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
-    for ((addr, listener), direct) in listeners {
-        crate::net::listen::accept(&ex, listener, addr, direct, &shared, &live, &next_id);
+    for ((addr, listener), direct, peers) in listeners {
+        crate::net::listen::accept(&ex, listener, addr, direct, peers, &shared, &live, &next_id);
     }
     log::info!(
         "hearth {} serving {} (data in {}), ready in {} ms",

@@ -18,6 +18,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_rustls::TlsAcceptor;
+use futures_rustls::TlsConnector;
+use futures_rustls::client::TlsStream as ClientTlsStream;
+use futures_rustls::pki_types::{CertificateDer, ServerName};
+use futures_rustls::rustls::ClientConfig;
 use futures_rustls::rustls::ServerConfig;
 use futures_rustls::server::TlsStream;
 use smol::future::FutureExt as _;
@@ -123,6 +127,8 @@ pub(super) enum Effect<I> {
 pub(super) enum Transport {
     Plain(Async<TcpStream>),
     Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// TLS where we are the client: an outgoing s2s link.
+    TlsClient(Box<ClientTlsStream<Async<TcpStream>>>),
     /// Only while the TLS handshake owns the socket.
     Taken,
 }
@@ -136,6 +142,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -150,6 +157,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -158,6 +166,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::Taken => Poll::Ready(Ok(())),
         }
     }
@@ -166,6 +175,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
             Transport::Taken => Poll::Ready(Ok(())),
         }
     }
@@ -345,6 +355,60 @@ impl<D: Driver> Link<D> {
         Ok(cb)
     }
 
+    /// STARTTLS as the initiating side (RFC 6120 §5.4.3.3, an outgoing s2s link): the
+    /// handshake as TLS client with `config`, naming `name` (SNI), within the negotiation
+    /// deadline. Answers the peer's certificate chain, for the caller to judge.
+    pub(super) async fn start_tls_client(
+        &mut self,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Vec<CertificateDer<'static>>> {
+        self.flush().await?;
+        self.framer.reset();
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Taken) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let deadline = self
+            .liveness
+            .negotiation_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        let connect = Box::pin(TlsConnector::from(config).connect(name, tcp));
+        let s = connect
+            .or(async {
+                Timer::at(deadline).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        log::info!(
+            "{}{}: {} STARTTLS {}",
+            D::KIND,
+            self.id,
+            self.peer,
+            client_tls_version(&s)
+        );
+        let certs = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
+        self.io = Transport::TlsClient(Box::new(s));
+        Ok(certs)
+    }
+
+    /// The certificate chain the peer presented in the TLS handshake (empty before TLS
+    /// or when it sent none).
+    pub(super) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
+        let certs = match &self.io {
+            Transport::Tls(s) => s.get_ref().1.peer_certificates(),
+            Transport::TlsClient(s) => s.get_ref().1.peer_certificates(),
+            Transport::Plain(_) | Transport::Taken => None,
+        };
+        certs
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
     /// Completes (with `None`) when the peer closes its side of the TCP connection; never
     /// completes if it sends anything else (which stays unread for the loop). For racing a
     /// long wait, such as a queued password check, against the peer going away.
@@ -352,6 +416,7 @@ impl<D: Driver> Link<D> {
         let tcp = match &self.io {
             Transport::Plain(s) => Some(s),
             Transport::Tls(s) => Some(s.get_ref().0),
+            Transport::TlsClient(s) => Some(s.get_ref().0),
             Transport::Taken => None,
         };
         if let Some(tcp) = tcp
@@ -439,6 +504,7 @@ async fn linger(io: &Transport) {
     let tcp = match io {
         Transport::Plain(s) => s,
         Transport::Tls(s) => s.get_ref().0,
+        Transport::TlsClient(s) => s.get_ref().0,
         Transport::Taken => return,
     };
     // Our FIN tells the peer we are done, so a well-behaved one closes too.
@@ -458,6 +524,38 @@ async fn linger(io: &Transport) {
             Ok(n) => total += n,
         }
     }
+}
+
+fn client_tls_version(s: &ClientTlsStream<Async<TcpStream>>) -> &'static str {
+    match s.get_ref().1.protocol_version() {
+        Some(futures_rustls::rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(futures_rustls::rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    }
+}
+
+/// Direct TLS as client (XEP-0368, an outgoing s2s link to a `_xmpps-server` target):
+/// the handshake before any XML, until `deadline`. The stream and the peer's chain.
+pub(super) async fn direct_tls_client(
+    tcp: Async<TcpStream>,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    deadline: Instant,
+) -> io::Result<(Transport, Vec<CertificateDer<'static>>)> {
+    let connect = Box::pin(TlsConnector::from(config).connect(name, tcp));
+    let s = connect
+        .or(async {
+            Timer::at(deadline).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await?;
+    let certs = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    Ok((Transport::TlsClient(Box::new(s)), certs))
 }
 
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {

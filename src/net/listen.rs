@@ -43,21 +43,36 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Accepts client connections on `listener` for as long as the executor runs: each
-/// one admitted gets its own task (`c2s::serve_client`); one over the limits is told
-/// why (`c2s::refuse`) and closed. `live` counts the open connections for shutdown;
-/// `next_id` numbers them for the log.
+/// Who connects to a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// Clients (c2s, RFC 6120 §3.2: port 5222).
+    Clients,
+    /// Other servers (s2s, port 5269).
+    Servers,
+}
+
+/// Accepts connections on `listener` for as long as the executor runs: each one admitted
+/// gets its own task (`c2s::serve_client` or `s2s::serve_incoming`); one over the limits
+/// is told why (`c2s::refuse`) and closed. `live` counts the open connections for
+/// shutdown; `next_id` numbers them for the log.
+#[allow(clippy::too_many_arguments)]
 pub fn accept(
     ex: &Arc<Executor<'static>>,
     listener: Async<TcpListener>,
     addr: SocketAddr,
     direct: bool,
+    peers: Peers,
     shared: &Arc<Shared>,
     live: &Arc<AtomicUsize>,
     next_id: &Arc<AtomicU64>,
 ) {
     let kind = if direct { "direct TLS" } else { "STARTTLS" };
-    log::info!("listening for clients on {addr} ({kind})");
+    let (who, tag) = match peers {
+        Peers::Clients => ("clients", "c2s"),
+        Peers::Servers => ("servers", "s2s-in"),
+    };
+    log::info!("listening for {who} on {addr} ({kind})");
     let shared = shared.clone();
     let ex2 = ex.clone();
     // Weak, so that only connections count as open ones at shutdown.
@@ -82,25 +97,36 @@ pub fn accept(
                             // flood the log too.
                             match shared.admission.log_refusal(peer.ip(), Instant::now()) {
                                 Some(0) => {
-                                    log::info!("c2s{id}: refused {peer} on {addr}: {why}")
+                                    log::info!("{tag}{id}: refused {peer} on {addr}: {why}")
                                 }
                                 Some(n) => log::info!(
-                                    "c2s{id}: refused {peer} on {addr}: {why} \
+                                    "{tag}{id}: refused {peer} on {addr}: {why} \
                                      ({n} more from this address in the last minute)"
                                 ),
                                 None => {
-                                    log::debug!("c2s{id}: refused {peer} on {addr}: {why}")
+                                    log::debug!("{tag}{id}: refused {peer} on {addr}: {why}")
                                 }
                             }
-                            super::c2s::refuse(&shared, tcp, direct, why);
+                            // A server is not told: it retries with backoff, and its
+                            // stanzas bounce to their senders on its side.
+                            if peers == Peers::Clients {
+                                super::c2s::refuse(&shared, tcp, direct, why);
+                            }
                             continue;
                         }
                     };
-                    log::info!("c2s{id}: connection from {peer} on {addr}");
+                    log::info!("{tag}{id}: connection from {peer} on {addr}");
                     let shared = shared.clone();
                     let token = OpenConnection::new(&live);
                     ex2.spawn(async move {
-                        super::c2s::serve_client(shared, tcp, peer, direct, id).await;
+                        match peers {
+                            Peers::Clients => {
+                                super::c2s::serve_client(shared, tcp, peer, direct, id).await
+                            }
+                            Peers::Servers => {
+                                super::s2s::serve_incoming(shared, tcp, peer, direct, id).await
+                            }
+                        }
                         drop(slot);
                         drop(token);
                     })

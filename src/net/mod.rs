@@ -4,6 +4,7 @@
 //! - `conn.rs`: the connection loop, generic over the stream machine and its driver
 //!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
 //! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
+//! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
 //! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
 pub mod c2s;
@@ -11,6 +12,7 @@ mod conn;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
+pub mod s2s;
 pub mod s2s_tls;
 pub mod tls;
 
@@ -53,6 +55,8 @@ pub struct Shared {
     pub auth: Auth,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
+    /// Federation, when it is on (`[s2s] enabled`).
+    pub s2s: Option<Arc<s2s::S2s>>,
 }
 
 impl Shared {

@@ -218,10 +218,7 @@ impl S2sTls {
 struct Single(Arc<CertifiedKey>);
 
 impl ResolvesServerCert for Single {
-    fn resolve(
-        &self,
-        _hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
     }
 }

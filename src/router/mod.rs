@@ -206,7 +206,9 @@ impl SessionTx {
         self.queue.ready.notify(1);
     }
 
-    fn close(&self) {
+    /// No more stanzas: what is queued is still taken, then the receiver sees
+    /// [`Closed`].
+    pub fn close(&self) {
         self.queue.state().is_closed = true;
         self.queue.ready.notify(usize::MAX);
         self.queue.space.notify(usize::MAX);
@@ -1093,20 +1095,27 @@ fn serialize(el: &Element) -> Arc<Outgoing> {
 /// queue is recorded for [`with_backpressure`]); false when the queue refused it (closed,
 /// or at its hard bound): the caller answers the sender where the RFC lets it.
 fn deliver(s: &Session, xml: &Arc<Outgoing>) -> bool {
-    match s.tx.try_send(ToSession::Stanza(xml.clone())) {
+    deliver_to_queue(&s.tx, xml)
+}
+
+/// Queues a stanza on a queue of the router's kind that is not a session's (an s2s
+/// link's): senders past its soft bound are slowed like those of a slow session
+/// ([`with_backpressure`]); `false` when it is closed or at its hard bound.
+pub fn deliver_to_queue(tx: &SessionTx, xml: &Arc<Outgoing>) -> bool {
+    match tx.try_send(ToSession::Stanza(xml.clone())) {
         Queued::Yes => true,
         Queued::Pressed => {
             PRESSED.with(|p| {
                 if let Some(list) = p.borrow_mut().as_mut()
-                    && !list.iter().any(|q| Arc::ptr_eq(q, &s.tx.queue))
+                    && !list.iter().any(|q| Arc::ptr_eq(q, &tx.queue))
                 {
-                    list.push(s.tx.queue.clone());
+                    list.push(tx.queue.clone());
                 }
             });
             true
         }
         Queued::Refused => {
-            log::debug!("session {}: queue full, stanza refused to its sender", s.id);
+            log::debug!("queue full, stanza refused to its sender");
             false
         }
     }

@@ -133,7 +133,10 @@ pub enum InInput {
     TlsEstablished,
     /// Answer to [`InAction::CheckCertificate`]: the peer's certificate is valid for
     /// the domain.
-    CertificateChecked { domain: Arc<str>, valid: bool },
+    CertificateChecked {
+        domain: Arc<str>,
+        valid: bool,
+    },
     /// Answer to [`InAction::VerifyDialback`]: the authoritative server's verdict
     /// (`None`: it could not be asked, e.g. unreachable).
     DialbackVerified {
@@ -393,7 +396,10 @@ impl S2sIn {
         };
         if el.attr("type").is_some() {
             // A verdict: we never ask for one on an incoming stream.
-            return self.fail(StreamError::new(StreamCondition::UnsupportedStanzaType), out);
+            return self.fail(
+                StreamError::new(StreamCondition::UnsupportedStanzaType),
+                out,
+            );
         }
         let Ok(domain) = jid::normalize_domain(from) else {
             return self.fail(StreamError::new(StreamCondition::InvalidFrom), out);
@@ -494,7 +500,10 @@ impl S2sIn {
             );
         };
         if el.attr("type").is_some() {
-            return self.fail(StreamError::new(StreamCondition::UnsupportedStanzaType), out);
+            return self.fail(
+                StreamError::new(StreamCondition::UnsupportedStanzaType),
+                out,
+            );
         }
         let Ok(asker) = jid::normalize_domain(from) else {
             return self.fail(StreamError::new(StreamCondition::InvalidFrom), out);
@@ -691,7 +700,9 @@ pub enum OutInput {
     Xml(Event),
     /// The TLS handshake finished; `cert_valid` when the peer's certificate is valid
     /// for its domain.
-    TlsEstablished { cert_valid: bool },
+    TlsEstablished {
+        cert_valid: bool,
+    },
 }
 
 impl From<Event> for OutInput {
@@ -870,7 +881,11 @@ impl S2sOut {
             // A peer acknowledging or erring on something else (e.g. a stanza error
             // bounced on our stream) is not ours to act on.
             OutPhase::Ready => {
-                log::debug!("s2s to {}: unexpected <{}/> ignored", self.peer(), el.name());
+                log::debug!(
+                    "s2s to {}: unexpected <{}/> ignored",
+                    self.peer(),
+                    el.name()
+                );
             }
             _ => {
                 let why = format!("unexpected <{}/> from the peer", el.name());
@@ -907,12 +922,10 @@ impl S2sOut {
             self.phase = OutPhase::Verifying;
             return;
         }
-        let external = features
-            .get_child("mechanisms", ns::SASL)
-            .is_some_and(|m| {
-                m.children()
-                    .any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == "EXTERNAL")
-            });
+        let external = features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+            m.children()
+                .any(|c| c.is("mechanism", ns::SASL) && c.text().trim() == "EXTERNAL")
+        });
         if self.tls && external && !self.external_failed {
             // XEP-0178 §3: the authorization identity is our domain.
             let authzid = B64.encode(self.policy.domain.as_bytes());

@@ -97,10 +97,10 @@ impl Pair {
                     InAction::StartTls => self.to_in.reset(),
                     InAction::CheckCertificate(d) => {
                         let valid = self.cert_valid && &*d == PEER;
-                        in_actions.extend(self.inn.handle(InInput::CertificateChecked {
-                            domain: d,
-                            valid,
-                        }));
+                        in_actions.extend(
+                            self.inn
+                                .handle(InInput::CertificateChecked { domain: d, valid }),
+                        );
                     }
                     InAction::VerifyDialback { domain, id, key } => {
                         // The authoritative server of PEER checks its own key.
@@ -139,20 +139,33 @@ fn a_valid_certificate_authenticates_with_sasl_external() {
     assert_eq!(p.seen, ["tls", "authenticated peer.example", "ready"]);
     assert!(p.out.is_ready());
     assert_eq!(p.inn.authenticated(), [Arc::<str>::from(PEER)]);
-    p.send_stanza("<message from='bob@peer.example/x' to='alice@hearth.example'><body>hi</body></message>");
+    p.send_stanza(
+        "<message from='bob@peer.example/x' to='alice@hearth.example'><body>hi</body></message>",
+    );
     assert_eq!(p.routed.len(), 1);
     let s = &p.routed[0];
     // Into the rest of the server in jabber:client form, body included.
     assert_eq!(s.el.ns(), ns::CLIENT);
-    assert_eq!(s.el.get_child("body", ns::CLIENT).map(|b| b.text()).as_deref(), Some("hi"));
-    assert_eq!(s.to.as_ref().map(|j| j.as_str()), Some("alice@hearth.example"));
+    assert_eq!(
+        s.el.get_child("body", ns::CLIENT)
+            .map(|b| b.text())
+            .as_deref(),
+        Some("hi")
+    );
+    assert_eq!(
+        s.to.as_ref().map(|j| j.as_str()),
+        Some("alice@hearth.example")
+    );
 }
 
 #[test]
 fn without_a_valid_certificate_dialback_authenticates() {
     let mut p = Pair::new(Purpose::Deliver, false, policy(PEER, 2));
     p.start();
-    assert_eq!(p.seen, ["tls", "verify", "authenticated peer.example", "ready"]);
+    assert_eq!(
+        p.seen,
+        ["tls", "verify", "authenticated peer.example", "ready"]
+    );
 }
 
 #[test]
@@ -162,7 +175,11 @@ fn a_key_the_authoritative_server_never_issued_is_refused() {
     p.peer_secret = DialbackSecret::from_bytes([9; 32]);
     p.start();
     assert_eq!(p.seen[..2], ["tls", "verify"]);
-    assert!(p.seen.iter().any(|s| s.starts_with("failed: the peer refused our dialback key")));
+    assert!(
+        p.seen
+            .iter()
+            .any(|s| s.starts_with("failed: the peer refused our dialback key"))
+    );
     assert!(p.inn.authenticated().is_empty());
 }
 
@@ -178,7 +195,11 @@ fn a_verify_stream_gets_the_authoritative_answer_and_closes() {
     };
     let mut p = Pair::new(purpose, false, policy(PEER, 2));
     p.start();
-    assert!(p.seen.contains(&"verified true".to_string()), "{:?}", p.seen);
+    assert!(
+        p.seen.contains(&"verified true".to_string()),
+        "{:?}",
+        p.seen
+    );
 
     let purpose = Purpose::Verify {
         id: "abd".into(),
@@ -186,7 +207,11 @@ fn a_verify_stream_gets_the_authoritative_answer_and_closes() {
     };
     let mut p = Pair::new(purpose, false, policy(PEER, 2));
     p.start();
-    assert!(p.seen.contains(&"verified false".to_string()), "{:?}", p.seen);
+    assert!(
+        p.seen.contains(&"verified false".to_string()),
+        "{:?}",
+        p.seen
+    );
 }
 
 #[test]
@@ -249,7 +274,10 @@ const HEADER: &str = "<stream:stream xmlns='jabber:server' xmlns:stream='http://
 fn authenticated_by_dialback() -> In {
     let mut i = In::new(true);
     let a = i.send(HEADER);
-    assert!(matches!(a[..], [InAction::Send(_), InAction::CheckCertificate(_)]));
+    assert!(matches!(
+        a[..],
+        [InAction::Send(_), InAction::CheckCertificate(_)]
+    ));
     i.feed(InInput::CertificateChecked {
         domain: PEER.into(),
         valid: false,
@@ -272,11 +300,17 @@ fn authenticated_by_dialback() -> In {
 fn features_before_and_after_tls() {
     let mut i = In::new(false);
     let a = sent(&i.send(HEADER));
-    assert!(a.contains("<starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"><required/></starttls>"), "{a}");
+    assert!(
+        a.contains("<starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"><required/></starttls>"),
+        "{a}"
+    );
     // No dialback before TLS when TLS is required.
     assert!(!a.contains(DIALBACK_FEATURE), "{a}");
     // Named back in our header (RFC 6120 §4.7.2) with the db prefix declared.
-    assert!(a.contains("to='peer.example'") && a.contains("xmlns:db='jabber:server:dialback'"), "{a}");
+    assert!(
+        a.contains("to='peer.example'") && a.contains("xmlns:db='jabber:server:dialback'"),
+        "{a}"
+    );
 
     let mut i = In::new(true);
     i.send(HEADER);
@@ -284,7 +318,10 @@ fn features_before_and_after_tls() {
         domain: PEER.into(),
         valid: true,
     }));
-    assert!(a.contains("<mechanism>EXTERNAL</mechanism>") && a.contains("urn:xmpp:features:dialback"), "{a}");
+    assert!(
+        a.contains("<mechanism>EXTERNAL</mechanism>") && a.contains("urn:xmpp:features:dialback"),
+        "{a}"
+    );
     assert!(!a.contains("starttls"), "{a}");
 }
 
@@ -305,7 +342,9 @@ fn external_without_a_valid_certificate_fails_and_dialback_may_follow() {
         domain: PEER.into(),
         valid: false,
     });
-    let a = sent(&i.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"));
+    let a = sent(
+        &i.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"),
+    );
     assert!(a.contains("<not-authorized/>"), "{a}");
     assert!(!i.m.is_closed());
     assert!(i.m.authenticated().is_empty());
@@ -343,7 +382,9 @@ fn stanzas_before_authentication_are_not_authorized() {
 #[test]
 fn a_stanza_from_a_domain_the_stream_did_not_prove_is_invalid_from() {
     let mut i = authenticated_by_dialback();
-    let a = i.send("<message from='mallory@evil.example' to='alice@hearth.example'><body>x</body></message>");
+    let a = i.send(
+        "<message from='mallory@evil.example' to='alice@hearth.example'><body>x</body></message>",
+    );
     assert!(sent(&a).contains("<invalid-from"), "{a:?}");
     assert!(!a.iter().any(|a| matches!(a, InAction::Route(_))));
     assert!(i.m.is_closed());
@@ -366,7 +407,8 @@ fn a_stanza_without_addresses_is_improper_addressing() {
 #[test]
 fn authenticated_stanzas_are_routed_normalized() {
     let mut i = authenticated_by_dialback();
-    let a = i.send("<presence from='Bob@PEER.example/x' to='Alice@hearth.example' type='subscribe'/>");
+    let a =
+        i.send("<presence from='Bob@PEER.example/x' to='Alice@hearth.example' type='subscribe'/>");
     let [InAction::Route(s)] = &a[..] else {
         panic!("{a:?}")
     };
@@ -379,7 +421,10 @@ fn authenticated_stanzas_are_routed_normalized() {
 fn dialback_for_another_of_our_domains_is_item_not_found() {
     let mut i = authenticated_by_dialback();
     let a = sent(&i.send("<db:result from='peer.example' to='other.example'>k</db:result>"));
-    assert!(a.contains("type='error'") || a.contains("type=\"error\""), "{a}");
+    assert!(
+        a.contains("type='error'") || a.contains("type=\"error\""),
+        "{a}"
+    );
     assert!(a.contains("item-not-found"), "{a}");
     assert!(!i.m.is_closed());
 }
@@ -432,10 +477,13 @@ fn db_verify_answers_for_keys_we_issued() {
         "<db:verify from='peer.example' to='hearth.example' id='s1'>{key}</db:verify>"
     )));
     assert!(a.starts_with("<db:verify"), "{a}");
-    assert!(a.contains("type=\"valid\"") && a.contains("id=\"s1\""), "{a}");
-    let a = sent(&i.send(
-        "<db:verify from='peer.example' to='hearth.example' id='s1'>0000</db:verify>",
-    ));
+    assert!(
+        a.contains("type=\"valid\"") && a.contains("id=\"s1\""),
+        "{a}"
+    );
+    let a = sent(
+        &i.send("<db:verify from='peer.example' to='hearth.example' id='s1'>0000</db:verify>"),
+    );
     assert!(a.contains("type=\"invalid\""), "{a}");
 }
 
@@ -452,7 +500,8 @@ fn an_outgoing_stream_without_tls_is_abandoned_when_tls_is_required() {
         all.extend(o.handle(OutInput::Xml(ev)));
     }
     assert!(
-        all.iter().any(|a| matches!(a, OutAction::Failed(w) if w.contains("does not offer TLS"))),
+        all.iter()
+            .any(|a| matches!(a, OutAction::Failed(w) if w.contains("does not offer TLS"))),
         "{all:?}"
     );
     assert!(o.is_closed());
@@ -468,6 +517,10 @@ fn an_outgoing_stream_to_a_peer_with_an_invalid_certificate_is_abandoned_if_poli
     });
     let mut p = Pair::new(Purpose::Deliver, false, strict);
     p.start();
-    assert!(p.seen.iter().any(|s| s.contains("is not valid")), "{:?}", p.seen);
+    assert!(
+        p.seen.iter().any(|s| s.contains("is not valid")),
+        "{:?}",
+        p.seen
+    );
     assert!(!p.out.is_ready());
 }
