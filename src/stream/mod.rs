@@ -6,6 +6,7 @@
 //! generic over the machine. [`Machine`] is that seam.
 
 pub mod c2s;
+pub mod component;
 pub mod negotiation;
 pub mod s2s;
 pub mod sasl;

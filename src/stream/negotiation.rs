@@ -119,6 +119,12 @@ pub struct Negotiation {
     header_sent: bool,
     /// The current stream's id: ours when receiving, the peer's when initiating.
     id: Option<String>,
+    /// A receiving side that serves several domains (external components, XEP-0114):
+    /// any of them is accepted as `to`, and becomes [`Negotiation::local`].
+    accepted: Option<Arc<[Arc<str>]>>,
+    /// Headers without `version` are the norm (XEP-0114 §3 streams predate
+    /// RFC 6120's version 1.0): accepted, and ours carries none.
+    versionless: bool,
 }
 
 impl Negotiation {
@@ -150,7 +156,22 @@ impl Negotiation {
             state: State::AwaitingHeader,
             header_sent: false,
             id: None,
+            accepted: None,
+            versionless: false,
         }
+    }
+
+    /// A receiving side for any of `domains` (XEP-0114: the component's domain is the
+    /// header's `to`).
+    pub fn serving_any(mut self, domains: Arc<[Arc<str>]>) -> Negotiation {
+        self.accepted = Some(domains);
+        self
+    }
+
+    /// Streams without a version (XEP-0114 §3).
+    pub fn versionless(mut self) -> Negotiation {
+        self.versionless = true;
+        self
     }
 
     /// A receiving side that puts the peer's `from` (a valid domain) in its
@@ -274,7 +295,15 @@ impl Negotiation {
                 let to = h
                     .attr("to")
                     .and_then(|to| jid::normalize_domain(to).ok())
-                    .filter(|d| **d == *self.local);
+                    .filter(|d| match &self.accepted {
+                        Some(list) => list.iter().any(|a| **a == **d),
+                        None => **d == *self.local,
+                    });
+                if let Some(d) = &to
+                    && self.accepted.is_some()
+                {
+                    self.local = Arc::from(d.as_str());
+                }
                 if to.is_none() {
                     let text = format!("this server is {}", self.local);
                     self.fail(
@@ -288,7 +317,11 @@ impl Negotiation {
             Role::Initiating => h.attr("to").map(str::to_owned),
         };
         // §4.7.5: we speak 1.0; an absent version means a pre-RFC peer.
-        let Some(version) = version(h.attr("version")).filter(|(major, _)| *major >= 1) else {
+        let parsed = match (h.attr("version"), self.versionless) {
+            (None, true) => Some((0, 9)),
+            (v, _) => version(v).filter(|(major, _)| *major >= 1),
+        };
+        let Some(version) = parsed else {
             self.fail(
                 StreamError::new(StreamCondition::UnsupportedVersion)
                     .with_text("XMPP version 1.0 is required"),
@@ -439,7 +472,10 @@ impl Negotiation {
             crate::xml::escape_attr(to, &mut s);
             s.push('\'');
         }
-        s.push_str(" version='1.0' xml:lang='en'>");
+        if !self.versionless {
+            s.push_str(" version='1.0'");
+        }
+        s.push_str(" xml:lang='en'>");
         s
     }
 }
