@@ -4,10 +4,12 @@
 //! - `conn.rs`: the connection loop, generic over the stream machine and its driver
 //!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
 //! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
-//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
+//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up;
+//! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2).
 
 pub mod c2s;
 mod conn;
+pub mod dns;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
