@@ -5,10 +5,12 @@
 //!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
 //! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
+//! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
 //! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
 pub mod c2s;
 mod conn;
+pub mod dns;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
