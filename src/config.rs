@@ -32,6 +32,10 @@
 //! idle_timeout_secs = 600            # a link with no traffic closes
 //! routes = { "example.org" = "192.0.2.7:5269" }  # fixed addresses instead of DNS
 //!
+//! [components]                       # XEP-0114 external components (bridges, bots)
+//! listen = ["127.0.0.1:5347"]        # the default when any component is configured
+//! secrets = { "bot.example.org" = "a long random secret" }
+//!
 //! [tls]
 //! cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
 //! key = "/etc/letsencrypt/live/example.org/privkey.pem"
@@ -106,6 +110,29 @@ pub struct Config {
     pub mdns: MdnsConfig,
     /// Server-to-server federation.
     pub s2s: S2sConfig,
+    /// External components (XEP-0114).
+    pub components: ComponentsConfig,
+}
+
+/// External components (`[components]`, XEP-0114): programs beside hearth that own a
+/// domain of their own and authenticate with a shared secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ComponentsConfig {
+    /// Where components connect; empty when none is configured.
+    pub listen: Vec<SocketAddr>,
+    /// Each component's domain and secret.
+    pub secrets: Vec<(String, String)>,
+}
+
+impl fmt::Debug for ComponentsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secrets stay out of logs and error messages.
+        let domains: Vec<&str> = self.secrets.iter().map(|(d, _)| d.as_str()).collect();
+        f.debug_struct("ComponentsConfig")
+            .field("listen", &self.listen)
+            .field("domains", &domains)
+            .finish()
+    }
 }
 
 /// Server-to-server settings (`[s2s]`): how hearth talks to other XMPP servers.
@@ -322,6 +349,8 @@ mod defaults {
     pub const MAX_RESOURCES_PER_ACCOUNT: usize = 16;
     pub const MAX_ELEMENTS_PER_STANZA: usize = 4096;
     pub const S2S_LISTEN: &str = "[::]:5269";
+    /// Loopback only: a component is a program on the same machine (XEP-0114's usual port).
+    pub const COMPONENTS_LISTEN: &str = "127.0.0.1:5347";
     /// A server's whole roster push or a large vCard fits; RFC 6120 §13.12 sets 10000 bytes
     /// as the floor.
     pub const S2S_MAX_STANZA_BYTES: usize = 512 * 1024;
@@ -530,6 +559,14 @@ struct RawConfig {
     mdns: Option<bool>,
     mdns_interfaces: Option<Strings>,
     s2s: Option<RawS2s>,
+    components: Option<RawComponents>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([components])")]
+struct RawComponents {
+    listen: Option<Strings>,
+    secrets: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -683,6 +720,7 @@ impl RawConfig {
             Some(n) => in_range("threads", n, limits::THREADS)? as usize,
             None => env.cores().clamp(1, defaults::MAX_THREADS),
         };
+        let components = self.components.unwrap_or_default().validate(&domain)?;
         Ok(Config {
             domain,
             data_dir,
@@ -697,6 +735,7 @@ impl RawConfig {
                 interfaces: interface_names("mdns_interfaces", self.mdns_interfaces)?,
             },
             s2s: self.s2s.unwrap_or_default().validate(base)?,
+            components,
         })
     }
 }
@@ -758,6 +797,41 @@ impl RawC2s {
             max_stanza_bytes_unauthenticated,
             negotiation_timeout: Duration::from_secs(negotiation_timeout_secs),
         })
+    }
+}
+
+impl RawComponents {
+    fn validate(self, host: &str) -> Result<ComponentsConfig, ConfigErrorKind> {
+        let mut secrets = Vec::new();
+        for (domain, secret) in self.secrets.unwrap_or_default() {
+            let key = format!("components.secrets.{domain}");
+            let domain = normalize_domain(&domain).map_err(|reason| invalid(&key, reason))?;
+            if domain == host {
+                return Err(invalid(
+                    &key,
+                    "a component needs a domain of its own, not the server's",
+                ));
+            }
+            if secret.len() < 16 {
+                return Err(invalid(
+                    &key,
+                    "the secret must be at least 16 characters (anyone who guesses it owns the domain)",
+                ));
+            }
+            secrets.push((domain, secret));
+        }
+        let listen = match self.listen {
+            Some(list) => addresses("components.listen", list)?,
+            None if secrets.is_empty() => Vec::new(),
+            None => vec![default_addr(defaults::COMPONENTS_LISTEN)],
+        };
+        if !listen.is_empty() && secrets.is_empty() {
+            return Err(invalid(
+                "components.listen",
+                "no component is configured (components.secrets)",
+            ));
+        }
+        Ok(ComponentsConfig { listen, secrets })
     }
 }
 
@@ -1408,6 +1482,9 @@ mod tests {
             max_stanza_bytes = 100000
             idle_timeout_secs = 60
             routes = { "Example.ORG" = "192.0.2.7:5269" }
+
+            [components]
+            secrets = { "Bot.kitchen.local" = "sixteen chars ok" }
             "#,
         )
         .unwrap();
@@ -1461,6 +1538,10 @@ mod tests {
                     max_stanza_bytes: 100000,
                     idle_timeout: Duration::from_secs(60),
                     routes: vec![("example.org".into(), "192.0.2.7:5269".parse().unwrap())],
+                },
+                components: ComponentsConfig {
+                    listen: vec!["127.0.0.1:5347".parse().unwrap()],
+                    secrets: vec![("bot.kitchen.local".into(), "sixteen chars ok".into())],
                 },
             }
         );

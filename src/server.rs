@@ -13,6 +13,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::features::Registry;
 use crate::net::Shared;
+use crate::net::component::ComponentSlot;
 use crate::net::limits::{Admission, ConnectionLimits};
 use crate::net::listen::Peers;
 use crate::net::s2s::{S2s, S2sSettings};
@@ -21,6 +22,7 @@ use crate::password::PasswordCheckConfig;
 use crate::router::Router;
 use crate::storage::Storage;
 use crate::stream::c2s::C2sPolicy;
+use crate::stream::component::ComponentPolicy;
 use crate::stream::s2s::{DialbackSecret, S2sPolicy};
 use crate::stream::sasl::Mechanism;
 use crate::stream::throttle::{Throttle, ThrottleConfig};
@@ -157,9 +159,23 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         },
     );
     let max = cfg.c2s.max_stanza_bytes;
+    for &a in &cfg.components.listen {
+        listeners.push((bind(a)?, false, Peers::Components));
+    }
     let mut router = Router::new(domain.clone())
         .with_max_resources(cfg.limits.max_resources_per_account)
         .with_quota(cfg.limits.quota);
+    let mut component_slots = Vec::new();
+    for (d, _) in &cfg.components.secrets {
+        let slot = Arc::new(ComponentSlot::new(
+            d.as_str().into(),
+            cfg.limits.max_queued_bytes,
+        ));
+        router = router.with_service(d, slot.clone());
+        component_slots.push(slot);
+    }
+    let components = (!cfg.components.secrets.is_empty())
+        .then(|| Arc::new(ComponentPolicy::new(cfg.components.secrets.clone())));
     if let Some(s2s) = &s2s {
         router = router.with_remote(s2s.clone());
     }
@@ -195,6 +211,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         auth,
         shutdown_rx,
         s2s,
+        components,
+        component_slots,
     });
 
     let ex = Arc::new(Executor::new());

@@ -50,6 +50,8 @@ pub enum Peers {
     Clients,
     /// Other servers (s2s, port 5269).
     Servers,
+    /// External components (XEP-0114, port 5347).
+    Components,
 }
 
 /// Accepts connections on `listener` for as long as the executor runs: each one admitted
@@ -71,6 +73,7 @@ pub fn accept(
     let (who, tag) = match peers {
         Peers::Clients => ("clients", "c2s"),
         Peers::Servers => ("servers", "s2s-in"),
+        Peers::Components => ("components", "component"),
     };
     log::info!("listening for {who} on {addr} ({kind})");
     let shared = shared.clone();
@@ -125,6 +128,9 @@ pub fn accept(
                             }
                             Peers::Servers => {
                                 super::s2s::serve_incoming(shared, tcp, peer, direct, id).await
+                            }
+                            Peers::Components => {
+                                super::component::serve_component(shared, tcp, peer, id).await
                             }
                         }
                         drop(slot);

@@ -5,10 +5,12 @@
 //!   (DESIGN.md "Streams"): I/O, framer, timers, limits, TLS upgrade;
 //! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
+//! - [`component`]: XEP-0114 external components on a port of their own;
 //! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
 //! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
 pub mod c2s;
+pub mod component;
 mod conn;
 pub mod dns;
 pub mod limits;
@@ -59,11 +61,23 @@ pub struct Shared {
     pub shutdown_rx: async_channel::Receiver<()>,
     /// Federation, when it is on (`[s2s] enabled`).
     pub s2s: Option<Arc<s2s::S2s>>,
+    /// External components (XEP-0114), when some are configured.
+    pub components: Option<Arc<crate::stream::component::ComponentPolicy>>,
+    /// Their domains in the router's domain table.
+    pub component_slots: Vec<Arc<component::ComponentSlot>>,
 }
 
 impl Shared {
     pub fn tls(&self) -> Arc<TlsSetup> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The slot of the component domain `domain`.
+    pub fn component_slot(&self, domain: &str) -> Option<Arc<component::ComponentSlot>> {
+        self.component_slots
+            .iter()
+            .find(|s| s.domain() == domain)
+            .cloned()
     }
 
     pub fn throttle(&self) -> MutexGuard<'_, Throttle> {

@@ -16,7 +16,7 @@
 //!   domain's addresses, RFC 6120 §3.2).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use smol::{Async, Executor, Timer};
 use super::conn::{self, Allowance, Driver, Effect, Link, Step, Transport};
 use crate::jid::Jid;
 use crate::net::Shared;
+use crate::net::dns::{Candidate, DnsError, Resolver};
 use crate::net::limits::Rate;
 use crate::net::liveness::{Liveness, LivenessConfig};
 use crate::router::{self, Origin, Outgoing, Remote, Router, SessionRx, SessionTx, ToSession};
@@ -63,8 +64,9 @@ pub struct S2s {
     pub policy: Arc<S2sPolicy>,
     /// `[s2s] routes`: fixed addresses (STARTTLS) instead of DNS.
     routes: HashMap<String, SocketAddr>,
-    /// DNS servers to ask instead of the system's.
-    resolvers: Vec<SocketAddr>,
+    /// Finds a domain's server (RFC 6120 §3.2): `[s2s] resolvers`, else
+    /// /etc/resolv.conf's.
+    resolver: Resolver,
     /// A link with no traffic for this long closes.
     idle_timeout: Duration,
     /// Framer limits of an authenticated incoming link.
@@ -116,7 +118,14 @@ impl S2s {
         S2s {
             policy: s.policy,
             routes: s.routes.into_iter().collect(),
-            resolvers: s.resolvers,
+            resolver: if s.resolvers.is_empty() {
+                Resolver::system().unwrap_or_else(|e| {
+                    log::warn!("s2s: {e}; asking 127.0.0.1 for DNS");
+                    Resolver::with_servers(Vec::new())
+                })
+            } else {
+                Resolver::with_servers(s.resolvers)
+            },
             idle_timeout: s.idle_timeout,
             limits: Limits {
                 max_stanza_bytes: s.max_stanza_bytes,
@@ -321,95 +330,114 @@ struct Connected {
     tls: Option<bool>,
 }
 
-/// Connects to `domain`'s server: `[s2s] routes`, else DNS (RFC 6120 §3.2), each address
-/// in turn. The error says why, and with which condition its stanzas bounce.
+/// Connects to `domain`'s server: `[s2s] routes`, else the DNS candidates (RFC 6120
+/// §3.2, XEP-0368) in order, each candidate's addresses in turn, at most
+/// [`MAX_ADDRESSES`] tries. The error says why, and with which condition its stanzas
+/// bounce.
 async fn connect(
     shared: &Shared,
     s2s: &S2s,
     domain: &str,
 ) -> Result<Connected, (String, StanzaCondition)> {
-    let targets = match s2s.routes.get(domain) {
-        Some(addr) => vec![(*addr, false)],
-        None => resolve(s2s, domain).await?,
+    let not_found = |why: String| (why, StanzaCondition::RemoteServerNotFound);
+    let candidates = match s2s.routes.get(domain) {
+        Some(addr) => vec![(
+            Candidate {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                direct_tls: false,
+            },
+            Some(*addr),
+        )],
+        None => match s2s.resolver.s2s_candidates(domain).await {
+            Ok(list) => list.into_iter().map(|c| (c, None)).collect(),
+            Err(DnsError::Timeout) => {
+                return Err((
+                    format!("{domain}: DNS: {}", DnsError::Timeout),
+                    StanzaCondition::RemoteServerTimeout,
+                ));
+            }
+            Err(e) => return Err(not_found(format!("{domain}: DNS: {e}"))),
+        },
     };
-    let mut last = (
-        format!("no address for {domain}"),
-        StanzaCondition::RemoteServerNotFound,
-    );
-    for (addr, direct) in targets.into_iter().take(MAX_ADDRESSES) {
-        let tcp = Async::<TcpStream>::connect(addr)
-            .or(async {
-                Timer::after(CONNECT_TIMEOUT).await;
-                Err(std::io::ErrorKind::TimedOut.into())
-            })
-            .await;
-        let tcp = match tcp {
-            Ok(t) => t,
-            Err(e) => {
-                let cond = if e.kind() == std::io::ErrorKind::TimedOut {
-                    StanzaCondition::RemoteServerTimeout
-                } else {
-                    StanzaCondition::RemoteServerNotFound
-                };
-                last = (format!("{addr}: {e}"), cond);
-                continue;
-            }
+    let mut last = not_found(format!("no address for {domain}"));
+    let mut tries = 0;
+    for (candidate, fixed) in candidates {
+        let addrs = match fixed {
+            Some(a) => vec![a],
+            None => match s2s.resolver.addrs(&candidate).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = not_found(format!("{candidate}: {e}"));
+                    continue;
+                }
+            },
         };
-        let _ = tcp.get_ref().set_nodelay(true);
-        if !direct {
-            return Ok(Connected {
-                io: Transport::Plain(tcp),
-                peer: addr,
-                tls: None,
-            });
-        }
-        let tls = shared.tls();
-        let (Some(s2s_tls), Ok(name)) = (tls.s2s(), ServerName::try_from(domain.to_owned())) else {
-            continue;
-        };
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        match conn::direct_tls_client(tcp, s2s_tls.client(true).clone(), name, deadline).await {
-            Ok((io, certs)) => {
-                let valid = s2s_tls.is_valid_for(&certs, domain);
-                return Ok(Connected {
-                    io,
-                    peer: addr,
-                    tls: Some(valid),
-                });
+        for addr in addrs {
+            if tries == MAX_ADDRESSES {
+                return Err(last);
             }
-            Err(e) => {
-                last = (
-                    format!("{addr}: TLS: {e}"),
-                    StanzaCondition::RemoteServerNotFound,
-                )
+            tries += 1;
+            match try_address(shared, domain, addr, candidate.direct_tls).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
             }
         }
     }
     Err(last)
 }
 
-/// The addresses of `domain`'s server (RFC 6120 §3.2.2 fallback: its A/AAAA records on
-/// port 5269).
-async fn resolve(
-    s2s: &S2s,
+/// One address of a domain's server: TCP, and TLS at once for a direct TLS candidate.
+async fn try_address(
+    shared: &Shared,
     domain: &str,
-) -> Result<Vec<(SocketAddr, bool)>, (String, StanzaCondition)> {
-    let _ = &s2s.resolvers;
-    let name = domain.to_owned();
-    let found = smol::unblock(move || {
-        (name.as_str(), 5269)
-            .to_socket_addrs()
-            .map(|a| a.collect::<Vec<_>>())
-    })
-    .await;
-    match found {
-        Ok(list) if !list.is_empty() => Ok(list.into_iter().map(|a| (a, false)).collect()),
-        Ok(_) => Err((
-            format!("{domain} has no address"),
+    addr: SocketAddr,
+    direct: bool,
+) -> Result<Connected, (String, StanzaCondition)> {
+    let tcp = Async::<TcpStream>::connect(addr)
+        .or(async {
+            Timer::after(CONNECT_TIMEOUT).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await;
+    let tcp = match tcp {
+        Ok(t) => t,
+        Err(e) => {
+            let cond = if e.kind() == std::io::ErrorKind::TimedOut {
+                StanzaCondition::RemoteServerTimeout
+            } else {
+                StanzaCondition::RemoteServerNotFound
+            };
+            return Err((format!("{addr}: {e}"), cond));
+        }
+    };
+    let _ = tcp.get_ref().set_nodelay(true);
+    if !direct {
+        return Ok(Connected {
+            io: Transport::Plain(tcp),
+            peer: addr,
+            tls: None,
+        });
+    }
+    let tls = shared.tls();
+    let (Some(s2s_tls), Ok(name)) = (tls.s2s(), ServerName::try_from(domain.to_owned())) else {
+        return Err((
+            format!("{domain}: no TLS client"),
             StanzaCondition::RemoteServerNotFound,
-        )),
+        ));
+    };
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    match conn::direct_tls_client(tcp, s2s_tls.client(true).clone(), name, deadline).await {
+        Ok((io, certs)) => {
+            let valid = s2s_tls.is_valid_for(&certs, domain);
+            Ok(Connected {
+                io,
+                peer: addr,
+                tls: Some(valid),
+            })
+        }
         Err(e) => Err((
-            format!("{domain}: {e}"),
+            format!("{addr}: TLS: {e}"),
             StanzaCondition::RemoteServerNotFound,
         )),
     }

@@ -531,6 +531,11 @@ impl Router {
         }
     }
 
+    /// Whether `domain` is this server's: the host or one of its services.
+    pub fn is_served(&self, domain: &str) -> bool {
+        !matches!(self.domain_kind(domain), Domain::Remote)
+    }
+
     /// Bounds what each account may store instead of [`Quota::DEFAULT`].
     pub fn with_quota(mut self, quota: Quota) -> Router {
         self.quota = quota;
@@ -1022,7 +1027,7 @@ impl Router {
 
     /// Sends the error reply for `stanza` back to where it came from (never for an
     /// error or an iq result, RFC 6120 §8.3.1).
-    fn bounce(&self, from: Origin<'_>, stanza: &Stanza, cond: StanzaCondition) {
+    pub fn bounce(&self, from: Origin<'_>, stanza: &Stanza, cond: StanzaCondition) {
         let Some(reply) = stanza.error_reply(StanzaError::new(cond)) else {
             return;
         };

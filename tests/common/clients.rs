@@ -102,6 +102,11 @@ pub struct RunningClient {
 }
 
 impl RunningClient {
+    /// Runs `cmd` (a script that prints JSON event lines) as a client to wait on.
+    pub fn command(cmd: Command) -> RunningClient {
+        RunningClient::spawn(cmd, None)
+    }
+
     fn spawn(mut cmd: Command, stdin: Option<String>) -> RunningClient {
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
