@@ -45,11 +45,10 @@ domain = "pi.test"
 data_dir = "/data"
 allow_root = true
 mdns = false
+federation = false
 [c2s]
 listen = ["127.0.0.1:5222"]
 direct_tls_listen = []
-[s2s]
-enabled = false
 EOF
 cat >"$root/init" <<EOF
 #!/bin/busybox sh

@@ -19,9 +19,11 @@
 //! max_stanza_bytes_unauthenticated = 10240
 //! negotiation_timeout_secs = 30
 //!
-//! [s2s]                              # federation with other servers (RFC 6120 §2.5)
-//! enabled = true                     # false: no listener, no outgoing links; other
+//! federation = true                  # talk to other XMPP servers (RFC 6120 §2.5); false:
+//!                                    # no s2s listener, no outgoing links, and other
 //!                                    # domains get remote-server-not-found
+//!
+//! [s2s]                              # federation's settings
 //! listen = ["[::]:5269"]
 //! direct_tls_listen = []             # XEP-0368, e.g. ["[::]:5270"]
 //! require_tls = true                 # RFC 7590: no link without TLS
@@ -138,7 +140,7 @@ impl fmt::Debug for ComponentsConfig {
 /// Server-to-server settings (`[s2s]`): how hearth talks to other XMPP servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S2sConfig {
-    /// Federation at all: off means no listener, no outgoing links, and stanzas for other
+    /// Federation at all (top-level `federation`): off means no listener, no outgoing links, and stanzas for other
     /// domains bounce with `remote-server-not-found` (a household that wants no outside
     /// contact).
     pub enabled: bool,
@@ -558,6 +560,7 @@ struct RawConfig {
     allow_root: Option<bool>,
     mdns: Option<bool>,
     mdns_interfaces: Option<Strings>,
+    federation: Option<bool>,
     s2s: Option<RawS2s>,
     components: Option<RawComponents>,
 }
@@ -572,7 +575,6 @@ struct RawComponents {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table ([s2s])")]
 struct RawS2s {
-    enabled: Option<bool>,
     listen: Option<Strings>,
     direct_tls_listen: Option<Strings>,
     require_tls: Option<bool>,
@@ -734,7 +736,10 @@ impl RawConfig {
                 enabled: self.mdns.unwrap_or(true),
                 interfaces: interface_names("mdns_interfaces", self.mdns_interfaces)?,
             },
-            s2s: self.s2s.unwrap_or_default().validate(base)?,
+            s2s: self
+                .s2s
+                .unwrap_or_default()
+                .validate(base, self.federation.unwrap_or(true))?,
             components,
         })
     }
@@ -836,8 +841,7 @@ impl RawComponents {
 }
 
 impl RawS2s {
-    fn validate(self, base: &Path) -> Result<S2sConfig, ConfigErrorKind> {
-        let enabled = self.enabled.unwrap_or(true);
+    fn validate(self, base: &Path, enabled: bool) -> Result<S2sConfig, ConfigErrorKind> {
         let listen = match self.listen {
             Some(list) => addresses("s2s.listen", list)?,
             None => vec![default_addr(defaults::S2S_LISTEN)],
@@ -1471,8 +1475,9 @@ mod tests {
             password_checks_at_once = 1
             password_check_queue = 0
 
+            federation = true
+
             [s2s]
-            enabled = true
             listen = ["[::]:5269"]
             direct_tls_listen = ["[::]:5270"]
             require_tls = false

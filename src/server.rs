@@ -122,7 +122,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         if cfg.domain.ends_with(".local") {
             log::info!(
                 "federation: {} is a .local name, which other servers cannot find; \
-                 set a public domain to federate, or [s2s] enabled = false",
+                 set a public domain to federate, or federation = false",
                 cfg.domain
             );
         }

@@ -76,8 +76,8 @@ fn cross_built_hearth_serves_a_login() {
     std::fs::write(
         &config,
         format!(
-            "domain = \"pi.local\"\ndata_dir = \"data\"\nallow_root = true\nmdns = false\n[c2s]\n\
-             listen = [\"127.0.0.1:{c2s}\"]\ndirect_tls_listen = [\"127.0.0.1:{direct}\"]\n[s2s]\nenabled = false\n"
+            "domain = \"pi.local\"\nfederation = false\ndata_dir = \"data\"\nallow_root = true\nmdns = false\n[c2s]\n\
+             listen = [\"127.0.0.1:{c2s}\"]\ndirect_tls_listen = [\"127.0.0.1:{direct}\"]"
         ),
     )
     .unwrap();

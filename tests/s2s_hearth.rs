@@ -17,10 +17,10 @@ fn pair() -> (Server, Server) {
     let (pa, pb) = (free_port(), free_port());
     let opts = |domain: &str, port: u16, other: &str, other_port: u16| ServerOpts {
         domain: domain.into(),
-        s2s: format!(
+        s2s: Some(format!(
             "listen = [\"127.0.0.1:{port}\"]\nroutes = {{ \"{other}\" = \"127.0.0.1:{other_port}\" }}\n\
              idle_timeout_secs = 10\n"
-        ),
+        )),
         ..ServerOpts::default()
     };
     let a = Server::start(opts("a.test", pa, "b.test", pb));
@@ -92,10 +92,10 @@ fn an_unreachable_domain_bounces_with_remote_server_not_found() {
     let port = free_port(); // nobody listens there
     let a = Server::start(ServerOpts {
         domain: "a.test".into(),
-        s2s: format!(
+        s2s: Some(format!(
             "listen = [\"127.0.0.1:{}\"]\nroutes = {{ \"gone.test\" = \"127.0.0.1:{port}\" }}\n",
             free_port()
-        ),
+        )),
         ..ServerOpts::default()
     });
     a.add_user("alice", PW);

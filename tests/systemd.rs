@@ -257,8 +257,8 @@ fn serves_with_the_units_arguments_and_environment() {
     // data_dir: the data must land in $STATE_DIRECTORY.
     let (c2s, direct) = (free_port(), free_port());
     let mut toml = format!(
-        "domain = \"pi.local\"\nmdns = false\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n\
-         direct_tls_listen = [\"127.0.0.1:{direct}\"]\n[s2s]\nenabled = false\n"
+        "domain = \"pi.local\"\nfederation = false\nmdns = false\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n\
+         direct_tls_listen = [\"127.0.0.1:{direct}\"]"
     );
     if is_root() {
         // The unit runs hearth as its own user; this test may run as root (CI does),
@@ -409,8 +409,8 @@ fn refuses_to_serve_as_root() {
     std::fs::write(
         &config,
         format!(
-            "domain = \"pi.local\"\ndata_dir = \"data\"\nmdns = false\n[c2s]\n\
-             listen = [\"127.0.0.1:{port}\"]\ndirect_tls_listen = []\n[s2s]\nenabled = false\n"
+            "domain = \"pi.local\"\nfederation = false\ndata_dir = \"data\"\nmdns = false\n[c2s]\n\
+             listen = [\"127.0.0.1:{port}\"]\ndirect_tls_listen = []"
         ),
     )
     .unwrap();

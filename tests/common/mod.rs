@@ -53,9 +53,9 @@ pub struct ServerOpts {
     pub threads: Option<usize>,
     /// The server's `RUST_LOG`; `None`: the test's own `RUST_LOG`, else `debug`.
     pub rust_log: Option<String>,
-    /// The body of hearth's `[s2s]` table; federation is off unless a test sets it
-    /// (parallel tests must not all bind port 5269).
-    pub s2s: String,
+    /// The body of hearth's `[s2s]` table, which turns federation on; off (`None`)
+    /// otherwise, since parallel tests must not all bind port 5269.
+    pub s2s: Option<String>,
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
@@ -70,7 +70,7 @@ impl Default for ServerOpts {
             scram_keys: true,
             threads: None,
             rust_log: None,
-            s2s: "enabled = false\n".into(),
+            s2s: None,
             extra_toml: String::new(),
         }
     }
@@ -200,7 +200,10 @@ impl Server {
         if let Some(secs) = opts.negotiation_timeout_secs {
             toml.push_str(&format!("negotiation_timeout_secs = {secs}\n"));
         }
-        toml.push_str(&format!("\n[s2s]\n{}", opts.s2s));
+        match &opts.s2s {
+            Some(body) => toml.push_str(&format!("\n[s2s]\n{body}")),
+            None => toml.insert_str(0, "federation = false\n"),
+        }
         toml.push_str(&format!("\n[auth]\nscram_keys = {}\n", opts.scram_keys));
         toml.push_str(&opts.extra_toml);
         write_file(&self.config, &toml);
