@@ -1454,6 +1454,7 @@ mod tests {
             data_dir = "/var/lib/hearth"
             threads = 2
             allow_root = true
+            federation = true
             mdns = false
             mdns_interfaces = ["eth0", "wlan0"]
 
@@ -1474,8 +1475,6 @@ mod tests {
             strict_channel_binding = true
             password_checks_at_once = 1
             password_check_queue = 0
-
-            federation = true
 
             [s2s]
             listen = ["[::]:5269"]
@@ -1578,7 +1577,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`)"
         );
     }
 

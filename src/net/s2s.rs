@@ -588,8 +588,14 @@ pub(super) async fn verify_dialback(
             verdict: Some(tx),
             last_activity: now,
         };
-        conn::serve(link, driver).await;
-        rx.try_recv().ok()
+        // The answer is what matters; the connection closes on its own (the closing
+        // handshake may take the peer a while), so it runs as a task of its own.
+        match s2s.ex.get().and_then(Weak::upgrade) {
+            Some(ex) => ex.spawn(conn::serve(link, driver)).detach(),
+            None => return None,
+        }
+        // The driver drops its sender when the connection ends without an answer.
+        rx.recv().await.ok()
     };
     Box::pin(work)
         .or(async {
