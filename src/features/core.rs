@@ -17,9 +17,9 @@ impl Module for Core {
                 doc: Doc::Rfc(6120, ""),
                 title: "XMPP Core",
                 version: "",
-                status: Status::Partial,
-                note: "client-to-server: STARTTLS (required), SASL, binding, stanza and \
-                       stream errors; no server-to-server yet",
+                status: Status::Complete,
+                note: "client-to-server and server-to-server: STARTTLS (required), SASL, \
+                       binding, stanza and stream errors, SRV lookups (§3.2)",
             },
             Spec {
                 doc: Doc::Rfc(6121, "§5, §8"),
@@ -53,8 +53,8 @@ impl Module for Core {
                 doc: Doc::Xep(368),
                 title: "SRV records for XMPP over TLS",
                 version: "1.1.0",
-                status: Status::Partial,
-                note: "direct TLS on its own port; hearth publishes no DNS itself",
+                status: Status::Complete,
+                note: "direct TLS for clients and servers; `_xmpps-server` SRV records followed",
             },
             Spec {
                 doc: Doc::Xep(440),

@@ -16,6 +16,7 @@
 pub mod blocking;
 pub mod core;
 pub mod disco;
+pub mod federation;
 pub mod last;
 pub mod offline;
 pub mod ping;
@@ -339,6 +340,7 @@ impl Registry {
             Box::new(offline::Offline),
             Box::new(blocking::Blocking),
             Box::new(last::Last),
+            Box::new(federation::Federation),
         ])
     }
 
