@@ -6,7 +6,8 @@
 //! the message, never a silent skip: `.ci/run` installs them.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -223,8 +224,14 @@ impl Drop for RunningClient {
 }
 
 /// One invocation of the slixmpp script as `user@domain[/resource]`.
-pub struct Slixmpp<'a> {
-    server: &'a Server,
+pub struct Slixmpp {
+    /// Where the STARTTLS (c2s) port listens.
+    c2s: SocketAddr,
+    /// Where the direct TLS port listens, if the server has one (a federation peer of
+    /// `peers.rs` has none).
+    direct_tls: Option<SocketAddr>,
+    /// The certificate (or CA) the client trusts for the server's domain.
+    cafile: PathBuf,
     jid: String,
     password: String,
     mech: String,
@@ -232,9 +239,11 @@ pub struct Slixmpp<'a> {
 }
 
 /// A slixmpp client for `user` on `server`, forcing SASL mechanism `mech`.
-pub fn slixmpp<'a>(server: &'a Server, user: &str, password: &str, mech: &str) -> Slixmpp<'a> {
+pub fn slixmpp(server: &Server, user: &str, password: &str, mech: &str) -> Slixmpp {
     Slixmpp {
-        server,
+        c2s: server.c2s_addr(),
+        direct_tls: Some(server.direct_tls_addr()),
+        cafile: server.cert_path(),
         jid: server.jid(user),
         password: password.into(),
         mech: mech.into(),
@@ -242,7 +251,27 @@ pub fn slixmpp<'a>(server: &'a Server, user: &str, password: &str, mech: &str) -
     }
 }
 
-impl Slixmpp<'_> {
+/// A slixmpp client for `jid` on any server with a STARTTLS port at `c2s` whose
+/// certificate `cafile` verifies (the federation peers of `peers.rs`).
+pub fn slixmpp_at(
+    c2s: SocketAddr,
+    cafile: &Path,
+    jid: &str,
+    password: &str,
+    mech: &str,
+) -> Slixmpp {
+    Slixmpp {
+        c2s,
+        direct_tls: None,
+        cafile: cafile.to_path_buf(),
+        jid: jid.into(),
+        password: password.into(),
+        mech: mech.into(),
+        transport: Transport::StartTls,
+    }
+}
+
+impl Slixmpp {
     /// Asks for this resource instead of a server-generated one.
     pub fn resource(mut self, resource: &str) -> Self {
         self.jid = format!("{}/{resource}", self.jid.split('/').next().unwrap());
@@ -255,23 +284,23 @@ impl Slixmpp<'_> {
     }
 
     fn command(&self, action: &[&str]) -> Command {
+        let addr = match self.transport {
+            Transport::StartTls => self.c2s,
+            Transport::DirectTls => self.direct_tls.expect("this server has no direct TLS port"),
+        };
         let mut cmd = Command::new(python());
         cmd.arg(client_script())
-            .args(["--host", "127.0.0.1", "--port"])
-            .arg(
-                match self.transport {
-                    Transport::StartTls => self.server.c2s_port(),
-                    Transport::DirectTls => self.server.direct_tls_port(),
-                }
-                .to_string(),
-            )
+            .arg("--host")
+            .arg(addr.ip().to_string())
+            .arg("--port")
+            .arg(addr.port().to_string())
             .args(["--tls"])
             .arg(match self.transport {
                 Transport::StartTls => "starttls",
                 Transport::DirectTls => "direct",
             })
             .arg("--cafile")
-            .arg(self.server.cert_path())
+            .arg(&self.cafile)
             .args(["--jid", &self.jid, "--password", &self.password])
             .args(["--mech", &self.mech])
             .args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()])

@@ -24,6 +24,7 @@
 pub mod client;
 pub mod clients;
 pub mod im;
+pub mod peers;
 pub mod sasl;
 pub mod xml;
 
