@@ -134,3 +134,59 @@ fn federation_off_bounces_other_domains() {
         "{e}"
     );
 }
+
+/// RFC 6120 §3.2 and XEP-0368 with real DNS (the peers harness's dnsmasq): `a.test`
+/// finds `b.test` only through a `_xmpps-server` SRV record (direct TLS, no STARTTLS
+/// port at all), `b.test` finds `a.test` through `_xmpp-server` (STARTTLS); a message
+/// crosses each way.
+#[test]
+fn servers_are_found_by_srv_records_with_direct_tls_and_starttls() {
+    use common::peers::{Net, Trust};
+    if let Some(why) = Net::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let net = Net::new();
+    let a_slot = net.reserve("a.test", Trust::SelfSigned);
+    // b.test: direct TLS only, published as _xmpps-server.
+    let b_addr = net.next_addr();
+    let b_port = {
+        let l = std::net::TcpListener::bind((b_addr, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    net.add_records(&[
+        format!("--host-record=b.test,{b_addr}"),
+        format!("--srv-host=_xmpps-server._tcp.b.test,b.test,{b_port}"),
+        "--local=/b.test/".to_string(),
+    ]);
+    let dns = format!("resolvers = [\"{}:53\"]\n", net.dns_addr());
+    let a = Server::start(ServerOpts {
+        domain: "a.test".into(),
+        s2s: Some(format!("listen = [\"{}\"]\n{dns}", a_slot.s2s_addr())),
+        ..ServerOpts::default()
+    });
+    let b = Server::start(ServerOpts {
+        domain: "b.test".into(),
+        s2s: Some(format!(
+            "listen = []\ndirect_tls_listen = [\"{b_addr}:{b_port}\"]\n{dns}"
+        )),
+        ..ServerOpts::default()
+    });
+    a.add_user("alice", PW);
+    b.add_user("bob", PW);
+    let mut alice = login(&a, "alice", "desk");
+    let mut bob = login(&b, "bob", "phone");
+    alice.send("<message to='bob@b.test/phone' type='chat'><body>over direct TLS</body></message>");
+    expect_message(&mut bob, "over direct TLS");
+    bob.send("<message to='alice@a.test/desk' type='chat'><body>over STARTTLS</body></message>");
+    expect_message(&mut alice, "over STARTTLS");
+    net.assert_srv_queried("b.test");
+    net.assert_srv_queried("a.test");
+    // b accepted a's link with TLS from the first byte (not the listener's start line).
+    let log = b.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("s2s-in") && l.contains("direct TLS TLSv1")),
+        "{log}"
+    );
+}

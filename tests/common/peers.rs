@@ -484,6 +484,14 @@ impl Net {
         slot
     }
 
+    /// Publishes more dnsmasq records (its `--srv-host=`, `--host-record=` options) and
+    /// restarts it: e.g. a `_xmpps-server` (XEP-0368 direct TLS) record.
+    pub fn add_records(&self, records: &[String]) {
+        let mut dns = self.dns.lock().expect("dns lock poisoned");
+        dns.records.extend(records.iter().cloned());
+        self.restart_dns(&mut dns);
+    }
+
     /// Publishes `domain` at `addr` with s2s on `s2s_port` ([`dns_records`]) and restarts
     /// dnsmasq with it. For hearth too: give it an address from [`Net::next_addr`].
     pub fn add_domain(&self, domain: &str, addr: Ipv4Addr, s2s_port: u16) {
