@@ -508,7 +508,18 @@ impl fmt::Debug for SaslServer {
 
 /// The SASL elements whose character data is a payload (RFC 6120 §6.4.2-§6.4.6): base64
 /// of a PLAIN password, SCRAM proofs, nonces and salts.
-const PAYLOAD_ELEMENTS: [&str; 4] = ["auth", "response", "challenge", "success"];
+const PAYLOAD_ELEMENTS: [(&str, &str); 8] = [
+    ("auth", "auth"),
+    ("response", "response"),
+    ("challenge", "challenge"),
+    ("success", "success"),
+    // Dialback keys (XEP-0220), as written on a server stream and as parsed elements
+    // print: not passwords, but proof of a stream's identity all the same.
+    ("db:result", "db:result"),
+    ("db:verify", "db:verify"),
+    ("result xmlns=\"jabber:server:dialback\"", "result"),
+    ("verify xmlns=\"jabber:server:dialback\"", "verify"),
+];
 
 /// `xml` (serialized stanzas, as logged at trace level) with the character data of every
 /// SASL payload element replaced by its length, so no log level ever shows a password or
@@ -518,7 +529,7 @@ const PAYLOAD_ELEMENTS: [&str; 4] = ["auth", "response", "challenge", "success"]
 pub fn redact_payloads(xml: &str) -> std::borrow::Cow<'_, str> {
     if !PAYLOAD_ELEMENTS
         .iter()
-        .any(|n| xml.contains(&format!("<{n}")[..]))
+        .any(|(n, _)| xml.contains(&format!("<{n}")[..]))
     {
         return std::borrow::Cow::Borrowed(xml);
     }
@@ -527,8 +538,8 @@ pub fn redact_payloads(xml: &str) -> std::borrow::Cow<'_, str> {
     'scan: while let Some(lt) = rest.find('<') {
         out.push_str(&rest[..lt]);
         let tag = &rest[lt + 1..];
-        for name in PAYLOAD_ELEMENTS {
-            let Some(after) = tag.strip_prefix(name) else {
+        for (open, name) in PAYLOAD_ELEMENTS {
+            let Some(after) = tag.strip_prefix(open) else {
                 continue;
             };
             if !after.starts_with([' ', '>', '/', '\t', '\n', '\r']) {
@@ -537,7 +548,7 @@ pub fn redact_payloads(xml: &str) -> std::borrow::Cow<'_, str> {
             let Some(gt) = after.find('>') else { break };
             let start_tag = &after[..=gt];
             out.push('<');
-            out.push_str(name);
+            out.push_str(open);
             out.push_str(start_tag);
             if start_tag.ends_with("/>") {
                 rest = &after[gt + 1..];

@@ -766,6 +766,15 @@ fn payloads_are_redacted_for_the_log() {
     // Cut off in the middle: the rest is hidden.
     let cut = redact_payloads("<auth mechanism='PLAIN'>AGFsaWNl");
     assert!(!cut.contains("AGFsaWNl"), "{cut}");
+    // Dialback keys, written (db: prefix) and as parsed elements print.
+    let db = "<db:result from='a.example' to='b.example'>0123abcd</db:result>\
+              <verify xmlns=\"jabber:server:dialback\" id=\"x\">4567ef</verify>";
+    let r = redact_payloads(db);
+    assert!(!r.contains("0123abcd") && !r.contains("4567ef"), "{r}");
+    assert!(
+        r.contains("<db:result from='a.example' to='b.example'>[8 bytes redacted]</db:result>"),
+        "{r}"
+    );
     // Nothing to hide: not copied.
     assert!(matches!(
         redact_payloads("<presence/>"),
