@@ -57,6 +57,9 @@ pub struct ServerOpts {
     /// The body of hearth's `[s2s]` table, which turns federation on; off (`None`)
     /// otherwise, since parallel tests must not all bind port 5269.
     pub s2s: Option<String>,
+    /// `[tls] cert` and `key` (PEM files); `None`: the certificate hearth generates.
+    /// Clients then pin the given certificate.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
@@ -72,6 +75,7 @@ impl Default for ServerOpts {
             threads: None,
             rust_log: None,
             s2s: None,
+            tls: None,
             extra_toml: String::new(),
         }
     }
@@ -103,6 +107,8 @@ pub struct Server {
     domain: String,
     c2s_port: u16,
     direct_tls_port: u16,
+    /// The certificate clients pin, when given in [`ServerOpts::tls`].
+    cert: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -158,6 +164,7 @@ impl Server {
             domain: opts.domain.clone(),
             c2s_port: free_port(),
             direct_tls_port: free_port(),
+            cert: opts.tls.as_ref().map(|(c, _)| c.clone()),
             child: None,
             dir,
         };
@@ -204,6 +211,13 @@ impl Server {
         match &opts.s2s {
             Some(body) => toml.push_str(&format!("\n[s2s]\n{body}")),
             None => toml.insert_str(0, "federation = false\n"),
+        }
+        if let Some((cert, key)) = &opts.tls {
+            toml.push_str(&format!(
+                "\n[tls]\ncert = {}\nkey = {}\n",
+                toml_string(&cert.to_string_lossy()),
+                toml_string(&key.to_string_lossy())
+            ));
         }
         toml.push_str(&format!("\n[auth]\nscram_keys = {}\n", opts.scram_keys));
         toml.push_str(&opts.extra_toml);
@@ -375,6 +389,9 @@ impl Server {
 
     /// The certificate clients pin: `data_dir/tls/cert.pem`, generated on first start.
     pub fn cert_path(&self) -> PathBuf {
+        if let Some(cert) = &self.cert {
+            return cert.clone();
+        }
         self.data_dir().join("tls").join("cert.pem")
     }
 
