@@ -256,6 +256,10 @@ impl S2sIn {
                 if self.phase == InPhase::Checking && self.claimed.as_ref() == Some(&domain) {
                     self.claimed_cert_valid = valid;
                     self.send_features(&mut out);
+                } else if self.pending.contains(&domain) {
+                    // A dialback request that only a valid certificate may answer
+                    // (`require_valid_certificates`).
+                    self.on_verified(domain, Some(valid), &mut out);
                 }
             }
             InInput::DialbackVerified { domain, valid } => {

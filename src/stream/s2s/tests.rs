@@ -524,3 +524,38 @@ fn an_outgoing_stream_to_a_peer_with_an_invalid_certificate_is_abandoned_if_poli
     );
     assert!(!p.out.is_ready());
 }
+
+#[test]
+fn with_valid_certificates_required_dialback_is_answered_by_the_certificate() {
+    let strict = Arc::new(S2sPolicy {
+        domain: OURS.into(),
+        require_tls: true,
+        require_valid_certificates: true,
+        secret: DialbackSecret::from_bytes([1; 32]),
+    });
+    for valid in [true, false] {
+        let mut i = In {
+            m: S2sIn::new(strict.clone(), true),
+            framer: Framer::new(Limits::default()),
+        };
+        i.send(HEADER);
+        i.feed(InInput::CertificateChecked {
+            domain: PEER.into(),
+            valid: false,
+        });
+        // Another domain than the header's: its certificate is checked, never a
+        // dialback round trip.
+        let a = i.send("<db:result from='other.example' to='hearth.example'>k</db:result>");
+        assert!(
+            matches!(&a[..], [InAction::CheckCertificate(d)] if &**d == "other.example"),
+            "{a:?}"
+        );
+        let a = i.feed(InInput::CertificateChecked {
+            domain: "other.example".into(),
+            valid,
+        });
+        let verdict = if valid { "\"valid\"" } else { "\"invalid\"" };
+        assert!(sent(&a).contains(verdict), "{a:?}");
+        assert_eq!(i.m.authenticated().len(), usize::from(valid));
+    }
+}
