@@ -872,14 +872,6 @@ impl Driver for InDriver {
                     link.id,
                     if valid { "valid" } else { "not valid" }
                 );
-                if !valid && self.s2s.policy.require_valid_certificates {
-                    // Policy: only valid certificates; the dialback request this check
-                    // stands for fails.
-                    return Effect::Feed(InInput::DialbackVerified {
-                        domain,
-                        valid: Some(false),
-                    });
-                }
                 Effect::Feed(InInput::CertificateChecked { domain, valid })
             }
             InAction::VerifyDialback { domain, id, key } => {
