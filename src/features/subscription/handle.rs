@@ -1,17 +1,25 @@
-//! RFC 6121 §3: subscription stanzas through the state machine, on both sides (every
-//! contact is local), with pushes, deliveries and stored requests.
+//! RFC 6121 §3: subscription stanzas through the state machine, with pushes, deliveries
+//! and stored requests. Both sides are handled here when the contact is local; a remote
+//! contact's side is its server's, reached through the router (the outbound stanza,
+//! §3.1.2, §3.2.2, §3.3.2), and what its server sends comes in through
+//! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
 use crate::features::presence;
 use crate::features::roster::{self};
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
-use crate::jid::{BareJid, FullJid};
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::router::Origin;
 use crate::router::im::{Im, on_pool};
+use crate::stanza::{Kind, Stanza};
 use crate::xml::Element;
 
 impl Im<'_> {
     /// §3 from the user's side: the stanza changes the user's item for `contact`, is
-    /// pushed, and (per Appendix A.2) routed to the contact.
+    /// pushed, and (per Appendix A.2) routed to the contact, stamped with the user's
+    /// bare JID (§3.1.2, §3.2.2, §3.3.2): handled at once for a local contact, sent to
+    /// a remote contact's server (an error for it, e.g. federation being off, comes back
+    /// to the session that sent it).
     pub(crate) async fn outbound_subscription(
         &self,
         from: &FullJid,
@@ -38,17 +46,44 @@ impl Im<'_> {
             // (a <status/>, a XEP-0172 nickname) goes along to the contact.
             el.set_attr("from", bare.as_str());
             el.set_attr("to", contact.as_str());
-            if self.local_user(&contact).is_some() {
-                self.inbound_subscription(&contact, &bare, ty, el).await;
-            }
+            self.send_subscription(Origin::Local(from), &bare, &contact, ty, el)
+                .await;
         }
         if let Some(flow) = outcome.presence {
             self.presence_flow(&user, &contact, flow);
         }
     }
 
-    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`. Follow-ups
-    /// (an automatic `subscribed` back to a local sender) are handled in the same loop.
+    /// A subscription stanza `el` (`ty`) from the local `from` to `contact`, on its way:
+    /// the contact's side is handled at once for a local contact; a remote contact's
+    /// server is sent it with `origin` (the user's session for what the user sent, so it
+    /// hears of a server that cannot be reached; the server for what it sends on the
+    /// user's behalf, as when a roster item is removed, §2.5.2).
+    pub(crate) async fn send_subscription(
+        &self,
+        origin: Origin<'_>,
+        from: &BareJid,
+        contact: &BareJid,
+        ty: SubType,
+        el: Element,
+    ) {
+        if self.local_user(contact).is_some() {
+            self.inbound_subscription(contact, from, ty, el).await;
+            return;
+        }
+        let stanza = Stanza {
+            kind: Kind::Presence,
+            el,
+            to: Some(Jid::from(contact.clone())),
+        };
+        let _ = self.router.route(origin, stanza);
+    }
+
+    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`, local or
+    /// on another server (then `el` is the stanza as it came, between bare JIDs). What the
+    /// server answers on the owner's behalf (`unsubscribed` for an account that does not
+    /// exist, §3.1.3; an automatic `subscribed`, §3.1.3 and §3.4) is handled in the same
+    /// loop for a local sender and routed to a remote one.
     pub(crate) async fn inbound_subscription(
         &self,
         owner: &BareJid,
@@ -73,10 +108,14 @@ impl Im<'_> {
                 Ok(true) => {}
                 Ok(false) => {
                     // §3.1.3: no such contact: the request is refused.
-                    if ty == SubType::Subscribe && self.local_user(&sender).is_some() {
+                    if ty == SubType::Subscribe {
                         let refusal =
                             presence::subscription("unsubscribed", owner.as_str(), sender.as_str());
-                        next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                        if self.local_user(&sender).is_some() {
+                            next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                        } else {
+                            self.send_as_server(Jid::from(sender), refusal);
+                        }
                     }
                     continue;
                 }
@@ -102,10 +141,20 @@ impl Im<'_> {
                 // The owner's presence now flows (or stops) to the sender.
                 flows.push((user.clone(), sender.clone(), flow));
             }
-            if outcome.auto_reply == Some(SubType::Subscribed) && self.local_user(&sender).is_some()
-            {
+            if outcome.auto_reply == Some(SubType::Subscribed) {
                 let reply = presence::subscription("subscribed", owner.as_str(), sender.as_str());
-                next = Some((sender, owner, SubType::Subscribed, reply));
+                if self.local_user(&sender).is_some() {
+                    next = Some((sender, owner, SubType::Subscribed, reply));
+                } else {
+                    self.send_as_server(Jid::from(sender.clone()), reply);
+                    if outcome.presence.is_none() {
+                        // §3.1.3, already subscribed: the other server asked again, so
+                        // its roster says otherwise; with `subscribed` it gets the
+                        // presence it is missing (as Prosody does). Between two local
+                        // accounts both rosters are here and cannot disagree.
+                        flows.push((user.clone(), sender, PresenceFlow::Start));
+                    }
+                }
             }
         }
         for (owner, contact, flow) in flows {
