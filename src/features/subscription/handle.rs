@@ -11,7 +11,8 @@ use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubT
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::router::Origin;
 use crate::router::im::{Im, on_pool};
-use crate::stanza::{Kind, Stanza};
+use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
+use crate::storage::OverQuota;
 use crate::xml::Element;
 
 impl Im<'_> {
@@ -35,8 +36,9 @@ impl Im<'_> {
             .apply(&user, &contact, ty, Direction::Outbound, None)
             .await
         {
-            Some(v) => v,
-            None => return,
+            Some(Ok(v)) => v,
+            // No request is stored outbound, so there is no quota to pass.
+            Some(Err(_)) | None => return,
         };
         if let (Some(version), Some(item)) = (change.0, &change.1) {
             self.push(&user, version, roster::item_element(item));
@@ -125,11 +127,23 @@ impl Im<'_> {
                 }
             }
             let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
-            let Some((outcome, change)) = self
+            let (outcome, change) = match self
                 .apply(&user, &sender, ty, Direction::Inbound, request)
                 .await
-            else {
-                continue;
+            {
+                Some(Ok(v)) => v,
+                Some(Err(over)) => {
+                    // Too many requests waiting (see `Roster::update_subscription`):
+                    // not kept, and the sender told to try later (RFC 6120 §8.3.3.17).
+                    log::info!("{owner}: subscription request from {sender} not kept: {over:?}");
+                    let err = StanzaError::new(StanzaCondition::ResourceConstraint)
+                        .with_text("too many subscription requests are waiting");
+                    if let Some(reply) = err.reply_to(&el) {
+                        self.send_as_server(Jid::from(sender), reply);
+                    }
+                    continue;
+                }
+                None => continue,
             };
             if let (Some(version), Some(item)) = (change.0, &change.1) {
                 self.push(&user, version, roster::item_element(item));
@@ -163,7 +177,9 @@ impl Im<'_> {
     }
 
     /// Runs the state machine on `user`'s item for `contact` inside one storage
-    /// transaction. Returns the outcome and (new version if pushed, the item).
+    /// transaction. Returns the outcome and (new version if pushed, the item); `Err` when
+    /// `request` would be a new waiting request and there is no room for it (nothing
+    /// changed); `None` when storage failed.
     pub(crate) async fn apply(
         &self,
         user: &str,
@@ -171,9 +187,10 @@ impl Im<'_> {
         ty: SubType,
         dir: Direction,
         request: Option<String>,
-    ) -> Option<(Outcome, (Option<u64>, Option<RosterItem>))> {
+    ) -> Option<Result<(Outcome, (Option<u64>, Option<RosterItem>)), OverQuota>> {
         let u = user.to_owned();
         let c = contact.clone();
+        let quota = *self.router.quota();
         let result = on_pool(self.storage, move |s| {
             let mut outcome = None;
             let change = s.update_subscription(
@@ -184,14 +201,15 @@ impl Im<'_> {
                     outcome = Some(o);
                     o.state
                 },
-                request.as_deref(),
+                request.as_deref().map(|r| (r, &quota)),
             )?;
             Ok((outcome, change))
         })
         .await;
         match result {
-            Ok((Some(outcome), change)) => Some((outcome, (change.version, change.item))),
-            Ok((None, _)) => None,
+            Ok((Some(outcome), Ok(change))) => Some(Ok((outcome, (change.version, change.item)))),
+            Ok((_, Err(over))) => Some(Err(over)),
+            Ok((None, Ok(_))) => None,
             Err(e) => {
                 log::error!("storage: {e}");
                 None

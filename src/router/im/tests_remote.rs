@@ -11,6 +11,7 @@ use crate::jid::{BareJid, Jid};
 use crate::ns;
 use crate::router::{Remote, Router};
 use crate::stanza::Stanza;
+use crate::storage::Quota;
 
 /// The other server's domain.
 const REMOTE: &str = "remote.example";
@@ -977,10 +978,48 @@ fn without_federation_remote_domains_bounce() {
             },
             None,
         )
+        .unwrap()
         .unwrap();
     let (echo, _) = w.send(&a, "<presence/>");
     assert!(echo.contains("from='alice@home.example/phone'"), "{echo}");
     assert!(queued(&a).is_empty(), "no errors for what the server sent");
+}
+
+/// A remote server can make up any number of senders, so the subscription requests
+/// waiting for an account are bounded (as many as its roster may hold items, within its
+/// stored bytes): one past the bound is not kept, and its sender gets
+/// `resource-constraint`; a request asked again is not a new one.
+#[test]
+fn waiting_requests_from_other_servers_are_bounded() {
+    let outbox = Arc::new(Outbox::default());
+    let quota = Quota {
+        roster_items: 2,
+        ..Quota::DEFAULT
+    };
+    let router = Router::new(DOMAIN.into())
+        .with_remote(outbox.clone())
+        .with_quota(quota);
+    let w = World::with_router(&["alice"], router);
+    let subscribe = "<presence type='subscribe' to='alice@home.example'/>";
+    for n in 0..3 {
+        w.receive(&format!("u{n}@remote.example"), subscribe);
+    }
+    let sent = outbox.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("type='error'")
+            && sent[0].contains("resource-constraint")
+            && sent[0].contains("from='alice@home.example'")
+            && sent[0].contains("to='u2@remote.example'"),
+        "{sent:?}"
+    );
+    assert_eq!(w.storage.subscription_requests("alice").unwrap().len(), 2);
+    assert!(!w.sub("alice", "u2@remote.example").pending_in);
+    w.receive("u0@remote.example", subscribe);
+    assert!(outbox.take().is_empty());
+    let a = w.bind("alice", "phone");
+    let (got, _) = w.send(&a, "<presence/>");
+    assert_eq!(got.matches("type='subscribe'").count(), 2, "{got}");
 }
 
 /// RFC 6120 §13.1: no link speaks for this server's own addresses. A stanza "from" a
