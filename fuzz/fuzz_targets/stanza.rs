@@ -3,15 +3,19 @@
 //! (`router::im`: the modules' hooks and iq handlers, rosters, presence, the
 //! router) against a real SQLite file made once per process, and every
 //! element written back out parses to the same element (the writer escapes
-//! everything it writes).
+//! everything it writes). An input that starts with byte 1 sends its stanzas
+//! from another server's user instead (`Im::route_remote`, as an s2s link
+//! would), and whatever the server hands its federation links must be
+//! well-formed too.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use hearth::features::Registry;
 use hearth::ns;
+use hearth::jid::Jid;
 use hearth::router::im::Im;
-use hearth::router::{Router, session_queue};
+use hearth::router::{Remote, Router, session_queue};
 use hearth::storage::{Accounts as _, Storage};
 use hearth::stanza::{Rejected, Stanza};
 use hearth::xml::{Element, Event, Framer, Limits};
@@ -33,9 +37,21 @@ fn reparse(el: &Element) -> Element {
     }
 }
 
-/// The server's state for every input: a router, the modules and a database with the
-/// account `ann` (rosters and blocklists written by one input stay for the next, within
-/// the quotas).
+/// The federation links: what the server sends another server must be well-formed.
+struct Links;
+
+impl Remote for Links {
+    fn send(&self, _router: &Router, _domain: &str, stanza: Stanza) {
+        well_formed(&stanza.el.to_xml_in(ns::CLIENT));
+    }
+}
+
+/// The sender of a remote input: a user on another server.
+const EVE: &str = "eve@remote.local/x";
+
+/// The server's state for every input: a router with federation links, the modules and a
+/// database with the account `ann` (rosters and blocklists written by one input stay for
+/// the next, within the quotas).
 struct World {
     router: Router,
     storage: Storage,
@@ -51,7 +67,7 @@ fn world() -> &'static World {
         storage.create_account("ann", "pw").unwrap();
         storage.create_account("bob", "pw").unwrap();
         World {
-            router: Router::new(Arc::from("home.local")),
+            router: Router::new(Arc::from("home.local")).with_remote(Arc::new(Links)),
             storage,
             modules: Registry::standard(),
         }
@@ -59,6 +75,11 @@ fn world() -> &'static World {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let (remote, data) = match data.split_first() {
+        Some((1, rest)) => (true, rest),
+        _ => (false, data),
+    };
+    let eve = Jid::parse(EVE).unwrap();
     let w = world();
     let router = &w.router;
     let im = Im {
@@ -82,8 +103,9 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some(ev)) = framer.next_event() {
         let Event::Stanza(mut el) = ev else { continue };
         assert_eq!(reparse(&el), el);
-        el.set_attr("from", me.to_string());
+        el.set_attr("from", if remote { EVE } else { me.as_str() });
         match Stanza::from_client(el) {
+            Ok(stanza) if remote => smol::block_on(im.route_remote(&eve, stanza)),
             Ok(stanza) => {
                 let _routed = smol::block_on(im.route(&me, stanza, &mut out));
             }

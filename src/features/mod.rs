@@ -29,8 +29,8 @@ pub mod version;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::jid::{BareJid, FullJid};
-use crate::router::im::Im;
+use crate::jid::BareJid;
+use crate::router::im::{Im, Sender};
 use crate::stanza::{Stanza, StanzaCondition, StanzaError};
 use crate::xml::Element;
 
@@ -116,8 +116,8 @@ pub enum Access {
     /// Anyone the account has not blocked (XEP-0191 §3.5: a blocked sender gets what an
     /// unknown account would give).
     Anyone,
-    /// Only the account itself; anyone else gets `forbidden` (RFC 6121 §2.1.5 for the
-    /// roster, XEP-0191 for the blocklist).
+    /// Only the account itself; anyone else, on this server or another, gets `forbidden`
+    /// (RFC 6121 §2.1.5 for the roster, XEP-0191 for the blocklist).
     Own,
     /// The module decides (e.g. XEP-0012: those allowed to see the presence).
     Module,
@@ -128,11 +128,13 @@ pub enum Access {
 /// registration order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    /// Every stanza a local session sends, before it is routed or answered: a filter
-    /// ([`Module::filter_in`]) that may stop it. Blocking (XEP-0191) is one.
+    /// Every stanza a local session sends or another server delivers, before it is
+    /// routed or answered: a filter ([`Module::filter_in`]) that may stop it. Blocking
+    /// (XEP-0191) is one.
     StanzaIn,
-    /// A chat or normal message for a local account with no available resource (RFC 6121
-    /// §8.5.2.2.1): the first module that declares it takes the message
+    /// A chat or normal message, from a local session or another server, for a local
+    /// account with no available resource (RFC 6121 §8.5.2.2.1): the first module that
+    /// declares it takes the message
     /// ([`Module::message_undelivered`]); with none, the sender gets
     /// `service-unavailable`.
     MessageUndelivered,
@@ -156,8 +158,10 @@ pub enum Verdict {
 pub struct HookCx<'a> {
     /// Storage, the router and the connection's id.
     pub im: Im<'a>,
-    /// The local session the stanza comes from.
-    pub from: &'a FullJid,
+    /// Who the stanza comes from: a local session, or (for [`Hook::StanzaIn`] and
+    /// [`Hook::MessageUndelivered`]) an address on another server. Always a local session
+    /// for [`Hook::ResourceUnavailable`].
+    pub from: Sender<'a>,
 }
 
 /// The future of a hook.
@@ -168,8 +172,9 @@ pub struct IqCx<'a> {
     /// Storage, the router and the connection's id, for the modules whose answers
     /// depend on them.
     pub im: Im<'a>,
-    /// The sender: always a local session so far.
-    pub from: &'a FullJid,
+    /// The sender: a local session, or an address on another server (whose iqs to an
+    /// account reach only the modules that let anyone ask, [`Access`]).
+    pub from: Sender<'a>,
     /// Whom the iq is addressed to.
     pub target: &'a Target,
     /// The registry, for modules that describe the others (disco).
@@ -224,9 +229,10 @@ pub trait Module: Send + Sync {
         &[]
     }
 
-    /// [`Hook::StanzaIn`]: looks at a stanza from a local session before it goes on.
-    /// `access` is who may ask, when it is an iq a module answers. Anything written to
-    /// `out` goes to the sender.
+    /// [`Hook::StanzaIn`]: looks at a stanza before it goes on. `access` is who may ask,
+    /// when it is an iq a module answers. Answers to the sender go through
+    /// `Im::answer` (into `out` for a local session, routed for a remote sender) or the
+    /// router's bounces.
     fn filter_in<'a>(
         &'a self,
         _cx: &'a HookCx<'a>,
@@ -240,9 +246,11 @@ pub trait Module: Send + Sync {
     /// [`Hook::MessageUndelivered`]: takes a message nobody online could receive.
     fn message_undelivered<'a>(&'a self, cx: &'a HookCx<'a>, stanza: Stanza) -> HookFuture<'a, ()> {
         Box::pin(async move {
-            cx.im
-                .router
-                .bounce_to(cx.from, &stanza, StanzaCondition::ServiceUnavailable)
+            cx.im.router.bounce(
+                cx.from.origin(),
+                &stanza,
+                StanzaCondition::ServiceUnavailable,
+            )
         })
     }
 

@@ -254,9 +254,15 @@ impl Driver for ComponentDriver {
                         );
                         return;
                     }
-                    if let Some(s) = shared.router.route(Origin::Service(&from), stanza) {
-                        log::debug!("component: undelivered {:?}", s.to);
-                    }
+                    let im = router::im::Im {
+                        router: &shared.router,
+                        storage: &shared.storage,
+                        modules: &shared.modules,
+                        conn: 0,
+                    };
+                    // Like a remote sender's: the modules answer its iqs, messages for
+                    // someone offline are stored, blocking applies.
+                    im.route_service(&from, stanza).await;
                 };
                 let ((), pressure) = router::with_backpressure(route).await;
                 if !pressure.is_empty() {

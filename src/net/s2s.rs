@@ -304,8 +304,15 @@ fn stanza_of(el: Element) -> Option<Stanza> {
 }
 
 /// RFC 6120 §8.3.1: the error for `stanza` goes back to its (local) sender, from the
-/// address it was for. Never for an error or an iq result.
+/// address it was for. Never for an error or an iq result, and not for presence: most of
+/// it is the server's own (broadcasts, probes, answers on a user's behalf), and a user's
+/// clients would show an error for every contact on a server that is down (Prosody
+/// does not bounce presence either).
 fn bounce(router: &Router, stanza: &Stanza, cond: StanzaCondition) {
+    if stanza.kind == Kind::Presence {
+        log::debug!("s2s: presence for {:?} dropped: {}", stanza.to, cond.name());
+        return;
+    }
     let Some(reply) = StanzaError::new(cond).reply_to(&stanza.el) else {
         return;
     };
@@ -899,14 +906,37 @@ impl Driver for InDriver {
                 };
                 log::debug!("s2s-in{}: {} from {from}", link.id, stanza.el.name());
                 let shared = link.shared.clone();
+                let id = link.id;
                 let route = async move {
-                    if let Some(undelivered) = shared.router.route(Origin::Remote(&from), stanza) {
-                        log::debug!("s2s: undelivered {:?}", undelivered.to);
-                    }
+                    let im = router::im::Im {
+                        router: &shared.router,
+                        storage: &shared.storage,
+                        modules: &shared.modules,
+                        conn: id,
+                    };
+                    // RFC 6121 from the contact's side: presence and subscriptions,
+                    // offline storage, blocking, iqs answered by the modules.
+                    im.route_remote(&from, stanza).await;
                 };
                 let ((), pressure) = router::with_backpressure(route).await;
                 if !pressure.is_empty() {
                     link.press(pressure);
+                }
+                Effect::Done
+            }
+            InAction::Bounce(reply) => {
+                if let Some(to) = reply.attr("to").and_then(|t| Jid::parse(t).ok()) {
+                    let kind = match reply.name() {
+                        "message" => Kind::Message,
+                        "presence" => Kind::Presence,
+                        _ => Kind::Iq,
+                    };
+                    let reply = Stanza {
+                        kind,
+                        el: reply,
+                        to: Some(to),
+                    };
+                    let _ = link.shared.router.route(Origin::Server, reply);
                 }
                 Effect::Done
             }

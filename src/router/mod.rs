@@ -1026,7 +1026,8 @@ impl Router {
     }
 
     /// Sends the error reply for `stanza` back to where it came from (never for an
-    /// error or an iq result, RFC 6120 §8.3.1).
+    /// error or an iq result, RFC 6120 §8.3.1): a local session's queue, a service, or a
+    /// remote sender's server over the [`Remote`] links.
     pub fn bounce(&self, from: Origin<'_>, stanza: &Stanza, cond: StanzaCondition) {
         let Some(reply) = stanza.error_reply(StanzaError::new(cond)) else {
             return;

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::jid::{self, Jid};
 use crate::ns;
-use crate::stanza::{Kind, Stanza, StreamCondition, StreamError};
+use crate::stanza::{Rejected, Stanza, StreamCondition, StreamError};
 use crate::stream::negotiation::{Incoming, Negotiation, PeerHeader, Wire};
 use crate::xml::{Element, Event};
 
@@ -171,6 +171,9 @@ pub enum InAction {
     Authenticated(Arc<str>),
     /// A stanza from an authenticated domain to ours, in `jabber:client` form.
     Route(Stanza),
+    /// The error answering a malformed stanza (RFC 6120 §8.3), for the router to send
+    /// back to its sender's server.
+    Bounce(Element),
     Close,
 }
 
@@ -582,16 +585,16 @@ impl S2sIn {
         // The normalized forms go on, so the rest of the server compares like with like.
         el.set_attr("from", from.as_str());
         el.set_attr("to", to.as_str());
-        let kind = match el.name() {
-            "message" => Kind::Message,
-            "presence" => Kind::Presence,
-            _ => Kind::Iq,
-        };
-        out.push(InAction::Route(Stanza {
-            kind,
-            el,
-            to: Some(to),
-        }));
+        // The same checks as a client's stanza (RFC 6120 §8.2.3 for iqs).
+        match Stanza::from_client(el) {
+            Ok(stanza) => out.push(InAction::Route(stanza)),
+            Err(Rejected::Stream(cond)) => self.fail(StreamError::new(cond), out),
+            Err(Rejected::Stanza(err, el)) => {
+                if let Some(reply) = err.reply_to(&el) {
+                    out.push(InAction::Bounce(reply));
+                }
+            }
+        }
     }
 
     pub fn fail(&mut self, err: StreamError, out: &mut Vec<InAction>) {

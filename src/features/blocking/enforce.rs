@@ -8,9 +8,8 @@ use crate::features::blocking::{self, BlockRequest};
 use crate::features::roster::Roster as _;
 use crate::features::subscription::PresenceFlow;
 use crate::jid::{BareJid, FullJid, Jid};
-use crate::ns;
 use crate::router::Interest;
-use crate::router::im::{Im, on_pool, push_id};
+use crate::router::im::{Im, Sender, on_pool, push_id};
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::{Accounts as _, OverQuota, StorageError};
 use crate::xml::Element;
@@ -53,30 +52,42 @@ impl Im<'_> {
         Ok(l)
     }
 
-    /// Whether the local user `from` and `to` blocked each other.
-    pub(crate) async fn blocked(&self, from: &FullJid, to: &Jid) -> Result<Blocked, StorageError> {
-        let Some(user) = from.local() else {
-            return Ok(Blocked::No);
-        };
-        if blocking::is_blocked(&self.blocklist(user).await?, to) {
-            return Ok(Blocked::BySender);
-        }
-        let to_bare = to.bare();
-        if let Some(recipient) = self.local_user(&to_bare) {
-            let sender = Jid::from(from.clone());
-            if recipient != user && blocking::is_blocked(&self.blocklist(recipient).await?, &sender)
-            {
-                return Ok(Blocked::ByRecipient);
+    /// Whether `from` and `to` blocked each other: a local sender's own list, and a
+    /// local recipient's list, which also holds remote addresses (a JID, or a whole
+    /// server by its domain, §3.4).
+    pub(crate) async fn blocked(
+        &self,
+        from: Sender<'_>,
+        to: &Jid,
+    ) -> Result<Blocked, StorageError> {
+        let user = match from {
+            Sender::Local(jid) => {
+                let Some(user) = jid.local() else {
+                    return Ok(Blocked::No);
+                };
+                if blocking::is_blocked(&self.blocklist(user).await?, to) {
+                    return Ok(Blocked::BySender);
+                }
+                Some(user)
             }
+            Sender::Remote(_) | Sender::Service(_) => None,
+        };
+        let to_bare = to.bare();
+        if let Some(recipient) = self.local_user(&to_bare)
+            && Some(recipient) != user
+            && blocking::is_blocked(&self.blocklist(recipient).await?, &from.jid())
+        {
+            return Ok(Blocked::ByRecipient);
         }
         Ok(Blocked::No)
     }
 
     /// Applies XEP-0191 §3.5/§3.6 to a stanza for another account: true when it was
-    /// refused (and the sender told, where the XEP says so).
+    /// refused (and the sender told, where the XEP says so: `out` is a local sender's
+    /// output, see [`Im::answer`]).
     pub(crate) async fn refused_for_blocking(
         &self,
-        from: &FullJid,
+        from: Sender<'_>,
         stanza: &Stanza,
         out: &mut String,
     ) -> bool {
@@ -98,38 +109,40 @@ impl Im<'_> {
                 );
                 if is_request {
                     self.router
-                        .bounce_to(from, stanza, StanzaCondition::InternalServerError);
+                        .bounce(from.origin(), stanza, StanzaCondition::InternalServerError);
                 }
                 true
             }
             Ok(Blocked::BySender) => {
                 if let Some(e) = blocking::blocked_error(&stanza.el) {
-                    e.write_to(out, ns::CLIENT);
+                    self.answer(from, out, e);
                 }
                 true
             }
             Ok(Blocked::ByRecipient) => {
+                // §3.5: as if the account did not exist; presence is dropped.
                 if is_request {
                     self.router
-                        .bounce_to(from, stanza, StanzaCondition::ServiceUnavailable);
+                        .bounce(from.origin(), stanza, StanzaCondition::ServiceUnavailable);
                 }
                 true
             }
         }
     }
 
-    /// Whether presence may flow between `user` and the local `contact` (neither blocked
-    /// the other). Not when a blocklist cannot be read (fail closed).
+    /// Whether presence may flow between the local `user` and `contact` (neither blocked
+    /// the other; a remote contact's list is its server's business). Not when a
+    /// blocklist cannot be read (fail closed).
     pub(crate) async fn presence_allowed(&self, user: &str, contact: &BareJid) -> bool {
-        let Some(contact_user) = self.local_user(contact) else {
-            return true;
-        };
         let Ok(mine) = self.blocklist(user).await else {
             return false;
         };
         if blocking::is_blocked(&mine, &Jid::from(contact.clone())) {
             return false;
         }
+        let Some(contact_user) = self.local_user(contact) else {
+            return true;
+        };
         let Ok(me) = BareJid::new(Some(user), self.domain()) else {
             return false;
         };
@@ -211,12 +224,10 @@ impl Im<'_> {
                 .collect()
         };
         for j in changed {
+            // A bare JID, local or remote (a domain or a full JID has no roster item).
             let Ok(contact) = BareJid::parse(&j) else {
                 continue;
             };
-            if self.local_user(&contact).is_none() {
-                continue;
-            }
             let u = user.clone();
             let c = contact.clone();
             let from_sub = on_pool(self.storage, move |s| s.sub_state(&u, &c))

@@ -69,8 +69,9 @@ impl super::Module for Blocking {
 
     /// §3.5 / §3.6: nothing passes between an account and someone it blocked, or who
     /// blocked it — messages, presence (subscriptions, directed presence, probes) and iqs
-    /// alike; broadcasts and what the account sends itself or the server are not
-    /// concerned. An iq whose module decides who may ask (XEP-0012) is left to it.
+    /// alike, whether the other is local or on another server; broadcasts and what the
+    /// account sends itself or the server are not concerned. An iq whose module decides
+    /// who may ask (XEP-0012) is left to it.
     fn filter_in<'a>(
         &'a self,
         cx: &'a super::HookCx<'a>,
@@ -91,8 +92,12 @@ impl super::Module for Blocking {
 
     fn handle_iq<'a>(&'a self, cx: &'a super::IqCx<'a>, iq: &'a Stanza) -> super::IqFuture<'a> {
         Box::pin(async move {
+            // Access::Own: only the account's own sessions get here.
+            let Some(from) = cx.from.session() else {
+                return Err(StanzaError::new(StanzaCondition::Forbidden));
+            };
             let req = parse(iq)?;
-            cx.im.blocking_request(cx.from, req).await
+            cx.im.blocking_request(from, req).await
         })
     }
 }

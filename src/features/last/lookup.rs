@@ -25,17 +25,18 @@ impl Im<'_> {
         }
     }
 
-    /// XEP-0012 §4: when the account at `to` was last online, for the local user `from`
-    /// if it may see that account's presence (or is that account).
+    /// XEP-0012 §4: when the account at `to` was last online, for `asker` (the bare JID
+    /// of the sender, local or on another server) if it may see that account's presence
+    /// (a `from` subscription, and no block either way) or is that account.
     pub(crate) async fn last_activity(
         &self,
-        from: &FullJid,
+        asker: &BareJid,
         to: &BareJid,
     ) -> Result<Element, StanzaError> {
         let Some(owner) = self.local_user(to).map(str::to_owned) else {
             return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
         };
-        let me = from.bare();
+        let me = asker.clone();
         let is_self = *to == me;
         if !is_self && !self.presence_allowed(&owner, &me).await {
             return Err(StanzaError::new(StanzaCondition::Forbidden));

@@ -61,9 +61,9 @@ impl Module for Last {
         others_available: bool,
     ) -> super::HookFuture<'a, ()> {
         Box::pin(async move {
-            if !others_available {
+            if let (false, Some(from)) = (others_available, cx.from.session()) {
                 cx.im
-                    .record_last_activity(cx.from, super::presence::status(presence))
+                    .record_last_activity(from, super::presence::status(presence))
                     .await;
             }
         })
@@ -74,7 +74,7 @@ impl Module for Last {
             let (Target::Account(to), Some(IqType::Get)) = (cx.target, iq.iq_type()) else {
                 return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
             };
-            cx.im.last_activity(cx.from, to).await.map(Some)
+            cx.im.last_activity(&cx.from.bare(), to).await.map(Some)
         })
     }
 }

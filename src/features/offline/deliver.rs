@@ -3,9 +3,8 @@
 
 use super::{OfflineStore as _, Stored};
 use crate::features::offline;
-use crate::jid::FullJid;
 use crate::ns;
-use crate::router::im::{Im, on_pool};
+use crate::router::im::{Im, Sender, on_pool};
 use crate::stanza::{Stanza, StanzaCondition};
 use crate::storage::unix_now;
 
@@ -39,9 +38,10 @@ impl Im<'_> {
     }
 
     /// XEP-0160 §3: a chat or normal message for a local account with no available
-    /// resource is stored with a `<delay/>`; a full store gets `resource-constraint`, an
-    /// unknown account `service-unavailable` (RFC 6121 §8.5.2.2.1).
-    pub(crate) async fn store_offline(&self, from: &FullJid, stanza: Stanza) {
+    /// resource is stored with a `<delay/>`, whether it came from a local session or
+    /// another server; a full store gets `resource-constraint`, an unknown account
+    /// `service-unavailable` (RFC 6121 §8.5.2.2.1), back to the sender wherever it is.
+    pub(crate) async fn store_offline(&self, from: Sender<'_>, stanza: Stanza) {
         let Some(user) = stanza
             .to
             .as_ref()
@@ -63,6 +63,6 @@ impl Im<'_> {
                 StanzaCondition::InternalServerError
             }
         };
-        self.router.bounce_to(from, &stanza, cond);
+        self.router.bounce(from.origin(), &stanza, cond);
     }
 }

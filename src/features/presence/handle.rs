@@ -1,5 +1,15 @@
 //! RFC 6121 §4: presence broadcast, probes, directed presence, and the unavailable
-//! presence of a session that ends.
+//! presence of a session that ends — to and from contacts on this server or others.
+//!
+//! Inbound available and unavailable presence from another server (§4.2.3, §4.4.3,
+//! §4.5.3; from someone not in the roster it is directed presence, §4.6.4) is delivered by
+//! the §8 rules whatever the roster says: to a bare JID, to every available resource
+//! (§8.5.2.1.1); to a full JID, to that resource (§8.5.3.1). The sender's server is the
+//! one that checks subscriptions before broadcasting (§4.2.2); the receiving server is not
+//! asked to check them again, and Prosody and ejabberd do not. Whoever a user wants none of
+//! is blocked (XEP-0191), and the filters drop that before it gets here. Inbound probes
+//! (§4.3.2) are answered only to contacts with a `from` subscription; another server's
+//! prober without one gets `unsubscribed`, so that server can put its roster right.
 
 use crate::features::last::LastActivity as _;
 use crate::features::presence;
@@ -8,10 +18,10 @@ use crate::features::subscription::{PresenceFlow, SubType};
 use crate::features::{Hook, HookCx};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
-use crate::router::Ended;
-use crate::router::Origin;
-use crate::router::im::{Im, Routed, on_pool};
+use crate::router::im::{Im, Routed, Sender, on_pool};
+use crate::router::{Domain, Ended, Origin};
 use crate::stanza::{Kind, Stanza, StanzaCondition};
+use crate::storage::StorageError;
 use crate::xml::Element;
 
 impl Im<'_> {
@@ -74,10 +84,17 @@ impl Im<'_> {
                 self.outbound_subscription(from, to, sub, stanza.el).await
             }
             Some("probe") => {
-                // §4.3: probes are the server's business; answered as if the server
-                // had sent it, for a client that insists.
+                // §4.3: probes are the server's business; for a client that insists,
+                // a local contact's is answered as if the server had sent it, and a
+                // remote contact's server is sent the probe as the client wrote it
+                // (answered to that resource, as Prosody does).
                 if let Some(to) = &stanza.to {
-                    self.answer_probe(&to.bare(), from, out).await
+                    match self.router.domain_kind(to.domain()) {
+                        Domain::Host => self.answer_probe(&to.bare(), from, out).await,
+                        _ => {
+                            let _ = self.router.route(Origin::Local(from), stanza);
+                        }
+                    }
                 }
             }
             None | Some("unavailable") => {
@@ -133,14 +150,11 @@ impl Im<'_> {
                 Vec::new()
             }
         };
-        // §4.2.2 / §4.4.2: to every contact with a subscription from the user.
+        // §4.2.2 / §4.4.2: to every contact with a subscription from the user, one
+        // stanza per contact, to its bare JID, wherever it is.
         for item in items.iter().filter(|i| i.state.subscription.has_from()) {
-            if !self.presence_allowed(&user, &item.jid).await {
-                continue;
-            }
-            if let Some(contact) = self.local_user(&item.jid) {
-                self.router
-                    .deliver_to_available(contact, &presence::addressed(&el, item.jid.as_str()));
+            if self.presence_allowed(&user, &item.jid).await {
+                self.send_to_contact(&item.jid, presence::addressed(&el, item.jid.as_str()));
             }
         }
         let initial = !change.was_available;
@@ -151,11 +165,22 @@ impl Im<'_> {
                     presence::addressed(&p, from.as_str()).write_to(out, ns::CLIENT);
                 }
             }
-            // Initial presence (§4.2): probe the contacts the user is subscribed to, and
-            // show the requests still waiting for an answer (§3.1.3).
+            // Initial presence (§4.2.2, §4.3.1): probe the contacts the user is subscribed
+            // to, and show the requests still waiting for an answer (§3.1.3). A local
+            // contact's presence is known here and written at once; another server is
+            // sent a probe from the user's bare JID, and its answers come back to the
+            // bare JID (so to every available resource: the server keeps no copy of
+            // remote contacts' presence to hand the new resource alone).
+            let bare = from.bare();
             for item in items.iter().filter(|i| i.state.subscription.has_to()) {
-                if self.presence_allowed(&user, &item.jid).await {
+                if !self.presence_allowed(&user, &item.jid).await {
+                    continue;
+                }
+                if self.local_user(&item.jid).is_some() {
                     self.answer_probe(&item.jid, from, out).await;
+                } else {
+                    let probe = presence::probe(bare.as_str(), item.jid.as_str());
+                    self.send_as_server(Jid::from(item.jid.clone()), probe);
                 }
             }
             self.deliver_pending(&user, out).await;
@@ -179,7 +204,10 @@ impl Im<'_> {
         let Some(user) = from.local().map(str::to_owned) else {
             return;
         };
-        let cx = HookCx { im: *self, from };
+        let cx = HookCx {
+            im: *self,
+            from: Sender::Local(from),
+        };
         for m in self.modules.hooked(Hook::ResourceUnavailable) {
             m.resource_unavailable(&cx, el, others_available).await;
         }
@@ -196,11 +224,8 @@ impl Im<'_> {
             if !self.presence_allowed(&user, &item.jid).await {
                 continue;
             }
-            if let Some(contact) = self.local_user(&item.jid) {
-                self.router
-                    .deliver_to_available(contact, &presence::addressed(el, item.jid.as_str()));
-                sent.push(item.jid.clone());
-            }
+            self.send_to_contact(&item.jid, presence::addressed(el, item.jid.as_str()));
+            sent.push(item.jid.clone());
         }
         for to in directed {
             let bare = to.bare();
@@ -216,66 +241,151 @@ impl Im<'_> {
         }
     }
 
-    /// §4.3.2: the presence of `contact` for the (local) user at `to`, if the user is
-    /// subscribed to it: the last presence of each available resource, or unavailable
-    /// with the time of the last logout (XEP-0203 `<delay/>`) when there is none.
+    /// §4.3.2: the presence of `contact` for the local user at `to`, if the user is
+    /// subscribed to it (nothing otherwise: both rosters are here, nothing to put right).
     pub(crate) async fn answer_probe(&self, contact: &BareJid, to: &FullJid, out: &mut String) {
+        match self.probe_answer(contact, &to.bare(), to.as_str()).await {
+            Ok(Some(answer)) => {
+                for el in answer {
+                    el.write_to(out, ns::CLIENT);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("storage: {e}"),
+        }
+    }
+
+    /// §4.3.2: what the local account `contact` shows a probe from `prober`, addressed
+    /// to `to` (the probe's `from`): the last presence of each available resource, or
+    /// unavailable from the bare JID with the time of the last logout (XEP-0203
+    /// `<delay/>`) and its status when there is none. `None` when the prober may not see
+    /// it: no `from` subscription (or no such account, which looks the same).
+    async fn probe_answer(
+        &self,
+        contact: &BareJid,
+        prober: &BareJid,
+        to: &str,
+    ) -> Result<Option<Vec<Element>>, StorageError> {
         let Some(owner) = self.local_user(contact).map(str::to_owned) else {
-            return;
+            return Ok(None);
         };
-        let prober = to.bare();
         let o = owner.clone();
         let p = prober.clone();
-        let looked_up = on_pool(self.storage, move |s| {
+        let (state, last) = on_pool(self.storage, move |s| {
             let state = s.sub_state(&o, &p)?;
             let last = s.last_activity(&o)?;
             Ok((state, last))
         })
-        .await;
-        let (state, last) = match looked_up {
-            Ok(v) => v,
-            Err(e) => return log::error!("storage: {e}"),
-        };
+        .await?;
         if !state.subscription.has_from() {
-            // Not allowed to see it: nothing is said (§4.3.2).
-            return;
+            return Ok(None);
         }
         let presences = self.router.available_presences(&owner);
         if presences.is_empty() {
-            let mut el = presence::unavailable(contact.as_str(), to.as_str());
+            let mut el = presence::unavailable(contact.as_str(), to);
             if let Some((at, status)) = last {
                 if !status.is_empty() {
                     el.push_child(Element::new("status", ns::CLIENT).with_text(status));
                 }
                 el.push_child(presence::delay(self.domain(), at));
             }
-            el.write_to(out, ns::CLIENT);
+            return Ok(Some(vec![el]));
         }
-        for p in presences {
-            presence::addressed(&p, to.as_str()).write_to(out, ns::CLIENT);
+        Ok(Some(
+            presences
+                .iter()
+                .map(|p| presence::addressed(p, to))
+                .collect(),
+        ))
+    }
+
+    /// Presence from another server for a local address (`to` is on this host; the
+    /// filters have passed it): available, unavailable and errors are delivered (see the
+    /// module's doc), probes answered (§4.3.2), subscription stanzas go through the state
+    /// machine from the contact's side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
+    pub(crate) async fn inbound_presence(&self, from: &Jid, stanza: Stanza) {
+        let Some(to) = stanza.to.clone() else {
+            return;
+        };
+        let ty = stanza.el.attr("type").map(str::to_owned);
+        match ty.as_deref() {
+            None | Some("unavailable") | Some("error") => {
+                let _ = self.router.route(Origin::Remote(from), stanza);
+            }
+            Some("probe") => self.inbound_probe(from, &to).await,
+            Some(t) => match SubType::parse(t) {
+                Some(sub) => {
+                    // §3.1.3: subscription stanzas are between bare JIDs, whatever
+                    // the other server wrote.
+                    let (owner, sender) = (to.bare(), from.bare());
+                    let mut el = stanza.el;
+                    el.set_attr("from", sender.as_str());
+                    el.set_attr("to", owner.as_str());
+                    self.inbound_subscription(&owner, &sender, sub, el).await
+                }
+                None => {
+                    self.router
+                        .bounce(Origin::Remote(from), &stanza, StanzaCondition::BadRequest)
+                }
+            },
+        }
+    }
+
+    /// §4.3.2: a probe from another server for the local account at `to`: answered
+    /// there with the account's presence (see [`Im::probe_answer`]) if the prober has a
+    /// `from` subscription; otherwise (no subscription, or no such account) with
+    /// `unsubscribed` from the account's bare JID (§4.3.2 #1: so the prober's server
+    /// cancels a subscription it wrongly thinks it has; from the bare JID, since a full
+    /// one would leak presence).
+    async fn inbound_probe(&self, from: &Jid, to: &Jid) {
+        let contact = to.bare();
+        let prober = from.bare();
+        match self.probe_answer(&contact, &prober, from.as_str()).await {
+            Ok(Some(answer)) => {
+                for el in answer {
+                    self.send_as_server(from.clone(), el);
+                }
+            }
+            Ok(None) => {
+                if self.local_user(&contact).is_some() {
+                    let el =
+                        presence::subscription("unsubscribed", contact.as_str(), prober.as_str());
+                    self.send_as_server(Jid::from(prober), el);
+                }
+            }
+            // Unknown: nothing is said (an `unsubscribed` might cancel a real
+            // subscription); the prober's server asks again at its user's next login.
+            Err(e) => log::error!(
+                "s2s{}: storage: probe from {from} unanswered: {e}",
+                self.conn
+            ),
+        }
+    }
+
+    /// Presence for a contact's bare JID, on its way: to the available resources of a
+    /// local contact (§8.5.2.1.1), through the router to a remote one (sent by the server
+    /// on the user's behalf: an error about it is not the user's to read).
+    pub(crate) fn send_to_contact(&self, contact: &BareJid, el: Element) {
+        match self.local_user(contact) {
+            Some(user) => self.router.deliver_to_available(user, &el),
+            None => self.send_as_server(Jid::from(contact.clone()), el),
         }
     }
 
     /// Sends the user's presence (or its end) to a contact whose subscription started or
-    /// stopped (§3.1.5, §3.2.2, §3.3.3).
+    /// stopped (§3.1.5, §3.2.2, §3.3.3), on this server or another.
     pub(crate) fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
-        let Some(contact_user) = self.local_user(contact) else {
-            return;
-        };
         match flow {
             PresenceFlow::Start => {
                 for p in self.router.available_presences(owner) {
-                    self.router.deliver_to_available(
-                        contact_user,
-                        &presence::addressed(&p, contact.as_str()),
-                    );
+                    self.send_to_contact(contact, presence::addressed(&p, contact.as_str()));
                 }
             }
             PresenceFlow::Stop => {
                 for r in self.router.available_resources(owner) {
-                    self.router.deliver_to_available(
-                        contact_user,
-                        &presence::unavailable(r.as_str(), contact.as_str()),
+                    self.send_to_contact(
+                        contact,
+                        presence::unavailable(r.as_str(), contact.as_str()),
                     );
                 }
             }

@@ -58,6 +58,14 @@ pub fn unavailable(from: &str, to: &str) -> Element {
         .with_attr("to", to)
 }
 
+/// `<presence type='probe'/>` from the user's bare JID to a contact's (§4.3.1).
+pub fn probe(from: &str, to: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", "probe")
+        .with_attr("from", from)
+        .with_attr("to", to)
+}
+
 /// A subscription stanza (§3) the server generates: from and to are bare JIDs.
 pub fn subscription(ty: &str, from: &str, to: &str) -> Element {
     Element::new("presence", ns::CLIENT)

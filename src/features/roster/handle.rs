@@ -5,8 +5,8 @@ use crate::features::roster::{self, RosterRequest};
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::jid::FullJid;
-use crate::router::Interest;
 use crate::router::im::{Im, on_pool, push_id};
+use crate::router::{Interest, Origin};
 use crate::stanza::{StanzaCondition, StanzaError};
 use crate::storage::{OverQuota, StorageError};
 use crate::xml::Element;
@@ -116,7 +116,8 @@ impl Im<'_> {
     }
 
     /// §2.5.2: removing an item cancels the subscriptions both ways: `unsubscribe` if the
-    /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking).
+    /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking),
+    /// sent by the server on the user's behalf to a contact here or on another server.
     pub(crate) async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
         let bare = from.bare();
         let s = item.state;
@@ -127,12 +128,12 @@ impl Im<'_> {
         }
         if s.subscription.has_to() || s.pending_out {
             let el = presence::subscription("unsubscribe", bare.as_str(), item.jid.as_str());
-            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribe, el)
+            self.send_subscription(Origin::Server, &bare, &item.jid, SubType::Unsubscribe, el)
                 .await;
         }
         if s.subscription.has_from() || s.pending_in {
             let el = presence::subscription("unsubscribed", bare.as_str(), item.jid.as_str());
-            self.inbound_subscription(&item.jid, &bare, SubType::Unsubscribed, el)
+            self.send_subscription(Origin::Server, &bare, &item.jid, SubType::Unsubscribed, el)
                 .await;
         }
     }

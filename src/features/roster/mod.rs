@@ -54,8 +54,12 @@ impl super::Module for RosterModule {
 
     fn handle_iq<'a>(&'a self, cx: &'a super::IqCx<'a>, iq: &'a Stanza) -> super::IqFuture<'a> {
         Box::pin(async move {
+            // Access::Own: only the account's own sessions get here.
+            let Some(from) = cx.from.session() else {
+                return Err(StanzaError::new(StanzaCondition::Forbidden));
+            };
             let req = parse(iq)?;
-            cx.im.roster_iq(cx.from, req).await
+            cx.im.roster_iq(from, req).await
         })
     }
 }

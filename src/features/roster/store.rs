@@ -70,15 +70,20 @@ pub trait Roster {
         jid: &BareJid,
     ) -> Result<Option<RosterChange>, StorageError>;
     /// Reads the subscription state for `jid`, lets `decide` compute the next one, and
-    /// writes it, in one transaction. A new pending-in stores `request` (the stanza to
-    /// deliver again at login); a cleared one deletes it.
+    /// writes it, in one transaction. A new pending-in stores `request`'s stanza (to
+    /// deliver again at login) if it fits its quota: fewer requests waiting than
+    /// `quota.roster_items`, and the account's stored bytes within `quota.stored_bytes`;
+    /// otherwise nothing is written. A cleared pending-in deletes the stored request.
+    ///
+    /// The bound matters once other servers send requests (federation): a remote server
+    /// can make up any number of senders, and each waiting request is a stored row.
     fn update_subscription(
         &self,
         user: &str,
         jid: &BareJid,
         decide: &mut dyn FnMut(SubState) -> SubState,
-        request: Option<&str>,
-    ) -> Result<SubscriptionChange, StorageError>;
+        request: Option<(&str, &Quota)>,
+    ) -> Result<Result<SubscriptionChange, OverQuota>, StorageError>;
     /// The stored subscription requests (serialized presence stanzas), oldest first.
     fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError>;
 }
@@ -389,8 +394,8 @@ impl Roster for Storage {
         user: &str,
         jid: &BareJid,
         decide: &mut dyn FnMut(SubState) -> SubState,
-        request: Option<&str>,
-    ) -> Result<SubscriptionChange, StorageError> {
+        request: Option<(&str, &Quota)>,
+    ) -> Result<Result<SubscriptionChange, OverQuota>, StorageError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
@@ -404,13 +409,28 @@ impl Roster for Storage {
             },
         };
         let after = decide(before);
+        let is_new_request = after.pending_in && !before.pending_in;
+        if let (true, Some((stanza, quota))) = (is_new_request, request) {
+            let waiting: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM subscription_requests WHERE localpart = ?1")
+                .and_then(|mut st| st.query_row([user], |r| r.get(0)))
+                .map_err(self.sqlite_err("count subscription requests"))?;
+            if usize::try_from(waiting).unwrap_or(usize::MAX) >= quota.roster_items {
+                return Ok(Err(OverQuota::Items));
+            }
+            let used = stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
+            let len = u64::try_from(stanza.len()).unwrap_or(u64::MAX);
+            if used.saturating_add(len) > quota.stored_bytes {
+                return Ok(Err(OverQuota::Bytes));
+            }
+        }
         let visible = |s: SubState| (s.subscription, s.pending_out, s.approved);
         let mut version = None;
         if visible(after) != visible(before) {
             self.write_state(&tx, user, jid, after)?;
             version = Some(self.bump_version(&tx, user)?);
         }
-        if after.pending_in && !before.pending_in {
+        if is_new_request {
             tx.execute(
                 // An upsert, not INSERT OR REPLACE: REPLACE's implicit delete would skip
                 // the stored-bytes trigger (migrations/0003_usage.sql).
@@ -420,7 +440,7 @@ impl Roster for Storage {
                 params![
                     user,
                     jid.as_str(),
-                    request.unwrap_or(""),
+                    request.map_or("", |(stanza, _)| stanza),
                     crate::storage::unix_now()
                 ],
             )
@@ -435,12 +455,12 @@ impl Roster for Storage {
         let item = self.item_in(&tx, user, jid)?;
         tx.commit()
             .map_err(self.sqlite_err("commit a subscription change"))?;
-        Ok(SubscriptionChange {
+        Ok(Ok(SubscriptionChange {
             before,
             after,
             item,
             version,
-        })
+        }))
     }
 
     fn subscription_requests(&self, user: &str) -> Result<Vec<String>, StorageError> {
@@ -498,8 +518,9 @@ mod tests {
             "alice",
             &carol,
             &mut |st| apply(st, SubType::Subscribe, Direction::Inbound).state,
-            Some("<presence/>"),
+            Some(("<presence/>", &Quota::DEFAULT)),
         )
+        .unwrap()
         .unwrap();
         let (_, items) = s.roster("alice").unwrap();
         assert_eq!(items.len(), 2);
@@ -518,6 +539,7 @@ mod tests {
             &mut |st| apply(st, SubType::Subscribe, Direction::Outbound).state,
             None,
         )
+        .unwrap()
         .unwrap();
         let c = s
             .set_roster_item("alice", &bob(), None, &[], &max_items(10))
@@ -610,8 +632,9 @@ mod tests {
                     pending_in: true,
                     ..st
                 },
-                Some(req),
+                Some((req, &Quota::DEFAULT)),
             )
+            .unwrap()
             .unwrap();
         }
         assert_eq!(
@@ -629,6 +652,7 @@ mod tests {
             },
             None,
         )
+        .unwrap()
         .unwrap();
         s.remove_roster_item("alice", &bob()).unwrap();
         assert_eq!(s.stored_bytes("alice").unwrap(), 0);
@@ -643,8 +667,9 @@ mod tests {
                 "alice",
                 &bob(),
                 &mut |st| apply(st, SubType::Subscribe, Direction::Inbound).state,
-                Some(req),
+                Some((req, &Quota::DEFAULT)),
             )
+            .unwrap()
             .unwrap();
         assert!(c.after.pending_in && c.item.is_none() && c.version.is_none());
         assert_eq!(s.roster("alice").unwrap().1, vec![]);
@@ -658,6 +683,7 @@ mod tests {
                 &mut |st| apply(st, SubType::Subscribed, Direction::Outbound).state,
                 None,
             )
+            .unwrap()
             .unwrap();
         assert_eq!(c.after.subscription, Subscription::From);
         assert_eq!(c.version, Some(1));

@@ -1,17 +1,26 @@
-//! RFC 6121 §3: subscription stanzas through the state machine, on both sides (every
-//! contact is local), with pushes, deliveries and stored requests.
+//! RFC 6121 §3: subscription stanzas through the state machine, with pushes, deliveries
+//! and stored requests. Both sides are handled here when the contact is local; a remote
+//! contact's side is its server's, reached through the router (the outbound stanza,
+//! §3.1.2, §3.2.2, §3.3.2), and what its server sends comes in through
+//! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
 use crate::features::presence;
 use crate::features::roster::{self};
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
-use crate::jid::{BareJid, FullJid};
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::router::Origin;
 use crate::router::im::{Im, on_pool};
+use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
+use crate::storage::OverQuota;
 use crate::xml::Element;
 
 impl Im<'_> {
     /// §3 from the user's side: the stanza changes the user's item for `contact`, is
-    /// pushed, and (per Appendix A.2) routed to the contact.
+    /// pushed, and (per Appendix A.2) routed to the contact, stamped with the user's
+    /// bare JID (§3.1.2, §3.2.2, §3.3.2): handled at once for a local contact, sent to
+    /// a remote contact's server (an error for it, e.g. federation being off, comes back
+    /// to the session that sent it).
     pub(crate) async fn outbound_subscription(
         &self,
         from: &FullJid,
@@ -27,8 +36,9 @@ impl Im<'_> {
             .apply(&user, &contact, ty, Direction::Outbound, None)
             .await
         {
-            Some(v) => v,
-            None => return,
+            Some(Ok(v)) => v,
+            // No request is stored outbound, so there is no quota to pass.
+            Some(Err(_)) | None => return,
         };
         if let (Some(version), Some(item)) = (change.0, &change.1) {
             self.push(&user, version, roster::item_element(item));
@@ -38,17 +48,44 @@ impl Im<'_> {
             // (a <status/>, a XEP-0172 nickname) goes along to the contact.
             el.set_attr("from", bare.as_str());
             el.set_attr("to", contact.as_str());
-            if self.local_user(&contact).is_some() {
-                self.inbound_subscription(&contact, &bare, ty, el).await;
-            }
+            self.send_subscription(Origin::Local(from), &bare, &contact, ty, el)
+                .await;
         }
         if let Some(flow) = outcome.presence {
             self.presence_flow(&user, &contact, flow);
         }
     }
 
-    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`. Follow-ups
-    /// (an automatic `subscribed` back to a local sender) are handled in the same loop.
+    /// A subscription stanza `el` (`ty`) from the local `from` to `contact`, on its way:
+    /// the contact's side is handled at once for a local contact; a remote contact's
+    /// server is sent it with `origin` (the user's session for what the user sent, so it
+    /// hears of a server that cannot be reached; the server for what it sends on the
+    /// user's behalf, as when a roster item is removed, §2.5.2).
+    pub(crate) async fn send_subscription(
+        &self,
+        origin: Origin<'_>,
+        from: &BareJid,
+        contact: &BareJid,
+        ty: SubType,
+        el: Element,
+    ) {
+        if self.local_user(contact).is_some() {
+            self.inbound_subscription(contact, from, ty, el).await;
+            return;
+        }
+        let stanza = Stanza {
+            kind: Kind::Presence,
+            el,
+            to: Some(Jid::from(contact.clone())),
+        };
+        let _ = self.router.route(origin, stanza);
+    }
+
+    /// §3 from the contact's side: `owner` (local) receives `ty` from `sender`, local or
+    /// on another server (then `el` is the stanza as it came, between bare JIDs). What the
+    /// server answers on the owner's behalf (`unsubscribed` for an account that does not
+    /// exist, §3.1.3; an automatic `subscribed`, §3.1.3 and §3.4) is handled in the same
+    /// loop for a local sender and routed to a remote one.
     pub(crate) async fn inbound_subscription(
         &self,
         owner: &BareJid,
@@ -73,10 +110,14 @@ impl Im<'_> {
                 Ok(true) => {}
                 Ok(false) => {
                     // §3.1.3: no such contact: the request is refused.
-                    if ty == SubType::Subscribe && self.local_user(&sender).is_some() {
+                    if ty == SubType::Subscribe {
                         let refusal =
                             presence::subscription("unsubscribed", owner.as_str(), sender.as_str());
-                        next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                        if self.local_user(&sender).is_some() {
+                            next = Some((sender, owner, SubType::Unsubscribed, refusal));
+                        } else {
+                            self.send_as_server(Jid::from(sender), refusal);
+                        }
                     }
                     continue;
                 }
@@ -86,11 +127,23 @@ impl Im<'_> {
                 }
             }
             let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
-            let Some((outcome, change)) = self
+            let (outcome, change) = match self
                 .apply(&user, &sender, ty, Direction::Inbound, request)
                 .await
-            else {
-                continue;
+            {
+                Some(Ok(v)) => v,
+                Some(Err(over)) => {
+                    // Too many requests waiting (see `Roster::update_subscription`):
+                    // not kept, and the sender told to try later (RFC 6120 §8.3.3.17).
+                    log::info!("{owner}: subscription request from {sender} not kept: {over:?}");
+                    let err = StanzaError::new(StanzaCondition::ResourceConstraint)
+                        .with_text("too many subscription requests are waiting");
+                    if let Some(reply) = err.reply_to(&el) {
+                        self.send_as_server(Jid::from(sender), reply);
+                    }
+                    continue;
+                }
+                None => continue,
             };
             if let (Some(version), Some(item)) = (change.0, &change.1) {
                 self.push(&user, version, roster::item_element(item));
@@ -102,10 +155,20 @@ impl Im<'_> {
                 // The owner's presence now flows (or stops) to the sender.
                 flows.push((user.clone(), sender.clone(), flow));
             }
-            if outcome.auto_reply == Some(SubType::Subscribed) && self.local_user(&sender).is_some()
-            {
+            if outcome.auto_reply == Some(SubType::Subscribed) {
                 let reply = presence::subscription("subscribed", owner.as_str(), sender.as_str());
-                next = Some((sender, owner, SubType::Subscribed, reply));
+                if self.local_user(&sender).is_some() {
+                    next = Some((sender, owner, SubType::Subscribed, reply));
+                } else {
+                    self.send_as_server(Jid::from(sender.clone()), reply);
+                    if outcome.presence.is_none() {
+                        // §3.1.3, already subscribed: the other server asked again, so
+                        // its roster says otherwise; with `subscribed` it gets the
+                        // presence it is missing (as Prosody does). Between two local
+                        // accounts both rosters are here and cannot disagree.
+                        flows.push((user.clone(), sender, PresenceFlow::Start));
+                    }
+                }
             }
         }
         for (owner, contact, flow) in flows {
@@ -114,7 +177,9 @@ impl Im<'_> {
     }
 
     /// Runs the state machine on `user`'s item for `contact` inside one storage
-    /// transaction. Returns the outcome and (new version if pushed, the item).
+    /// transaction. Returns the outcome and (new version if pushed, the item); `Err` when
+    /// `request` would be a new waiting request and there is no room for it (nothing
+    /// changed); `None` when storage failed.
     pub(crate) async fn apply(
         &self,
         user: &str,
@@ -122,9 +187,10 @@ impl Im<'_> {
         ty: SubType,
         dir: Direction,
         request: Option<String>,
-    ) -> Option<(Outcome, (Option<u64>, Option<RosterItem>))> {
+    ) -> Option<Result<(Outcome, (Option<u64>, Option<RosterItem>)), OverQuota>> {
         let u = user.to_owned();
         let c = contact.clone();
+        let quota = *self.router.quota();
         let result = on_pool(self.storage, move |s| {
             let mut outcome = None;
             let change = s.update_subscription(
@@ -135,14 +201,15 @@ impl Im<'_> {
                     outcome = Some(o);
                     o.state
                 },
-                request.as_deref(),
+                request.as_deref().map(|r| (r, &quota)),
             )?;
             Ok((outcome, change))
         })
         .await;
         match result {
-            Ok((Some(outcome), change)) => Some((outcome, (change.version, change.item))),
-            Ok((None, _)) => None,
+            Ok((Some(outcome), Ok(change))) => Some(Ok((outcome, (change.version, change.item)))),
+            Ok((_, Err(over))) => Some(Err(over)),
+            Ok((None, Ok(_))) => None,
             Err(e) => {
                 log::error!("storage: {e}");
                 None

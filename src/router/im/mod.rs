@@ -12,26 +12,97 @@
 //! taken out of storage page by page by the connection ([`Im::offline_take`]), each page
 //! deleted before it is written, so none is ever delivered twice.
 //!
-//! - `mod.rs`: dispatch by stanza kind and iq payload;
-//! - `roster.rs`, `subscription.rs`, `presence.rs`: RFC 6121 §2, §3, §4;
-//! - `offline.rs`, `blocking.rs`, `last.rs`: XEP-0160, XEP-0191, XEP-0012.
+//! Stanzas from other servers take the same way through [`Im::route_remote`], which an
+//! s2s link awaits for each stanza it receives (so a link's stanzas are handled in
+//! order too): the same filters (XEP-0191 for a remote sender), the same modules answering
+//! iqs (their answers routed back over the link), inbound subscriptions and probes (RFC
+//! 6121 §3, §4.3.2), and messages stored offline like a local sender's. Who sent a stanza
+//! is a [`Sender`]: a local session or a remote address.
 //!
-//! Every contact here is local: with no federation yet, a subscription or presence for
-//! another domain goes no further (the router bounces what it can't deliver).
+//! Contacts may be on other servers: what concerns a remote contact (subscription
+//! stanzas, presence broadcast, probes, the answers to its probes) leaves through the
+//! router, whose domain table hands it to the federation links ([`super::Remote`]), or
+//! bounces it with `remote-server-not-found` when federation is off.
+//!
+//! The modules' handling lives beside them in `features/`: `roster/`, `subscription/`,
+//! `presence/` (RFC 6121 §2, §3, §4), `offline/`, `blocking/`, `last/` (XEP-0160,
+//! XEP-0191, XEP-0012); this file dispatches by stanza kind and iq payload.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::features::{Access, Hook, HookCx, IqCx, Module, Registry, Target, Verdict};
-use crate::jid::{BareJid, FullJid};
+use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
-use crate::router::Origin;
+use crate::router::{Domain, Origin};
 use crate::stanza::{Kind, Stanza, StanzaCondition, StanzaError};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Accounts as _, Storage, StorageError};
+use crate::xml::Element;
 
 use super::Router;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;
+
+/// Who sent the stanza being handled (what the modules' hooks and iq handlers are told).
+#[derive(Clone, Copy, Debug)]
+pub enum Sender<'a> {
+    /// A bound session of a local account; its stream stamped its full JID as `from`.
+    Local(&'a FullJid),
+    /// An address on another server, whose domain the s2s link it came over
+    /// authenticated (RFC 6120 §13.1): bare, full or a bare domain.
+    Remote(&'a Jid),
+    /// An address at one of this server's services (an external component, XEP-0114):
+    /// treated like a remote sender, but its errors go back to the service.
+    Service(&'a Jid),
+}
+
+impl<'a> Sender<'a> {
+    /// The address, as it is written in `from`.
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Sender::Local(j) => j.as_str(),
+            Sender::Remote(j) | Sender::Service(j) => j.as_str(),
+        }
+    }
+
+    pub fn bare(&self) -> BareJid {
+        match self {
+            Sender::Local(j) => j.bare(),
+            Sender::Remote(j) | Sender::Service(j) => j.bare(),
+        }
+    }
+
+    /// The address as a [`Jid`] (a copy).
+    pub fn jid(&self) -> Jid {
+        match self {
+            Sender::Local(j) => Jid::from((*j).clone()),
+            Sender::Remote(j) | Sender::Service(j) => (*j).clone(),
+        }
+    }
+
+    /// The local session, if it is one.
+    pub fn session(&self) -> Option<&'a FullJid> {
+        match self {
+            Sender::Local(j) => Some(j),
+            Sender::Remote(_) | Sender::Service(_) => None,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Sender::Local(_))
+    }
+
+    /// Where the router sends errors about the stanza back to.
+    pub fn origin(&self) -> Origin<'a> {
+        match self {
+            Sender::Local(j) => Origin::Local(j),
+            Sender::Remote(j) => Origin::Remote(j),
+            Sender::Service(j) => Origin::Service(j),
+        }
+    }
+}
 
 /// The two things every handler here needs.
 #[derive(Clone, Copy)]
@@ -40,7 +111,8 @@ pub struct Im<'a> {
     pub storage: &'a Storage,
     /// The modules that answer iqs to the server and to accounts.
     pub modules: &'a Registry,
-    /// The connection's id, for log lines (`c2s<id>`).
+    /// The connection's id, for log lines (`c2s<id>`; an s2s link's own id when it
+    /// calls [`Im::route_remote`]).
     pub conn: u64,
 }
 
@@ -88,16 +160,18 @@ impl Im<'_> {
     /// Where an iq goes: the server's domain, or an account's bare JID answered by the
     /// server (no `to` is the sender's own account, RFC 6120 §10.3.3); `None` when it is
     /// routed to someone (a full JID, another domain).
-    fn iq_target(&self, from: &FullJid, stanza: &Stanza) -> Option<Target> {
-        match &stanza.to {
-            None => Some(Target::Account(from.bare())),
-            Some(to) if to.domain() == self.domain() && to.resource().is_none() => {
+    fn iq_target(&self, from: Sender<'_>, stanza: &Stanza) -> Option<Target> {
+        match (&stanza.to, from) {
+            (None, Sender::Local(from)) => Some(Target::Account(from.bare())),
+            // Between servers `to` is required (RFC 6120 §8.1.1.1).
+            (None, Sender::Remote(_) | Sender::Service(_)) => None,
+            (Some(to), _) if to.domain() == self.domain() && to.resource().is_none() => {
                 Some(match to.local() {
                     None => Target::Server,
                     Some(_) => Target::Account(to.bare()),
                 })
             }
-            Some(_) => None,
+            (Some(_), _) => None,
         }
     }
 
@@ -110,6 +184,81 @@ impl Im<'_> {
     /// RFC 6121 §3/§4 handling, and messages to the router, whose undeliverable ones go to
     /// the [`Hook::MessageUndelivered`] module (XEP-0160 offline storage).
     pub async fn route(&self, from: &FullJid, stanza: Stanza, out: &mut String) -> Routed {
+        self.dispatch(Sender::Local(from), stanza, out).await
+    }
+
+    /// Routes one stanza that arrived over an s2s link: `from` is its sender, whose
+    /// domain the link authenticated, and its `to` is one of this server's domains (the
+    /// link checks both, RFC 6120 §13.1 and §8.1.1.2, and converts the stanza to the
+    /// `jabber:client` shapes a client sends, e.g. with `Stanza::from_client`). The link
+    /// awaits it for each stanza in turn, like a client's connection [`Im::route`]. A
+    /// `from` in this server's own domains is dropped whatever the link says.
+    ///
+    /// The way of a stanza is the local one with the remote sender's rules: an iq for a
+    /// module that only answers the account itself (roster, blocklist) is `forbidden`;
+    /// the [`Hook::StanzaIn`] filters apply (XEP-0191 §3.5: a local user's block is
+    /// honoured, messages and iq requests then get what an unknown account gives and
+    /// presence is dropped); iqs for the server or an existing account are answered by
+    /// the modules, the answer routed back from the address asked (RFC 6120 §8.1.2.1),
+    /// an unknown account's with `service-unavailable` (RFC 6121 §8.5.1); presence goes to
+    /// `Im::inbound_presence` (RFC 6121 §3 and §4 from the contact's side); messages
+    /// are delivered, or stored offline (XEP-0160) for an account with no available
+    /// resource. Errors go back over the router's [`super::Remote`].
+    pub async fn route_remote(&self, from: &Jid, mut stanza: Stanza) {
+        let Some(to) = &stanza.to else {
+            // RFC 6120 §8.1.1.1: between servers `to` is required; nobody to answer for.
+            log::debug!(
+                "s2s{}: {} from {from} without 'to' dropped",
+                self.conn,
+                stanza.el.name()
+            );
+            return;
+        };
+        if !matches!(self.router.domain_kind(from.domain()), Domain::Remote) {
+            // No link may speak for this server's own addresses (RFC 6120 §13.1): the
+            // link is at fault; what it says is not taken for a local user's word.
+            log::warn!(
+                "s2s{}: {} from {from}, one of this server's own addresses, dropped",
+                self.conn,
+                stanza.el.name()
+            );
+            return;
+        }
+        if !matches!(self.router.domain_kind(to.domain()), Domain::Host) {
+            // A service's domain (the service applies its own rules), or another server's
+            // (not relayed: the router drops it).
+            let _ = self.router.route(Origin::Remote(from), stanza);
+            return;
+        }
+        // The link checked that `from` is what the stanza says; written as normalized.
+        stanza.el.set_attr("from", from.as_str());
+        let mut out = String::new();
+        let _ = self.dispatch(Sender::Remote(from), stanza, &mut out).await;
+        // Everything for a remote sender is routed ([`Im::answer`]), never written here.
+        debug_assert!(out.is_empty(), "written for a remote sender: {out}");
+    }
+
+    /// Routes one stanza from an external component (XEP-0114) speaking for its domain,
+    /// one of this server's services: the rules of a remote sender (its stream checked
+    /// `from`), its errors back to the component.
+    pub async fn route_service(&self, from: &Jid, mut stanza: Stanza) {
+        if !matches!(self.router.domain_kind(from.domain()), Domain::Service(_)) {
+            log::warn!("component: {} from {from} dropped", stanza.el.name());
+            return;
+        }
+        let Some(to) = &stanza.to else { return };
+        if !matches!(self.router.domain_kind(to.domain()), Domain::Host) {
+            let _ = self.router.route(Origin::Service(from), stanza);
+            return;
+        }
+        stanza.el.set_attr("from", from.as_str());
+        let mut out = String::new();
+        let _ = self.dispatch(Sender::Service(from), stanza, &mut out).await;
+        debug_assert!(out.is_empty(), "written for a component: {out}");
+    }
+
+    /// [`Im::route`] and [`Im::route_remote`]: the way of one stanza from `from`.
+    async fn dispatch(&self, from: Sender<'_>, stanza: Stanza, out: &mut String) -> Routed {
         let mut route = None;
         let mut target = None;
         if stanza.kind == Kind::Iq {
@@ -119,12 +268,12 @@ impl Im<'_> {
         let access = route.map(|(_, r)| r.access);
         if stanza.kind == Kind::Iq {
             let is_request = stanza.iq_type().is_some_and(|t| t.is_request());
-            let is_own = target == Some(Target::Account(from.bare()));
+            let is_own = from.is_local() && target == Some(Target::Account(from.bare()));
             if access == Some(Access::Own) && target.is_some() && !is_own && is_request {
                 // §2.1.5 / §2.3.3 (roster), XEP-0191 (blocklist): the account's own,
-                // whoever else is asked.
+                // whoever else is asked, local or remote.
                 self.router
-                    .bounce_to(from, &stanza, StanzaCondition::Forbidden);
+                    .bounce(from.origin(), &stanza, StanzaCondition::Forbidden);
                 return Routed::default();
             }
         }
@@ -141,20 +290,29 @@ impl Im<'_> {
                     self.iq(from, target, module, stanza, out).await
                 }
                 None => {
-                    if let Some(s) = self.router.route(Origin::Local(from), stanza) {
+                    if let Some(s) = self.router.route(from.origin(), stanza) {
                         // Only messages come back undelivered.
-                        log::debug!("{from}: undeliverable iq dropped: {}", s.el.name());
+                        log::debug!(
+                            "{}: undeliverable iq dropped: {}",
+                            from.as_str(),
+                            s.el.name()
+                        );
                     }
                 }
             },
-            Kind::Presence => return self.presence(from, stanza, out).await,
+            Kind::Presence => match from {
+                Sender::Local(from) => return self.presence(from, stanza, out).await,
+                Sender::Remote(from) | Sender::Service(from) => {
+                    self.inbound_presence(from, stanza).await
+                }
+            },
             Kind::Message => {
-                if let Some(undelivered) = self.router.route(Origin::Local(from), stanza) {
+                if let Some(undelivered) = self.router.route(from.origin(), stanza) {
                     match self.modules.hooked(Hook::MessageUndelivered).next() {
                         Some(m) => m.message_undelivered(&cx, undelivered).await,
                         // RFC 6121 §8.5.2.2.1: no offline storage, so no such recipient.
-                        None => self.router.bounce_to(
-                            from,
+                        None => self.router.bounce(
+                            from.origin(),
                             &undelivered,
                             StanzaCondition::ServiceUnavailable,
                         ),
@@ -167,11 +325,11 @@ impl Im<'_> {
 
     /// An iq for the server's domain or an account's bare JID: answered by the module
     /// that routes its payload's namespace (`features::Registry`), or with
-    /// `service-unavailable` (RFC 6120 §8.4); the answer is written straight to the
-    /// sender, from the address asked (RFC 6120 §8.1.2.1).
+    /// `service-unavailable` (RFC 6120 §8.4); the answer goes to the sender
+    /// ([`Im::answer`]), from the address asked (RFC 6120 §8.1.2.1).
     async fn iq(
         &self,
-        from: &FullJid,
+        from: Sender<'_>,
         target: Target,
         module: Option<&dyn Module>,
         stanza: Stanza,
@@ -182,8 +340,15 @@ impl Im<'_> {
             // or an account, there is nobody to hand them to.
             return;
         }
-        let outcome = match module {
-            Some(m) => {
+        let outcome = match (module, &target) {
+            (None, _) => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
+            // RFC 6121 §8.5.1: an account that does not exist answers nothing, for
+            // a remote sender (a local sender's account iqs are answered as they were
+            // before federation).
+            (Some(_), Target::Account(to)) if !from.is_local() && !self.exists(to).await => {
+                Err(StanzaError::new(StanzaCondition::ServiceUnavailable))
+            }
+            (Some(m), _) => {
                 let cx = IqCx {
                     im: *self,
                     from,
@@ -192,14 +357,54 @@ impl Im<'_> {
                 };
                 m.handle_iq(&cx, &stanza).await
             }
-            None => Err(StanzaError::new(StanzaCondition::ServiceUnavailable)),
         };
         let reply = match outcome {
             Ok(payload) => Some(stanza.iq_result(payload)),
             Err(e) => stanza.error_reply(e),
         };
         if let Some(r) = reply {
-            r.write_to(out, ns::CLIENT);
+            self.answer(from, out, r);
+        }
+    }
+
+    /// Whether `jid` is an account of this server; not when storage cannot tell.
+    pub(crate) async fn exists(&self, jid: &BareJid) -> bool {
+        let Some(user) = self.local_user(jid).map(str::to_owned) else {
+            return false;
+        };
+        on_pool(self.storage, move |s| s.account_exists(&user))
+            .await
+            .inspect_err(|e| log::error!("storage: {e}"))
+            .unwrap_or(false)
+    }
+
+    /// The server's own answer to a sender (an iq result or error, a refusal): for a
+    /// local session, written straight into its connection's output, ahead of anything
+    /// queued for it; for a remote sender, routed back over the s2s links.
+    pub(crate) fn answer(&self, to: Sender<'_>, out: &mut String, el: Element) {
+        match to {
+            Sender::Local(_) => el.write_to(out, ns::CLIENT),
+            Sender::Remote(jid) | Sender::Service(jid) => self.send_as_server(jid.clone(), el),
+        }
+    }
+
+    /// Routes a stanza the server sends on its own or on a user's behalf (presence to
+    /// remote contacts, probes and their answers, answers to remote senders) with
+    /// [`Origin::Server`]: an error about it (no link to that domain, federation off) is
+    /// not turned into an error for a client that never sent it.
+    pub(crate) fn send_as_server(&self, to: Jid, el: Element) {
+        let kind = match el.name() {
+            "message" => Kind::Message,
+            "presence" => Kind::Presence,
+            _ => Kind::Iq,
+        };
+        let stanza = Stanza {
+            kind,
+            el,
+            to: Some(to),
+        };
+        if let Some(s) = self.router.route(Origin::Server, stanza) {
+            log::debug!("undeliverable {} from the server dropped", s.el.name());
         }
     }
 }

@@ -12,23 +12,30 @@ use crate::stanza::Stanza;
 use crate::storage::{Accounts as _, Storage};
 use crate::xml::{Element, Event, Framer, Limits};
 
-const DOMAIN: &str = "home.example";
+pub(super) const DOMAIN: &str = "home.example";
 
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    router: Router,
-    storage: Storage,
+    pub(super) router: Router,
+    pub(super) storage: Storage,
     modules: Registry,
 }
 
 /// One bound session: its address and the stanzas the router queued for it.
-struct Session {
-    jid: FullJid,
-    rx: SessionRx,
+pub(super) struct Session {
+    pub(super) jid: FullJid,
+    pub(super) rx: SessionRx,
+    /// The router's id for it, to end it.
+    pub(super) id: u64,
 }
 
 impl World {
     fn new(users: &[&str]) -> World {
+        World::with_router(users, Router::new(DOMAIN.into()))
+    }
+
+    /// A world around `router` (one for [`DOMAIN`], e.g. with a `Remote`).
+    pub(super) fn with_router(users: &[&str], router: Router) -> World {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap().with_scram_keys(false);
         for u in users {
@@ -36,13 +43,13 @@ impl World {
         }
         World {
             _dir: dir,
-            router: Router::new(DOMAIN.into()),
+            router,
             storage,
             modules: Registry::standard(),
         }
     }
 
-    fn im(&self) -> Im<'_> {
+    pub(super) fn im(&self) -> Im<'_> {
         Im {
             router: &self.router,
             storage: &self.storage,
@@ -51,20 +58,20 @@ impl World {
         }
     }
 
-    fn bind(&self, user: &str, resource: &str) -> Session {
+    pub(super) fn bind(&self, user: &str, resource: &str) -> Session {
         let (tx, rx) = session_queue(QUEUE_BYTES);
-        let jid = self
-            .router
-            .bind(user, Some(resource.into()), tx)
-            .unwrap()
-            .jid;
-        Session { jid, rx }
+        let bound = self.router.bind(user, Some(resource.into()), tx).unwrap();
+        Session {
+            jid: bound.jid,
+            rx,
+            id: bound.id,
+        }
     }
 
     /// `xml` sent by `from` (its `from` stamped as the stream would); returns what was
     /// written straight back to it, and whether it should now collect its offline
     /// messages (`Routed::offline`).
-    fn send(&self, from: &Session, xml: &str) -> (String, bool) {
+    pub(super) fn send(&self, from: &Session, xml: &str) -> (String, bool) {
         let mut el = parse(xml);
         el.set_attr("from", from.jid.as_str());
         let stanza = Stanza::from_client(el).unwrap_or_else(|_| panic!("not a stanza: {xml}"));
@@ -76,7 +83,7 @@ impl World {
 }
 
 /// Everything queued for a session so far.
-fn queued(s: &Session) -> Vec<String> {
+pub(super) fn queued(s: &Session) -> Vec<String> {
     let mut v = Vec::new();
     while let Ok(ToSession::Stanza(x)) = s.rx.try_recv() {
         v.push(x.el.to_xml_in(ns::CLIENT).replace('"', "'"));
@@ -85,7 +92,7 @@ fn queued(s: &Session) -> Vec<String> {
 }
 
 /// One stanza of client XML as an element.
-fn parse(xml: &str) -> Element {
+pub(super) fn parse(xml: &str) -> Element {
     let mut f = Framer::new(Limits::default());
     let header = format!(
         "<stream:stream xmlns='{}' xmlns:stream='{}' to='{DOMAIN}' version='1.0'>",

@@ -3,6 +3,7 @@
 //! and what a peer that lies about its domain gets.
 
 use super::*;
+use crate::stanza::Kind;
 use crate::xml::{Framer, Limits};
 
 const OURS: &str = "hearth.example";
@@ -113,6 +114,7 @@ impl Pair {
                     }
                     InAction::Authenticated(d) => self.seen.push(format!("authenticated {d}")),
                     InAction::Route(s) => self.routed.push(s),
+                    InAction::Bounce(e) => self.seen.push(format!("bounce {}", e.name())),
                     InAction::Close => self.seen.push("in closed".into()),
                 }
             }
@@ -558,4 +560,16 @@ fn with_valid_certificates_required_dialback_is_answered_by_the_certificate() {
         assert!(sent(&a).contains(verdict), "{a:?}");
         assert_eq!(i.m.authenticated().len(), usize::from(valid));
     }
+}
+
+#[test]
+fn a_malformed_iq_is_bounced_to_its_sender() {
+    let mut i = authenticated_by_dialback();
+    let a = i.send("<iq from='bob@peer.example/x' to='alice@hearth.example' type='get'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let [InAction::Bounce(e)] = &a[..] else {
+        panic!("{a:?}")
+    };
+    assert_eq!(e.attr("to"), Some("bob@peer.example/x"));
+    assert_eq!(e.attr("type"), Some("error"));
+    assert!(!i.m.is_closed());
 }
