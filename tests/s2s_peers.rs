@@ -180,3 +180,100 @@ fn ejabberd_with_dialback() {
 fn jabberd2_with_dialback() {
     friends_with(PeerKind::Jabberd2, Trust::SelfSigned);
 }
+
+/// XEP-0160 across servers, both ways, and XEP-0199 pings of the other server: after
+/// the two users are friends, one logs off, the other sends a message, and it waits on
+/// the offline user's server until they log in again.
+fn offline_across(kind: PeerKind) {
+    if let Some(why) = Net::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let net = Net::new();
+    let slot = net.reserve("hearth.test", Trust::SelfSigned);
+    let hearth = start_hearth(&net, &slot, Trust::SelfSigned);
+    let peer_domain = format!("{}.test", kind.package());
+    let peer = Peer::start(kind, &net, &peer_domain, net.next_addr(), Trust::SelfSigned);
+    peer.add_user("bob", BOB_PW);
+    let (alice_jid, bob_jid) = (hearth.jid("alice"), peer.jid("bob"));
+    let alice_client = || slixmpp(&hearth, "alice", ALICE_PW, "SCRAM-SHA-1");
+
+    // alice stays and writes to bob once he is gone; bob leaves after the chat.
+    let mut alice = alice_client().resource("phone").spawn(&[
+        "chat-with",
+        "--contact",
+        &bob_jid,
+        "--status",
+        "home",
+        "--expect-status",
+        "out",
+        "--send",
+        "hi bob",
+        "--expect-body",
+        "hi alice",
+        "--wait-offline",
+        "--send-after-offline",
+        "kept for you on your server",
+    ]);
+    let mut bob = peer.slixmpp("bob", BOB_PW).resource("desk").spawn(&[
+        "chat-with",
+        "--contact",
+        &alice_jid,
+        "--status",
+        "out",
+        "--expect-status",
+        "home",
+        "--send",
+        "hi alice",
+        "--expect-body",
+        "hi bob",
+    ]);
+    wait(&mut bob, "message", &hearth, &peer);
+    bob.finish().assert_ok();
+    alice.finish().assert_ok();
+    // bob comes back and finds alice's message, stored by his server.
+    let run = peer.slixmpp("bob", BOB_PW).run(&[
+        "receive",
+        "--expect-from",
+        &alice_jid,
+        "--expect-body",
+        "kept for you on your server",
+    ]);
+    run.assert_ok();
+
+    // The other way: bob writes while alice is away; hearth keeps it.
+    let run = peer.slixmpp("bob", BOB_PW).run(&[
+        "send",
+        "--to",
+        &alice_jid,
+        "--body",
+        "kept for you on hearth",
+    ]);
+    run.assert_ok();
+    let run = alice_client().run(&[
+        "receive",
+        "--expect-from",
+        &bob_jid,
+        "--expect-body",
+        "kept for you on hearth",
+    ]);
+    run.assert_ok();
+
+    // Each user pings the other's server over the links (XEP-0199 §4.3).
+    alice_client()
+        .run(&["ping", "--to", &peer_domain])
+        .assert_ok();
+    peer.slixmpp("bob", BOB_PW)
+        .run(&["ping", "--to", "hearth.test"])
+        .assert_ok();
+}
+
+#[test]
+fn prosody_offline_messages_and_pings() {
+    offline_across(PeerKind::Prosody);
+}
+
+#[test]
+fn ejabberd_offline_messages_and_pings() {
+    offline_across(PeerKind::Ejabberd);
+}

@@ -1079,6 +1079,7 @@ modules:
   mod_roster: {{}}
   mod_disco: {{}}
   mod_ping: {{}}
+  mod_offline: {{}}
 {dialback}"#,
             domain = quoted(&self.domain),
             pem = quoted(&self.creds.combined),
