@@ -4,14 +4,19 @@
 //!
 //! ```text
 //! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
-//!             drives client streams): the only code that touches sockets
+//!             drives client streams, s2s.rs federation's links in and out with their
+//!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
+//!             finds other servers): the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
-//!          │        restarts, errors) and the c2s machine on it: STARTTLS, SASL (sasl/), bind
+//!          │        restarts, errors) and the machines on it: c2s (STARTTLS, SASL in
+//!          │        sasl/, bind), s2s (incoming and outgoing: EXTERNAL, dialback),
+//!          │        component (the XEP-0114 handshake)
 //!          └► router/   local sessions by JID, RFC 6121 §8 delivery, the domain table
-//!              │         (host, services, remote) and stanza origins (local, remote,
-//!              │         service); router/im/: a local session's stanza on its way:
-//!              │         the modules' hooks, iq dispatch, presence, the router
+//!              │         (host, services, remote: the s2s links) and stanza origins
+//!              │         (local, remote, service); router/im/: a stanza on its way, from a
+//!              │         local session or another server: the modules' hooks, iq
+//!              │         dispatch, presence, the router
 //!              └► features/  the modules, one file or folder per RFC part or XEP, each
 //!                            declaring its specs, disco and stream features, iq handlers
 //!                            and hooks, beside its own storage trait (roster/,

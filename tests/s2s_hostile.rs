@@ -169,3 +169,37 @@ fn an_oversized_stanza_is_a_policy_violation() {
     let got = read_until(&mut s, "</stream:stream>");
     assert!(got.contains("<policy-violation"), "{got}");
 }
+
+#[test]
+fn a_flooding_server_is_slowed_like_a_client() {
+    let (server, addr, auth) = setup();
+    let mut alice = login(&server, "alice", "desk");
+    alice.send("<presence/>");
+    let mut s = authenticated(addr, &auth);
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // 2 MiB of presence to a resource that does not exist (dropped without a trace),
+    // far past the byte rate's burst: hearth stops reading the link for a while and TCP
+    // pushes back on the sender.
+    let stanza = "<presence from='x@evil.test' to='alice@a.test/nowhere'/>";
+    let flood = stanza.repeat(2 * 1024 * 1024 / stanza.len());
+    let writer = std::thread::spawn(move || {
+        let _ = s.write_all(flood.as_bytes());
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("over its byte rate") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("s2s-in") && l.contains("over its byte rate")),
+        "{}",
+        server.log()
+    );
+    // The household is not slowed: alice's server answers at once.
+    alice.assert_alive();
+    drop(writer);
+}

@@ -199,7 +199,7 @@ fn offline_across(kind: PeerKind) {
     let alice_client = || slixmpp(&hearth, "alice", ALICE_PW, "SCRAM-SHA-1");
 
     // alice stays and writes to bob once he is gone; bob leaves after the chat.
-    let mut alice = alice_client().resource("phone").spawn(&[
+    let alice = alice_client().resource("phone").spawn(&[
         "chat-with",
         "--contact",
         &bob_jid,
