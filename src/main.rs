@@ -67,12 +67,11 @@ fn main() -> ExitCode {
             }
         },
         "check" if args.len() == 1 => {
-            println!(
-                "configuration is valid: serving {} with data in {}",
-                cfg.domain,
-                cfg.data_dir.display()
-            );
-            ExitCode::SUCCESS
+            let report = hearth::admin::check(&cfg);
+            for line in &report.lines {
+                println!("{line}");
+            }
+            ExitCode::from(report.code)
         }
         "backup" if args.len() == 2 => {
             match hearth::admin::backup_command(&cfg.data_dir, std::path::Path::new(&args[1])) {

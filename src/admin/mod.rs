@@ -6,9 +6,11 @@
 //! so `main.rs` only prints and picks the exit code.
 
 mod backup;
+mod check;
 mod user;
 
 pub use backup::backup_command;
+pub use check::{CheckReport, check};
 
 pub use user::{
     PasswordSource, USER_USAGE, UserCommand, localpart_of, parse_user_args, user_command,

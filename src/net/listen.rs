@@ -26,6 +26,21 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<(SocketAddr, Async<TcpListener>
     Ok((local, l))
 }
 
+/// Binds `addr` as [`bind`] would, without the async wrapper (for `hearth check`, which
+/// only asks whether the port is free).
+pub fn bind_blocking(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr) {
+        Err(e)
+            if addr.ip().is_unspecified()
+                && addr.is_ipv6()
+                && e.kind() != std::io::ErrorKind::AddrInUse =>
+        {
+            TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        other => other,
+    }
+}
+
 /// Counts a connection as open until dropped, also when its task is
 /// dropped unfinished.
 pub struct OpenConnection(Arc<AtomicUsize>);

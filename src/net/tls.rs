@@ -288,6 +288,117 @@ impl TlsSetup {
     }
 }
 
+/// What `hearth check` says about the certificate the server would use.
+#[derive(Debug)]
+pub struct CertificateInfo {
+    /// The certificate file.
+    pub path: PathBuf,
+    /// SHA-256 of the end-entity certificate, as clients show it.
+    pub fingerprint: String,
+    /// Whether it names the configured domain.
+    pub is_for_domain: bool,
+    /// Its validity (RFC 5280 §4.1.2.5), seconds since the Unix epoch.
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+}
+
+/// Loads and checks the configured certificate and key (or the generated ones, if they
+/// exist yet) without generating or writing anything: the key matches, the names, the
+/// validity. `None` when a self-signed one would be generated at the first start.
+pub fn inspect_certificate(cfg: &Config) -> Result<Option<CertificateInfo>, TlsError> {
+    let (cert, key) = match &cfg.tls.certificate {
+        CertificateSource::Files { cert, key } => (cert.clone(), key.clone()),
+        CertificateSource::SelfSigned => {
+            let dir = cfg.data_dir.join(SELF_SIGNED_DIR);
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            if !exists(&cert)? || !exists(&key)? {
+                return Ok(None);
+            }
+            (cert, key)
+        }
+    };
+    let setup = TlsSetup::from_files(&cert, &key, &cfg.domain)?;
+    let leaf = read_certs(&cert)?.into_iter().next();
+    let (not_before, not_after) = leaf
+        .as_ref()
+        .and_then(|c| validity_of(c.as_ref()))
+        .map_or((None, None), |(a, b)| (Some(a), Some(b)));
+    if cfg.s2s.enabled {
+        // The roots federation would trust load too.
+        setup
+            .with_s2s(cfg.s2s.ca_file.as_deref())
+            .map(|s| {
+                let fingerprint = s.fingerprint();
+                CertificateInfo {
+                    path: cert.clone(),
+                    fingerprint,
+                    is_for_domain: s.is_for_domain,
+                    not_before,
+                    not_after,
+                }
+            })
+            .map(Some)
+    } else {
+        Ok(Some(CertificateInfo {
+            path: cert,
+            fingerprint: setup.fingerprint(),
+            is_for_domain: setup.is_for_domain,
+            not_before,
+            not_after,
+        }))
+    }
+}
+
+/// notBefore and notAfter of a DER certificate (RFC 5280 §4.1.2.5), in Unix seconds.
+fn validity_of(der: &[u8]) -> Option<(i64, i64)> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_tlv(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // [0] EXPLICIT version, if present.
+    if rest.first() == Some(&0xa0) {
+        rest = der_tlv(rest)?.2;
+    }
+    let (_serial, _, rest) = der_tlv(rest)?;
+    let (_signature, _, rest) = der_tlv(rest)?;
+    let (_issuer, _, rest) = der_tlv(rest)?;
+    let (SEQUENCE, validity, _) = der_tlv(rest)? else {
+        return None;
+    };
+    let (t1, v1, rest) = der_tlv(validity)?;
+    let (t2, v2, _) = der_tlv(rest)?;
+    Some((der_time(t1, v1)?, der_time(t2, v2)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) in Unix seconds.
+fn der_time(tag: u8, v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        // RFC 5280 §4.1.2.5.1: YY < 50 is 20YY.
+        0x17 if s.len() == 12 => {
+            let yy: i64 = s.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, s.get(2..)?)
+        }
+        0x18 if s.len() == 14 => (s.get(..4)?.parse().ok()?, s.get(4..)?),
+        _ => return None,
+    };
+    let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, min, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    // Days since 1970-01-01 (civil calendar; H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+}
+
 /// The STARTTLS configuration, for callers that need nothing else from [`TlsSetup`].
 pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(TlsSetup::load(cfg)?.config)
@@ -1023,6 +1134,26 @@ mod tests {
         let (start, end) = validity(now);
         let now = now.duration_since(UNIX_EPOCH).unwrap();
         assert!(start < now && end > now + Duration::from_secs(9 * 365 * 86_400));
+    }
+
+    #[test]
+    fn certificate_validity_is_read_in_both_time_forms() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+        // UTCTime before 2050, GeneralizedTime from 2050 on (RFC 5280 §4.1.2.5).
+        params.not_before =
+            rcgen::date_time_ymd(2024, 1, 2) + Duration::from_secs(3 * 3600 + 4 * 60 + 5);
+        params.not_after =
+            rcgen::date_time_ymd(2051, 6, 7) + Duration::from_secs(8 * 3600 + 9 * 60 + 10);
+        let cert = params.self_signed(&key).unwrap();
+        // Unix times computed independently (Python's calendar.timegm).
+        assert_eq!(
+            validity_of(cert.der()),
+            Some((1_704_164_645, 2_569_738_150))
+        );
+        assert_eq!(validity_of(&cert.der()[..40]), None);
+        assert_eq!(der_time(0x17, b"991231235959Z"), Some(946_684_799));
+        assert_eq!(der_time(0x17, b"9912312359Z"), None);
     }
 
     #[test]

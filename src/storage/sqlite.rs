@@ -81,6 +81,36 @@ struct Inner {
 }
 
 impl Storage {
+    /// Checks `hearth.db` in `data_dir` without changing it (for `hearth check`): `None`
+    /// when there is none yet; otherwise its schema version and SQLite's
+    /// `quick_check` verdict ("ok", or the first problems it found).
+    pub fn inspect(data_dir: &Path) -> Result<Option<(u32, String)>, StorageError> {
+        let path = data_dir.join(DB_FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let fail = |e: rusqlite::Error| StorageError::Sqlite {
+            action: "check the database",
+            path: path.clone(),
+            source: e,
+        };
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(fail)?;
+        let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(fail)?;
+        let verdict: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(fail)?
+            .collect::<Result<_, _>>()
+            .map_err(fail)?;
+        Ok(Some((version, verdict.join("; "))))
+    }
+
     /// Opens (creating if needed) `hearth.db` in `data_dir`, creating the directory (mode
     /// 0700) and the file (mode 0600) when they are missing, and migrates the schema.
     ///
