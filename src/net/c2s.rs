@@ -27,10 +27,6 @@ use crate::stream::sasl::ScramHash;
 /// go on (see [`wait_for_throttle`]).
 const THROTTLE_MARGIN: Duration = Duration::from_secs(5);
 
-/// Stanzas already queued for the session are written together, up to about this many
-/// bytes a write.
-const BATCH_BYTES: usize = 16 * 1024;
-
 /// The c2s side of one client connection.
 struct C2sDriver {
     /// The router's queue for this session, once bound.
@@ -140,23 +136,12 @@ impl Driver for C2sDriver {
     fn on_queued(&mut self, link: &mut Link<Self>, item: Self::Queued) -> Step<Action> {
         match item {
             Ok(ToSession::Stanza(stanza)) => {
-                // Serialized here, in this stream's namespace (RFC 6120 §4.8.3).
-                stanza.el.write_to(&mut link.out, crate::ns::CLIENT);
-                // Batch whatever else is already queued into this write.
-                if let Some(rx) = &self.rx {
-                    while link.out.len() < BATCH_BYTES {
-                        match rx.try_recv() {
-                            Ok(ToSession::Stanza(stanza)) => {
-                                stanza.el.write_to(&mut link.out, crate::ns::CLIENT)
-                            }
-                            Ok(ToSession::Close(err)) => {
-                                let mut out = Vec::new();
-                                link.machine.fail(err, &mut out);
-                                return Step::End(out, "closed by the server".into());
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                // Serialized here, in this stream's namespace (RFC 6120 §4.8.3), with
+                // whatever else is already queued in the same write.
+                if let Some(err) = conn::write_batch(&mut link.out, &stanza, self.rx.as_ref()) {
+                    let mut out = Vec::new();
+                    link.machine.fail(err, &mut out);
+                    return Step::End(out, "closed by the server".into());
                 }
                 Step::Wait
             }

@@ -23,10 +23,6 @@ use crate::stanza::{Stanza, StanzaCondition, StreamCondition, StreamError};
 use crate::stream::component::{Action, Component, Input};
 use crate::xml::Limits;
 
-/// Stanzas already queued for a component are written together, up to about this many
-/// bytes.
-const BATCH_BYTES: usize = 16 * 1024;
-
 /// One configured component domain, as the router sees it.
 pub struct ComponentSlot {
     domain: Arc<str>,
@@ -179,17 +175,7 @@ impl Driver for ComponentDriver {
         match item {
             Ok(ToSession::Stanza(s)) => {
                 // In the component's namespace (its stream's default), XEP-0114 §3.
-                s.el.write_to(&mut link.out, crate::ns::CLIENT);
-                if let Some(rx) = &self.rx {
-                    while link.out.len() < BATCH_BYTES {
-                        match rx.try_recv() {
-                            Ok(ToSession::Stanza(s)) => {
-                                s.el.write_to(&mut link.out, crate::ns::CLIENT)
-                            }
-                            Ok(ToSession::Close(_)) | Err(_) => break,
-                        }
-                    }
-                }
+                let _ = conn::write_batch(&mut link.out, &s, self.rx.as_ref());
                 Step::Wait
             }
             Ok(ToSession::Close(err)) => {

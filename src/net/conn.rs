@@ -101,6 +101,32 @@ pub(super) type ActionOf<D> = <<D as Driver>::Machine as Machine>::Action;
 /// The inputs of a driver's machine.
 pub(super) type InputOf<D> = <<D as Driver>::Machine as Machine>::Input;
 
+/// Stanzas already queued for a stream are written together, up to about this many bytes
+/// a write.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Writes `first` and what else is already queued in `rx` (about [`BATCH_BYTES`] at
+/// most) into `out`. Elements are written relative to `jabber:client`, which every stream
+/// here has as its content namespace or maps to it (RFC 6120 §4.8.3: on a server or
+/// component stream the default namespace is its own, and the same elements need no
+/// declaration). Returns a close request met in the queue (what is before it is written).
+pub(super) fn write_batch(
+    out: &mut String,
+    first: &router::Outgoing,
+    rx: Option<&router::SessionRx>,
+) -> Option<StreamError> {
+    first.el.write_to(out, crate::ns::CLIENT);
+    let rx = rx?;
+    while out.len() < BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(router::ToSession::Stanza(s)) => s.el.write_to(out, crate::ns::CLIENT),
+            Ok(router::ToSession::Close(err)) => return Some(err),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
 /// What the loop does with something from the rest of the server ([`Driver::on_queued`]).
 pub(super) enum Step<A> {
     /// Nothing more to do: write what is in [`Link::out`] and wait again.
@@ -386,12 +412,7 @@ impl<D: Driver> Link<D> {
             self.peer,
             client_tls_version(&s)
         );
-        let certs = s
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-            .unwrap_or_default();
+        let certs = owned_chain(s.get_ref().1.peer_certificates());
         self.io = Transport::TlsClient(Box::new(s));
         Ok(certs)
     }
@@ -399,14 +420,11 @@ impl<D: Driver> Link<D> {
     /// The certificate chain the peer presented in the TLS handshake (empty before TLS
     /// or when it sent none).
     pub(super) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
-        let certs = match &self.io {
+        owned_chain(match &self.io {
             Transport::Tls(s) => s.get_ref().1.peer_certificates(),
             Transport::TlsClient(s) => s.get_ref().1.peer_certificates(),
             Transport::Plain(_) | Transport::Taken => None,
-        };
-        certs
-            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-            .unwrap_or_default()
+        })
     }
 
     /// Completes (with `None`) when the peer closes its side of the TCP connection; never
@@ -549,13 +567,15 @@ pub(super) async fn direct_tls_client(
             Err(io::ErrorKind::TimedOut.into())
         })
         .await?;
-    let certs = s
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-        .unwrap_or_default();
+    let certs = owned_chain(s.get_ref().1.peer_certificates());
     Ok((Transport::TlsClient(Box::new(s)), certs))
+}
+
+/// A peer's certificate chain as the TLS session holds it, copied out.
+fn owned_chain(chain: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'static>> {
+    chain
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 fn tls_version(s: &TlsStream<Async<TcpStream>>) -> &'static str {

@@ -51,8 +51,6 @@ const MAX_ADDRESSES: usize = 8;
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest wait between attempts to reach a domain.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Stanzas already queued for a link are written together, up to about this many bytes.
-const BATCH_BYTES: usize = 16 * 1024;
 /// Elements per first-level element before a peer is authenticated: dialback and SASL
 /// elements are one or two each.
 const MAX_ELEMENTS_UNAUTHENTICATED: usize = 16;
@@ -509,25 +507,16 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
     };
     log::info!("s2s-out{id}: connected to {domain} at {}", connected.peer);
     let now = Instant::now();
-    let mut machine = S2sOut::new(
-        s2s.policy.clone(),
-        domain.clone(),
-        Purpose::Deliver,
-        connected.tls,
-    );
-    let opening = machine.open();
     let allowance = authenticated(&shared, &s2s);
-    let mut link = Link::new(
+    let link = out_link(
+        &shared,
+        &s2s,
         id,
-        shared.clone(),
-        connected.peer,
-        connected.io,
-        machine,
+        &domain,
+        connected,
+        Purpose::Deliver,
         allowance,
-        now,
     );
-    link.liveness = liveness(&shared, &s2s, now);
-    write_sends(&mut link, opening);
     let driver = OutDriver {
         s2s,
         domain,
@@ -540,13 +529,36 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
     conn::serve(link, driver).await;
 }
 
-/// Puts the `Send` actions of a machine's first step into the link's output.
-fn write_sends(link: &mut Link<OutDriver>, actions: Vec<OutAction>) {
-    for a in actions {
+/// The connection loop's side of a new outgoing stream to `domain`, with our header
+/// (RFC 6120 §4.2: the initiating side speaks first) already in its output.
+fn out_link(
+    shared: &Arc<Shared>,
+    s2s: &S2s,
+    id: u64,
+    domain: &Arc<str>,
+    connected: Connected,
+    purpose: Purpose,
+    allowance: Allowance,
+) -> Link<OutDriver> {
+    let now = Instant::now();
+    let mut machine = S2sOut::new(s2s.policy.clone(), domain.clone(), purpose, connected.tls);
+    let opening = machine.open();
+    let mut link = Link::new(
+        id,
+        shared.clone(),
+        connected.peer,
+        connected.io,
+        machine,
+        allowance,
+        now,
+    );
+    link.liveness = liveness(shared, s2s, now);
+    for a in opening {
         if let OutAction::Send(s) = a {
             link.out.push_str(&s);
         }
     }
+    link
 }
 
 /// XEP-0220 §2.1.3: asks `domain`'s authoritative server, on a connection of its own,
@@ -571,20 +583,8 @@ pub(super) async fn verify_dialback(
         log::info!("s2s-out{vid}: verifying a dialback key with {domain}");
         let now = Instant::now();
         let purpose = Purpose::Verify { id, key };
-        let mut machine = S2sOut::new(s2s.policy.clone(), domain.clone(), purpose, connected.tls);
-        let opening = machine.open();
         let allowance = unauthenticated(shared);
-        let mut link = Link::new(
-            vid,
-            shared.clone(),
-            connected.peer,
-            connected.io,
-            machine,
-            allowance,
-            now,
-        );
-        link.liveness = liveness(shared, &s2s, now);
-        write_sends(&mut link, opening);
+        let link = out_link(shared, &s2s, vid, &domain, connected, purpose, allowance);
         let (tx, rx) = async_channel::bounded(1);
         let driver = OutDriver {
             s2s: s2s.clone(),
@@ -658,19 +658,8 @@ impl Driver for OutDriver {
     fn on_queued(&mut self, link: &mut Link<Self>, item: OutQueued) -> Step<OutAction> {
         match item {
             OutQueued::Item(Ok(ToSession::Stanza(stanza))) => {
-                // RFC 6120 §4.8.3: written in this stream's namespace (jabber:server is
-                // the default here, so the jabber:client elements need no declaration).
-                stanza.el.write_to(&mut link.out, crate::ns::CLIENT);
-                if let Some(rx) = &self.rx {
-                    while link.out.len() < BATCH_BYTES {
-                        match rx.try_recv() {
-                            Ok(ToSession::Stanza(s)) => {
-                                s.el.write_to(&mut link.out, crate::ns::CLIENT)
-                            }
-                            Ok(ToSession::Close(_)) | Err(_) => break,
-                        }
-                    }
-                }
+                // In this stream's namespace: jabber:server is its default (§4.8.3).
+                let _ = conn::write_batch(&mut link.out, &stanza, self.rx.as_ref());
                 let now = Instant::now();
                 self.last_activity = now;
                 // Written is alive enough: a one-way link hears little from its peer.
