@@ -5,7 +5,6 @@
 //! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
 use crate::features::presence;
-use crate::features::roster::{self};
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
@@ -40,8 +39,9 @@ impl Im<'_> {
             // No request is stored outbound, so there is no quota to pass.
             Some(Err(_)) | None => return,
         };
-        if let (Some(version), Some(item)) = (change.0, &change.1) {
-            self.push(&user, version, roster::item_element(item));
+        if let (Some(_), Some(item)) = (change.0, &change.1) {
+            // As the roster view shows it (a household member stays `both`).
+            self.push_view(&user, &item.jid).await;
         }
         if outcome.deliver {
             // §3.1.2: the server stamps the bare JIDs on subscription stanzas; the rest
@@ -52,7 +52,10 @@ impl Im<'_> {
                 .await;
         }
         if let Some(flow) = outcome.presence {
-            self.presence_flow(&user, &contact, flow);
+            // A household member keeps seeing the user whatever the stored subscription.
+            if flow == PresenceFlow::Start || !self.still_sees(&user, &contact).await {
+                self.presence_flow(&user, &contact, flow);
+            }
         }
     }
 
@@ -145,8 +148,8 @@ impl Im<'_> {
                 }
                 None => continue,
             };
-            if let (Some(version), Some(item)) = (change.0, &change.1) {
-                self.push(&user, version, roster::item_element(item));
+            if let (Some(_), Some(item)) = (change.0, &change.1) {
+                self.push_view(&user, &item.jid).await;
             }
             if outcome.deliver {
                 self.router.deliver_to_available(&user, &el);
@@ -172,7 +175,9 @@ impl Im<'_> {
             }
         }
         for (owner, contact, flow) in flows {
-            self.presence_flow(&owner, &contact, flow);
+            if flow == PresenceFlow::Start || !self.still_sees(&owner, &contact).await {
+                self.presence_flow(&owner, &contact, flow);
+            }
         }
     }
 
