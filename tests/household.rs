@@ -152,8 +152,15 @@ fn three_people_and_a_thermometer() {
         let from_person = el
             .attr("from")
             .is_some_and(|f| PEOPLE.iter().any(|p| f.starts_with(&server.jid(p))));
-        if el.name == "presence" && from_person && el.attr("type").is_none() {
-            arrived.push(status_of(&el));
+        // A presence may come twice: when the server notices the `hearth household
+        // add` only after some logged in, it sends their presence again (§3.1.5).
+        let status = status_of(&el);
+        if el.name == "presence"
+            && from_person
+            && el.attr("type").is_none()
+            && !arrived.contains(&status)
+        {
+            arrived.push(status);
         }
     }
     arrived.sort();
@@ -180,15 +187,14 @@ fn three_people_and_a_thermometer() {
     let id = push.attr("id").unwrap_or_default().to_owned();
     alice.send(&format!("<iq type='result' id='{id}'/>"));
     expect_presence(&mut alice, &server.jid("thermo"), Some("unavailable"));
-    let gone = thermo.expect_matching("alice's unavailable", |el| {
+    // (What the slixmpp sessions' ends sent it may still be waiting before.)
+    let laptop = format!("{}/laptop", server.jid("alice"));
+    thermo.expect_matching("alice's unavailable", |el| {
         assert!(!is_subscription(el), "the sensor got {el}");
-        el.name == "presence" && el.attr("type") == Some("unavailable")
+        el.name == "presence"
+            && el.attr("type") == Some("unavailable")
+            && el.attr("from") == Some(laptop.as_str())
     });
-    assert!(
-        gone.attr("from")
-            .is_some_and(|f| f.starts_with(&server.jid("alice"))),
-        "{gone}"
-    );
     // From now on the sensor's readings stay its own.
     thermo.send("<presence><status>22 °C</status></presence>");
     let after = common::im::drain(&mut alice);
