@@ -67,7 +67,7 @@ impl Module for HouseholdModule {
             status: super::Status::Complete,
             note: "members see each other with `subscription='both'` and mutual presence \
                    (RFC 6121 §2, §4) without subscribing, as Prosody's mod_groups does; \
-                   `hearth household add|remove|list`",
+                   `hearth household add`, `remove`, `list`",
         }]
     }
 
