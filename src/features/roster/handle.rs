@@ -155,6 +155,15 @@ impl Im<'_> {
                     .await
                     .map_err(internal)?;
                 let Some(removed) = removed else {
+                    // An item only the roster view adds (a household member, with no item
+                    // of the user's own) is not the user's to remove: the household's
+                    // owner takes people out of it.
+                    let state = self.sub_state_view(&user, &jid).await.map_err(internal)?;
+                    if state.subscription.has_from() || state.subscription.has_to() {
+                        return Err(StanzaError::new(StanzaCondition::NotAllowed).with_text(
+                            "a member of the household, which the server's owner manages",
+                        ));
+                    }
                     // §2.5.3: removing what is not there.
                     return Err(StanzaError::new(StanzaCondition::ItemNotFound));
                 };

@@ -209,6 +209,21 @@ fn roster_get_shows_the_other_members() {
         !out.contains("jid='alice@home.example'"),
         "not herself: {out}"
     );
+    // A member alice has no item of her own for is not hers to remove.
+    let (out, _) = w.send(
+        &a,
+        "<iq type='set' id='r3'><query xmlns='jabber:iq:roster'><item jid='carol@home.example' subscription='remove'/></query></iq>",
+    );
+    assert!(
+        out.contains("type='error'") && out.contains("not-allowed") && out.contains("household"),
+        "{out}"
+    );
+    // Nobody at all: §2.5.3.
+    let (out, _) = w.send(
+        &a,
+        "<iq type='set' id='r4'><query xmlns='jabber:iq:roster'><item jid='zed@home.example' subscription='remove'/></query></iq>",
+    );
+    assert!(out.contains("item-not-found"), "{out}");
     // dave's roster has no household.
     let d = w.bind("dave", "pc");
     let out = roster_get(&w, &d, None);
