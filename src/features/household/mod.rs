@@ -16,6 +16,14 @@
 //! both ways; no `subscribe` stanza is ever generated. Blocking (XEP-0191) still wins: the
 //! presence code asks it for every contact, household or not.
 //!
+//! What members do with their own rosters does not undo the household: a roster set for
+//! a member is pushed back with `subscription='both'`; removing their own item for one
+//! (§2.5) or cancelling a stored subscription (§3.2, §3.3) stops no presence the
+//! household still allows; a member that has no item of the user's own cannot be
+//! removed (`not-allowed`: the owner manages the household); a `subscribe` from one
+//! member to another is answered at once with `subscribed`, as for a contact already
+//! subscribed (§3.1.3), and never reaches the other.
+//!
 //! Roster versions (§2.6) stay correct because a membership change is a change to every
 //! member's roster: the membership table's triggers bump each member's version, and a
 //! renamed group does too ([`Household::show_household_as`], at start-up). Membership is

@@ -412,3 +412,34 @@ fn own_items_and_subscriptions_do_not_undo_the_household() {
     w.send(&a, "<presence><status>back</status></presence>");
     assert!(queued(&b).iter().any(|s| s.contains("back")));
 }
+
+/// §3.1.3 as if already subscribed: a member's client asking another member for its
+/// presence gets `subscribed` at once on the contact's behalf; the contact never sees a
+/// request, and nothing is stored.
+#[test]
+fn a_request_between_members_is_answered_at_once() {
+    let w = household();
+    let a = w.bind("alice", "phone");
+    let b = w.bind("bob", "desk");
+    for s in [&a, &b] {
+        w.send(s, "<presence/>");
+    }
+    queued(&a);
+    queued(&b);
+    w.send(&a, "<presence type='subscribe' to='bob@home.example'/>");
+    let q = queued(&a);
+    assert!(
+        q.len() == 1
+            && q[0].contains("type='subscribed'")
+            && q[0].contains("from='bob@home.example'"),
+        "{q:?}"
+    );
+    assert!(queued(&b).is_empty());
+    let bob = crate::jid::BareJid::parse("bob@home.example").unwrap();
+    let stored = w.storage.sub_state("alice", &bob).unwrap();
+    assert_eq!(stored, crate::features::subscription::SubState::default());
+    // dave is not in the household: his request goes through as ever.
+    let d = w.bind("dave", "pc");
+    w.send(&d, "<presence type='subscribe' to='bob@home.example'/>");
+    assert!(queued(&b).iter().any(|s| s.contains("type='subscribe'")));
+}
