@@ -443,3 +443,58 @@ fn a_request_between_members_is_answered_at_once() {
     w.send(&d, "<presence type='subscribe' to='bob@home.example'/>");
     assert!(queued(&b).iter().any(|s| s.contains("type='subscribe'")));
 }
+
+/// XEP-0012 §4 asks for a presence subscription before telling when someone was last
+/// online: the household counts as one.
+#[test]
+fn members_may_ask_each_others_last_activity() {
+    let w = household();
+    let t = w.bind("thermo", "esp32");
+    w.send(&t, "<presence/>");
+    w.send(
+        &t,
+        "<presence type='unavailable'><status>asleep</status></presence>",
+    );
+    let a = w.bind("alice", "phone");
+    let (out, _) = w.send(
+        &a,
+        "<iq type='get' id='l1' to='thermo@home.example'><query xmlns='jabber:iq:last'/></iq>",
+    );
+    assert!(
+        out.contains("type='result'") && out.contains("asleep"),
+        "{out}"
+    );
+    let d = w.bind("dave", "pc");
+    let (out, _) = w.send(
+        &d,
+        "<iq type='get' id='l2' to='thermo@home.example'><query xmlns='jabber:iq:last'/></iq>",
+    );
+    assert!(out.contains("forbidden"), "{out}");
+}
+
+/// A member's account deleted while the server runs leaves the household with it (the
+/// table cascades): the others are told as for `hearth household remove`.
+#[test]
+fn a_deleted_member_leaves() {
+    use crate::storage::Accounts as _;
+    let w = household();
+    let mut watcher = smol::block_on(Watcher::start(w.im()));
+    let a = w.bind("alice", "phone");
+    roster_get(&w, &a, None);
+    let t = w.bind("thermo", "esp32");
+    w.send(&t, "<presence/>");
+    w.send(&a, "<presence/>");
+    queued(&a);
+    smol::block_on(w.im().session_ended(&t.jid, t.id));
+    queued(&a);
+    w.storage.delete_account("thermo").unwrap();
+    smol::block_on(watcher.check(w.im()));
+    let q = queued(&a);
+    assert!(
+        q.iter().any(|s| s.contains("jid='thermo@home.example'")
+            && s.contains("subscription='remove'")),
+        "{q:?}"
+    );
+    let out = roster_get(&w, &a, None);
+    assert!(!out.contains("thermo"), "{out}");
+}
