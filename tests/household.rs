@@ -2,7 +2,8 @@
 //! client library (slixmpp, tests/clients/xmpp_client.py) and a thermometer on the raw
 //! client, put in the household with `hearth household add`, see each other's presence
 //! and status text from their first login, with `subscription='both'` in the
-//! "Household" roster group, and nobody ever sees a subscription stanza. Then
+//! "Household" roster group, and nobody ever sees a subscription stanza (one of them
+//! made with `hearth user add --household`). Then
 //! `hearth household remove` takes the thermometer out while it is online: the people
 //! get a roster push removing it and its unavailable presence, and it theirs.
 
@@ -67,12 +68,28 @@ fn status_of(el: &Node) -> String {
 #[test]
 fn three_people_and_a_thermometer() {
     let server = Server::start(ServerOpts::default());
-    for u in PEOPLE.iter().chain(&["thermo", "dave"]) {
+    for u in ["alice", "bob", "thermo", "dave"] {
         server.add_user(u, PW);
     }
-    for u in PEOPLE.iter().chain(&["thermo"]) {
+    for u in ["alice", "bob", "thermo"] {
         household(&server, &["add", u]);
     }
+    // carol's account is made in the household.
+    let pw_file = server.scratch_dir().join("carol-password");
+    std::fs::write(&pw_file, PW).expect("write carol's password");
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["user", "add", "carol", "--household", "--password-file"])
+        .arg(&pw_file)
+        .arg("--config")
+        .arg(server.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run hearth user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = household(&server, &["list"]);
     let d = server.domain();
     assert_eq!(
