@@ -67,6 +67,9 @@
 //! max_offline_messages_per_account = 1000
 //! max_blocked_jids_per_account = 1000
 //! max_stored_bytes_per_account = 16777216
+//!
+//! [household]                        # the shared roster group (`hearth household add`)
+//! group = "Household"                # the roster group its members appear in
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -114,6 +117,25 @@ pub struct Config {
     pub s2s: S2sConfig,
     /// External components (XEP-0114).
     pub components: ComponentsConfig,
+    /// The household, hearth's shared roster group.
+    pub household: HouseholdConfig,
+}
+
+/// The household (`[household]`): accounts that see each other with mutual presence
+/// without subscribing (`features::household`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HouseholdConfig {
+    /// The roster group (RFC 6121 §2.1.2.3) the members appear in, in each other's
+    /// rosters; not empty, at most `roster::MAX_NAME_BYTES` bytes.
+    pub group: String,
+}
+
+impl Default for HouseholdConfig {
+    fn default() -> HouseholdConfig {
+        HouseholdConfig {
+            group: "Household".to_owned(),
+        }
+    }
 }
 
 /// External components (`[components]`, XEP-0114): programs beside hearth that own a
@@ -563,6 +585,36 @@ struct RawConfig {
     federation: Option<bool>,
     s2s: Option<RawS2s>,
     components: Option<RawComponents>,
+    household: Option<RawHousehold>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([household])")]
+struct RawHousehold {
+    group: Option<String>,
+}
+
+impl RawHousehold {
+    fn validate(self) -> Result<HouseholdConfig, ConfigErrorKind> {
+        let Some(group) = self.group else {
+            return Ok(HouseholdConfig::default());
+        };
+        // RFC 6121 §2.3.3: an empty group name is not acceptable, nor one longer than the
+        // roster accepts from a client.
+        if group.trim().is_empty() {
+            return Err(invalid("household.group", "must not be empty"));
+        }
+        if group.len() > crate::features::roster::MAX_NAME_BYTES {
+            return Err(invalid(
+                "household.group",
+                format!(
+                    "must be at most {} bytes",
+                    crate::features::roster::MAX_NAME_BYTES
+                ),
+            ));
+        }
+        Ok(HouseholdConfig { group })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -741,6 +793,7 @@ impl RawConfig {
                 .unwrap_or_default()
                 .validate(base, self.federation.unwrap_or(true))?,
             components,
+            household: self.household.unwrap_or_default().validate()?,
         })
     }
 }
@@ -1282,6 +1335,19 @@ mod tests {
         assert!(c.mdns.enabled);
         assert!(c.mdns.interfaces.is_empty());
         assert_eq!(c.limits, default_limits());
+        assert_eq!(c.household.group, "Household");
+    }
+
+    #[test]
+    fn household_group() {
+        let c = parse("[household]\ngroup = \"Home\"\n").unwrap();
+        assert_eq!(c.household.group, "Home");
+        for bad in ["group = \"\"", "group = \"  \""] {
+            let e = parse(&format!("[household]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("household.group"), "{e}");
+        }
+        let e = parse("[household]\nname = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("name"), "{e}");
     }
 
     fn default_limits() -> LimitsConfig {
@@ -1489,6 +1555,9 @@ mod tests {
 
             [components]
             secrets = { "Bot.kitchen.local" = "sixteen chars ok" }
+
+            [household]
+            group = "Family"
             "#,
         )
         .unwrap();
@@ -1547,6 +1616,9 @@ mod tests {
                     listen: vec!["127.0.0.1:5347".parse().unwrap()],
                     secrets: vec![("bot.kitchen.local".into(), "sixteen chars ok".into())],
                 },
+                household: HouseholdConfig {
+                    group: "Family".into(),
+                },
             }
         );
     }
@@ -1577,7 +1649,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`)"
         );
     }
 

@@ -20,14 +20,15 @@
 //!              └► features/  the modules, one file or folder per RFC part or XEP, each
 //!                            declaring its specs, disco and stream features, iq handlers
 //!                            and hooks, beside its own storage trait (roster/,
-//!                            subscription/, presence/, blocking/, offline/, last/)
+//!                            subscription/, presence/, blocking/, offline/, last/,
+//!                            household/: the shared roster group)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
-//! admin/      `hearth user …` subcommands on the same storage
+//! admin/      `hearth user …`, `hearth household …` subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: hearth [serve] [--config FILE] [--allow-root]
-       hearth user add NAME [--password-file FILE] [--config FILE]
+       hearth user add NAME [--password-file FILE] [--household] [--config FILE]
        hearth user passwd NAME [--password-file FILE] [--config FILE]
        hearth user del NAME [--config FILE]
        hearth user list [--config FILE]
+       hearth household add|remove NAME [--config FILE]
+       hearth household list [--config FILE]
        hearth check [--config FILE]
        hearth backup FILE [--config FILE]
        hearth --version
@@ -97,6 +99,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "household" => {
+            match hearth::admin::household_command(&args[1..], &cfg.data_dir, &cfg.domain) {
+                Ok(msg) => {
+                    if !msg.is_empty() {
+                        println!("{msg}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hearth: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!("hearth: unknown command: {}\n\n{USAGE}", args.join(" "));
             ExitCode::from(2)

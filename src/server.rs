@@ -97,7 +97,14 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     } else {
         vec![Mechanism::Plain]
     };
-    let modules = Registry::standard();
+    let modules = Registry::configured(&cfg.household);
+    // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
+    {
+        use crate::features::household::Household as _;
+        storage
+            .show_household_as(&cfg.household.group)
+            .map_err(ServeError::Storage)?;
+    }
     let policy = Arc::new(C2sPolicy {
         domain: domain.clone(),
         mechanisms,
@@ -278,6 +285,22 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 Timer::after(every).await;
                 n.watchdog();
             }
+        })
+        .detach();
+    }
+
+    // Membership changes made by `hearth household` (another process) or an invite reach
+    // the members' clients as roster pushes and presence.
+    {
+        let shared = shared.clone();
+        ex.spawn(async move {
+            let im = crate::router::im::Im {
+                router: &shared.router,
+                storage: &shared.storage,
+                modules: &shared.modules,
+                conn: 0,
+            };
+            crate::features::household::watch(im, crate::features::household::POLL).await
         })
         .detach();
     }

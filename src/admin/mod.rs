@@ -1,4 +1,4 @@
-//! Admin subcommands (`hearth user …`, `hearth backup`), run by the owner on the same
+//! Admin subcommands (`hearth user …`, `hearth household …`, `hearth backup`), run by the owner on the same
 //! storage as the server.
 //!
 //! They open `hearth.db` with their own connection; WAL and the busy timeout make that safe
@@ -7,10 +7,12 @@
 
 mod backup;
 mod check;
+mod household;
 mod user;
 
 pub use backup::backup_command;
 pub use check::{CheckReport, check};
+pub use household::{HOUSEHOLD_USAGE, HouseholdCommand, household_command, parse_household_args};
 
 pub use user::{
     PasswordSource, USER_USAGE, UserCommand, localpart_of, parse_user_args, user_command,
@@ -26,6 +28,8 @@ use std::path::PathBuf;
 pub enum AdminError {
     /// The command line does not parse; the message says how.
     Usage(String),
+    /// `hearth household`'s command line does not parse.
+    HouseholdUsage(String),
     /// The user name is not a valid JID localpart (RFC 7622 §3.3).
     BadName {
         name: String,
@@ -40,6 +44,8 @@ pub enum AdminError {
     UnknownUser(String),
     /// An account with that address exists already.
     UserExists(String),
+    /// `hearth household remove` of an account that is not a member.
+    NotInHousehold(String),
     /// `--password-file FILE` could not be read.
     PasswordFile {
         path: PathBuf,
@@ -66,6 +72,9 @@ impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminError::Usage(msg) => write!(f, "{msg} (see `hearth user help`)"),
+            AdminError::HouseholdUsage(msg) => {
+                write!(f, "{msg} (see `hearth household help`)")
+            }
             AdminError::BadName { name, reason } => write!(f, "bad user name {name:?}: {reason}"),
             AdminError::WrongDomain { name, domain } => write!(
                 f,
@@ -73,6 +82,7 @@ impl fmt::Display for AdminError {
             ),
             AdminError::UnknownUser(jid) => write!(f, "no such user: {jid}"),
             AdminError::UserExists(jid) => write!(f, "user {jid} already exists"),
+            AdminError::NotInHousehold(jid) => write!(f, "{jid} is not in the household"),
             AdminError::PasswordFile { path, source } => {
                 write!(f, "cannot read password file {}: {source}", path.display())
             }

@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 
 /// Help text for `hearth user`.
 pub const USER_USAGE: &str = "\
-usage: hearth user add NAME [--password-file FILE]
+usage: hearth user add NAME [--password-file FILE] [--household]
        hearth user passwd NAME [--password-file FILE]
        hearth user del NAME
        hearth user list
 
 NAME is a user name (alice) or an address on this server (alice@home.local).
 Without --password-file the password is asked twice on the terminal. With it, the
-first line of FILE is the password; FILE `-` is standard input.";
+first line of FILE is the password; FILE `-` is standard input. --household puts
+the new account in the household (see `hearth household help`).";
 
 /// The longest password line read from a file: far beyond any real password, and it keeps a
 /// wrong file (a disk image, /dev/zero) from being read whole.
@@ -27,6 +28,8 @@ pub enum UserCommand {
     Add {
         name: String,
         password: PasswordSource,
+        /// `--household`: the new account joins the household (`features::household`).
+        household: bool,
     },
     Passwd {
         name: String,
@@ -57,6 +60,7 @@ pub fn parse_user_args(args: &[String]) -> Result<UserCommand, AdminError> {
     };
     let mut name = None;
     let mut password_file = None;
+    let mut household = false;
     let mut rest = rest.iter();
     while let Some(arg) = rest.next() {
         if let Some(option) = arg.strip_prefix("--") {
@@ -64,6 +68,10 @@ pub fn parse_user_args(args: &[String]) -> Result<UserCommand, AdminError> {
                 Some((option, value)) => (option, Some(value.to_owned())),
                 None => (option, None),
             };
+            if option == "household" && inline.is_none() {
+                household = true;
+                continue;
+            }
             if option != "password-file" {
                 return Err(usage(&format!("unknown option {arg:?}")));
             }
@@ -100,7 +108,9 @@ pub fn parse_user_args(args: &[String]) -> Result<UserCommand, AdminError> {
         "add" => Ok(UserCommand::Add {
             name: need_name(name)?,
             password,
+            household,
         }),
+        _ if household => Err(usage("only add takes --household")),
         "passwd" => Ok(UserCommand::Passwd {
             name: need_name(name)?,
             password,
@@ -172,7 +182,11 @@ fn execute(
             let lines: Vec<String> = users.iter().map(|u| format!("{u}@{domain}")).collect();
             Ok(lines.join("\n"))
         }
-        UserCommand::Add { name, password } => {
+        UserCommand::Add {
+            name,
+            password,
+            household,
+        } => {
             let user = localpart_of(&name, domain)?;
             let jid = format!("{user}@{domain}");
             // Checked before asking for a password, so the owner does not type it in vain;
@@ -184,6 +198,13 @@ fn execute(
             storage
                 .create_account(&user, &password)
                 .map_err(|e| account_error(e, &jid))?;
+            if household {
+                use crate::features::household::Household as _;
+                storage
+                    .add_to_household(&user)
+                    .map_err(|e| account_error(e, &jid))?;
+                return Ok(format!("added {jid} to the household"));
+            }
             Ok(format!("added {jid}"))
         }
         UserCommand::Passwd { name, password } => {
@@ -329,16 +350,27 @@ mod tests {
             parse("add alice").unwrap(),
             UserCommand::Add {
                 name: "alice".into(),
-                password: PasswordSource::Prompt
+                password: PasswordSource::Prompt,
+                household: false,
             }
         );
         assert_eq!(
             parse("add alice --password-file /tmp/pw").unwrap(),
             UserCommand::Add {
                 name: "alice".into(),
-                password: PasswordSource::File("/tmp/pw".into())
+                password: PasswordSource::File("/tmp/pw".into()),
+                household: false,
             }
         );
+        assert_eq!(
+            parse("add thermo --household --password-file -").unwrap(),
+            UserCommand::Add {
+                name: "thermo".into(),
+                password: PasswordSource::Stdin,
+                household: true,
+            }
+        );
+        assert!(usage_error("del thermo --household").contains("only add takes --household"));
         assert_eq!(
             parse("passwd --password-file=/tmp/pw alice@home.local").unwrap(),
             UserCommand::Passwd {
@@ -488,6 +520,20 @@ mod tests {
 
         assert_eq!(f.run("del ALICE").unwrap(), "deleted alice@home.local");
         assert_eq!(f.run("list").unwrap(), "bob@home.local");
+    }
+
+    #[test]
+    fn add_into_the_household() {
+        use crate::features::household::Household as _;
+        let f = Fixture::new();
+        let pw = f.password_file("pw\n");
+        assert_eq!(
+            f.run(&format!("add thermo --household --password-file {pw}"))
+                .unwrap(),
+            "added thermo@home.local to the household"
+        );
+        f.run(&format!("add bob --password-file {pw}")).unwrap();
+        assert_eq!(f.storage().household_members().unwrap(), ["thermo"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod blocking;
 pub mod core;
 pub mod disco;
 pub mod federation;
+pub mod household;
 pub mod last;
 pub mod offline;
 pub mod ping;
@@ -29,9 +30,12 @@ pub mod version;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::features::roster::RosterItem;
+use crate::features::subscription::SubState;
 use crate::jid::BareJid;
 use crate::router::im::{Im, Sender};
 use crate::stanza::{Stanza, StanzaCondition, StanzaError};
+use crate::storage::StorageError;
 use crate::xml::Element;
 
 /// Whom an iq is addressed to.
@@ -50,6 +54,9 @@ pub enum Doc {
     Rfc(u16, &'static str),
     /// An XMPP Extension Protocol, by number.
     Xep(u16),
+    /// Something of hearth's own, with no specification of its own (e.g. the household,
+    /// a shared roster group): its short name.
+    Hearth(&'static str),
 }
 
 /// How much of a specification is implemented (as ejabberd's `-protocol` attributes and
@@ -143,6 +150,13 @@ pub enum Hook {
     /// whether another resource of the account is still available. XEP-0012 records
     /// "last seen" here.
     ResourceUnavailable,
+    /// A user's roster as the rest of the server sees it (RFC 6121 §2 for roster gets and
+    /// pushes, §4 for whom presence goes to and who may probe): the stored items, and
+    /// then each module that declares this hook may add contacts or raise their
+    /// subscriptions ([`Module::roster_view`], [`Module::subscription_view`]) without
+    /// storing anything. The household (a shared roster group) is one, as ejabberd's
+    /// `roster_get` and Prosody's `roster-load` hooks serve theirs.
+    RosterView,
 }
 
 /// What a filter hook decided.
@@ -266,6 +280,31 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::RosterView`]: `user`'s roster, `items` sorted by JID as stored (and as
+    /// earlier modules left them); the module may add items (keeping the order) or
+    /// change them. An error leaves the roster unread: a roster get fails rather than
+    /// hand a client a partial roster under a version it would cache.
+    fn roster_view<'a>(
+        &'a self,
+        _im: Im<'a>,
+        _user: &'a str,
+        _items: &'a mut Vec<RosterItem>,
+    ) -> HookFuture<'a, Result<(), StorageError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// [`Hook::RosterView`] for one contact: `state` is `user`'s subscription with
+    /// `contact` as stored; the module may raise it as its [`Module::roster_view`] does.
+    fn subscription_view<'a>(
+        &'a self,
+        _im: Im<'a>,
+        _user: &'a str,
+        _contact: &'a BareJid,
+        _state: &'a mut SubState,
+    ) -> HookFuture<'a, Result<(), StorageError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -334,8 +373,13 @@ impl Registry {
         }
     }
 
-    /// Everything hearth does today.
+    /// Everything hearth does today, with the default settings.
     pub fn standard() -> Registry {
+        Registry::configured(&household::HouseholdConfig::default())
+    }
+
+    /// Everything hearth does today, with the modules' settings from the configuration.
+    pub fn configured(household: &household::HouseholdConfig) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
@@ -349,6 +393,7 @@ impl Registry {
             Box::new(blocking::Blocking),
             Box::new(last::Last),
             Box::new(federation::Federation),
+            Box::new(household::HouseholdModule::new(household)),
         ])
     }
 
@@ -407,7 +452,7 @@ impl Registry {
     }
 
     /// The README's table of supported specifications: one row per specification,
-    /// RFCs first, then XEPs by number.
+    /// RFCs first, then XEPs by number, then hearth's own features.
     pub fn spec_table(&self) -> String {
         let mut specs: Vec<(Spec, &'static str)> = self
             .modules
@@ -417,6 +462,7 @@ impl Registry {
         let key = |d: &Doc| match d {
             Doc::Rfc(n, part) => (0, *n, *part),
             Doc::Xep(n) => (1, *n, ""),
+            Doc::Hearth(name) => (2, 0, *name),
         };
         specs.sort_by_key(|(s, _)| key(&s.doc));
         let mut t = String::from(
@@ -428,6 +474,7 @@ impl Registry {
                 Doc::Rfc(n, "") => format!("RFC {n}"),
                 Doc::Rfc(n, part) => format!("RFC {n} {part}"),
                 Doc::Xep(n) => format!("XEP-{n:04}"),
+                Doc::Hearth(name) => format!("hearth: {name}"),
             };
             let status = match s.status {
                 Status::Complete => "complete",

@@ -28,6 +28,13 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              --expect-status, print "friends"; then --send a chat message,
                              wait for --expect-body, and with --wait-offline wait for the
                              contact to go offline and send --send-after-offline
+  household --status TEXT --expect JID=STATUS ...
+                             a shared roster group with no subscribing: fetch the roster,
+                             send presence with --status, wait until available presence
+                             from each --expect JID (bare) has shown its STATUS, print
+                             "household" with the roster and the presence seen, stay
+                             --linger seconds for the others to see us; any subscription
+                             stanza received is printed as "subscription_stanza"
 
 Runs with Debian's python3-slixmpp (1.8) as well as newer slixmpp from PyPI. SCRAM-*-PLUS
 is not usable from Python on TLS 1.3: CPython's ssl module has no tls-exporter
@@ -86,6 +93,11 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("presence_available", self.on_presence_available)
         self.add_event_handler("presence_unavailable", self.on_presence_unavailable)
         self.add_event_handler("roster_update", self.on_roster_update)
+        for kind in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            self.add_event_handler("presence_" + kind, self.on_subscription_stanza)
+        # household: bare JID -> the last available status seen from it
+        self.household_seen = {}
+        self.household_done = False
         self.auth_condition = None
         # chat-with: approve the contact's request ourselves, but subscribe explicitly.
         self.roster.auto_authorize = True
@@ -192,6 +204,11 @@ class Client(slixmpp.ClientXMPP):
                          for jid in self.client_roster}
                 emit("roster", items=items)
                 self.finish(EXIT_OK)
+            elif action == "household":
+                await self.get_roster(timeout=self.args.iq_timeout)
+                self.send_presence(pstatus=self.args.status)
+                emit("ready", jid=self.boundjid.full)
+                self.check_household()
             elif action == "chat-with":
                 await self.get_roster(timeout=self.args.iq_timeout)
                 self.send_presence(pstatus=self.args.status)
@@ -219,7 +236,41 @@ class Client(slixmpp.ClientXMPP):
         emit("roster_push", subscription=self.subscription())
         self.check_friends()
 
+    # -- household -----------------------------------------------------------------
+
+    def on_subscription_stanza(self, pres):
+        emit("subscription_stanza", type=pres["type"], sender=str(pres["from"]))
+
+    def household_expected(self):
+        """--expect JID=STATUS as {bare JID: status}."""
+        wanted = {}
+        for spec in self.args.expect or []:
+            jid, _, status = spec.partition("=")
+            wanted[slixmpp.JID(jid).bare] = status
+        return wanted
+
+    def check_household(self):
+        if self.household_done:
+            return
+        wanted = self.household_expected()
+        if any(self.household_seen.get(j) != st for j, st in wanted.items()):
+            return
+        self.household_done = True
+        items = {jid: {"subscription": self.client_roster[jid]["subscription"],
+                       "name": self.client_roster[jid]["name"],
+                       "groups": sorted(self.client_roster[jid]["groups"])}
+                 for jid in self.client_roster}
+        emit("household", seen=self.household_seen, roster=items)
+        asyncio.get_event_loop().call_later(self.args.linger, self.finish, EXIT_OK)
+
     def on_presence_available(self, pres):
+        if self.args.action == "household":
+            bare = slixmpp.JID(pres["from"]).bare
+            if bare != self.boundjid.bare:
+                self.household_seen[bare] = pres["status"]
+                emit("presence", sender=str(pres["from"]), status=pres["status"])
+                self.check_household()
+            return
         if not self.is_contact(pres["from"]):
             return
         self.contact_status = pres["status"]
@@ -327,6 +378,10 @@ def parse_args(argv):
     for name in ("ping", "disco", "version", "time"):
         sub.add_parser(name).add_argument("--to")
     sub.add_parser("roster")
+    household = sub.add_parser("household")
+    household.add_argument("--status", required=True)
+    household.add_argument("--expect", action="append", metavar="JID=STATUS")
+    household.add_argument("--linger", type=float, default=1.0)
     chat = sub.add_parser("chat-with")
     chat.add_argument("--contact", required=True)
     chat.add_argument("--status", required=True)
@@ -336,7 +391,7 @@ def parse_args(argv):
     chat.add_argument("--wait-offline", action="store_true")
     chat.add_argument("--send-after-offline")
     args = p.parse_args(argv)
-    if args.action in ("login", "receive", "roster", "chat-with"):
+    if args.action in ("login", "receive", "roster", "chat-with", "household"):
         args.to = None
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:

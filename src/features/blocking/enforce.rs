@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use super::BlockList as _;
 use crate::features::blocking::{self, BlockRequest};
-use crate::features::roster::Roster as _;
 use crate::features::subscription::PresenceFlow;
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::router::Interest;
@@ -228,9 +227,8 @@ impl Im<'_> {
             let Ok(contact) = BareJid::parse(&j) else {
                 continue;
             };
-            let u = user.clone();
-            let c = contact.clone();
-            let from_sub = on_pool(self.storage, move |s| s.sub_state(&u, &c))
+            let from_sub = self
+                .sub_state_view(&user, &contact)
                 .await
                 .map(|st| st.subscription.has_from())
                 .unwrap_or(false);

@@ -2,7 +2,6 @@
 
 use super::LastActivity as _;
 use crate::features::last;
-use crate::features::roster::Roster as _;
 use crate::jid::{BareJid, FullJid};
 use crate::router::im::{Im, on_pool};
 use crate::stanza::{StanzaCondition, StanzaError};
@@ -41,17 +40,25 @@ impl Im<'_> {
         if !is_self && !self.presence_allowed(&owner, &me).await {
             return Err(StanzaError::new(StanzaCondition::Forbidden));
         }
-        let o = owner.clone();
-        let (exists, allowed, last) = on_pool(self.storage, move |s| {
-            let exists = s.account_exists(&o)?;
-            let allowed = is_self || s.sub_state(&o, &me)?.subscription.has_from();
-            Ok((exists, allowed, s.last_activity(&o)?))
-        })
-        .await
-        .map_err(|e| {
+        let internal = |e: crate::storage::StorageError| {
             log::error!("storage: {e}");
             StanzaError::new(StanzaCondition::InternalServerError)
-        })?;
+        };
+        // The roster view: a household member sees the others' presence, so their last
+        // activity too.
+        let allowed = is_self
+            || self
+                .sub_state_view(&owner, &me)
+                .await
+                .map_err(internal)?
+                .subscription
+                .has_from();
+        let o = owner.clone();
+        let (exists, last) = on_pool(self.storage, move |s| {
+            Ok((s.account_exists(&o)?, s.last_activity(&o)?))
+        })
+        .await
+        .map_err(internal)?;
         if !exists {
             return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
         }

@@ -13,7 +13,6 @@
 
 use crate::features::last::LastActivity as _;
 use crate::features::presence;
-use crate::features::roster::Roster as _;
 use crate::features::subscription::{PresenceFlow, SubType};
 use crate::features::{Hook, HookCx};
 use crate::jid::{BareJid, FullJid, Jid};
@@ -142,8 +141,9 @@ impl Im<'_> {
         let Some(user) = from.local().map(str::to_owned) else {
             return Routed::default();
         };
-        let u = user.clone();
-        let items = match on_pool(self.storage, move |s| s.roster(&u)).await {
+        // The roster view: stored items and the household (features::household), whose
+        // members are contacts with `both` here.
+        let items = match self.roster_view(&user).await {
             Ok((_, items)) => items,
             Err(e) => {
                 log::error!("storage: {e}");
@@ -211,8 +211,8 @@ impl Im<'_> {
         for m in self.modules.hooked(Hook::ResourceUnavailable) {
             m.resource_unavailable(&cx, el, others_available).await;
         }
-        let u = user.clone();
-        let items = on_pool(self.storage, move |s| s.roster(&u))
+        let items = self
+            .roster_view(&user)
             .await
             .map(|(_, items)| items)
             .unwrap_or_else(|e| {
@@ -269,14 +269,9 @@ impl Im<'_> {
         let Some(owner) = self.local_user(contact).map(str::to_owned) else {
             return Ok(None);
         };
+        let state = self.sub_state_view(&owner, prober).await?;
         let o = owner.clone();
-        let p = prober.clone();
-        let (state, last) = on_pool(self.storage, move |s| {
-            let state = s.sub_state(&o, &p)?;
-            let last = s.last_activity(&o)?;
-            Ok((state, last))
-        })
-        .await?;
+        let last = on_pool(self.storage, move |s| s.last_activity(&o)).await?;
         if !state.subscription.has_from() {
             return Ok(None);
         }

@@ -1,10 +1,11 @@
 //! RFC 6121 §2: roster get/set/remove against storage, and pushes.
 
+use crate::features::Hook;
 use crate::features::presence;
 use crate::features::roster::{self, RosterRequest};
 use crate::features::roster::{Roster as _, RosterItem};
-use crate::features::subscription::{PresenceFlow, SubType};
-use crate::jid::FullJid;
+use crate::features::subscription::{PresenceFlow, SubState, SubType};
+use crate::jid::{BareJid, FullJid};
 use crate::router::im::{Im, on_pool, push_id};
 use crate::router::{Interest, Origin};
 use crate::stanza::{StanzaCondition, StanzaError};
@@ -14,11 +15,63 @@ use crate::xml::Element;
 /// What follows a roster result: the push of the change (§2.1.6), and for a removal the
 /// subscriptions it cancels (§2.5.2).
 pub(crate) enum AfterReply {
-    Push(u64, Element),
-    Removed(u64, RosterItem),
+    /// The item for this contact changed.
+    Push(BareJid),
+    /// The stored item was deleted.
+    Removed(RosterItem),
 }
 
 impl Im<'_> {
+    /// `user`'s roster as the server shows it and acts on it (RFC 6121 §2 gets and
+    /// pushes, §4 presence): the stored version and items, then what the
+    /// [`Hook::RosterView`] modules add (the household). The version is read before
+    /// anything the modules read, so a change another process commits in between (the
+    /// admin CLI) can only leave newer items under an older version, which a client
+    /// fetches again, never older items under the new version it would keep.
+    pub(crate) async fn roster_view(
+        &self,
+        user: &str,
+    ) -> Result<(u64, Vec<RosterItem>), StorageError> {
+        let u = user.to_owned();
+        let (version, mut items) = on_pool(self.storage, move |s| s.roster(&u)).await?;
+        for m in self.modules.hooked(Hook::RosterView) {
+            m.roster_view(*self, user, &mut items).await?;
+        }
+        Ok((version, items))
+    }
+
+    /// `user`'s subscription state with `contact` as [`Im::roster_view`] shows it.
+    pub(crate) async fn sub_state_view(
+        &self,
+        user: &str,
+        contact: &BareJid,
+    ) -> Result<SubState, StorageError> {
+        let (u, c) = (user.to_owned(), contact.clone());
+        let mut state = on_pool(self.storage, move |s| s.sub_state(&u, &c)).await?;
+        for m in self.modules.hooked(Hook::RosterView) {
+            m.subscription_view(*self, user, contact, &mut state)
+                .await?;
+        }
+        Ok(state)
+    }
+
+    /// The roster push (§2.1.6) announcing `user`'s item for `contact` as
+    /// [`Im::roster_view`] now shows it: the item, or its removal (§2.5.2) when the roster
+    /// no longer has one. Not sent when storage fails (logged; the client learns at its
+    /// next roster get, whose version has changed).
+    pub(crate) async fn push_view(&self, user: &str, contact: &BareJid) {
+        match self.roster_view(user).await {
+            Ok((version, items)) => {
+                let el = match items.iter().find(|i| i.jid == *contact) {
+                    Some(item) => roster::item_element(item),
+                    None => roster::removed_element(contact),
+                };
+                self.push(user, version, el);
+            }
+            Err(e) => log::error!("storage: roster push to {user} not sent: {e}"),
+        }
+    }
+
     /// A roster iq from the account's own client (RFC 6121 §2): the result, after the
     /// change is pushed to the account's interested resources (§2.1.6) and, for a removal,
     /// the subscriptions it cancels (§2.5.2). The pushes are queued, the result written
@@ -33,11 +86,13 @@ impl Im<'_> {
         let Some(user) = from.local() else {
             return Ok(payload);
         };
+        // Pushed as the roster view shows the item: a household member's stays, with
+        // `subscription='both'`, whatever the stored item says (features::household).
         match then {
             None => {}
-            Some(AfterReply::Push(version, item)) => self.push(user, version, item),
-            Some(AfterReply::Removed(version, item)) => {
-                self.push(user, version, roster::removed_element(&item.jid));
+            Some(AfterReply::Push(jid)) => self.push_view(user, &jid).await,
+            Some(AfterReply::Removed(item)) => {
+                self.push_view(user, &item.jid).await;
                 self.after_removal(from, &item).await;
             }
         }
@@ -59,10 +114,7 @@ impl Im<'_> {
         match req {
             RosterRequest::Get { ver } => {
                 self.router.set_interested(from, Interest::Roster);
-                let u = user.clone();
-                let (version, items) = on_pool(self.storage, move |s| s.roster(&u))
-                    .await
-                    .map_err(internal)?;
+                let (version, items) = self.roster_view(&user).await.map_err(internal)?;
                 // §2.6.3: a client whose cached version is current gets an empty
                 // result; changes reach it as pushes.
                 if ver
@@ -94,8 +146,7 @@ impl Im<'_> {
                             .with_text("the account's storage is full"));
                     }
                 };
-                let item = roster::item_element(&change.item);
-                Ok((None, Some(AfterReply::Push(change.version, item))))
+                Ok((None, Some(AfterReply::Push(change.item.jid))))
             }
             RosterRequest::Remove { jid } => {
                 let u = user.clone();
@@ -104,13 +155,19 @@ impl Im<'_> {
                     .await
                     .map_err(internal)?;
                 let Some(removed) = removed else {
+                    // An item only the roster view adds (a household member, with no item
+                    // of the user's own) is not the user's to remove: the household's
+                    // owner takes people out of it.
+                    let state = self.sub_state_view(&user, &jid).await.map_err(internal)?;
+                    if state.subscription.has_from() || state.subscription.has_to() {
+                        return Err(StanzaError::new(StanzaCondition::NotAllowed).with_text(
+                            "a member of the household, which the server's owner manages",
+                        ));
+                    }
                     // §2.5.3: removing what is not there.
                     return Err(StanzaError::new(StanzaCondition::ItemNotFound));
                 };
-                Ok((
-                    None,
-                    Some(AfterReply::Removed(removed.version, removed.item)),
-                ))
+                Ok((None, Some(AfterReply::Removed(removed.item))))
             }
         }
     }
@@ -123,7 +180,9 @@ impl Im<'_> {
         let s = item.state;
         if s.subscription.has_from() {
             if let Some(user) = from.local() {
-                self.presence_flow(user, &item.jid, PresenceFlow::Stop);
+                if !self.still_sees(user, &item.jid).await {
+                    self.presence_flow(user, &item.jid, PresenceFlow::Stop);
+                }
             }
         }
         if s.subscription.has_to() || s.pending_out {
@@ -136,6 +195,20 @@ impl Im<'_> {
             self.send_subscription(Origin::Server, &bare, &item.jid, SubType::Unsubscribed, el)
                 .await;
         }
+    }
+
+    /// Whether `contact` still has a `from` subscription to `user`'s presence in the
+    /// roster view once the stored one is gone (a household member keeps seeing the
+    /// user), so that its presence is not stopped (§3.2.2, §3.3.3); not when storage
+    /// cannot tell.
+    pub(crate) async fn still_sees(&self, user: &str, contact: &BareJid) -> bool {
+        self.sub_state_view(user, contact)
+            .await
+            .map(|s| s.subscription.has_from())
+            .unwrap_or_else(|e| {
+                log::error!("storage: {e}");
+                false
+            })
     }
 
     /// A roster push of `item` to every interested resource of `user` (§2.1.6).

@@ -5,9 +5,8 @@
 //! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
 use crate::features::presence;
-use crate::features::roster::{self};
 use crate::features::roster::{Roster as _, RosterItem};
-use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubType};
+use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubState, SubType};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::router::Origin;
 use crate::router::im::{Im, on_pool};
@@ -32,6 +31,23 @@ impl Im<'_> {
             return;
         };
         let bare = from.bare();
+        if ty == SubType::Subscribe && self.local_user(&contact).is_some() {
+            // §3.1.3, the contact's side, when the user is already subscribed: `subscribed`
+            // on the contact's behalf, nothing delivered. Here for what only the roster
+            // view says (a household member, features::household), which the state
+            // machine below does not see: the request would otherwise reach someone who
+            // already shares presence with the user, and wait for an answer forever.
+            let view = self.sub_state_view(&user, &contact).await;
+            if let Ok(state) = view {
+                let stored = self.sub_state_stored(&user, &contact).await;
+                if state.subscription.has_to() && stored.is_some_and(|s| !s.subscription.has_to()) {
+                    let reply =
+                        presence::subscription("subscribed", contact.as_str(), bare.as_str());
+                    self.router.deliver_to_available(&user, &reply);
+                    return;
+                }
+            }
+        }
         let (outcome, change) = match self
             .apply(&user, &contact, ty, Direction::Outbound, None)
             .await
@@ -40,8 +56,9 @@ impl Im<'_> {
             // No request is stored outbound, so there is no quota to pass.
             Some(Err(_)) | None => return,
         };
-        if let (Some(version), Some(item)) = (change.0, &change.1) {
-            self.push(&user, version, roster::item_element(item));
+        if let (Some(_), Some(item)) = (change.0, &change.1) {
+            // As the roster view shows it (a household member stays `both`).
+            self.push_view(&user, &item.jid).await;
         }
         if outcome.deliver {
             // §3.1.2: the server stamps the bare JIDs on subscription stanzas; the rest
@@ -52,7 +69,10 @@ impl Im<'_> {
                 .await;
         }
         if let Some(flow) = outcome.presence {
-            self.presence_flow(&user, &contact, flow);
+            // A household member keeps seeing the user whatever the stored subscription.
+            if flow == PresenceFlow::Start || !self.still_sees(&user, &contact).await {
+                self.presence_flow(&user, &contact, flow);
+            }
         }
     }
 
@@ -145,8 +165,8 @@ impl Im<'_> {
                 }
                 None => continue,
             };
-            if let (Some(version), Some(item)) = (change.0, &change.1) {
-                self.push(&user, version, roster::item_element(item));
+            if let (Some(_), Some(item)) = (change.0, &change.1) {
+                self.push_view(&user, &item.jid).await;
             }
             if outcome.deliver {
                 self.router.deliver_to_available(&user, &el);
@@ -172,8 +192,20 @@ impl Im<'_> {
             }
         }
         for (owner, contact, flow) in flows {
-            self.presence_flow(&owner, &contact, flow);
+            if flow == PresenceFlow::Start || !self.still_sees(&owner, &contact).await {
+                self.presence_flow(&owner, &contact, flow);
+            }
         }
+    }
+
+    /// `user`'s stored subscription state with `contact`; `None` when storage fails
+    /// (logged).
+    async fn sub_state_stored(&self, user: &str, contact: &BareJid) -> Option<SubState> {
+        let (u, c) = (user.to_owned(), contact.clone());
+        on_pool(self.storage, move |s| s.sub_state(&u, &c))
+            .await
+            .inspect_err(|e| log::error!("storage: {e}"))
+            .ok()
     }
 
     /// Runs the state machine on `user`'s item for `contact` inside one storage

@@ -43,6 +43,8 @@ use super::Router;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_household;
+#[cfg(test)]
 mod tests_remote;
 
 /// Who sent the stanza being handled (what the modules' hooks and iq handlers are told).
