@@ -97,7 +97,17 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     } else {
         vec![Mechanism::Plain]
     };
-    let modules = Registry::standard();
+    let auth = Auth::new(
+        storage.clone(),
+        PasswordCheckConfig {
+            at_once: cfg.auth.password_checks_at_once,
+            queue: cfg.auth.password_check_queue,
+        },
+    );
+    let modules = Registry::configured(crate::features::adhoc::Adhoc::new(
+        cfg.admins.clone(),
+        auth.password_checks(),
+    ));
     let policy = Arc::new(C2sPolicy {
         domain: domain.clone(),
         mechanisms,
@@ -151,13 +161,6 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-    let auth = Auth::new(
-        storage.clone(),
-        PasswordCheckConfig {
-            at_once: cfg.auth.password_checks_at_once,
-            queue: cfg.auth.password_check_queue,
-        },
-    );
     let max = cfg.c2s.max_stanza_bytes;
     for &a in &cfg.components.listen {
         listeners.push((bind(a)?, false, Peers::Components));

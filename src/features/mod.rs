@@ -13,10 +13,12 @@
 //! Adding a XEP means adding a module file (or folder) here and a line in
 //! [`Registry::standard`].
 
+pub mod adhoc;
 pub mod blocking;
 pub mod core;
 pub mod disco;
 pub mod federation;
+pub mod forms;
 pub mod last;
 pub mod offline;
 pub mod ping;
@@ -266,6 +268,13 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a
+    /// `node` of the entity asked, when the node is this module's (the ad-hoc commands
+    /// list, a command); `None` otherwise. The disco module asks each module in turn.
+    fn disco_node(&self, _cx: &IqCx<'_>, _node: &str, _is_info: bool) -> Option<IqOutcome> {
+        None
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -334,8 +343,19 @@ impl Registry {
         }
     }
 
-    /// Everything hearth does today.
+    /// Everything hearth does today, with no admins (as in most tests).
     pub fn standard() -> Registry {
+        let passwords =
+            crate::password::PasswordChecks::new(crate::password::PasswordCheckConfig {
+                at_once: 1,
+                queue: 4,
+            });
+        Registry::configured(adhoc::Adhoc::new(Vec::new(), passwords))
+    }
+
+    /// Everything hearth does, with the ad-hoc commands set up from the configuration
+    /// (`admins`, and the server's bounded password threads).
+    pub fn configured(adhoc: adhoc::Adhoc) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
@@ -349,6 +369,7 @@ impl Registry {
             Box::new(blocking::Blocking),
             Box::new(last::Last),
             Box::new(federation::Federation),
+            Box::new(adhoc),
         ])
     }
 

@@ -804,6 +804,46 @@ impl Router {
         }
     }
 
+    /// The accounts with at least one bound session, sorted (XEP-0133 §4.15, §4.20).
+    pub fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .sessions()
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(user, _)| user.to_string())
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Sends `make(full JID)` to every bound session of every account (XEP-0133 §4.23
+    /// announcements); returns how many were queued.
+    pub fn deliver_to_every_session(&self, make: impl Fn(&FullJid) -> Element) -> usize {
+        let map = self.sessions();
+        let mut queued = 0;
+        for (user, list) in map.iter() {
+            for s in list {
+                if let Ok(jid) = FullJid::new(Some(user), &self.domain, &s.resource)
+                    && deliver(s, &serialize(&make(&jid)))
+                {
+                    queued += 1;
+                }
+            }
+        }
+        queued
+    }
+
+    /// Closes every session of `user` with `err` (an account deleted while online); each
+    /// connection then unbinds as usual. Returns how many were told.
+    pub fn close_sessions(&self, user: &str, err: &StreamError) -> usize {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else { return 0 };
+        for s in list {
+            s.tx.force_send(ToSession::Close(err.clone()));
+        }
+        list.len()
+    }
+
     /// Sends `make(resource)` to each resource of `user` that asked for the roster (or
     /// the blocklist).
     pub fn push_to_interested(
