@@ -199,6 +199,14 @@ pub struct Submitted {
 }
 
 impl Submitted {
+    /// A submitted form with no fields: what a command with nothing to ask runs with.
+    pub fn empty() -> Submitted {
+        Submitted {
+            kind: FormType::Submit,
+            fields: Vec::new(),
+        }
+    }
+
     /// Reads `<x xmlns='jabber:x:data' type=…>`.
     pub fn parse(x: &Element) -> Result<Submitted, FormError> {
         if !x.is("x", NS_DATA) {

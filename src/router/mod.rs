@@ -833,15 +833,35 @@ impl Router {
         queued
     }
 
-    /// Closes every session of `user` with `err` (an account deleted while online); each
-    /// connection then unbinds as usual. Returns how many were told.
-    pub fn close_sessions(&self, user: &str, err: &StreamError) -> usize {
-        let map = self.sessions();
-        let Some(list) = map.get(user) else { return 0 };
-        for s in list {
+    /// Ends every session of `user` at once (its account is being deleted): each is
+    /// unbound and its connection told to close its stream with `err`. Returns what each
+    /// left behind, for the unavailable broadcast ([`im::Im::session_replaced`]); the
+    /// connections find nothing to unbind when they finish.
+    pub fn end_sessions(&self, user: &str, err: &StreamError) -> Vec<(FullJid, Ended)> {
+        let Some(list) = self.sessions().remove(user) else {
+            return Vec::new();
+        };
+        self.blocklists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+        let mut ended = Vec::new();
+        for (i, s) in list.iter().enumerate() {
             s.tx.force_send(ToSession::Close(err.clone()));
+            let Ok(jid) = FullJid::new(Some(user), &self.domain, &s.resource) else {
+                continue;
+            };
+            ended.push((
+                jid,
+                Ended {
+                    was_available: s.available,
+                    directed: s.directed.clone(),
+                    // Those not yet told of: the last one told is the last resource.
+                    others_available: list[i + 1..].iter().any(|o| o.available),
+                },
+            ));
         }
-        list.len()
+        ended
     }
 
     /// Sends `make(resource)` to each resource of `user` that asked for the roster (or

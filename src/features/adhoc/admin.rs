@@ -188,10 +188,7 @@ pub async fn run(
             .with_app("bad-payload", super::NS_COMMANDS)
             .with_text("FORM_TYPE is not http://jabber.org/protocol/admin"));
     }
-    let empty = Submitted::parse(
-        &Element::new("x", crate::features::forms::NS_DATA).with_attr("type", "submit"),
-    )
-    .map_err(internal)?;
+    let empty = Submitted::empty();
     let form = form.unwrap_or(&empty);
     let domain = cx.domain();
     match command {

@@ -317,6 +317,16 @@ fn delete_user_removes_the_rows_and_ends_the_sessions() {
     let w = World::new();
     let alice = w.bind("alice", "phone");
     let bob = w.bind("bob", "desk");
+    let carol = w.bind("carol", "tv");
+    // Carol sees bob's presence.
+    w.send(&bob, "<presence/>");
+    w.send(&carol, "<presence/>");
+    w.send(&carol, "<presence type='subscribe' to='bob@home.example'/>");
+    w.send(
+        &bob,
+        "<presence type='subscribed' to='carol@home.example'/>",
+    );
+    queued(&carol);
     w.storage.set_last_activity("bob", 1, "gone").unwrap();
     // One jid-multi field with two values.
     let x = format!(
@@ -339,6 +349,15 @@ fn delete_user_removes_the_rows_and_ends_the_sessions() {
             .iter()
             .any(|s| s.starts_with("CLOSE") && s.contains("not-authorized")),
         "{to_bob:?}"
+    );
+    assert!(w.router.available_resources("bob").is_empty());
+    // RFC 6121 §4.5.2: his contacts see him go.
+    let to_carol = queued(&carol);
+    assert!(
+        to_carol
+            .iter()
+            .any(|p| p.contains("type='unavailable'") && p.contains("from='bob@home.example/desk'")),
+        "{to_carol:?}"
     );
 }
 

@@ -10,23 +10,34 @@ use crate::storage::{Accounts as _, StorageError};
 
 impl Im<'_> {
     /// Deletes the account `user` (a normalized localpart) and everything stored for it
-    /// (every table references `accounts` with `ON DELETE CASCADE`), then closes each of
-    /// its sessions with `<not-authorized/>` (RFC 6120 §4.9.3.12: the stream's
-    /// credentials no longer hold); each connection then unbinds and tells the contacts
-    /// it went offline as for any disconnect. Storage first, so a session cannot write
-    /// anything new for the account between the two. `Ok(false)`: no such account.
+    /// (every table references `accounts` with `ON DELETE CASCADE`), and ends its
+    /// sessions: each is closed with `<not-authorized/>` (RFC 6120 §4.9.3.12: the
+    /// stream's credentials no longer hold) and its contacts get its unavailable
+    /// presence (RFC 6121 §4.5.2), sent before the roster that names them is deleted.
+    /// A session bound meanwhile is closed after the deletion. `Ok(false)`: no such
+    /// account (nothing is touched).
     pub(crate) async fn remove_account(&self, user: &str) -> Result<bool, StorageError> {
+        let u = user.to_owned();
+        if !on_pool(self.storage, move |s| s.account_exists(&u)).await? {
+            return Ok(false);
+        }
+        let err = StreamError::new(StreamCondition::NotAuthorized).with_text("account deleted");
+        let ended = self.router.end_sessions(user, &err);
+        let closed = ended.len();
+        for (jid, e) in ended {
+            self.session_replaced(&jid, e).await;
+        }
         let u = user.to_owned();
         match on_pool(self.storage, move |s| s.delete_account(&u)).await {
             Ok(()) => {}
             Err(StorageError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let err = StreamError::new(StreamCondition::NotAuthorized).with_text("account deleted");
-        let closed = self.router.close_sessions(user, &err);
+        let late = self.router.end_sessions(user, &err).len();
         log::info!(
-            "c2s{}: account {user} deleted, {closed} session(s) closed",
-            self.conn
+            "c2s{}: account {user} deleted, {} session(s) closed",
+            self.conn,
+            closed + late
         );
         Ok(true)
     }
