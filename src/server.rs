@@ -20,7 +20,7 @@ use crate::net::s2s::{S2s, S2sSettings};
 use crate::net::tls::TlsSetup;
 use crate::password::PasswordCheckConfig;
 use crate::router::Router;
-use crate::storage::Storage;
+use crate::storage::{Accounts as _, Storage};
 use crate::stream::c2s::C2sPolicy;
 use crate::stream::component::ComponentPolicy;
 use crate::stream::s2s::{DialbackSecret, S2sPolicy};
@@ -104,6 +104,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             queue: cfg.auth.password_check_queue,
         },
     );
+    for admin in &cfg.admins {
+        // Not fatal: the owner may add the account after naming it.
+        let user = admin.local().unwrap_or_default();
+        if !storage.account_exists(user).unwrap_or(true) {
+            log::warn!("admins: {admin} is not an account here yet (hearth user add {user})");
+        }
+    }
     let modules = Registry::configured(crate::features::adhoc::Adhoc::new(
         cfg.admins.clone(),
         auth.password_checks(),
