@@ -2,7 +2,8 @@
 //! library's XEP-0050 implementation (slixmpp's `xep_0050`: `get_commands`,
 //! `start_command`, `complete_command`) against a real hearth, and the effects checked
 //! with real logins: a user added can log in, a changed password is the one that works, a
-//! deleted user cannot log in and is logged out, an announcement reaches everyone online.
+//! deleted user cannot log in and is logged out, a device can be logged out, an
+//! announcement reaches everyone online.
 
 mod common;
 
@@ -87,7 +88,10 @@ fn admin_lists_the_commands_and_a_user_sees_none_and_is_refused() {
     for n in [
         "add-user",
         "delete-user",
+        "end-user-session",
         "change-user-password",
+        "get-registered-users-num",
+        "get-registered-users-list",
         "get-online-users-num",
         "get-online-users-list",
         "announce",
@@ -141,6 +145,17 @@ fn add_user_change_password_delete_user() {
     assert_eq!(form["fields"]["accountjid"], "jid-single", "{run}");
     assert_eq!(notes(&run), ["info: Added carol@test.local."], "{run}");
     assert!(logs_in(&server, "carol", "carol's first"));
+    let run = admin(
+        &server,
+        "get-registered-users-list",
+        &[("max_items", "none")],
+    );
+    run.assert_ok();
+    assert_eq!(
+        result(&run, "registereduserjids"),
+        ["alice@test.local", "bob@test.local", "carol@test.local"],
+        "{run}"
+    );
 
     let run = admin(
         &server,
@@ -242,4 +257,28 @@ fn online_users_and_an_announcement_to_them() {
         assert_eq!(m["type"], "headline", "{got}");
         assert_eq!(m["subject"], "Power cut", "{got}");
     }
+}
+
+#[test]
+fn an_admin_logs_a_device_out() {
+    let server = server();
+    let mut bob = slixmpp(&server, "bob", BOB_PW, MECH)
+        .resource("lost-phone")
+        .spawn(&["receive"]);
+    bob.wait_for_event("ready", Duration::from_secs(20));
+    let run = admin(
+        &server,
+        "end-user-session",
+        &[("accountjids", "bob@test.local/lost-phone")],
+    );
+    run.assert_ok();
+    assert_eq!(notes(&run), ["info: Ended 1 session(s)."], "{run}");
+    let ended = bob.finish();
+    assert_eq!(
+        ended.expect_event("stream_error")["condition"],
+        "policy-violation",
+        "{ended}"
+    );
+    // The account stays.
+    assert!(logs_in(&server, "bob", BOB_PW));
 }

@@ -833,31 +833,55 @@ impl Router {
         queued
     }
 
-    /// Ends every session of `user` at once (its account is being deleted): each is
-    /// unbound and its connection told to close its stream with `err`. Returns what each
-    /// left behind, for the unavailable broadcast ([`im::Im::session_replaced`]); the
-    /// connections find nothing to unbind when they finish.
-    pub fn end_sessions(&self, user: &str, err: &StreamError) -> Vec<(FullJid, Ended)> {
-        let Some(list) = self.sessions().remove(user) else {
+    /// Ends the sessions of `user` at once — all of them, or the one bound to `resource`
+    /// (its account is being deleted, or an admin ends them): each is unbound and its
+    /// connection told to close its stream with `err`. Returns what each left behind, for
+    /// the unavailable broadcast (`Im::session_replaced`); the connections find nothing
+    /// to unbind when they finish.
+    pub fn end_sessions(
+        &self,
+        user: &str,
+        resource: Option<&str>,
+        err: &StreamError,
+    ) -> Vec<(FullJid, Ended)> {
+        let mut map = self.sessions();
+        let Some(list) = map.get_mut(user) else {
             return Vec::new();
         };
-        self.blocklists
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(user);
+        let (gone, kept): (Vec<Session>, Vec<Session>) = std::mem::take(list)
+            .into_iter()
+            .partition(|s| resource.is_none_or(|r| *s.resource == *r));
+        let kept_available = kept.iter().any(|s| s.available);
+        let is_last = kept.is_empty();
+        *list = kept;
+        if is_last {
+            map.remove(user);
+        }
+        drop(map);
+        if is_last {
+            self.blocklists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(user);
+        }
         let mut ended = Vec::new();
-        for (i, s) in list.iter().enumerate() {
+        for (i, s) in gone.iter().enumerate() {
             s.tx.force_send(ToSession::Close(err.clone()));
             let Ok(jid) = FullJid::new(Some(user), &self.domain, &s.resource) else {
                 continue;
             };
+            // Those not yet told of count as still available: the last one told of is
+            // the account's last resource, unless some were kept.
+            let others_available = kept_available
+                || gone
+                    .get(i + 1..)
+                    .is_some_and(|r| r.iter().any(|o| o.available));
             ended.push((
                 jid,
                 Ended {
                     was_available: s.available,
                     directed: s.directed.clone(),
-                    // Those not yet told of: the last one told is the last resource.
-                    others_available: list[i + 1..].iter().any(|o| o.available),
+                    others_available,
                 },
             ));
         }

@@ -63,7 +63,8 @@ pub struct ServerOpts {
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
-    /// Top-level `admins` (bare JIDs of accounts allowed the XEP-0133 commands).
+    /// hearth's top-level `admins` (bare JIDs of accounts allowed the XEP-0133
+    /// commands); not given to Prosody, whose admin commands say other things.
     pub admins: Vec<String>,
 }
 

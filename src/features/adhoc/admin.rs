@@ -1,6 +1,8 @@
 //! XEP-0133: Service Administration — the commands an owner needs from a phone: add a
-//! user (§4.1), delete users (§4.2), change a user's password (§4.7), the number (§4.15)
-//! and list (§4.20) of online users, and an announcement to everyone online (§4.23).
+//! user (§4.1), delete users (§4.2), end users' sessions (§4.5), change a user's
+//! password (§4.7), the number (§4.13) and list (§4.18) of registered users, the number
+//! (§4.15) and list (§4.20) of online users, and an announcement to everyone online
+//! (§4.23).
 //! Each is one stage: a form (XEP-0004, `FORM_TYPE` `http://jabber.org/protocol/admin`),
 //! then the result.
 //!
@@ -13,10 +15,12 @@
 use crate::admin::localpart_of;
 use crate::features::IqCx;
 use crate::features::forms::{Field, Form, FormType, Submitted};
+use crate::jid::normalize_resource;
 use crate::ns;
 use crate::password::{PasswordChecks, PasswordError};
 use crate::router::im::on_pool;
 use crate::stanza::{StanzaCondition, StanzaError};
+use crate::stanza::{StreamCondition, StreamError};
 use crate::storage::{Accounts as _, StorageError};
 use crate::xml::Element;
 
@@ -31,7 +35,10 @@ const MAX_DELETE: usize = 100;
 pub enum Command {
     AddUser,
     DeleteUser,
+    EndUserSession,
     ChangeUserPassword,
+    GetRegisteredUsersNum,
+    GetRegisteredUsersList,
     GetOnlineUsersNum,
     GetOnlineUsersList,
     Announce,
@@ -43,7 +50,10 @@ pub enum Command {
 pub const ALL: &[Command] = &[
     Command::AddUser,
     Command::DeleteUser,
+    Command::EndUserSession,
     Command::ChangeUserPassword,
+    Command::GetRegisteredUsersNum,
+    Command::GetRegisteredUsersList,
     Command::GetOnlineUsersNum,
     Command::GetOnlineUsersList,
     Command::Announce,
@@ -55,7 +65,14 @@ impl Command {
         match self {
             Command::AddUser => "http://jabber.org/protocol/admin#add-user",
             Command::DeleteUser => "http://jabber.org/protocol/admin#delete-user",
+            Command::EndUserSession => "http://jabber.org/protocol/admin#end-user-session",
             Command::ChangeUserPassword => "http://jabber.org/protocol/admin#change-user-password",
+            Command::GetRegisteredUsersNum => {
+                "http://jabber.org/protocol/admin#get-registered-users-num"
+            }
+            Command::GetRegisteredUsersList => {
+                "http://jabber.org/protocol/admin#get-registered-users-list"
+            }
             Command::GetOnlineUsersNum => "http://jabber.org/protocol/admin#get-online-users-num",
             Command::GetOnlineUsersList => "http://jabber.org/protocol/admin#get-online-users-list",
             Command::Announce => "http://jabber.org/protocol/admin#announce",
@@ -67,7 +84,10 @@ impl Command {
         match self {
             Command::AddUser => "Add a user",
             Command::DeleteUser => "Delete users",
+            Command::EndUserSession => "Log users out",
             Command::ChangeUserPassword => "Change a user's password",
+            Command::GetRegisteredUsersNum => "Number of users",
+            Command::GetRegisteredUsersList => "Users",
             Command::GetOnlineUsersNum => "Number of online users",
             Command::GetOnlineUsersList => "Online users",
             Command::Announce => "Announce to everyone online",
@@ -96,21 +116,26 @@ impl Command {
                         .label("The addresses of the users to delete")
                         .required(),
                 ),
+            // §4.5
+            Command::EndUserSession => form
+                .instructions(
+                    "An address ends all of that user's sessions, user@domain/resource one. \
+                     Their devices may log in again: change the password to stop that.",
+                )
+                .field(
+                    Field::new("accountjids", "jid-multi")
+                        .label("The users whose sessions to end")
+                        .required(),
+                ),
             // §4.7
             Command::ChangeUserPassword => form
                 .field(jid_single("accountjid", "The address of the user"))
                 .field(private("password", "New password")),
-            // §4.15: nothing to ask.
-            Command::GetOnlineUsersNum => return None,
-            // §4.20
-            Command::GetOnlineUsersList => {
-                let mut max = Field::new("max_items", "list-single")
-                    .label("Maximum number of users")
-                    .value("100");
-                for n in ["25", "50", "75", "100", "150", "200"] {
-                    max = max.option(n, n);
-                }
-                form.field(max.option("none", "none"))
+            // §4.13, §4.15: nothing to ask.
+            Command::GetRegisteredUsersNum | Command::GetOnlineUsersNum => return None,
+            // §4.18, §4.20
+            Command::GetRegisteredUsersList | Command::GetOnlineUsersList => {
+                form.field(max_items())
             }
             // §4.23
             Command::Announce => form
@@ -121,6 +146,37 @@ impl Command {
                         .required(),
                 ),
         })
+    }
+}
+
+/// §4.18, §4.20: how long a list may be.
+fn max_items() -> Field {
+    let mut max = Field::new("max_items", "list-single")
+        .label("Maximum number of users")
+        .value("100");
+    for n in ["25", "50", "75", "100", "150", "200"] {
+        max = max.option(n, n);
+    }
+    max.option("none", "none")
+}
+
+/// The `max_items` asked for: all for `none`, 100 when unreadable.
+fn max_items_of(form: &Submitted) -> usize {
+    match form.text("max_items") {
+        None | Some("none") => usize::MAX,
+        Some(n) => n.parse().unwrap_or(100),
+    }
+}
+
+/// A result form with one field of `values`.
+fn result_field(var: &str, kind: &'static str, label: &str, values: Vec<String>) -> Done {
+    let mut field = Field::new(var, kind).label(label);
+    for v in values {
+        field = field.value(v);
+    }
+    Done {
+        note: None,
+        result: Some(Form::new(FormType::Result, NS_ADMIN).field(field)),
     }
 }
 
@@ -195,33 +251,46 @@ pub async fn run(
         Command::AddUser => add_user(cx, passwords, form).await,
         Command::DeleteUser => delete_users(cx, form).await,
         Command::ChangeUserPassword => change_password(cx, passwords, form).await,
+        Command::EndUserSession => end_sessions(cx, form).await,
+        Command::GetRegisteredUsersNum => {
+            let n = registered(cx).await?.len();
+            Ok(result_field(
+                "registeredusersnum",
+                "text-single",
+                "The number of registered users",
+                vec![n.to_string()],
+            ))
+        }
+        Command::GetRegisteredUsersList => {
+            let users = registered(cx).await?;
+            let jids = users.into_iter().take(max_items_of(form));
+            Ok(result_field(
+                "registereduserjids",
+                "jid-multi",
+                "The list of all users",
+                jids.map(|u| format!("{u}@{domain}")).collect(),
+            ))
+        }
         Command::GetOnlineUsersNum => {
             let n = cx.im.router.online_users().len();
-            Ok(Done {
-                note: None,
-                result: Some(
-                    Form::new(FormType::Result, NS_ADMIN).field(
-                        Field::new("onlineusersnum", "text-single")
-                            .label("The number of online users")
-                            .value(n.to_string()),
-                    ),
-                ),
-            })
+            Ok(result_field(
+                "onlineusersnum",
+                "text-single",
+                "The number of online users",
+                vec![n.to_string()],
+            ))
         }
         Command::GetOnlineUsersList => {
-            let max = match form.text("max_items") {
-                None | Some("none") => usize::MAX,
-                Some(n) => n.parse().unwrap_or(100),
-            };
-            let mut field =
-                Field::new("onlineuserjids", "jid-multi").label("The list of all online users");
-            for u in cx.im.router.online_users().into_iter().take(max) {
-                field = field.value(format!("{u}@{domain}"));
-            }
-            Ok(Done {
-                note: None,
-                result: Some(Form::new(FormType::Result, NS_ADMIN).field(field)),
-            })
+            let users = cx.im.router.online_users().into_iter();
+            Ok(result_field(
+                "onlineuserjids",
+                "jid-multi",
+                "The list of all online users",
+                users
+                    .take(max_items_of(form))
+                    .map(|u| format!("{u}@{domain}"))
+                    .collect(),
+            ))
         }
         Command::Announce => {
             let body = form.lines("announcement").join("\n");
@@ -361,6 +430,58 @@ async fn delete_users(cx: &IqCx<'_>, form: &Submitted) -> Result<Done, StanzaErr
         text.push(' ');
     }
     text.push_str(&format!("Not deleted: {}.", problems.join("; ")));
+    refused(text)
+}
+
+/// The accounts, sorted (§4.13, §4.18).
+async fn registered(cx: &IqCx<'_>) -> Result<Vec<String>, StanzaError> {
+    on_pool(cx.im.storage, |s| s.list_accounts())
+        .await
+        .map_err(internal)
+}
+
+/// §4.5: a bare JID ends all of the account's sessions, a full JID the one.
+async fn end_sessions(cx: &IqCx<'_>, form: &Submitted) -> Result<Done, StanzaError> {
+    let given = form.lines("accountjids");
+    if given.is_empty() {
+        return refused("No address was given.");
+    }
+    let domain = cx.domain();
+    let err = StreamError::new(StreamCondition::PolicyViolation)
+        .with_text("logged out by an administrator");
+    let (mut ended, mut problems) = (0, Vec::new());
+    for g in given {
+        let (bare, resource) = match g.split_once('/') {
+            Some((bare, r)) => match normalize_resource(r) {
+                Ok(r) => (bare, Some(r)),
+                Err(e) => {
+                    problems.push(format!("{g}: {e}"));
+                    continue;
+                }
+            },
+            None => (g, None),
+        };
+        match localpart_of(bare, domain) {
+            Err(e) => problems.push(e.to_string()),
+            Ok(user) => {
+                let n = cx.im.end_sessions(&user, resource.as_deref(), &err).await;
+                if n == 0 {
+                    problems.push(format!("{g} is not online"));
+                }
+                ended += n;
+            }
+        }
+    }
+    log::info!(
+        "c2s{}: {} ended {ended} session(s)",
+        cx.im.conn,
+        cx.from.as_str()
+    );
+    let mut text = format!("Ended {ended} session(s).");
+    if problems.is_empty() {
+        return info(text);
+    }
+    text.push_str(&format!(" {}.", problems.join("; ")));
     refused(text)
 }
 

@@ -188,8 +188,9 @@ impl Module for Adhoc {
                 title: "Service Administration",
                 version: "1.3.0",
                 status: Status::Partial,
-                note: "for `admins`: add and delete users, change a password, online users \
-                       (number, list), announce; no disable, no statistics, no MOTD",
+                note: "for `admins`: add and delete users, end sessions, change a password, \
+                       registered and online users (number, list), announce; no disabling, \
+                       no statistics, no MOTD",
             },
         ]
     }

@@ -627,3 +627,71 @@ fn sessions_expire_and_are_bounded_per_account() {
         assert_eq!(e.app, Some(("bad-sessionid", super::NS_COMMANDS)));
     }
 }
+
+#[test]
+fn registered_users_and_ending_sessions() {
+    let w = World::new();
+    let alice = w.bind("alice", "phone");
+    let bob = w.bind("bob", "desk");
+    let tablet = w.bind("bob", "tablet");
+    let carol = w.bind("carol", "tv");
+    let out = w.command(&alice, &node(Command::GetRegisteredUsersNum), "");
+    assert!(
+        out.contains("status='completed'")
+            && out.contains("var='registeredusersnum'")
+            && out.contains("<value>3</value>"),
+        "{out}"
+    );
+    let out = run(
+        &w,
+        &alice,
+        Command::GetRegisteredUsersList,
+        &[("max_items", "none")],
+    );
+    assert!(
+        out.contains(
+            "<value>alice@home.example</value><value>bob@home.example</value>\
+             <value>carol@home.example</value>"
+        ),
+        "{out}"
+    );
+    // A full JID ends that session only.
+    let out = run(
+        &w,
+        &alice,
+        Command::EndUserSession,
+        &[("accountjids", "bob@home.example/tablet")],
+    );
+    assert!(
+        out.contains("<note type='info'>Ended 1 session(s).</note>"),
+        "{out}"
+    );
+    let q = queued(&tablet);
+    assert!(
+        q.iter()
+            .any(|s| s.starts_with("CLOSE") && s.contains("policy-violation")),
+        "{q:?}"
+    );
+    assert!(queued(&bob).is_empty());
+    // A bare JID ends them all; the account stays.
+    let out = run(
+        &w,
+        &alice,
+        Command::EndUserSession,
+        &[("accountjids", "carol")],
+    );
+    assert!(out.contains("Ended 1 session(s)."), "{out}");
+    assert!(queued(&carol).iter().any(|s| s.starts_with("CLOSE")));
+    assert_eq!(w.router.online_users(), ["alice", "bob"]);
+    assert!(w.storage.account_exists("carol").unwrap());
+    let out = run(
+        &w,
+        &alice,
+        Command::EndUserSession,
+        &[("accountjids", "carol")],
+    );
+    assert!(
+        out.contains("<note type='error'>Ended 0 session(s). carol is not online.</note>"),
+        "{out}"
+    );
+}

@@ -1,8 +1,9 @@
-//! Removing an account while the server runs: its stored rows and its sessions.
+//! Removing an account while the server runs: its stored rows and its sessions; and
+//! ending an account's sessions without removing it.
 //!
-//! A minimal shared helper: XEP-0133 §4.2 (delete-user) uses it today; XEP-0077 §3.2
-//! (a user cancelling their own registration) needs the same two steps and should call
-//! this rather than grow its own.
+//! A minimal shared helper: XEP-0133 §4.2 (delete-user) and §4.5 (end-user-session) use
+//! it today; XEP-0077 §3.2 (a user cancelling their own registration) needs the same
+//! steps and should call [`Im::remove_account`] rather than grow its own.
 
 use super::{Im, on_pool};
 use crate::stanza::{StreamCondition, StreamError};
@@ -22,23 +23,36 @@ impl Im<'_> {
             return Ok(false);
         }
         let err = StreamError::new(StreamCondition::NotAuthorized).with_text("account deleted");
-        let ended = self.router.end_sessions(user, &err);
-        let closed = ended.len();
-        for (jid, e) in ended {
-            self.session_replaced(&jid, e).await;
-        }
+        let closed = self.end_sessions(user, None, &err).await;
         let u = user.to_owned();
         match on_pool(self.storage, move |s| s.delete_account(&u)).await {
             Ok(()) => {}
             Err(StorageError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let late = self.router.end_sessions(user, &err).len();
+        let late = self.router.end_sessions(user, None, &err).len();
         log::info!(
             "c2s{}: account {user} deleted, {} session(s) closed",
             self.conn,
             closed + late
         );
         Ok(true)
+    }
+
+    /// Ends `user`'s sessions (or the one bound to `resource`): each connection closes
+    /// with `err`, and the contacts get its unavailable presence (RFC 6121 §4.5.2) as for
+    /// any disconnect. Returns how many were ended.
+    pub(crate) async fn end_sessions(
+        &self,
+        user: &str,
+        resource: Option<&str>,
+        err: &StreamError,
+    ) -> usize {
+        let ended = self.router.end_sessions(user, resource, err);
+        let n = ended.len();
+        for (jid, e) in ended {
+            self.session_replaced(&jid, e).await;
+        }
+        n
     }
 }
