@@ -6,6 +6,8 @@
 //! Only what the server needs: fields with a type, label, values, options and
 //! `<required/>`; no `<reported/>` tables, no media (XEP-0221).
 
+use std::borrow::Cow;
+
 use crate::xml::Element;
 
 /// The data forms namespace (XEP-0004 §3).
@@ -274,6 +276,51 @@ impl Submitted {
     }
 }
 
+/// `xml` (serialized stanzas, as logged at trace level) with the values of every data
+/// form field whose `var` names a password (`password`, `password-verify`: XEP-0133's
+/// add-user and change-user-password) replaced by their length, so that no log level
+/// shows a password (DESIGN.md "Logging"), as `stream::sasl::redact_payloads` does for
+/// SASL. Our serializer writes `<field` without a prefix; character data cannot hold a
+/// raw `<`, so a `<field` inside a message body is `&lt;field` and left alone.
+pub fn redact_password_fields(xml: &str) -> Cow<'_, str> {
+    if !xml.contains("<field") {
+        return Cow::Borrowed(xml);
+    }
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find("<field") {
+        let tag = &rest[at..];
+        let Some(gt) = tag.find('>') else { break };
+        let start_tag = &tag[..=gt];
+        let is_field = start_tag[6..].starts_with([' ', '>', '/', '\t', '\n', '\r']);
+        out.push_str(&rest[..at + gt + 1]);
+        rest = &tag[gt + 1..];
+        let is_secret = is_field && var_of(start_tag).is_some_and(|v| v.contains("password"));
+        if !is_secret || start_tag.ends_with("/>") {
+            continue;
+        }
+        let Some(end) = rest.find("</field>") else {
+            // Cut off: hide what is left.
+            out.push_str(&format!("[{} bytes redacted]", rest.len()));
+            return Cow::Owned(out);
+        };
+        if end > 0 {
+            out.push_str(&format!("[{end} bytes redacted]"));
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// The `var` attribute's value in a start tag, in either quotes.
+fn var_of(start_tag: &str) -> Option<&str> {
+    let at = start_tag.find(" var=")? + " var=".len();
+    let quote = start_tag[at..].chars().next()?;
+    let value = start_tag.get(at + 1..)?;
+    value.find(quote).map(|end| &value[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +427,30 @@ mod tests {
         );
         let cancel = Element::new("x", NS_DATA).with_attr("type", "cancel");
         assert_eq!(Submitted::parse(&cancel).unwrap().kind, FormType::Cancel);
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_logged_xml() {
+        let xml = "<iq><command><x type=\"submit\"><field var=\"accountjid\"><value>carol@h\
+                   </value></field><field type=\"text-private\" var=\"password\"><value>s3cret\
+                   </value></field><field var='password-verify'><value>s3cret</value></field>\
+                   <field var=\"password\"/></x></command></iq>";
+        let r = redact_password_fields(xml);
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(r.contains("<value>carol@h</value>"), "{r}");
+        assert!(
+            r.contains("var=\"password\">[21 bytes redacted]</field>"),
+            "{r}"
+        );
+        let cut = redact_password_fields("<field var=\"password\"><value>s3c");
+        assert!(!cut.contains("s3c") && cut.contains("redacted"), "{cut}");
+        let body = "<message><body>&lt;field var=\"password\"&gt;x</body></message>";
+        assert_eq!(redact_password_fields(body), body);
+        let fields = "<fields var=\"password\">kept</fields>";
+        assert_eq!(redact_password_fields(fields), fields);
+        assert!(matches!(
+            redact_password_fields("<presence/>"),
+            Cow::Borrowed(_)
+        ));
     }
 }

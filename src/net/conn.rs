@@ -301,7 +301,9 @@ impl<D: Driver> Link<D> {
             "{}{}: out {}",
             D::KIND,
             self.id,
-            crate::stream::sasl::redact_payloads(&self.out)
+            crate::features::forms::redact_password_fields(&crate::stream::sasl::redact_payloads(
+                &self.out
+            ))
         );
         let data = std::mem::take(&mut self.out);
         let write = async {
@@ -588,7 +590,9 @@ impl<D: Driver> Conn<D> {
                                 "{}{}: in {}",
                                 D::KIND,
                                 self.link.id,
-                                crate::stream::sasl::redact_payloads(&el.to_string())
+                                crate::features::forms::redact_password_fields(
+                                    &crate::stream::sasl::redact_payloads(&el.to_string())
+                                )
                             );
                         }
                         self.link.machine.handle(ev.into())
