@@ -1313,6 +1313,39 @@ mod tests {
         assert!(r.unbind(&old.jid, old.id).is_none());
     }
 
+    /// XEP-0133 end-user-session and account removal: sessions unbound at once, each
+    /// told to close, the last one told of reported as the account's last resource.
+    #[test]
+    fn ending_sessions_unbinds_and_closes_them() {
+        let r = router();
+        let mut rxs = Vec::new();
+        let mut bound = Vec::new();
+        for res in ["phone", "laptop", "tv"] {
+            let (tx, rx) = session_queue(QUEUE_BYTES);
+            let b = r.bind("alice", Some(res.into()), tx).unwrap();
+            r.update_presence(&b.jid, &presence(&b.jid, None), true);
+            rxs.push(rx);
+            bound.push(b);
+        }
+        let err = StreamError::new(StreamCondition::PolicyViolation);
+        let one = r.end_sessions("alice", Some("laptop"), &err);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0.resource(), "laptop");
+        assert!(one[0].1.was_available && one[0].1.others_available);
+        // After the presences of the others, queued earlier.
+        let closed = std::iter::from_fn(|| rxs[1].try_recv().ok()).any(
+            |m| matches!(m, ToSession::Close(e) if e.condition == StreamCondition::PolicyViolation),
+        );
+        assert!(closed);
+        assert!(r.unbind(&bound[1].jid, bound[1].id).is_none());
+        let rest = r.end_sessions("alice", None, &err);
+        let others: Vec<bool> = rest.iter().map(|(_, e)| e.others_available).collect();
+        assert_eq!(others, [true, false]);
+        assert_eq!(r.session_count(), 0);
+        assert!(r.online_users().is_empty());
+        assert!(r.end_sessions("alice", None, &err).is_empty());
+    }
+
     #[test]
     fn pushes_go_to_interested_resources_only() {
         let r = router();
