@@ -517,6 +517,17 @@ fn cancel_bad_sessions_and_bad_actions() {
         ),
     );
     assert!(out.contains("bad-request"), "{out}");
+    // A form of another kind is not this command's.
+    let out = w.command(
+        &alice,
+        &node(Command::GetOnlineUsersNum),
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>\
+         <value>urn:example:other</value></field></x>",
+    );
+    assert!(
+        out.contains("<bad-request") && out.contains("<bad-payload"),
+        "{out}"
+    );
     // A canceled form cancels too (XEP-0004 §3.1).
     let id = sessionid(&w.command(&alice, &add, ""));
     let out = w.command(
