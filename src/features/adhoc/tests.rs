@@ -706,3 +706,19 @@ fn registered_users_and_ending_sessions() {
         "{out}"
     );
 }
+
+/// An admin may delete their own account: the answer comes first, then the stream ends.
+#[test]
+fn an_admin_deleting_themself_gets_the_answer_then_is_logged_out() {
+    let w = World::new();
+    let alice = w.bind("alice", "phone");
+    let out = run(
+        &w,
+        &alice,
+        Command::DeleteUser,
+        &[("accountjids", "alice@home.example")],
+    );
+    assert!(out.contains("Deleted alice@home.example."), "{out}");
+    assert!(queued(&alice).iter().any(|s| s.starts_with("CLOSE")));
+    assert!(!w.storage.account_exists("alice").unwrap());
+}
