@@ -35,6 +35,11 @@ impl Auth {
         }
     }
 
+    /// The bounded argon2id service, for modules that set passwords (a handle).
+    pub fn password_checks(&self) -> PasswordChecks {
+        self.passwords.clone()
+    }
+
     /// The stored SCRAM keys of `user` (a normalized localpart) for `hash`, or `None` if
     /// there are none (no such user, no keys for that hash, SCRAM keys turned off): the
     /// machine then fails the exchange as it would for a wrong password (RFC 5802 §5.1

@@ -11,6 +11,7 @@
 //! allow_root = false                 # serve even when started as root
 //! mdns = true                        # advertise on the LAN (mDNS/DNS-SD)
 //! mdns_interfaces = ["eth0", "wlan0"] # default: every interface
+//! admins = ["alice@kitchen.local"]   # may run XEP-0133 admin commands (add users, …)
 //!
 //! [c2s]
 //! listen = ["[::]:5222"]             # STARTTLS (RFC 6120 §5)
@@ -89,6 +90,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use crate::jid::BareJid;
 use crate::storage::Quota;
 
 /// The validated configuration of one server.
@@ -119,6 +121,9 @@ pub struct Config {
     pub components: ComponentsConfig,
     /// The household, hearth's shared roster group.
     pub household: HouseholdConfig,
+    /// Accounts of this server that may run the XEP-0133 administration commands
+    /// (top-level `admins`), normalized bare JIDs.
+    pub admins: Vec<BareJid>,
 }
 
 /// The household (`[household]`): accounts that see each other with mutual presence
@@ -586,6 +591,7 @@ struct RawConfig {
     s2s: Option<RawS2s>,
     components: Option<RawComponents>,
     household: Option<RawHousehold>,
+    admins: Option<Strings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -775,6 +781,7 @@ impl RawConfig {
             None => env.cores().clamp(1, defaults::MAX_THREADS),
         };
         let components = self.components.unwrap_or_default().validate(&domain)?;
+        let admins = admins("admins", self.admins, &domain)?;
         Ok(Config {
             domain,
             data_dir,
@@ -792,10 +799,31 @@ impl RawConfig {
                 .s2s
                 .unwrap_or_default()
                 .validate(base, self.federation.unwrap_or(true))?,
+            admins,
             components,
             household: self.household.unwrap_or_default().validate()?,
         })
     }
+}
+
+/// The `admins` list: bare JIDs of accounts on `domain` (XEP-0133 is for this server's
+/// own administrators; an address elsewhere could never log in here).
+fn admins(key: &str, list: Option<Strings>, domain: &str) -> Result<Vec<BareJid>, ConfigErrorKind> {
+    let mut out: Vec<BareJid> = Vec::new();
+    for (i, s) in list.map(|l| l.0).unwrap_or_default().iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let jid = BareJid::parse(s).map_err(|e| invalid(&key, format!("{s:?}: {e}")))?;
+        if jid.local().is_none() || jid.domain() != domain {
+            return Err(invalid(
+                &key,
+                format!("{s:?}: an admin is an account of this server, user@{domain}"),
+            ));
+        }
+        if !out.contains(&jid) {
+            out.push(jid);
+        }
+    }
+    Ok(out)
 }
 
 impl RawC2s {
@@ -1523,6 +1551,7 @@ mod tests {
             federation = true
             mdns = false
             mdns_interfaces = ["eth0", "wlan0"]
+            admins = ["Alice@kitchen.local", "bob@KITCHEN.local", "alice@kitchen.local"]
 
             [c2s]
             listen = ["0.0.0.0:5222", "[::1]:5222"]
@@ -1619,8 +1648,28 @@ mod tests {
                 household: HouseholdConfig {
                     group: "Family".into(),
                 },
+                admins: vec![
+                    BareJid::parse("alice@kitchen.local").unwrap(),
+                    BareJid::parse("bob@kitchen.local").unwrap(),
+                ],
             }
         );
+    }
+
+    #[test]
+    fn admins_are_accounts_of_this_server() {
+        for bad in [
+            r#"admins = ["alice@elsewhere.example"]"#,
+            r#"admins = ["kitchen.local"]"#,
+            r#"admins = ["alice@kitchen.local/phone"]"#,
+            r#"admins = ["a b@kitchen.local"]"#,
+            r#"admins = "alice@kitchen.local""#,
+        ] {
+            let e = parse(&format!("domain = \"kitchen.local\"\n{bad}")).unwrap_err();
+            assert!(e.to_string().contains("admins"), "{bad}: {e}");
+        }
+        let c = parse("domain = \"kitchen.local\"\n").unwrap();
+        assert!(c.admins.is_empty());
     }
 
     #[test]
@@ -1649,7 +1698,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`)"
         );
     }
 

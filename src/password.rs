@@ -138,6 +138,25 @@ impl PasswordChecks {
         }
     }
 
+    /// Derives what is stored for a new password ([`Credentials::derive`]) on the same
+    /// bounded threads as the checks: setting a password (XEP-0133 add-user,
+    /// change-user-password) costs what a login costs, and waits or is refused like one.
+    pub async fn derive(
+        &self,
+        password: String,
+        scram_keys: bool,
+    ) -> Result<Credentials, PasswordError> {
+        let work = self
+            .pool
+            .try_run(move || Credentials::derive(&password, scram_keys))
+            .map_err(|_| PasswordError::Busy)?;
+        match work.await {
+            Ok(result) => result,
+            Err(PoolError::Busy) => Err(PasswordError::Busy),
+            Err(PoolError::Failed) => Err(PasswordError::Crypto("the derivation failed".into())),
+        }
+    }
+
     /// Checking threads alive now.
     pub fn threads(&self) -> usize {
         self.pool.threads()

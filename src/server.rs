@@ -20,7 +20,7 @@ use crate::net::s2s::{S2s, S2sSettings};
 use crate::net::tls::TlsSetup;
 use crate::password::PasswordCheckConfig;
 use crate::router::Router;
-use crate::storage::Storage;
+use crate::storage::{Accounts as _, Storage};
 use crate::stream::c2s::C2sPolicy;
 use crate::stream::component::ComponentPolicy;
 use crate::stream::s2s::{DialbackSecret, S2sPolicy};
@@ -97,7 +97,24 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     } else {
         vec![Mechanism::Plain]
     };
-    let modules = Registry::configured(&cfg.household);
+    let auth = Auth::new(
+        storage.clone(),
+        PasswordCheckConfig {
+            at_once: cfg.auth.password_checks_at_once,
+            queue: cfg.auth.password_check_queue,
+        },
+    );
+    for admin in &cfg.admins {
+        // Not fatal: the owner may add the account after naming it.
+        let user = admin.local().unwrap_or_default();
+        if !storage.account_exists(user).unwrap_or(true) {
+            log::warn!("admins: {admin} is not an account here yet (hearth user add {user})");
+        }
+    }
+    let modules = Registry::configured(
+        &cfg.household,
+        crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks()),
+    );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {
         use crate::features::household::Household as _;
@@ -158,13 +175,6 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-    let auth = Auth::new(
-        storage.clone(),
-        PasswordCheckConfig {
-            at_once: cfg.auth.password_checks_at_once,
-            queue: cfg.auth.password_check_queue,
-        },
-    );
     let max = cfg.c2s.max_stanza_bytes;
     for &a in &cfg.components.listen {
         listeners.push((bind(a)?, false, Peers::Components));

@@ -22,7 +22,7 @@ impl Module for Disco {
             title: "Service Discovery",
             version: "2.5rc3",
             status: Status::Complete,
-            note: "the server and accounts; no nodes, no items yet",
+            note: "the server and accounts; the nodes of ad-hoc commands; no other items",
         }]
     }
 
@@ -70,9 +70,13 @@ fn answer(cx: &IqCx, iq: &Stanza) -> super::IqOutcome {
     if iq.iq_type() != Some(IqType::Get) {
         return Err(StanzaError::new(StanzaCondition::NotAllowed));
     }
-    if payload.attr("node").is_some() {
-        // No nodes are published here (XEP-0030 §3.2 / §4.2).
-        return Err(StanzaError::new(StanzaCondition::ItemNotFound));
+    if let Some(node) = payload.attr("node") {
+        // XEP-0030 §3.2 / §4.2: the module whose node it is answers (ad-hoc commands).
+        return cx
+            .registry
+            .modules()
+            .find_map(|m| m.disco_node(cx, node, is_info))
+            .unwrap_or_else(|| Err(StanzaError::new(StanzaCondition::ItemNotFound)));
     }
     let ns = if is_info {
         ns::DISCO_INFO

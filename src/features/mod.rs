@@ -13,10 +13,12 @@
 //! Adding a XEP means adding a module file (or folder) here and a line in
 //! [`Registry::standard`].
 
+pub mod adhoc;
 pub mod blocking;
 pub mod core;
 pub mod disco;
 pub mod federation;
+pub mod forms;
 pub mod household;
 pub mod last;
 pub mod offline;
@@ -305,6 +307,13 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a
+    /// `node` of the entity asked, when the node is this module's (the ad-hoc commands
+    /// list, a command); `None` otherwise. The disco module asks each module in turn.
+    fn disco_node(&self, _cx: &IqCx<'_>, _node: &str, _is_info: bool) -> Option<IqOutcome> {
+        None
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -373,13 +382,24 @@ impl Registry {
         }
     }
 
-    /// Everything hearth does today, with the default settings.
+    /// Everything hearth does today, with the default settings and no admins (as in
+    /// most tests).
     pub fn standard() -> Registry {
-        Registry::configured(&household::HouseholdConfig::default())
+        let passwords =
+            crate::password::PasswordChecks::new(crate::password::PasswordCheckConfig {
+                at_once: 1,
+                queue: 4,
+            });
+        Registry::configured(
+            &household::HouseholdConfig::default(),
+            adhoc::Adhoc::new(Vec::new(), passwords),
+        )
     }
 
-    /// Everything hearth does today, with the modules' settings from the configuration.
-    pub fn configured(household: &household::HouseholdConfig) -> Registry {
+    /// Everything hearth does, with the modules' settings from the configuration: the
+    /// household's group, the ad-hoc commands' admins and the server's bounded password
+    /// threads.
+    pub fn configured(household: &household::HouseholdConfig, adhoc: adhoc::Adhoc) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
@@ -394,6 +414,7 @@ impl Registry {
             Box::new(last::Last),
             Box::new(federation::Federation),
             Box::new(household::HouseholdModule::new(household)),
+            Box::new(adhoc),
         ])
     }
 

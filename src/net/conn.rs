@@ -327,7 +327,9 @@ impl<D: Driver> Link<D> {
             "{}{}: out {}",
             D::KIND,
             self.id,
-            crate::stream::sasl::redact_payloads(&self.out)
+            crate::features::forms::redact_password_fields(&crate::stream::sasl::redact_payloads(
+                &self.out
+            ))
         );
         let data = std::mem::take(&mut self.out);
         let write = async {
@@ -608,7 +610,9 @@ impl<D: Driver> Conn<D> {
                                 "{}{}: in {}",
                                 D::KIND,
                                 self.link.id,
-                                crate::stream::sasl::redact_payloads(&el.to_string())
+                                crate::features::forms::redact_password_fields(
+                                    &crate::stream::sasl::redact_payloads(&el.to_string())
+                                )
                             );
                         }
                         self.link.machine.handle(ev.into())

@@ -804,6 +804,90 @@ impl Router {
         }
     }
 
+    /// The accounts with at least one bound session, sorted (XEP-0133 §4.15, §4.20).
+    pub fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .sessions()
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(user, _)| user.to_string())
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Sends `make(full JID)` to every bound session of every account (XEP-0133 §4.23
+    /// announcements); returns how many were queued.
+    pub fn deliver_to_every_session(&self, make: impl Fn(&FullJid) -> Element) -> usize {
+        let map = self.sessions();
+        let mut queued = 0;
+        for (user, list) in map.iter() {
+            for s in list {
+                if let Ok(jid) = FullJid::new(Some(user), &self.domain, &s.resource)
+                    && deliver(s, &serialize(&make(&jid)))
+                {
+                    queued += 1;
+                }
+            }
+        }
+        queued
+    }
+
+    /// Ends the sessions of `user` at once — all of them, or the one bound to `resource`
+    /// (its account is being deleted, or an admin ends them): each is unbound and its
+    /// connection told to close its stream with `err`. Returns what each left behind, for
+    /// the unavailable broadcast (`Im::session_replaced`); the connections find nothing
+    /// to unbind when they finish.
+    pub fn end_sessions(
+        &self,
+        user: &str,
+        resource: Option<&str>,
+        err: &StreamError,
+    ) -> Vec<(FullJid, Ended)> {
+        let mut map = self.sessions();
+        let Some(list) = map.get_mut(user) else {
+            return Vec::new();
+        };
+        let (gone, kept): (Vec<Session>, Vec<Session>) = std::mem::take(list)
+            .into_iter()
+            .partition(|s| resource.is_none_or(|r| *s.resource == *r));
+        let kept_available = kept.iter().any(|s| s.available);
+        let is_last = kept.is_empty();
+        *list = kept;
+        if is_last {
+            map.remove(user);
+        }
+        drop(map);
+        if is_last {
+            self.blocklists
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(user);
+        }
+        let mut ended = Vec::new();
+        for (i, s) in gone.iter().enumerate() {
+            s.tx.force_send(ToSession::Close(err.clone()));
+            let Ok(jid) = FullJid::new(Some(user), &self.domain, &s.resource) else {
+                continue;
+            };
+            // Those not yet told of count as still available: the last one told of is
+            // the account's last resource, unless some were kept.
+            let others_available = kept_available
+                || gone
+                    .get(i + 1..)
+                    .is_some_and(|r| r.iter().any(|o| o.available));
+            ended.push((
+                jid,
+                Ended {
+                    was_available: s.available,
+                    directed: s.directed.clone(),
+                    others_available,
+                },
+            ));
+        }
+        ended
+    }
+
     /// Sends `make(resource)` to each resource of `user` that asked for the roster (or
     /// the blocklist).
     pub fn push_to_interested(
@@ -1227,6 +1311,39 @@ mod tests {
         // The old connection is told to close with conflict, and finds nothing to unbind.
         recv_all(&rx1);
         assert!(r.unbind(&old.jid, old.id).is_none());
+    }
+
+    /// XEP-0133 end-user-session and account removal: sessions unbound at once, each
+    /// told to close, the last one told of reported as the account's last resource.
+    #[test]
+    fn ending_sessions_unbinds_and_closes_them() {
+        let r = router();
+        let mut rxs = Vec::new();
+        let mut bound = Vec::new();
+        for res in ["phone", "laptop", "tv"] {
+            let (tx, rx) = session_queue(QUEUE_BYTES);
+            let b = r.bind("alice", Some(res.into()), tx).unwrap();
+            r.update_presence(&b.jid, &presence(&b.jid, None), true);
+            rxs.push(rx);
+            bound.push(b);
+        }
+        let err = StreamError::new(StreamCondition::PolicyViolation);
+        let one = r.end_sessions("alice", Some("laptop"), &err);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0.resource(), "laptop");
+        assert!(one[0].1.was_available && one[0].1.others_available);
+        // After the presences of the others, queued earlier.
+        let closed = std::iter::from_fn(|| rxs[1].try_recv().ok()).any(
+            |m| matches!(m, ToSession::Close(e) if e.condition == StreamCondition::PolicyViolation),
+        );
+        assert!(closed);
+        assert!(r.unbind(&bound[1].jid, bound[1].id).is_none());
+        let rest = r.end_sessions("alice", None, &err);
+        let others: Vec<bool> = rest.iter().map(|(_, e)| e.others_available).collect();
+        assert_eq!(others, [true, false]);
+        assert_eq!(r.session_count(), 0);
+        assert!(r.online_users().is_empty());
+        assert!(r.end_sessions("alice", None, &err).is_empty());
     }
 
     #[test]

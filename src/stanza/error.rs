@@ -116,6 +116,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     /// Human-readable text for the `<text/>` child; never shown to machines.
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.2), as (element name,
+    /// namespace), e.g. XEP-0050's `<bad-sessionid/>`.
+    pub app: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -124,7 +127,14 @@ impl StanzaError {
             condition,
             kind: condition.default_type(),
             text: None,
+            app: None,
         }
+    }
+
+    /// With an application-specific condition element (RFC 6120 §8.3.2).
+    pub fn with_app(mut self, name: &'static str, ns: &'static str) -> Self {
+        self.app = Some((name, ns));
+        self
     }
 
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
@@ -143,6 +153,9 @@ impl StanzaError {
                     .with_attr("xml:lang", "en")
                     .with_text(t.clone()),
             );
+        }
+        if let Some((name, ns)) = self.app {
+            e.push_child(Element::new(name, ns));
         }
         e
     }

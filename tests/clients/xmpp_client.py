@@ -22,6 +22,13 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
   version [--to JID]         XEP-0092 software version
   time [--to JID]            XEP-0202 entity time
   roster                     RFC 6121 roster get: the items with their subscriptions
+  adhoc [--node NODE] [--field VAR=VALUE ...]
+                             XEP-0050 with slixmpp's xep_0050 workflow: list the commands
+                             (get_commands), then with --node start it (start_command),
+                             fill its form with the --field values (repeat a VAR for a
+                             multi-value field) and submit it (complete_command); prints
+                             the form, then the completed command's notes and result
+                             form, or the error
   chat-with --contact JID    RFC 6121 end to end: fetch the roster, send presence with
                              --status, subscribe to the contact and approve its request;
                              once subscribed both ways and its presence shows
@@ -83,6 +90,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199", {"keepalive": False})
         self.register_plugin("xep_0202")
         self.register_plugin("xep_0203")
+        self.register_plugin("xep_0050")
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.add_event_handler("failed_all_auth", self.on_failed_all_auth)
@@ -209,6 +217,15 @@ class Client(slixmpp.ClientXMPP):
                 self.send_presence(pstatus=self.args.status)
                 emit("ready", jid=self.boundjid.full)
                 self.check_household()
+            elif action == "adhoc":
+                items = await self["xep_0050"].get_commands(self.target(),
+                                                            timeout=self.args.iq_timeout)
+                emit("commands", nodes=[i[1] for i in items["disco_items"]["items"]])
+                if self.args.node is None:
+                    self.finish(EXIT_OK)
+                    return
+                session = {"next": self.on_command_form, "error": self.on_command_error}
+                self["xep_0050"].start_command(self.target(), self.args.node, session)
             elif action == "chat-with":
                 await self.get_roster(timeout=self.args.iq_timeout)
                 self.send_presence(pstatus=self.args.status)
@@ -220,6 +237,47 @@ class Client(slixmpp.ClientXMPP):
             self.fail("iq timeout")
         except Exception as e:  # noqa: BLE001 - any surprise is a failed action, not a hang
             self.fail("exception", detail=repr(e))
+
+    # -- adhoc ---------------------------------------------------------------------
+
+    def on_command_form(self, iq, session):
+        command = iq["command"]
+        if command["status"] == "completed":
+            self.on_command_done(iq, session)
+            return
+        form = command["form"]
+        fields = form.get_fields()
+        emit("command_form", status=command["status"], sessionid=command["sessionid"],
+             form_type=form["type"], fields={var: f["type"] for var, f in fields.items()},
+             hidden={var: f["value"] for var, f in fields.items() if f["type"] == "hidden"})
+        values = {}
+        for item in self.args.field or []:
+            var, _, value = item.partition("=")
+            values.setdefault(var, []).append(value)
+        for var, given in values.items():
+            if var not in fields:
+                self.fail("no such field in the form", var=var)
+                return
+            multi = fields[var]["type"] in ("jid-multi", "text-multi", "list-multi")
+            fields[var]["value"] = given if multi else given[0]
+        # Values first: a submitted form drops the fields' types (slixmpp's set_type).
+        form["type"] = "submit"
+        session["payload"] = form
+        session["next"] = self.on_command_done
+        self["xep_0050"].complete_command(session)
+
+    def on_command_done(self, iq, _session):
+        command = iq["command"]
+        result = {}
+        for var, field in command["form"].get_fields().items():
+            result[var] = [v.text or "" for v in field.xml.findall("{jabber:x:data}value")]
+        emit("command_done", status=command["status"],
+             notes=[{"type": t, "text": text} for t, text in command["notes"]], result=result)
+        self.finish(EXIT_OK if command["status"] == "completed" else EXIT_FAIL)
+
+    def on_command_error(self, iq, _session):
+        emit("command_error", condition=iq["error"]["condition"], type=iq["error"]["type"])
+        self.finish(EXIT_FAIL)
 
     # -- chat-with -----------------------------------------------------------------
 
@@ -311,13 +369,16 @@ class Client(slixmpp.ClientXMPP):
         self.finish(EXIT_OK)
 
     def on_message(self, msg):
-        if msg["type"] not in ("chat", "normal") or not msg["body"]:
+        types = ("chat", "normal")
+        if self.args.action == "receive" and self.args.headline:
+            types += ("headline",)
+        if msg["type"] not in types or not msg["body"]:
             if msg["type"] == "error":
                 emit("message_error", sender=str(msg["from"]),
                      condition=msg["error"]["condition"])
             return
         fields = {"sender": str(msg["from"]), "to": str(msg["to"]), "body": msg["body"],
-                  "type": msg["type"]}
+                  "type": msg["type"], "subject": msg["subject"] or None}
         # XEP-0203: a message kept while we were offline carries the server's stamp.
         delay = msg.xml.find("{urn:xmpp:delay}delay")
         if delay is not None:
@@ -375,6 +436,7 @@ def parse_args(argv):
     recv.add_argument("--expect-from")
     recv.add_argument("--expect-body")
     recv.add_argument("--echo", action="store_true")
+    recv.add_argument("--headline", action="store_true")
     for name in ("ping", "disco", "version", "time"):
         sub.add_parser(name).add_argument("--to")
     sub.add_parser("roster")
@@ -382,6 +444,10 @@ def parse_args(argv):
     household.add_argument("--status", required=True)
     household.add_argument("--expect", action="append", metavar="JID=STATUS")
     household.add_argument("--linger", type=float, default=1.0)
+    adhoc = sub.add_parser("adhoc")
+    adhoc.add_argument("--to")
+    adhoc.add_argument("--node")
+    adhoc.add_argument("--field", action="append", help="VAR=VALUE for the command's form")
     chat = sub.add_parser("chat-with")
     chat.add_argument("--contact", required=True)
     chat.add_argument("--status", required=True)

@@ -63,6 +63,9 @@ pub struct ServerOpts {
     /// Appended verbatim to the end of hearth's TOML config, after the `[auth]` table:
     /// start it with a table header (e.g. `[tls]`). For keys this harness does not know.
     pub extra_toml: String,
+    /// hearth's top-level `admins` (bare JIDs of accounts allowed the XEP-0133
+    /// commands); not given to Prosody, whose admin commands say other things.
+    pub admins: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -77,6 +80,7 @@ impl Default for ServerOpts {
             s2s: None,
             tls: None,
             extra_toml: String::new(),
+            admins: Vec::new(),
         }
     }
 }
@@ -201,6 +205,10 @@ impl Server {
         );
         if let Some(n) = opts.threads {
             toml.insert_str(0, &format!("threads = {n}\n"));
+        }
+        if !opts.admins.is_empty() {
+            let list: Vec<String> = opts.admins.iter().map(|a| toml_string(a)).collect();
+            toml.insert_str(0, &format!("admins = [{}]\n", list.join(", ")));
         }
         if let Some(max) = opts.max_stanza_bytes {
             toml.push_str(&format!("max_stanza_bytes = {max}\n"));

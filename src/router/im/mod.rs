@@ -40,6 +40,7 @@ use crate::xml::Element;
 
 use super::Router;
 
+mod account;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
