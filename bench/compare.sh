@@ -31,7 +31,7 @@
 #                    plainflood: on a fresh process, --flood-k PLAIN attempts at
 #                    --flood-c at once, half right, half wrong for unknown accounts,
 #                    server RSS sampled during and --flood-after seconds after;
-#                    s2s (federation, ~6 min for all three): each server with its own
+#                    s2s (federation, ~5.5 min for all three): each server with its own
 #                    domain (hearth.test, prosody.test, ejabberd.test), found through
 #                    a dnsmasq of the run's own; for each pair of servers (fresh
 #                    processes) --s2s-pairs senders on one send chat messages to as
