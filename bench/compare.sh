@@ -5,6 +5,7 @@
 # builds hearth and hearth-load in release mode, starts each server on loopback with the
 # configuration in bench/peers/, creates the same accounts on all three, runs the same
 # hearth-load scenarios against each and prints one table with the ratio hearth/better peer.
+# With --scenarios s2s it also runs them two at a time, federating with each other.
 # See bench/README.md ("Comparing with Prosody and ejabberd") and BENCHMARKS.md.
 #
 # Usage: bench/compare.sh [options]
@@ -25,25 +26,42 @@
 #   --offline-senders S   offline: online senders                       [10]
 #   --offline-window W    offline: unanswered messages per sender       [32]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood [idle,login,chat,presence,offline]
+#                    plainlogin,plainflood,s2s [idle,login,chat,presence,offline]
 #                    plainlogin: the login scenario with SASL PLAIN (LOGIN_RUNS runs);
 #                    plainflood: on a fresh process, --flood-k PLAIN attempts at
 #                    --flood-c at once, half right, half wrong for unknown accounts,
-#                    server RSS sampled during and --flood-after seconds after
+#                    server RSS sampled during and --flood-after seconds after;
+#                    s2s (federation, ~5.5 min for all three): each server with its own
+#                    domain (hearth.test, prosody.test, ejabberd.test), found through
+#                    a dnsmasq of the run's own; for each pair of servers (fresh
+#                    processes) --s2s-pairs senders on one send chat messages to as
+#                    many receivers on the other, --s2s-runs runs each way; then, on a
+#                    fresh process of each, RSS per idle s2s link with --s2s-links
+#                    domains of one more Prosody (see bench/README.md)
+#   --s2s-runs R     s2s: runs per direction, the median is reported  [3]
+#   --s2s-secs D     s2s: measured seconds per run                    [10]
+#   --s2s-pairs P    s2s: sender/receiver pairs                       [8]
+#   --s2s-window W   s2s: messages in flight per pair                 [16]
+#   --s2s-links N    s2s: remote domains for the idle-link RSS        [50]
 #   --flood-k K      PLAIN attempts in plainflood                     [1000]
 #   --flood-c C      plainflood concurrency                           [200]
 #   --flood-after S  seconds RSS is watched after the flood           [15]
 #   --cert TYPE      ecdsa (P-256; hearth makes its own) or rsa (one RSA-2048 certificate
-#                    for all three servers, hearth included)          [ecdsa]
-#   --port-base P    hearth listens on P, Prosody on P+10, ejabberd on P+20 [25222]
+#                    for all three servers, hearth included); s2s: one self-signed
+#                    certificate of this type per domain, hearth's too [ecdsa]
+#   --port-base P    hearth listens on P, Prosody on P+10, ejabberd on P+20 [25222];
+#                    s2s: their s2s ports P+47, P+57, P+67, the many-domain Prosody
+#                    P+30 (c2s) and P+77 (s2s)
+#   --dns-addr A     s2s: where the run's dnsmasq answers (port 53)    [127.78.0.53]
 #   --servers LIST   comma-separated subset of hearth,prosody,ejabberd [all three]
 #   --no-build       use the existing target/release binaries
 #   --keep           keep the work directory (configs, logs, raw JSON) and print its path
 #   --json FILE      also copy every raw result (one JSON object per line) to FILE
 #
-# Needs root (apt-get, and running the peers as their own system users with setpriv).
-# Everything runs on 127.0.0.1; every loop is bounded; every process started here is
-# stopped on exit.
+# Needs root (apt-get, running the peers as their own system users with setpriv, and for
+# s2s dnsmasq on port 53 and mount namespaces). Everything runs on 127.0.0.1 (s2s's
+# dnsmasq on --dns-addr); every loop is bounded; every process started here is stopped on
+# exit.
 
 set -euo pipefail
 
@@ -82,6 +100,13 @@ FLOOD_K=1000
 FLOOD_C=200
 FLOOD_AFTER=15
 CERT=ecdsa
+S2S_RUNS=3
+S2S_SECS=10
+S2S_PAIRS=8
+S2S_WINDOW=16
+S2S_LINKS=50
+DNS_ADDR=127.78.0.53
+HEARTH_LOG=warn # RUST_LOG of hearth
 
 die() {
     echo "compare.sh: $*" >&2
@@ -112,6 +137,12 @@ while [ $# -gt 0 ]; do
         --flood-c) FLOOD_C=$2; shift 2 ;;
         --flood-after) FLOOD_AFTER=$2; shift 2 ;;
         --cert) CERT=$2; shift 2 ;;
+        --s2s-runs) S2S_RUNS=$2; shift 2 ;;
+        --s2s-secs) S2S_SECS=$2; shift 2 ;;
+        --s2s-pairs) S2S_PAIRS=$2; shift 2 ;;
+        --s2s-window) S2S_WINDOW=$2; shift 2 ;;
+        --s2s-links) S2S_LINKS=$2; shift 2 ;;
+        --dns-addr) DNS_ADDR=$2; shift 2 ;;
         --port-base) PORT_BASE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --keep) KEEP=1; shift ;;
@@ -122,7 +153,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    FLOOD_K FLOOD_C FLOOD_AFTER; do
+    FLOOD_K FLOOD_C FLOOD_AFTER S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -131,10 +162,15 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|s2s)$ ]] || die "unknown scenario $s"
 done
+[[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
 want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+# Whether any scenario runs on one server at a time (all but s2s): they share the
+# accounts and the per-server loop below.
+C2S=0
+for s in "${SCENARIO_LIST[@]}"; do [ "$s" = s2s ] || C2S=1; done
 # Accounts of their own for presence (rosters) and offline, so the other scenarios (and
 # --idle10k) log in accounts without contacts or stored messages.
 PRES_USERS=$((PRES_GROUPS * (PRES_ROSTER + 1)))
@@ -155,6 +191,9 @@ RESULTS="$WORK/results.jsonl"
 SERVER_PID=""
 SERVER_NAME=""
 BG_PIDS=()
+# s2s: the servers running at once (name -> pid) and the run's dnsmasq.
+declare -A FED_PID=()
+DNS_PID=""
 
 stop_pid() { # pid: TERM, wait up to 15 s, then KILL; reaps it (it is our child)
     local pid=$1 i
@@ -173,6 +212,8 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
     local p
+    for p in "${FED_PID[@]}"; do stop_pid "$p"; done
+    [ -n "$DNS_PID" ] && stop_pid "$DNS_PID"
     for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then
         echo "work directory kept: $WORK" >&2
@@ -193,6 +234,14 @@ for s in "${SERVER_LIST[@]}"; do
         ejabberd) [ -x /usr/sbin/ejabberdctl ] || need_install+=(ejabberd) ;;
     esac
 done
+if want s2s; then
+    # The many-domain server of the idle-link measure is a Prosody whatever --servers says;
+    # dnsmasq answers the servers' DNS questions; lua-unbound is Prosody's resolver.
+    [[ " ${need_install[*]} " == *" prosody "* ]] || command -v prosody >/dev/null ||
+        need_install+=(prosody)
+    [ -x /usr/sbin/dnsmasq ] || need_install+=(dnsmasq-base)
+    dpkg -s lua-unbound >/dev/null 2>&1 || need_install+=(lua-unbound)
+fi
 if [ ${#need_install[@]} -gt 0 ]; then
     log "installing ${need_install[*]} from Debian"
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_install[@]}" >"$WORK/apt.log" 2>&1 ||
@@ -272,50 +321,82 @@ chown -R prosody:prosody "$WORK/prosody" 2>/dev/null || true
 chown -R ejabberd:ejabberd "$WORK/ejabberd" 2>/dev/null || true
 
 # ---------------------------------------------------------------- servers
-# start_server NAME: starts it in the background as SERVER_PID, waits until its port
-# listens (polling `ss`, so no connection is made) and sets STARTUP_MS.
-start_server() {
-    local name=$1 port=${PORT[$1]} t0 i
+# spawn_server KIND CONFIG DIR PORT [ns]: starts a KIND server (hearth, prosody, ejabberd)
+# with CONFIG in the background as LAUNCHED_PID, its output and data under DIR, waits until
+# PORT listens (polling `ss`, so no connection is made) and sets STARTUP_MS. With `ns`, in
+# a private mount namespace whose /etc/resolv.conf and /etc/hosts are the s2s run's
+# (unshare --mount + mount --bind, as tests/common/peers.rs does), so it finds the other
+# servers' domains through the run's dnsmasq.
+spawn_server() {
+    local kind=$1 config=$2 dir=$3 port=$4 ns=() t0 i
+    if [ "${5:-}" = ns ]; then
+        # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+        ns=(unshare --mount --propagation private sh -c
+            'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+            s2s-dns "$WORK/s2s/dns/resolv.conf" "$WORK/s2s/dns/hosts")
+    fi
     t0=$(date +%s%N)
-    case $name in
+    case $kind in
         hearth)
             # As `nobody`: hearth refuses to serve as root (and the peers run as their users).
-            (ulimit -n "$NOFILE"; RUST_LOG=warn exec setpriv --reuid nobody \
-                --regid "$(id -g nobody)" --clear-groups "$HEARTH" serve --config "$WORK/hearth.toml") \
-                >>"$WORK/hearth/out.log" 2>&1 &
+            (ulimit -n "$NOFILE"; RUST_LOG=$HEARTH_LOG exec "${ns[@]}" setpriv --reuid nobody \
+                --regid "$(id -g nobody)" --clear-groups "$HEARTH" serve --config "$config") \
+                >>"$dir/out.log" 2>&1 &
             ;;
         prosody)
-            (ulimit -n "$NOFILE"; exec setpriv --reuid prosody --regid prosody --init-groups \
-                prosody -F --config "$WORK/prosody.cfg.lua") >>"$WORK/prosody/out.log" 2>&1 &
+            (ulimit -n "$NOFILE"; exec "${ns[@]}" setpriv --reuid prosody --regid prosody \
+                --init-groups prosody -F --config "$config") >>"$dir/out.log" 2>&1 &
             ;;
         ejabberd)
             # Started like `ejabberdctl foreground` does, but without su (PAM would reset
             # the open-file limit to 1024) and without Erlang distribution (so no epmd);
             # +sbwt none: schedulers do not busy-wait, which would inflate CPU figures;
-            # nodelay on accepted sockets, as hearth and Prosody (nagle = false) have.
+            # nodelay on accepted and on outgoing (s2s) sockets, as hearth and Prosody
+            # (nagle = false) have: with Nagle, s2s latency shows 40 ms delayed-ACK stalls.
             (
                 ulimit -n "$NOFILE"
-                cd "$WORK/ejabberd"
-                export EJABBERD_CONFIG_PATH="$WORK/ejabberd.yml" \
-                    EJABBERD_LOG_PATH="$WORK/ejabberd/ejabberd.log" \
+                cd "$dir"
+                export EJABBERD_CONFIG_PATH="$config" \
+                    EJABBERD_LOG_PATH="$dir/ejabberd.log" \
                     ERL_LIBS=/usr/lib/x86_64-linux-gnu ERL_MAX_PORTS=32000 \
-                    ERL_CRASH_DUMP="$WORK/ejabberd/erl_crash.dump" HOME="$WORK/ejabberd"
-                exec setpriv --reuid ejabberd --regid ejabberd --init-groups /usr/bin/erl \
+                    ERL_CRASH_DUMP="$dir/erl_crash.dump" HOME="$dir"
+                exec "${ns[@]}" setpriv --reuid ejabberd --regid ejabberd --init-groups /usr/bin/erl \
                     +K true +P 250000 +sbwt none +sbwtdcpu none +sbwtdio none -noinput \
                     -kernel inet_default_listen_options '[{nodelay,true}]' \
-                    -mnesia dir "\"$WORK/ejabberd/spool\"" -s ejabberd
-            ) >>"$WORK/ejabberd/out.log" 2>&1 &
+                    -kernel inet_default_connect_options '[{nodelay,true}]' \
+                    -mnesia dir "\"$dir/spool\"" -s ejabberd
+            ) >>"$dir/out.log" 2>&1 &
             ;;
     esac
-    SERVER_PID=$!
-    SERVER_NAME=$name
+    LAUNCHED_PID=$!
+    wait_port "$port" "$LAUNCHED_PID" "$kind" "$dir"
+    STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+# wait_port PORT PID NAME DIR: polls `ss` until PORT listens; dies if PID exits first or
+# after 30 s.
+wait_port() {
+    local port=$1 pid=$2 name=$3 dir=$4 i
     for i in $(seq 1 3000); do # 3000 x ~10 ms
-        ss -Hltn "sport = :$port" | grep -q . && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited at start; see $WORK/$name/"
+        ss -Hltn "sport = :$port" | grep -q . && return 0
+        kill -0 "$pid" 2>/dev/null || die "$name exited at start; see $dir/"
         sleep 0.005
     done
-    ss -Hltn "sport = :$port" | grep -q . || die "$name did not listen on $port within 30 s"
-    STARTUP_MS=$((($(date +%s%N) - t0) / 1000000))
+    die "$name did not listen on $port within 30 s; see $dir/"
+}
+
+# start_server NAME: a fresh NAME with the configuration of the one-server scenarios, as
+# SERVER_PID.
+start_server() {
+    local name=$1 config
+    case $name in
+        hearth) config="$WORK/hearth.toml" ;;
+        prosody) config="$WORK/prosody.cfg.lua" ;;
+        ejabberd) config="$WORK/ejabberd.yml" ;;
+    esac
+    spawn_server "$name" "$config" "$WORK/$name" "${PORT[$name]}"
+    SERVER_PID=$LAUNCHED_PID
+    SERVER_NAME=$name
 }
 
 stop_server() {
@@ -324,6 +405,26 @@ stop_server() {
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# settle_rss PID: waits until PID's RSS stays within 0.2% over three readings a second
+# apart (at most 30 s): ejabberd's shrinks by ~20 MiB over the ~12 s after it listens.
+settle_rss() {
+    local pid=$1 a b c i
+    a=$(rss_kib "$pid")
+    sleep 1
+    b=$(rss_kib "$pid")
+    for i in $(seq 1 30); do
+        sleep 1
+        c=$(rss_kib "$pid")
+        local lo=$a hi=$a v
+        for v in "$b" "$c"; do
+            [ "$v" -lt "$lo" ] && lo=$v
+            [ "$v" -gt "$hi" ] && hi=$v
+        done
+        [ $(((hi - lo) * 500)) -le "$lo" ] && return 0
+        a=$b b=$c
+    done
+}
 
 # record SERVER KIND JSON: keeps a raw result, tagged with the server and what it measured.
 record() {
@@ -384,14 +485,14 @@ create_accounts() {
 # ---------------------------------------------------------------- the run
 log "work directory $WORK; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 HEARTH_USERS_PID=""
-if [[ ,$SERVERS, == *,hearth,* ]]; then
+if [ "$C2S" = 1 ] && [[ ,$SERVERS, == *,hearth,* ]]; then
     log "hearth: creating $TOTAL_USERS accounts (background)"
     create_accounts hearth &
     HEARTH_USERS_PID=$!
     BG_PIDS+=("$HEARTH_USERS_PID")
 fi
 for s in "${SERVER_LIST[@]}"; do
-    [ "$s" = hearth ] && continue
+    [ "$s" = hearth ] || [ "$C2S" = 0 ] && continue
     log "$s: creating $TOTAL_USERS accounts (XEP-0077)"
     start_server "$s"
     create_accounts "$s"
@@ -411,6 +512,7 @@ if [ -n "$HEARTH_USERS_PID" ]; then
 fi
 
 for s in "${SERVER_LIST[@]}"; do
+    [ "$C2S" = 1 ] || break
     log "$s: fresh start; scenarios $SCENARIOS"
     start_server "$s"
     sleep 3 # let it settle (ejabberd finishes starting modules after it listens)
@@ -463,6 +565,195 @@ for s in "${SERVER_LIST[@]}"; do
     fi
 done
 
+# ---------------------------------------------------------------- federation (s2s)
+# Each server gets a domain of its own under .test (RFC 6761), a self-signed certificate of
+# the run's key type for it and an s2s port; one more Prosody ("swarm") hosts v0.test …
+# vN.test for the idle-link measure. A dnsmasq of the run's own on DNS_ADDR publishes
+# every domain (SRV _xmpp-server._tcp → the domain → 127.0.0.1, RFC 6120 §3.2; NXDOMAIN
+# for any other name under .test) and nothing else: hearth asks it directly ([s2s]
+# resolvers), Prosody and ejabberd run in a mount namespace whose /etc/resolv.conf names
+# it. No certificate is valid for anyone, so every link authenticates by dialback
+# (XEP-0220) over STARTTLS: what all three support with self-signed certificates.
+declare -A S2S_DOMAIN=([hearth]=hearth.test [prosody]=prosody.test [ejabberd]=ejabberd.test
+    [swarm]='v{}.test')
+declare -A S2S_PORT=([hearth]=$((PORT_BASE + 47)) [prosody]=$((PORT_BASE + 57))
+    [ejabberd]=$((PORT_BASE + 67)) [swarm]=$((PORT_BASE + 77)))
+PORT[swarm]=$((PORT_BASE + 30))
+S2S="$WORK/s2s"
+
+# s2s_setup NAME: directory, certificate, configuration and accounts of one federating
+# server (hearth, prosody, ejabberd or swarm); accounts s2s0..s2s{P-1} (swarm: s2s0 on
+# each of its domains).
+s2s_setup() {
+    local name=$1 kind=$1 dir="$S2S/$1" domain template i
+    [ "$name" = swarm ] && kind=prosody
+    domain=$(sed 's/{}/0/' <<<"${S2S_DOMAIN[$name]}")
+    mkdir -p "$dir/certs" "$dir/data" "$dir/spool"
+    openssl req -x509 "${KEYGEN[@]}" -nodes -days 7 \
+        -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1 ||
+        die "openssl could not make the certificate for $domain"
+    cat "$dir/cert.pem" "$dir/key.pem" >"$dir/cert+key.pem"
+    chmod 644 "$dir"/*.pem
+    case $kind in
+        hearth) template=hearth-s2s.toml ;;
+        prosody) template=prosody-s2s.cfg.lua ;;
+        ejabberd) template=ejabberd-s2s.yml ;;
+    esac
+    sed -e "s#@DIR@#$dir#g" -e "s#@DOMAIN@#$domain#g" -e "s#@PORT@#${PORT[$name]}#g" \
+        -e "s#@S2S_PORT@#${S2S_PORT[$name]}#g" -e "s#@DNS@#$DNS_ADDR#g" \
+        -e "s#@CERT@#$dir/cert.pem#g" -e "s#@KEY@#$dir/key.pem#g" \
+        -e "s#@PEM@#$dir/cert+key.pem#g" "$PEERS/$template" >"$dir/$template"
+    if [ "$name" = swarm ]; then
+        for i in $(seq 1 "$S2S_LINKS"); do
+            printf 'VirtualHost "v%d.test"\n' "$i" >>"$dir/$template"
+        done
+    fi
+    FED_CONFIG[$name]="$dir/$template"
+    case $kind in
+        hearth)
+            "$LOAD" users "$S2S_PAIRS" --user-pattern 's2s{}' |
+                xargs -P 4 -I{} "$HEARTH" user add {} --password-file "$WORK/password" \
+                    --config "$dir/$template" >"$dir/useradd.log" 2>&1 ||
+                die "hearth user add failed; see $dir/useradd.log"
+            chown -R nobody "$dir"
+            ;;
+        prosody | ejabberd)
+            chown -R "$kind:$kind" "$dir"
+            start_fed "$name"
+            local count=$S2S_PAIRS domains=1
+            [ "$name" = swarm ] && count=1 domains=$((S2S_LINKS + 1))
+            python3 "$PEERS/register.py" register --port "${PORT[$name]}" \
+                --domain "${S2S_DOMAIN[$name]}" --domains "$domains" --pattern 's2s{}' \
+                --count "$count" --password-file "$WORK/password" --threads 8 ||
+                die "registering accounts on $name failed"
+            stop_fed "$name"
+            ;;
+    esac
+}
+
+# start_fed NAME: a fresh federating NAME (peers in the run's DNS namespace; hearth asks
+# dnsmasq itself), as FED_PID[NAME], once its c2s and s2s ports listen.
+start_fed() {
+    local name=$1 kind=$1 ns=ns
+    [ "$name" = swarm ] && kind=prosody
+    [ "$kind" = hearth ] && ns=""
+    # info: hearth logs each link's set-up and end (lifecycle only, nothing per stanza).
+    HEARTH_LOG=info spawn_server "$kind" "${FED_CONFIG[$name]}" "$S2S/$name" "${PORT[$name]}" $ns
+    FED_PID[$name]=$LAUNCHED_PID
+    wait_port "${S2S_PORT[$name]}" "$LAUNCHED_PID" "$name" "$S2S/$name"
+}
+
+stop_fed() {
+    stop_pid "${FED_PID[$1]}"
+    unset "FED_PID[$1]"
+}
+
+# load_s2s A B ARGS...: runs hearth-load with A as server A and B as server B, returns its
+# JSON line.
+load_s2s() {
+    local a=$1 b=$2
+    shift 2
+    echo "== $a -> $b: hearth-load $*" >>"$S2S/load.log"
+    "$LOAD" "$@" --port "${PORT[$a]}" --domain "${S2S_DOMAIN[$a]}" --server-pid "${FED_PID[$a]}" \
+        --port-b "${PORT[$b]}" --domain-b "${S2S_DOMAIN[$b]}" --server-pid-b "${FED_PID[$b]}" \
+        --password "$PASSWORD" --user-pattern 's2s{}' --scram-cache "$S2S/scram-cache" \
+        >>"$S2S/load.log" 2>&1 || true
+    tail -n 1 "$S2S/load.log"
+}
+
+# record_s2s A B KIND JSON: keeps a raw result of A (sender, or receiver of the idle
+# links) with B.
+record_s2s() {
+    jq -e . >/dev/null 2>&1 <<<"$4" || die "$1 -> $2 $3: no result (see $S2S/load.log)"
+    jq -c --arg s "$1" --arg t "$2" --arg k "$3" '. + {server: $s, to: $t, kind: $k}' \
+        <<<"$4" >>"$RESULTS"
+}
+
+if want s2s; then
+    declare -A FED_CONFIG=()
+    mkdir -p "$S2S/dns"
+    chmod 755 "$S2S"
+    if ss -Hlun "src = $DNS_ADDR and sport = :53" | grep -q .; then
+        die "$DNS_ADDR:53 is already in use (--dns-addr)"
+    fi
+    FED_NAMES=("${SERVER_LIST[@]}" swarm)
+    # (The c2s ports of the three were checked at the start.)
+    for p in "${PORT[swarm]}" "${S2S_PORT[@]}"; do
+        ! ss -Hltn "sport = :$p" | grep -q . || die "port $p (for s2s) is already in use"
+    done
+
+    # The resolver every federating server uses, and a hosts file without the test domains
+    # (so they really go through DNS).
+    printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$DNS_ADDR" >"$S2S/dns/resolv.conf"
+    printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost\n' \
+        "$(cat /proc/sys/kernel/hostname)" >"$S2S/dns/hosts"
+    dns_records=(--local=/test/)
+    for s in "${FED_NAMES[@]}"; do
+        n=0
+        [ "$s" = swarm ] && n=$S2S_LINKS
+        for i in $(seq 0 "$n"); do
+            d=$(sed "s/{}/$i/" <<<"${S2S_DOMAIN[$s]}")
+            dns_records+=("--host-record=$d,127.0.0.1"
+                "--srv-host=_xmpp-server._tcp.$d,$d,${S2S_PORT[$s]}")
+        done
+    done
+    # -k: foreground; no configuration file, no upstream, no /etc/hosts; root stays root.
+    /usr/sbin/dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bogus-priv \
+        --log-queries --log-facility=- --user=root --pid-file= --bind-interfaces --port=53 \
+        "--listen-address=$DNS_ADDR" "${dns_records[@]}" >"$S2S/dns/dnsmasq.log" 2>&1 &
+    DNS_PID=$!
+    for i in $(seq 1 500); do
+        ss -Hltn "src = $DNS_ADDR and sport = :53" | grep -q . && break
+        kill -0 "$DNS_PID" 2>/dev/null || die "dnsmasq exited at start; see $S2S/dns/dnsmasq.log"
+        sleep 0.01
+    done
+
+    log "s2s: certificates, configurations and accounts for ${FED_NAMES[*]}"
+    for s in "${FED_NAMES[@]}"; do s2s_setup "$s"; done
+
+    # Throughput: each pair of servers on fresh processes, both directions, runs interleaved.
+    for ((i = 0; i < ${#SERVER_LIST[@]}; i++)); do
+        for ((j = i + 1; j < ${#SERVER_LIST[@]}; j++)); do
+            a=${SERVER_LIST[$i]} b=${SERVER_LIST[$j]}
+            log "s2s: $a and $b, fresh start; $S2S_RUNS runs each way"
+            start_fed "$a"
+            start_fed "$b"
+            sleep 3
+            # A short unrecorded run each way first: it sets the links up (DNS, TCP, TLS,
+            # dialback), so the measured runs find them ready.
+            for d in "$a $b" "$b $a"; do
+                # shellcheck disable=SC2086 # two words on purpose
+                load_s2s $d s2s-chat -p "$S2S_PAIRS" -w "$S2S_WINDOW" -d 1 --warmup 2 >/dev/null
+            done
+            for r in $(seq 1 "$S2S_RUNS"); do
+                for d in "$a $b" "$b $a"; do
+                    # shellcheck disable=SC2086
+                    record_s2s $d s2s-chat "$(load_s2s $d s2s-chat -p "$S2S_PAIRS" \
+                        -w "$S2S_WINDOW" -d "$S2S_SECS" --warmup 2)"
+                done
+            done
+            stop_fed "$a"
+            stop_fed "$b"
+        done
+    done
+
+    # Memory per idle link: each server fresh, receiving from the swarm's domains.
+    log "s2s: idle links, $S2S_LINKS domains (+1 warm-up) of the swarm to each server"
+    start_fed swarm
+    for s in "${SERVER_LIST[@]}"; do
+        start_fed "$s"
+        settle_rss "${FED_PID[$s]}"
+        record_s2s "$s" swarm s2s-idle "$(load_s2s "$s" swarm s2s-idle --links "$S2S_LINKS" -c 10 \
+            --settle 5)"
+        stop_fed "$s"
+    done
+    stop_fed swarm
+    stop_pid "$DNS_PID"
+    DNS_PID=""
+    log "s2s: dnsmasq answered $(grep -c 'query\[SRV\]' "$S2S/dns/dnsmasq.log") SRV queries; hearth logged $(grep -hc ' WARN \| ERROR ' "$S2S/hearth/out.log") warnings and errors"
+fi
+
 strip -o "$WORK/hearth.stripped" "$HEARTH"
 BIN_BYTES=$(stat -c %s "$WORK/hearth.stripped")
 record hearth binary "{\"stripped_bytes\":$BIN_BYTES}"
@@ -473,11 +764,11 @@ log "done; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
 
 # ---------------------------------------------------------------- the table
-python3 - "$RESULTS" "$CHAT_RUNS" "$LOGIN_RUNS" <<'PY'
+python3 - "$RESULTS" "$CHAT_RUNS" "$LOGIN_RUNS" "$S2S_RUNS" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-runs, login_runs = sys.argv[2], sys.argv[3]
+runs, login_runs, s2s_runs = sys.argv[2], sys.argv[3], sys.argv[4]
 servers = [s for s in ("hearth", "prosody", "ejabberd") if any(r["server"] == s for r in rows)]
 peers = [s for s in servers if s != "hearth"]
 
@@ -493,6 +784,19 @@ def per_cpu(server):
     vals = [10000 / r["server_cpu_s_per_10k_msgs"] for r in rows
             if r["server"] == server and r["kind"] == "chat" and r.get("server_cpu_s_per_10k_msgs")]
     return statistics.median(vals) if vals else None
+
+def s2s(sender, receiver, key, f=lambda x: x):
+    # s2s-chat: median over the runs from sender to receiver
+    vals = [r.get(key) for r in rows if r["kind"] == "s2s-chat" and r["server"] == sender
+            and r.get("to") == receiver]
+    vals = [v for v in vals if v is not None]
+    return f(statistics.median(vals)) if vals else None
+
+def tcp_per_domain(server):
+    r = [r for r in rows if r["server"] == server and r["kind"] == "s2s-idle"]
+    if not r or r[-1].get("server_tcp_after") is None or not r[-1].get("up"):
+        return None
+    return (r[-1]["server_tcp_after"] - r[-1]["server_tcp_before"]) / r[-1]["up"]
 
 def text(server, kind, key):
     vals = [r.get(key) for r in rows if r["server"] == server and r["kind"] == kind]
@@ -542,6 +846,29 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("offline: delivered/s at login", lambda s: get(s, "offline", "delivered_per_s"), True, ""),
     ("offline: deliver server CPU s / 10k", lambda s: get(s, "offline", "deliver_server_cpu_s_per_10k"), False, ""),
     ("offline: exactly once", lambda s: text(s, "offline", "exactly_once"), None, "yes"),
+    # s2s: the column's server sends to (or receives from) the named one, so each ratio
+    # compares hearth with a peer doing the same against the same third server.
+    (f"s2s to ejabberd: msgs/s (median of {s2s_runs})", lambda s: s2s(s, "ejabberd", "messages_per_s"), True, ""),
+    ("s2s to ejabberd: CPU s/10k, both ends", lambda s: s2s(s, "ejabberd", "server_cpu_s_per_10k_msgs"), False, ""),
+    ("s2s to ejabberd: CPU s/10k, sender", lambda s: s2s(s, "ejabberd", "server_cpu_a_s_per_10k_msgs"), False, ""),
+    ("s2s to ejabberd: latency p99 (ms)", lambda s: s2s(s, "ejabberd", "latency_p99_ms"), False, ""),
+    (f"s2s to Prosody: msgs/s (median of {s2s_runs})", lambda s: s2s(s, "prosody", "messages_per_s"), True, ""),
+    ("s2s to Prosody: CPU s/10k, both ends", lambda s: s2s(s, "prosody", "server_cpu_s_per_10k_msgs"), False, ""),
+    ("s2s to Prosody: CPU s/10k, sender", lambda s: s2s(s, "prosody", "server_cpu_a_s_per_10k_msgs"), False, ""),
+    ("s2s to Prosody: latency p99 (ms)", lambda s: s2s(s, "prosody", "latency_p99_ms"), False, ""),
+    (f"s2s from ejabberd: msgs/s (median of {s2s_runs})", lambda s: s2s("ejabberd", s, "messages_per_s"), True, ""),
+    ("s2s from ejabberd: CPU s/10k, both ends", lambda s: s2s("ejabberd", s, "server_cpu_s_per_10k_msgs"), False, ""),
+    ("s2s from ejabberd: CPU s/10k, receiver", lambda s: s2s("ejabberd", s, "server_cpu_b_s_per_10k_msgs"), False, ""),
+    ("s2s from ejabberd: latency p99 (ms)", lambda s: s2s("ejabberd", s, "latency_p99_ms"), False, ""),
+    (f"s2s from Prosody: msgs/s (median of {s2s_runs})", lambda s: s2s("prosody", s, "messages_per_s"), True, ""),
+    ("s2s from Prosody: CPU s/10k, both ends", lambda s: s2s("prosody", s, "server_cpu_s_per_10k_msgs"), False, ""),
+    ("s2s from Prosody: CPU s/10k, receiver", lambda s: s2s("prosody", s, "server_cpu_b_s_per_10k_msgs"), False, ""),
+    ("s2s from Prosody: latency p99 (ms)", lambda s: s2s("prosody", s, "latency_p99_ms"), False, ""),
+    ("s2s idle: RSS after 1 domain (MiB)", lambda s: get(s, "s2s-idle", "server_rss_before_kib", kib), False, ""),
+    ("s2s idle: memory/domain, in+out (KiB)", lambda s: get(s, "s2s-idle", "server_bytes_per_domain", kib), False, ""),
+    ("s2s idle: memory/TCP connection (KiB)", lambda s: get(s, "s2s-idle", "server_bytes_per_tcp", kib), False, ""),
+    ("s2s idle: TCP connections/domain", tcp_per_domain, None, ""),
+    ("s2s idle: link set-up CPU ms/domain", lambda s: get(s, "s2s-idle", "server_cpu_s_per_domain", lambda c: c * 1000), False, ""),
     ("binary, stripped (MiB)", lambda s: get(s, "binary", "stripped_bytes", lambda b: b / 2**20), None, "report"),
 ]
 
@@ -577,8 +904,35 @@ print(show(head))
 print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
 for r in table:
     print(show(r))
+
+# s2s by direction: every figure of each sender -> receiver, and the ratio to the
+# baseline without hearth (Prosody -> ejabberd, same load, same machine).
+directions = []
+for r in rows:
+    if r["kind"] == "s2s-chat" and (r["server"], r["to"]) not in directions:
+        directions.append((r["server"], r["to"]))
+if directions:
+    base = ("prosody", "ejabberd")
+    def ratio(d, key):
+        v, b = s2s(*d, key), s2s(*base, key)
+        return f"{v / b:.2f}" if v is not None and b else "-"
+    head = ["s2s sender -> receiver", "msgs/s", "CPU s/10k sender", "receiver", "both",
+            "p50 ms", "p99 ms", "gen. cores", "msgs/s vs P->e", "CPU both vs P->e"]
+    table = [[f"{a} -> {b}"] + [fmt(s2s(a, b, k)) for k in (
+        "messages_per_s", "server_cpu_a_s_per_10k_msgs", "server_cpu_b_s_per_10k_msgs",
+        "server_cpu_s_per_10k_msgs", "latency_p50_ms", "latency_p99_ms", "gen_cpu_share")]
+        + [ratio((a, b), "messages_per_s"), ratio((a, b), "server_cpu_s_per_10k_msgs")]
+        for a, b in directions]
+    widths = [max(len(r[i]) for r in [head] + table) for i in range(len(head))]
+    print(f"\ns2s by direction (medians of {s2s_runs} runs; CPU: server CPU seconds per 10,000 messages)")
+    print(show(head))
+    print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
+    for r in table:
+        print(show(r))
+
 bad = lambda r: (r.get("failed") or r.get("session_failures") or r.get("errors") or r.get("wrong_answers")
-                 or r.get("observer_failures") or r.get("bounced") or r.get("purge_stale"))
+                 or r.get("observer_failures") or r.get("bounced") or r.get("purge_stale")
+                 or r.get("receiver_failure"))
 fails = [(r["server"], r["kind"], bad(r), r.get("first_failure")) for r in rows if bad(r)]
 if fails:
     print("\nfailures:", fails)

@@ -7,6 +7,8 @@ one SCRAM derivation. Standard library only; loopback benchmarks only (certifica
 not checked).
 
     register.py register --port P --domain D --pattern 'load{}' --count N --password-file F
+    register.py register --port P --domain 'v{}.test' --domains M --pattern 's2s{}' --count N ...
+        the same accounts on each of M domains of one server (the s2s scenario)
     register.py probe    --port P --domain D --user load0
         prints the SCRAM-SHA-1 server-first-message (shows the iteration count i=)
 """
@@ -72,8 +74,8 @@ class Conn:
             pass
 
 
-def register_one(args, name, password):
-    c = Conn(args.host, args.port, args.domain)
+def register_one(args, domain, name, password):
+    c = Conn(args.host, args.port, domain)
     try:
         c.send(
             "<iq type='set' id='r1'><query xmlns='jabber:iq:register'>"
@@ -93,7 +95,11 @@ def register_one(args, name, password):
 def cmd_register(args):
     with open(args.password_file) as f:
         password = f.read()
-    names = [args.pattern.replace("{}", str(i)) for i in range(args.count)]
+    if "{}" in args.domain:
+        domains = [args.domain.replace("{}", str(d)) for d in range(args.domains)]
+    else:
+        domains = [args.domain]
+    names = [(d, args.pattern.replace("{}", str(i))) for d in domains for i in range(args.count)]
     failures = []
     lock = threading.Lock()
     it = iter(names)
@@ -101,16 +107,16 @@ def cmd_register(args):
     def worker():
         while True:
             with lock:
-                name = next(it, None)
+                domain, name = next(it, (None, None))
             if name is None:
                 return
             try:
-                err = register_one(args, name, password)
+                err = register_one(args, domain, name, password)
             except Exception as e:  # report and go on: the caller checks the count
                 err = repr(e)
             if err:
                 with lock:
-                    failures.append((name, err))
+                    failures.append((f"{name}@{domain}", err))
 
     threads = [threading.Thread(target=worker) for _ in range(args.threads)]
     for t in threads:
@@ -144,7 +150,8 @@ def main():
     p.add_argument("cmd", choices=["register", "probe"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--domain", required=True)
+    p.add_argument("--domain", required=True, help="a domain, or a pattern with {}")
+    p.add_argument("--domains", type=int, default=1, help="domains 0..N of a pattern")
     p.add_argument("--pattern", default="load{}")
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--password-file")

@@ -31,6 +31,16 @@ SCENARIOS:
             [--after SECS]            right password, half wrong for unknown accounts,
                                       each from its own 127.1.x.y address -> server RSS
                                       idle/peak/end/SECS later, threads, CPU per 1000
+    s2s-chat -p P -w W -d SECS        federation, one way: P senders on server A send
+            --port-b PORT --domain-b D  messages to P receivers on server B (domain D),
+            [--host-b HOST] [--server-pid-b PID]  W in flight per pair; accounts 0..P
+            [--warmup SECS] [--body-bytes B] [-c C]   on each -> messages/s, latency
+                                      p50/p99/max, CPU of each server per 10k
+    s2s-idle --links N --port-b PORT  account 0 on A gets a message from account 0 of
+            --domain-b 'v{}.test'     each domain v0..vN of server B and answers it:
+            [--host-b HOST] [--settle SECS] [-c C]   an incoming and an outgoing link
+                                      per domain (v0 warms up) -> A's RSS and TCP
+                                      connections before/after, bytes per link
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -42,6 +52,12 @@ CONNECTION (all scenarios):
     --mech MECH            SCRAM-SHA-1 | SCRAM-SHA-256 | PLAIN   [SCRAM-SHA-1]
     --tls MODE             starttls | direct | none        [starttls]
     --timeout SECS         bound on each wait              [30]
+
+SECOND SERVER (s2s-chat, s2s-idle; server A is --host/--port/--domain/--server-pid):
+    --host-b HOST          server B's address                [--host]
+    --port-b PORT          server B's c2s port               (required)
+    --domain-b DOMAIN      server B's domain; for s2s-idle a pattern with {}
+    --server-pid-b PID     server B's CPU, like --server-pid
 
 MEASUREMENT:
     --server-pid PID       read the server's CPU (/proc/PID/stat) and RSS (/proc/PID/status)
@@ -103,6 +119,31 @@ pub enum Scenario {
         concurrency: usize,
         body_bytes: usize,
     },
+    S2sChat {
+        pairs: usize,
+        window: usize,
+        duration: Duration,
+        warmup: Duration,
+        concurrency: usize,
+        body_bytes: usize,
+    },
+    S2sIdle {
+        /// Domains of server B beyond the warm-up one, each making two links.
+        links: usize,
+        concurrency: usize,
+        /// How long RSS may settle before each reading.
+        settle: Duration,
+    },
+}
+
+/// The second server of the federation scenarios.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerB {
+    pub host: String,
+    pub port: u16,
+    /// A domain, or for `s2s-idle` a pattern whose `{}` is replaced by 0, 1, ...
+    pub domain: String,
+    pub server_pid: Option<u32>,
 }
 
 /// Everything from the command line.
@@ -120,6 +161,8 @@ pub struct Args {
     pub server_pid: Option<u32>,
     pub threads: usize,
     pub scram_cache: Option<std::path::PathBuf>,
+    /// Server B of `s2s-chat` and `s2s-idle`; `None` for the other scenarios.
+    pub server_b: Option<ServerB>,
 }
 
 /// A command line we cannot run.
@@ -187,6 +230,7 @@ impl Args {
             server_pid: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             scram_cache: None,
+            server_b: None,
         };
         let (mut k, mut concurrency, mut users) = (100usize, 10usize, None);
         let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
@@ -196,6 +240,8 @@ impl Args {
         let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
         let mut window_set = None;
         let mut after = Duration::from_secs(15);
+        let (mut host_b, mut port_b, mut domain_b, mut pid_b) = (None, None, None, None);
+        let (mut links, mut settle) = (50usize, Duration::from_secs(5));
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -239,6 +285,12 @@ impl Args {
                 "--senders" => senders = num(flag, v)?,
                 "--recipients" => recipients = num(flag, v)?,
                 "-m" | "--messages" => messages = num(flag, v)?,
+                "--host-b" => host_b = Some(v.to_owned()),
+                "--port-b" => port_b = Some(num(flag, v)?),
+                "--domain-b" => domain_b = Some(v.to_owned()),
+                "--server-pid-b" => pid_b = Some(num(flag, v)?),
+                "--links" => links = num(flag, v)?,
+                "--settle" => settle = secs(flag, v)?,
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -322,11 +374,61 @@ impl Args {
                     body_bytes,
                 }
             }
+            Some("s2s-chat") => {
+                if window == 0 || pairs == 0 || duration.is_zero() {
+                    return Err(ArgError("s2s-chat needs -p, -w and -d above zero".into()));
+                }
+                Scenario::S2sChat {
+                    pairs,
+                    window,
+                    duration,
+                    warmup,
+                    concurrency,
+                    body_bytes,
+                }
+            }
+            Some("s2s-idle") => {
+                if links == 0 {
+                    return Err(ArgError("s2s-idle needs --links above zero".into()));
+                }
+                Scenario::S2sIdle {
+                    links,
+                    concurrency,
+                    settle,
+                }
+            }
             Some(other) => return Err(ArgError(format!("unknown scenario {other}\n\n{USAGE}"))),
             None => return Err(ArgError(USAGE.to_owned())),
         };
         if positional.len() > 1 && !matches!(args.scenario, Scenario::Users { .. }) {
             return Err(ArgError(format!("unexpected argument {}", positional[1])));
+        }
+        if matches!(
+            args.scenario,
+            Scenario::S2sChat { .. } | Scenario::S2sIdle { .. }
+        ) {
+            let (Some(port), Some(domain)) = (port_b, domain_b) else {
+                return Err(ArgError(
+                    "s2s-chat and s2s-idle need --port-b and --domain-b".into(),
+                ));
+            };
+            let is_pattern = domain.contains("{}");
+            if matches!(args.scenario, Scenario::S2sIdle { .. }) != is_pattern {
+                return Err(ArgError(
+                    "--domain-b: a pattern with {} for s2s-idle, a domain for s2s-chat".into(),
+                ));
+            }
+            if domain.eq_ignore_ascii_case(&args.domain) {
+                return Err(ArgError(
+                    "--domain-b must differ from --domain (federation)".into(),
+                ));
+            }
+            args.server_b = Some(ServerB {
+                host: host_b.unwrap_or_else(|| args.host.clone()),
+                port,
+                domain,
+                server_pid: pid_b,
+            });
         }
         if args.password.is_none() && !matches!(args.scenario, Scenario::Users { .. }) {
             return Err(ArgError("--password is required".into()));
@@ -397,6 +499,32 @@ mod tests {
         ));
         assert!(parse("offline -m 1001 --recipients 2 --password x").is_err());
         assert!(parse("presence -r 0 --password x").is_err());
+    }
+
+    #[test]
+    fn s2s_scenarios_need_server_b() {
+        let a = parse(
+            "s2s-chat -p 4 -w 8 -d 5 --password x --domain a.test --port-b 6 --domain-b b.test \
+             --server-pid-b 9",
+        )
+        .unwrap();
+        assert!(matches!(a.scenario, Scenario::S2sChat { pairs: 4, .. }));
+        assert_eq!(
+            a.server_b,
+            Some(ServerB {
+                host: "127.0.0.1".into(),
+                port: 6,
+                domain: "b.test".into(),
+                server_pid: Some(9),
+            })
+        );
+        let a = parse("s2s-idle --links 3 --password x --port-b 6 --domain-b v{}.test").unwrap();
+        assert!(matches!(a.scenario, Scenario::S2sIdle { links: 3, .. }));
+        assert!(parse("s2s-chat --password x --domain-b b.test").is_err()); // no port
+        assert!(parse("s2s-chat --password x --port-b 6 --domain-b v{}.test").is_err());
+        assert!(parse("s2s-idle --password x --port-b 6 --domain-b b.test").is_err());
+        assert!(parse("s2s-chat --password x --port-b 6 --domain-b localhost").is_err());
+        assert!(parse("chat --password x").unwrap().server_b.is_none());
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! side gives it back when the message arrives, so both directions together never have
 //! more than W messages in flight. The body starts with the send time (microseconds since
 //! the run's epoch, same process, monotonic clock), so latency needs no clock sync.
+//!
+//! [`exchange`] is the measured part alone, for pairs logged in anywhere: the `s2s-chat`
+//! scenario (`s2s.rs`) runs it one way, from sessions on one server to sessions on
+//! another.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,7 @@ use smol::{Timer, future};
 use crate::report::{Report, percentile, show};
 use crate::session::{self, Conn, Session, SessionError, Transport, iq_reply, timeout};
 use crate::xml::{Event, escape};
-use crate::{Ctx, login_all, procstat, server_cpu};
+use crate::{Ctx, login_all, procstat};
 
 /// Chat parameters from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +41,11 @@ pub struct Params {
 const MAX_BATCH: usize = 16;
 /// Width of the zero-padded timestamp at the start of each body.
 const TS_DIGITS: usize = 20;
+
+/// The length of a message body for `--body-bytes B`: at least the timestamp and a space.
+pub fn body_len(body_bytes: usize) -> usize {
+    body_bytes.max(TS_DIGITS + 1)
+}
 
 /// Counters all session tasks share.
 struct Shared {
@@ -72,7 +81,146 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         n - failures.count(),
         login_start.elapsed().as_secs_f64()
     );
+    let pairs = (0..p.pairs)
+        .filter_map(|i| sessions[2 * i].take().zip(sessions[2 * i + 1].take()))
+        .collect();
+    let x = exchange(ctx, &p, pairs, Direction::Both, &[ctx.args.server_pid]).await;
 
+    let secs = p.duration.as_secs_f64();
+    let server_cpu_s = x.server_cpu_s[0];
+    let per_10k = x.per_10k(server_cpu_s);
+    println!(
+        "  {} pairs, window {} per pair, {secs:.1} s measured after {:.1} s warm-up, {}-byte bodies",
+        x.active_pairs,
+        p.window,
+        p.warmup.as_secs_f64(),
+        body_len(p.body_bytes)
+    );
+    x.print_rate_and_latency();
+    println!("  server CPU               {}", show(server_cpu_s, " s"));
+    println!("  server CPU / 10k msgs    {}", show(per_10k, " s"));
+    x.print_generator_and_counts(ctx.args.threads);
+
+    report.set("pairs", p.pairs);
+    report.set("active_pairs", x.active_pairs);
+    report.set("window", p.window);
+    report.set("duration_s", secs);
+    report.set("warmup_s", p.warmup.as_secs_f64());
+    report.set("body_bytes", body_len(p.body_bytes));
+    failures.report(report);
+    x.report_counts(report);
+    report.set("server_cpu_s", server_cpu_s);
+    report.set("server_cpu_s_per_10k_msgs", per_10k);
+}
+
+/// Which way messages go within a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both sessions send to each other (the `chat` scenario).
+    Both,
+    /// Only the first session of each pair sends; the second only receives.
+    FirstToSecond,
+}
+
+/// What [`exchange`] measured over the window.
+pub struct Exchange {
+    pub active_pairs: usize,
+    /// Latency of each message received inside the window, in microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+    pub session_failures: Vec<String>,
+    /// CPU seconds each server of `pids` used over the window (`None`: no PID, or
+    /// /proc could not be read).
+    pub server_cpu_s: Vec<Option<f64>>,
+    /// The generator's own CPU seconds over the window.
+    pub gen_cpu_s: f64,
+    /// Length of the window in seconds.
+    pub secs: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Messages that came back as `type='error'`.
+    pub errors: u64,
+}
+
+impl Exchange {
+    /// Messages received inside the window.
+    pub fn messages(&self) -> u64 {
+        self.latencies_us.len() as u64
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.messages() as f64 / self.secs
+    }
+
+    /// CPU seconds per 10,000 messages received in the window.
+    pub fn per_10k(&self, cpu_s: Option<f64>) -> Option<f64> {
+        let n = self.messages();
+        cpu_s.filter(|_| n > 0).map(|c| c * 10_000.0 / n as f64)
+    }
+
+    /// Latency percentile in milliseconds.
+    pub fn latency_ms(&self, p: f64) -> Option<f64> {
+        percentile(&self.latencies_us, p).map(|us| f64::from(us) / 1000.0)
+    }
+
+    fn latency_max_ms(&self) -> Option<f64> {
+        self.latencies_us.last().map(|&us| f64::from(us) / 1000.0)
+    }
+
+    pub fn print_rate_and_latency(&self) {
+        println!(
+            "  messages/s               {:.1}  ({} in the window)",
+            self.rate(),
+            self.messages()
+        );
+        println!(
+            "  latency p50 / p99 / max  {} / {} / {}",
+            show(self.latency_ms(50.0), " ms"),
+            show(self.latency_ms(99.0), " ms"),
+            show(self.latency_max_ms(), " ms")
+        );
+    }
+
+    pub fn print_generator_and_counts(&self, threads: usize) {
+        println!(
+            "  generator CPU            {:.3} s = {:.2} cores over the window ({threads} threads)",
+            self.gen_cpu_s,
+            self.gen_cpu_s / self.secs,
+        );
+        println!(
+            "  sent {}, received {}, bounced as errors {}",
+            self.sent, self.received, self.errors
+        );
+        for f in self.session_failures.iter().take(5) {
+            eprintln!("  session failure: {f}");
+        }
+    }
+
+    /// The figures every chat-like scenario reports.
+    pub fn report_counts(&self, report: &mut Report) {
+        report.set("session_failures", self.session_failures.len());
+        report.set("messages", self.messages());
+        report.set("messages_per_s", self.rate());
+        report.set("latency_p50_ms", self.latency_ms(50.0));
+        report.set("latency_p99_ms", self.latency_ms(99.0));
+        report.set("latency_max_ms", self.latency_max_ms());
+        report.set("gen_cpu_s", self.gen_cpu_s);
+        report.set("gen_cpu_share", self.gen_cpu_s / self.secs);
+        report.set("sent", self.sent);
+        report.set("received", self.received);
+        report.set("errors", self.errors);
+    }
+}
+
+/// Runs the exchange on logged-in `pairs` for the warm-up and the window of `p`, then
+/// drains what is in flight and closes every session. Server CPU is read for each of
+/// `pids` at both ends of the window.
+pub async fn exchange(
+    ctx: &Arc<Ctx>,
+    p: &Params,
+    pairs: Vec<(Session, Session)>,
+    direction: Direction,
+    pids: &[Option<u32>],
+) -> Exchange {
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
     let (shutdown_tx, shutdown_rx) = smol::channel::unbounded::<()>();
     let epoch = Instant::now();
@@ -89,16 +237,13 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         errors: AtomicU64::new(0),
     });
 
-    let mut tasks = Vec::with_capacity(n);
-    let mut active_pairs = 0usize;
-    for pair in 0..p.pairs {
-        let (Some(a), Some(b)) = (sessions[2 * pair].take(), sessions[2 * pair + 1].take()) else {
-            continue;
-        };
-        active_pairs += 1;
+    let active_pairs = pairs.len();
+    let mut tasks = Vec::with_capacity(2 * active_pairs);
+    for (a, b) in pairs {
         let sem = Arc::new(Semaphore::new(p.window));
         let (jid_a, jid_b) = (a.jid.clone(), b.jid.clone());
-        for (s, peer) in [(a, jid_b), (b, jid_a)] {
+        let b_sends = direction == Direction::Both;
+        for (s, peer) in [(a, Some(jid_b)), (b, Some(jid_a).filter(|_| b_sends))] {
             let job = SessionJob {
                 session: s,
                 peer,
@@ -114,10 +259,15 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     }
     drop((stop_rx, shutdown_rx));
 
+    let cpu = || -> Vec<Option<f64>> {
+        pids.iter()
+            .map(|pid| pid.and_then(|p| procstat::cpu_seconds(p).ok()))
+            .collect()
+    };
     Timer::at(epoch + window_start).await;
-    let (cpu0, gen0) = (server_cpu(&ctx.args), procstat::own_cpu_seconds());
+    let (cpu0, gen0) = (cpu(), procstat::own_cpu_seconds());
     Timer::at(epoch + window_end).await;
-    let (cpu1, gen1) = (server_cpu(&ctx.args), procstat::own_cpu_seconds());
+    let (cpu1, gen1) = (cpu(), procstat::own_cpu_seconds());
 
     // Stop sending, let what is in flight arrive, then stop reading.
     drop(stop_tx);
@@ -129,86 +279,39 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         Timer::after(Duration::from_millis(20)).await;
     }
     drop(shutdown_tx);
-    let mut latencies = Vec::new();
+    let mut latencies_us = Vec::new();
     let mut session_failures = Vec::new();
     for t in tasks {
         let stats = t.await;
-        latencies.extend_from_slice(&stats.latencies_us);
+        latencies_us.extend_from_slice(&stats.latencies_us);
         if let Some(f) = stats.failure {
             session_failures.push(f);
         }
     }
-    latencies.sort_unstable();
+    latencies_us.sort_unstable();
 
-    let secs = p.duration.as_secs_f64();
-    let in_window = latencies.len() as u64;
-    let rate = in_window as f64 / secs;
-    let server_cpu_s = cpu1.zip(cpu0).map(|(b, a)| b - a);
-    let per_10k = server_cpu_s
-        .filter(|_| in_window > 0)
-        .map(|c| c * 10_000.0 / in_window as f64);
-    let gen_cpu = gen1 - gen0;
-    let ms = |v: Option<u32>| v.map(|us| f64::from(us) / 1000.0);
-    let (p50, p99, max) = (
-        ms(percentile(&latencies, 50.0)),
-        ms(percentile(&latencies, 99.0)),
-        ms(latencies.last().copied()),
-    );
-    let sent = shared.sent.load(Ordering::Relaxed);
-    let received = shared.received.load(Ordering::Relaxed);
-    let errors = shared.errors.load(Ordering::Relaxed);
-
-    println!(
-        "  {active_pairs} pairs, window {} per pair, {secs:.1} s measured after {:.1} s warm-up, {}-byte bodies",
-        p.window,
-        p.warmup.as_secs_f64(),
-        p.body_bytes.max(TS_DIGITS + 1)
-    );
-    println!("  messages/s               {rate:.1}  ({in_window} in the window)");
-    println!(
-        "  latency p50 / p99 / max  {} / {} / {}",
-        show(p50, " ms"),
-        show(p99, " ms"),
-        show(max, " ms")
-    );
-    println!("  server CPU               {}", show(server_cpu_s, " s"));
-    println!("  server CPU / 10k msgs    {}", show(per_10k, " s"));
-    println!(
-        "  generator CPU            {gen_cpu:.3} s = {:.2} cores over the window ({} threads)",
-        gen_cpu / secs,
-        ctx.args.threads
-    );
-    println!("  sent {sent}, received {received}, bounced as errors {errors}");
-    for f in session_failures.iter().take(5) {
-        eprintln!("  session failure: {f}");
+    Exchange {
+        active_pairs,
+        latencies_us,
+        session_failures,
+        server_cpu_s: cpu1
+            .iter()
+            .zip(&cpu0)
+            .map(|(b, a)| b.zip(*a).map(|(b, a)| b - a))
+            .collect(),
+        gen_cpu_s: gen1 - gen0,
+        secs: p.duration.as_secs_f64(),
+        sent: shared.sent.load(Ordering::Relaxed),
+        received: shared.received.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
     }
-
-    report.set("pairs", p.pairs);
-    report.set("active_pairs", active_pairs);
-    report.set("window", p.window);
-    report.set("duration_s", secs);
-    report.set("warmup_s", p.warmup.as_secs_f64());
-    report.set("body_bytes", p.body_bytes.max(TS_DIGITS + 1));
-    failures.report(report);
-    report.set("session_failures", session_failures.len());
-    report.set("messages", in_window);
-    report.set("messages_per_s", rate);
-    report.set("latency_p50_ms", p50);
-    report.set("latency_p99_ms", p99);
-    report.set("latency_max_ms", max);
-    report.set("server_cpu_s", server_cpu_s);
-    report.set("server_cpu_s_per_10k_msgs", per_10k);
-    report.set("gen_cpu_s", gen_cpu);
-    report.set("gen_cpu_share", gen_cpu / secs);
-    report.set("sent", sent);
-    report.set("received", received);
-    report.set("errors", errors);
 }
 
 /// One session's part in the chat: a writer and a reader over the same stream.
 struct SessionJob {
     session: Session,
-    peer: String,
+    /// The full JID this session sends to; `None` when it only receives.
+    peer: Option<String>,
     sem: Arc<Semaphore>,
     shared: Arc<Shared>,
     /// Closed when senders must stop.
@@ -226,7 +329,7 @@ impl SessionJob {
         let (reply_tx, reply_rx) = smol::channel::unbounded();
         let write = write_loop(
             writer,
-            &self.peer,
+            self.peer.as_deref(),
             &self.sem,
             &self.shared,
             &self.stop,
@@ -259,7 +362,7 @@ impl SessionJob {
 
 async fn write_loop(
     mut w: WriteHalf<Transport>,
-    peer: &str,
+    peer: Option<&str>,
     sem: &Semaphore,
     shared: &Shared,
     stop: &Receiver<()>,
@@ -271,7 +374,10 @@ async fn write_loop(
         Reply(String),
         Send,
     }
-    let head = format!("<message to='{}' type='chat'><body>", escape(peer));
+    let head = format!(
+        "<message to='{}' type='chat'><body>",
+        escape(peer.unwrap_or_default())
+    );
     let pad = "x".repeat(body_bytes.saturating_sub(TS_DIGITS + 1));
     let mut buf = String::with_capacity(MAX_BATCH * (head.len() + body_bytes + 20));
     loop {
@@ -288,6 +394,9 @@ async fn write_loop(
                     }
                 },
                 async {
+                    if peer.is_none() {
+                        return future::pending().await; // a receiver only
+                    }
                     sem.acquire().await.forget();
                     Step::Send
                 },

@@ -2,7 +2,9 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`), each printing human lines and a final JSON line (`report`).
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`; `s2s` for the two
+//! federation scenarios across two servers), each printing human lines and a final JSON
+//! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
 //! tiny tree), `scram` (RFC 5802 client) and `tls` (rustls accepting self-signed
 //! certificates). `procstat` reads the server's CPU and RSS from /proc.
@@ -18,6 +20,7 @@ mod plainflood;
 mod presence;
 mod procstat;
 mod report;
+mod s2s;
 mod scram;
 mod session;
 mod tls;
@@ -360,6 +363,33 @@ fn main() -> ExitCode {
                     body_bytes,
                 };
                 offline::run(&ctx, p, &mut report).await;
+            }
+            Scenario::S2sChat {
+                pairs,
+                window,
+                duration,
+                warmup,
+                concurrency,
+                body_bytes,
+            } => {
+                common_fields(&ctx.args, &mut report, "s2s-chat");
+                let p = chat::Params {
+                    pairs,
+                    window,
+                    duration,
+                    warmup,
+                    concurrency,
+                    body_bytes,
+                };
+                s2s::run_chat(&ctx, p, &mut report).await;
+            }
+            Scenario::S2sIdle {
+                links,
+                concurrency,
+                settle,
+            } => {
+                common_fields(&ctx.args, &mut report, "s2s-idle");
+                s2s::run_idle(&ctx, links, concurrency, settle, &mut report).await;
             }
             Scenario::Users { .. } => {}
         }

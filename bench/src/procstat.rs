@@ -59,6 +59,46 @@ pub fn write_bytes(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no write_bytes in /proc/PID/io"))
 }
 
+/// Established TCP connections (IPv4 and IPv6) that process `pid` holds: the inodes of
+/// its socket descriptors (`/proc/PID/fd`, readable for another user's process only as
+/// root) looked up in its network namespace's tables (`/proc/PID/net/tcp`, `tcp6`;
+/// state `01` is ESTABLISHED).
+pub fn tcp_established(pid: u32) -> io::Result<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = fs::read_link(entry?.path()) else {
+            continue; // closed meanwhile
+        };
+        if let Some(ino) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            inodes.insert(ino);
+        }
+    }
+    let mut count = 0;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue; // no IPv6
+        };
+        // "sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid
+        // timeout inode ...": the state is field 4, the inode field 10.
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let is_ours = fields
+                .get(9)
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|i| inodes.contains(&i));
+            if fields.get(3) == Some(&"01") && is_ours {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}
+
 /// CPU seconds (user + system, all threads) this process has used so far: the same sum
 /// `getrusage(RUSAGE_SELF)` gives, read from the process CPU-time clock.
 pub fn own_cpu_seconds() -> f64 {
@@ -93,5 +133,17 @@ mod tests {
         assert!(threads(pid).unwrap() >= 1);
         assert!(own_cpu_seconds() > 0.0);
         assert!(write_bytes(pid).is_ok());
+    }
+
+    #[test]
+    fn counts_own_tcp_connections() {
+        let pid = std::process::id();
+        let before = tcp_established(pid).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // Both ends are ours; other tests of this binary may open connections meanwhile.
+        assert!(tcp_established(pid).unwrap() >= before + 2);
+        drop((client, server));
     }
 }

@@ -76,6 +76,24 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
+impl ClientConfig {
+    /// The same client settings for another server: `domain` (also the TLS SNI name) at
+    /// `host:port`. `None` when `domain` is not usable as a TLS server name.
+    pub fn for_server(&self, host: &str, port: u16, domain: &str) -> Option<ClientConfig> {
+        Some(ClientConfig {
+            host: host.to_owned(),
+            port,
+            domain: domain.to_owned(),
+            password: self.password.clone(),
+            mech: self.mech,
+            tls: self.tls,
+            connector: self.connector.clone(),
+            server_name: crate::tls::server_name(domain)?,
+            timeout: self.timeout,
+        })
+    }
+}
+
 /// Why a session failed; the stage says where.
 #[derive(Debug)]
 pub enum SessionError {
@@ -94,6 +112,8 @@ pub enum SessionError {
     Scram(ScramError),
     /// The bind or session iq returned an error, or no JID.
     BindFailed(String),
+    /// A message of ours came back as `type='error'` (RFC 6120 §8.3) with this condition.
+    Bounced(String),
     Unexpected(&'static str, String),
 }
 
@@ -110,6 +130,7 @@ impl fmt::Display for SessionError {
             SessionError::AuthFailed(c) => write!(f, "authentication failed: {c}"),
             SessionError::Scram(e) => write!(f, "SCRAM: {e}"),
             SessionError::BindFailed(c) => write!(f, "bind failed: {c}"),
+            SessionError::Bounced(c) => write!(f, "message bounced: {c}"),
             SessionError::Unexpected(stage, name) => write!(f, "{stage}: unexpected <{name}>"),
         }
     }
