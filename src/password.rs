@@ -138,6 +138,26 @@ impl PasswordChecks {
         }
     }
 
+    /// Derives what is stored for a new password ([`Credentials::derive`]: one argon2id
+    /// hash, the same work as a check) on the same bounded threads, so a stranger
+    /// registering accounts (XEP-0077) or a user changing a password costs no more than a
+    /// login: [`PasswordError::Busy`] at once when the queue is full.
+    pub async fn derive(
+        &self,
+        password: String,
+        scram_keys: bool,
+    ) -> Result<Credentials, PasswordError> {
+        let work = self
+            .pool
+            .try_run(move || Credentials::derive(&password, scram_keys))
+            .map_err(|_| PasswordError::Busy)?;
+        match work.await {
+            Ok(result) => result,
+            Err(PoolError::Busy) => Err(PasswordError::Busy),
+            Err(PoolError::Failed) => Err(PasswordError::Crypto("hashing failed".into())),
+        }
+    }
+
     /// Checking threads alive now.
     pub fn threads(&self) -> usize {
         self.pool.threads()

@@ -12,6 +12,7 @@ use smol::{Async, Executor, Timer};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::features::Registry;
+use crate::features::register::{Register, Registrar};
 use crate::net::Shared;
 use crate::net::component::ComponentSlot;
 use crate::net::limits::{Admission, ConnectionLimits};
@@ -97,13 +98,22 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     } else {
         vec![Mechanism::Plain]
     };
-    let modules = Registry::standard();
+    let auth = Auth::new(
+        storage.clone(),
+        PasswordCheckConfig {
+            at_once: cfg.auth.password_checks_at_once,
+            queue: cfg.auth.password_check_queue,
+        },
+    );
+    let registrar = Arc::new(Registrar::new(cfg.registration, auth.passwords().clone()));
+    let modules = Registry::serving(Register::new(registrar.clone()));
     let policy = Arc::new(C2sPolicy {
         domain: domain.clone(),
         mechanisms,
         max_auth_failures: 5,
         strict_channel_binding: cfg.auth.strict_channel_binding,
         module_features: modules.stream_features(),
+        registration: cfg.registration.policy,
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
@@ -151,13 +161,6 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     .map_err(ServeError::Signals)?;
 
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
-    let auth = Auth::new(
-        storage.clone(),
-        PasswordCheckConfig {
-            at_once: cfg.auth.password_checks_at_once,
-            queue: cfg.auth.password_check_queue,
-        },
-    );
     let max = cfg.c2s.max_stanza_bytes;
     for &a in &cfg.components.listen {
         listeners.push((bind(a)?, false, Peers::Components));
@@ -209,6 +212,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             ..ThrottleConfig::default()
         })),
         auth,
+        registrar,
         shutdown_rx,
         s2s,
         components,

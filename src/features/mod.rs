@@ -21,6 +21,7 @@ pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod register;
 pub mod roster;
 pub mod subscription;
 pub mod time;
@@ -143,6 +144,11 @@ pub enum Hook {
     /// whether another resource of the account is still available. XEP-0012 records
     /// "last seen" here.
     ResourceUnavailable,
+    /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
+    /// called before its rows are deleted, so a module can still read them and tell
+    /// others (its contacts, RFC 6121); the rows then go with the account (cascading
+    /// deletes), and its sessions are closed.
+    AccountRemoved,
 }
 
 /// What a filter hook decided.
@@ -266,6 +272,16 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::AccountRemoved`]: `account` (a local bare JID) is about to be deleted;
+    /// `cx.from` is the session that asked.
+    fn account_removed<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _account: &'a BareJid,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -334,8 +350,14 @@ impl Registry {
         }
     }
 
-    /// Everything hearth does today.
+    /// Everything hearth does today, registration (XEP-0077) with the default policy and
+    /// a password-hashing pool of its own (tests, the README's table).
     pub fn standard() -> Registry {
+        Registry::serving(register::Register::standalone())
+    }
+
+    /// Everything hearth does, with the server's registration settings and hashing.
+    pub fn serving(register: register::Register) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
@@ -349,6 +371,7 @@ impl Registry {
             Box::new(blocking::Blocking),
             Box::new(last::Last),
             Box::new(federation::Federation),
+            Box::new(register),
         ])
     }
 

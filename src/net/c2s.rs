@@ -183,6 +183,27 @@ impl Driver for C2sDriver {
             Action::VerifyPlain { username, password } => {
                 Box::pin(verify_plain(link, username, password)).await
             }
+            Action::Register {
+                username,
+                password,
+                token,
+            } => {
+                let new = crate::features::register::NewAccount {
+                    username,
+                    password,
+                    token,
+                };
+                let registrar = link.shared.registrar.clone();
+                let storage = link.shared.storage.clone();
+                let (ip, id) = (link.peer.ip(), link.id);
+                // Boxed like the other password work; a client that hangs up while its
+                // password waits to be hashed costs no hashing.
+                let work = Box::pin(async move { registrar.register(&storage, new, ip, id).await });
+                match async { Some(work.await) }.or(link.peer_gone()).await {
+                    Some(result) => Effect::Feed(Input::Registered(result)),
+                    None => Effect::Close,
+                }
+            }
             Action::AuthFailed { username } => {
                 // Logged without the password; the next attempt on any
                 // connection waits as long as the throttle says.

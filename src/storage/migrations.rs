@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_accounts.sql"),
     include_str!("migrations/0002_im.sql"),
     include_str!("migrations/0003_usage.sql"),
+    include_str!("migrations/0004_invites.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -113,6 +114,7 @@ mod tests {
             "offline_messages",
             "blocklist",
             "last_activity",
+            "invites",
         ] {
             assert!(has_table(&conn, t), "{t}");
         }

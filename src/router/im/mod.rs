@@ -41,7 +41,7 @@ use crate::xml::Element;
 use super::Router;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_remote;
 
