@@ -28,6 +28,12 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              --expect-status, print "friends"; then --send a chat message,
                              wait for --expect-body, and with --wait-offline wait for the
                              contact to go offline and send --send-after-offline
+  register [--token T]       XEP-0077 with slixmpp's xep_0077 plugin: create the account
+                             --jid/--password before login (with an XEP-0401 <preauth/>
+                             token when given), print "registered" (or "register_failed"
+                             with the condition, exit 1), then log in to it
+  passwd --new-password P    XEP-0077 §3.3: change the logged-in account's password
+  unregister                 XEP-0077 §3.2: remove the logged-in account
 
 Runs with Debian's python3-slixmpp (1.8) as well as newer slixmpp from PyPI. SCRAM-*-PLUS
 is not usable from Python on TLS 1.3: CPython's ssl module has no tls-exporter
@@ -40,6 +46,7 @@ import json
 import logging
 import ssl
 import sys
+import xml.etree.ElementTree as ET
 
 try:
     import slixmpp
@@ -76,6 +83,15 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0199", {"keepalive": False})
         self.register_plugin("xep_0202")
         self.register_plugin("xep_0203")
+        if args.action in ("register", "passwd", "unregister"):
+            self.register_plugin("xep_0077")
+        if args.action == "register":
+            # Only with a handler does the plugin register before logging in.
+            self.add_event_handler("register", self.on_register)
+            # COMPAT slixmpp 1.8-1.9: stanzas sent before the session starts are queued,
+            # the plugin's registration iqs included, so they would never leave; this
+            # switch (what slixmpp's own tests use) lets them through.
+            self._always_send_everything = True
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", self.on_failed_auth)
         self.add_event_handler("failed_all_auth", self.on_failed_all_auth)
@@ -128,6 +144,33 @@ class Client(slixmpp.ClientXMPP):
         # Reached after every successful action too; only an early disconnect is a failure.
         if self.result is not None and not self.result.done():
             self.fail("disconnected", detail=str(reason))
+
+    # -- XEP-0077 before login -------------------------------------------------------
+
+    async def on_register(self, form):
+        query = form["register"]
+        form_fields = [f.get("var") for f in query.xml.iter("{jabber:x:data}field")]
+        emit("register_form", instructions=query["instructions"] or None,
+             legacy=[f for f in ("username", "password")
+                     if query.xml.find("{jabber:iq:register}" + f) is not None],
+             form_fields=form_fields)
+        iq = self.Iq()
+        iq["type"] = "set"
+        iq["register"]["username"] = self.boundjid.user
+        iq["register"]["password"] = self.password
+        if self.args.token:
+            preauth = ET.SubElement(iq["register"].xml, "{urn:xmpp:pars:0}preauth")
+            preauth.set("token", self.args.token)
+        try:
+            await iq.send(timeout=self.args.iq_timeout)
+            emit("registered", jid=self.boundjid.bare)
+        except IqError as e:
+            emit("register_failed", condition=e.iq["error"]["condition"],
+                 type=e.iq["error"]["type"], text=e.iq["error"]["text"] or None)
+            self.finish(EXIT_FAIL)
+            self.disconnect()
+        except IqTimeout:
+            self.fail("iq timeout")
 
     # -- the session ---------------------------------------------------------------
 
@@ -191,6 +234,19 @@ class Client(slixmpp.ClientXMPP):
                                "groups": sorted(self.client_roster[jid]["groups"])}
                          for jid in self.client_roster}
                 emit("roster", items=items)
+                self.finish(EXIT_OK)
+            elif action == "register":
+                self.finish(EXIT_OK)
+            elif action == "passwd":
+                await self["xep_0077"].change_password(self.args.new_password,
+                                                        jid=self.boundjid.domain,
+                                                        timeout=self.args.iq_timeout)
+                emit("password_changed", jid=self.boundjid.bare)
+                self.finish(EXIT_OK)
+            elif action == "unregister":
+                await self["xep_0077"].cancel_registration(jid=self.boundjid.domain,
+                                                            timeout=self.args.iq_timeout)
+                emit("unregistered", jid=self.boundjid.bare)
                 self.finish(EXIT_OK)
             elif action == "chat-with":
                 await self.get_roster(timeout=self.args.iq_timeout)
@@ -327,6 +383,9 @@ def parse_args(argv):
     for name in ("ping", "disco", "version", "time"):
         sub.add_parser(name).add_argument("--to")
     sub.add_parser("roster")
+    sub.add_parser("register").add_argument("--token")
+    sub.add_parser("passwd").add_argument("--new-password", required=True)
+    sub.add_parser("unregister")
     chat = sub.add_parser("chat-with")
     chat.add_argument("--contact", required=True)
     chat.add_argument("--status", required=True)
@@ -336,8 +395,11 @@ def parse_args(argv):
     chat.add_argument("--wait-offline", action="store_true")
     chat.add_argument("--send-after-offline")
     args = p.parse_args(argv)
-    if args.action in ("login", "receive", "roster", "chat-with"):
+    if args.action in ("login", "receive", "roster", "chat-with", "register", "passwd",
+                       "unregister"):
         args.to = None
+    if args.action != "register":
+        args.token = None
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as f:
             args.password = f.readline().rstrip("\n")
