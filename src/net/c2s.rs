@@ -193,16 +193,18 @@ impl Driver for C2sDriver {
                     password,
                     token,
                 };
-                let registrar = link.shared.registrar.clone();
-                let storage = link.shared.storage.clone();
+                // Boxed like the other password work. Not abandoned when the client hangs
+                // up: an invitation's use, once taken, must end in an account or be given
+                // back, and the hashing is bounded anyway.
                 let (ip, id) = (link.peer.ip(), link.id);
-                // Boxed like the other password work; a client that hangs up while its
-                // password waits to be hashed costs no hashing.
-                let work = Box::pin(async move { registrar.register(&storage, new, ip, id).await });
-                match async { Some(work.await) }.or(link.peer_gone()).await {
-                    Some(result) => Effect::Feed(Input::Registered(result)),
-                    None => Effect::Close,
-                }
+                let result = Box::pin(link.shared.registrar.register(
+                    &link.shared.storage,
+                    new,
+                    ip,
+                    id,
+                ))
+                .await;
+                Effect::Feed(Input::Registered(result))
             }
             Action::AuthFailed { username } => {
                 // Logged without the password; the next attempt on any

@@ -250,14 +250,26 @@ fn removal_tells_contacts_deletes_every_row_and_ends_sessions() {
     w.send(&b, "<presence type='subscribed' to='alice@home.example'/>");
     w.send(&b, "<presence type='subscribe' to='alice@home.example'/>");
     w.send(&a, "<presence type='subscribed' to='bob@home.example'/>");
-    // alice asks romeo on another server; carol lists alice without a subscription.
+    // alice asks romeo on another server, and lets him see her presence; carol lists
+    // alice without a subscription.
     w.send(&a, "<presence type='subscribe' to='romeo@remote.example'/>");
+    let romeo = crate::jid::Jid::parse("romeo@remote.example").unwrap();
+    let mut el =
+        crate::router::im::tests::parse("<presence type='subscribe' to='alice@home.example'/>");
+    el.set_attr("from", "romeo@remote.example");
+    let stanza = crate::stanza::Stanza::from_client(el).unwrap();
+    smol::block_on(w.im().route_remote(&romeo, stanza));
+    w.send(
+        &a,
+        "<presence type='subscribed' to='romeo@remote.example'/>",
+    );
     w.send(
         &c,
         "<iq type='set' id='c1'><query xmlns='jabber:iq:roster'>\
          <item jid='alice@home.example' name='Al'><group>kin</group></item></query></iq>",
     );
     w.send(&a, "<presence/>");
+    w.send(&a2, "<presence/>");
     w.send(&b, "<presence/>");
     // Rows in every table.
     w.send(
