@@ -20,7 +20,8 @@
 //!              └► features/  the modules, one file or folder per RFC part or XEP, each
 //!                            declaring its specs, disco and stream features, iq handlers
 //!                            and hooks, beside its own storage trait (roster/,
-//!                            subscription/, presence/, blocking/, offline/, last/)
+//!                            subscription/, presence/, blocking/, offline/, last/,
+//!                            register/: XEP-0077 sign-up, invitations, removal)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
