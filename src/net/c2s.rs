@@ -204,6 +204,10 @@ impl Driver for C2sDriver {
                     id,
                 ))
                 .await;
+                if result.is_ok() {
+                    let timeout = link.shared.negotiation_timeout;
+                    link.liveness.registered(timeout, Instant::now());
+                }
                 Effect::Feed(Input::Registered(result))
             }
             Action::AuthFailed { username } => {
