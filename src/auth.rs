@@ -40,6 +40,12 @@ impl Auth {
         self.passwords.clone()
     }
 
+    /// The bounded argon2id threads, for the other work that hashes a password (a new
+    /// account or password, XEP-0077).
+    pub fn passwords(&self) -> &PasswordChecks {
+        &self.passwords
+    }
+
     /// The stored SCRAM keys of `user` (a normalized localpart) for `hash`, or `None` if
     /// there are none (no such user, no keys for that hash, SCRAM keys turned off): the
     /// machine then fails the exchange as it would for a wrong password (RFC 5802 §5.1

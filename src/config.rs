@@ -50,6 +50,10 @@
 //! password_checks_at_once = 2        # argon2id (PLAIN) checks at once; default min(cores, 2)
 //! password_check_queue = 32          # PLAIN checks waiting; more get temporary-auth-failure
 //!
+//! [registration]                     # XEP-0077 in-band registration from a client
+//! policy = "invite"                  # "closed", "invite" (a token is needed) or "open"
+//! per_address_per_hour = 3           # open policy: accounts per source address per hour
+//!
 //! [limits]                            # XEP-0205 denial-of-service defences
 //! max_connections = 512
 //! max_connections_per_address = 32
@@ -124,6 +128,8 @@ pub struct Config {
     /// Accounts of this server that may run the XEP-0133 administration commands
     /// (top-level `admins`), normalized bare JIDs.
     pub admins: Vec<BareJid>,
+    /// In-band registration (XEP-0077).
+    pub registration: RegistrationConfig,
 }
 
 /// The household (`[household]`): accounts that see each other with mutual presence
@@ -139,6 +145,36 @@ impl Default for HouseholdConfig {
     fn default() -> HouseholdConfig {
         HouseholdConfig {
             group: "Household".to_owned(),
+        }
+    }
+}
+
+/// Who may create an account from a client (`[registration]`, XEP-0077).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegistrationPolicy {
+    /// Nobody: accounts are made with `hearth user add`; no `<register/>` stream feature.
+    Closed,
+    /// Whoever has a valid invitation token (XEP-0401); the default.
+    #[default]
+    Invite,
+    /// Anyone who can reach the server, throttled per source address.
+    Open,
+}
+
+/// In-band registration settings (`[registration]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationConfig {
+    pub policy: RegistrationPolicy,
+    /// Accounts one source address may register per hour under the open policy (a
+    /// household behind one NAT address registers a few; a spammer many).
+    pub per_address_per_hour: u32,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> RegistrationConfig {
+        RegistrationConfig {
+            policy: RegistrationPolicy::default(),
+            per_address_per_hour: defaults::REGISTRATIONS_PER_ADDRESS_PER_HOUR,
         }
     }
 }
@@ -329,11 +365,14 @@ mod limits {
     pub const MAX_STORED_ITEMS: RangeInclusive<i64> = 0..=100_000;
     pub const MAX_STORED_BYTES: RangeInclusive<i64> = 0..=(1 << 40);
     pub const IDLE_TIMEOUT_SECS: RangeInclusive<i64> = 10..=86_400;
+    pub const REGISTRATIONS_PER_HOUR: RangeInclusive<i64> = 1..=10_000;
 }
 
 /// Defaults, named so the documentation and the code cannot drift apart.
 mod defaults {
     pub const DOMAIN_FALLBACK: &str = "hearth.local";
+    /// A family signing up its phones from home in one evening.
+    pub const REGISTRATIONS_PER_ADDRESS_PER_HOUR: u32 = 3;
     pub const DATA_DIR_FALLBACK: &str = "hearth-data";
     pub const MAX_THREADS: usize = 4;
     pub const C2S_LISTEN: &str = "[::]:5222";
@@ -592,6 +631,7 @@ struct RawConfig {
     components: Option<RawComponents>,
     household: Option<RawHousehold>,
     admins: Option<Strings>,
+    registration: Option<RawRegistration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -621,6 +661,13 @@ impl RawHousehold {
         }
         Ok(HouseholdConfig { group })
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([registration])")]
+struct RawRegistration {
+    policy: Option<String>,
+    per_address_per_hour: Option<Int>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -802,6 +849,36 @@ impl RawConfig {
             admins,
             components,
             household: self.household.unwrap_or_default().validate()?,
+            registration: self.registration.unwrap_or_default().validate()?,
+        })
+    }
+}
+
+impl RawRegistration {
+    fn validate(self) -> Result<RegistrationConfig, ConfigErrorKind> {
+        let policy = match self.policy.as_deref() {
+            None => RegistrationPolicy::default(),
+            Some("closed") => RegistrationPolicy::Closed,
+            Some("invite") => RegistrationPolicy::Invite,
+            Some("open") => RegistrationPolicy::Open,
+            Some(other) => {
+                return Err(invalid(
+                    "registration.policy",
+                    format!("{other:?} is not one of \"closed\", \"invite\", \"open\""),
+                ));
+            }
+        };
+        let per_address_per_hour = match self.per_address_per_hour {
+            Some(n) => in_range(
+                "registration.per_address_per_hour",
+                n,
+                limits::REGISTRATIONS_PER_HOUR,
+            )? as u32,
+            None => defaults::REGISTRATIONS_PER_ADDRESS_PER_HOUR,
+        };
+        Ok(RegistrationConfig {
+            policy,
+            per_address_per_hour,
         })
     }
 }
@@ -1364,6 +1441,8 @@ mod tests {
         assert!(c.mdns.interfaces.is_empty());
         assert_eq!(c.limits, default_limits());
         assert_eq!(c.household.group, "Household");
+        assert_eq!(c.registration.policy, RegistrationPolicy::Invite);
+        assert_eq!(c.registration.per_address_per_hour, 3);
     }
 
     #[test]
@@ -1376,6 +1455,22 @@ mod tests {
         }
         let e = parse("[household]\nname = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("name"), "{e}");
+    }
+
+    #[test]
+    fn bad_registration_settings() {
+        assert_eq!(
+            error("[registration]\npolicy = \"anyone\""),
+            "/etc/hearth/hearth.toml: registration.policy: \"anyone\" is not one of \
+             \"closed\", \"invite\", \"open\""
+        );
+        assert_eq!(
+            error("[registration]\nper_address_per_hour = 0"),
+            "/etc/hearth/hearth.toml: registration.per_address_per_hour: must be between 1 \
+             and 10000 (got 0)"
+        );
+        let e = error("[registration]\ntoken = \"x\"");
+        assert!(e.contains("unknown key \"registration.token\""), "{e}");
     }
 
     fn default_limits() -> LimitsConfig {
@@ -1587,6 +1682,10 @@ mod tests {
 
             [household]
             group = "Family"
+
+            [registration]
+            policy = "open"
+            per_address_per_hour = 5
             "#,
         )
         .unwrap();
@@ -1652,6 +1751,10 @@ mod tests {
                     BareJid::parse("alice@kitchen.local").unwrap(),
                     BareJid::parse("bob@kitchen.local").unwrap(),
                 ],
+                registration: RegistrationConfig {
+                    policy: RegistrationPolicy::Open,
+                    per_address_per_hour: 5,
+                },
             }
         );
     }
@@ -1698,7 +1801,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`)"
         );
     }
 

@@ -21,9 +21,9 @@
 //!                            declaring its specs, disco and stream features, iq handlers
 //!                            and hooks, beside its own storage trait (roster/,
 //!                            subscription/, presence/, blocking/, offline/, last/,
-//!                            household/: the shared roster group); adhoc/ runs the
-//!                            XEP-0133 admin commands, forms.rs builds and reads XEP-0004
-//!                            data forms
+//!                            household/: the shared roster group; register/: XEP-0077
+//!                            sign-up, invitations, removal); adhoc/ runs the XEP-0133
+//!                            admin commands, forms.rs builds and reads XEP-0004 data forms
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

@@ -138,9 +138,11 @@ impl PasswordChecks {
         }
     }
 
-    /// Derives what is stored for a new password ([`Credentials::derive`]) on the same
-    /// bounded threads as the checks: setting a password (XEP-0133 add-user,
-    /// change-user-password) costs what a login costs, and waits or is refused like one.
+    /// Derives what is stored for a new password ([`Credentials::derive`]: one argon2id
+    /// hash, the same work as a check) on the same bounded threads, so a stranger
+    /// registering accounts (XEP-0077), a user changing a password or an admin adding one
+    /// (XEP-0133) costs no more than a login: [`PasswordError::Busy`] at once when the
+    /// queue is full.
     pub async fn derive(
         &self,
         password: String,

@@ -12,6 +12,7 @@ use smol::{Async, Executor, Timer};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::features::Registry;
+use crate::features::register::{Register, Registrar};
 use crate::net::Shared;
 use crate::net::component::ComponentSlot;
 use crate::net::limits::{Admission, ConnectionLimits};
@@ -111,9 +112,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             log::warn!("admins: {admin} is not an account here yet (hearth user add {user})");
         }
     }
+    let registrar = Arc::new(Registrar::new(cfg.registration, auth.passwords().clone()));
     let modules = Registry::configured(
         &cfg.household,
         crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks()),
+        Register::new(registrar.clone()),
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {
@@ -128,6 +131,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         max_auth_failures: 5,
         strict_channel_binding: cfg.auth.strict_channel_binding,
         module_features: modules.stream_features(),
+        registration: cfg.registration.policy,
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
@@ -226,6 +230,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             ..ThrottleConfig::default()
         })),
         auth,
+        registrar,
         shutdown_rx,
         s2s,
         components,

@@ -30,6 +30,13 @@ enum Name {
     Session,
     Error,
     Other,
+    /// XEP-0077 `<query xmlns='jabber:iq:register'/>`, `<username/>`, `<password/>`,
+    /// `<remove/>`, and XEP-0401 `<preauth/>`.
+    Register,
+    Username,
+    Password,
+    Remove,
+    Preauth,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -53,6 +60,8 @@ enum In {
     Scram(bool),
     Plain(bool),
     Bound(Option<String>),
+    /// The driver's answer to a registration (XEP-0077).
+    Registered(bool),
     Fail,
     Shutdown,
 }
@@ -71,10 +80,15 @@ fn name(n: &Name) -> (&'static str, &'static str) {
         Name::Session => ("session", ns::SESSION),
         Name::Error => ("error", ns::STREAM),
         Name::Other => ("x", "urn:example"),
+        Name::Register => ("query", "jabber:iq:register"),
+        Name::Username => ("username", "jabber:iq:register"),
+        Name::Password => ("password", "jabber:iq:register"),
+        Name::Remove => ("remove", "jabber:iq:register"),
+        Name::Preauth => ("preauth", "urn:xmpp:pars:0"),
     }
 }
 
-const ATTRS: [&str; 6] = ["mechanism", "type", "id", "to", "from", "xml:lang"];
+const ATTRS: [&str; 7] = ["mechanism", "type", "id", "to", "from", "xml:lang", "token"];
 
 fn element(e: &El) -> Element {
     let (n, namespace) = name(&e.name);
@@ -87,10 +101,15 @@ fn element(e: &El) -> Element {
         let (n, namespace) = name(c);
         let child = Element::new(n, namespace).with_text(text.as_str());
         // A <bind/> with a <resource/> inside, as clients send it.
-        let child = if matches!(c, Name::Bind) {
-            child.with_child(Element::new("resource", ns::BIND).with_text(text.as_str()))
-        } else {
-            child
+        let child = match c {
+            Name::Bind => {
+                child.with_child(Element::new("resource", ns::BIND).with_text(text.as_str()))
+            }
+            // A registration with its fields inside, as clients send it.
+            Name::Register => child
+                .with_child(Element::new("username", "jabber:iq:register").with_text(text.as_str()))
+                .with_child(Element::new("password", "jabber:iq:register").with_text("pw")),
+            _ => child,
         };
         el.push_child(child);
     }
@@ -104,6 +123,7 @@ fuzz_target!(|inputs: Vec<In>| {
         max_auth_failures: 3,
         strict_channel_binding: false,
         module_features: hearth::features::Registry::standard().stream_features(),
+        registration: hearth::config::RegistrationPolicy::Open,
     });
     let mut c2s = C2s::new(policy, None);
     let mut bound = false;
@@ -147,6 +167,11 @@ fuzz_target!(|inputs: Vec<In>| {
                 };
                 c2s.handle(Input::Bound(result))
             }
+            In::Registered(ok) => c2s.handle(Input::Registered(if ok {
+                Ok(())
+            } else {
+                Err(StanzaError::new(StanzaCondition::Conflict))
+            })),
             In::Fail => {
                 let mut out = Vec::new();
                 c2s.fail(
@@ -167,6 +192,10 @@ fuzz_target!(|inputs: Vec<In>| {
                 }
                 Action::Bind { .. } => assert!(c2s.user().is_some(), "bind before authentication"),
                 Action::Authenticated { .. } => assert!(c2s.is_tls(), "authenticated without TLS"),
+                Action::Register { .. } => {
+                    assert!(c2s.is_tls(), "registration without TLS");
+                    assert!(c2s.user().is_none(), "registration after login");
+                }
                 _ => {}
             }
         }

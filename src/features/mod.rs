@@ -24,6 +24,7 @@ pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod register;
 pub mod roster;
 pub mod subscription;
 pub mod time;
@@ -159,6 +160,11 @@ pub enum Hook {
     /// storing anything. The household (a shared roster group) is one, as ejabberd's
     /// `roster_get` and Prosody's `roster-load` hooks serve theirs.
     RosterView,
+    /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
+    /// called before its rows are deleted, so a module can still read them and tell
+    /// others (its contacts, RFC 6121); the rows then go with the account (cascading
+    /// deletes), and its sessions are closed.
+    AccountRemoved,
 }
 
 /// What a filter hook decided.
@@ -314,6 +320,16 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// [`Hook::AccountRemoved`]: `account` (a local bare JID) is about to be deleted;
+    /// `cx.from` is the session that asked.
+    fn account_removed<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _account: &'a BareJid,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -382,8 +398,9 @@ impl Registry {
         }
     }
 
-    /// Everything hearth does today, with the default settings and no admins (as in
-    /// most tests).
+    /// Everything hearth does today, with the default settings: the household's default
+    /// group, no admins, registration (XEP-0077) with the default policy, and password
+    /// hashing on small pools of their own (tests, the README's table).
     pub fn standard() -> Registry {
         let passwords =
             crate::password::PasswordChecks::new(crate::password::PasswordCheckConfig {
@@ -393,13 +410,18 @@ impl Registry {
         Registry::configured(
             &household::HouseholdConfig::default(),
             adhoc::Adhoc::new(Vec::new(), passwords),
+            register::Register::standalone(),
         )
     }
 
     /// Everything hearth does, with the modules' settings from the configuration: the
-    /// household's group, the ad-hoc commands' admins and the server's bounded password
-    /// threads.
-    pub fn configured(household: &household::HouseholdConfig, adhoc: adhoc::Adhoc) -> Registry {
+    /// household's group, the ad-hoc commands' admins, registration, and the server's
+    /// bounded password threads.
+    pub fn configured(
+        household: &household::HouseholdConfig,
+        adhoc: adhoc::Adhoc,
+        register: register::Register,
+    ) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
@@ -415,6 +437,7 @@ impl Registry {
             Box::new(federation::Federation),
             Box::new(household::HouseholdModule::new(household)),
             Box::new(adhoc),
+            Box::new(register),
         ])
     }
 

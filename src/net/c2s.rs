@@ -168,6 +168,33 @@ impl Driver for C2sDriver {
             Action::VerifyPlain { username, password } => {
                 Box::pin(verify_plain(link, username, password)).await
             }
+            Action::Register {
+                username,
+                password,
+                token,
+            } => {
+                let new = crate::features::register::NewAccount {
+                    username,
+                    password,
+                    token,
+                };
+                // Boxed like the other password work. Not abandoned when the client hangs
+                // up: an invitation's use, once taken, must end in an account or be given
+                // back, and the hashing is bounded anyway.
+                let (ip, id) = (link.peer.ip(), link.id);
+                let result = Box::pin(link.shared.registrar.register(
+                    &link.shared.storage,
+                    new,
+                    ip,
+                    id,
+                ))
+                .await;
+                if result.is_ok() {
+                    let timeout = link.shared.negotiation_timeout;
+                    link.liveness.registered(timeout, Instant::now());
+                }
+                Effect::Feed(Input::Registered(result))
+            }
             Action::AuthFailed { username } => {
                 // Logged without the password; the next attempt on any
                 // connection waits as long as the throttle says.

@@ -71,6 +71,15 @@ impl Liveness {
         self.last_heard = now;
     }
 
+    /// An account was just registered on this stream (XEP-0077 §3.1, once per stream):
+    /// the login that follows gets a whole `negotiation_timeout` of its own, so a slow
+    /// registration (a person typing into the server's form) does not leave it none.
+    pub fn registered(&mut self, negotiation_timeout: Duration, now: Instant) {
+        if self.negotiation_deadline.is_some() {
+            self.negotiation_deadline = Some(now + negotiation_timeout);
+        }
+    }
+
     /// Bytes arrived from the peer.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = now;
@@ -143,6 +152,18 @@ mod tests {
         assert_eq!(l.deadline(), t0 + 30 * SEC);
         assert_eq!(l.due(t0 + 29 * SEC), Due::Nothing);
         assert_eq!(l.due(t0 + 30 * SEC), Due::NegotiationTimeout);
+    }
+
+    #[test]
+    fn a_registration_gives_the_login_its_own_time() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(config(), 30 * SEC, t0);
+        l.registered(30 * SEC, t0 + 25 * SEC);
+        assert_eq!(l.deadline(), t0 + 55 * SEC);
+        // Once bound, there is no negotiation left to extend.
+        l.bound(t0 + 26 * SEC);
+        l.registered(30 * SEC, t0 + 27 * SEC);
+        assert_eq!(l.negotiation_deadline(), None);
     }
 
     #[test]

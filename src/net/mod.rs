@@ -57,6 +57,9 @@ pub struct Shared {
     /// Credential checks for SASL: SCRAM keys and PLAIN passwords, the latter bounded in
     /// threads, queue and memory (`[auth]`).
     pub auth: Auth,
+    /// In-band registration (XEP-0077): the policy, hashing and per-address counts,
+    /// shared with the `register` module.
+    pub registrar: Arc<crate::features::register::Registrar>,
     /// Closed when the server stops; every connection listens on it.
     pub shutdown_rx: async_channel::Receiver<()>,
     /// Federation, when it is on (`[s2s] enabled`).

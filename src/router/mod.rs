@@ -658,6 +658,18 @@ impl Router {
         })
     }
 
+    /// Closes every session of `user` with `err` (XEP-0077 §3.2: the account was
+    /// removed). Each connection writes what it already has, then the stream error, and
+    /// unbinds itself on the way out. Returns how many sessions were told.
+    pub fn close_account(&self, user: &str, err: StreamError) -> usize {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else { return 0 };
+        for s in list {
+            s.tx.force_send(ToSession::Close(err.clone()));
+        }
+        list.len()
+    }
+
     /// Records a presence broadcast by `from` (RFC 6121 §4.2, §4.4, §4.5): availability,
     /// priority and the presence itself, and shows `el` to the account's other available
     /// resources. `el` carries `from` and no `to`. The sender's own copy (§4.2.2) is the

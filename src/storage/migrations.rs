@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_im.sql"),
     include_str!("migrations/0003_usage.sql"),
     include_str!("migrations/0004_household.sql"),
+    include_str!("migrations/0005_invites.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -114,6 +115,7 @@ mod tests {
             "offline_messages",
             "blocklist",
             "last_activity",
+            "invites",
         ] {
             assert!(has_table(&conn, t), "{t}");
         }

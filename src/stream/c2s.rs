@@ -22,6 +22,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::config::RegistrationPolicy;
+use crate::features::register;
 use crate::jid::{self, FullJid};
 use crate::ns;
 use crate::stanza::{Rejected, Stanza, StanzaCondition, StanzaError, StreamCondition, StreamError};
@@ -48,6 +50,9 @@ pub struct C2sPolicy {
     /// Stream features the modules add after login, beside bind and session
     /// (`features::Registry::stream_features`): roster versioning, pre-approval.
     pub module_features: Vec<Element>,
+    /// In-band registration before login (XEP-0077 §3.1, §8): offered after TLS unless
+    /// closed; the form asks for a token under the invite policy.
+    pub registration: RegistrationPolicy,
 }
 
 /// Something that happened, for the state machine to react to.
@@ -67,6 +72,8 @@ pub enum Input {
     AuthUnavailable,
     /// Answer to [`Action::Bind`].
     Bound(Result<FullJid, StanzaError>),
+    /// Answer to [`Action::Register`]: the account exists now, or the error to answer.
+    Registered(Result<(), StanzaError>),
 }
 
 /// Something the connection loop must do, in order.
@@ -92,6 +99,15 @@ pub enum Action {
     /// Bind a resource for the authenticated user: `None` asks the server to
     /// pick one. Feed [`Input::Bound`] with the outcome.
     Bind { resource: Option<String> },
+    /// Create an account (XEP-0077 §3.1) for a client not logged in: `username` is
+    /// normalized and allowed by name ([`register::check_username`]); the policy, the
+    /// token and whether the name is free are the driver's to check. Feed
+    /// [`Input::Registered`].
+    Register {
+        username: String,
+        password: String,
+        token: Option<String>,
+    },
     /// A validated stanza from the bound session, `from` stamped.
     Route(Stanza),
     /// Close the connection (after writing what came before).
@@ -182,7 +198,24 @@ pub struct C2s {
     /// The bound address once established.
     jid: Option<FullJid>,
     auth_failures: u8,
+    /// XEP-0077 before login: the registration iq waiting for the driver (its `id` and
+    /// `to`, to answer it), whether an account was registered (one per stream), the
+    /// attempts so far, and a XEP-0401 token sent ahead in `<preauth/>`.
+    register: Option<Box<Registering>>,
 }
+
+/// A stream's in-band registration state (XEP-0077 §3.1); boxed, since few streams
+/// ever register.
+#[derive(Debug, Default)]
+struct Registering {
+    pending: Option<Element>,
+    is_done: bool,
+    attempts: u8,
+    token: Option<String>,
+}
+
+/// Registration attempts (refused names, taken names, bad tokens) allowed on one stream.
+const MAX_REGISTER_ATTEMPTS: u8 = 5;
 
 impl C2s {
     /// A new stream on a plain TCP connection (STARTTLS will be required),
@@ -197,6 +230,7 @@ impl C2s {
             pending_user: None,
             jid: None,
             auth_failures: 0,
+            register: None,
         }
     }
 
@@ -264,6 +298,7 @@ impl C2s {
                 }
             }
             Input::Bound(result) => self.on_bound(result, &mut out),
+            Input::Registered(result) => self.on_registered(result, &mut out),
         }
         out
     }
@@ -291,7 +326,12 @@ impl C2s {
             vec![Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS))]
         } else if self.user.is_none() {
             self.phase = Phase::PreAuth;
-            self.sasl_features()
+            let mut v = self.sasl_features();
+            // XEP-0077 §8: only under TLS, and only when the policy lets anyone in.
+            if self.policy.registration != RegistrationPolicy::Closed {
+                v.push(Element::new("register", register::NS_FEATURE));
+            }
+            v
         } else {
             // §7.2: bind; RFC 3921's session marked optional (RFC 6121
             // Appendix E) for the clients that still ask for it.
@@ -383,6 +423,8 @@ impl C2s {
             Phase::PreAuth => {
                 if el.is("auth", ns::SASL) {
                     self.on_auth(&el, out);
+                } else if el.is("iq", ns::CLIENT) {
+                    self.on_preauth_iq(el, out);
                 } else if el.is("starttls", ns::TLS) {
                     // TLS is already up; a second STARTTLS is a protocol error.
                     self.fail(
@@ -411,6 +453,120 @@ impl C2s {
                 .with_text("authenticate and bind a resource first"),
             out,
         )
+    }
+
+    /// An iq before login: XEP-0077 registration (§3.1) and XEP-0401's `<preauth/>`;
+    /// anything else is a stanza before authentication, which closes the stream.
+    fn on_preauth_iq(&mut self, el: Element, out: &mut Vec<Action>) {
+        let policy = self.policy.registration;
+        let ty = el.attr("type");
+        let (is_register, is_preauth) = match el.children().next() {
+            Some(p) => (
+                p.is("query", register::NS_REGISTER),
+                p.is("preauth", register::NS_PARS),
+            ),
+            None => (false, false),
+        };
+        let is_offered = policy != RegistrationPolicy::Closed;
+        if !(is_register || (is_preauth && is_offered)) {
+            return self.not_authorized(out);
+        }
+        // The reply's addresses: the request's `to` as `from`, no `to` (the client has
+        // no address yet).
+        let mut req = Element::new("iq", ns::CLIENT);
+        for key in ["id", "to", "type"] {
+            if let Some(v) = el.attr(key) {
+                req.set_attr(key, v);
+            }
+        }
+        let reply_error = |err: StanzaError, out: &mut Vec<Action>| {
+            if let Some(reply) = err.reply_to(&req) {
+                out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+            }
+        };
+        if policy == RegistrationPolicy::Closed {
+            // §3.1: the host does not register in band.
+            return reply_error(StanzaError::new(StanzaCondition::ServiceUnavailable), out);
+        }
+        let state = self.register.get_or_insert_with(Default::default);
+        let payload = el.children().next();
+        match (ty, payload) {
+            (Some("get"), Some(_)) if is_register => {
+                let reply = result_for(&req).with_child(register::form(policy));
+                out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+            }
+            (Some("set"), Some(p)) if is_preauth => {
+                // XEP-0401 §4: the token, remembered for the registration that follows;
+                // checked (and used) only then.
+                state.token = p.attr("token").filter(|t| !t.is_empty()).map(str::to_owned);
+                out.push(Action::Send(result_for(&req).to_xml_in(ns::CLIENT)));
+            }
+            (Some("set"), Some(query)) => {
+                if state.is_done || state.pending.is_some() {
+                    return reply_error(
+                        StanzaError::new(StanzaCondition::NotAllowed)
+                            .with_text("one account per connection: log in to it"),
+                        out,
+                    );
+                }
+                if state.attempts >= MAX_REGISTER_ATTEMPTS {
+                    return self.fail(
+                        StreamError::new(StreamCondition::PolicyViolation)
+                            .with_text("too many registration attempts"),
+                        out,
+                    );
+                }
+                state.attempts += 1;
+                let request = register::parse_set(query).and_then(|r| match r {
+                    register::Request::Remove => {
+                        Err(StanzaError::new(StanzaCondition::NotAuthorized)
+                            .with_text("log in to remove an account"))
+                    }
+                    register::Request::Account {
+                        username,
+                        password,
+                        token,
+                    } => Ok((register::check_username(&username)?, password, token)),
+                });
+                match request {
+                    Ok((username, password, token)) => {
+                        let token = token.or_else(|| state.token.clone());
+                        state.pending = Some(req);
+                        out.push(Action::Register {
+                            username,
+                            password,
+                            token,
+                        });
+                    }
+                    Err(e) => reply_error(e, out),
+                }
+            }
+            // Results and errors are never answered (RFC 6120 §8.2.3); a request with
+            // no payload is malformed.
+            (Some("result" | "error"), _) => {}
+            _ => reply_error(StanzaError::new(StanzaCondition::BadRequest), out),
+        }
+    }
+
+    /// The driver's answer to [`Action::Register`].
+    fn on_registered(&mut self, result: Result<(), StanzaError>, out: &mut Vec<Action>) {
+        let Some(state) = self.register.as_mut() else {
+            return;
+        };
+        let Some(req) = state.pending.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                state.is_done = true;
+                out.push(Action::Send(result_for(&req).to_xml_in(ns::CLIENT)));
+            }
+            Err(e) => {
+                if let Some(reply) = e.reply_to(&req) {
+                    out.push(Action::Send(reply.to_xml_in(ns::CLIENT)));
+                }
+            }
+        }
     }
 
     /// `<auth mechanism='…'>` (RFC 6120 §6.4.2).
@@ -680,6 +836,18 @@ impl C2s {
     }
 }
 
+/// An empty iq result for a request before login: its id, from whom it was asked.
+fn result_for(req: &Element) -> Element {
+    let mut r = Element::new("iq", ns::CLIENT).with_attr("type", "result");
+    if let Some(id) = req.attr("id") {
+        r.set_attr("id", id);
+    }
+    if let Some(to) = req.attr("to") {
+        r.set_attr("from", to);
+    }
+    r
+}
+
 /// A SASL element carrying base64 data; with no data the element is empty
 /// (RFC 6120 §6.4.3, §6.4.6).
 fn sasl_xml(name: &str, data: &[u8]) -> String {
@@ -716,6 +884,7 @@ mod tests {
             max_auth_failures: 3,
             strict_channel_binding: true,
             module_features: crate::features::Registry::standard().stream_features(),
+            registration: RegistrationPolicy::Open,
         })
     }
 
@@ -884,6 +1053,99 @@ mod tests {
             );
         }
         assert!(h.contains("type=\"tls-exporter\""));
+    }
+
+    fn with_registration(registration: RegistrationPolicy) -> T {
+        let mut p = (*policy()).clone();
+        p.registration = registration;
+        T {
+            c2s: C2s::new(Arc::new(p), Some(cb())),
+            framer: Framer::new(Limits::default()),
+        }
+    }
+
+    const REGISTER: &str = "<iq type='set' id='r1' to='home.local'><query xmlns='jabber:iq:register'>\
+        <username>Alice</username><password>pw</password></query></iq>";
+
+    /// XEP-0077 §8: the feature only under TLS; §3.1 the form, the account asked for,
+    /// one per stream, then the usual login.
+    #[test]
+    fn registration_before_login() {
+        let mut plain = T::plain();
+        assert!(!plain.header().contains("iq-register"));
+        let a = plain.send(REGISTER);
+        assert!(closes(&a), "no registration before TLS");
+        assert!(!a.iter().any(|x| matches!(x, Action::Register { .. })));
+
+        let mut t = with_registration(RegistrationPolicy::Invite);
+        let h = t.header();
+        assert!(
+            h.contains("<register xmlns=\"http://jabber.org/features/iq-register\"/>"),
+            "{h}"
+        );
+        let a = t.send("<iq type='get' id='f'><query xmlns='jabber:iq:register'/></iq>");
+        let form = sent(&a);
+        assert!(form.starts_with("<iq type=\"result\" id=\"f\">"), "{form}");
+        assert!(form.contains("var=\"token\""), "{form}");
+        // A token sent ahead (XEP-0401) goes with the registration.
+        let a = t.send("<iq type='set' id='t'><preauth xmlns='urn:xmpp:pars:0' token='tok'/></iq>");
+        assert!(sent(&a).contains("type=\"result\""));
+        let a = t.send(REGISTER);
+        assert!(
+            matches!(&a[..], [Action::Register { username, password, token: Some(tok) }]
+                if username == "alice" && password == "pw" && tok == "tok"),
+            "{a:?}"
+        );
+        let a = t.input(Input::Registered(Ok(())));
+        assert_eq!(
+            sent(&a),
+            "<iq type=\"result\" id=\"r1\" from=\"home.local\"/>"
+        );
+        // One per stream.
+        let a = t.send(REGISTER);
+        assert!(sent(&a).contains("<not-allowed"), "{}", sent(&a));
+        assert!(!a.iter().any(|x| matches!(x, Action::Register { .. })));
+        // Then the usual login.
+        let a = t.send(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+        );
+        assert!(matches!(&a[..], [Action::VerifyPlain { username, .. }] if username == "alice"));
+    }
+
+    #[test]
+    fn registration_refusals() {
+        let mut t = with_registration(RegistrationPolicy::Open);
+        t.header();
+        let a = t.send("<iq type='set' id='r'><query xmlns='jabber:iq:register'><username>Admin</username><password>x</password></query></iq>");
+        assert!(sent(&a).contains("<not-acceptable"), "{}", sent(&a));
+        let a = t
+            .send("<iq type='set' id='r'><query xmlns='jabber:iq:register'><remove/></query></iq>");
+        assert!(sent(&a).contains("<not-authorized"), "{}", sent(&a));
+        let a = t.send(REGISTER);
+        assert!(matches!(&a[..], [Action::Register { .. }]));
+        let a = t.input(Input::Registered(Err(StanzaError::new(
+            StanzaCondition::Conflict,
+        ))));
+        assert!(sent(&a).contains("<conflict"), "{}", sent(&a));
+        // A refused name may be followed by another, up to a bound.
+        for _ in 0..2 {
+            let a = t.send(REGISTER);
+            t.input(Input::Registered(Err(StanzaError::new(
+                StanzaCondition::Conflict,
+            ))));
+            assert!(matches!(&a[..], [Action::Register { .. }]));
+        }
+        let a = t.send(REGISTER);
+        assert!(sent(&a).contains("policy-violation"), "{}", sent(&a));
+        assert!(closes(&a));
+
+        // Closed: no feature, and §3.1's answer for a host without registration.
+        let mut t = with_registration(RegistrationPolicy::Closed);
+        assert!(!t.header().contains("iq-register"));
+        let a = t.send(REGISTER);
+        assert!(sent(&a).contains("<service-unavailable"), "{}", sent(&a));
+        let a = t.send("<iq type='set' id='t'><preauth xmlns='urn:xmpp:pars:0' token='tok'/></iq>");
+        assert!(closes(&a));
     }
 
     #[test]

@@ -404,7 +404,7 @@ async fn delete_users(cx: &IqCx<'_>, form: &Submitted) -> Result<Done, StanzaErr
     for g in given {
         match localpart_of(g, domain) {
             Err(e) => problems.push(e.to_string()),
-            Ok(user) => match cx.im.remove_account(&user).await {
+            Ok(user) => match cx.im.remove_account(cx.from, &user).await {
                 Ok(true) => deleted.push(format!("{user}@{domain}")),
                 Ok(false) => problems.push(format!("no such user: {user}@{domain}")),
                 Err(e) => return Err(internal(e)),

@@ -47,7 +47,11 @@ impl World {
             _dir: dir,
             router: Router::new(DOMAIN.into()),
             storage,
-            modules: Registry::configured(&Default::default(), Adhoc::new(admins, passwords)),
+            modules: Registry::configured(
+                &Default::default(),
+                Adhoc::new(admins, passwords),
+                crate::features::register::Register::standalone(),
+            ),
         }
     }
 

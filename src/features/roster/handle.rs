@@ -93,7 +93,7 @@ impl Im<'_> {
             Some(AfterReply::Push(jid)) => self.push_view(user, &jid).await,
             Some(AfterReply::Removed(item)) => {
                 self.push_view(user, &item.jid).await;
-                self.after_removal(from, &item).await;
+                self.after_removal(&from.bare(), &item, false).await;
             }
         }
         Ok(payload)
@@ -175,24 +175,30 @@ impl Im<'_> {
     /// §2.5.2: removing an item cancels the subscriptions both ways: `unsubscribe` if the
     /// user was subscribed (or asking), `unsubscribed` if the contact was (or asking),
     /// sent by the server on the user's behalf to a contact here or on another server.
-    pub(crate) async fn after_removal(&self, from: &FullJid, item: &RosterItem) {
-        let bare = from.bare();
+    /// `account_gone`: the whole account is being removed (XEP-0077 §3.2), so its
+    /// presence stops for everyone, household members included.
+    pub(crate) async fn after_removal(
+        &self,
+        bare: &BareJid,
+        item: &RosterItem,
+        account_gone: bool,
+    ) {
         let s = item.state;
         if s.subscription.has_from() {
-            if let Some(user) = from.local() {
-                if !self.still_sees(user, &item.jid).await {
+            if let Some(user) = bare.local() {
+                if account_gone || !self.still_sees(user, &item.jid).await {
                     self.presence_flow(user, &item.jid, PresenceFlow::Stop);
                 }
             }
         }
         if s.subscription.has_to() || s.pending_out {
             let el = presence::subscription("unsubscribe", bare.as_str(), item.jid.as_str());
-            self.send_subscription(Origin::Server, &bare, &item.jid, SubType::Unsubscribe, el)
+            self.send_subscription(Origin::Server, bare, &item.jid, SubType::Unsubscribe, el)
                 .await;
         }
         if s.subscription.has_from() || s.pending_in {
             let el = presence::subscription("unsubscribed", bare.as_str(), item.jid.as_str());
-            self.send_subscription(Origin::Server, &bare, &item.jid, SubType::Unsubscribed, el)
+            self.send_subscription(Origin::Server, bare, &item.jid, SubType::Unsubscribed, el)
                 .await;
         }
     }
@@ -209,6 +215,63 @@ impl Im<'_> {
                 log::error!("storage: {e}");
                 false
             })
+    }
+
+    /// XEP-0077 §3.2 (`Hook::AccountRemoved`): before `account`'s rows go, its contacts
+    /// here and on other servers are told as if each roster item were removed (§2.5.2:
+    /// `unavailable` from its available resources to those who saw them, `unsubscribe`
+    /// and `unsubscribed`; requests it never answered are refused), and every local
+    /// roster that still lists it loses the item,
+    /// with a push (§2.1.6), so a later account of the same name inherits nothing.
+    pub(crate) async fn account_removed(&self, account: &BareJid) {
+        let Some(user) = self.local_user(account).map(str::to_owned) else {
+            return;
+        };
+        let u = user.clone();
+        let items = match on_pool(self.storage, move |s| s.roster(&u)).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                log::error!("storage: {e}");
+                Vec::new()
+            }
+        };
+        for item in &items {
+            self.after_removal(account, item, true).await;
+        }
+        // Requests waiting with no roster item: refused (§3.2.1).
+        let u = user.clone();
+        let waiting = on_pool(self.storage, move |s| {
+            crate::features::register::RemovalStore::requests_without_item(s, &u)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            log::error!("storage: {e}");
+            Vec::new()
+        });
+        for jid in waiting.iter().filter_map(|j| BareJid::parse(j).ok()) {
+            let el = presence::subscription("unsubscribed", account.as_str(), jid.as_str());
+            self.send_subscription(Origin::Server, account, &jid, SubType::Unsubscribed, el)
+                .await;
+        }
+        let jid = account.clone();
+        let owners = on_pool(self.storage, move |s| {
+            crate::features::register::RemovalStore::rosters_listing(s, &jid)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            log::error!("storage: {e}");
+            Vec::new()
+        });
+        for owner in owners.into_iter().filter(|o| *o != user) {
+            let (o, jid) = (owner.clone(), account.clone());
+            match on_pool(self.storage, move |s| s.remove_roster_item(&o, &jid)).await {
+                Ok(Some(change)) => {
+                    self.push(&owner, change.version, roster::removed_element(account))
+                }
+                Ok(None) => {}
+                Err(e) => log::error!("storage: {e}"),
+            }
+        }
     }
 
     /// A roster push of `item` to every interested resource of `user` (§2.1.6).

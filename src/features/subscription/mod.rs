@@ -36,6 +36,20 @@ impl super::Module for Subscriptions {
     fn stream_features(&self) -> Vec<Element> {
         vec![Element::new("sub", super::roster::NS_PRE_APPROVAL)]
     }
+
+    fn hooks(&self) -> &'static [super::Hook] {
+        &[super::Hook::AccountRemoved]
+    }
+
+    /// An account going away ends its subscriptions both ways, as removing each of its
+    /// roster items would (§2.5.2), and leaves no item for it in local rosters.
+    fn account_removed<'a>(
+        &'a self,
+        cx: &'a super::HookCx<'a>,
+        account: &'a crate::jid::BareJid,
+    ) -> super::HookFuture<'a, ()> {
+        Box::pin(cx.im.account_removed(account))
+    }
 }
 
 /// The `subscription` attribute of a roster item (RFC 6121 §2.1.2.5): whose presence

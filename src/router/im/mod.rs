@@ -42,7 +42,7 @@ use super::Router;
 
 mod account;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_household;
 #[cfg(test)]

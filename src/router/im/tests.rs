@@ -12,30 +12,30 @@ use crate::stanza::Stanza;
 use crate::storage::{Accounts as _, Storage};
 use crate::xml::{Element, Event, Framer, Limits};
 
-pub(super) const DOMAIN: &str = "home.example";
+pub(crate) const DOMAIN: &str = "home.example";
 
-pub(super) struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
-    pub(super) router: Router,
-    pub(super) storage: Storage,
+    pub(crate) router: Router,
+    pub(crate) storage: Storage,
     modules: Registry,
 }
 
 /// One bound session: its address and the stanzas the router queued for it.
-pub(super) struct Session {
-    pub(super) jid: FullJid,
-    pub(super) rx: SessionRx,
+pub(crate) struct Session {
+    pub(crate) jid: FullJid,
+    pub(crate) rx: SessionRx,
     /// The router's id for it, to end it.
-    pub(super) id: u64,
+    pub(crate) id: u64,
 }
 
 impl World {
-    fn new(users: &[&str]) -> World {
+    pub(crate) fn new(users: &[&str]) -> World {
         World::with_router(users, Router::new(DOMAIN.into()))
     }
 
     /// A world around `router` (one for [`DOMAIN`], e.g. with a `Remote`).
-    pub(super) fn with_router(users: &[&str], router: Router) -> World {
+    pub(crate) fn with_router(users: &[&str], router: Router) -> World {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap().with_scram_keys(false);
         for u in users {
@@ -49,7 +49,7 @@ impl World {
         }
     }
 
-    pub(super) fn im(&self) -> Im<'_> {
+    pub(crate) fn im(&self) -> Im<'_> {
         Im {
             router: &self.router,
             storage: &self.storage,
@@ -58,7 +58,7 @@ impl World {
         }
     }
 
-    pub(super) fn bind(&self, user: &str, resource: &str) -> Session {
+    pub(crate) fn bind(&self, user: &str, resource: &str) -> Session {
         let (tx, rx) = session_queue(QUEUE_BYTES);
         let bound = self.router.bind(user, Some(resource.into()), tx).unwrap();
         Session {
@@ -71,7 +71,7 @@ impl World {
     /// `xml` sent by `from` (its `from` stamped as the stream would); returns what was
     /// written straight back to it, and whether it should now collect its offline
     /// messages (`Routed::offline`).
-    pub(super) fn send(&self, from: &Session, xml: &str) -> (String, bool) {
+    pub(crate) fn send(&self, from: &Session, xml: &str) -> (String, bool) {
         let mut el = parse(xml);
         el.set_attr("from", from.jid.as_str());
         let stanza = Stanza::from_client(el).unwrap_or_else(|_| panic!("not a stanza: {xml}"));
@@ -83,7 +83,7 @@ impl World {
 }
 
 /// Everything queued for a session so far.
-pub(super) fn queued(s: &Session) -> Vec<String> {
+pub(crate) fn queued(s: &Session) -> Vec<String> {
     let mut v = Vec::new();
     while let Ok(ToSession::Stanza(x)) = s.rx.try_recv() {
         v.push(x.el.to_xml_in(ns::CLIENT).replace('"', "'"));
@@ -92,7 +92,7 @@ pub(super) fn queued(s: &Session) -> Vec<String> {
 }
 
 /// One stanza of client XML as an element.
-pub(super) fn parse(xml: &str) -> Element {
+pub(crate) fn parse(xml: &str) -> Element {
     let mut f = Framer::new(Limits::default());
     let header = format!(
         "<stream:stream xmlns='{}' xmlns:stream='{}' to='{DOMAIN}' version='1.0'>",
