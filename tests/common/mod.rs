@@ -118,11 +118,23 @@ pub struct Server {
 
 /// Picks a free loopback port: bind port 0, read the port, close. Another process
 /// could take it before the server binds it; on a test machine that is rare enough.
+///
+/// Never the same port twice in one test process: the kernel may hand a port just closed
+/// out again at once, and a server given the same port for two listeners refuses to
+/// start (tests run as threads of one process under `cargo test`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind a loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn unique_temp_dir() -> PathBuf {
