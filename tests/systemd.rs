@@ -167,7 +167,20 @@ impl Manager {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            // Exited: what it sent before exiting may still wait in the socket (a quick
+            // shutdown sends STOPPING=1 and is gone before the next read).
+            let exited = child.try_wait().unwrap();
+            if let Some(status) = exited {
+                self.sock.set_nonblocking(true).unwrap();
+                while let Ok(n) = self.sock.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let hit = msg.lines().any(|l| l == line);
+                    seen.push(msg);
+                    if hit {
+                        self.sock.set_nonblocking(false).unwrap();
+                        return seen;
+                    }
+                }
                 panic!("hearth exited with {status} before {line:?}; got {seen:?}");
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -873,7 +873,12 @@ impl Driver for InDriver {
             InAction::VerifyDialback { domain, id, key } => {
                 let shared = link.shared.clone();
                 let valid = Box::pin(verify_dialback(&shared, domain.clone(), id, key)).await;
-                log::info!("s2s-in{}: dialback for {domain}: {valid:?}", link.id);
+                let verdict = match valid {
+                    Some(true) => "valid",
+                    Some(false) => "invalid",
+                    None => "not checked: its server could not be asked",
+                };
+                log::info!("s2s-in{}: dialback key for {domain} {verdict}", link.id);
                 Effect::Feed(InInput::DialbackVerified { domain, valid })
             }
             InAction::Authenticated(domain) => {
