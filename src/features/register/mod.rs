@@ -34,7 +34,7 @@ mod rules;
 mod store;
 
 pub use rules::{RESERVED, Request, check_username, form, parse_set, registered};
-pub use store::{Invite, InviteStore, RemovalStore, new_token, token_hash};
+pub use store::{Invite, InviteEffects, InviteStore, RemovalStore, new_token, token_hash};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
