@@ -20,6 +20,7 @@ pub mod disco;
 pub mod federation;
 pub mod forms;
 pub mod household;
+pub mod invite;
 pub mod last;
 pub mod offline;
 pub mod ping;

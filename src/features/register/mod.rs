@@ -123,14 +123,16 @@ impl Registrar {
     }
 
     /// §3.1: creates the account `new` asked for by a client at `ip` not logged in; the
-    /// error to answer otherwise (see the module's documentation for which).
+    /// error to answer otherwise (see the module's documentation for which). With an
+    /// invitation, what else it does (XEP-0401: household, inviter), for the caller to
+    /// carry out once the account exists (`features::invite::welcome`).
     pub async fn register(
         &self,
         storage: &Storage,
         new: NewAccount,
         ip: IpAddr,
         conn: u64,
-    ) -> Result<(), StanzaError> {
+    ) -> Result<Option<InviteEffects>, StanzaError> {
         let NewAccount {
             username,
             password,
@@ -169,7 +171,7 @@ impl Registrar {
                     return Err(StanzaError::new(StanzaCondition::Forbidden)
                         .with_text("the invitation is unknown, used up or expired"));
                 };
-                invite = Some(taken.id);
+                invite = Some((taken.id, taken.effects));
             }
             (RegistrationPolicy::Open, _) if !self.take_slot(ip, Instant::now()) => {
                 refused("too many registrations from this address");
@@ -181,20 +183,24 @@ impl Registrar {
             _ => {}
         }
         let result = self.store_new(storage, &username, password).await;
-        match (&result, invite) {
-            (Ok(()), Some(id)) => {
-                log::info!("c2s{conn}: {ip} registered {username:?} with invitation #{id}")
+        match (result, invite) {
+            (Ok(()), Some((id, effects))) => {
+                log::info!("c2s{conn}: {ip} registered {username:?} with invitation #{id}");
+                Ok(Some(effects))
             }
-            (Ok(()), None) => log::info!("c2s{conn}: {ip} registered {username:?}"),
-            (Err(_), Some(id)) => {
+            (Ok(()), None) => {
+                log::info!("c2s{conn}: {ip} registered {username:?}");
+                Ok(None)
+            }
+            (Err(e), Some((id, _))) => {
                 // The use was not spent on an account: give it back.
                 if let Err(e) = on_pool(storage, move |s| s.restore_invite(id)).await {
                     log::error!("c2s{conn}: storage: {e}");
                 }
+                Err(e)
             }
-            (Err(_), None) => {}
+            (Err(e), None) => Err(e),
         }
-        result
     }
 
     /// Hashes `password` (bounded) and stores the new account.

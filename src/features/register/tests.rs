@@ -41,7 +41,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn condition(r: Result<(), StanzaError>) -> StanzaCondition {
+fn condition<T: std::fmt::Debug>(r: Result<T, StanzaError>) -> StanzaCondition {
     r.unwrap_err().condition
 }
 
