@@ -1,0 +1,167 @@
+//! XEP-0401 Easy User Onboarding against a real hearth: `hearth invite` prints an
+//! `xmpp:` URI whose token slixmpp (`xep_0077` with `<preauth/>`) registers with; the
+//! invitation's effects (household, the inviter as a mutual contact) as the clients and
+//! `hearth household list` see them; used up, expired and revoked tokens refused; and
+//! the `urn:xmpp:invite#invite` ad-hoc command run by slixmpp's `xep_0050`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::clients::slixmpp;
+use common::{Server, ServerOpts};
+
+const PW: &str = "a long passphrase";
+
+fn server() -> Server {
+    Server::start(ServerOpts {
+        extra_toml: "[registration]\npolicy = \"invite\"\n".into(),
+        ..ServerOpts::default()
+    })
+}
+
+/// Runs `hearth <args>` on the server's configuration; its standard output.
+fn hearth(server: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run hearth");
+    assert!(
+        out.status.success(),
+        "hearth {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The URI line of `hearth invite`'s output.
+fn uri_of(output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with("xmpp:"))
+        .unwrap_or_else(|| panic!("no URI in:\n{output}"))
+        .to_owned()
+}
+
+/// The token in an XEP-0401 URI (`…;preauth=TOKEN[;…]`).
+fn token_of(uri: &str) -> String {
+    uri.split("preauth=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_else(|| panic!("no token in {uri}"))
+        .to_owned()
+}
+
+/// `user`'s roster as slixmpp reads it: JID → subscription.
+fn roster(server: &Server, user: &str) -> serde_json::Map<String, serde_json::Value> {
+    let run = slixmpp(server, user, PW, "SCRAM-SHA-256").run(&["roster"]);
+    run.assert_ok();
+    let items = run.expect_event("roster")["items"].clone();
+    items
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v["subscription"].clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn refused(server: &Server, user: &str, token: &str) {
+    let run = slixmpp(server, user, PW, "SCRAM-SHA-256").run(&["register", "--token", token]);
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert_eq!(
+        run.expect_event("register_failed")["condition"],
+        "forbidden",
+        "{run}"
+    );
+}
+
+/// `hearth invite --from alice --household`: the URI is a user invitation (XEP-0401 §4);
+/// its token registers once; then alice and the new user have each other with
+/// `subscription='both'`, and the new user is in the household.
+#[test]
+fn cli_invite_from_a_user_into_the_household() {
+    let server = server();
+    server.add_user("alice", PW);
+    let out = hearth(&server, &["invite", "--from", "alice", "--household"]);
+    let uri = uri_of(&out);
+    let alice = server.jid("alice");
+    assert!(
+        uri.starts_with(&format!("xmpp:{alice}?roster;preauth=")) && uri.ends_with(";ibr=y"),
+        "{uri}"
+    );
+    // A QR code was drawn (half blocks), and the fingerprint or how to get it said.
+    assert!(out.contains('█') && out.contains('▀'), "{out}");
+    assert!(out.contains("fingerprint"), "{out}");
+    let token = token_of(&uri);
+
+    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256").run(&["register", "--token", &token]);
+    run.assert_ok();
+    run.expect_event("registered");
+
+    let newbie = server.jid("newbie");
+    let a = roster(&server, "alice");
+    assert_eq!(
+        a.get(&newbie),
+        Some(&"both".into()),
+        "alice's roster: {a:?}"
+    );
+    let n = roster(&server, "newbie");
+    assert_eq!(
+        n.get(&alice),
+        Some(&"both".into()),
+        "newbie's roster: {n:?}"
+    );
+    let members = hearth(&server, &["household", "list"]);
+    assert!(members.lines().any(|l| l == newbie), "{members}");
+    assert!(!members.lines().any(|l| l == alice), "{members}");
+
+    // Used up.
+    refused(&server, "second", &token);
+    let listed = hearth(&server, &["invites"]);
+    assert!(!listed.contains(&token), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains("yes"),
+        "{listed}"
+    );
+}
+
+/// An expired invitation and a revoked one are refused; an account invitation without
+/// effects registers an account with an empty roster, outside the household.
+#[test]
+fn expired_and_revoked_invitations_are_refused() {
+    let server = server();
+    let short = token_of(&uri_of(&hearth(&server, &["invite", "--expires", "1s"])));
+    let revoked_out = hearth(&server, &["invite", "--note", "for the tablet"]);
+    let revoked = token_of(&uri_of(&revoked_out));
+    let plain_uri = uri_of(&hearth(&server, &["invite", "--uses", "2"]));
+    assert!(
+        plain_uri.starts_with(&format!("xmpp:{}?register;preauth=", server.domain())),
+        "{plain_uri}"
+    );
+    let id = revoked_out
+        .split('#')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no id in {revoked_out}"));
+    let said = hearth(&server, &["invites", "revoke", id]);
+    assert_eq!(said.trim(), format!("revoked invitation #{id}"));
+    std::thread::sleep(Duration::from_millis(2100));
+    refused(&server, "late", &short);
+    refused(&server, "tablet", &revoked);
+
+    let run = slixmpp(&server, "plain", PW, "SCRAM-SHA-256").run(&[
+        "register",
+        "--token",
+        &token_of(&plain_uri),
+    ]);
+    run.assert_ok();
+    assert!(roster(&server, "plain").is_empty());
+    let members = hearth(&server, &["household", "list"]);
+    assert!(members.trim().is_empty(), "{members}");
+}
