@@ -165,3 +165,48 @@ fn expired_and_revoked_invitations_are_refused() {
     let members = hearth(&server, &["household", "list"]);
     assert!(members.trim().is_empty(), "{members}");
 }
+
+/// The `urn:xmpp:invite#invite` ad-hoc command (XEP-0401, as Prosody's
+/// mod_invites_adhoc), run by slixmpp's `xep_0050` as a user who is not an admin: the
+/// result form's `uri` is a user invitation whose token registers an account, which
+/// then has the user as a mutual contact.
+#[test]
+fn adhoc_invite_gives_a_working_uri() {
+    let server = server();
+    server.add_user("bob", PW);
+    let run = slixmpp(&server, "bob", PW, "SCRAM-SHA-256").run(&[
+        "adhoc",
+        "--node",
+        "urn:xmpp:invite#invite",
+    ]);
+    run.assert_ok();
+    let done = run.expect_event("command_done");
+    assert_eq!(done["status"], "completed", "{run}");
+    let uri = done["result"]["uri"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no uri:\n{run}"))
+        .to_owned();
+    let bob = server.jid("bob");
+    assert!(
+        uri.starts_with(&format!("xmpp:{bob}?roster;preauth=")),
+        "{uri}"
+    );
+    assert!(
+        done["result"]["expire"][0]
+            .as_str()
+            .is_some_and(|e| e.ends_with('Z'))
+    );
+
+    let run = slixmpp(&server, "friend", PW, "SCRAM-SHA-256").run(&[
+        "register",
+        "--token",
+        &token_of(&uri),
+    ]);
+    run.assert_ok();
+    run.expect_event("registered");
+    let friend = server.jid("friend");
+    assert_eq!(roster(&server, "bob").get(&friend), Some(&"both".into()));
+    assert_eq!(roster(&server, "friend").get(&bob), Some(&"both".into()));
+    let members = hearth(&server, &["household", "list"]);
+    assert!(members.trim().is_empty(), "{members}");
+}

@@ -282,6 +282,15 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
+/// Unix seconds as an XEP-0082 DateTime (`2026-12-11T17:52:00Z`).
+pub fn utc_iso(secs: i64) -> String {
+    let (date, time) = utc(secs).split_once(' ').map_or_else(
+        || (String::new(), String::new()),
+        |(d, t)| (d.to_owned(), t.to_owned()),
+    );
+    format!("{date}T{time}:{:02}Z", secs.rem_euclid(60))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +346,7 @@ mod tests {
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc_iso(59), "1970-01-01T00:00:59Z");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(utc(1_796_400_000 + 3_661), "2026-12-04 17:01");
     }

@@ -16,7 +16,7 @@ pub use check::{CheckReport, check};
 pub use household::{HOUSEHOLD_USAGE, HouseholdCommand, household_command, parse_household_args};
 pub use invite::{
     INVITE_USAGE, InviteRequest, InvitesCommand, Made, create as create_invite, invite_command,
-    invites_command, parse_invite_args, parse_invites_args,
+    invites_command, parse_invite_args, parse_invites_args, utc_iso,
 };
 
 pub use user::{

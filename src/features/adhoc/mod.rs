@@ -75,9 +75,16 @@ impl Adhoc {
             .is_some_and(|j| self.admins.iter().any(|a| *a == j.bare()))
     }
 
-    /// The commands `from` may run.
+    /// The commands `from` may run: all for an admin, inviting (XEP-0401) for any other
+    /// local account, none for another server's users.
     pub fn commands_for(&self, from: Sender<'_>) -> &'static [Command] {
-        if self.is_admin(from) { admin::ALL } else { &[] }
+        if self.is_admin(from) {
+            admin::ALL
+        } else if from.session().is_some() {
+            admin::FOR_USERS
+        } else {
+            &[]
+        }
     }
 
     async fn execute(&self, cx: &IqCx<'_>, iq: &Stanza, now: Instant) -> IqOutcome {
@@ -95,7 +102,11 @@ impl Adhoc {
         let Some(command) = Command::by_node(&request.node) else {
             return Err(StanzaError::new(StanzaCondition::ItemNotFound));
         };
-        let Some(owner) = cx.from.session().filter(|_| self.is_admin(cx.from)) else {
+        let Some(owner) = cx
+            .from
+            .session()
+            .filter(|_| self.commands_for(cx.from).contains(&command))
+        else {
             return Err(StanzaError::new(StanzaCondition::Forbidden));
         };
         match self.sessions.step(owner, command, &request, now)? {

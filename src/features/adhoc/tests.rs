@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::admin::{ALL, Command};
+use super::admin::{ALL, Command, FOR_USERS};
 use super::{Action, Adhoc, MAX_SESSIONS_PER_ACCOUNT, Request, SESSION_TTL, Sessions, Step};
 use crate::features::Registry;
 use crate::jid::{BareJid, FullJid};
@@ -176,11 +176,11 @@ fn disco_lists_the_commands_to_admins_only() {
         assert!(out.contains(&format!("node='{}'", c.node())), "{out}");
     }
     assert!(out.contains("jid='home.example'"), "{out}");
+    // Anyone else local: only inviting (XEP-0401).
     let out = w.send(&bob, items);
-    assert!(
-        out.contains("type='result'") && !out.contains("<item"),
-        "{out}"
-    );
+    assert!(out.contains("type='result'"), "{out}");
+    assert_eq!(out.matches("<item").count(), 1, "{out}");
+    assert!(out.contains("node='urn:xmpp:invite#invite'"), "{out}");
     let node_info = format!(
         "<iq type='get' id='n' to='home.example'><query \
          xmlns='http://jabber.org/protocol/disco#info' node='{}'/></iq>",
@@ -205,7 +205,7 @@ fn disco_lists_the_commands_to_admins_only() {
 fn non_admins_are_refused() {
     let w = World::new();
     let bob = w.bind("bob", "desk");
-    for c in ALL {
+    for c in ALL.iter().filter(|c| !FOR_USERS.contains(c)) {
         let out = w.command(&bob, &format!("{} action='execute'", node(*c)), "");
         assert!(
             out.contains("type='error'") && out.contains("<forbidden"),
@@ -224,6 +224,74 @@ fn non_admins_are_refused() {
     );
     assert!(out.contains("<forbidden"), "{out}");
     assert!(!w.storage.account_exists("eve").unwrap());
+}
+
+/// XEP-0401: any local user may invite, for themselves; the URI's token is stored with
+/// them as the inviter. An admin's account invitation takes uses, validity, household.
+#[test]
+fn users_invite_and_admins_create_invitations() {
+    use crate::features::register::InviteStore as _;
+    let w = World::new();
+    let alice = w.bind("alice", "phone");
+    let bob = w.bind("bob", "desk");
+    let out = w.command(
+        &bob,
+        &format!("{} action='execute'", node(Command::Invite)),
+        "",
+    );
+    assert!(out.contains("status='completed'"), "{out}");
+    assert!(out.contains("<value>urn:xmpp:invite</value>"), "{out}");
+    let uri = out
+        .split("<field var='uri'")
+        .nth(1)
+        .and_then(|f| f.split("<value>").nth(1))
+        .and_then(|v| v.split("</value>").next())
+        .unwrap_or_else(|| panic!("no uri in {out}"));
+    assert!(
+        uri.starts_with("xmpp:bob@home.example?roster;preauth="),
+        "{uri}"
+    );
+    let token = uri
+        .split("preauth=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap();
+    let stored = w
+        .storage
+        .find_invite(token, crate::storage::unix_now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.effects.inviter.as_deref(), Some("bob"));
+    assert_eq!((stored.uses_left, stored.effects.household), (1, false));
+
+    let create = Command::CreateAccountInvite;
+    let shown = w.command(&alice, &format!("{} action='execute'", node(create)), "");
+    assert!(shown.contains("var='household'"), "{shown}");
+    let out = run(
+        &w,
+        &alice,
+        create,
+        &[
+            ("uses", "3"),
+            ("expires", "2h"),
+            ("household", "1"),
+            ("note", "guests"),
+        ],
+    );
+    assert!(out.contains("xmpp:home.example?register;preauth="), "{out}");
+    let listed = w.storage.list_invites().unwrap();
+    let newest = &listed[0];
+    assert_eq!((newest.uses_left, newest.note.as_str()), (3, "guests"));
+    assert!(newest.effects.household && newest.effects.inviter.is_none());
+    let left = newest.expires_at - crate::storage::unix_now();
+    assert!((7190..=7200).contains(&left), "{left}");
+    // A bad validity is a note, not an invitation.
+    let out = run(&w, &alice, create, &[("expires", "3y")]);
+    assert!(
+        out.contains("type='error'") && out.contains("<note"),
+        "{out}"
+    );
+    assert_eq!(w.storage.list_invites().unwrap().len(), 2);
 }
 
 #[test]
