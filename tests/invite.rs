@@ -210,3 +210,57 @@ fn adhoc_invite_gives_a_working_uri() {
     let members = hearth(&server, &["household", "list"]);
     assert!(members.trim().is_empty(), "{members}");
 }
+
+/// XEP-0379: a `subscribe` carrying a token alice issued (`hearth invite --from alice`)
+/// is approved on her behalf: the asker gets `subscribed` and alice's presence, alice's
+/// clients get no request, only the roster push of her new `from` contact. A token not
+/// hers (an account invitation) approves nothing: the request reaches her as usual,
+/// without the token.
+#[test]
+fn preauth_subscription_is_approved_by_the_inviters_token() {
+    use common::im::{drain, expect_presence, expect_push, login, presence, roster_get};
+    let server = common::im::server();
+    let (aj, bj, cj) = (server.jid("alice"), server.jid("bob"), server.jid("carol"));
+    let alices = token_of(&uri_of(&hearth(&server, &["invite", "--from", "alice"])));
+    let admins = token_of(&uri_of(&hearth(&server, &["invite"])));
+    let mut a = login(&server, "alice", "phone");
+    let mut b = login(&server, "bob", "desk");
+    let mut c = login(&server, "carol", "desk");
+    for conn in [&mut a, &mut b, &mut c] {
+        roster_get(conn, None);
+        presence(conn, "");
+        drain(conn);
+    }
+
+    b.send(&format!(
+        "<presence type='subscribe' to='{aj}'><preauth xmlns='urn:xmpp:pars:0' \
+         token='{alices}'/></presence>"
+    ));
+    expect_presence(&mut b, &aj, Some("subscribed"));
+    expect_presence(&mut b, &aj, None);
+    let item = expect_push(&mut a);
+    assert_eq!(item.attr("jid"), Some(bj.as_str()));
+    assert_eq!(item.attr("subscription"), Some("from"));
+    assert!(
+        drain(&mut a)
+            .iter()
+            .all(|e| e.attr("type") != Some("subscribe")),
+        "alice was asked"
+    );
+
+    c.send(&format!(
+        "<presence type='subscribe' to='{aj}'><preauth xmlns='urn:xmpp:pars:0' \
+         token='{admins}'/></presence>"
+    ));
+    let req = expect_presence(&mut a, &cj, Some("subscribe"));
+    assert!(
+        !req.has_child("preauth", "urn:xmpp:pars:0"),
+        "the token was passed on"
+    );
+    assert!(
+        drain(&mut c)
+            .iter()
+            .all(|e| e.attr("type") != Some("subscribed")),
+        "approved by a token not alice's"
+    );
+}

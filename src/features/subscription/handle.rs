@@ -4,6 +4,7 @@
 //! §3.1.2, §3.2.2, §3.3.2), and what its server sends comes in through
 //! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
+use crate::features::invite;
 use crate::features::presence;
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubState, SubType};
@@ -49,7 +50,7 @@ impl Im<'_> {
             }
         }
         let (outcome, change) = match self
-            .apply(&user, &contact, ty, Direction::Outbound, None)
+            .apply(&user, &contact, ty, Direction::Outbound, None, false)
             .await
         {
             Some(Ok(v)) => v,
@@ -146,9 +147,23 @@ impl Im<'_> {
                     continue;
                 }
             }
+            // XEP-0379 §4: a token the owner issued approves the request as if the owner
+            // had pre-approved it (§3.4). The token goes no further: not stored with a
+            // waiting request, not shown to the owner's clients.
+            let mut el = el;
+            let preapproved = match invite::preauth_token(&el) {
+                Some(token) if ty == SubType::Subscribe => {
+                    invite::preapproved(*self, &user, token).await
+                }
+                _ => false,
+            };
+            el.remove_children("preauth", crate::features::register::NS_PARS);
+            if preapproved {
+                log::info!("{owner}: subscription request from {sender} approved by invitation");
+            }
             let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
             let (outcome, change) = match self
-                .apply(&user, &sender, ty, Direction::Inbound, request)
+                .apply(&user, &sender, ty, Direction::Inbound, request, preapproved)
                 .await
             {
                 Some(Ok(v)) => v,
@@ -211,7 +226,8 @@ impl Im<'_> {
     /// Runs the state machine on `user`'s item for `contact` inside one storage
     /// transaction. Returns the outcome and (new version if pushed, the item); `Err` when
     /// `request` would be a new waiting request and there is no room for it (nothing
-    /// changed); `None` when storage failed.
+    /// changed); `None` when storage failed. `preapproved`: treat the item as approved in
+    /// advance (§3.4), for a request carrying the owner's XEP-0379 token.
     pub(crate) async fn apply(
         &self,
         user: &str,
@@ -219,6 +235,7 @@ impl Im<'_> {
         ty: SubType,
         dir: Direction,
         request: Option<String>,
+        preapproved: bool,
     ) -> Option<Result<(Outcome, (Option<u64>, Option<RosterItem>)), OverQuota>> {
         let u = user.to_owned();
         let c = contact.clone();
@@ -228,7 +245,8 @@ impl Im<'_> {
             let change = s.update_subscription(
                 &u,
                 &c,
-                &mut |state| {
+                &mut |mut state| {
+                    state.approved |= preapproved;
                     let o = subscription::apply(state, ty, dir);
                     outcome = Some(o);
                     o.state
