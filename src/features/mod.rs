@@ -439,6 +439,7 @@ impl Registry {
             Box::new(household::HouseholdModule::new(household)),
             Box::new(adhoc),
             Box::new(register),
+            Box::new(invite::Invite),
         ])
     }
 

@@ -37,12 +37,49 @@ use crate::features::household::Household as _;
 use crate::features::register::{InviteEffects, InviteStore as _, NS_PARS};
 use crate::features::roster::Roster as _;
 use crate::features::subscription::{SubState, Subscription};
+use crate::features::{Doc, Module, Spec, Status};
 use crate::jid::BareJid;
 use crate::router::im::{Im, on_pool};
 use crate::storage::StorageError;
 use crate::xml::Element;
 
 pub use crate::features::register::new_token;
+
+/// Invitations as a module: only declares what it implements. Its work is done where
+/// the stanzas are: at registration ([`welcome`], from the c2s connection), in the
+/// subscription handling ([`preapproved`]), in the ad-hoc commands
+/// (`features::adhoc::admin`), and by `hearth invite`.
+pub struct Invite;
+
+impl Module for Invite {
+    fn name(&self) -> &'static str {
+        "invite"
+    }
+
+    fn specs(&self) -> &'static [Spec] {
+        &[
+            Spec {
+                doc: Doc::Xep(379),
+                title: "Pre-Authenticated Roster Subscription",
+                version: "0.3.3",
+                status: Status::Partial,
+                note: "a `subscribe` with a token the contact issued is approved by the \
+                       server (as pre-approved, RFC 6121 §3.4); no subscription back, \
+                       the token is not used up",
+            },
+            Spec {
+                doc: Doc::Xep(401),
+                title: "Ad-hoc Account Invitation Generation (Easy User Onboarding)",
+                version: "0.5.0",
+                status: Status::Partial,
+                note: "`xmpp:` account and user invitations (`hearth invite`, with a QR \
+                       code; `urn:xmpp:invite#invite` for users, `#create-account` for \
+                       `admins`); the `<preauth/>` token at registration; household and \
+                       mutual contacts; no landing page",
+            },
+        ]
+    }
+}
 
 /// How long an invitation lasts unless told otherwise.
 pub const DEFAULT_VALIDITY_SECS: u64 = 7 * 24 * 3600;
