@@ -211,14 +211,29 @@ fn adhoc_invite_gives_a_working_uri() {
     assert!(members.trim().is_empty(), "{members}");
 }
 
+/// `jid`'s subscription and ask in a roster get's reply.
+fn item_of(reply: &common::xml::Node, jid: &str) -> (String, Option<String>) {
+    let item = reply
+        .children
+        .iter()
+        .flat_map(|q| q.children.iter())
+        .find(|i| i.attr("jid") == Some(jid))
+        .unwrap_or_else(|| panic!("no {jid} in {reply}"));
+    (
+        item.attr("subscription").unwrap_or("none").to_owned(),
+        item.attr("ask").map(str::to_owned),
+    )
+}
+
 /// XEP-0379: a `subscribe` carrying a token alice issued (`hearth invite --from alice`)
-/// is approved on her behalf: the asker gets `subscribed` and alice's presence, alice's
-/// clients get no request, only the roster push of her new `from` contact. A token not
-/// hers (an account invitation) approves nothing: the request reaches her as usual,
-/// without the token.
+/// is approved on her behalf (the asker gets `subscribed` and her presence; her clients
+/// get no request), and alice subscribes back: bob, who pre-approved her as XEP-0379 §4
+/// asks of the client, ends with `both` both ways at once; carol, who did not, is asked.
+/// A token not alice's (an account invitation) approves nothing: the request reaches
+/// her as usual, without the token.
 #[test]
 fn preauth_subscription_is_approved_by_the_inviters_token() {
-    use common::im::{drain, expect_presence, expect_push, login, presence, roster_get};
+    use common::im::{drain, expect_presence, login, presence, roster_get};
     let server = common::im::server();
     let (aj, bj, cj) = (server.jid("alice"), server.jid("bob"), server.jid("carol"));
     let alices = token_of(&uri_of(&hearth(&server, &["invite", "--from", "alice"])));
@@ -231,27 +246,34 @@ fn preauth_subscription_is_approved_by_the_inviters_token() {
         presence(conn, "");
         drain(conn);
     }
+    let preauth = |to: &str, token: &str| {
+        format!(
+            "<presence type='subscribe' to='{to}'><preauth xmlns='urn:xmpp:pars:0' \
+             token='{token}'/></presence>"
+        )
+    };
 
-    b.send(&format!(
-        "<presence type='subscribe' to='{aj}'><preauth xmlns='urn:xmpp:pars:0' \
-         token='{alices}'/></presence>"
-    ));
+    // bob pre-approves alice (RFC 6121 §3.4), then asks with her token.
+    b.send(&format!("<presence type='subscribed' to='{aj}'/>"));
+    b.send(&preauth(&aj, &alices));
     expect_presence(&mut b, &aj, Some("subscribed"));
-    expect_presence(&mut b, &aj, None);
-    let item = expect_push(&mut a);
-    assert_eq!(item.attr("jid"), Some(bj.as_str()));
-    assert_eq!(item.attr("subscription"), Some("from"));
+    expect_presence(&mut a, &bj, Some("subscribed"));
+    let seen = drain(&mut a);
     assert!(
-        drain(&mut a)
-            .iter()
-            .all(|e| e.attr("type") != Some("subscribe")),
-        "alice was asked"
+        seen.iter().all(|e| e.attr("type") != Some("subscribe")),
+        "alice was asked: {seen:?}"
+    );
+    assert_eq!(
+        item_of(&roster_get(&mut a, None), &bj),
+        ("both".into(), None)
+    );
+    assert_eq!(
+        item_of(&roster_get(&mut b, None), &aj),
+        ("both".into(), None)
     );
 
-    c.send(&format!(
-        "<presence type='subscribe' to='{aj}'><preauth xmlns='urn:xmpp:pars:0' \
-         token='{admins}'/></presence>"
-    ));
+    // carol asks with a token not alice's: alice is asked, without the token.
+    c.send(&preauth(&aj, &admins));
     let req = expect_presence(&mut a, &cj, Some("subscribe"));
     assert!(
         !req.has_child("preauth", "urn:xmpp:pars:0"),
@@ -262,5 +284,13 @@ fn preauth_subscription_is_approved_by_the_inviters_token() {
             .iter()
             .all(|e| e.attr("type") != Some("subscribed")),
         "approved by a token not alice's"
+    );
+    // Then with alice's: approved, and carol, who pre-approved nothing, is asked back.
+    c.send(&preauth(&aj, &alices));
+    expect_presence(&mut c, &aj, Some("subscribed"));
+    expect_presence(&mut c, &aj, Some("subscribe"));
+    assert_eq!(
+        item_of(&roster_get(&mut a, None), &cj),
+        ("from".into(), Some("subscribe".into()))
     );
 }

@@ -26,8 +26,10 @@
 //! xmlns='urn:xmpp:pars:0' token='…'/>` whose token that user issued (an invitation with
 //! that inviter, uses left, not expired) is approved on the user's behalf
 //! ([`preapproved`]: the server treats it as pre-approved, RFC 6121 §3.4, so the
-//! state machine answers `subscribed`). The token's use is not taken (it is still needed to
-//! register, `ibr=y`); subscribing back is left to the user's client.
+//! state machine answers `subscribed`), and the server subscribes back on the user's
+//! behalf (`subscribe`, answered at once by a client that pre-approved the user as
+//! XEP-0379 §4 asks, so the subscription is `both`). The token's use is not taken (it is
+//! still needed to register, `ibr=y`).
 //!
 //! Tokens are never logged.
 
@@ -64,8 +66,9 @@ impl Module for Invite {
                 version: "0.3.3",
                 status: Status::Partial,
                 note: "a `subscribe` with a token the contact issued is approved by the \
-                       server (as pre-approved, RFC 6121 §3.4); no subscription back, \
-                       the token is not used up",
+                       server (as pre-approved, RFC 6121 §3.4), which subscribes back; \
+                       the token is not used up; no token of the user's own to hand out \
+                       other than an invitation",
             },
             Spec {
                 doc: Doc::Xep(401),

@@ -118,6 +118,8 @@ impl Im<'_> {
         // Presence changes wait until the subscription stanzas are through, so a contact
         // sees `subscribed` before the presence it allows (§3.1.5).
         let mut flows: Vec<(String, BareJid, PresenceFlow)> = Vec::new();
+        // XEP-0379 §4: owners whose invitation approved a request, to subscribe back.
+        let mut back: Vec<(BareJid, BareJid)> = Vec::new();
         while let Some((owner, sender, ty, el)) = next.take() {
             let Some(user) = self.local_user(&owner).map(str::to_owned) else {
                 continue;
@@ -160,6 +162,7 @@ impl Im<'_> {
             el.remove_children("preauth", crate::features::register::NS_PARS);
             if preapproved {
                 log::info!("{owner}: subscription request from {sender} approved by invitation");
+                back.push((owner.clone(), sender.clone()));
             }
             let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
             let (outcome, change) = match self
@@ -210,6 +213,47 @@ impl Im<'_> {
             if flow == PresenceFlow::Start || !self.still_sees(&owner, &contact).await {
                 self.presence_flow(&owner, &contact, flow);
             }
+        }
+        for (owner, contact) in back {
+            Box::pin(self.subscribe_back(&owner, &contact)).await;
+        }
+    }
+
+    /// XEP-0379 §4: the invitation was the owner's, who wants the new contact's presence
+    /// too: a `subscribe` sent on the owner's behalf (§3.1.2, as if from the owner's
+    /// client), unless the owner is already subscribed or asking. A client that followed
+    /// the link pre-approved the owner (§3.4, as XEP-0379 §4 asks), so the request is
+    /// answered at once and the subscription is `both`; otherwise it waits for the
+    /// contact like any request.
+    async fn subscribe_back(&self, owner: &BareJid, contact: &BareJid) {
+        let Some(user) = self.local_user(owner).map(str::to_owned) else {
+            return;
+        };
+        match self.sub_state_stored(&user, contact).await {
+            Some(s) if !s.subscription.has_to() && !s.pending_out => {}
+            _ => return,
+        }
+        let (outcome, change) = match self
+            .apply(
+                &user,
+                contact,
+                SubType::Subscribe,
+                Direction::Outbound,
+                None,
+                false,
+            )
+            .await
+        {
+            Some(Ok(v)) => v,
+            Some(Err(_)) | None => return,
+        };
+        if let (Some(_), Some(item)) = (change.0, &change.1) {
+            self.push_view(&user, &item.jid).await;
+        }
+        if outcome.deliver {
+            let el = presence::subscription("subscribe", owner.as_str(), contact.as_str());
+            self.send_subscription(Origin::Server, owner, contact, SubType::Subscribe, el)
+                .await;
         }
     }
 
