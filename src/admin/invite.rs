@@ -142,6 +142,12 @@ pub fn invite_command(args: &[String], cfg: &Config) -> Result<String, AdminErro
         }
         Err(e) => out.push_str(&format!("({e})\n\n")),
     }
+    if cfg.registration.policy == crate::config::RegistrationPolicy::Closed {
+        out.push_str(
+            "Note: [registration] policy is \"closed\": nobody can sign up with this \
+             invitation\nuntil it is \"invite\" (the default) or \"open\".\n\n",
+        );
+    }
     match crate::net::tls::inspect_certificate(cfg) {
         Ok(Some(info)) => out.push_str(&format!(
             "If the app asks whether to trust the server's certificate, it should show\n\

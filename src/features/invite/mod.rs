@@ -164,6 +164,37 @@ pub fn preauth_token(stanza: &Element) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// `xml` (serialized stanzas, as logged at trace level) with the token of every
+/// `<preauth token='…'/>` (XEP-0379, XEP-0401) replaced by its length, so that no log
+/// level shows a token (as `forms::redact_password_fields` does for passwords).
+pub fn redact_preauth(xml: &str) -> std::borrow::Cow<'_, str> {
+    if !xml.contains("<preauth") {
+        return std::borrow::Cow::Borrowed(xml);
+    }
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find("<preauth") {
+        let tag = &rest[at..];
+        let end = tag.find('>').unwrap_or(tag.len());
+        let start_tag = &tag[..end];
+        out.push_str(&rest[..at]);
+        let Some(t) = start_tag.find(" token=").map(|t| t + " token=".len()) else {
+            out.push_str(start_tag);
+            rest = &tag[end..];
+            continue;
+        };
+        let quote = start_tag[t..].chars().next().unwrap_or('\'');
+        let value = start_tag.get(t + 1..).unwrap_or("");
+        let len = value.find(quote).unwrap_or(value.len());
+        out.push_str(&start_tag[..=t]);
+        out.push_str(&format!("[{len} bytes redacted]"));
+        out.push_str(value.get(len..).unwrap_or(""));
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// XEP-0379 §4: whether `token` was issued by `user` (an invitation naming it as the
 /// inviter, uses left, not expired), so that a subscription request to `user` carrying
 /// it is approved on `user`'s behalf. No use is taken.

@@ -147,3 +147,23 @@ fn only_the_inviters_live_tokens_preapprove() {
     assert!(!check("old-tok"));
     assert!(!check("nope"));
 }
+
+#[test]
+fn tokens_are_redacted_for_the_log() {
+    let xml = "<presence type='subscribe'><preauth xmlns='urn:xmpp:pars:0' \
+               token='s3cret'/></presence><iq><preauth token=\"tok2\"/></iq>";
+    let shown = redact_preauth(xml);
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("tok2"),
+        "{shown}"
+    );
+    assert!(shown.contains("token='[6 bytes redacted]'/>"), "{shown}");
+    assert!(shown.contains("token=\"[4 bytes redacted]\"/>"), "{shown}");
+    assert_eq!(redact_preauth("<presence/>"), "<presence/>");
+    // Cut off mid-tag: nothing of the token shown.
+    assert!(!redact_preauth("<preauth token='abc").contains("abc"));
+    let form = "<x><field var='uri'><value>xmpp:a@b?roster;preauth=zzz</value></field>\
+                <field var='token'><value>yyy</value></field></x>";
+    let shown = crate::features::forms::redact_password_fields(form);
+    assert!(!shown.contains("zzz") && !shown.contains("yyy"), "{shown}");
+}
