@@ -294,3 +294,22 @@ fn preauth_subscription_is_approved_by_the_inviters_token() {
         ("from".into(), Some("subscribe".into()))
     );
 }
+
+/// RFC 6121 §2.1.6: alice is online, with the roster fetched, when someone signs up with
+/// her invitation: her client gets the roster push of the new contact, `both`, without
+/// asking for the roster again.
+#[test]
+fn the_online_inviter_gets_the_roster_push() {
+    use common::im::{drain, expect_push, login, presence, roster_get};
+    let server = common::im::server();
+    let token = token_of(&uri_of(&hearth(&server, &["invite", "--from", "alice"])));
+    let mut a = login(&server, "alice", "phone");
+    roster_get(&mut a, None);
+    presence(&mut a, "");
+    drain(&mut a);
+    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256").run(&["register", "--token", &token]);
+    run.assert_ok();
+    let item = expect_push(&mut a);
+    assert_eq!(item.attr("jid"), Some(server.jid("newbie").as_str()));
+    assert_eq!(item.attr("subscription"), Some("both"));
+}
