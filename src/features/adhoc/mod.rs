@@ -1,11 +1,14 @@
 //! XEP-0050: Ad-Hoc Commands — the server's commands, run from any client that speaks
 //! XEP-0050 (Gajim, Conversations, Psi, slixmpp…): the owner administers the server
-//! from a phone. The commands are XEP-0133's service administration set ([`admin`]),
-//! offered to the accounts named in the `admins` setting only.
+//! from a phone. The commands are XEP-0133's service administration set ([`admin`]) and
+//! XEP-0401's `urn:xmpp:invite#create-account`, offered to the accounts named in the
+//! `admins` setting only, and XEP-0401's `urn:xmpp:invite#invite`, offered to every
+//! local account ([`admin::FOR_USERS`]).
 //!
 //! - Discovery (§2): `disco#items` on the server with node
-//!   `http://jabber.org/protocol/commands` lists the commands the asker may run (none
-//!   for anyone but an admin); `disco#info` on a command's node describes it (§2.3).
+//!   `http://jabber.org/protocol/commands` lists the commands the asker may run (only
+//!   the invite command for anyone but an admin); `disco#info` on a command's node
+//!   describes it (§2.3).
 //! - Execution (§3): `<command node=… action='execute'/>` answers with the command's
 //!   data form (XEP-0004) and `status='executing'` with a `sessionid`; submitting the
 //!   form (`action='complete'`, or `execute` with a filled form) runs it and answers
@@ -14,7 +17,8 @@
 //!   complete at once.
 //! - Errors (§4.4): `bad-request` with `<malformed-action/>`, `<bad-action/>`,
 //!   `<bad-payload/>` or `<bad-sessionid/>`; `not-allowed` with `<session-expired/>`;
-//!   `forbidden` for anyone not an admin; `item-not-found` for an unknown node.
+//!   `forbidden` for a command the asker may not run; `item-not-found` for an unknown
+//!   node.
 //!
 //! Sessions live in memory only, a few per account ([`MAX_SESSIONS_PER_ACCOUNT`], the
 //! oldest is dropped for a new one), [`MAX_SESSIONS`] in all, each for
@@ -192,7 +196,8 @@ impl Module for Adhoc {
                 title: "Ad-Hoc Commands",
                 version: "1.3.0",
                 status: Status::Complete,
-                note: "the server's commands, one stage each; sessions in memory, 10 minutes",
+                note: "the server's commands, one stage each; sessions in memory, 10 \
+                       minutes; every local user may run XEP-0401's invite command",
             },
             Spec {
                 doc: Doc::Xep(133),

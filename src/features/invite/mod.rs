@@ -183,10 +183,16 @@ pub fn redact_preauth(xml: &str) -> std::borrow::Cow<'_, str> {
             rest = &tag[end..];
             continue;
         };
-        let quote = start_tag[t..].chars().next().unwrap_or('\'');
-        let value = start_tag.get(t + 1..).unwrap_or("");
+        // Our own serializer's output, so well formed; `get` all the same, for a tag
+        // cut off anywhere.
+        let quote = start_tag
+            .get(t..)
+            .and_then(|v| v.chars().next())
+            .unwrap_or('\'');
+        let value = start_tag.get(t + quote.len_utf8()..).unwrap_or("");
         let len = value.find(quote).unwrap_or(value.len());
-        out.push_str(&start_tag[..=t]);
+        out.push_str(start_tag.get(..t).unwrap_or(""));
+        out.push(quote);
         out.push_str(&format!("[{len} bytes redacted]"));
         out.push_str(value.get(len..).unwrap_or(""));
         rest = &tag[end..];

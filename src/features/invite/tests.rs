@@ -162,6 +162,9 @@ fn tokens_are_redacted_for_the_log() {
     assert_eq!(redact_preauth("<presence/>"), "<presence/>");
     // Cut off mid-tag: nothing of the token shown.
     assert!(!redact_preauth("<preauth token='abc").contains("abc"));
+    for cut in ["<preauth token=", "<preauth token='", "<preauth token=é"] {
+        redact_preauth(cut);
+    }
     let form = "<x><field var='uri'><value>xmpp:a@b?roster;preauth=zzz</value></field>\
                 <field var='token'><value>yyy</value></field></x>";
     let shown = crate::features::forms::redact_password_fields(form);
