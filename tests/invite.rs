@@ -71,8 +71,11 @@ fn roster(server: &Server, user: &str) -> serde_json::Map<String, serde_json::Va
         .unwrap_or_default()
 }
 
+/// (`--token=…` in one argument: a token may start with `-`, which argparse would take
+/// for an option.)
 fn refused(server: &Server, user: &str, token: &str) {
-    let run = slixmpp(server, user, PW, "SCRAM-SHA-256").run(&["register", "--token", token]);
+    let run = slixmpp(server, user, PW, "SCRAM-SHA-256")
+        .run(&["register", &format!("--token={}", token)]);
     assert_eq!(run.code(), Some(1), "{run}");
     assert_eq!(
         run.expect_event("register_failed")["condition"],
@@ -100,7 +103,8 @@ fn cli_invite_from_a_user_into_the_household() {
     assert!(out.contains("fingerprint"), "{out}");
     let token = token_of(&uri);
 
-    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256").run(&["register", "--token", &token]);
+    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256")
+        .run(&["register", &format!("--token={}", &token)]);
     run.assert_ok();
     run.expect_event("registered");
 
@@ -155,11 +159,8 @@ fn expired_and_revoked_invitations_are_refused() {
     refused(&server, "late", &short);
     refused(&server, "tablet", &revoked);
 
-    let run = slixmpp(&server, "plain", PW, "SCRAM-SHA-256").run(&[
-        "register",
-        "--token",
-        &token_of(&plain_uri),
-    ]);
+    let run = slixmpp(&server, "plain", PW, "SCRAM-SHA-256")
+        .run(&["register", &format!("--token={}", token_of(&plain_uri))]);
     run.assert_ok();
     assert!(roster(&server, "plain").is_empty());
     let members = hearth(&server, &["household", "list"]);
@@ -197,11 +198,8 @@ fn adhoc_invite_gives_a_working_uri() {
             .is_some_and(|e| e.ends_with('Z'))
     );
 
-    let run = slixmpp(&server, "friend", PW, "SCRAM-SHA-256").run(&[
-        "register",
-        "--token",
-        &token_of(&uri),
-    ]);
+    let run = slixmpp(&server, "friend", PW, "SCRAM-SHA-256")
+        .run(&["register", &format!("--token={}", token_of(&uri))]);
     run.assert_ok();
     run.expect_event("registered");
     let friend = server.jid("friend");
@@ -307,7 +305,8 @@ fn the_online_inviter_gets_the_roster_push() {
     roster_get(&mut a, None);
     presence(&mut a, "");
     drain(&mut a);
-    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256").run(&["register", "--token", &token]);
+    let run = slixmpp(&server, "newbie", PW, "SCRAM-SHA-256")
+        .run(&["register", &format!("--token={}", &token)]);
     run.assert_ok();
     let item = expect_push(&mut a);
     assert_eq!(item.attr("jid"), Some(server.jid("newbie").as_str()));

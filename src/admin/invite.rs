@@ -40,6 +40,9 @@ pub struct InviteRequest {
     /// `--from`, as given (checked against the accounts when run).
     pub from: Option<String>,
     pub note: String,
+    /// Whether the server lets the token register an account (`[registration]` not
+    /// closed): a user invitation's URI says so with `ibr=y` (XEP-0401).
+    pub ibr: bool,
 }
 
 /// A parsed `hearth invites` command line.
@@ -62,6 +65,7 @@ pub fn parse_invite_args(args: &[String]) -> Result<Option<InviteRequest>, Admin
         household: false,
         from: None,
         note: String::new(),
+        ibr: true,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -111,9 +115,10 @@ pub fn parse_invites_args(args: &[String]) -> Result<InvitesCommand, AdminError>
 /// Runs `hearth invite …`: stores a new invitation and returns what to print (URI, QR
 /// code, fingerprint).
 pub fn invite_command(args: &[String], cfg: &Config) -> Result<String, AdminError> {
-    let Some(req) = parse_invite_args(args)? else {
+    let Some(mut req) = parse_invite_args(args)? else {
         return Ok(INVITE_USAGE.to_owned());
     };
+    req.ibr = cfg.registration.policy != crate::config::RegistrationPolicy::Closed;
     let storage = Storage::open(&cfg.data_dir).map_err(AdminError::Storage)?;
     let made = create(&storage, &cfg.domain, &req)?;
     let mut out = String::new();
@@ -201,7 +206,7 @@ pub fn create(storage: &Storage, domain: &str, req: &InviteRequest) -> Result<Ma
     let inviter_jid = inviter.and_then(|u| BareJid::new(Some(&u), domain).ok());
     Ok(Made {
         id,
-        uri: invite::invite_uri(domain, inviter_jid.as_ref(), &token),
+        uri: invite::invite_uri(domain, inviter_jid.as_ref(), &token, req.ibr),
         expires_at,
         inviter: inviter_jid,
     })
@@ -321,7 +326,8 @@ mod tests {
                 valid_secs: 12 * 3600,
                 household: true,
                 from: Some("alice".into()),
-                note: "tablet".into()
+                note: "tablet".into(),
+                ibr: true,
             }
         );
         assert_eq!(parse_invite_args(&args("help")).unwrap(), None);

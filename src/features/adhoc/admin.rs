@@ -271,13 +271,24 @@ fn internal(e: impl std::fmt::Display) -> StanzaError {
     StanzaError::new(StanzaCondition::InternalServerError)
 }
 
+/// What the commands need besides the request.
+pub struct Context<'a> {
+    /// The bounded argon2id threads, for the commands that set passwords.
+    pub passwords: &'a PasswordChecks,
+    /// Whether accounts may be registered from a client (`[registration]` not closed):
+    /// an account invitation is refused otherwise, and a user invitation's URI has no
+    /// `ibr=y` (XEP-0401).
+    pub is_registration_offered: bool,
+}
+
 /// Runs `command` with the submitted `form` (`None` for a command with nothing to ask).
 pub async fn run(
     command: Command,
     cx: &IqCx<'_>,
-    passwords: &PasswordChecks,
+    ctx: &Context<'_>,
     form: Option<&Submitted>,
 ) -> Result<Done, StanzaError> {
+    let passwords = ctx.passwords;
     if let Some(t) = form.and_then(Submitted::form_type)
         && t != NS_ADMIN
     {
@@ -350,6 +361,12 @@ pub async fn run(
             info(format!("Sent to {sent} online session(s)."))
         }
         Command::CreateAccountInvite => {
+            if !ctx.is_registration_offered {
+                return refused(
+                    "Sign-up is closed ([registration] policy): an invitation could not \
+                     be used.",
+                );
+            }
             let uses = match form.text("uses").unwrap_or("1").parse::<u32>() {
                 Ok(n) if (1..=1000).contains(&n) => n,
                 _ => return refused("The number of uses must be from 1 to 1000."),
@@ -364,6 +381,7 @@ pub async fn run(
                 household: matches!(form.text("household"), Some("1" | "true")),
                 from: None,
                 note: form.text("note").unwrap_or_default().to_owned(),
+                ibr: true,
             };
             make_invite(cx, req).await
         }
@@ -377,6 +395,7 @@ pub async fn run(
                 household: false,
                 from: Some(user.to_owned()),
                 note: String::new(),
+                ibr: ctx.is_registration_offered,
             };
             make_invite(cx, req).await
         }

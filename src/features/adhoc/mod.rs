@@ -62,6 +62,9 @@ pub struct Adhoc {
     passwords: PasswordChecks,
     /// Commands waiting for their form.
     sessions: Sessions,
+    /// Whether `[registration]` lets accounts be created from a client (XEP-0401's
+    /// commands depend on it); true unless told otherwise ([`Adhoc::with_registration`]).
+    is_registration_offered: bool,
 }
 
 impl Adhoc {
@@ -70,7 +73,16 @@ impl Adhoc {
             admins,
             passwords,
             sessions: Sessions::default(),
+            is_registration_offered: true,
         }
+    }
+
+    /// Says whether accounts may be registered from a client (`[registration] policy`
+    /// not closed): an admin's account invitation is refused when not, and a user's
+    /// invitation is for existing accounts only (no `ibr=y`, XEP-0401).
+    pub fn with_registration(mut self, is_offered: bool) -> Adhoc {
+        self.is_registration_offered = is_offered;
+        self
     }
 
     /// An admin is a local session of an account in `admins`; never a remote address.
@@ -117,7 +129,11 @@ impl Adhoc {
             Step::Show(id) => Ok(Some(executing(command, &id))),
             Step::Canceled(id) => Ok(Some(answer(command, &id, "canceled"))),
             Step::Run(id) => {
-                let done = admin::run(command, cx, &self.passwords, request.form.as_ref()).await?;
+                let ctx = admin::Context {
+                    passwords: &self.passwords,
+                    is_registration_offered: self.is_registration_offered,
+                };
+                let done = admin::run(command, cx, &ctx, request.form.as_ref()).await?;
                 Ok(Some(completed(command, &id, done)))
             }
         }

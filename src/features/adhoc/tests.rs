@@ -33,6 +33,11 @@ struct Session {
 impl World {
     /// Accounts alice (the admin), bob and carol, password "pw".
     fn new() -> World {
+        World::with_registration(true)
+    }
+
+    /// [`World::new`], with `[registration]` offering sign-up or closed.
+    fn with_registration(is_offered: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap().with_scram_keys(false);
         for u in ["alice", "bob", "carol"] {
@@ -49,7 +54,7 @@ impl World {
             storage,
             modules: Registry::configured(
                 &Default::default(),
-                Adhoc::new(admins, passwords),
+                Adhoc::new(admins, passwords).with_registration(is_offered),
                 crate::features::register::Register::standalone(),
             ),
         }
@@ -292,6 +297,33 @@ fn users_invite_and_admins_create_invitations() {
         "{out}"
     );
     assert_eq!(w.storage.list_invites().unwrap().len(), 2);
+}
+
+/// XEP-0401 with `[registration] policy = "closed"`: a user's invitation has no `ibr=y`
+/// (the token cannot register, it only approves a subscription, XEP-0379), and an
+/// admin's account invitation is refused with a note.
+#[test]
+fn invitations_when_sign_up_is_closed() {
+    use crate::features::register::InviteStore as _;
+    let w = World::with_registration(false);
+    let alice = w.bind("alice", "phone");
+    let bob = w.bind("bob", "desk");
+    let out = w.command(
+        &bob,
+        &format!("{} action='execute'", node(Command::Invite)),
+        "",
+    );
+    assert!(
+        out.contains("xmpp:bob@home.example?roster;preauth="),
+        "{out}"
+    );
+    assert!(!out.contains("ibr=y"), "{out}");
+    let out = run(&w, &alice, Command::CreateAccountInvite, &[("uses", "1")]);
+    assert!(
+        out.contains("<note type='error'>Sign-up is closed"),
+        "{out}"
+    );
+    assert_eq!(w.storage.list_invites().unwrap().len(), 1, "bob's only");
 }
 
 #[test]

@@ -3,15 +3,18 @@
 //!
 //! An invitation is a random token ([`new_token`], stored as its SHA-256 only) that allows
 //! a number of registrations (XEP-0077 with `<preauth/>`, `features::register`) until it
-//! expires. It is handed out as an `xmpp:` URI (XEP-0401 §4, built by [`invite_uri`]), on
-//! paper or a screen as a QR code ([`qr`]):
+//! expires. It is handed out as an `xmpp:` URI (built by [`invite_uri`]), on paper or a
+//! screen as a QR code ([`qr`]):
 //!
-//! - an account invitation, `xmpp:DOMAIN?register;preauth=TOKEN` (XEP-0401 §4 "Account
-//!   Invitation"), made by the owner (`hearth invite`, the admin ad-hoc command);
-//! - a user invitation, `xmpp:alice@DOMAIN?roster;preauth=TOKEN;ibr=y` (XEP-0401 §4
-//!   "User Invitation", XEP-0379 §3), made for or by a user (`hearth invite --from
-//!   alice`, the `urn:xmpp:invite#invite` ad-hoc command): `ibr=y` says the token also
-//!   registers an account here.
+//! - an account invitation, `xmpp:DOMAIN?register;preauth=TOKEN` (XEP-0401 §1.2
+//!   "Account Creation"; the form clients such as Conversations read, as documented at
+//!   docs.modernxmpp.org "Registration through invitation"), made by the owner (`hearth
+//!   invite`, the admin ad-hoc command `urn:xmpp:invite#create-account`);
+//! - a user invitation, `xmpp:alice@DOMAIN?roster;preauth=TOKEN;ibr=y` (XEP-0401 §1.1
+//!   "User Invitation" and its invite command's `uri` field; XEP-0379 §3), made for or
+//!   by a user (`hearth invite --from alice`, the ad-hoc command
+//!   `urn:xmpp:invite#invite`): `ibr=y` says the token also registers an account here,
+//!   and is left out when registration is closed (as XEP-0401 requires).
 //!
 //! What registering with a token does besides ([`welcome`]): an invitation with
 //! `household` puts the account in the household (`features::household`); one with an
@@ -89,15 +92,17 @@ pub const DEFAULT_VALIDITY_SECS: u64 = 7 * 24 * 3600;
 /// The longest validity accepted (a year): an invitation is for now, not forever.
 pub const MAX_VALIDITY_SECS: u64 = 366 * 24 * 3600;
 
-/// XEP-0401 §4: the URI for `token`. `inviter` (a bare JID here) makes it a user
-/// invitation (`?roster;preauth=…;ibr=y`, also XEP-0379 §3), otherwise an account
-/// invitation for `domain` (`?register;preauth=…`).
-pub fn invite_uri(domain: &str, inviter: Option<&BareJid>, token: &str) -> String {
+/// XEP-0401 §1: the URI for `token`. `inviter` (a bare JID here) makes it a user
+/// invitation (`?roster;preauth=…`, XEP-0379 §3, with `;ibr=y` when `ibr`: the token
+/// also registers an account), otherwise an account invitation for `domain`
+/// (`?register;preauth=…`).
+pub fn invite_uri(domain: &str, inviter: Option<&BareJid>, token: &str, ibr: bool) -> String {
     match inviter {
         Some(jid) => format!(
-            "xmpp:{}?roster;preauth={};ibr=y",
+            "xmpp:{}?roster;preauth={}{}",
             uri_escape(jid.as_str(), "@"),
-            uri_escape(token, "")
+            uri_escape(token, ""),
+            if ibr { ";ibr=y" } else { "" }
         ),
         None => format!(
             "xmpp:{}?register;preauth={}",
@@ -217,7 +222,7 @@ pub async fn preapproved(im: Im<'_>, user: &str, token: &str) -> bool {
     }
 }
 
-/// What an invitation does once the account `user` exists (XEP-0401 §4): the household
+/// What an invitation does once the account `user` exists (XEP-0401 §1.1): the household
 /// ([`InviteEffects::household`]), and mutual contacts with the inviter, in storage
 /// ([`befriend`]). Returns the inviter to push to (see [`welcome`]).
 pub fn apply_effects(

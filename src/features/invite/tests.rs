@@ -7,18 +7,23 @@ use crate::features::register::InviteEffects;
 fn uris_follow_xep_0401() {
     let tok = "AbC-_123";
     assert_eq!(
-        invite_uri("home.local", None, tok),
+        invite_uri("home.local", None, tok, true),
         "xmpp:home.local?register;preauth=AbC-_123"
     );
     let alice = BareJid::new(Some("alice"), "home.local").unwrap();
     assert_eq!(
-        invite_uri("home.local", Some(&alice), tok),
+        invite_uri("home.local", Some(&alice), tok, true),
         "xmpp:alice@home.local?roster;preauth=AbC-_123;ibr=y"
+    );
+    // Registration closed: a roster invitation only (XEP-0401: `ibr` omitted).
+    assert_eq!(
+        invite_uri("home.local", Some(&alice), tok, false),
+        "xmpp:alice@home.local?roster;preauth=AbC-_123"
     );
     // RFC 5122: what is not unreserved is percent-encoded (UTF-8).
     let zoe = BareJid::new(Some("zoé"), "home.local").unwrap();
     assert_eq!(
-        invite_uri("home.local", Some(&zoe), tok),
+        invite_uri("home.local", Some(&zoe), tok, true),
         "xmpp:zo%C3%A9@home.local?roster;preauth=AbC-_123;ibr=y"
     );
 }
