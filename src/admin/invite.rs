@@ -43,6 +43,9 @@ pub struct InviteRequest {
     /// Whether the server lets the token register an account (`[registration]` not
     /// closed): a user invitation's URI says so with `ibr=y` (XEP-0401).
     pub ibr: bool,
+    /// Who makes it, for `hearth invites`: the account of an admin using the ad-hoc
+    /// command; by default the inviter, or `admin` (the owner at the command line).
+    pub created_by: Option<String>,
 }
 
 /// A parsed `hearth invites` command line.
@@ -66,6 +69,7 @@ pub fn parse_invite_args(args: &[String]) -> Result<Option<InviteRequest>, Admin
         from: None,
         note: String::new(),
         ibr: true,
+        created_by: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -197,7 +201,11 @@ pub fn create(storage: &Storage, domain: &str, req: &InviteRequest) -> Result<Ma
         household: req.household,
         inviter: inviter.clone(),
     };
-    let created_by = inviter.as_deref().unwrap_or("admin");
+    let created_by = req
+        .created_by
+        .as_deref()
+        .or(inviter.as_deref())
+        .unwrap_or("admin");
     let id = storage
         .create_invite_with(
             &token, expires_at, req.uses, created_by, &req.note, &effects,
@@ -328,6 +336,7 @@ mod tests {
                 from: Some("alice".into()),
                 note: "tablet".into(),
                 ibr: true,
+                created_by: None,
             }
         );
         assert_eq!(parse_invite_args(&args("help")).unwrap(), None);

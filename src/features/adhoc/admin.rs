@@ -382,6 +382,7 @@ pub async fn run(
                 from: None,
                 note: form.text("note").unwrap_or_default().to_owned(),
                 ibr: true,
+                created_by: cx.from.session().and_then(|j| j.local()).map(str::to_owned),
             };
             make_invite(cx, req).await
         }
@@ -396,6 +397,7 @@ pub async fn run(
                 from: Some(user.to_owned()),
                 note: String::new(),
                 ibr: ctx.is_registration_offered,
+                created_by: None,
             };
             make_invite(cx, req).await
         }

@@ -287,6 +287,7 @@ fn users_invite_and_admins_create_invitations() {
     let listed = w.storage.list_invites().unwrap();
     let newest = &listed[0];
     assert_eq!((newest.uses_left, newest.note.as_str()), (3, "guests"));
+    assert_eq!(newest.created_by, "alice");
     assert!(newest.effects.household && newest.effects.inviter.is_none());
     let left = newest.expires_at - crate::storage::unix_now();
     assert!((7190..=7200).contains(&left), "{left}");
