@@ -295,10 +295,11 @@ fn preauth_subscription_is_approved_by_the_inviters_token() {
 
 /// RFC 6121 §2.1.6: alice is online, with the roster fetched, when someone signs up with
 /// her invitation: her client gets the roster push of the new contact, `both`, without
-/// asking for the roster again.
+/// asking for the roster again; the new user's first presence reaches her, and hers
+/// the new user (§4.2: broadcast and probe, as for any `both` contact).
 #[test]
 fn the_online_inviter_gets_the_roster_push() {
-    use common::im::{drain, expect_push, login, presence, roster_get};
+    use common::im::{drain, expect_presence, expect_push, login, presence, roster_get};
     let server = common::im::server();
     let token = token_of(&uri_of(&hearth(&server, &["invite", "--from", "alice"])));
     let mut a = login(&server, "alice", "phone");
@@ -309,6 +310,21 @@ fn the_online_inviter_gets_the_roster_push() {
         .run(&["register", &format!("--token={}", &token)]);
     run.assert_ok();
     let item = expect_push(&mut a);
-    assert_eq!(item.attr("jid"), Some(server.jid("newbie").as_str()));
+    let newbie = server.jid("newbie");
+    assert_eq!(item.attr("jid"), Some(newbie.as_str()));
     assert_eq!(item.attr("subscription"), Some("both"));
+
+    // §4.2: at the new user's first presence, presence flows both ways.
+    let mut n = common::client::Conn::login(
+        server.c2s_addr(),
+        server.domain(),
+        &server.cert_path(),
+        "newbie",
+        PW,
+        Some("phone"),
+    );
+    roster_get(&mut n, None);
+    presence(&mut n, "");
+    expect_presence(&mut a, &newbie, None);
+    expect_presence(&mut n, &server.jid("alice"), None);
 }
