@@ -290,7 +290,9 @@ impl Im<'_> {
                 &u,
                 &c,
                 &mut |mut state| {
-                    state.approved |= preapproved;
+                    // Only where the approval is used up at once (§3.4): never left
+                    // stored on an item whose contact is already subscribed.
+                    state.approved |= preapproved && !state.subscription.has_from();
                     let o = subscription::apply(state, ty, dir);
                     outcome = Some(o);
                     o.state
