@@ -22,15 +22,18 @@
 //!                            and hooks, beside its own storage trait (roster/,
 //!                            subscription/, presence/, blocking/, offline/, last/,
 //!                            household/: the shared roster group; register/: XEP-0077
-//!                            sign-up, invitations, removal); adhoc/ runs the XEP-0133
-//!                            admin commands, forms.rs builds and reads XEP-0004 data forms
+//!                            sign-up, invitations stored, removal; invite/: XEP-0401
+//!                            links, QR codes and what an invitation does, XEP-0379);
+//!                            adhoc/ runs the XEP-0133 admin commands and the invite
+//!                            commands, forms.rs builds and reads XEP-0004 data forms
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
-//! admin/      `hearth user …`, `hearth household …` subcommands on the same storage
+//! admin/      `hearth user …`, `hearth household …`, `hearth invite` subcommands on the
+//!             same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)

@@ -11,6 +11,9 @@ usage: hearth [serve] [--config FILE] [--allow-root]
        hearth user list [--config FILE]
        hearth household add|remove NAME [--config FILE]
        hearth household list [--config FILE]
+       hearth invite [--uses N] [--expires 7d] [--household] [--from NAME]
+                     [--note TEXT] [--config FILE]
+       hearth invites [revoke ID] [--config FILE]
        hearth check [--config FILE]
        hearth backup FILE [--config FILE]
        hearth --version
@@ -99,6 +102,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "invite" => print_result(hearth::admin::invite_command(&args[1..], &cfg)),
+        "invites" => print_result(hearth::admin::invites_command(&args[1..], &cfg.data_dir)),
         "household" => {
             match hearth::admin::household_command(&args[1..], &cfg.data_dir, &cfg.domain) {
                 Ok(msg) => {
@@ -116,6 +121,22 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("hearth: unknown command: {}\n\n{USAGE}", args.join(" "));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints an admin command's message (if any) or its error.
+fn print_result(result: Result<String, hearth::admin::AdminError>) -> ExitCode {
+    match result {
+        Ok(msg) => {
+            if !msg.is_empty() {
+                println!("{msg}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            ExitCode::FAILURE
         }
     }
 }

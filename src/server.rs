@@ -115,7 +115,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let registrar = Arc::new(Registrar::new(cfg.registration, auth.passwords().clone()));
     let modules = Registry::configured(
         &cfg.household,
-        crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks()),
+        crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks())
+            .with_registration(registrar.is_offered()),
         Register::new(registrar.clone()),
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).

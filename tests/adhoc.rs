@@ -82,7 +82,7 @@ fn logs_in(server: &Server, user: &str, password: &str) -> bool {
 }
 
 #[test]
-fn admin_lists_the_commands_and_a_user_sees_none_and_is_refused() {
+fn admin_lists_the_commands_and_a_user_sees_only_invite_and_is_refused() {
     let server = server();
     let run = slixmpp(&server, "alice", ALICE_PW, MECH).run(&["adhoc"]);
     run.assert_ok();
@@ -102,11 +102,19 @@ fn admin_lists_the_commands_and_a_user_sees_none_and_is_refused() {
         assert!(nodes.as_array().unwrap().contains(&node), "{n}:\n{run}");
     }
 
+    for n in ["urn:xmpp:invite#create-account", "urn:xmpp:invite#invite"] {
+        assert!(
+            nodes.as_array().unwrap().contains(&Value::from(n)),
+            "{n}:\n{run}"
+        );
+    }
+
+    // A user who is not an admin sees only inviting (XEP-0401, tests/invite.rs).
     let run = slixmpp(&server, "bob", BOB_PW, MECH).run(&["adhoc"]);
     run.assert_ok();
     assert_eq!(
         run.expect_event("commands")["nodes"],
-        Value::from(Vec::<String>::new())
+        Value::from(vec!["urn:xmpp:invite#invite"])
     );
     let run = slixmpp(&server, "bob", BOB_PW, MECH).run(&[
         "adhoc",

@@ -1,4 +1,4 @@
-//! Admin subcommands (`hearth user …`, `hearth household …`, `hearth backup`), run by the owner on the same
+//! Admin subcommands (`hearth user …`, `hearth household …`, `hearth invite`, `hearth backup`), run by the owner on the same
 //! storage as the server.
 //!
 //! They open `hearth.db` with their own connection; WAL and the busy timeout make that safe
@@ -8,11 +8,16 @@
 mod backup;
 mod check;
 mod household;
+mod invite;
 mod user;
 
 pub use backup::backup_command;
 pub use check::{CheckReport, check};
 pub use household::{HOUSEHOLD_USAGE, HouseholdCommand, household_command, parse_household_args};
+pub use invite::{
+    INVITE_USAGE, InviteRequest, InvitesCommand, Made, create as create_invite, invite_command,
+    invites_command, parse_invite_args, parse_invites_args, utc_iso,
+};
 
 pub use user::{
     PasswordSource, USER_USAGE, UserCommand, localpart_of, parse_user_args, user_command,
@@ -30,6 +35,10 @@ pub enum AdminError {
     Usage(String),
     /// `hearth household`'s command line does not parse.
     HouseholdUsage(String),
+    /// `hearth invite`'s or `hearth invites`'s command line does not parse.
+    InviteUsage(String),
+    /// `hearth invites revoke ID` of an invitation that does not exist.
+    UnknownInvite(i64),
     /// The user name is not a valid JID localpart (RFC 7622 §3.3).
     BadName {
         name: String,
@@ -74,6 +83,10 @@ impl fmt::Display for AdminError {
             AdminError::Usage(msg) => write!(f, "{msg} (see `hearth user help`)"),
             AdminError::HouseholdUsage(msg) => {
                 write!(f, "{msg} (see `hearth household help`)")
+            }
+            AdminError::InviteUsage(msg) => write!(f, "{msg} (see `hearth invite help`)"),
+            AdminError::UnknownInvite(id) => {
+                write!(f, "no invitation #{id} (see `hearth invites`)")
             }
             AdminError::BadName { name, reason } => write!(f, "bad user name {name:?}: {reason}"),
             AdminError::WrongDomain { name, domain } => write!(

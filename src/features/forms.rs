@@ -295,7 +295,11 @@ pub fn redact_password_fields(xml: &str) -> Cow<'_, str> {
         let is_field = start_tag[6..].starts_with([' ', '>', '/', '\t', '\n', '\r']);
         out.push_str(&rest[..at + gt + 1]);
         rest = &tag[gt + 1..];
-        let is_secret = is_field && var_of(start_tag).is_some_and(|v| v.contains("password"));
+        // Also an invitation's token (XEP-0077's form field `token`, XEP-0401) and the
+        // URI carrying one (the invite commands' result field `uri`).
+        let is_secret = is_field
+            && var_of(start_tag)
+                .is_some_and(|v| v.contains("password") || v == "token" || v == "uri");
         if !is_secret || start_tag.ends_with("/>") {
             continue;
         }

@@ -20,6 +20,7 @@ pub mod disco;
 pub mod federation;
 pub mod forms;
 pub mod household;
+pub mod invite;
 pub mod last;
 pub mod offline;
 pub mod ping;
@@ -438,6 +439,7 @@ impl Registry {
             Box::new(household::HouseholdModule::new(household)),
             Box::new(adhoc),
             Box::new(register),
+            Box::new(invite::Invite),
         ])
     }
 

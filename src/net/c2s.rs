@@ -173,6 +173,7 @@ impl Driver for C2sDriver {
                 password,
                 token,
             } => {
+                let user = username.clone();
                 let new = crate::features::register::NewAccount {
                     username,
                     password,
@@ -189,10 +190,24 @@ impl Driver for C2sDriver {
                     id,
                 ))
                 .await;
-                if result.is_ok() {
-                    let timeout = link.shared.negotiation_timeout;
-                    link.liveness.registered(timeout, Instant::now());
-                }
+                let result = match result {
+                    Ok(effects) => {
+                        // XEP-0401: the household, the inviter as a contact; before the
+                        // answer, so the client's first roster get shows them.
+                        if let Some(effects) = effects {
+                            Box::pin(crate::features::invite::welcome(
+                                im(&link.shared, id),
+                                &user,
+                                effects,
+                            ))
+                            .await;
+                        }
+                        let timeout = link.shared.negotiation_timeout;
+                        link.liveness.registered(timeout, Instant::now());
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
                 Effect::Feed(Input::Registered(result))
             }
             Action::AuthFailed { username } => {

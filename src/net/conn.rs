@@ -327,9 +327,11 @@ impl<D: Driver> Link<D> {
             "{}{}: out {}",
             D::KIND,
             self.id,
-            crate::features::forms::redact_password_fields(&crate::stream::sasl::redact_payloads(
-                &self.out
-            ))
+            crate::features::invite::redact_preauth(
+                &crate::features::forms::redact_password_fields(
+                    &crate::stream::sasl::redact_payloads(&self.out)
+                )
+            )
         );
         let data = std::mem::take(&mut self.out);
         let write = async {
@@ -610,8 +612,10 @@ impl<D: Driver> Conn<D> {
                                 "{}{}: in {}",
                                 D::KIND,
                                 self.link.id,
-                                crate::features::forms::redact_password_fields(
-                                    &crate::stream::sasl::redact_payloads(&el.to_string())
+                                crate::features::invite::redact_preauth(
+                                    &crate::features::forms::redact_password_fields(
+                                        &crate::stream::sasl::redact_payloads(&el.to_string())
+                                    )
                                 )
                             );
                         }

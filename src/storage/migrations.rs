@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_usage.sql"),
     include_str!("migrations/0004_household.sql"),
     include_str!("migrations/0005_invites.sql"),
+    include_str!("migrations/0006_invite_effects.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -15,6 +15,7 @@
 use crate::admin::localpart_of;
 use crate::features::IqCx;
 use crate::features::forms::{Field, Form, FormType, Submitted};
+use crate::features::invite;
 use crate::jid::normalize_resource;
 use crate::ns;
 use crate::password::{PasswordChecks, PasswordError};
@@ -42,8 +43,13 @@ pub enum Command {
     GetOnlineUsersNum,
     GetOnlineUsersList,
     Announce,
-    // Invitations (XEP-0401, "create invite") come next: a variant here, its node, name
-    // and form below, an arm in `run`, and an entry in `ALL`.
+    /// XEP-0401 (Prosody's mod_invites_adhoc node `urn:xmpp:invite#create-account`): an
+    /// account invitation, with uses, validity, household and a note. Admins only.
+    CreateAccountInvite,
+    /// XEP-0401 (Prosody's node `urn:xmpp:invite#invite`): an invitation from the user
+    /// running it, for themselves (the new user becomes their contact). Any local user
+    /// ([`FOR_USERS`]).
+    Invite,
 }
 
 /// Every command, in the order they are listed (disco#items, XEP-0050 §2.2).
@@ -57,7 +63,15 @@ pub const ALL: &[Command] = &[
     Command::GetOnlineUsersNum,
     Command::GetOnlineUsersList,
     Command::Announce,
+    Command::CreateAccountInvite,
+    Command::Invite,
 ];
+
+/// The commands every local account may run: invite someone (XEP-0401).
+pub const FOR_USERS: &[Command] = &[Command::Invite];
+
+/// The `FORM_TYPE` of the invitation commands' result forms (XEP-0401's namespace).
+pub const NS_INVITE: &str = "urn:xmpp:invite";
 
 impl Command {
     /// The node XEP-0133 gives it.
@@ -76,6 +90,8 @@ impl Command {
             Command::GetOnlineUsersNum => "http://jabber.org/protocol/admin#get-online-users-num",
             Command::GetOnlineUsersList => "http://jabber.org/protocol/admin#get-online-users-list",
             Command::Announce => "http://jabber.org/protocol/admin#announce",
+            Command::CreateAccountInvite => "urn:xmpp:invite#create-account",
+            Command::Invite => "urn:xmpp:invite#invite",
         }
     }
 
@@ -91,6 +107,8 @@ impl Command {
             Command::GetOnlineUsersNum => "Number of online users",
             Command::GetOnlineUsersList => "Online users",
             Command::Announce => "Announce to everyone online",
+            Command::CreateAccountInvite => "Create an invitation",
+            Command::Invite => "Invite someone",
         }
     }
 
@@ -145,6 +163,29 @@ impl Command {
                         .label("Announcement")
                         .required(),
                 ),
+            Command::CreateAccountInvite => form
+                .instructions(
+                    "An invitation to create an account on this server from an app: \
+                     scan or share the link it gives.",
+                )
+                .field(
+                    Field::new("uses", "text-single")
+                        .label("How many accounts it may create")
+                        .value("1"),
+                )
+                .field(
+                    Field::new("expires", "text-single")
+                        .label("How long it is valid (30m, 12h, 7d, 2w)")
+                        .value("7d"),
+                )
+                .field(
+                    Field::new("household", "boolean")
+                        .label("The new accounts join the household")
+                        .value("0"),
+                )
+                .field(Field::new("note", "text-single").label("A note for you")),
+            // Nothing to ask: one use, a week.
+            Command::Invite => return None,
         })
     }
 }
@@ -230,13 +271,24 @@ fn internal(e: impl std::fmt::Display) -> StanzaError {
     StanzaError::new(StanzaCondition::InternalServerError)
 }
 
+/// What the commands need besides the request.
+pub struct Context<'a> {
+    /// The bounded argon2id threads, for the commands that set passwords.
+    pub passwords: &'a PasswordChecks,
+    /// Whether accounts may be registered from a client (`[registration]` not closed):
+    /// an account invitation is refused otherwise, and a user invitation's URI has no
+    /// `ibr=y` (XEP-0401).
+    pub is_registration_offered: bool,
+}
+
 /// Runs `command` with the submitted `form` (`None` for a command with nothing to ask).
 pub async fn run(
     command: Command,
     cx: &IqCx<'_>,
-    passwords: &PasswordChecks,
+    ctx: &Context<'_>,
     form: Option<&Submitted>,
 ) -> Result<Done, StanzaError> {
+    let passwords = ctx.passwords;
     if let Some(t) = form.and_then(Submitted::form_type)
         && t != NS_ADMIN
     {
@@ -308,7 +360,88 @@ pub async fn run(
             );
             info(format!("Sent to {sent} online session(s)."))
         }
+        Command::CreateAccountInvite => {
+            if !ctx.is_registration_offered {
+                return refused(
+                    "Sign-up is closed ([registration] policy): an invitation could not \
+                     be used.",
+                );
+            }
+            let uses = match form.text("uses").unwrap_or("1").parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => return refused("The number of uses must be from 1 to 1000."),
+            };
+            let valid_secs = match invite::parse_validity(form.text("expires").unwrap_or("7d")) {
+                Ok(s) => s,
+                Err(why) => return refused(format!("{why}.")),
+            };
+            let req = crate::admin::InviteRequest {
+                uses,
+                valid_secs,
+                household: matches!(form.text("household"), Some("1" | "true")),
+                from: None,
+                note: form.text("note").unwrap_or_default().to_owned(),
+                ibr: true,
+                created_by: cx.from.session().and_then(|j| j.local()).map(str::to_owned),
+            };
+            make_invite(cx, req).await
+        }
+        Command::Invite => {
+            let Some(user) = cx.from.session().and_then(|j| j.local()) else {
+                return Err(StanzaError::new(StanzaCondition::Forbidden));
+            };
+            let req = crate::admin::InviteRequest {
+                uses: 1,
+                valid_secs: invite::DEFAULT_VALIDITY_SECS,
+                household: false,
+                from: Some(user.to_owned()),
+                note: String::new(),
+                ibr: ctx.is_registration_offered,
+                created_by: None,
+            };
+            make_invite(cx, req).await
+        }
     }
+}
+
+/// XEP-0401: stores the invitation and answers its URI (result field `uri`, as Prosody's
+/// mod_invites_adhoc; no `landing-url`, hearth has no web page) and its expiry (`expire`,
+/// XEP-0082). Never logs the token.
+async fn make_invite(cx: &IqCx<'_>, req: crate::admin::InviteRequest) -> Result<Done, StanzaError> {
+    let domain = cx.domain().to_owned();
+    let made = match on_pool(cx.im.storage, move |s| {
+        Ok(crate::admin::create_invite(s, &domain, &req))
+    })
+    .await
+    .map_err(internal)?
+    {
+        Ok(made) => made,
+        Err(crate::admin::AdminError::Storage(e)) => return Err(internal(e)),
+        Err(e) => return refused(e.to_string()),
+    };
+    log::info!(
+        "c2s{}: {} created invitation #{}",
+        cx.im.conn,
+        cx.from.as_str(),
+        made.id
+    );
+    let expire = crate::admin::utc_iso(made.expires_at);
+    let form = Form::new(FormType::Result, NS_INVITE)
+        .title("Invitation")
+        .field(
+            Field::new("uri", "text-single")
+                .label("Invite URI")
+                .value(made.uri),
+        )
+        .field(
+            Field::new("expire", "text-single")
+                .label("Valid until")
+                .value(expire),
+        );
+    Ok(Done {
+        note: None,
+        result: Some(form),
+    })
 }
 
 /// §4.23: a headline from the server (RFC 6121 §5.2.2: not stored offline, not answered).

@@ -1,11 +1,14 @@
 //! XEP-0050: Ad-Hoc Commands — the server's commands, run from any client that speaks
 //! XEP-0050 (Gajim, Conversations, Psi, slixmpp…): the owner administers the server
-//! from a phone. The commands are XEP-0133's service administration set ([`admin`]),
-//! offered to the accounts named in the `admins` setting only.
+//! from a phone. The commands are XEP-0133's service administration set ([`admin`]) and
+//! XEP-0401's `urn:xmpp:invite#create-account`, offered to the accounts named in the
+//! `admins` setting only, and XEP-0401's `urn:xmpp:invite#invite`, offered to every
+//! local account ([`admin::FOR_USERS`]).
 //!
 //! - Discovery (§2): `disco#items` on the server with node
-//!   `http://jabber.org/protocol/commands` lists the commands the asker may run (none
-//!   for anyone but an admin); `disco#info` on a command's node describes it (§2.3).
+//!   `http://jabber.org/protocol/commands` lists the commands the asker may run (only
+//!   the invite command for anyone but an admin); `disco#info` on a command's node
+//!   describes it (§2.3).
 //! - Execution (§3): `<command node=… action='execute'/>` answers with the command's
 //!   data form (XEP-0004) and `status='executing'` with a `sessionid`; submitting the
 //!   form (`action='complete'`, or `execute` with a filled form) runs it and answers
@@ -14,7 +17,8 @@
 //!   complete at once.
 //! - Errors (§4.4): `bad-request` with `<malformed-action/>`, `<bad-action/>`,
 //!   `<bad-payload/>` or `<bad-sessionid/>`; `not-allowed` with `<session-expired/>`;
-//!   `forbidden` for anyone not an admin; `item-not-found` for an unknown node.
+//!   `forbidden` for a command the asker may not run; `item-not-found` for an unknown
+//!   node.
 //!
 //! Sessions live in memory only, a few per account ([`MAX_SESSIONS_PER_ACCOUNT`], the
 //! oldest is dropped for a new one), [`MAX_SESSIONS`] in all, each for
@@ -58,6 +62,9 @@ pub struct Adhoc {
     passwords: PasswordChecks,
     /// Commands waiting for their form.
     sessions: Sessions,
+    /// Whether `[registration]` lets accounts be created from a client (XEP-0401's
+    /// commands depend on it); true unless told otherwise ([`Adhoc::with_registration`]).
+    is_registration_offered: bool,
 }
 
 impl Adhoc {
@@ -66,7 +73,16 @@ impl Adhoc {
             admins,
             passwords,
             sessions: Sessions::default(),
+            is_registration_offered: true,
         }
+    }
+
+    /// Says whether accounts may be registered from a client (`[registration] policy`
+    /// not closed): an admin's account invitation is refused when not, and a user's
+    /// invitation is for existing accounts only (no `ibr=y`, XEP-0401).
+    pub fn with_registration(mut self, is_offered: bool) -> Adhoc {
+        self.is_registration_offered = is_offered;
+        self
     }
 
     /// An admin is a local session of an account in `admins`; never a remote address.
@@ -75,9 +91,16 @@ impl Adhoc {
             .is_some_and(|j| self.admins.iter().any(|a| *a == j.bare()))
     }
 
-    /// The commands `from` may run.
+    /// The commands `from` may run: all for an admin, inviting (XEP-0401) for any other
+    /// local account, none for another server's users.
     pub fn commands_for(&self, from: Sender<'_>) -> &'static [Command] {
-        if self.is_admin(from) { admin::ALL } else { &[] }
+        if self.is_admin(from) {
+            admin::ALL
+        } else if from.session().is_some() {
+            admin::FOR_USERS
+        } else {
+            &[]
+        }
     }
 
     async fn execute(&self, cx: &IqCx<'_>, iq: &Stanza, now: Instant) -> IqOutcome {
@@ -95,14 +118,22 @@ impl Adhoc {
         let Some(command) = Command::by_node(&request.node) else {
             return Err(StanzaError::new(StanzaCondition::ItemNotFound));
         };
-        let Some(owner) = cx.from.session().filter(|_| self.is_admin(cx.from)) else {
+        let Some(owner) = cx
+            .from
+            .session()
+            .filter(|_| self.commands_for(cx.from).contains(&command))
+        else {
             return Err(StanzaError::new(StanzaCondition::Forbidden));
         };
         match self.sessions.step(owner, command, &request, now)? {
             Step::Show(id) => Ok(Some(executing(command, &id))),
             Step::Canceled(id) => Ok(Some(answer(command, &id, "canceled"))),
             Step::Run(id) => {
-                let done = admin::run(command, cx, &self.passwords, request.form.as_ref()).await?;
+                let ctx = admin::Context {
+                    passwords: &self.passwords,
+                    is_registration_offered: self.is_registration_offered,
+                };
+                let done = admin::run(command, cx, &ctx, request.form.as_ref()).await?;
                 Ok(Some(completed(command, &id, done)))
             }
         }
@@ -181,7 +212,8 @@ impl Module for Adhoc {
                 title: "Ad-Hoc Commands",
                 version: "1.3.0",
                 status: Status::Complete,
-                note: "the server's commands, one stage each; sessions in memory, 10 minutes",
+                note: "the server's commands, one stage each; sessions in memory, 10 \
+                       minutes; every local user may run XEP-0401's invite command",
             },
             Spec {
                 doc: Doc::Xep(133),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::admin::{ALL, Command};
+use super::admin::{ALL, Command, FOR_USERS};
 use super::{Action, Adhoc, MAX_SESSIONS_PER_ACCOUNT, Request, SESSION_TTL, Sessions, Step};
 use crate::features::Registry;
 use crate::jid::{BareJid, FullJid};
@@ -33,6 +33,11 @@ struct Session {
 impl World {
     /// Accounts alice (the admin), bob and carol, password "pw".
     fn new() -> World {
+        World::with_registration(true)
+    }
+
+    /// [`World::new`], with `[registration]` offering sign-up or closed.
+    fn with_registration(is_offered: bool) -> World {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap().with_scram_keys(false);
         for u in ["alice", "bob", "carol"] {
@@ -49,7 +54,7 @@ impl World {
             storage,
             modules: Registry::configured(
                 &Default::default(),
-                Adhoc::new(admins, passwords),
+                Adhoc::new(admins, passwords).with_registration(is_offered),
                 crate::features::register::Register::standalone(),
             ),
         }
@@ -176,11 +181,11 @@ fn disco_lists_the_commands_to_admins_only() {
         assert!(out.contains(&format!("node='{}'", c.node())), "{out}");
     }
     assert!(out.contains("jid='home.example'"), "{out}");
+    // Anyone else local: only inviting (XEP-0401).
     let out = w.send(&bob, items);
-    assert!(
-        out.contains("type='result'") && !out.contains("<item"),
-        "{out}"
-    );
+    assert!(out.contains("type='result'"), "{out}");
+    assert_eq!(out.matches("<item").count(), 1, "{out}");
+    assert!(out.contains("node='urn:xmpp:invite#invite'"), "{out}");
     let node_info = format!(
         "<iq type='get' id='n' to='home.example'><query \
          xmlns='http://jabber.org/protocol/disco#info' node='{}'/></iq>",
@@ -205,7 +210,7 @@ fn disco_lists_the_commands_to_admins_only() {
 fn non_admins_are_refused() {
     let w = World::new();
     let bob = w.bind("bob", "desk");
-    for c in ALL {
+    for c in ALL.iter().filter(|c| !FOR_USERS.contains(c)) {
         let out = w.command(&bob, &format!("{} action='execute'", node(*c)), "");
         assert!(
             out.contains("type='error'") && out.contains("<forbidden"),
@@ -224,6 +229,102 @@ fn non_admins_are_refused() {
     );
     assert!(out.contains("<forbidden"), "{out}");
     assert!(!w.storage.account_exists("eve").unwrap());
+}
+
+/// XEP-0401: any local user may invite, for themselves; the URI's token is stored with
+/// them as the inviter. An admin's account invitation takes uses, validity, household.
+#[test]
+fn users_invite_and_admins_create_invitations() {
+    use crate::features::register::InviteStore as _;
+    let w = World::new();
+    let alice = w.bind("alice", "phone");
+    let bob = w.bind("bob", "desk");
+    let out = w.command(
+        &bob,
+        &format!("{} action='execute'", node(Command::Invite)),
+        "",
+    );
+    assert!(out.contains("status='completed'"), "{out}");
+    assert!(out.contains("<value>urn:xmpp:invite</value>"), "{out}");
+    let uri = out
+        .split("<field var='uri'")
+        .nth(1)
+        .and_then(|f| f.split("<value>").nth(1))
+        .and_then(|v| v.split("</value>").next())
+        .unwrap_or_else(|| panic!("no uri in {out}"));
+    assert!(
+        uri.starts_with("xmpp:bob@home.example?roster;preauth="),
+        "{uri}"
+    );
+    let token = uri
+        .split("preauth=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap();
+    let stored = w
+        .storage
+        .find_invite(token, crate::storage::unix_now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.effects.inviter.as_deref(), Some("bob"));
+    assert_eq!((stored.uses_left, stored.effects.household), (1, false));
+
+    let create = Command::CreateAccountInvite;
+    let shown = w.command(&alice, &format!("{} action='execute'", node(create)), "");
+    assert!(shown.contains("var='household'"), "{shown}");
+    let out = run(
+        &w,
+        &alice,
+        create,
+        &[
+            ("uses", "3"),
+            ("expires", "2h"),
+            ("household", "1"),
+            ("note", "guests"),
+        ],
+    );
+    assert!(out.contains("xmpp:home.example?register;preauth="), "{out}");
+    let listed = w.storage.list_invites().unwrap();
+    let newest = &listed[0];
+    assert_eq!((newest.uses_left, newest.note.as_str()), (3, "guests"));
+    assert_eq!(newest.created_by, "alice");
+    assert!(newest.effects.household && newest.effects.inviter.is_none());
+    let left = newest.expires_at - crate::storage::unix_now();
+    assert!((7190..=7200).contains(&left), "{left}");
+    // A bad validity is a note, not an invitation.
+    let out = run(&w, &alice, create, &[("expires", "3y")]);
+    assert!(
+        out.contains("type='error'") && out.contains("<note"),
+        "{out}"
+    );
+    assert_eq!(w.storage.list_invites().unwrap().len(), 2);
+}
+
+/// XEP-0401 with `[registration] policy = "closed"`: a user's invitation has no `ibr=y`
+/// (the token cannot register, it only approves a subscription, XEP-0379), and an
+/// admin's account invitation is refused with a note.
+#[test]
+fn invitations_when_sign_up_is_closed() {
+    use crate::features::register::InviteStore as _;
+    let w = World::with_registration(false);
+    let alice = w.bind("alice", "phone");
+    let bob = w.bind("bob", "desk");
+    let out = w.command(
+        &bob,
+        &format!("{} action='execute'", node(Command::Invite)),
+        "",
+    );
+    assert!(
+        out.contains("xmpp:bob@home.example?roster;preauth="),
+        "{out}"
+    );
+    assert!(!out.contains("ibr=y"), "{out}");
+    let out = run(&w, &alice, Command::CreateAccountInvite, &[("uses", "1")]);
+    assert!(
+        out.contains("<note type='error'>Sign-up is closed"),
+        "{out}"
+    );
+    assert_eq!(w.storage.list_invites().unwrap().len(), 1, "bob's only");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //!   the register set, or the form's `token` field); without one, or with an unknown, used
 //!   up or expired one, `forbidden`;
 //! - `open`: anyone may register, at most `per_address_per_hour` accounts per source
-//!   address (an IPv6 address counts by its /64) per hour; past that
+//!   address (an IPv6 address counts by its /64) per hour (a valid invitation token is
+//!   used if sent, for its effects, and not counted); past that
 //!   `resource-constraint` (type `wait`, RFC 6120 §8.3.3.18: "try again later"), as
 //!   ejabberd answers too-quick registrations.
 //!
@@ -34,7 +35,7 @@ mod rules;
 mod store;
 
 pub use rules::{RESERVED, Request, check_username, form, parse_set, registered};
-pub use store::{Invite, InviteStore, RemovalStore, new_token, token_hash};
+pub use store::{Invite, InviteEffects, InviteStore, RemovalStore, new_token, token_hash};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -123,14 +124,16 @@ impl Registrar {
     }
 
     /// §3.1: creates the account `new` asked for by a client at `ip` not logged in; the
-    /// error to answer otherwise (see the module's documentation for which).
+    /// error to answer otherwise (see the module's documentation for which). With an
+    /// invitation, what else it does (XEP-0401: household, inviter), for the caller to
+    /// carry out once the account exists (`features::invite::welcome`).
     pub async fn register(
         &self,
         storage: &Storage,
         new: NewAccount,
         ip: IpAddr,
         conn: u64,
-    ) -> Result<(), StanzaError> {
+    ) -> Result<Option<InviteEffects>, StanzaError> {
         let NewAccount {
             username,
             password,
@@ -158,20 +161,26 @@ impl Registrar {
             return Err(conflict());
         }
         let mut invite = None;
-        match (self.config.policy, token) {
-            (RegistrationPolicy::Invite, Some(token)) => {
+        // Under the open policy a token is optional; a valid one is still used, so its
+        // effects (XEP-0401: household, inviter as a contact) apply, and an invited
+        // person is not counted against their address.
+        let taken = match (self.config.policy, token) {
+            (RegistrationPolicy::Invite | RegistrationPolicy::Open, Some(token)) => {
                 let now = crate::storage::unix_now();
-                let taken = on_pool(storage, move |s| s.consume_invite(&token, now))
+                on_pool(storage, move |s| s.consume_invite(&token, now))
                     .await
-                    .map_err(internal)?;
-                let Some(taken) = taken else {
-                    refused("unknown, used up or expired invitation");
-                    return Err(StanzaError::new(StanzaCondition::Forbidden)
-                        .with_text("the invitation is unknown, used up or expired"));
-                };
-                invite = Some(taken.id);
+                    .map_err(internal)?
             }
-            (RegistrationPolicy::Open, _) if !self.take_slot(ip, Instant::now()) => {
+            _ => None,
+        };
+        match (self.config.policy, taken) {
+            (_, Some(taken)) => invite = Some((taken.id, taken.effects)),
+            (RegistrationPolicy::Invite, None) => {
+                refused("unknown, used up or expired invitation");
+                return Err(StanzaError::new(StanzaCondition::Forbidden)
+                    .with_text("the invitation is unknown, used up or expired"));
+            }
+            (RegistrationPolicy::Open, None) if !self.take_slot(ip, Instant::now()) => {
                 refused("too many registrations from this address");
                 let mut e = StanzaError::new(StanzaCondition::ResourceConstraint)
                     .with_text("too many accounts registered from this address; try later");
@@ -181,20 +190,24 @@ impl Registrar {
             _ => {}
         }
         let result = self.store_new(storage, &username, password).await;
-        match (&result, invite) {
-            (Ok(()), Some(id)) => {
-                log::info!("c2s{conn}: {ip} registered {username:?} with invitation #{id}")
+        match (result, invite) {
+            (Ok(()), Some((id, effects))) => {
+                log::info!("c2s{conn}: {ip} registered {username:?} with invitation #{id}");
+                Ok(Some(effects))
             }
-            (Ok(()), None) => log::info!("c2s{conn}: {ip} registered {username:?}"),
-            (Err(_), Some(id)) => {
+            (Ok(()), None) => {
+                log::info!("c2s{conn}: {ip} registered {username:?}");
+                Ok(None)
+            }
+            (Err(e), Some((id, _))) => {
                 // The use was not spent on an account: give it back.
                 if let Err(e) = on_pool(storage, move |s| s.restore_invite(id)).await {
                     log::error!("c2s{conn}: storage: {e}");
                 }
+                Err(e)
             }
-            (Err(_), None) => {}
+            (Err(e), None) => Err(e),
         }
-        result
     }
 
     /// Hashes `password` (bounded) and stores the new account.
@@ -321,24 +334,14 @@ impl Module for Register {
     }
 
     fn specs(&self) -> &'static [Spec] {
-        &[
-            Spec {
-                doc: Doc::Xep(77),
-                title: "In-Band Registration",
-                version: "2.4",
-                status: Status::Complete,
-                note: "`[registration] policy`: closed, invite (a token, XEP-0401) or open \
+        &[Spec {
+            doc: Doc::Xep(77),
+            title: "In-Band Registration",
+            version: "2.4",
+            status: Status::Complete,
+            note: "`[registration] policy`: closed, invite (a token, XEP-0401) or open \
                        (throttled per address); password change; removal tells contacts",
-            },
-            Spec {
-                doc: Doc::Xep(401),
-                title: "Easy User Onboarding",
-                version: "0.5.0",
-                status: Status::Partial,
-                note: "the `<preauth/>` token at registration; invitations are made by the \
-                       owner",
-            },
-        ]
+        }]
     }
 
     fn disco(&self) -> &'static [Announce] {

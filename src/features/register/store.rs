@@ -19,6 +19,20 @@ pub struct Invite {
     pub created_at: i64,
     pub created_by: String,
     pub note: String,
+    /// What registering with it does besides creating the account.
+    pub effects: InviteEffects,
+}
+
+/// What an invitation does for the account made with it (schema version 6), besides
+/// allowing the registration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InviteEffects {
+    /// The new account joins the household (`hearth invite --household`).
+    pub household: bool,
+    /// The local account (normalized localpart) the new user becomes a mutual contact of
+    /// (XEP-0401 §4 "User Invitation"), and whose XEP-0379 subscription requests the token
+    /// approves; `None` for an account-only invitation.
+    pub inviter: Option<String>,
 }
 
 /// Invitations to register (`[registration] policy = "invite"`).
@@ -35,7 +49,30 @@ pub trait InviteStore {
         uses: u32,
         created_by: &str,
         note: &str,
+    ) -> Result<i64, StorageError> {
+        self.create_invite_with(
+            token,
+            expires_at,
+            uses,
+            created_by,
+            note,
+            &InviteEffects::default(),
+        )
+    }
+    /// [`InviteStore::create_invite`] with what registering with it does besides.
+    fn create_invite_with(
+        &self,
+        token: &str,
+        expires_at: i64,
+        uses: u32,
+        created_by: &str,
+        note: &str,
+        effects: &InviteEffects,
     ) -> Result<i64, StorageError>;
+    /// The invitation for `token` if it is still usable at `now` (not expired, uses left),
+    /// without taking a use: for XEP-0379, where a token issued by a user approves a
+    /// subscription request to that user.
+    fn find_invite(&self, token: &str, now: i64) -> Result<Option<Invite>, StorageError>;
     /// Takes one use of the invitation for `token` if it exists, has not expired at `now`
     /// and has uses left: the invite afterwards, or `None` (nothing changed). One atomic
     /// statement, so two registrations racing for the last use cannot both get it.
@@ -75,35 +112,58 @@ fn invite_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invite> {
         created_at: r.get(3)?,
         created_by: r.get(4)?,
         note: r.get(5)?,
+        effects: InviteEffects {
+            household: r.get(6)?,
+            inviter: r.get(7)?,
+        },
     })
 }
 
-const INVITE_COLUMNS: &str = "id, expires_at, uses_left, created_at, created_by, note";
+const INVITE_COLUMNS: &str =
+    "id, expires_at, uses_left, created_at, created_by, note, household, inviter";
 
 impl InviteStore for Storage {
-    fn create_invite(
+    fn create_invite_with(
         &self,
         token: &str,
         expires_at: i64,
         uses: u32,
         created_by: &str,
         note: &str,
+        effects: &InviteEffects,
     ) -> Result<i64, StorageError> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO invites (token_hash, expires_at, uses_left, created_at, created_by, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO invites (token_hash, expires_at, uses_left, created_at, created_by,
+                                  note, household, inviter)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 token_hash(token),
                 expires_at,
                 i64::from(uses),
                 crate::storage::unix_now(),
                 created_by,
-                note
+                note,
+                effects.household,
+                effects.inviter,
             ],
         )
         .map_err(self.sqlite_err("store an invitation"))?;
         Ok(conn.last_insert_rowid())
+    }
+
+    fn find_invite(&self, token: &str, now: i64) -> Result<Option<Invite>, StorageError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {INVITE_COLUMNS} FROM invites
+                      WHERE token_hash = ?1 AND uses_left > 0 AND expires_at > ?2"
+                ),
+                params![token_hash(token), now],
+                invite_from_row,
+            )
+            .optional()
+            .map_err(self.sqlite_err("read an invitation"))
     }
 
     fn consume_invite(&self, token: &str, now: i64) -> Result<Option<Invite>, StorageError> {
@@ -231,6 +291,32 @@ mod tests {
         assert!(s.revoke_invite(id).unwrap());
         assert!(!s.revoke_invite(id).unwrap());
         assert!(s.list_invites().unwrap().is_empty());
+    }
+
+    #[test]
+    fn invites_keep_household_and_inviter() {
+        let (_d, s) = crate::storage::test_store(&[]);
+        let effects = InviteEffects {
+            household: true,
+            inviter: Some("alice".into()),
+        };
+        let id = s
+            .create_invite_with("tok-2", 1000, 1, "alice", "", &effects)
+            .unwrap();
+        s.create_invite("tok-3", 1000, 1, "admin", "").unwrap();
+        let found = s.find_invite("tok-2", 10).unwrap().unwrap();
+        assert_eq!((found.id, found.uses_left), (id, 1));
+        assert_eq!(found.effects, effects);
+        // Finding takes no use; consuming does, and says what the invite does.
+        let taken = s.consume_invite("tok-2", 10).unwrap().unwrap();
+        assert_eq!(taken.effects, effects);
+        assert_eq!(s.find_invite("tok-2", 10).unwrap(), None);
+        assert_eq!(s.find_invite("tok-3", 1000).unwrap(), None);
+        let plain = s.find_invite("tok-3", 10).unwrap().unwrap();
+        assert_eq!(plain.effects, InviteEffects::default());
+        let listed = s.list_invites().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].effects, effects);
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn condition(r: Result<(), StanzaError>) -> StanzaCondition {
+fn condition<T: std::fmt::Debug>(r: Result<T, StanzaError>) -> StanzaCondition {
     r.unwrap_err().condition
 }
 
@@ -71,6 +71,35 @@ fn open_policy_registers_and_throttles_per_address() {
         StanzaCondition::ResourceConstraint
     );
     reg("fay", "2001:db8:0:1::1").unwrap();
+}
+
+/// XEP-0401 under the open policy: a valid token is used (its effects returned, the
+/// address not counted); a bad one is ignored, as if none were sent.
+#[test]
+fn open_policy_uses_a_valid_token_for_its_effects() {
+    let (_d, s) = crate::storage::test_store(&["alice"]);
+    let r = registrar(RegistrationPolicy::Open, 1);
+    let now = crate::storage::unix_now();
+    let effects = InviteEffects {
+        household: true,
+        inviter: Some("alice".into()),
+    };
+    s.create_invite_with("tok", now + 60, 1, "alice", "", &effects)
+        .unwrap();
+    let reg = |user: &str, token: Option<&str>| {
+        smol::block_on(r.register(&s, new(user, token), ip("192.0.2.9"), 0))
+    };
+    assert_eq!(reg("bob", Some("tok")).unwrap(), Some(effects));
+    assert_eq!(
+        reg("carol", Some("tok")).unwrap(),
+        None,
+        "used up: plain open"
+    );
+    assert_eq!(
+        condition(reg("dan", Some("nope"))),
+        StanzaCondition::ResourceConstraint,
+        "the address's one slot went to carol"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! §3.1.2, §3.2.2, §3.3.2), and what its server sends comes in through
 //! [`Im::route_remote`] to the inbound side (§3.1.3, §3.1.6, §3.2.3, §3.3.3).
 
+use crate::features::invite;
 use crate::features::presence;
 use crate::features::roster::{Roster as _, RosterItem};
 use crate::features::subscription::{self, Direction, Outcome, PresenceFlow, SubState, SubType};
@@ -49,7 +50,7 @@ impl Im<'_> {
             }
         }
         let (outcome, change) = match self
-            .apply(&user, &contact, ty, Direction::Outbound, None)
+            .apply(&user, &contact, ty, Direction::Outbound, None, false)
             .await
         {
             Some(Ok(v)) => v,
@@ -117,6 +118,8 @@ impl Im<'_> {
         // Presence changes wait until the subscription stanzas are through, so a contact
         // sees `subscribed` before the presence it allows (§3.1.5).
         let mut flows: Vec<(String, BareJid, PresenceFlow)> = Vec::new();
+        // XEP-0379 §4: owners whose invitation approved a request, to subscribe back.
+        let mut back: Vec<(BareJid, BareJid)> = Vec::new();
         while let Some((owner, sender, ty, el)) = next.take() {
             let Some(user) = self.local_user(&owner).map(str::to_owned) else {
                 continue;
@@ -146,9 +149,24 @@ impl Im<'_> {
                     continue;
                 }
             }
+            // XEP-0379 §4: a token the owner issued approves the request as if the owner
+            // had pre-approved it (§3.4). The token goes no further: not stored with a
+            // waiting request, not shown to the owner's clients.
+            let mut el = el;
+            let preapproved = match invite::preauth_token(&el) {
+                Some(token) if ty == SubType::Subscribe => {
+                    invite::preapproved(*self, &user, token).await
+                }
+                _ => false,
+            };
+            el.remove_children("preauth", crate::features::register::NS_PARS);
+            if preapproved {
+                log::info!("{owner}: subscription request from {sender} approved by invitation");
+                back.push((owner.clone(), sender.clone()));
+            }
             let request = (ty == SubType::Subscribe).then(|| el.to_xml_in(crate::ns::CLIENT));
             let (outcome, change) = match self
-                .apply(&user, &sender, ty, Direction::Inbound, request)
+                .apply(&user, &sender, ty, Direction::Inbound, request, preapproved)
                 .await
             {
                 Some(Ok(v)) => v,
@@ -196,6 +214,47 @@ impl Im<'_> {
                 self.presence_flow(&owner, &contact, flow);
             }
         }
+        for (owner, contact) in back {
+            Box::pin(self.subscribe_back(&owner, &contact)).await;
+        }
+    }
+
+    /// XEP-0379 §4: the invitation was the owner's, who wants the new contact's presence
+    /// too: a `subscribe` sent on the owner's behalf (§3.1.2, as if from the owner's
+    /// client), unless the owner is already subscribed or asking. A client that followed
+    /// the link pre-approved the owner (§3.4, as XEP-0379 §4 asks), so the request is
+    /// answered at once and the subscription is `both`; otherwise it waits for the
+    /// contact like any request.
+    async fn subscribe_back(&self, owner: &BareJid, contact: &BareJid) {
+        let Some(user) = self.local_user(owner).map(str::to_owned) else {
+            return;
+        };
+        match self.sub_state_stored(&user, contact).await {
+            Some(s) if !s.subscription.has_to() && !s.pending_out => {}
+            _ => return,
+        }
+        let (outcome, change) = match self
+            .apply(
+                &user,
+                contact,
+                SubType::Subscribe,
+                Direction::Outbound,
+                None,
+                false,
+            )
+            .await
+        {
+            Some(Ok(v)) => v,
+            Some(Err(_)) | None => return,
+        };
+        if let (Some(_), Some(item)) = (change.0, &change.1) {
+            self.push_view(&user, &item.jid).await;
+        }
+        if outcome.deliver {
+            let el = presence::subscription("subscribe", owner.as_str(), contact.as_str());
+            self.send_subscription(Origin::Server, owner, contact, SubType::Subscribe, el)
+                .await;
+        }
     }
 
     /// `user`'s stored subscription state with `contact`; `None` when storage fails
@@ -211,7 +270,8 @@ impl Im<'_> {
     /// Runs the state machine on `user`'s item for `contact` inside one storage
     /// transaction. Returns the outcome and (new version if pushed, the item); `Err` when
     /// `request` would be a new waiting request and there is no room for it (nothing
-    /// changed); `None` when storage failed.
+    /// changed); `None` when storage failed. `preapproved`: treat the item as approved in
+    /// advance (§3.4), for a request carrying the owner's XEP-0379 token.
     pub(crate) async fn apply(
         &self,
         user: &str,
@@ -219,6 +279,7 @@ impl Im<'_> {
         ty: SubType,
         dir: Direction,
         request: Option<String>,
+        preapproved: bool,
     ) -> Option<Result<(Outcome, (Option<u64>, Option<RosterItem>)), OverQuota>> {
         let u = user.to_owned();
         let c = contact.clone();
@@ -228,7 +289,10 @@ impl Im<'_> {
             let change = s.update_subscription(
                 &u,
                 &c,
-                &mut |state| {
+                &mut |mut state| {
+                    // Only where the approval is used up at once (§3.4): never left
+                    // stored on an item whose contact is already subscribed.
+                    state.approved |= preapproved && !state.subscription.has_from();
                     let o = subscription::apply(state, ty, dir);
                     outcome = Some(o);
                     o.state
