@@ -328,3 +328,55 @@ fn the_online_inviter_gets_the_roster_push() {
     expect_presence(&mut a, &newbie, None);
     expect_presence(&mut n, &server.jid("alice"), None);
 }
+
+/// The admin's `urn:xmpp:invite#create-account` command (as Prosody's mod_invites_adhoc
+/// offers), run by slixmpp's `xep_0050` with its form filled: two uses, the household.
+/// Both uses register accounts that join the household; a third is refused.
+#[test]
+fn an_admins_account_invitation_from_a_phone() {
+    let server = Server::start(ServerOpts {
+        admins: vec!["owner@test.local".into()],
+        extra_toml: "[registration]\npolicy = \"invite\"\n".into(),
+        ..ServerOpts::default()
+    });
+    server.add_user("owner", PW);
+    let run = slixmpp(&server, "owner", PW, "SCRAM-SHA-256").run(&[
+        "adhoc",
+        "--node",
+        "urn:xmpp:invite#create-account",
+        "--field",
+        "uses=2",
+        "--field",
+        "household=1",
+        "--field",
+        "note=cousins",
+    ]);
+    run.assert_ok();
+    let done = run.expect_event("command_done");
+    assert_eq!(done["status"], "completed", "{run}");
+    let uri = done["result"]["uri"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no uri:\n{run}"))
+        .to_owned();
+    assert!(
+        uri.starts_with("xmpp:test.local?register;preauth="),
+        "{uri}"
+    );
+    let token = token_of(&uri);
+    for name in ["cousin1", "cousin2"] {
+        let run = slixmpp(&server, name, PW, "SCRAM-SHA-256")
+            .run(&["register", &format!("--token={token}")]);
+        run.assert_ok();
+        run.expect_event("registered");
+    }
+    refused(&server, "cousin3", &token);
+    let members = hearth(&server, &["household", "list"]);
+    assert!(
+        members.contains("cousin1") && members.contains("cousin2"),
+        "{members}"
+    );
+    // The owner made it but is not a contact of those who used it.
+    assert!(!roster(&server, "cousin1").contains_key(&server.jid("owner")));
+    let listed = hearth(&server, &["invites"]);
+    assert!(listed.contains("cousins"), "{listed}");
+}
