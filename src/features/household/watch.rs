@@ -58,13 +58,40 @@ impl Watcher {
     }
 }
 
-/// Runs forever: a [`Watcher`] checking every `every`.
+/// Runs forever: a [`Watcher`] checking every `every` — but reading the members only
+/// when the database file changed since the last read (its and its WAL's size and time,
+/// one `stat` each). An idle server so does no storage work at all, and its storage pool
+/// lets its threads go (DESIGN.md: an idle server holds no threads it does not need).
 pub async fn watch(im: Im<'_>, every: Duration) {
     let mut w = Watcher::start(im).await;
+    let path = im.storage.path().to_owned();
+    let mut stamp = db_stamp(&path);
     loop {
         smol::Timer::after(every).await;
+        // Taken before the read: a change after it shows in the next stamp.
+        let now = db_stamp(&path);
+        if now.is_some() && now == stamp {
+            continue;
+        }
+        stamp = now;
         w.check(im).await;
     }
+}
+
+/// Size and modification time of the database file and its write-ahead log (where
+/// every commit lands first); `None` when they cannot be read (then the members are
+/// read every time).
+fn db_stamp(db: &std::path::Path) -> Option<[(u64, std::time::SystemTime); 2]> {
+    let stat = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    };
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    // No WAL file (before the first write, or after a clean close) reads as empty.
+    let wal = stat(std::path::Path::new(&wal)).unwrap_or((0, std::time::UNIX_EPOCH));
+    Some([stat(db)?, wal])
 }
 
 /// The household went from `before` to `after` (both sorted): pushes and presence for
