@@ -19,6 +19,7 @@ pub mod core;
 pub mod disco;
 pub mod federation;
 pub mod forms;
+pub mod hints;
 pub mod household;
 pub mod invite;
 pub mod last;
@@ -161,6 +162,18 @@ pub enum Hook {
     /// storing anything. The household (a shared roster group) is one, as ejabberd's
     /// `roster_get` and Prosody's `roster-load` hooks serve theirs.
     RosterView,
+    /// A message from a local session, before it is routed anywhere (another account,
+    /// another server, a service): [`Module::message_out`] may change it or act on it
+    /// (XEP-0313 archives it for the sender, XEP-0280 copies it to the sender's other
+    /// resources). Modules run in registration order.
+    MessageOut,
+    /// A message for a local account (its bare or a full JID), from a local session or
+    /// another server, before the router delivers it or it is stored offline:
+    /// [`Module::message_in`] may change it (XEP-0313 archives it for the recipient and
+    /// stamps a XEP-0359 `<stanza-id/>`) or act on it (XEP-0280 copies it to the
+    /// recipient's other resources). Runs after [`Hook::MessageOut`] for a message between
+    /// two local accounts. Modules run in registration order.
+    MessageIn,
     /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
     /// called before its rows are deleted, so a module can still read them and tell
     /// others (its contacts, RFC 6121); the rows then go with the account (cascading
@@ -314,6 +327,27 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// [`Hook::MessageOut`]: `stanza` (a message, `from` the local session `cx.from`) is
+    /// about to be routed.
+    fn message_out<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _stanza: &'a mut Stanza,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// [`Hook::MessageIn`]: `stanza` (a message whose `to` is the local account `to`) is
+    /// about to be delivered or stored offline.
+    fn message_in<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _to: &'a BareJid,
+        _stanza: &'a mut Stanza,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a
     /// `node` of the entity asked, when the node is this module's (the ad-hoc commands
     /// list, a command); `None` otherwise. The disco module asks each module in turn.
@@ -440,6 +474,7 @@ impl Registry {
             Box::new(adhoc),
             Box::new(register),
             Box::new(invite::Invite),
+            Box::new(hints::Hints),
         ])
     }
 

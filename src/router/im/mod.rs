@@ -310,6 +310,17 @@ impl Im<'_> {
                 }
             },
             Kind::Message => {
+                let mut stanza = stanza;
+                if from.is_local() {
+                    for m in self.modules.hooked(Hook::MessageOut) {
+                        m.message_out(&cx, &mut stanza).await;
+                    }
+                }
+                if let Some(to) = self.local_recipient(&stanza) {
+                    for m in self.modules.hooked(Hook::MessageIn) {
+                        m.message_in(&cx, &to, &mut stanza).await;
+                    }
+                }
                 if let Some(undelivered) = self.router.route(from.origin(), stanza) {
                     match self.modules.hooked(Hook::MessageUndelivered).next() {
                         Some(m) => m.message_undelivered(&cx, undelivered).await,
@@ -368,6 +379,17 @@ impl Im<'_> {
         if let Some(r) = reply {
             self.answer(from, out, r);
         }
+    }
+
+    /// The local account a message is for (its `to` at this host, with a localpart; no
+    /// `to` from a local session is the sender's own account, RFC 6120 §10.3.1).
+    fn local_recipient(&self, stanza: &Stanza) -> Option<BareJid> {
+        let to = match &stanza.to {
+            Some(to) => to.bare(),
+            None => Jid::parse(stanza.el.attr("from")?).ok()?.bare(),
+        };
+        self.local_user(&to)?;
+        Some(to)
     }
 
     /// Whether `jid` is an account of this server; not when storage cannot tell.
