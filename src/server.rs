@@ -131,8 +131,14 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         mechanisms,
         max_auth_failures: 5,
         strict_channel_binding: cfg.auth.strict_channel_binding,
-        module_features: modules.stream_features(),
+        // XEP-0198's `<sm/>` only when stream management is on.
+        module_features: modules
+            .stream_features()
+            .into_iter()
+            .filter(|f| cfg.stream_management.enabled || f.ns() != crate::stream::sm::NS)
+            .collect(),
         registration: cfg.registration.policy,
+        stream_management: cfg.stream_management.enabled,
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
@@ -236,9 +242,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         s2s,
         components,
         component_slots,
+        sm: crate::net::sm::SmTable::new(cfg.stream_management.clone()),
     });
 
     let ex = Arc::new(Executor::new());
+    shared.sm.start(&ex);
     if let Some(s2s) = &shared.s2s {
         s2s.start(&shared, &ex);
     }

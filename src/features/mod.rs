@@ -28,6 +28,7 @@ pub mod ping;
 pub mod presence;
 pub mod register;
 pub mod roster;
+pub mod sm;
 pub mod subscription;
 pub mod time;
 pub mod version;
@@ -475,6 +476,7 @@ impl Registry {
             Box::new(register),
             Box::new(invite::Invite),
             Box::new(hints::Hints),
+            Box::new(sm::StreamManagement),
         ])
     }
 

@@ -5,6 +5,7 @@
 //! resource binding with the router's session queue, routing through [`router::im`] with
 //! backpressure, offline delivery, and the unbind at the end.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +18,13 @@ use crate::jid::FullJid;
 use crate::net::Shared;
 use crate::net::limits::{Rate, Refused};
 use crate::net::liveness::ping_xml;
+use crate::net::sm;
 use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::stanza::{StreamCondition, StreamError};
-use crate::stream::c2s::{Action, C2s, Input};
+use crate::stream::c2s::{Action, C2s, Input, ResumeFailed, Resumed};
 use crate::stream::sasl::ScramHash;
+use crate::stream::sm::{Outbound, TooHigh, Unacked};
 
 /// What must be left of the negotiation deadline after a throttle delay for the login to
 /// go on (see [`wait_for_throttle`]).
@@ -33,6 +36,26 @@ struct C2sDriver {
     rx: Option<router::SessionRx>,
     /// The bound session, to unbind on the way out.
     bound: Option<(FullJid, u64)>,
+    /// XEP-0198: the resumable session this connection serves, when the client asked
+    /// for resumption.
+    resumable: Option<Arc<sm::Resumable>>,
+    /// A `<resume/>` on another connection took the session: it is parked for it, not
+    /// ended.
+    is_kicked: bool,
+    /// After `<resumed/>`: what the client did not acknowledge and what waited for it,
+    /// written on [`Action::SmResend`].
+    resend: Option<Box<Resend>>,
+}
+
+/// After `<resumed/>` (XEP-0198 §5): the stanzas to send again, then those that waited.
+type Resend = (Vec<Unacked>, VecDeque<Arc<router::Outgoing>>);
+
+/// What the rest of the server has for a client connection.
+enum Queued {
+    /// From the session's router queue.
+    Item(Result<ToSession, router::Closed>),
+    /// A `<resume/>` elsewhere asks this connection to let go of its session.
+    Kicked,
 }
 
 /// What a client may send before authentication: small stanzas, a low byte rate.
@@ -117,23 +140,67 @@ pub async fn serve_client(
     let driver = C2sDriver {
         rx: None,
         bound: None,
+        resumable: None,
+        is_kicked: false,
+        resend: None,
     };
     conn::serve(link, driver).await;
 }
 
 impl Driver for C2sDriver {
     type Machine = C2s;
-    type Queued = Result<ToSession, router::Closed>;
+    type Queued = Queued;
     const KIND: &'static str = "c2s";
 
     async fn queued(&self) -> Self::Queued {
-        match &self.rx {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
+        let Some(rx) = &self.rx else {
+            return std::future::pending().await;
+        };
+        let item = async { Queued::Item(rx.recv().await) };
+        match &self.resumable {
+            Some(r) => {
+                item.or(async {
+                    r.kicked().await;
+                    Queued::Kicked
+                })
+                .await
+            }
+            None => item.await,
         }
     }
 
     fn on_queued(&mut self, link: &mut Link<Self>, item: Self::Queued) -> Step<Action> {
+        let item = match item {
+            Queued::Item(item) => item,
+            Queued::Kicked => {
+                // XEP-0198 §5: the client resumed on a new connection; this one (likely
+                // half-open) hears why, if it still hears anything.
+                self.is_kicked = true;
+                let mut out = Vec::new();
+                link.machine.fail(
+                    StreamError::new(StreamCondition::Conflict)
+                        .with_text("the session was resumed on another connection"),
+                    &mut out,
+                );
+                return Step::End(out, "session resumed on another connection".into());
+            }
+        };
+        if let Some(out) = &link.sm
+            && out.unacked_len() >= link.shared.sm.config().max_unacked
+        {
+            // A client that reads but never acknowledges would hold ever more memory.
+            let mut out = Vec::new();
+            link.machine.fail(
+                StreamError::new(StreamCondition::ResourceConstraint)
+                    .with_text("too many unacknowledged stanzas"),
+                &mut out,
+            );
+            // The stanza goes back in front of what the session leaves behind.
+            if let Ok(ToSession::Stanza(s)) = item {
+                self.resend = Some(Box::new((Vec::new(), VecDeque::from([s]))));
+            }
+            return Step::End(out, "too many unacknowledged stanzas".into());
+        }
         match item {
             Ok(ToSession::Stanza(stanza)) => {
                 // Serialized here, in this stream's namespace (RFC 6120 §4.8.3), with
@@ -275,6 +342,55 @@ impl Driver for C2sDriver {
                 }
                 Effect::Done
             }
+            Action::SmEnable(enable) => {
+                // What is buffered went out before `<enabled/>` and is not counted (§4).
+                if link.flush().await.is_err() {
+                    return Effect::Close;
+                }
+                let user = link.machine.user().unwrap_or_default().to_owned();
+                let r = if enable.resume {
+                    link.shared.sm.register(&user, enable.max)
+                } else {
+                    None
+                };
+                let (id, max) = match &r {
+                    Some(r) => (Some(r.id.to_string()), Some(r.max_secs)),
+                    None => (None, None),
+                };
+                log::debug!(
+                    "c2s{}: stream management on{}",
+                    link.id,
+                    if r.is_some() { ", resumable" } else { "" }
+                );
+                self.resumable = r;
+                link.sm = Some(Box::new(Outbound::new()));
+                Effect::Feed(Input::SmEnabled { id, max })
+            }
+            Action::SmAck(h) => {
+                let Some(out) = link.sm.as_mut() else {
+                    return Effect::Done;
+                };
+                match out.ack(h) {
+                    Ok(gone) => {
+                        Box::pin(self.acknowledged(link, gone)).await;
+                        Effect::Done
+                    }
+                    Err(too_high) => too_high_error(link, too_high),
+                }
+            }
+            Action::SmResume { previd, h } => Box::pin(self.resume(link, previd, h)).await,
+            Action::SmResend => {
+                if let (Some(resend), Some(out)) = (self.resend.take(), link.sm.as_mut()) {
+                    let (again, pending) = *resend;
+                    for u in again {
+                        out.push_written(&mut link.out, u);
+                    }
+                    for s in pending {
+                        s.el.write_to(&mut link.out, crate::ns::CLIENT);
+                    }
+                }
+                Effect::Done
+            }
             // The stream layer's, carried out by the loop (`Machine::wire`): never here.
             // Were it a bug that sent one, this connection ends, not the server.
             Action::Send(_) | Action::ResetFramer | Action::Close => {
@@ -291,14 +407,180 @@ impl Driver for C2sDriver {
 
     async fn finish(&mut self, link: &mut Link<Self>, reason: &str) {
         let id = link.id;
-        if let Some((jid, sid)) = self.bound.take() {
-            // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
-            Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await;
-            log::info!("c2s{id}: {jid} disconnected: {reason}");
-        } else {
+        let Some((jid, sid)) = self.bound.take() else {
             log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
+            return;
+        };
+        // XEP-0198 §5: a connection lost (not closed by either side's stream close or
+        // error), or one asked to let go, leaves a resumable session waiting.
+        let is_lost = self.is_kicked || link.is_lost || !link.machine.is_closed();
+        let resumable = self.resumable.take();
+        if let (Some(r), true, Some(rx), Some(out)) =
+            (&resumable, is_lost, self.rx.take(), link.sm.take())
+        {
+            let mut pending = VecDeque::new();
+            if let Some(resend) = self.resend.take() {
+                pending.extend(resend.1);
+            }
+            let parked = Box::new(sm::Parked {
+                jid: jid.clone(),
+                sid,
+                rx,
+                out: *out,
+                handled: link.machine.sm_handled().unwrap_or(0),
+                pending,
+                until: Instant::now() + Duration::from_secs(u64::from(r.max_secs)),
+            });
+            match link.shared.sm.park(&link.shared, r, parked) {
+                Ok(()) => {
+                    log::info!(
+                        "c2s{id}: {jid} connection lost ({reason}); the session waits {} s to be resumed",
+                        r.max_secs
+                    );
+                    return;
+                }
+                Err(p) => {
+                    link.shared.sm.remove(r);
+                    let p = *p;
+                    let mut out = p.out;
+                    Box::pin(sm::end_session(
+                        &link.shared,
+                        &jid,
+                        sid,
+                        out.take_unacked(),
+                        p.pending,
+                        Some(&p.rx),
+                    ))
+                    .await;
+                    log::info!("c2s{id}: {jid} disconnected: {reason}");
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &resumable {
+            link.shared.sm.remove(r);
+        }
+        match link.sm.take() {
+            // Nothing it did not acknowledge is lost (XEP-0198 §5 for a session that is
+            // not resumed).
+            Some(mut out) => {
+                let pending = self.resend.take().map(|r| r.1).unwrap_or_default();
+                Box::pin(sm::end_session(
+                    &link.shared,
+                    &jid,
+                    sid,
+                    out.take_unacked(),
+                    pending,
+                    self.rx.as_ref(),
+                ))
+                .await
+            }
+            // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
+            None => Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await,
+        }
+        log::info!("c2s{id}: {jid} disconnected: {reason}");
+    }
+}
+
+impl C2sDriver {
+    /// Stanzas the client acknowledged (XEP-0198 §4): offline messages among them are
+    /// deleted from storage now.
+    async fn acknowledged(&self, link: &Link<Self>, gone: Vec<Unacked>) {
+        let ids: Vec<i64> = gone.iter().filter_map(|u| u.offline_id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(user) = link.machine.user() {
+            im(&link.shared, link.id).offline_delete(user, ids).await;
         }
     }
+
+    /// `<resume/>` (XEP-0198 §5): takes over the session `previd` of this account, drops
+    /// what the client says it handled, and keeps the rest to be written after
+    /// `<resumed/>`.
+    async fn resume(&mut self, link: &mut Link<Self>, previd: String, h: u32) -> Effect<Input> {
+        let user = link.machine.user().unwrap_or_default().to_owned();
+        let taken = link.shared.sm.take(&user, &previd).await;
+        let (r, parked) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                log::info!("c2s{}: resumption of a session refused: {e:?}", link.id);
+                return Effect::Feed(Input::SmResumed(Err(ResumeFailed {
+                    condition: "item-not-found",
+                    h: None,
+                })));
+            }
+        };
+        let sm::Parked {
+            jid,
+            sid,
+            rx,
+            mut out,
+            handled,
+            pending,
+            ..
+        } = *parked;
+        let (acked, again) = match out.resend(h) {
+            Ok(x) => x,
+            Err(too_high) => {
+                // §4: the client claims what it was never sent; the session ends (its
+                // stanzas go elsewhere), and so does this stream.
+                link.shared.sm.remove(&r);
+                Box::pin(sm::end_session(
+                    &link.shared,
+                    &jid,
+                    sid,
+                    out.take_unacked(),
+                    pending,
+                    Some(&rx),
+                ))
+                .await;
+                return too_high_error(link, too_high);
+            }
+        };
+        log::info!(
+            "c2s{}: {jid} resumed ({} stanzas sent again, {} waiting)",
+            link.id,
+            again.len(),
+            pending.len()
+        );
+        link.sm = Some(Box::new(out));
+        self.acknowledged(link, acked).await;
+        self.bound = Some((jid.clone(), sid));
+        self.rx = Some(rx);
+        self.resumable = Some(r);
+        self.resend = Some(Box::new((again, pending)));
+        link.liveness.bound(Instant::now());
+        Effect::Feed(Input::SmResumed(Ok(Resumed {
+            jid,
+            previd,
+            handled,
+        })))
+    }
+}
+
+/// §4: an `<a/>` or `<resume/>` acknowledging more than was sent ends the stream with
+/// `undefined-condition` and `<handled-count-too-high/>`.
+fn too_high_error(link: &mut Link<C2sDriver>, too_high: TooHigh) -> Effect<Input> {
+    log::info!(
+        "c2s{}: acknowledged {} stanzas of {} sent",
+        link.id,
+        too_high.h,
+        too_high.sent
+    );
+    let mut actions = Vec::new();
+    link.machine.fail(
+        StreamError::new(StreamCondition::UndefinedCondition)
+            .with_text("more stanzas acknowledged than were sent")
+            .with_app(too_high.element()),
+        &mut actions,
+    );
+    for a in actions {
+        if let Action::Send(s) = a {
+            link.out.push_str(&s);
+        }
+    }
+    Effect::Close
 }
 
 /// The storage-backed routing path (rosters, presence, offline messages) for
@@ -316,6 +598,9 @@ fn im(shared: &Shared, conn: u64) -> router::im::Im<'_> {
 /// a long backlog never sits in memory at once, and deletes each page once written.
 async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
     let Some(user) = jid.local() else { return };
+    if link.sm.is_some() {
+        return deliver_offline_managed(link, user).await;
+    }
     loop {
         // Taken out of storage (committed) before it is written: a message is never
         // handed over twice, even when the disk is full (then nothing is taken).
@@ -338,6 +623,35 @@ async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
             return;
         }
         if page.len() < router::im::OFFLINE_PAGE {
+            return;
+        }
+    }
+}
+
+/// XEP-0160 with XEP-0198: offline messages are written page by page but left in
+/// storage; each is deleted when the client acknowledges it ([`C2sDriver::acknowledged`]),
+/// so one lost with the connection is delivered again rather than lost.
+async fn deliver_offline_managed(link: &mut Link<C2sDriver>, user: &str) {
+    let mut after = 0;
+    loop {
+        let page = im(&link.shared, link.id)
+            .offline_peek(user, after, router::im::OFFLINE_PAGE)
+            .await;
+        let Some(page) = page else { return };
+        let n = page.len();
+        for (id, xml) in page {
+            after = id;
+            if let Some(out) = link.sm.as_mut() {
+                out.push_written(
+                    &mut link.out,
+                    Unacked {
+                        xml: xml.into(),
+                        offline_id: Some(id),
+                    },
+                );
+            }
+        }
+        if n < router::im::OFFLINE_PAGE || link.flush().await.is_err() {
             return;
         }
     }

@@ -268,6 +268,21 @@ impl SessionRx {
         }
     }
 
+    /// Completes once a message is waiting or the queue is closed, taking nothing (a
+    /// hibernating session's keeper, XEP-0198, takes under its own lock).
+    pub async fn ready(&self) {
+        loop {
+            let listener = self.queue.ready.listen();
+            {
+                let st = self.queue.state();
+                if !st.items.is_empty() || st.is_closed {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
     /// The next message if one is waiting.
     pub fn try_recv(&self) -> Result<ToSession, Option<Closed>> {
         self.take()

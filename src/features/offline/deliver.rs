@@ -25,6 +25,33 @@ impl Im<'_> {
             .ok()
     }
 
+    /// Up to `limit` of `user`'s offline messages after id `after`, left in storage until
+    /// acknowledged (XEP-0198); `None` when storage failed.
+    pub async fn offline_peek(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Option<Vec<(i64, String)>> {
+        let u = user.to_owned();
+        on_pool(self.storage, move |s| s.offline_after(&u, after, limit))
+            .await
+            .inspect_err(|e| log::error!("c2s{}: storage: offline messages: {e}", self.conn))
+            .ok()
+    }
+
+    /// Deletes offline messages the client acknowledged (XEP-0198). A failure leaves them
+    /// to be delivered again at the next login: logged, nothing lost.
+    pub async fn offline_delete(&self, user: &str, ids: Vec<i64>) {
+        let u = user.to_owned();
+        if let Err(e) = on_pool(self.storage, move |s| s.delete_offline(&u, &ids)).await {
+            log::error!(
+                "c2s{}: storage: acknowledged offline messages kept: {e}",
+                self.conn
+            );
+        }
+    }
+
     /// Puts back messages taken with [`Im::offline_take`] that could not be written.
     pub async fn offline_restore(&self, user: &str, page: Vec<(i64, String)>) {
         let u = user.to_owned();

@@ -44,6 +44,17 @@ pub trait OfflineStore {
     /// written to the client, with their ids (so in their place in the order). Outside
     /// the quota: they were within it when stored.
     fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
+    /// Up to `limit` waiting messages after id `after`, oldest first, left in storage: a
+    /// stream-managed session (XEP-0198) deletes each only once its client acknowledged
+    /// it ([`OfflineStore::delete_offline`]).
+    fn offline_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Deletes the messages with these ids (acknowledged by the client).
+    fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<(), StorageError>;
 }
 
 impl OfflineStore for Storage {
@@ -107,6 +118,41 @@ impl OfflineStore for Storage {
             .map_err(self.sqlite_err("read offline messages"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.sqlite_err("read offline messages"))
+    }
+
+    fn offline_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 AND id > ?2
+                 ORDER BY id LIMIT ?3",
+            )
+            .map_err(self.sqlite_err("read offline messages"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![user, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.sqlite_err("read offline messages"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.sqlite_err("read offline messages"))
+    }
+
+    fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<(), StorageError> {
+        let (user, ids) = (user.to_owned(), ids.to_vec());
+        self.write(move |s, conn| {
+            let mut st = conn
+                .prepare_cached("DELETE FROM offline_messages WHERE localpart = ?1 AND id = ?2")
+                .map_err(s.sqlite_err("delete offline messages"))?;
+            for id in &ids {
+                st.execute(params![user, id])
+                    .map_err(s.sqlite_err("delete offline messages"))?;
+            }
+            Ok(())
+        })
     }
 
     fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError> {
