@@ -185,9 +185,7 @@ impl Driver for C2sDriver {
                 return Step::End(out, "session resumed on another connection".into());
             }
         };
-        if let Some(out) = &link.sm
-            && out.unacked_len() >= link.shared.sm.config().max_unacked
-        {
+        if is_over_unacked(link) {
             // A client that reads but never acknowledges would hold ever more memory.
             let mut out = Vec::new();
             link.machine.fail(
@@ -317,6 +315,17 @@ impl Driver for C2sDriver {
                     Err(e) => Err(e),
                 }))
             }
+            Action::Route(_) if is_over_unacked(link) => {
+                // Answers count too: a client that keeps asking and never acknowledges.
+                let mut actions = Vec::new();
+                link.machine.fail(
+                    StreamError::new(StreamCondition::ResourceConstraint)
+                        .with_text("too many unacknowledged stanzas"),
+                    &mut actions,
+                );
+                write_sends(link, actions);
+                Effect::Close
+            }
             Action::Route(stanza) => {
                 if let Some((jid, _)) = &self.bound {
                     log::debug!(
@@ -415,8 +424,10 @@ impl Driver for C2sDriver {
         // error), or one asked to let go, leaves a resumable session waiting.
         let is_lost = self.is_kicked || link.is_lost || !link.machine.is_closed();
         let resumable = self.resumable.take();
-        if let (Some(r), true, Some(rx), Some(out)) =
-            (&resumable, is_lost, self.rx.take(), link.sm.take())
+        if let Some(r) = resumable
+            .as_ref()
+            .filter(|_| is_lost && link.sm.is_some() && self.rx.is_some())
+            && let (Some(rx), Some(out)) = (self.rx.take(), link.sm.take())
         {
             let mut pending = VecDeque::new();
             if let Some(resend) = self.resend.take() {
@@ -575,12 +586,26 @@ fn too_high_error(link: &mut Link<C2sDriver>, too_high: TooHigh) -> Effect<Input
             .with_app(too_high.element()),
         &mut actions,
     );
+    write_sends(link, actions);
+    Effect::Close
+}
+
+/// Writes the bytes among `actions` (a stream error the machine made) into the output.
+fn write_sends(link: &mut Link<C2sDriver>, actions: Vec<Action>) {
     for a in actions {
         if let Action::Send(s) = a {
             link.out.push_str(&s);
         }
     }
-    Effect::Close
+}
+
+/// XEP-0198: the client leaves more stanzas unacknowledged than `[stream_management]
+/// max_unacked` allows (what one write adds may go past it: the bound is that plus one
+/// batch).
+fn is_over_unacked(link: &Link<C2sDriver>) -> bool {
+    link.sm
+        .as_ref()
+        .is_some_and(|o| o.unacked_len() >= link.shared.sm.config().max_unacked)
 }
 
 /// The storage-backed routing path (rosters, presence, offline messages) for

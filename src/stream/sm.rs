@@ -86,19 +86,27 @@ impl Outbound {
     /// client) that [`Outbound::push_written`] did not already count. Returns how many
     /// stanzas were counted since the last call.
     pub fn record(&mut self, written: &str) -> usize {
-        for (name, xml) in top_level(written.get(self.skip..).unwrap_or("")) {
+        self.scan(written);
+        self.skip = 0;
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Counts the stanzas of `out` not counted yet; all of it is counted after.
+    fn scan(&mut self, out: &str) {
+        for (name, xml) in top_level(out.get(self.skip..).unwrap_or("")) {
             if matches!(name, "message" | "presence" | "iq") {
                 self.push(xml.into(), None);
             }
         }
-        self.skip = 0;
-        std::mem::take(&mut self.fresh)
+        self.skip = out.len();
     }
 
     /// Appends one stanza to the output buffer `out`, counted and kept now with what is
     /// known of it (an offline message's id); `out` must be written with
     /// [`Outbound::record`] called on it, as [`Outbound::record`] then skips it.
     pub fn push_written(&mut self, out: &mut String, u: Unacked) {
+        // What is already in `out` went first: counted first.
+        self.scan(out);
         out.push_str(&u.xml);
         self.push(u.xml, u.offline_id);
         self.skip = out.len();
@@ -334,8 +342,20 @@ mod tests {
                 offline_id: Some(70),
             },
         );
-        // What push_written counted is not counted again.
+        // What push_written counted is not counted again; what was before it is.
         assert_eq!(o.record(&buf), 1);
+        let mut o2 = Outbound::new();
+        let mut buf = String::from("<presence/>");
+        o2.push_written(
+            &mut buf,
+            Unacked {
+                xml: "<message/>".into(),
+                offline_id: Some(1),
+            },
+        );
+        assert_eq!(o2.record(&buf), 2);
+        assert_eq!(o2.unacked[0].offline_id, None);
+        assert_eq!(o2.unacked[1].offline_id, Some(1));
         assert_eq!(o.sent(), 3);
         let (acked, again) = o.resend(1).unwrap();
         assert_eq!(acked.len(), 1);
