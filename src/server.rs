@@ -355,6 +355,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         while live.load(Ordering::Acquire) > 0 && Instant::now() < until {
             Timer::after(Duration::from_millis(20)).await;
         }
+        // Sessions waiting to be resumed (XEP-0198) leave what they hold offline.
+        shared.sm.end_all(&shared).await;
     }));
     // Goodbye packets once clients are gone; off the executor, which has stopped.
     if let Some(a) = advertiser {

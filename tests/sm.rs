@@ -360,3 +360,39 @@ fn a_client_that_never_acknowledges_is_cut_off_and_loses_nothing() {
     expected.sort();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_stopping_server_keeps_what_waiting_sessions_hold() {
+    let mut server = server_with("");
+    let (mut a, _) = managed(&server, "alice", "phone", true);
+    presence(&mut a, "");
+    let (mut c, _) = managed(&server, "alice", "laptop", false);
+    presence(&mut c, "");
+    let mut b = login(&server, "bob", "pc");
+    chat(
+        &mut b,
+        &format!("{}/phone", server.jid("alice")),
+        "to the phone",
+    );
+    chat(
+        &mut b,
+        &format!("{}/laptop", server.jid("alice")),
+        "to the laptop",
+    );
+    assert_eq!(bodies(&read_messages(&mut a, 1)), ["to the phone"]);
+    assert_eq!(bodies(&read_messages(&mut c, 1)), ["to the laptop"]);
+    // The phone's connection is lost (its session waits); the laptop is still online
+    // when the server stops; neither acknowledged.
+    drop(a);
+    b.assert_alive();
+    std::thread::sleep(Duration::from_millis(300));
+    server.stop();
+    drop(c);
+    server.restart();
+    let mut a = login(&server, "alice", "phone");
+    presence(&mut a, "");
+    let mut got = bodies(&read_messages(&mut a, 2));
+    got.sort();
+    assert_eq!(got, ["to the laptop", "to the phone"]);
+    assert!(bodies(&drain(&mut a)).is_empty());
+}

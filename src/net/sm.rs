@@ -209,6 +209,28 @@ impl SmTable {
         }
     }
 
+    /// Ends every session waiting to be resumed (the server is stopping): what they hold
+    /// goes to offline storage, for the next login after the restart.
+    pub async fn end_all(&self, shared: &Shared) {
+        let waiting: Vec<Arc<Resumable>> = self.map().drain().map(|(_, r)| r).collect();
+        for r in waiting {
+            let parked = match std::mem::replace(&mut *r.state(), Holder::Gone) {
+                Holder::Parked(p) => p,
+                _ => continue,
+            };
+            r.changed.notify(usize::MAX);
+            let Parked {
+                jid,
+                sid,
+                rx,
+                mut out,
+                pending,
+                ..
+            } = *parked;
+            end_session(shared, &jid, sid, out.take_unacked(), pending, Some(&rx)).await;
+        }
+    }
+
     /// Parks `r`'s session, whose connection was lost (or asked to let go), and starts
     /// the task that keeps it until it is resumed or its window ends. False when it
     /// cannot be kept (the session was ended meanwhile, or the server is stopping): the
@@ -377,7 +399,7 @@ pub async fn end_session(
     }
     let mut rerouted = 0;
     for el in stanzas {
-        if reroute(&im, jid, el).await {
+        if reroute(&im, jid, el, shared.shutdown_rx.is_closed()).await {
             rerouted += 1;
         }
     }
@@ -389,7 +411,7 @@ pub async fn end_session(
 /// One stanza a session did not acknowledge: a message is routed again to the account
 /// (another resource, else offline storage), a request answered with an error, anything
 /// else dropped. True for a message routed again.
-async fn reroute(im: &Im<'_>, jid: &FullJid, mut el: Element) -> bool {
+async fn reroute(im: &Im<'_>, jid: &FullJid, mut el: Element, is_stopping: bool) -> bool {
     let kind = match el.name() {
         "message" => Kind::Message,
         "iq" => Kind::Iq,
@@ -435,12 +457,19 @@ async fn reroute(im: &Im<'_>, jid: &FullJid, mut el: Element) -> bool {
         el,
         to: Some(Jid::from(bare)),
     };
-    if let Some(undelivered) = im.router.route(origin, stanza) {
-        let sender = match (&local_from, origin) {
-            (Some(f), _) => Sender::Local(f),
-            (None, Origin::Service(j)) => Sender::Service(j),
-            _ => Sender::Remote(&from),
-        };
+    let sender = match (&local_from, origin) {
+        (Some(f), _) => Sender::Local(f),
+        (None, Origin::Service(j)) => Sender::Service(j),
+        _ => Sender::Remote(&from),
+    };
+    // While the server stops, the other devices' sessions are ending too: straight to
+    // offline storage.
+    let undelivered = if is_stopping {
+        Some(stanza)
+    } else {
+        im.router.route(origin, stanza)
+    };
+    if let Some(undelivered) = undelivered {
         im.store_offline(sender, undelivered).await;
     }
     true
