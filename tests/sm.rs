@@ -252,8 +252,10 @@ fn an_old_half_open_connection_lets_go() {
 #[test]
 fn a_session_not_resumed_in_time_leaves_its_messages_offline() {
     let server = server_with("[stream_management]\nresume_timeout_secs = 1\n");
-    let (mut a, _) = managed(&server, "alice", "phone", true);
+    let (mut a, enabled) = managed(&server, "alice", "phone", true);
+    let id = enabled.attr("id").unwrap().to_string();
     presence(&mut a, "");
+    a.assert_alive();
     let mut b = login(&server, "bob", "pc");
     chat(&mut b, &server.jid("alice"), "unacked");
     assert_eq!(bodies(&read_messages(&mut a, 1)), ["unacked"]);
@@ -261,6 +263,14 @@ fn a_session_not_resumed_in_time_leaves_its_messages_offline() {
     chat(&mut b, &server.jid("alice"), "while away");
     b.assert_alive();
     std::thread::sleep(Duration::from_millis(2500));
+    // Too late: the answer says how many of the client's stanzas were handled (its
+    // presence and its ping), so it knows what to send again (§5).
+    let mut late = authenticated(&server, "alice");
+    late.send(&format!("<resume xmlns='{NS_SM}' previd='{id}' h='1'/>"));
+    let failed = late.expect_element("<failed/>");
+    assert_eq!(failed_condition(&failed), "item-not-found");
+    assert_eq!(failed.attr("h"), Some("2"), "{failed}");
+    drop(late);
     // A fresh session (no resumption) gets both from offline storage, once.
     let mut a = login(&server, "alice", "phone");
     presence(&mut a, "");

@@ -451,7 +451,9 @@ impl Driver for C2sDriver {
                     return;
                 }
                 Err(p) => {
-                    link.shared.sm.remove(r);
+                    link.shared
+                        .sm
+                        .remove(r, link.machine.sm_handled().unwrap_or(0));
                     let p = *p;
                     let mut out = p.out;
                     Box::pin(sm::end_session(
@@ -469,7 +471,9 @@ impl Driver for C2sDriver {
             }
         }
         if let Some(r) = &resumable {
-            link.shared.sm.remove(r);
+            link.shared
+                .sm
+                .remove(r, link.machine.sm_handled().unwrap_or(0));
         }
         match link.sm.take() {
             // Nothing it did not acknowledge is lost (XEP-0198 §5 for a session that is
@@ -516,9 +520,13 @@ impl C2sDriver {
             Ok(t) => t,
             Err(e) => {
                 log::info!("c2s{}: resumption of a session refused: {e:?}", link.id);
+                let h = match e {
+                    sm::ResumeError::Ended { handled } => Some(handled),
+                    sm::ResumeError::NotFound | sm::ResumeError::Busy => None,
+                };
                 return Effect::Feed(Input::SmResumed(Err(ResumeFailed {
                     condition: "item-not-found",
-                    h: None,
+                    h,
                 })));
             }
         };
@@ -536,7 +544,7 @@ impl C2sDriver {
             Err(too_high) => {
                 // §4: the client claims what it was never sent; the session ends (its
                 // stanzas go elsewhere), and so does this stream.
-                link.shared.sm.remove(&r);
+                link.shared.sm.remove(&r, handled);
                 Box::pin(sm::end_session(
                     &link.shared,
                     &jid,

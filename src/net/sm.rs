@@ -37,6 +37,11 @@ use crate::xml::{Element, Event, Framer, Limits};
 /// The resumable sessions, by id.
 pub struct SmTable {
     map: Mutex<HashMap<Box<str>, Arc<Resumable>>>,
+    /// Sessions that ended recently: (id, account, stanzas handled from the client), the
+    /// newest last, at most [`ENDED_KEPT`]. A late `<resume/>` for one is told how many of
+    /// its stanzas the server handled (XEP-0198 §5 `<failed h=…/>`), so the client sends
+    /// again only what was lost.
+    ended: Mutex<VecDeque<(Box<str>, Box<str>, u32)>>,
     config: StreamManagementConfig,
     /// Where hibernating sessions' tasks run; set once the server is up.
     ex: OnceLock<Weak<Executor<'static>>>,
@@ -86,12 +91,18 @@ pub struct Parked {
 /// Why a `<resume/>` found nothing (XEP-0198 §5 `<failed/>`).
 #[derive(Debug)]
 pub enum ResumeError {
-    /// No such session (never was, expired, or another account's): `item-not-found`.
+    /// No such session (never was, or another account's): `item-not-found`.
     NotFound,
+    /// It ended (its window passed, the server restarted it…): `item-not-found`, with how
+    /// many of the client's stanzas the server had handled.
+    Ended { handled: u32 },
     /// The old connection did not let go in time: `item-not-found` too, after which the
     /// client binds anew.
     Busy,
 }
+
+/// Ended sessions remembered for a late `<resume/>`: about 60 KiB at most.
+const ENDED_KEPT: usize = 512;
 
 /// How long a resuming connection waits for the old one to let go.
 const LET_GO_WAIT: Duration = Duration::from_secs(10);
@@ -100,6 +111,7 @@ impl SmTable {
     pub fn new(config: StreamManagementConfig) -> SmTable {
         SmTable {
             map: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
             config,
             ex: OnceLock::new(),
         }
@@ -152,11 +164,30 @@ impl SmTable {
         Some(r)
     }
 
-    /// Forgets `r` (its session ended).
-    pub fn remove(&self, r: &Resumable) {
+    /// Forgets `r`: its session ended, having handled `handled` stanzas from its client.
+    pub fn remove(&self, r: &Resumable, handled: u32) {
         self.map().remove(&r.id);
         *r.state() = Holder::Gone;
         r.changed.notify(usize::MAX);
+        self.remember_ended(r, handled);
+    }
+
+    fn remember_ended(&self, r: &Resumable, handled: u32) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.len() >= ENDED_KEPT {
+            ended.pop_front();
+        }
+        ended.push_back((r.id.clone(), r.user.clone(), handled));
+    }
+
+    /// How many stanzas the ended session `id` of `user` had handled, if it is remembered.
+    fn ended_handled(&self, user: &str, id: &str) -> Option<u32> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended
+            .iter()
+            .rev()
+            .find(|(i, u, _)| &**i == id && &**u == user)
+            .map(|(_, _, h)| *h)
     }
 
     /// Takes over session `id` of `user` for a resuming connection (XEP-0198 §5): at
@@ -167,12 +198,13 @@ impl SmTable {
         user: &str,
         id: &str,
     ) -> Result<(Arc<Resumable>, Box<Parked>), ResumeError> {
-        let r = self
-            .map()
-            .get(id)
-            .filter(|r| &*r.user == user)
-            .cloned()
-            .ok_or(ResumeError::NotFound)?;
+        let found = self.map().get(id).filter(|r| &*r.user == user).cloned();
+        let Some(r) = found else {
+            return Err(match self.ended_handled(user, id) {
+                Some(handled) => ResumeError::Ended { handled },
+                None => ResumeError::NotFound,
+            });
+        };
         let deadline = Instant::now() + LET_GO_WAIT;
         loop {
             let listener = {
@@ -191,7 +223,12 @@ impl SmTable {
                         r.changed.notify(usize::MAX);
                         l
                     }
-                    Holder::Gone => return Err(ResumeError::NotFound),
+                    Holder::Gone => {
+                        return Err(match self.ended_handled(user, id) {
+                            Some(handled) => ResumeError::Ended { handled },
+                            None => ResumeError::NotFound,
+                        });
+                    }
                 }
             };
             let woke = async {
@@ -219,6 +256,7 @@ impl SmTable {
                 _ => continue,
             };
             r.changed.notify(usize::MAX);
+            self.remember_ended(&r, parked.handled);
             let Parked {
                 jid,
                 sid,
@@ -344,6 +382,7 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
                 }
             };
             shared.sm.map().remove(&r.id);
+            shared.sm.remember_ended(&r, parked.handled);
             log::info!(
                 "c2s: {} not resumed in time, session ended ({} stanzas unacknowledged, {} waiting)",
                 parked.jid,
