@@ -41,11 +41,14 @@ pub struct SmTable {
     /// newest last, at most [`ENDED_KEPT`]. A late `<resume/>` for one is told how many of
     /// its stanzas the server handled (XEP-0198 §5 `<failed h=…/>`), so the client sends
     /// again only what was lost.
-    ended: Mutex<VecDeque<(Box<str>, Box<str>, u32)>>,
+    ended: Mutex<VecDeque<Ended>>,
     config: StreamManagementConfig,
     /// Where hibernating sessions' tasks run; set once the server is up.
     ex: OnceLock<Weak<Executor<'static>>>,
 }
+
+/// A session that ended: its id, its account, the stanzas it handled from its client.
+type Ended = (Box<str>, Box<str>, u32);
 
 /// One resumable session.
 pub struct Resumable {
