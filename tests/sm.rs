@@ -406,3 +406,33 @@ fn a_stopping_server_keeps_what_waiting_sessions_hold() {
     assert_eq!(got, ["to the laptop", "to the phone"]);
     assert!(bodies(&drain(&mut a)).is_empty());
 }
+
+#[test]
+fn a_long_offline_backlog_waits_for_acknowledgements() {
+    let server = server_with("[stream_management]\nmax_unacked = 16\n");
+    let mut b = login(&server, "bob", "pc");
+    for i in 1..=50 {
+        chat(&mut b, &server.jid("alice"), &format!("o{i}"));
+    }
+    b.assert_alive();
+    let (mut a, _) = managed(&server, "alice", "phone", false);
+    presence(&mut a, "");
+    // Fifty waiting, sixteen allowed unacknowledged: delivery pauses at half of that and
+    // goes on as the client acknowledges, never cutting it off.
+    let mut got = Vec::new();
+    let mut handled = 0u32;
+    while got.len() < 50 {
+        let el = a.expect_element("offline messages");
+        if matches!(el.name.as_str(), "message" | "presence" | "iq") {
+            handled += 1;
+        }
+        assert_ne!(el.name, "error", "cut off: {el}");
+        if el.name == "message" {
+            got.extend(bodies(&[el]));
+        } else if el.is("r", NS_SM) {
+            a.send(&format!("<a xmlns='{NS_SM}' h='{handled}'/>"));
+        }
+    }
+    let expected: Vec<String> = (1..=50).map(|i| format!("o{i}")).collect();
+    assert_eq!(got, expected);
+}

@@ -45,6 +45,8 @@ struct C2sDriver {
     /// After `<resumed/>`: what the client did not acknowledge and what waited for it,
     /// written on [`Action::SmResend`].
     resend: Option<Box<Resend>>,
+    /// Offline delivery paused for acknowledgements (XEP-0198) after this message id.
+    offline_after: Option<i64>,
 }
 
 /// After `<resumed/>` (XEP-0198 §5): the stanzas to send again, then those that waited.
@@ -143,6 +145,7 @@ pub async fn serve_client(
         resumable: None,
         is_kicked: false,
         resend: None,
+        offline_after: None,
     };
     conn::serve(link, driver).await;
 }
@@ -346,7 +349,7 @@ impl Driver for C2sDriver {
                         link.press(pressure);
                     }
                     if routed.offline {
-                        Box::pin(deliver_offline(link, &jid)).await;
+                        self.offline_after = Box::pin(deliver_offline(link, &jid)).await;
                     }
                 }
                 Effect::Done
@@ -382,6 +385,15 @@ impl Driver for C2sDriver {
                 match out.ack(h) {
                     Ok(gone) => {
                         Box::pin(self.acknowledged(link, gone)).await;
+                        // Paused offline delivery goes on once the client caught up.
+                        let budget = link.shared.sm.config().max_unacked / 4;
+                        if let Some(after) = self.offline_after
+                            && link.sm.as_ref().is_some_and(|o| o.unacked_len() < budget)
+                            && let Some(user) = link.machine.user().map(str::to_owned)
+                        {
+                            self.offline_after =
+                                Box::pin(deliver_offline_managed(link, &user, after)).await;
+                        }
                         Effect::Done
                     }
                     Err(too_high) => too_high_error(link, too_high),
@@ -629,10 +641,12 @@ fn im(shared: &Shared, conn: u64) -> router::im::Im<'_> {
 
 /// XEP-0160: writes the user's offline messages page by page, flushing in between so
 /// a long backlog never sits in memory at once, and deletes each page once written.
-async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
-    let Some(user) = jid.local() else { return };
+///
+/// With stream management, see [`deliver_offline_managed`]: returns where it paused.
+async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) -> Option<i64> {
+    let user = jid.local()?;
     if link.sm.is_some() {
-        return deliver_offline_managed(link, user).await;
+        return deliver_offline_managed(link, user, 0).await;
     }
     loop {
         // Taken out of storage (committed) before it is written: a message is never
@@ -640,11 +654,9 @@ async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
         let taken = im(&link.shared, link.id)
             .offline_take(user, router::im::OFFLINE_PAGE)
             .await;
-        let Some(page) = taken else {
-            return;
-        };
+        let page = taken?;
         if page.is_empty() {
-            return;
+            return None;
         }
         for (_, xml) in &page {
             link.out.push_str(xml);
@@ -653,24 +665,35 @@ async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
             // Not written: back in storage for the next login; the read side sees
             // the end.
             im(&link.shared, link.id).offline_restore(user, page).await;
-            return;
+            return None;
         }
         if page.len() < router::im::OFFLINE_PAGE {
-            return;
+            return None;
         }
     }
 }
 
-/// XEP-0160 with XEP-0198: offline messages are written page by page but left in
-/// storage; each is deleted when the client acknowledges it ([`C2sDriver::acknowledged`]),
-/// so one lost with the connection is delivered again rather than lost.
-async fn deliver_offline_managed(link: &mut Link<C2sDriver>, user: &str) {
-    let mut after = 0;
+/// XEP-0160 with XEP-0198: offline messages after id `after` are written page by page
+/// but left in storage; each is deleted when the client acknowledges it
+/// ([`C2sDriver::acknowledged`]), so one lost with the connection is delivered again
+/// rather than lost. Pauses when half of what a client may leave unacknowledged is out,
+/// returning the last id written: acknowledgements resume it, so a long backlog never
+/// trips the bound.
+async fn deliver_offline_managed(
+    link: &mut Link<C2sDriver>,
+    user: &str,
+    mut after: i64,
+) -> Option<i64> {
+    let budget = link.shared.sm.config().max_unacked / 2;
     loop {
+        let unacked = link.sm.as_ref().map_or(0, |o| o.unacked_len());
+        if unacked >= budget {
+            return Some(after);
+        }
+        let limit = (budget - unacked).min(router::im::OFFLINE_PAGE);
         let page = im(&link.shared, link.id)
-            .offline_peek(user, after, router::im::OFFLINE_PAGE)
-            .await;
-        let Some(page) = page else { return };
+            .offline_peek(user, after, limit)
+            .await?;
         let n = page.len();
         for (id, xml) in page {
             after = id;
@@ -684,8 +707,8 @@ async fn deliver_offline_managed(link: &mut Link<C2sDriver>, user: &str) {
                 );
             }
         }
-        if n < router::im::OFFLINE_PAGE || link.flush().await.is_err() {
-            return;
+        if n < limit || link.flush().await.is_err() {
+            return None;
         }
     }
 }
