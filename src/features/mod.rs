@@ -15,6 +15,7 @@
 
 pub mod adhoc;
 pub mod blocking;
+pub mod carbons;
 pub mod core;
 pub mod disco;
 pub mod federation;
@@ -475,6 +476,9 @@ impl Registry {
             Box::new(register),
             Box::new(invite::Invite),
             Box::new(hints::Hints),
+            // Last among the message modules: a received copy carries what the others
+            // (the archive's <stanza-id/>) put on the original.
+            Box::new(carbons::Carbons),
         ])
     }
 
