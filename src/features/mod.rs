@@ -15,6 +15,7 @@
 
 pub mod adhoc;
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod core;
 pub mod disco;
@@ -260,6 +261,12 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// [`Module::stream_features`] for a module whose features depend on what the
+    /// other modules declare (XEP-0115's hash of the server's disco#info).
+    fn stream_features_in(&self, _registry: &Registry) -> Vec<Element> {
+        self.stream_features()
+    }
+
     /// The hooks it takes part in ([`Module::filter_in`] and the others are called only
     /// for these).
     fn hooks(&self) -> &'static [Hook] {
@@ -461,6 +468,7 @@ impl Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
+            Box::new(caps::Caps),
             Box::new(ping::Ping),
             Box::new(version::Version),
             Box::new(time::Time),
@@ -527,7 +535,7 @@ impl Registry {
     pub fn stream_features(&self) -> Vec<Element> {
         self.modules
             .iter()
-            .flat_map(|m| m.stream_features())
+            .flat_map(|m| m.stream_features_in(self))
             .collect()
     }
 
