@@ -32,6 +32,11 @@
 //! subscription change would: roster pushes to the members' interested resources
 //! (§2.1.6), and presence started or stopped between the one who joined or left and the
 //! others (§3.1.5, §3.2.2).
+//!
+//! The roster view runs for every presence broadcast and probe, so it reads the members
+//! from memory ([`Household::cached_household_members`]): storage keeps the list it last
+//! read, forgets it when this process changes the membership (an invite, an account's
+//! removal), and the watcher's read refreshes it after another process's change.
 
 mod store;
 mod watch;
