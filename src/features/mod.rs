@@ -15,6 +15,8 @@
 
 pub mod adhoc;
 pub mod blocking;
+pub mod caps;
+pub mod carbons;
 pub mod core;
 pub mod disco;
 pub mod federation;
@@ -260,6 +262,12 @@ pub trait Module: Send + Sync {
         Vec::new()
     }
 
+    /// [`Module::stream_features`] for a module whose features depend on what the
+    /// other modules declare (XEP-0115's hash of the server's disco#info).
+    fn stream_features_in(&self, _registry: &Registry) -> Vec<Element> {
+        self.stream_features()
+    }
+
     /// The hooks it takes part in ([`Module::filter_in`] and the others are called only
     /// for these).
     fn hooks(&self) -> &'static [Hook] {
@@ -461,6 +469,7 @@ impl Registry {
         Registry::new(vec![
             Box::new(core::Core),
             Box::new(disco::Disco),
+            Box::new(caps::Caps),
             Box::new(ping::Ping),
             Box::new(version::Version),
             Box::new(time::Time),
@@ -477,6 +486,9 @@ impl Registry {
             Box::new(invite::Invite),
             Box::new(hints::Hints),
             Box::new(sm::StreamManagement),
+            // Last among the message modules: a received copy carries what the others
+            // (the archive's <stanza-id/>) put on the original.
+            Box::new(carbons::Carbons),
         ])
     }
 
@@ -525,7 +537,7 @@ impl Registry {
     pub fn stream_features(&self) -> Vec<Element> {
         self.modules
             .iter()
-            .flat_map(|m| m.stream_features())
+            .flat_map(|m| m.stream_features_in(self))
             .collect()
     }
 
