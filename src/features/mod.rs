@@ -16,6 +16,7 @@
 pub mod adhoc;
 pub mod blocking;
 pub mod core;
+pub mod csi;
 pub mod disco;
 pub mod federation;
 pub mod forms;
@@ -475,6 +476,7 @@ impl Registry {
             Box::new(register),
             Box::new(invite::Invite),
             Box::new(hints::Hints),
+            Box::new(csi::Csi),
         ])
     }
 
