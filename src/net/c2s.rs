@@ -13,6 +13,7 @@ use smol::future::FutureExt as _;
 use smol::{Async, Timer};
 
 use super::conn::{self, Allowance, Driver, Effect, Link, Step, Transport};
+use crate::features::csi;
 use crate::jid::FullJid;
 use crate::net::Shared;
 use crate::net::limits::{Rate, Refused};
@@ -33,6 +34,9 @@ struct C2sDriver {
     rx: Option<router::SessionRx>,
     /// The bound session, to unbind on the way out.
     bound: Option<(FullJid, u64)>,
+    /// XEP-0352: what is held back while the client says it is inactive; `None` while
+    /// it is active (the default, §5), so an active session pays one word for it.
+    csi: Option<Box<csi::Held>>,
 }
 
 /// What a client may send before authentication: small stanzas, a low byte rate.
@@ -117,6 +121,7 @@ pub async fn serve_client(
     let driver = C2sDriver {
         rx: None,
         bound: None,
+        csi: None,
     };
     conn::serve(link, driver).await;
 }
@@ -135,6 +140,9 @@ impl Driver for C2sDriver {
 
     fn on_queued(&mut self, link: &mut Link<Self>, item: Self::Queued) -> Step<Action> {
         match item {
+            Ok(ToSession::Stanza(stanza)) if self.csi.is_some() => {
+                self.on_queued_inactive(link, stanza)
+            }
             Ok(ToSession::Stanza(stanza)) => {
                 // Serialized here, in this stream's namespace (RFC 6120 §4.8.3), with
                 // whatever else is already queued in the same write.
@@ -147,6 +155,9 @@ impl Driver for C2sDriver {
             }
             Ok(ToSession::Close(err)) => {
                 log::info!("c2s{}: closing: {err}", link.id);
+                if let Some(held) = self.csi.as_deref_mut() {
+                    write_held(&mut link.out, held);
+                }
                 let mut out = Vec::new();
                 link.machine.fail(err, &mut out);
                 Step::Apply(out)
@@ -250,7 +261,28 @@ impl Driver for C2sDriver {
                     Err(e) => Err(e),
                 }))
             }
+            Action::ClientState(state) => {
+                log::debug!("c2s{}: client {state:?}", link.id);
+                match state {
+                    // §5.1: what was held goes out before anything the client sends next
+                    // is handled.
+                    csi::State::Active => {
+                        if let Some(mut held) = self.csi.take() {
+                            write_held(&mut link.out, &mut held);
+                        }
+                    }
+                    csi::State::Inactive => {
+                        self.csi.get_or_insert_with(Box::default);
+                    }
+                }
+                Effect::Done
+            }
             Action::Route(stanza) => {
+                // XEP-0352: a client that sends something is awake; what it was spared
+                // goes out now, before the answer to what it sent (Prosody does the same).
+                if let Some(held) = self.csi.as_deref_mut() {
+                    write_held(&mut link.out, held);
+                }
                 if let Some((jid, _)) = &self.bound {
                     log::debug!(
                         "c2s{}: {} {:?}",
@@ -291,6 +323,10 @@ impl Driver for C2sDriver {
 
     async fn finish(&mut self, link: &mut Link<Self>, reason: &str) {
         let id = link.id;
+        let held = self.take_held();
+        if !held.is_empty() {
+            log::debug!("c2s{id}: {} held stanzas not delivered", held.len());
+        }
         if let Some((jid, sid)) = self.bound.take() {
             // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
             Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await;
@@ -298,6 +334,61 @@ impl Driver for C2sDriver {
         } else {
             log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
         }
+    }
+}
+
+impl C2sDriver {
+    /// XEP-0352: a stanza for an inactive client, and whatever else is already queued
+    /// (as [`conn::write_batch`] takes it): held, or written with everything held before
+    /// it when it is urgent or the buffer is full.
+    fn on_queued_inactive(
+        &mut self,
+        link: &mut Link<Self>,
+        first: Arc<router::Outgoing>,
+    ) -> Step<Action> {
+        let Some(held) = self.csi.as_deref_mut() else {
+            first.el.write_to(&mut link.out, crate::ns::CLIENT);
+            return Step::Wait;
+        };
+        let mut next = Some(first);
+        // Bounded like a write batch: the loop gets back to reading between batches.
+        for _ in 0..csi::MAX_HELD {
+            let Some(stanza) = next.take() else { break };
+            if held.offer(stanza) == csi::Offered::Flush {
+                write_held(&mut link.out, held);
+            }
+            match self.rx.as_ref().map(|rx| rx.try_recv()) {
+                Some(Ok(ToSession::Stanza(s))) => next = Some(s),
+                Some(Ok(ToSession::Close(err))) => {
+                    // The client learns what it missed before the stream ends.
+                    write_held(&mut link.out, held);
+                    let mut out = Vec::new();
+                    link.machine.fail(err, &mut out);
+                    return Step::End(out, "closed by the server".into());
+                }
+                _ => break,
+            }
+        }
+        if let Some(stanza) = next {
+            if held.offer(stanza) == csi::Offered::Flush {
+                write_held(&mut link.out, held);
+            }
+        }
+        Step::Wait
+    }
+
+    /// What an inactive client's session holds and has not written (for XEP-0198, whose
+    /// resumption must not lose it; XEP-0352 §5.2: the state itself is not resumed). The
+    /// session is active afterwards.
+    pub fn take_held(&mut self) -> Vec<Arc<router::Outgoing>> {
+        self.csi.take().map(|mut h| h.take()).unwrap_or_default()
+    }
+}
+
+/// Writes everything `held` has, oldest first, as queued stanzas are written.
+fn write_held(out: &mut String, held: &mut csi::Held) {
+    for s in held.take() {
+        s.el.write_to(out, crate::ns::CLIENT);
     }
 }
 
