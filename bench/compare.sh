@@ -864,6 +864,8 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("csi off: phone reads/hour", lambda s: get(s, "csi-off", "phone_reads_per_hour"), False, ""),
     ("csi on: reads after 10 s quiet/hour", lambda s: get(s, "csi-on", "phone_wakeups_10s_per_hour"), False, ""),
     ("csi off: reads after 10 s quiet/hour", lambda s: get(s, "csi-off", "phone_wakeups_10s_per_hour"), False, ""),
+    ("csi on: radio on, 10 s tail (%)", lambda s: get(s, "csi-on", "phone_radio_on_share", lambda v: v * 100), False, ""),
+    ("csi off: radio on, 10 s tail (%)", lambda s: get(s, "csi-off", "phone_radio_on_share", lambda v: v * 100), False, ""),
     ("csi on: held at the end (KiB)", lambda s: get(s, "csi-on", "held_bytes_at_end", kib), None, ""),
     ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
     ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),

@@ -15,7 +15,8 @@
 //! cross the wire, without TCP/IP headers), reads (each time the relay's socket to the
 //! server was readable: one per burst the server wrote; what wakes a phone's radio), and
 //! reads after 10 s or more of silence (a rough count of cellular radio wake-ups, whose
-//! tail is several seconds). Then, with CSI on, the phone says `<active/>` and a ping: the
+//! tail is several seconds), and the seconds the radio would be on if each read kept it
+//! up for 10 s (without CSI a steady trickle keeps it on all the time). Then, with CSI on, the phone says `<active/>` and a ping: the
 //! bytes before the pong are what was still held.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,6 +88,20 @@ fn wakeups(reads_us: &[u64], gap: Duration) -> usize {
         last = Some(t);
     }
     n
+}
+
+/// Seconds a phone's radio would stay on if each read kept it up for `tail` after it (the
+/// time to the next read when that comes sooner): a rough energy measure.
+fn radio_on(reads_us: &[u64], tail: Duration) -> f64 {
+    let tail = u64::try_from(tail.as_micros()).unwrap_or(u64::MAX);
+    let mut on = 0u64;
+    for (i, &t) in reads_us.iter().enumerate() {
+        let next = reads_us
+            .get(i + 1)
+            .map_or(u64::MAX, |n| n.saturating_sub(t));
+        on = on.saturating_add(next.min(tail));
+    }
+    on as f64 / 1e6
 }
 
 /// What the phone's reader counted.
@@ -347,6 +362,7 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     let per_hour = |v: f64| v * 3600.0 / secs;
     let reads = reads_us.len();
     let radio = wakeups(&reads_us, RADIO_TAIL);
+    let radio_s = radio_on(&reads_us, RADIO_TAIL);
     let [s_presence, s_chat, s_body] = [0, 1, 2].map(|i| sent[i].load(Ordering::Relaxed));
     println!(
         "  phone {} CSI, {} contacts, {secs:.0} s: contacts sent {s_presence} presence, \
@@ -361,6 +377,11 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         per_hour(reads as f64),
         RADIO_TAIL.as_secs(),
         per_hour(radio as f64)
+    );
+    println!(
+        "  radio on {radio_s:.0} s of {secs:.0} s ({:.0}%) if each read keeps it up {} s",
+        100.0 * radio_s / secs,
+        RADIO_TAIL.as_secs()
     );
     println!(
         "  stanzas: {} presence, {} chat states, {} bodies, {} other; held at the end: {}",
@@ -385,6 +406,8 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     report.set("phone_reads_per_hour", per_hour(reads as f64));
     report.set("phone_wakeups_10s", radio);
     report.set("phone_wakeups_10s_per_hour", per_hour(radio as f64));
+    report.set("phone_radio_on_s", radio_s);
+    report.set("phone_radio_on_share", radio_s / secs);
     report.set("phone_presence", got[0]);
     report.set("phone_chat_states", got[1]);
     report.set("phone_bodies", got[2]);
@@ -496,5 +519,13 @@ mod tests {
             wakeups(&[0, s, 2 * s, 20 * s, 21 * s, 40 * s], RADIO_TAIL),
             3
         );
+    }
+
+    #[test]
+    fn radio_time_is_capped_by_the_tail() {
+        let s = 1_000_000;
+        assert_eq!(radio_on(&[], RADIO_TAIL), 0.0);
+        assert_eq!(radio_on(&[0], RADIO_TAIL), 10.0);
+        assert_eq!(radio_on(&[0, 2 * s, 30 * s], RADIO_TAIL), 2.0 + 10.0 + 10.0);
     }
 }
