@@ -25,8 +25,13 @@
 #   --offline-recipients N  offline: offline recipients (M/N <= 500)    [100]
 #   --offline-senders S   offline: online senders                       [10]
 #   --offline-window W    offline: unanswered messages per sender       [32]
+#   --csi-secs D     csi: measured seconds per variant                 [120]
+#   --csi-contacts N csi: the phone's chatty contacts                   [20]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,s2s [idle,login,chat,presence,offline]
+#                    plainlogin,plainflood,csi,s2s [idle,login,chat,presence,offline]
+#                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
+#                    changing presence and typing for --csi-secs, the phone with CSI
+#                    on, then off; bytes and reads it received (see bench/README.md)
 #                    plainlogin: the login scenario with SASL PLAIN (LOGIN_RUNS runs);
 #                    plainflood: on a fresh process, --flood-k PLAIN attempts at
 #                    --flood-c at once, half right, half wrong for unknown accounts,
@@ -85,6 +90,8 @@ SCENARIOS="idle,login,chat,presence,offline"
 PRES_GROUPS=10
 PRES_ROSTER=20
 PRES_SECS=10
+CSI_SECS=120
+CSI_CONTACTS=20
 OFF_MESSAGES=10000
 OFF_RECIPIENTS=100
 OFF_SENDERS=10
@@ -128,6 +135,8 @@ while [ $# -gt 0 ]; do
         --presence-groups) PRES_GROUPS=$2; shift 2 ;;
         --presence-roster) PRES_ROSTER=$2; shift 2 ;;
         --presence-secs) PRES_SECS=$2; shift 2 ;;
+        --csi-secs) CSI_SECS=$2; shift 2 ;;
+        --csi-contacts) CSI_CONTACTS=$2; shift 2 ;;
         --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
         --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
@@ -153,7 +162,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    FLOOD_K FLOOD_C FLOOD_AFTER S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS FLOOD_K FLOOD_C FLOOD_AFTER S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -162,7 +171,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -449,6 +458,7 @@ load() {
 ACCOUNT_SETS=("load{}:$USERS")
 want presence && ACCOUNT_SETS+=("pres{}:$PRES_USERS")
 want offline && ACCOUNT_SETS+=("off{}:$OFF_USERS")
+want csi && ACCOUNT_SETS+=("csi{}:$((CSI_CONTACTS + 1))")
 TOTAL_USERS=0
 for set in "${ACCOUNT_SETS[@]}"; do TOTAL_USERS=$((TOTAL_USERS + ${set#*:})); done
 
@@ -538,6 +548,14 @@ for s in "${SERVER_LIST[@]}"; do
     if want offline; then
         record "$s" offline "$(load "$s" offline -m "$OFF_MESSAGES" --senders "$OFF_SENDERS" \
             --recipients "$OFF_RECIPIENTS" -w "$OFF_WINDOW" -c "$LOGIN_C" --user-pattern 'off{}')"
+    fi
+    if want csi; then
+        # The phone's roster set-up (not timed) runs in the first call.
+        for v in on off; do
+            record "$s" "csi-$v" "$(load "$s" csi -d "$CSI_SECS" --csi "$v" \
+                --contacts "$CSI_CONTACTS" -c "$LOGIN_C" --user-pattern 'csi{}' \
+                --timeout 60)"
+        done
     fi
     if want plainlogin; then
         for r in $(seq 1 "$LOGIN_RUNS"); do
@@ -840,6 +858,15 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("presence: latency p50 (ms)", lambda s: get(s, "presence", "latency_p50_ms"), False, ""),
     ("presence: latency p99 (ms)", lambda s: get(s, "presence", "latency_p99_ms"), False, ""),
     ("presence: generator CPU (cores)", lambda s: get(s, "presence", "gen_cpu_share"), None, ""),
+    ("csi on: phone KiB/hour", lambda s: get(s, "csi-on", "phone_bytes_per_hour", kib), False, ""),
+    ("csi off: phone KiB/hour", lambda s: get(s, "csi-off", "phone_bytes_per_hour", kib), False, ""),
+    ("csi on: phone reads/hour", lambda s: get(s, "csi-on", "phone_reads_per_hour"), False, ""),
+    ("csi off: phone reads/hour", lambda s: get(s, "csi-off", "phone_reads_per_hour"), False, ""),
+    ("csi on: reads after 10 s quiet/hour", lambda s: get(s, "csi-on", "phone_wakeups_10s_per_hour"), False, ""),
+    ("csi off: reads after 10 s quiet/hour", lambda s: get(s, "csi-off", "phone_wakeups_10s_per_hour"), False, ""),
+    ("csi on: radio on, 10 s tail (%)", lambda s: get(s, "csi-on", "phone_radio_on_share", lambda v: v * 100), False, ""),
+    ("csi off: radio on, 10 s tail (%)", lambda s: get(s, "csi-off", "phone_radio_on_share", lambda v: v * 100), False, ""),
+    ("csi on: held at the end (KiB)", lambda s: get(s, "csi-on", "held_bytes_at_end", kib), None, ""),
     ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
     ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),
     ("offline: disk bytes / stored msg", lambda s: get(s, "offline", "write_bytes_per_stored_msg"), False, "report"),

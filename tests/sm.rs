@@ -436,3 +436,37 @@ fn a_long_offline_backlog_waits_for_acknowledgements() {
     let expected: Vec<String> = (1..=50).map(|i| format!("o{i}")).collect();
     assert_eq!(got, expected);
 }
+
+/// XEP-0352 with XEP-0198: what was held back for an inactive client is not lost with its
+/// connection; it comes after `<resumed/>`.
+#[test]
+fn what_was_held_for_an_inactive_client_survives_a_resumption() {
+    let server = server_with("");
+    let (mut a, enabled) = managed(&server, "alice", "phone", true);
+    let id = enabled.attr("id").unwrap().to_string();
+    a.send("<inactive xmlns='urn:xmpp:csi:0'/>");
+    a.assert_alive();
+    let mut b = login(&server, "bob", "pc");
+    let to = format!("{}/phone", server.jid("alice"));
+    b.send(&format!(
+        "<presence to='{to}'><status>held</status></presence>"
+    ));
+    b.assert_alive();
+    // Held: nothing arrives (sending anything would wake the client and flush it).
+    loop {
+        match a.recv(Duration::from_millis(500)) {
+            Event::Timeout => break,
+            Event::Item(Item::Element(el)) if el.is("r", NS_SM) => {}
+            other => panic!("an inactive client got {other:?}"),
+        }
+    }
+    drop(a);
+    let mut a = authenticated(&server, "alice");
+    a.send(&format!("<resume xmlns='{NS_SM}' previd='{id}' h='1'/>"));
+    a.expect_matching("<resumed/>", |e| e.is("resumed", NS_SM));
+    let p = a.expect_matching("the held presence", |e| e.name == "presence");
+    assert_eq!(
+        p.child("status", NS_CLIENT).map(|s| s.text.as_str()),
+        Some("held")
+    );
+}

@@ -31,6 +31,7 @@ modules_enabled = {
 	"blocklist";    -- XEP-0191
 	"ping";         -- XEP-0199
 	"register";     -- XEP-0077: how compare.sh creates the accounts (faster than prosodyctl)
+	"csi_simple";   -- XEP-0352: holds non-urgent traffic for inactive clients (csi scenario)
 }
 -- No s2s: hearth has none. (offline, presence, message, iq, c2s are loaded implicitly.)
 modules_disabled = { "s2s" }

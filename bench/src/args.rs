@@ -41,6 +41,15 @@ SCENARIOS:
             [--host-b HOST] [--settle SECS] [-c C]   an incoming and an outgoing link
                                       per domain (v0 warms up) -> A's RSS and TCP
                                       connections before/after, bytes per link
+    csi     -d SECS --csi on|off      a phone (account 0) and N contacts (1..=N, each
+            [--contacts N] [--presence-every S] [--chatstate-every S]
+            [--message-every S] [-c C]
+                                      subscribed with the phone); the phone goes
+                                      <inactive/> (XEP-0352) or not and only reads,
+                                      the contacts change presence, type and write at
+                                      their rhythms [20, 30 s, 60 s, 600 s; 0 = never]
+                                      -> bytes and reads the phone received (per hour),
+                                      reads after 10 s of silence, held at the end
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -94,6 +103,17 @@ pub enum Scenario {
         roster: usize,
         duration: Duration,
         warmup: Duration,
+        concurrency: usize,
+    },
+    Csi {
+        contacts: usize,
+        duration: Duration,
+        /// The phone says `<inactive/>`.
+        csi: bool,
+        presence_every: Duration,
+        chatstate_every: Duration,
+        /// `None`: no messages with a body.
+        message_every: Option<Duration>,
         concurrency: usize,
     },
     Offline {
@@ -242,6 +262,12 @@ impl Args {
         let mut after = Duration::from_secs(15);
         let (mut host_b, mut port_b, mut domain_b, mut pid_b) = (None, None, None, None);
         let (mut links, mut settle) = (50usize, Duration::from_secs(5));
+        let (mut contacts, mut csi) = (20usize, None);
+        let (mut presence_every, mut chatstate_every, mut message_every) = (
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -291,6 +317,17 @@ impl Args {
                 "--server-pid-b" => pid_b = Some(num(flag, v)?),
                 "--links" => links = num(flag, v)?,
                 "--settle" => settle = secs(flag, v)?,
+                "--contacts" => contacts = num(flag, v)?,
+                "--csi" => {
+                    csi = Some(match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(ArgError(format!("--csi: on or off, not {v}"))),
+                    })
+                }
+                "--presence-every" => presence_every = secs(flag, v)?,
+                "--chatstate-every" => chatstate_every = secs(flag, v)?,
+                "--message-every" => message_every = secs(flag, v)?,
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -349,6 +386,31 @@ impl Args {
                     roster,
                     duration,
                     warmup,
+                    concurrency,
+                }
+            }
+            Some("csi") => {
+                let Some(csi) = csi else {
+                    return Err(ArgError("csi needs --csi on or --csi off".into()));
+                };
+                if contacts == 0
+                    || duration.is_zero()
+                    || presence_every.is_zero()
+                    || chatstate_every.is_zero()
+                {
+                    return Err(ArgError(
+                        "csi needs --contacts, -d, --presence-every and --chatstate-every \
+                         above zero"
+                            .into(),
+                    ));
+                }
+                Scenario::Csi {
+                    contacts,
+                    duration,
+                    csi,
+                    presence_every,
+                    chatstate_every,
+                    message_every: Some(message_every).filter(|d| !d.is_zero()),
                     concurrency,
                 }
             }
@@ -473,6 +535,25 @@ mod tests {
         let a = parse("users 3 --user-pattern u{}x").unwrap();
         assert_eq!(a.scenario, Scenario::Users { n: 3 });
         assert_eq!(a.user(2), "u2x");
+    }
+
+    #[test]
+    fn csi() {
+        let a = parse("csi -d 60 --csi on --contacts 5 --message-every 0 --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Csi {
+                contacts: 5,
+                duration: Duration::from_secs(60),
+                csi: true,
+                presence_every: Duration::from_secs(30),
+                chatstate_every: Duration::from_secs(60),
+                message_every: None,
+                concurrency: 10,
+            }
+        );
+        assert!(parse("csi -d 60 --password x").is_err());
+        assert!(parse("csi -d 60 --csi maybe --password x").is_err());
     }
 
     #[test]

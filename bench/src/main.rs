@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -13,6 +13,7 @@
 
 mod args;
 mod chat;
+mod csi;
 mod idle;
 mod login;
 mod offline;
@@ -344,6 +345,27 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 presence::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Csi {
+                contacts,
+                duration,
+                csi,
+                presence_every,
+                chatstate_every,
+                message_every,
+                concurrency,
+            } => {
+                common_fields(&ctx.args, &mut report, "csi");
+                let p = csi::Params {
+                    contacts,
+                    duration,
+                    csi,
+                    presence_every,
+                    chatstate_every,
+                    message_every,
+                    concurrency,
+                };
+                csi::run(&ctx, p, &mut report).await;
             }
             Scenario::Offline {
                 senders,

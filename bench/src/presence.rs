@@ -330,7 +330,7 @@ async fn setup(ctx: &Arc<Ctx>, p: Params) -> (Vec<Option<Session>>, Arc<Failures
 /// RFC 6121 §3.1 for one member: fetch the roster (§2.1.3), ask every contact not yet
 /// `both` for a subscription, approve every request, acknowledge roster pushes (§2.1.6)
 /// and return once every contact is `both`. `true` if anything had to be sent.
-async fn subscribe_all(
+pub(crate) async fn subscribe_all(
     mut s: Session,
     contacts: Vec<String>,
     t: Duration,

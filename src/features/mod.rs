@@ -18,6 +18,7 @@ pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod core;
+pub mod csi;
 pub mod disco;
 pub mod federation;
 pub mod forms;
@@ -489,6 +490,7 @@ impl Registry {
             // Last among the message modules: a received copy carries what the others
             // (the archive's <stanza-id/>) put on the original.
             Box::new(carbons::Carbons),
+            Box::new(csi::Csi),
         ])
     }
 

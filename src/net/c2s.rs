@@ -14,6 +14,7 @@ use smol::future::FutureExt as _;
 use smol::{Async, Timer};
 
 use super::conn::{self, Allowance, Driver, Effect, Link, Step, Transport};
+use crate::features::csi;
 use crate::jid::FullJid;
 use crate::net::Shared;
 use crate::net::limits::{Rate, Refused};
@@ -47,6 +48,9 @@ struct C2sDriver {
     resend: Option<Box<Resend>>,
     /// Offline delivery paused for acknowledgements (XEP-0198) after this message id.
     offline_after: Option<i64>,
+    /// XEP-0352: what is held back while the client says it is inactive; `None` while
+    /// it is active (the default, §5), so an active session pays one word for it.
+    csi: Option<Box<csi::Held>>,
 }
 
 /// After `<resumed/>` (XEP-0198 §5): the stanzas to send again, then those that waited.
@@ -146,6 +150,7 @@ pub async fn serve_client(
         is_kicked: false,
         resend: None,
         offline_after: None,
+        csi: None,
     };
     conn::serve(link, driver).await;
 }
@@ -203,6 +208,9 @@ impl Driver for C2sDriver {
             return Step::End(out, "too many unacknowledged stanzas".into());
         }
         match item {
+            Ok(ToSession::Stanza(stanza)) if self.csi.is_some() => {
+                self.on_queued_inactive(link, stanza)
+            }
             Ok(ToSession::Stanza(stanza)) => {
                 // Serialized here, in this stream's namespace (RFC 6120 §4.8.3), with
                 // whatever else is already queued in the same write.
@@ -215,6 +223,9 @@ impl Driver for C2sDriver {
             }
             Ok(ToSession::Close(err)) => {
                 log::info!("c2s{}: closing: {err}", link.id);
+                if let Some(held) = self.csi.as_deref_mut() {
+                    write_held(&mut link.out, held);
+                }
                 let mut out = Vec::new();
                 link.machine.fail(err, &mut out);
                 Step::Apply(out)
@@ -329,7 +340,28 @@ impl Driver for C2sDriver {
                 write_sends(link, actions);
                 Effect::Close
             }
+            Action::ClientState(state) => {
+                log::debug!("c2s{}: client {state:?}", link.id);
+                match state {
+                    // §5.1: what was held goes out before anything the client sends next
+                    // is handled.
+                    csi::State::Active => {
+                        if let Some(mut held) = self.csi.take() {
+                            write_held(&mut link.out, &mut held);
+                        }
+                    }
+                    csi::State::Inactive => {
+                        self.csi.get_or_insert_with(Box::default);
+                    }
+                }
+                Effect::Done
+            }
             Action::Route(stanza) => {
+                // XEP-0352: a client that sends something is awake; what it was spared
+                // goes out now, before the answer to what it sent (Prosody does the same).
+                if let Some(held) = self.csi.as_deref_mut() {
+                    write_held(&mut link.out, held);
+                }
                 if let Some((jid, _)) = &self.bound {
                     log::debug!(
                         "c2s{}: {} {:?}",
@@ -428,6 +460,9 @@ impl Driver for C2sDriver {
 
     async fn finish(&mut self, link: &mut Link<Self>, reason: &str) {
         let id = link.id;
+        // XEP-0352: what was held for an inactive client goes with its session: parked
+        // for a resumption (XEP-0198) or routed again like what it did not acknowledge.
+        let held = self.take_held();
         let Some((jid, sid)) = self.bound.take() else {
             log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
             return;
@@ -441,7 +476,7 @@ impl Driver for C2sDriver {
             .filter(|_| is_lost && link.sm.is_some() && self.rx.is_some())
             && let (Some(rx), Some(out)) = (self.rx.take(), link.sm.take())
         {
-            let mut pending = VecDeque::new();
+            let mut pending = VecDeque::from(held);
             if let Some(resend) = self.resend.take() {
                 pending.extend(resend.1);
             }
@@ -491,7 +526,8 @@ impl Driver for C2sDriver {
             // Nothing it did not acknowledge is lost (XEP-0198 §5 for a session that is
             // not resumed).
             Some(mut out) => {
-                let pending = self.resend.take().map(|r| r.1).unwrap_or_default();
+                let mut pending = VecDeque::from(held);
+                pending.extend(self.resend.take().map(|r| r.1).unwrap_or_default());
                 Box::pin(sm::end_session(
                     &link.shared,
                     &jid,
@@ -503,7 +539,14 @@ impl Driver for C2sDriver {
                 .await
             }
             // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
-            None => Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await,
+            // Without acknowledgements, what was held (presence, chat states: never a
+            // message with a body) goes like what was queued.
+            None => {
+                if !held.is_empty() {
+                    log::debug!("c2s{id}: {} held stanzas not delivered", held.len());
+                }
+                Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await
+            }
         }
         log::info!("c2s{id}: {jid} disconnected: {reason}");
     }
@@ -626,6 +669,61 @@ fn is_over_unacked(link: &Link<C2sDriver>) -> bool {
     link.sm
         .as_ref()
         .is_some_and(|o| o.unacked_len() >= link.shared.sm.config().max_unacked)
+}
+
+impl C2sDriver {
+    /// XEP-0352: a stanza for an inactive client, and whatever else is already queued
+    /// (as [`conn::write_batch`] takes it): held, or written with everything held before
+    /// it when it is urgent or the buffer is full.
+    fn on_queued_inactive(
+        &mut self,
+        link: &mut Link<Self>,
+        first: Arc<router::Outgoing>,
+    ) -> Step<Action> {
+        let Some(held) = self.csi.as_deref_mut() else {
+            first.el.write_to(&mut link.out, crate::ns::CLIENT);
+            return Step::Wait;
+        };
+        let mut next = Some(first);
+        // Bounded like a write batch: the loop gets back to reading between batches.
+        for _ in 0..csi::MAX_HELD {
+            let Some(stanza) = next.take() else { break };
+            if held.offer(stanza) == csi::Offered::Flush {
+                write_held(&mut link.out, held);
+            }
+            match self.rx.as_ref().map(|rx| rx.try_recv()) {
+                Some(Ok(ToSession::Stanza(s))) => next = Some(s),
+                Some(Ok(ToSession::Close(err))) => {
+                    // The client learns what it missed before the stream ends.
+                    write_held(&mut link.out, held);
+                    let mut out = Vec::new();
+                    link.machine.fail(err, &mut out);
+                    return Step::End(out, "closed by the server".into());
+                }
+                _ => break,
+            }
+        }
+        if let Some(stanza) = next {
+            if held.offer(stanza) == csi::Offered::Flush {
+                write_held(&mut link.out, held);
+            }
+        }
+        Step::Wait
+    }
+
+    /// What an inactive client's session holds and has not written (for XEP-0198, whose
+    /// resumption must not lose it; XEP-0352 §5.2: the state itself is not resumed). The
+    /// session is active afterwards.
+    pub fn take_held(&mut self) -> Vec<Arc<router::Outgoing>> {
+        self.csi.take().map(|mut h| h.take()).unwrap_or_default()
+    }
+}
+
+/// Writes everything `held` has, oldest first, as queued stanzas are written.
+fn write_held(out: &mut String, held: &mut csi::Held) {
+    for s in held.take() {
+        s.el.write_to(out, crate::ns::CLIENT);
+    }
 }
 
 /// The storage-backed routing path (rosters, presence, offline messages) for

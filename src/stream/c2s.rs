@@ -151,6 +151,9 @@ pub enum Action {
     /// After `<resumed/>`: write again what the client did not acknowledge, then what
     /// waited for it (XEP-0198 §5).
     SmResend,
+    /// XEP-0352 §4.2: the client says it is active or inactive (a nonza, not a stanza:
+    /// nothing is answered, and stream management does not count it).
+    ClientState(crate::features::csi::State),
     /// Close the connection (after writing what came before).
     Close,
 }
@@ -497,6 +500,15 @@ impl C2s {
             Phase::Binding(_) | Phase::Resuming => {
                 // The client must wait for its bind result (§7.1).
                 self.not_authorized(out)
+            }
+            // XEP-0352 §4.2: CSI nonzas on the established stream; any other element
+            // in its namespace is a first-level child we do not support (RFC 6120
+            // §4.9.3.22), as `on_stanza` says for every unknown element.
+            Phase::Established if el.ns() == crate::features::csi::NS => {
+                match crate::features::csi::State::of(&el) {
+                    Some(state) => out.push(Action::ClientState(state)),
+                    None => self.on_stanza(el, out),
+                }
             }
             Phase::Established => self.on_stanza(el, out),
         }
@@ -1527,6 +1539,27 @@ mod tests {
         assert!(matches!(&a[..], [Action::Route(_)]));
         let a = t.send("<foo xmlns='urn:example'/>");
         assert!(sent(&a).contains("<unsupported-stanza-type"));
+        assert!(closes(&a));
+    }
+
+    #[test]
+    fn csi_nonzas_become_actions_and_others_in_their_namespace_close() {
+        use crate::features::csi::State;
+        let mut t = established();
+        let a = t.send("<inactive xmlns='urn:xmpp:csi:0'/>");
+        assert!(
+            matches!(&a[..], [Action::ClientState(State::Inactive)]),
+            "{a:?}"
+        );
+        let a = t.send("<active xmlns='urn:xmpp:csi:0'/>");
+        assert!(
+            matches!(&a[..], [Action::ClientState(State::Active)]),
+            "{a:?}"
+        );
+        assert!(t.c2s.is_established());
+        // `<csi/>` is the server's feature, not something a client says.
+        let a = t.send("<csi xmlns='urn:xmpp:csi:0'/>");
+        assert!(sent(&a).contains("<unsupported-stanza-type"), "{a:?}");
         assert!(closes(&a));
     }
 
