@@ -118,6 +118,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks())
             .with_registration(registrar.is_offered()),
         Register::new(registrar.clone()),
+        &cfg.archive,
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {
@@ -317,6 +318,22 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 conn: 0,
             };
             crate::features::household::watch(im, crate::features::household::POLL).await
+        })
+        .detach();
+    }
+
+    // XEP-0313: archived messages past `[archive] retention_days` expire, hourly.
+    {
+        let shared = shared.clone();
+        let archive = cfg.archive;
+        ex.spawn(async move {
+            let im = crate::router::im::Im {
+                router: &shared.router,
+                storage: &shared.storage,
+                modules: &shared.modules,
+                conn: 0,
+            };
+            crate::features::mam::expire(im, archive).await
         })
         .detach();
     }
