@@ -41,6 +41,10 @@ SCENARIOS:
             [--host-b HOST] [--settle SECS] [-c C]   an incoming and an outgoing link
                                       per domain (v0 warms up) -> A's RSS and TCP
                                       connections before/after, bytes per link
+    mam     -q Q [--max M]            XEP-0313: account 0 asks Q pages of M (50) from
+            [--after-id ID]           the newest, and with --after-id Q pages after ID
+                                      (the archive is filled beforehand) -> latency
+                                      p50/p99/max, server CPU per query, RSS
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -95,6 +99,11 @@ pub enum Scenario {
         duration: Duration,
         warmup: Duration,
         concurrency: usize,
+    },
+    Mam {
+        queries: usize,
+        max: usize,
+        after_id: Option<String>,
     },
     Offline {
         senders: usize,
@@ -236,6 +245,7 @@ impl Args {
         let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
         let (mut duration, mut warmup) = (Duration::from_secs(10), Duration::from_secs(1));
         let mut body_bytes = 100usize;
+        let (mut queries, mut max, mut after_id) = (20usize, 50usize, None);
         let (mut groups, mut roster) = (10usize, 20usize);
         let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
         let mut window_set = None;
@@ -291,6 +301,9 @@ impl Args {
                 "--server-pid-b" => pid_b = Some(num(flag, v)?),
                 "--links" => links = num(flag, v)?,
                 "--settle" => settle = secs(flag, v)?,
+                "-q" | "--queries" => queries = num(flag, v)?,
+                "--max" => max = num(flag, v)?,
+                "--after-id" => after_id = Some(v.to_owned()),
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -350,6 +363,16 @@ impl Args {
                     duration,
                     warmup,
                     concurrency,
+                }
+            }
+            Some("mam") => {
+                if queries == 0 || max == 0 {
+                    return Err(ArgError("mam needs -q and --max above zero".into()));
+                }
+                Scenario::Mam {
+                    queries,
+                    max,
+                    after_id,
                 }
             }
             Some("offline") => {

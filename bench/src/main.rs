@@ -15,6 +15,7 @@ mod args;
 mod chat;
 mod idle;
 mod login;
+mod mam;
 mod offline;
 mod plainflood;
 mod presence;
@@ -344,6 +345,19 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 presence::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Mam {
+                queries,
+                max,
+                after_id,
+            } => {
+                common_fields(&ctx.args, &mut report, "mam");
+                let p = mam::Params {
+                    queries,
+                    max,
+                    after_id,
+                };
+                mam::run(&ctx, p, &mut report).await;
             }
             Scenario::Offline {
                 senders,
