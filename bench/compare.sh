@@ -583,7 +583,7 @@ for s in "${SERVER_LIST[@]}"; do
         start_server hearth
         sleep 3
         rss_start=$(rss_kib "$SERVER_PID")
-        out=$(load hearth mam -q 20 --max 50 --after-id "$middle")
+        out=$(load hearth mam -q 200 --max 50 --after-id "$middle")
         record hearth mam "$(jq -c --argjson n "$MAM_MESSAGES" --argjson b "$before" \
             --argjson a "$after" --argjson f "$fill_ms" --argjson r "$rss_start" \
             '. + {archived: $n, fill_ms: $f, rss_after_start_kib: $r,

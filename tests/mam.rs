@@ -169,6 +169,43 @@ fn slixmpp_pages_through_a_thousand_messages_in_order() {
     assert_eq!(left, 0);
 }
 
+/// The same with a second library: python-nbxmpp (Gajim's), its MAM module paging with
+/// RSM `<after/>` until `<fin complete='true'/>`.
+#[test]
+fn nbxmpp_pages_through_a_thousand_messages_in_order() {
+    let server = server();
+    let bob = server.jid("bob");
+    let mut a = login(&server, "alice", "phone");
+    send_many(&mut a, &bob, "n", 1000);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nbxmpp_mam.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            script,
+            "--port",
+            &server.c2s_port().to_string(),
+            "--jid",
+            &bob,
+        ])
+        .args(["--password", PW, "--max", "100", "--timeout", "60"])
+        .output()
+        .expect("run /usr/bin/python3 (apt-get install python3-nbxmpp)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nbxmpp_mam.py failed (is python3-nbxmpp installed?): {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mam: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "mam")
+        .unwrap_or_else(|| panic!("no mam event in {stdout}"));
+    let bodies: Vec<String> = serde_json::from_value(mam["bodies"].clone()).unwrap();
+    let expected: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+    assert_eq!(bodies, expected);
+    assert_eq!(mam["pages"], 10);
+}
+
 /// Paging by hand: RSM after/before, #extended before-id/after-id, `complete`, the
 /// page-size clamp, and a live message stamped with the same id the archive gives.
 #[test]
@@ -269,8 +306,12 @@ fn what_is_kept_and_bad_queries() {
         .collect();
     assert_eq!(sids.len(), 1, "{forged}");
     assert_ne!(sids[0].attr("id"), Some("1"));
-    let secret = b.expect_matching("secret", |e| e.name == "message");
+    let body = |e: &Node, text: &str| {
+        e.name == "message" && e.child("body", NS_CLIENT).is_some_and(|b| b.text == text)
+    };
+    let secret = b.expect_matching("secret", |e| body(e, "secret"));
     assert!(!secret.has_child("stanza-id", NS_SID), "{secret}");
+    b.expect_matching("kept", |e| body(e, "kept"));
     let (page, _) = query(&mut b, "");
     let bodies: Vec<String> = page.iter().map(body_of).collect();
     assert_eq!(bodies, ["forged", "kept"]);
