@@ -322,6 +322,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         .detach();
     }
 
+    // Deferred writes (the message archive's rows) are committed a few milliseconds'
+    // worth at a time, by this task.
+    {
+        let shared = shared.clone();
+        ex.spawn(async move { shared.storage.flush_deferred_forever().await })
+            .detach();
+    }
     // XEP-0313: archived messages past `[archive] retention_days` expire, hourly.
     {
         let shared = shared.clone();

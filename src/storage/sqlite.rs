@@ -78,6 +78,9 @@ struct Inner {
     queue: Mutex<Vec<Box<dyn super::group::Job>>>,
     /// The threads async callers' statements run on ([`Storage::run_blocking`]).
     pool: Pool,
+    /// Deferred writes (`group.rs`): told when one is queued, and whether a task commits
+    /// them (`Storage::flush_deferred_forever`) or their writers must.
+    pub(super) deferred: super::group::Deferred,
 }
 
 impl Storage {
@@ -163,6 +166,7 @@ impl Storage {
                 conn: Mutex::new(conn),
                 queue: Mutex::new(Vec::new()),
                 pool: Pool::new(POOL),
+                deferred: Default::default(),
             }),
             scram_keys: true,
         })
@@ -284,6 +288,10 @@ impl Storage {
     }
 
     /// The group-commit queue. Held only to push or take, never across SQLite calls.
+    pub(super) fn deferred(&self) -> &super::group::Deferred {
+        &self.inner.deferred
+    }
+
     pub(super) fn queue(&self) -> MutexGuard<'_, Vec<Box<dyn super::group::Job>>> {
         self.inner
             .queue

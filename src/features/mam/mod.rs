@@ -29,6 +29,8 @@ mod store;
 pub use query::{MAX_PAGE, MAX_PAGE_BYTES, NS_RSM, parse_datetime};
 pub use store::{ArchiveStore, Filter, Page, QueryError, Row};
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::forms::{Field, Form, FormType};
@@ -41,6 +43,7 @@ use crate::jid::BareJid;
 use crate::ns;
 use crate::router::im::{Im, on_pool};
 use crate::stanza::{IqType, MessageType, Stanza, StanzaCondition, StanzaError};
+use crate::storage::StorageError;
 use crate::xml::{Element, escape_attr};
 
 /// XEP-0313's namespace (version 2).
@@ -106,11 +109,32 @@ impl Default for ArchiveConfig {
 /// The archive module.
 pub struct Mam {
     cfg: ArchiveConfig,
+    state: Mutex<State>,
+}
+
+/// What the module keeps in memory so that archiving a message needs no disk sync and,
+/// usually, no storage read: the message's id is known at once, its row written later
+/// (`Storage::write_deferred`).
+#[derive(Default)]
+struct State {
+    /// The last archive id handed out; read from storage at the first message. This
+    /// server is the only writer of archive rows.
+    last_id: Option<i64>,
+    /// Each account's stored preferences (`None`: the server's default), read at its first
+    /// message and kept up to date by the preferences iq; only existing accounts.
+    prefs: HashMap<String, Option<Prefs>>,
 }
 
 impl Mam {
     pub fn new(cfg: &ArchiveConfig) -> Mam {
-        Mam { cfg: *cfg }
+        Mam {
+            cfg: *cfg,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -228,7 +252,11 @@ fn internal(e: impl std::fmt::Display) -> StanzaError {
 }
 
 impl Mam {
-    /// Archives `stanza` for local account `owner`, the other party being `with`.
+    /// Archives `stanza` for local account `owner`, the other party being `with`, if the
+    /// account exists and its preferences keep messages with `with` (§6.1): its archive id.
+    /// The row is written after the message goes on (`Storage::write_deferred`, committed
+    /// within milliseconds and always before a later write such as an offline reference),
+    /// so a chat message waits for no disk sync.
     async fn archive(
         &self,
         im: Im<'_>,
@@ -236,16 +264,69 @@ impl Mam {
         with: &BareJid,
         el: &Element,
     ) -> Option<i64> {
+        let log_err = |e: StorageError| log::error!("c2s{}: storage: archive: {e}", im.conn);
         let user = im.local_user(owner)?.to_owned();
-        let (with, xml) = (with.as_str().to_owned(), el.to_xml_in(""));
-        let (policy, quota) = (self.cfg.default_policy, *im.router.quota());
-        on_pool(im.storage, move |s| {
-            s.archive(&user, &with, &xml, policy, &quota)
-        })
-        .await
-        .inspect_err(|e| log::error!("c2s{}: storage: a message not archived: {e}", im.conn))
-        .ok()
-        .flatten()
+        let with = with.as_str().to_owned();
+        let cached = self.state().prefs.get(&user).cloned();
+        let prefs = match cached {
+            Some(p) => p,
+            None => {
+                let u = user.clone();
+                // No account: nothing archived (and nothing cached: it may be created).
+                let p = on_pool(im.storage, move |s| s.archive_settings(&u))
+                    .await
+                    .map_err(log_err)
+                    .ok()??;
+                self.state().prefs.insert(user.clone(), p.clone());
+                p
+            }
+        };
+        let policy = match &prefs {
+            None => self.cfg.default_policy,
+            Some(p) if p.never.contains(&with) => return None,
+            Some(p) if p.always.contains(&with) => Policy::Always,
+            Some(p) => p.default,
+        };
+        match policy {
+            Policy::Always => {}
+            Policy::Never => return None,
+            Policy::Roster => {
+                let (u, w) = (user.clone(), with.clone());
+                if !on_pool(im.storage, move |s| s.in_roster(&u, &w))
+                    .await
+                    .map_err(log_err)
+                    .ok()?
+                {
+                    return None;
+                }
+            }
+        }
+        if self.state().last_id.is_none() {
+            let max = on_pool(im.storage, |s| s.max_archive_id())
+                .await
+                .map_err(log_err)
+                .ok()?;
+            self.state().last_id.get_or_insert(max);
+        }
+        let id = {
+            let mut st = self.state();
+            let id = st.last_id.unwrap_or(0) + 1;
+            st.last_id = Some(id);
+            id
+        };
+        let quota = *im.router.quota();
+        if !im
+            .storage
+            .archive_deferred(id, &user, &with, el.to_xml_in(""), &quota)
+        {
+            // No task commits deferred writes (a server without one, unit tests): now.
+            let flushed = on_pool(im.storage, |s| {
+                s.flush_deferred();
+                Ok(())
+            });
+            flushed.await.map_err(log_err).ok()?;
+        }
+        Some(id)
     }
 
     async fn query(
@@ -261,14 +342,19 @@ impl Mam {
             .ok_or_else(|| StanzaError::new(StanzaCondition::ItemNotFound))?
             .to_owned();
         let filter = query.filter.clone();
-        let page = on_pool(cx.im.storage, move |s| Ok(s.archive_query(&user, &filter)))
-            .await
-            .map_err(internal)?
-            .map_err(|e| match e {
-                QueryError::UnknownId => StanzaError::new(StanzaCondition::ItemNotFound)
-                    .with_text("no such message in the archive"),
-                QueryError::Storage(e) => internal(e),
-            })?;
+        // Rows still waiting to be written first: every message delivered before the
+        // query is in its answer.
+        let page = on_pool(cx.im.storage, move |s| {
+            s.flush_deferred();
+            Ok(s.archive_query(&user, &filter))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            QueryError::UnknownId => StanzaError::new(StanzaCondition::ItemNotFound)
+                .with_text("no such message in the archive"),
+            QueryError::Storage(e) => internal(e),
+        })?;
         let to = cx.from.as_str();
         let mut ahead = String::new();
         for row in &page.rows {
@@ -298,10 +384,11 @@ impl Mam {
         let prefs = match set {
             Some(el) => {
                 let prefs = query::parse_prefs(el)?;
-                let p = prefs.clone();
-                on_pool(cx.im.storage, move |s| s.set_archive_prefs(&user, &p))
+                let (u, p) = (user.clone(), prefs.clone());
+                on_pool(cx.im.storage, move |s| s.set_archive_prefs(&u, &p))
                     .await
                     .map_err(internal)?;
+                self.state().prefs.insert(user, Some(prefs.clone()));
                 prefs
             }
             None => on_pool(cx.im.storage, move |s| s.archive_prefs(&user))
@@ -382,7 +469,19 @@ impl Module for Mam {
     }
 
     fn hooks(&self) -> &'static [Hook] {
-        &[Hook::MessageOut, Hook::MessageIn]
+        &[Hook::MessageOut, Hook::MessageIn, Hook::AccountRemoved]
+    }
+
+    /// The account's cached preferences go with it (its rows go by cascade).
+    fn account_removed<'a>(
+        &'a self,
+        cx: &'a HookCx<'a>,
+        account: &'a BareJid,
+    ) -> HookFuture<'a, ()> {
+        if let Some(user) = cx.im.local_user(account) {
+            self.state().prefs.remove(user);
+        }
+        Box::pin(std::future::ready(()))
     }
 
     /// §5.1.1: what a local user sends is archived for them, unless it is to their own

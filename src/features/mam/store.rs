@@ -90,6 +90,25 @@ pub trait ArchiveStore {
         default: Policy,
         quota: &Quota,
     ) -> Result<Option<i64>, StorageError>;
+    /// Queues, without waiting for the disk ([`Storage::write_deferred`]), the archive row
+    /// `id` (allocated by the caller, above every id in the archive) of `user`'s message
+    /// with `with`, archived now; made room for as [`ArchiveStore::archive`] does (when no
+    /// room can be made, or the account is gone, the row is left out). Returns whether a
+    /// task commits it; if not, the caller runs `Storage::flush_deferred`.
+    fn archive_deferred(
+        &self,
+        id: i64,
+        user: &str,
+        with: &str,
+        stanza: String,
+        quota: &Quota,
+    ) -> bool;
+    /// Whether `user` exists, and its stored preferences: `None` for no account.
+    fn archive_settings(&self, user: &str) -> Result<Option<Option<Prefs>>, StorageError>;
+    /// Whether `jid` is in `user`'s roster (the `roster` policy, XEP-0313 §6.1).
+    fn in_roster(&self, user: &str, jid: &str) -> Result<bool, StorageError>;
+    /// The highest archive id in use (0 for none).
+    fn max_archive_id(&self) -> Result<i64, StorageError>;
     /// A page of `user`'s archive.
     fn archive_query(&self, user: &str, filter: &Filter) -> Result<Page, QueryError>;
     /// `user`'s stored preferences, if any.
@@ -165,7 +184,102 @@ fn evict_oldest(conn: &Connection, user: &str) -> rusqlite::Result<usize> {
     .execute(params![user, EVICT_BATCH])
 }
 
+/// Inserts one archive row unless the account is gone, after making room under the
+/// archive's share of the quota; whether it was inserted. `id` `None`: the next rowid.
+fn insert_row(
+    conn: &Connection,
+    err: &dyn Fn(rusqlite::Error) -> StorageError,
+    row: (Option<i64>, &str, &str, i64, &str),
+    quota: &Quota,
+) -> Result<bool, StorageError> {
+    let (id, user, with, at, stanza) = row;
+    let Some(mut usage) = usage_in(conn, user).map_err(err)? else {
+        return Ok(false);
+    };
+    let size = stanza.len() as u64;
+    let budget = archive_budget(quota);
+    // Over budget: the oldest go first (what a user of a phone's chat history expects), a
+    // few at a time; a bounded number of rounds per message.
+    let mut rounds = 0;
+    while usage.bytes.saturating_add(size) > budget {
+        rounds += 1;
+        if rounds > 16 || evict_oldest(conn, user).map_err(err)? == 0 {
+            return Ok(false);
+        }
+        usage = usage_in(conn, user).map_err(err)?.unwrap_or(usage);
+    }
+    conn.prepare_cached(
+        "INSERT INTO archive (id, localpart, with_jid, at, stanza) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| st.execute(params![id, user, with, at, stanza]))
+    .map_err(err)?;
+    Ok(true)
+}
+
 impl ArchiveStore for Storage {
+    fn archive_deferred(
+        &self,
+        id: i64,
+        user: &str,
+        with: &str,
+        stanza: String,
+        quota: &Quota,
+    ) -> bool {
+        let (user, with, quota) = (user.to_owned(), with.to_owned(), *quota);
+        let at = crate::storage::unix_now();
+        self.write_deferred(move |s, conn| {
+            let err = |e| s.sqlite_err("archive a message")(e);
+            let kept = insert_row(conn, &err, (Some(id), &user, &with, at, &stanza), &quota)?;
+            if !kept {
+                log::debug!("archive: message {id} of {user:?} not kept (no room or no account)");
+            }
+            Ok(())
+        })
+    }
+
+    fn archive_settings(&self, user: &str) -> Result<Option<Option<Prefs>>, StorageError> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached(
+                "SELECT p.default_policy, p.always, p.never FROM accounts a
+                   LEFT JOIN archive_prefs p ON p.localpart = a.localpart
+                  WHERE a.localpart = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([user], |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.sqlite_err("read archive preferences"))?;
+        Ok(row.map(|(d, always, never)| {
+            d.map(|d| Prefs {
+                default: Policy::parse(&d).unwrap_or(Policy::Always),
+                always: split(&always.unwrap_or_default()),
+                never: split(&never.unwrap_or_default()),
+            })
+        }))
+    }
+
+    fn in_roster(&self, user: &str, jid: &str) -> Result<bool, StorageError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM roster_items WHERE localpart = ?1 AND jid = ?2)",
+            )
+            .and_then(|mut st| st.query_row(params![user, jid], |r| r.get(0)))
+            .map_err(self.sqlite_err("read the roster"))
+    }
+
+    fn max_archive_id(&self) -> Result<i64, StorageError> {
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM archive", [], |r| r.get(0))
+            .map_err(self.sqlite_err("read the archive"))
+    }
+
     fn archive(
         &self,
         user: &str,
@@ -178,29 +292,15 @@ impl ArchiveStore for Storage {
             (user.to_owned(), with.to_owned(), stanza.to_owned(), *quota);
         self.write(move |s, conn| {
             let err = |e| s.sqlite_err("archive a message")(e);
-            let Some(mut usage) = usage_in(conn, &user).map_err(&err)? else {
-                return Ok(None);
-            };
-            if !keeps(conn, &user, &with, default).map_err(&err)? {
+            if usage_in(conn, &user).map_err(err)?.is_none()
+                || !keeps(conn, &user, &with, default).map_err(err)?
+            {
                 return Ok(None);
             }
-            let size = stanza.len() as u64;
-            let budget = archive_budget(&quota);
-            // Over budget: the oldest go first (what a user of a phone's chat history
-            // expects), a few at a time; a bounded number of rounds per message.
-            let mut rounds = 0;
-            while usage.bytes.saturating_add(size) > budget {
-                rounds += 1;
-                if rounds > 16 || evict_oldest(conn, &user).map_err(&err)? == 0 {
-                    return Ok(None);
-                }
-                usage = usage_in(conn, &user).map_err(&err)?.unwrap_or(usage);
+            let now = crate::storage::unix_now();
+            if !insert_row(conn, &err, (None, &user, &with, now, &stanza), &quota)? {
+                return Ok(None);
             }
-            conn.prepare_cached(
-                "INSERT INTO archive (localpart, with_jid, at, stanza) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut st| st.execute(params![user, with, crate::storage::unix_now(), stanza]))
-            .map_err(&err)?;
             Ok(Some(conn.last_insert_rowid()))
         })
     }
@@ -582,6 +682,33 @@ mod tests {
             .query_row("SELECT count(*) FROM archive", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// Deferred rows land with the next commit, in order, with the caller's ids; a row for
+    /// an account that is gone is left out, the others kept.
+    #[test]
+    fn deferred_rows_commit_with_the_next_write() {
+        let (_d, s) = store();
+        let q = Quota::DEFAULT;
+        assert_eq!(s.max_archive_id().unwrap(), 0);
+        assert!(!s.archive_deferred(5, "alice", "bob@h", msg(0), &q));
+        assert!(!s.archive_deferred(6, "nobody", "bob@h", msg(1), &q));
+        assert!(!s.archive_deferred(7, "alice", "bob@h", msg(2), &q));
+        assert!(page(&s, filter(10)).is_empty());
+        // Any write leads the batch, deferred rows first: a reference to one works.
+        assert_eq!(
+            s.store_offline_archived("alice", 7, "<delay/>", &q)
+                .unwrap(),
+            Some(crate::features::offline::Stored::Stored)
+        );
+        assert_eq!(page(&s, filter(10)), [msg(0), msg(2)]);
+        assert_eq!(s.max_archive_id().unwrap(), 7);
+        assert_eq!(s.archive_settings("alice").unwrap(), Some(None));
+        assert_eq!(s.archive_settings("nobody").unwrap(), None);
+        assert!(!s.in_roster("alice", "bob@h").unwrap());
+        s.archive_deferred(8, "alice", "bob@h", msg(3), &q);
+        s.flush_deferred();
+        assert_eq!(page(&s, filter(10)).len(), 3);
     }
 
     #[test]

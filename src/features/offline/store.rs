@@ -54,7 +54,8 @@ pub trait OfflineStore {
     fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError>;
     /// Puts back messages [`OfflineStore::take_offline`] took but that could not be
     /// written to the client, with their ids (so in their place in the order). Outside
-    /// the quota: they were within it when stored.
+    /// the quota: they were within it when stored. A message that pointed at the archive
+    /// comes back whole (it is rare: a write to the client failed), not as a reference.
     fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
 }
 
