@@ -379,6 +379,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     for w in workers {
         let _ = w.join();
     }
+    // Archive rows still queued (deferred writes) are committed before the process ends.
+    shared.storage.flush_deferred();
     log::info!("stopped");
     Ok(())
 }
