@@ -416,3 +416,38 @@ fn what_is_kept_and_bad_queries() {
     b.assert_alive();
     a.assert_alive();
 }
+
+/// Archive ids keep growing across a restart (the server hands them out from memory,
+/// starting after the highest stored), and what was archived before the restart, also in
+/// the last milliseconds before a clean stop, is still there.
+#[test]
+fn ids_keep_growing_across_a_restart() {
+    let mut server = server();
+    let bob = server.jid("bob");
+    let mut a = login(&server, "alice", "phone");
+    send_many(&mut a, &bob, "before", 3);
+    drop(a);
+    assert!(server.stop().success());
+    server.restart();
+    let mut a = login(&server, "alice", "phone");
+    send_many(&mut a, &bob, "after", 2);
+    let mut b = login(&server, "bob", "desk");
+    let (page, _) = query(&mut b, "");
+    let bodies: Vec<String> = page.iter().map(body_of).collect();
+    assert_eq!(
+        bodies,
+        ["before0", "before1", "before2", "after0", "after1"]
+    );
+    let ids: Vec<i64> = page
+        .iter()
+        .map(|r| {
+            r.child("result", NS_MAM)
+                .unwrap()
+                .attr("id")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
