@@ -75,6 +75,11 @@
 //!
 //! [household]                        # the shared roster group (`hearth household add`)
 //! group = "Household"                # the roster group its members appear in
+//!
+//! [archive]                          # XEP-0313 message archive, in the account's quota
+//! enabled = true
+//! default_policy = "always"          # whose messages: "always", "never" or "roster"
+//! retention_days = 365               # 0: kept until the byte quota needs the room
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -132,6 +137,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Stream management (XEP-0198).
     pub stream_management: StreamManagementConfig,
+    /// The message archive (XEP-0313).
+    pub archive: crate::features::mam::ArchiveConfig,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -669,6 +676,41 @@ struct RawConfig {
     admins: Option<Strings>,
     registration: Option<RawRegistration>,
     stream_management: Option<RawStreamManagement>,
+    archive: Option<RawArchive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([archive])")]
+struct RawArchive {
+    enabled: Option<bool>,
+    default_policy: Option<String>,
+    retention_days: Option<Int>,
+}
+
+impl RawArchive {
+    fn validate(self) -> Result<crate::features::mam::ArchiveConfig, ConfigErrorKind> {
+        use crate::features::mam::{ArchiveConfig, Policy};
+        let d = ArchiveConfig::default();
+        let default_policy = match self.default_policy.as_deref() {
+            None => d.default_policy,
+            Some(p) => Policy::parse(p).ok_or_else(|| {
+                invalid(
+                    "archive.default_policy",
+                    format!("must be \"always\", \"never\" or \"roster\" (got {p:?})"),
+                )
+            })?,
+        };
+        let retention_days = match self.retention_days {
+            // Up to a century; 0 turns expiry off.
+            Some(n) => in_range("archive.retention_days", n, 0..=36_500)? as u32,
+            None => d.retention_days,
+        };
+        Ok(ArchiveConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            default_policy,
+            retention_days,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -919,6 +961,7 @@ impl RawConfig {
             household: self.household.unwrap_or_default().validate()?,
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
+            archive: self.archive.unwrap_or_default().validate()?,
         })
     }
 }
@@ -1759,6 +1802,10 @@ mod tests {
             [stream_management]
             resume_timeout_secs = 600
             max_unacked = 200
+            [archive]
+            enabled = false
+            default_policy = "roster"
+            retention_days = 30
             "#,
         )
         .unwrap();
@@ -1833,6 +1880,11 @@ mod tests {
                     resume_timeout_secs: 600,
                     max_unacked: 200,
                 },
+                archive: crate::features::mam::ArchiveConfig {
+                    enabled: false,
+                    default_policy: crate::features::mam::Policy::Roster,
+                    retention_days: 30,
+                },
             }
         );
     }
@@ -1894,8 +1946,29 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`)"
         );
+    }
+
+    #[test]
+    fn archive_section_is_validated() {
+        let c =
+            parse("[archive]\nenabled = false\ndefault_policy = \"roster\"\nretention_days = 0\n")
+                .unwrap();
+        assert!(!c.archive.enabled);
+        assert_eq!(
+            c.archive.default_policy,
+            crate::features::mam::Policy::Roster
+        );
+        assert_eq!(c.archive.retention_days, 0);
+        let d = parse("").unwrap();
+        assert_eq!(d.archive, crate::features::mam::ArchiveConfig::default());
+        let e = error("[archive]\ndefault_policy = \"sometimes\"\n");
+        assert!(e.contains("archive.default_policy: must be"), "{e}");
+        let e = error("[archive]\nretention_days = -1\n");
+        assert!(e.contains("archive.retention_days"), "{e}");
+        let e = error("[archive]\nretention = 3\n");
+        assert!(e.contains("unknown key \"archive.retention\""), "{e}");
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks())
             .with_registration(registrar.is_offered()),
         Register::new(registrar.clone()),
+        &cfg.archive,
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {
@@ -329,6 +330,29 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         .detach();
     }
 
+    // Deferred writes (the message archive's rows) are committed a few milliseconds'
+    // worth at a time, by this task.
+    {
+        let shared = shared.clone();
+        ex.spawn(async move { shared.storage.flush_deferred_forever().await })
+            .detach();
+    }
+    // XEP-0313: archived messages past `[archive] retention_days` expire, hourly.
+    {
+        let shared = shared.clone();
+        let archive = cfg.archive;
+        ex.spawn(async move {
+            let im = crate::router::im::Im {
+                router: &shared.router,
+                storage: &shared.storage,
+                modules: &shared.modules,
+                conn: 0,
+            };
+            crate::features::mam::expire(im, archive).await
+        })
+        .detach();
+    }
+
     let cfg = Arc::new(cfg);
     smol::block_on(ex.run(async {
         let mut signals = signals;
@@ -365,6 +389,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     for w in workers {
         let _ = w.join();
     }
+    // Archive rows still queued (deferred writes) are committed before the process ends.
+    shared.storage.flush_deferred();
     log::info!("stopped");
     Ok(())
 }

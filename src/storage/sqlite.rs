@@ -85,6 +85,9 @@ struct Inner {
     /// changed); another process's writes (`hearth household`) arrive with the household
     /// watcher's next read.
     household: Mutex<Option<Arc<[String]>>>,
+    /// Deferred writes (`group.rs`): told when one is queued, and whether a task commits
+    /// them (`Storage::flush_deferred_forever`) or their writers must.
+    pub(super) deferred: super::group::Deferred,
 }
 
 impl Storage {
@@ -171,6 +174,7 @@ impl Storage {
                 queue: Mutex::new(Vec::new()),
                 pool: Pool::new(POOL),
                 household: Mutex::new(None),
+                deferred: Default::default(),
             }),
             scram_keys: true,
         })
@@ -300,6 +304,10 @@ impl Storage {
     }
 
     /// The group-commit queue. Held only to push or take, never across SQLite calls.
+    pub(super) fn deferred(&self) -> &super::group::Deferred {
+        &self.inner.deferred
+    }
+
     pub(super) fn queue(&self) -> MutexGuard<'_, Vec<Box<dyn super::group::Job>>> {
         self.inner
             .queue

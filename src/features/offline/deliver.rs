@@ -2,7 +2,7 @@
 //! to the connection page by page.
 
 use super::{OfflineStore as _, Stored};
-use crate::features::offline;
+use crate::features::{mam, offline};
 use crate::ns;
 use crate::router::im::{Im, Sender, on_pool};
 use crate::stanza::{Stanza, StanzaCondition};
@@ -77,10 +77,35 @@ impl Im<'_> {
         else {
             return;
         };
-        let xml =
-            offline::stamp(stanza.el.clone(), self.domain(), unix_now()).to_xml_in(ns::CLIENT);
         let quota = *self.router.quota();
-        let stored = on_pool(self.storage, move |s| s.store_offline(&user, &xml, &quota)).await;
+        let now = unix_now();
+        // Archived for the recipient (XEP-0313, its <stanza-id/> stamped): the offline row
+        // points at the archived copy and keeps only what delivery adds to it.
+        let by = format!("{user}@{}", self.domain());
+        let archived = mam::archived_id(&stanza.el, &by);
+        let stored = match archived {
+            Some(id) => {
+                let mut suffix = mam::stanza_id(&by, id).to_xml_in(ns::CLIENT);
+                crate::features::presence::delay(self.domain(), now)
+                    .write_to(&mut suffix, ns::CLIENT);
+                let u = user.clone();
+                on_pool(self.storage, move |s| {
+                    s.store_offline_archived(&u, id, &suffix, &quota)
+                })
+                .await
+            }
+            None => Ok(None),
+        };
+        let stored = match stored {
+            Ok(Some(done)) => Ok(done),
+            // Not archived (or no longer): the whole message.
+            Ok(None) => {
+                let xml =
+                    offline::stamp(stanza.el.clone(), self.domain(), now).to_xml_in(ns::CLIENT);
+                on_pool(self.storage, move |s| s.store_offline(&user, &xml, &quota)).await
+            }
+            Err(e) => Err(e),
+        };
         let cond = match stored {
             Ok(Stored::Stored) => return,
             Ok(Stored::Full(_)) => StanzaCondition::ResourceConstraint,
