@@ -470,3 +470,59 @@ fn what_was_held_for_an_inactive_client_survives_a_resumption() {
         Some("held")
     );
 }
+
+/// Every message in the archive (XEP-0313) of the logged-in account, oldest first.
+fn archived_bodies(c: &mut Conn) -> Vec<String> {
+    let id = common::client::new_id("mam");
+    c.send(&format!(
+        "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q'>\
+         <set xmlns='http://jabber.org/protocol/rsm'><max>200</max></set></query></iq>"
+    ));
+    let mut bodies = Vec::new();
+    loop {
+        let el = c.expect_element("archive results");
+        if el.name == "iq" && el.attr("id") == Some(id.as_str()) {
+            assert_eq!(el.attr("type"), Some("result"), "{el}");
+            return bodies;
+        }
+        let body = el
+            .child("result", "urn:xmpp:mam:2")
+            .and_then(|r| r.child("forwarded", "urn:xmpp:forward:0"))
+            .and_then(|f| f.child("message", NS_CLIENT))
+            .and_then(|m| m.child("body", NS_CLIENT));
+        if let Some(b) = body {
+            bodies.push(b.text.clone());
+        }
+    }
+}
+
+/// A SIGKILL while the recipient has acknowledged nothing: everything the sender was told
+/// the server handled (XEP-0198 `<a/>`) is in both archives after the restart, once.
+#[test]
+fn sigkill_during_an_unacknowledged_burst_loses_nothing() {
+    let mut server = server_with("");
+    let (mut a, _) = managed(&server, "alice", "phone", true);
+    presence(&mut a, "");
+    let (mut b, _) = managed(&server, "bob", "pc", false);
+    let to = server.jid("alice");
+    let mut burst = String::new();
+    for i in 1..=40 {
+        burst.push_str(&format!(
+            "<message type='chat' to='{to}'><body>k{i}</body></message>"
+        ));
+    }
+    b.send(&burst);
+    b.send(&format!("<r xmlns='{NS_SM}'/>"));
+    let ack = b.expect_matching("<a/>", |e| e.is("a", NS_SM));
+    assert_eq!(ack.attr("h"), Some("40"), "{ack}");
+    // The server dies at once; alice's phone got them (or some) and acknowledged none.
+    server.kill();
+    assert!(bodies(&a.read_until_closed(Duration::from_secs(5)).0).len() <= 40);
+    drop((a, b));
+    server.restart();
+    let expected: Vec<String> = (1..=40).map(|i| format!("k{i}")).collect();
+    let mut a = login(&server, "alice", "phone");
+    assert_eq!(archived_bodies(&mut a), expected);
+    let mut b = login(&server, "bob", "pc");
+    assert_eq!(archived_bodies(&mut b), expected);
+}

@@ -431,6 +431,14 @@ impl Driver for C2sDriver {
                     Err(too_high) => too_high_error(link, too_high),
                 }
             }
+            Action::SmAnswer(h) => {
+                // What the client hears was handled is on the disk first (the archive
+                // writes its rows a few milliseconds later otherwise): a server killed
+                // after answering loses none of it.
+                Box::pin(link.shared.storage.barrier()).await;
+                link.out.push_str(&crate::stream::sm::ack_xml(h));
+                Effect::Done
+            }
             Action::SmResume { previd, h } => Box::pin(self.resume(link, previd, h)).await,
             Action::SmResend => {
                 if let (Some(resend), Some(out)) = (self.resend.take(), link.sm.as_mut()) {

@@ -140,6 +140,24 @@ impl Storage {
         d.has_flusher.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Completes once every write queued before the call, deferred ones included, is
+    /// committed: what a client is told was handled (XEP-0198 `<a/>`) is then on the disk,
+    /// even if the server is killed a moment later. At once when nothing is queued.
+    pub async fn barrier(&self) {
+        if self.queue().is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .run_blocking(|s| {
+                s.flush_deferred();
+                Ok(())
+            })
+            .await
+        {
+            log::error!("storage: deferred writes: {e}");
+        }
+    }
+
     /// Commits whatever writes are queued, if any (blocking: on a storage thread).
     pub(crate) fn flush_deferred(&self) {
         let mut conn = self.conn();

@@ -145,6 +145,9 @@ pub enum Action {
     SmEnable(crate::stream::sm::Enable),
     /// `<a h='…'/>` from the client (XEP-0198 §4): drop what it acknowledges.
     SmAck(u32),
+    /// `<r/>` from the client (XEP-0198 §4): answer `<a h='…'/>` with this count once
+    /// what was handled is stored for good.
+    SmAnswer(u32),
     /// `<resume/>` instead of binding (XEP-0198 §5): find the session `previd` of this
     /// account, take it over, and feed [`Input::SmResumed`].
     SmResume { previd: String, h: u32 },
@@ -893,7 +896,7 @@ impl C2s {
             ("enable" | "resume", _) => {
                 out.push(Action::Send(sm::failed_xml("unexpected-request", None)))
             }
-            ("r", Some(h)) => out.push(Action::Send(sm::ack_xml(h))),
+            ("r", Some(h)) => out.push(Action::SmAnswer(h)),
             ("a", Some(_)) => match el.attr("h").and_then(|h| h.parse::<u32>().ok()) {
                 Some(h) => out.push(Action::SmAck(h)),
                 None => self.fail(
