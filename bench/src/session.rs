@@ -348,7 +348,8 @@ impl Sm {
                 self.h = self.h.wrapping_add(1);
                 None
             }
-            "r" if el.attr("xmlns").is_none_or(|ns| ns == NS_SM) => Some(self.ack()),
+            // The framer keeps local names only; a client sees no other top-level <r/>.
+            "r" => Some(self.ack()),
             _ => None,
         }
     }
@@ -873,5 +874,56 @@ impl Session {
         }
         self.close(t).await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(src: &str) -> Element {
+        Element::parse(src).unwrap()
+    }
+
+    #[test]
+    fn counts_stanzas_and_answers_requests() {
+        let mut sm = Sm {
+            id: Some("x".into()),
+            h: 0,
+        };
+        assert_eq!(sm.on_element(&el("<presence from='a@b/c'/>")), None);
+        assert_eq!(
+            sm.on_element(&el("<message><body>hi</body></message>")),
+            None
+        );
+        assert_eq!(sm.on_element(&el("<iq type='get' id='1'/>")), None);
+        // Nonzas are not stanzas (XEP-0198 §4).
+        assert_eq!(sm.on_element(&el("<a xmlns='urn:xmpp:sm:3' h='0'/>")), None);
+        assert_eq!(
+            sm.on_element(&el("<r xmlns='urn:xmpp:sm:3'/>")),
+            Some("<a xmlns='urn:xmpp:sm:3' h='3'/>".to_owned())
+        );
+        assert_eq!(sm.h, 3);
+    }
+
+    #[test]
+    fn count_wraps() {
+        let mut sm = Sm {
+            id: None,
+            h: u32::MAX,
+        };
+        sm.on_element(&el("<message/>"));
+        assert_eq!(sm.h, 0);
+    }
+
+    #[test]
+    fn failed_condition() {
+        let f = el("<failed xmlns='urn:xmpp:sm:3'><item-not-found \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        assert_eq!(sm_condition(&f), "item-not-found");
+        assert_eq!(
+            sm_condition(&el("<failed xmlns='urn:xmpp:sm:3'/>")),
+            "undefined-condition"
+        );
     }
 }
