@@ -29,7 +29,7 @@
 #                    plainlogin,plainflood,resume,smidle,s2s [idle,login,chat,presence,offline]
 #                    resume (XEP-0198): --sm-k sessions log in with stream management
 #                    and resumption, send presence and drop their TCP connection, then
-#                    reconnect and resume, --login-c at a time (--sm-runs runs): resume
+#                    reconnect and resume, --sm-c at a time (--sm-runs runs): resume
 #                    time beside login time, server CPU per 1000 of each;
 #                    smidle (XEP-0198): three fresh processes per server, each holding
 #                    --idle-k idle sessions: without stream management, with it enabled
@@ -52,6 +52,7 @@
 #   --s2s-links N    s2s: remote domains for the idle-link RSS        [50]
 #   --sm-k K         resume: sessions dropped and resumed per run      [1000]
 #   --sm-runs R      resume: runs per server, the median is reported  [3]
+#   --sm-c C         resume: sessions logging in / resuming at once     [50]
 #   --flood-k K      PLAIN attempts in plainflood                     [1000]
 #   --flood-c C      plainflood concurrency                           [200]
 #   --flood-after S  seconds RSS is watched after the flood           [15]
@@ -107,6 +108,7 @@ IDLE_C=50
 DOMAIN=bench.local
 SM_K=1000
 SM_RUNS=3
+SM_C=50
 FLOOD_K=1000
 FLOOD_C=200
 FLOOD_AFTER=15
@@ -147,6 +149,7 @@ while [ $# -gt 0 ]; do
         --flood-k) FLOOD_K=$2; shift 2 ;;
         --sm-k) SM_K=$2; shift 2 ;;
         --sm-runs) SM_RUNS=$2; shift 2 ;;
+        --sm-c) SM_C=$2; shift 2 ;;
         --flood-c) FLOOD_C=$2; shift 2 ;;
         --flood-after) FLOOD_AFTER=$2; shift 2 ;;
         --cert) CERT=$2; shift 2 ;;
@@ -166,7 +169,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -555,7 +558,7 @@ for s in "${SERVER_LIST[@]}"; do
     fi
     if want resume; then
         for r in $(seq 1 "$SM_RUNS"); do
-            record "$s" resume "$(load "$s" resume -k "$SM_K" -c "$LOGIN_C" --users "$USERS")"
+            record "$s" resume "$(load "$s" resume -k "$SM_K" -c "$SM_C" --users "$USERS")"
         done
     fi
     if want plainlogin; then
