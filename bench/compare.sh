@@ -28,7 +28,7 @@
 #   --csi-secs D     csi: measured seconds per variant                 [120]
 #   --csi-contacts N csi: the phone's chatty contacts                   [20]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,mam,s2s [idle,login,chat,presence,offline]
+#                    plainlogin,plainflood,csi,mam,resume,smidle,s2s [idle,login,chat,presence,offline]
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
@@ -36,6 +36,13 @@
 #                    messages of load0 are inserted with SQL (bench/mam-fill.sql); then,
 #                    on a fresh process, XEP-0313 pages of 50 from the newest and from
 #                    the middle; disk bytes per archived message
+#                    resume (XEP-0198): --sm-k sessions log in with stream management
+#                    and resumption, send presence and drop their TCP connection, then
+#                    reconnect and resume, --sm-c at a time (--sm-runs runs): resume
+#                    time beside login time, server CPU per 1000 of each;
+#                    smidle (XEP-0198): three fresh processes per server, each holding
+#                    --idle-k idle sessions: without stream management, with it enabled
+#                    (resumable), and hibernating (connection dropped once enabled)
 #                    plainlogin: the login scenario with SASL PLAIN (LOGIN_RUNS runs);
 #                    plainflood: on a fresh process, --flood-k PLAIN attempts at
 #                    --flood-c at once, half right, half wrong for unknown accounts,
@@ -53,6 +60,9 @@
 #   --s2s-pairs P    s2s: sender/receiver pairs                       [8]
 #   --s2s-window W   s2s: messages in flight per pair                 [16]
 #   --s2s-links N    s2s: remote domains for the idle-link RSS        [50]
+#   --sm-k K         resume: sessions dropped and resumed per run      [1000]
+#   --sm-runs R      resume: runs per server, the median is reported  [3]
+#   --sm-c C         resume: sessions logging in / resuming at once     [50]
 #   --flood-k K      PLAIN attempts in plainflood                     [1000]
 #   --flood-c C      plainflood concurrency                           [200]
 #   --flood-after S  seconds RSS is watched after the flood           [15]
@@ -108,6 +118,9 @@ JSON_OUT=""
 LOGIN_C=50
 IDLE_C=50
 DOMAIN=bench.local
+SM_K=1000
+SM_RUNS=3
+SM_C=50
 FLOOD_K=1000
 FLOOD_C=200
 MAM_MESSAGES=1000000
@@ -150,6 +163,9 @@ while [ $# -gt 0 ]; do
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --mam-messages) MAM_MESSAGES=$2; shift 2 ;;
         --flood-k) FLOOD_K=$2; shift 2 ;;
+        --sm-k) SM_K=$2; shift 2 ;;
+        --sm-runs) SM_RUNS=$2; shift 2 ;;
+        --sm-c) SM_C=$2; shift 2 ;;
         --flood-c) FLOOD_C=$2; shift 2 ;;
         --flood-after) FLOOD_AFTER=$2; shift 2 ;;
         --cert) CERT=$2; shift 2 ;;
@@ -169,16 +185,17 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS FLOOD_K FLOOD_C FLOOD_AFTER S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
+[ "$SM_K" -le "$USERS" ] || die "--sm-k needs as many accounts (--users): one session each"
 [ $(((OFF_MESSAGES + OFF_RECIPIENTS - 1) / OFF_RECIPIENTS)) -le 500 ] ||
     die "--offline-messages / --offline-recipients must stay <= 500 (stored-message quotas)"
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -564,6 +581,11 @@ for s in "${SERVER_LIST[@]}"; do
                 --timeout 60)"
         done
     fi
+    if want resume; then
+        for r in $(seq 1 "$SM_RUNS"); do
+            record "$s" resume "$(load "$s" resume -k "$SM_K" -c "$SM_C" --users "$USERS")"
+        done
+    fi
     if want plainlogin; then
         for r in $(seq 1 "$LOGIN_RUNS"); do
             record "$s" plainlogin "$(load "$s" login -k "$LOGIN_K" -c "$LOGIN_C" --users "$USERS" \
@@ -607,6 +629,20 @@ for s in "${SERVER_LIST[@]}"; do
             '. + {archived: $n, fill_ms: $f, rss_after_start_kib: $r,
                   disk_bytes_per_archived_msg: (($a - $b) / $n)}' <<<"$out")"
         stop_server
+    fi
+    if want smidle; then
+        # XEP-0198 memory: a fresh process for each, its RSS settled first (ejabberd's
+        # shrinks for ~12 s after it listens); 5 s hold, then hibernating sessions are
+        # resumed to check the server still had them.
+        for mode in off on hibernate; do
+            log "$s: fresh start; idle K=$IDLE_K, stream management $mode"
+            start_server "$s"
+            sleep 1
+            settle_rss "$SERVER_PID"
+            record "$s" "smidle-$mode" "$(load "$s" idle -k "$IDLE_K" -c "$IDLE_C" --hold 5 \
+                --users "$USERS" --sm "$mode")"
+            stop_server
+        done
     fi
     if [ "$IDLE10K" = 1 ]; then
         log "$s: fresh start; idle K=10000"
@@ -817,11 +853,11 @@ log "done; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -n "$JSON_OUT" ] && cp "$RESULTS" "$JSON_OUT"
 
 # ---------------------------------------------------------------- the table
-python3 - "$RESULTS" "$CHAT_RUNS" "$LOGIN_RUNS" "$S2S_RUNS" <<'PY'
+python3 - "$RESULTS" "$CHAT_RUNS" "$LOGIN_RUNS" "$S2S_RUNS" "$SM_RUNS" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-runs, login_runs, s2s_runs = sys.argv[2], sys.argv[3], sys.argv[4]
+runs, login_runs, s2s_runs, sm_runs = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 servers = [s for s in ("hearth", "prosody", "ejabberd") if any(r["server"] == s for r in rows)]
 peers = [s for s in servers if s != "hearth"]
 
@@ -850,6 +886,11 @@ def tcp_per_domain(server):
     if not r or r[-1].get("server_tcp_after") is None or not r[-1].get("up"):
         return None
     return (r[-1]["server_tcp_after"] - r[-1]["server_tcp_before"]) / r[-1]["up"]
+
+def total(server, kind, key):
+    vals = [r.get(key) for r in rows if r["server"] == server and r["kind"] == kind]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) if vals else None
 
 def text(server, kind, key):
     vals = [r.get(key) for r in rows if r["server"] == server and r["kind"] == kind]
@@ -917,6 +958,22 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("mam: RSS after start (MiB)", lambda s: get(s, "mam", "rss_after_start_kib", kib), False, ""),
     ("mam: RSS peak (MiB)", lambda s: get(s, "mam", "server_rss_peak_kib", kib), False, ""),
     ("mam: disk bytes / archived msg", lambda s: get(s, "mam", "disk_bytes_per_archived_msg"), False, "report"),
+    # XEP-0198. Login: TCP connect to the acknowledgement of initial presence (TLS, SASL,
+    # bind, <enable/>, presence, <r/>); resume: TCP connect to <resumed/> (TLS, SASL,
+    # <resume/>).
+    (f"SM resume: time p50 (ms, median of {sm_runs})", lambda s: get(s, "resume", "resume_p50_ms"), False, ""),
+    ("SM resume: time p99 (ms)", lambda s: get(s, "resume", "resume_p99_ms"), False, ""),
+    ("SM same run, full login: p50 (ms)", lambda s: get(s, "resume", "login_p50_ms"), False, ""),
+    ("SM same run, full login: p99 (ms)", lambda s: get(s, "resume", "login_p99_ms"), False, ""),
+    ("SM resume: resumes/s", lambda s: get(s, "resume", "resumes_per_s"), True, ""),
+    ("SM resume: server CPU s / 1000", lambda s: get(s, "resume", "resume_server_cpu_s_per_1k"), False, ""),
+    ("SM same run, login: server CPU s / 1000", lambda s: get(s, "resume", "login_server_cpu_s_per_1k"), False, ""),
+    ("SM resume: <failed/> (sum of runs)", lambda s: total(s, "resume", "resume_refused"), None, "0"),
+    ("SM idle, no SM (fresh): KiB/session", lambda s: get(s, "smidle-off", "server_bytes_per_session", kib), False, ""),
+    ("SM idle, resumable: KiB/session", lambda s: get(s, "smidle-on", "server_bytes_per_session", kib), False, ""),
+    ("SM hibernating: KiB/session", lambda s: get(s, "smidle-hibernate", "server_bytes_per_session", kib), False, ""),
+    ("SM hibernating: RSS with them (MiB)", lambda s: get(s, "smidle-hibernate", "server_rss_k_kib", kib), False, ""),
+    ("SM hibernating: resumed after hold", lambda s: get(s, "smidle-hibernate", "still_up_after_hold"), None, ""),
     # s2s: the column's server sends to (or receives from) the named one, so each ratio
     # compares hearth with a peer doing the same against the same third server.
     (f"s2s to ejabberd: msgs/s (median of {s2s_runs})", lambda s: s2s(s, "ejabberd", "messages_per_s"), True, ""),

@@ -30,6 +30,7 @@ modules_enabled = {
 	"disco";        -- XEP-0030
 	"blocklist";    -- XEP-0191
 	"ping";         -- XEP-0199
+	"smacks";       -- XEP-0198 (hearth and ejabberd offer it by default; idle only when enabled)
 	"register";     -- XEP-0077: how compare.sh creates the accounts (faster than prosodyctl)
 	"csi_simple";   -- XEP-0352: holds non-urgent traffic for inactive clients (csi scenario)
 }

@@ -15,7 +15,17 @@ SCENARIOS:
     login   -k K -c C [--users N]     log K sessions in and out, C at a time
                                       -> sessions/s, server CPU seconds
     idle    -k K -c C --hold SECS     hold K sessions open and idle
-            [--users N]                                      -> server RSS before/after, RSS per session
+            [--users N] [--sm MODE]                          -> server RSS before/after, RSS per session
+                                      --sm on: each enables XEP-0198 stream management
+                                      with resumption; --sm hibernate: each also drops
+                                      its TCP connection once enabled (the server keeps
+                                      the session to be resumed), RSS per hibernating
+                                      session; all are resumed after the hold  [off]
+    resume  -k K -c C [--users N]     XEP-0198: K sessions log in, enable resumption,
+            [--settle SECS]           send presence, drop their TCP connection; after
+                                      SECS [1] each reconnects and resumes, C at a time
+                                      -> resume time p50/p99 beside login time, server
+                                      CPU per 1000 of each, <failed/> count
     chat    -p P -w W -d SECS         P pairs exchange messages, W in flight per pair
             [--warmup SECS] [--body-bytes B] [-c C]
                                       -> messages/s, latency p50/p99/max, CPU per 10k
@@ -101,6 +111,14 @@ pub enum Scenario {
         hold: Duration,
         /// Distinct accounts; sessions beyond it are further resources of the same ones.
         users: usize,
+        sm: SmMode,
+    },
+    Resume {
+        k: usize,
+        concurrency: usize,
+        users: usize,
+        /// How long the server gets to notice the lost connections before the resumptions.
+        settle: Duration,
     },
     Presence {
         groups: usize,
@@ -163,6 +181,18 @@ pub enum Scenario {
         /// How long RSS may settle before each reading.
         settle: Duration,
     },
+}
+
+/// Stream management in the `idle` scenario (XEP-0198).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmMode {
+    /// Not enabled.
+    Off,
+    /// Enabled with resumption; the connection stays.
+    On,
+    /// Enabled with resumption, then the TCP connection dropped: the server keeps a
+    /// hibernating session.
+    Hibernate,
 }
 
 /// The second server of the federation scenarios.
@@ -271,13 +301,14 @@ impl Args {
         let mut window_set = None;
         let mut after = Duration::from_secs(15);
         let (mut host_b, mut port_b, mut domain_b, mut pid_b) = (None, None, None, None);
-        let (mut links, mut settle) = (50usize, Duration::from_secs(5));
+        let (mut links, mut settle) = (50usize, None);
         let (mut contacts, mut csi) = (20usize, None);
         let (mut presence_every, mut chatstate_every, mut message_every) = (
             Duration::from_secs(30),
             Duration::from_secs(60),
             Duration::from_secs(600),
         );
+        let mut sm = SmMode::Off;
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -326,7 +357,7 @@ impl Args {
                 "--domain-b" => domain_b = Some(v.to_owned()),
                 "--server-pid-b" => pid_b = Some(num(flag, v)?),
                 "--links" => links = num(flag, v)?,
-                "--settle" => settle = secs(flag, v)?,
+                "--settle" => settle = Some(secs(flag, v)?),
                 "--contacts" => contacts = num(flag, v)?,
                 "--csi" => {
                     csi = Some(match v {
@@ -341,6 +372,14 @@ impl Args {
                 "-q" | "--queries" => queries = num(flag, v)?,
                 "--max" => max = num(flag, v)?,
                 "--after-id" => after_id = Some(v.to_owned()),
+                "--sm" => {
+                    sm = match v {
+                        "off" => SmMode::Off,
+                        "on" => SmMode::On,
+                        "hibernate" => SmMode::Hibernate,
+                        _ => return Err(ArgError(format!("--sm: off, on or hibernate, not {v}"))),
+                    }
+                }
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -376,7 +415,21 @@ impl Args {
                 concurrency,
                 hold,
                 users: users.unwrap_or(k).max(1),
+                sm,
             },
+            Some("resume") => {
+                // Each session resumes its own account's session: one account each.
+                let users = users.unwrap_or(k).max(1);
+                if users < k {
+                    return Err(ArgError("resume: --users must be at least -k".into()));
+                }
+                Scenario::Resume {
+                    k,
+                    concurrency,
+                    users,
+                    settle: settle.unwrap_or(Duration::from_secs(1)),
+                }
+            }
             Some("chat") => {
                 if window == 0 || pairs == 0 || duration.is_zero() {
                     return Err(ArgError("chat needs -p, -w and -d above zero".into()));
@@ -479,7 +532,7 @@ impl Args {
                 Scenario::S2sIdle {
                     links,
                     concurrency,
-                    settle,
+                    settle: settle.unwrap_or(Duration::from_secs(5)),
                 }
             }
             Some(other) => return Err(ArgError(format!("unknown scenario {other}\n\n{USAGE}"))),
@@ -629,6 +682,38 @@ mod tests {
         assert!(parse("s2s-idle --password x --port-b 6 --domain-b b.test").is_err());
         assert!(parse("s2s-chat --password x --port-b 6 --domain-b localhost").is_err());
         assert!(parse("chat --password x").unwrap().server_b.is_none());
+    }
+
+    #[test]
+    fn stream_management_scenarios() {
+        let a = parse("resume -k 200 -c 20 --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Resume {
+                k: 200,
+                concurrency: 20,
+                users: 200,
+                settle: Duration::from_secs(1)
+            }
+        );
+        assert!(parse("resume -k 200 --users 100 --password x").is_err());
+        let a = parse("idle -k 10 --sm hibernate --password x").unwrap();
+        assert!(matches!(
+            a.scenario,
+            Scenario::Idle {
+                sm: SmMode::Hibernate,
+                ..
+            }
+        ));
+        let a = parse("idle -k 10 --password x").unwrap();
+        assert!(matches!(
+            a.scenario,
+            Scenario::Idle {
+                sm: SmMode::Off,
+                ..
+            }
+        ));
+        assert!(parse("idle --sm maybe --password x").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `mam`, `resume`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -22,6 +22,7 @@ mod plainflood;
 mod presence;
 mod procstat;
 mod report;
+mod resume;
 mod s2s;
 mod scram;
 mod session;
@@ -79,6 +80,18 @@ impl Failures {
                     r.push(s);
                 }
             }
+        }
+    }
+
+    /// The first reason, if any.
+    pub fn first(&self) -> Option<String> {
+        self.reasons.lock().ok().and_then(|r| r.first().cloned())
+    }
+
+    /// Prints the reasons to stderr, each after `label`.
+    pub fn print(&self, label: &str) {
+        for r in self.reasons.lock().map(|r| r.clone()).unwrap_or_default() {
+            eprintln!("  {label}: {r}");
         }
     }
 
@@ -307,9 +320,19 @@ fn main() -> ExitCode {
                 concurrency,
                 hold,
                 users,
+                sm,
             } => {
                 common_fields(&ctx.args, &mut report, "idle");
-                idle::run(&ctx, k, concurrency, hold, users, &mut report).await;
+                idle::run(&ctx, k, concurrency, hold, users, sm, &mut report).await;
+            }
+            Scenario::Resume {
+                k,
+                concurrency,
+                users,
+                settle,
+            } => {
+                common_fields(&ctx.args, &mut report, "resume");
+                resume::run(&ctx, k, concurrency, users, settle, &mut report).await;
             }
             Scenario::Chat {
                 pairs,

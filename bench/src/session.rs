@@ -26,6 +26,7 @@ const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_SM: &str = "urn:xmpp:sm:3";
 
 /// The SASL mechanism to use (RFC 6120 §6.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,8 @@ pub enum SessionError {
     BindFailed(String),
     /// A message of ours came back as `type='error'` (RFC 6120 §8.3) with this condition.
     Bounced(String),
+    /// XEP-0198 `<failed/>` (to `<enable/>` or `<resume/>`) with its condition.
+    SmFailed(&'static str, String),
     Unexpected(&'static str, String),
 }
 
@@ -131,6 +134,7 @@ impl fmt::Display for SessionError {
             SessionError::Scram(e) => write!(f, "SCRAM: {e}"),
             SessionError::BindFailed(c) => write!(f, "bind failed: {c}"),
             SessionError::Bounced(c) => write!(f, "message bounced: {c}"),
+            SessionError::SmFailed(stage, c) => write!(f, "{stage}: <failed/> {c}"),
             SessionError::Unexpected(stage, name) => write!(f, "{stage}: unexpected <{name}>"),
         }
     }
@@ -319,6 +323,49 @@ pub struct Session {
     pub conn: Conn<Transport>,
     /// The full JID the server bound (RFC 6120 §7.6.1).
     pub jid: String,
+    /// Stream management, once enabled (XEP-0198).
+    pub sm: Option<Sm>,
+}
+
+/// A client's side of XEP-0198 stream management: what it needs to answer `<r/>` and to
+/// resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sm {
+    /// The id to resume by (`<enabled id=…/>`, §5); `None` when the server did not offer
+    /// resumption.
+    pub id: Option<String>,
+    /// Stanzas received since `<enabled/>` (§4: `<message/>`, `<presence/>`, `<iq/>`,
+    /// wrapping at 2^32).
+    pub h: u32,
+}
+
+impl Sm {
+    /// Counts `el` if it is a stanza (§4) and returns the answer it needs: `<a h=…/>` for
+    /// the server's `<r/>` (the count includes every stanza read before it).
+    pub fn on_element(&mut self, el: &Element) -> Option<String> {
+        match el.name.as_str() {
+            "message" | "presence" | "iq" => {
+                self.h = self.h.wrapping_add(1);
+                None
+            }
+            // The framer keeps local names only; a client sees no other top-level <r/>.
+            "r" => Some(self.ack()),
+            _ => None,
+        }
+    }
+
+    /// `<a h=…/>` (§4) with the current count.
+    pub fn ack(&self) -> String {
+        format!("<a xmlns='{NS_SM}' h='{}'/>", self.h)
+    }
+}
+
+/// The defined condition of a XEP-0198 `<failed/>` (§3, §5), or `undefined-condition`.
+fn sm_condition(el: &Element) -> String {
+    el.children
+        .iter()
+        .find(|c| c.name != "text")
+        .map_or_else(|| "undefined-condition".to_owned(), |c| c.name.clone())
 }
 
 /// Opens a stream (RFC 6120 §4.7) and returns the features that follow it.
@@ -368,7 +415,69 @@ pub async fn login_bound(
     let mut conn = connect(cfg, None).await?;
     timeout(t, "sasl", authenticate(&mut conn, cfg, user, &cfg.password)).await?;
     let jid = timeout(t, "bind", bind(&mut conn, &cfg.domain, resource)).await?;
-    Ok(Session { conn, jid })
+    Ok(Session {
+        conn,
+        jid,
+        sm: None,
+    })
+}
+
+/// XEP-0198 §5 resumption on a new connection: TCP, TLS and SASL as for a login, then on
+/// the restarted stream `<resume previd=… h=…/>` instead of binding. Returns the session
+/// (its count carried on from `h`) and the server's `h` from `<resumed/>` (the stanzas it
+/// had handled from the old connection); a `<failed/>` is [`SessionError::SmFailed`].
+/// The stanzas the server sends again after `<resumed/>` are left unread.
+pub async fn resume(
+    cfg: &ClientConfig,
+    user: &str,
+    previd: &str,
+    h: u32,
+) -> Result<(Session, u32), SessionError> {
+    let t = cfg.timeout;
+    let mut conn = connect(cfg, None).await?;
+    timeout(t, "sasl", authenticate(&mut conn, cfg, user, &cfg.password)).await?;
+    let server_h = timeout(t, "resume", async {
+        let features = open_stream(&mut conn, &cfg.domain).await?;
+        if features.child("sm").is_none() {
+            return Err(SessionError::SmFailed(
+                "resume",
+                "stream management not offered".into(),
+            ));
+        }
+        conn.send(
+            "resume",
+            &format!(
+                "<resume xmlns='{NS_SM}' previd='{}' h='{h}'/>",
+                escape(previd)
+            ),
+        )
+        .await?;
+        loop {
+            let el = conn.next_element("resume").await?;
+            match el.name.as_str() {
+                "resumed" => {
+                    return el
+                        .attr("h")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .ok_or_else(|| {
+                            SessionError::Unexpected("resume", "resumed without h".into())
+                        });
+                }
+                "failed" => return Err(SessionError::SmFailed("resume", sm_condition(&el))),
+                _ => return Err(SessionError::Unexpected("resume", el.name)),
+            }
+        }
+    })
+    .await?;
+    let session = Session {
+        conn,
+        jid: String::new(),
+        sm: Some(Sm {
+            id: Some(previd.to_owned()),
+            h,
+        }),
+    };
+    Ok((session, server_h))
 }
 
 /// One SASL attempt as `user` with `password` (any outcome counts, no resource bound), from
@@ -638,6 +747,90 @@ pub fn iq_reply(el: &Element) -> Option<String> {
 }
 
 impl Session {
+    /// XEP-0198 §3: `<enable/>` (with `resume='true'` when `resume`), waiting for
+    /// `<enabled/>`. Stanzas read meanwhile came before it and are not counted.
+    pub async fn enable_sm(&mut self, resume: bool, t: Duration) -> Result<(), SessionError> {
+        let attr = if resume { " resume='true'" } else { "" };
+        self.conn
+            .send("enable", &format!("<enable xmlns='{NS_SM}'{attr}/>"))
+            .await?;
+        let conn = &mut self.conn;
+        let sm = timeout(t, "enable", async {
+            loop {
+                let el = conn.next_element("enable").await?;
+                match el.name.as_str() {
+                    "enabled" => {
+                        let id = el.attr("id").map(str::to_owned);
+                        let resumable = matches!(el.attr("resume"), Some("true" | "1"));
+                        if resume && (id.is_none() || !resumable) {
+                            return Err(SessionError::SmFailed(
+                                "enable",
+                                "enabled without resumption".into(),
+                            ));
+                        }
+                        return Ok(Sm { id, h: 0 });
+                    }
+                    "failed" => return Err(SessionError::SmFailed("enable", sm_condition(&el))),
+                    _ => {
+                        if let Some(reply) = iq_reply(&el) {
+                            conn.send("enable", &reply).await?;
+                        }
+                    }
+                }
+            }
+        })
+        .await?;
+        self.sm = Some(sm);
+        Ok(())
+    }
+
+    /// Reads one element, counting it for stream management and answering `<r/>` and
+    /// server iqs (pings) as a client must.
+    pub async fn next_counted(&mut self, stage: &'static str) -> Result<Element, SessionError> {
+        let el = self.conn.next_element(stage).await?;
+        self.answer(stage, &el).await?;
+        Ok(el)
+    }
+
+    /// What a client owes for `el`: `<a/>` for `<r/>` (counting stanzas first) and the
+    /// answer to a server's iq.
+    async fn answer(&mut self, stage: &'static str, el: &Element) -> Result<(), SessionError> {
+        let ack = self.sm.as_mut().and_then(|sm| sm.on_element(el));
+        if let Some(a) = ack {
+            self.conn.send(stage, &a).await?;
+        }
+        if let Some(reply) = iq_reply(el) {
+            self.conn.send(stage, &reply).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `<r/>` (XEP-0198 §4) and reads until the server's `<a/>`, counting and
+    /// answering what comes before it; returns the server's `h`.
+    pub async fn request_ack(&mut self, t: Duration) -> Result<u32, SessionError> {
+        self.conn
+            .send("ack", &format!("<r xmlns='{NS_SM}'/>"))
+            .await?;
+        timeout(t, "ack", async {
+            loop {
+                let el = self.next_counted("ack").await?;
+                if el.name == "a" {
+                    return el
+                        .attr("h")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .ok_or_else(|| SessionError::Unexpected("ack", "a without h".into()));
+                }
+            }
+        })
+        .await
+    }
+
+    /// Drops the TCP connection without closing the stream or TLS: what a phone losing
+    /// its network looks like to the server (XEP-0198 §5).
+    pub fn drop_connection(self) {
+        drop(self);
+    }
+
     /// Ends the stream politely (RFC 6120 §4.4) and waits for the server's close.
     pub async fn close(mut self, t: Duration) -> Result<(), SessionError> {
         self.conn.send("close", "</stream:stream>").await?;
@@ -667,9 +860,10 @@ impl Session {
             match step {
                 Step::Stop => break,
                 Step::Event(Ok(Event::Element(el))) => {
-                    if let Some(reply) = iq_reply(&el) {
-                        self.conn.send("idle", &reply).await?;
+                    if el.name == "error" {
+                        return Err(SessionError::StreamError(sm_condition(&el)));
                     }
+                    self.answer("idle", &el).await?;
                 }
                 Step::Event(Ok(Event::StreamClose) | Err(SessionError::Closed(_))) => {
                     return Ok(false);
@@ -680,5 +874,56 @@ impl Session {
         }
         self.close(t).await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(src: &str) -> Element {
+        Element::parse(src).unwrap()
+    }
+
+    #[test]
+    fn counts_stanzas_and_answers_requests() {
+        let mut sm = Sm {
+            id: Some("x".into()),
+            h: 0,
+        };
+        assert_eq!(sm.on_element(&el("<presence from='a@b/c'/>")), None);
+        assert_eq!(
+            sm.on_element(&el("<message><body>hi</body></message>")),
+            None
+        );
+        assert_eq!(sm.on_element(&el("<iq type='get' id='1'/>")), None);
+        // Nonzas are not stanzas (XEP-0198 §4).
+        assert_eq!(sm.on_element(&el("<a xmlns='urn:xmpp:sm:3' h='0'/>")), None);
+        assert_eq!(
+            sm.on_element(&el("<r xmlns='urn:xmpp:sm:3'/>")),
+            Some("<a xmlns='urn:xmpp:sm:3' h='3'/>".to_owned())
+        );
+        assert_eq!(sm.h, 3);
+    }
+
+    #[test]
+    fn count_wraps() {
+        let mut sm = Sm {
+            id: None,
+            h: u32::MAX,
+        };
+        sm.on_element(&el("<message/>"));
+        assert_eq!(sm.h, 0);
+    }
+
+    #[test]
+    fn failed_condition() {
+        let f = el("<failed xmlns='urn:xmpp:sm:3'><item-not-found \
+             xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>");
+        assert_eq!(sm_condition(&f), "item-not-found");
+        assert_eq!(
+            sm_condition(&el("<failed xmlns='urn:xmpp:sm:3'/>")),
+            "undefined-condition"
+        );
     }
 }
