@@ -36,7 +36,11 @@
 //! The roster view runs for every presence broadcast and probe, so it reads the members
 //! from memory ([`Household::cached_household_members`]): storage keeps the list it last
 //! read, forgets it when this process changes the membership (an invite, an account's
-//! removal), and the watcher's read refreshes it after another process's change.
+//! removal), and the watcher's read refreshes it after another process's change. A roster
+//! get reads them afresh ([`Hook::StanzaIn`]), so a client logging in right after
+//! `hearth household add` sees the new member at once, and no client caches a stale view
+//! under a new roster version; a presence broadcast in the watcher's poll interval after
+//! such a change may still go by the members before it, as the change's pushes do.
 
 mod store;
 mod watch;
@@ -87,7 +91,33 @@ impl Module for HouseholdModule {
     }
 
     fn hooks(&self) -> &'static [Hook] {
-        &[Hook::RosterView]
+        &[Hook::StanzaIn, Hook::RosterView]
+    }
+
+    /// A roster get (RFC 6121 §2.1.3) reads the members afresh before it is answered:
+    /// what a client caches under a roster version must not be a view the watcher has
+    /// not caught up with (`hearth household add` just before a login). Everything else
+    /// passes untouched.
+    fn filter_in<'a>(
+        &'a self,
+        cx: &'a super::HookCx<'a>,
+        stanza: &'a crate::stanza::Stanza,
+        _access: Option<super::Access>,
+        _out: &'a mut String,
+    ) -> HookFuture<'a, super::Verdict> {
+        Box::pin(async move {
+            let is_roster_get = cx.from.is_local()
+                && stanza.iq_type() == Some(crate::stanza::IqType::Get)
+                && stanza
+                    .iq_payload()
+                    .is_some_and(|p| p.is("query", crate::features::roster::NS_ROSTER));
+            if is_roster_get && let Err(e) = on_pool(cx.im.storage, |s| s.household_members()).await
+            {
+                // The roster get reads them again and answers the error itself.
+                log::error!("household: storage: {e}");
+            }
+            super::Verdict::Pass
+        })
     }
 
     fn roster_view<'a>(

@@ -500,7 +500,8 @@ fn a_deleted_member_leaves() {
 }
 
 /// The roster view keeps the members in memory: a change made by another process
-/// (`hearth household add`) shows once the watcher has read it, one made here at once.
+/// (`hearth household add`) shows once the watcher or a roster get has read it, one made
+/// here at once.
 #[test]
 fn members_are_read_from_memory_and_refreshed_by_the_watcher() {
     let w = household();
@@ -512,14 +513,30 @@ fn members_are_read_from_memory_and_refreshed_by_the_watcher() {
     let dir = w.storage.path().parent().unwrap().to_owned();
     let other = crate::storage::Storage::open(&dir).unwrap();
     other.add_to_household("dave").unwrap();
-    // Until the watcher reads it, the view is what was read last (no storage read).
-    let out = roster_get(&w, &a, None);
-    assert!(!out.contains("dave@"), "{out}");
-    smol::block_on(watcher.check(w.im()));
+    // Until something reads them, the members are those read last (no storage read)…
+    assert!(
+        !w.storage
+            .cached_household_members()
+            .unwrap()
+            .contains(&"dave".to_string())
+    );
+    // …but a roster get reads them afresh: what a client caches is never stale.
     let out = roster_get(&w, &a, None);
     assert!(out.contains("jid='dave@home.example'"), "{out}");
-    // This process: at once, before any watcher.
+    other.remove_from_household("dave").unwrap();
+    // The watcher's read refreshes them too.
+    smol::block_on(watcher.check(w.im()));
+    assert!(
+        !w.storage
+            .cached_household_members()
+            .unwrap()
+            .contains(&"dave".to_string())
+    );
+    other.add_to_household("dave").unwrap();
+    smol::block_on(watcher.check(w.im()));
+    // This process: forgotten at once, read again by the next view.
     w.storage.remove_from_household("dave").unwrap();
+    assert!(w.storage.cached_household_members().is_none());
     let out = roster_get(&w, &a, None);
     assert!(!out.contains("dave@"), "{out}");
 }
