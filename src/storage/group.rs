@@ -123,21 +123,30 @@ pub(crate) struct Deferred {
 /// each), and at most this much of them lost in a crash.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Writes waiting past which a deferred writer waits for the disk like any other (about
+/// 2 MB of archived messages).
+pub(crate) const MAX_QUEUED: usize = 4096;
+
 impl Storage {
     /// Queues `work` to run in the next group commit, whoever leads it (another writer, or
     /// the task of [`Storage::flush_deferred_forever`]), and returns at once: for writes
     /// whose loss in a crash of the last few milliseconds is acceptable (the message
     /// archive, XEP-0313), so the caller does not wait for a disk sync. Writes stay in
-    /// order with every other write. Returns whether a flushing task runs; if not, the
-    /// caller should call [`Storage::flush_deferred`] itself.
+    /// order with every other write. Returns whether a flushing task will commit it; if
+    /// not (no task runs, or [`MAX_QUEUED`] writes wait: a slow disk), the caller should
+    /// call [`Storage::flush_deferred`] itself and wait, so memory stays bounded.
     pub(crate) fn write_deferred<F>(&self, work: F) -> bool
     where
         F: FnOnce(&Storage, &Connection) -> Result<(), StorageError> + Send + 'static,
     {
-        self.queue().push(Box::new(Later { work: Some(work) }));
+        let queued = {
+            let mut q = self.queue();
+            q.push(Box::new(Later { work: Some(work) }));
+            q.len()
+        };
         let d = self.deferred();
         d.queued.notify(1);
-        d.has_flusher.load(std::sync::atomic::Ordering::Relaxed)
+        d.has_flusher.load(std::sync::atomic::Ordering::Relaxed) && queued <= MAX_QUEUED
     }
 
     /// Completes once every write queued before the call, deferred ones included, is

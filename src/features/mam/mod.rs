@@ -151,18 +151,19 @@ pub fn is_archived(stanza: &Stanza) -> bool {
         && (el.has_child("body", ns::CLIENT) || hints::has(el, Hint::Store))
 }
 
-/// XEP-0359 §3.3: `<stanza-id/>`s that claim to be `by` this account, which only this
-/// server may write, are removed from what someone else sent.
-pub fn strip_stanza_ids(el: &mut Element, by: &str) {
+/// XEP-0359 §3.3: `<stanza-id/>`s that claim to be `by` this account or this server,
+/// which only this server may write, are removed from what someone else sent.
+pub fn strip_stanza_ids(el: &mut Element, account: &str, domain: &str) {
+    let ours = |c: &Element| matches!(c.attr("by"), Some(b) if b == account || b == domain);
     let forged = el
         .children()
         .filter(|c| c.is("stanza-id", NS_SID))
-        .any(|c| c.attr("by") == Some(by));
+        .any(ours);
     if forged {
         // Remove them all, then put back those by others (another server's ids are theirs).
         let keep: Vec<Element> = el
             .children()
-            .filter(|c| c.is("stanza-id", NS_SID) && c.attr("by") != Some(by))
+            .filter(|c| c.is("stanza-id", NS_SID) && !ours(c))
             .cloned()
             .collect();
         el.remove_children("stanza-id", NS_SID);
@@ -514,7 +515,7 @@ impl Module for Mam {
         stanza: &'a mut Stanza,
     ) -> HookFuture<'a, ()> {
         Box::pin(async move {
-            strip_stanza_ids(&mut stanza.el, to.as_str());
+            strip_stanza_ids(&mut stanza.el, to.as_str(), cx.im.router.domain());
             if !self.cfg.enabled || !is_archived(stanza) {
                 return;
             }
@@ -631,9 +632,11 @@ mod tests {
     fn forged_stanza_ids_are_removed() {
         let mut el = Element::new("message", ns::CLIENT)
             .with_child(stanza_id("bob@h", 1))
+            .with_child(stanza_id("h", 3))
             .with_child(stanza_id("other@x", 2));
-        strip_stanza_ids(&mut el, "bob@h");
+        strip_stanza_ids(&mut el, "bob@h", "h");
         assert_eq!(archived_id(&el, "bob@h"), None);
+        assert_eq!(archived_id(&el, "h"), None);
         assert_eq!(archived_id(&el, "other@x"), Some(2));
         el.push_child(stanza_id("bob@h", 9));
         assert_eq!(archived_id(&el, "bob@h"), Some(9));
