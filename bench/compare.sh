@@ -28,7 +28,8 @@
 #   --csi-secs D     csi: measured seconds per variant                 [120]
 #   --csi-contacts N csi: the phone's chatty contacts                   [20]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,mam,resume,smidle,s2s [idle,login,chat,presence,offline]
+#                    plainlogin,plainflood,csi,mam,mampeers,resume,smidle,s2s
+#                    [idle,login,chat,presence,offline]
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
@@ -36,6 +37,10 @@
 #                    messages of load0 are inserted with SQL (bench/mam-fill.sql); then,
 #                    on a fresh process, XEP-0313 pages of 50 from the newest and from
 #                    the middle; disk bytes per archived message
+#                    mampeers (XEP-0313, all three): on a fresh process, account mam0's
+#                    archive is filled over XMPP with --mampeers-messages messages from
+#                    mam1..mam4 (fill rate), then --mampeers-queries pages of 50 from the
+#                    newest and after the middle (found by paging, untimed)
 #                    resume (XEP-0198): --sm-k sessions log in with stream management
 #                    and resumption, send presence and drop their TCP connection, then
 #                    reconnect and resume, --sm-c at a time (--sm-runs runs): resume
@@ -55,6 +60,8 @@
 #                    fresh process of each, RSS per idle s2s link with --s2s-links
 #                    domains of one more Prosody (see bench/README.md)
 #   --mam-messages N mam: messages in the archive                     [1000000]
+#   --mampeers-messages N  mampeers: messages sent to fill the archive [10000]
+#   --mampeers-queries Q   mampeers: queries of each kind              [200]
 #   --s2s-runs R     s2s: runs per direction, the median is reported  [3]
 #   --s2s-secs D     s2s: measured seconds per run                    [10]
 #   --s2s-pairs P    s2s: sender/receiver pairs                       [8]
@@ -124,6 +131,9 @@ SM_C=50
 FLOOD_K=1000
 FLOOD_C=200
 MAM_MESSAGES=1000000
+MAMP_MESSAGES=10000
+MAMP_QUERIES=200
+MAMP_SENDERS=4
 FLOOD_AFTER=15
 CERT=ecdsa
 S2S_RUNS=3
@@ -162,6 +172,8 @@ while [ $# -gt 0 ]; do
         --offline-window) OFF_WINDOW=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --mam-messages) MAM_MESSAGES=$2; shift 2 ;;
+        --mampeers-messages) MAMP_MESSAGES=$2; shift 2 ;;
+        --mampeers-queries) MAMP_QUERIES=$2; shift 2 ;;
         --flood-k) FLOOD_K=$2; shift 2 ;;
         --sm-k) SM_K=$2; shift 2 ;;
         --sm-runs) SM_RUNS=$2; shift 2 ;;
@@ -185,7 +197,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -195,7 +207,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -483,6 +495,8 @@ ACCOUNT_SETS=("load{}:$USERS")
 want presence && ACCOUNT_SETS+=("pres{}:$PRES_USERS")
 want offline && ACCOUNT_SETS+=("off{}:$OFF_USERS")
 want csi && ACCOUNT_SETS+=("csi{}:$((CSI_CONTACTS + 1))")
+# mampeers: an archive of its own (load0's gets chat and the SQL fill of `mam`).
+want mampeers && ACCOUNT_SETS+=("mam{}:$((MAMP_SENDERS + 1))")
 TOTAL_USERS=0
 for set in "${ACCOUNT_SETS[@]}"; do TOTAL_USERS=$((TOTAL_USERS + ${set#*:})); done
 
@@ -628,6 +642,21 @@ for s in "${SERVER_LIST[@]}"; do
             --argjson a "$after" --argjson f "$fill_ms" --argjson r "$rss_start" \
             '. + {archived: $n, fill_ms: $f, rss_after_start_kib: $r,
                   disk_bytes_per_archived_msg: (($a - $b) / $n)}' <<<"$out")"
+        stop_server
+    fi
+    if want mampeers; then
+        # The same XEP-0313 measure on all three: the archive filled over XMPP (each
+        # server archives as it delivers), then the queries, on one fresh process.
+        log "$s: fresh start; mampeers: $MAMP_MESSAGES messages over XMPP, then queries"
+        start_server "$s"
+        sleep 3
+        rss_start=$(rss_kib "$SERVER_PID")
+        record "$s" mampeers-fill "$(load "$s" mamfill -m "$MAMP_MESSAGES" \
+            --senders "$MAMP_SENDERS" -w 32 --user-pattern 'mam{}' --timeout 60)"
+        out=$(load "$s" mam -q "$MAMP_QUERIES" --max 50 --middle-at $((MAMP_MESSAGES / 2)) \
+            --user-pattern 'mam{}' --timeout 60)
+        record "$s" mampeers "$(jq -c --argjson r "$rss_start" '. + {rss_after_start_kib: $r}' \
+            <<<"$out")"
         stop_server
     fi
     if want smidle; then
@@ -958,6 +987,21 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("mam: RSS after start (MiB)", lambda s: get(s, "mam", "rss_after_start_kib", kib), False, ""),
     ("mam: RSS peak (MiB)", lambda s: get(s, "mam", "server_rss_peak_kib", kib), False, ""),
     ("mam: disk bytes / archived msg", lambda s: get(s, "mam", "disk_bytes_per_archived_msg"), False, "report"),
+    # mampeers: the same archive on all three, filled over XMPP (fill: messages/s until
+    # the recipient read the last one), then pages of 50 from the newest and after the
+    # middle.
+    ("mam XMPP: messages sent to fill", lambda s: get(s, "mampeers-fill", "received"), None, ""),
+    ("mam XMPP: fill msgs/s", lambda s: get(s, "mampeers-fill", "fill_per_s"), True, ""),
+    ("mam XMPP: fill server CPU s / 1000", lambda s: get(s, "mampeers-fill", "server_cpu_s_per_1k_msgs"), False, ""),
+    ("mam XMPP: newest 50, p50 (ms)", lambda s: get(s, "mampeers", "newest_p50_ms"), False, ""),
+    ("mam XMPP: newest 50, p99 (ms)", lambda s: get(s, "mampeers", "newest_p99_ms"), False, ""),
+    ("mam XMPP: middle 50, p50 (ms)", lambda s: get(s, "mampeers", "middle_p50_ms"), False, ""),
+    ("mam XMPP: middle 50, p99 (ms)", lambda s: get(s, "mampeers", "middle_p99_ms"), False, ""),
+    ("mam XMPP: results per page (newest/middle)", lambda s: None if get(s, "mampeers", "newest_results") is None else f"{get(s, 'mampeers', 'newest_results')}/{get(s, 'mampeers', 'middle_results')}", None, "50/50"),
+    ("mam XMPP: server CPU ms / query", lambda s: get(s, "mampeers", "server_cpu_ms_per_query"), False, ""),
+    ("mam XMPP: pages to find the middle", lambda s: get(s, "mampeers", "middle_pages"), None, ""),
+    ("mam XMPP: RSS after start (MiB)", lambda s: get(s, "mampeers", "rss_after_start_kib", kib), False, ""),
+    ("mam XMPP: RSS peak (MiB)", lambda s: get(s, "mampeers", "server_rss_peak_kib", kib), False, ""),
     # XEP-0198. Login: TCP connect to the acknowledgement of initial presence (TLS, SASL,
     # bind, <enable/>, presence, <r/>); resume: TCP connect to <resumed/> (TLS, SASL,
     # <resume/>).
@@ -1058,7 +1102,7 @@ if directions:
     for r in table:
         print(show(r))
 
-bad = lambda r: (r.get("failed") or r.get("session_failures") or r.get("errors") or r.get("wrong_answers")
+bad = lambda r: (r.get("error") or r.get("failed") or r.get("session_failures") or r.get("errors") or r.get("wrong_answers")
                  or r.get("observer_failures") or r.get("bounced") or r.get("purge_stale")
                  or r.get("receiver_failure"))
 fails = [(r["server"], r["kind"], bad(r), r.get("first_failure")) for r in rows if bad(r)]

@@ -33,6 +33,7 @@ modules_enabled = {
 	"smacks";       -- XEP-0198 (hearth and ejabberd offer it by default; idle only when enabled)
 	"register";     -- XEP-0077: how compare.sh creates the accounts (faster than prosodyctl)
 	"csi_simple";   -- XEP-0352: holds non-urgent traffic for inactive clients (csi scenario)
+	"mam";          -- XEP-0313: hearth archives by default too (mampeers scenario)
 }
 -- No s2s: hearth has none. (offline, presence, message, iq, c2s are loaded implicitly.)
 modules_disabled = { "s2s" }
@@ -48,6 +49,14 @@ s2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 
 storage = "internal"
+
+-- XEP-0313 like hearth's default: every account's one-to-one messages archived unless
+-- the user says otherwise. Archives go to Prosody's internal (file) storage, what Debian's
+-- package works with without an SQL driver; its default cap of 10000 messages per
+-- archive is raised so a mampeers fill of 10000 (plus anything else) is kept whole
+-- (hearth's archive is bounded by bytes: limits.max_stored_bytes_per_account).
+default_archive_policy = true
+storage_archive_item_limit = 1000000
 authentication = "internal_hashed"
 -- Same SCRAM cost as hearth and ejabberd (Prosody's default is 10000).
 default_iteration_count = 4096

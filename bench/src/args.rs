@@ -61,9 +61,16 @@ SCENARIOS:
                                       -> bytes and reads the phone received (per hour),
                                       reads after 10 s of silence, held at the end
     mam     -q Q [--max M]            XEP-0313: account 0 asks Q pages of M (50) from
-            [--after-id ID]           the newest, and with --after-id Q pages after ID
+            [--after-id ID | --middle-at K]   the newest, and with --after-id Q pages
+                                      after ID (--middle-at K: after the K-th message
+                                      from the oldest, found by paging, untimed)
                                       (the archive is filled beforehand) -> latency
                                       p50/p99/max, server CPU per query, RSS
+    mamfill -m M [--senders S] [-w W] [--body-bytes B]
+                                      fills account 0's archive over XMPP: senders
+                                      1..=S (10) send M messages to its bare JID, W (32)
+                                      per sender not yet received -> messages/s,
+                                      server CPU per 1000
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -142,6 +149,13 @@ pub enum Scenario {
         queries: usize,
         max: usize,
         after_id: Option<String>,
+        middle_at: Option<usize>,
+    },
+    MamFill {
+        messages: usize,
+        senders: usize,
+        window: usize,
+        body_bytes: usize,
     },
     Offline {
         senders: usize,
@@ -295,7 +309,7 @@ impl Args {
         let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
         let (mut duration, mut warmup) = (Duration::from_secs(10), Duration::from_secs(1));
         let mut body_bytes = 100usize;
-        let (mut queries, mut max, mut after_id) = (20usize, 50usize, None);
+        let (mut queries, mut max, mut after_id, mut middle_at) = (20usize, 50usize, None, None);
         let (mut groups, mut roster) = (10usize, 20usize);
         let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
         let mut window_set = None;
@@ -372,6 +386,7 @@ impl Args {
                 "-q" | "--queries" => queries = num(flag, v)?,
                 "--max" => max = num(flag, v)?,
                 "--after-id" => after_id = Some(v.to_owned()),
+                "--middle-at" => middle_at = Some(num(flag, v)?),
                 "--sm" => {
                     sm = match v {
                         "off" => SmMode::Off,
@@ -484,10 +499,28 @@ impl Args {
                 if queries == 0 || max == 0 {
                     return Err(ArgError("mam needs -q and --max above zero".into()));
                 }
+                if after_id.is_some() && middle_at.is_some() {
+                    return Err(ArgError("mam: --after-id or --middle-at, not both".into()));
+                }
                 Scenario::Mam {
                     queries,
                     max,
                     after_id,
+                    middle_at: middle_at.filter(|&k| k > 0),
+                }
+            }
+            Some("mamfill") => {
+                let window = window_set.unwrap_or(32);
+                if senders == 0 || messages == 0 || window == 0 {
+                    return Err(ArgError(
+                        "mamfill needs -m, --senders and -w above zero".into(),
+                    ));
+                }
+                Scenario::MamFill {
+                    messages,
+                    senders,
+                    window,
+                    body_bytes,
                 }
             }
             Some("offline") => {

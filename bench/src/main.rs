@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `mam`, `resume`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `mam`, `mamfill`, `resume`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -17,6 +17,7 @@ mod csi;
 mod idle;
 mod login;
 mod mam;
+mod mamfill;
 mod offline;
 mod plainflood;
 mod presence;
@@ -395,14 +396,31 @@ fn main() -> ExitCode {
                 queries,
                 max,
                 after_id,
+                middle_at,
             } => {
                 common_fields(&ctx.args, &mut report, "mam");
                 let p = mam::Params {
                     queries,
                     max,
                     after_id,
+                    middle_at,
                 };
                 mam::run(&ctx, p, &mut report).await;
+            }
+            Scenario::MamFill {
+                messages,
+                senders,
+                window,
+                body_bytes,
+            } => {
+                common_fields(&ctx.args, &mut report, "mamfill");
+                let p = mamfill::Params {
+                    messages,
+                    senders,
+                    window,
+                    body_bytes,
+                };
+                mamfill::run(&ctx, p, &mut report).await;
             }
             Scenario::Offline {
                 senders,

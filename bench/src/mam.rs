@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::report::{Report, show};
-use crate::session::{Session, SessionError, login_bound, stanza_error, timeout};
+use crate::session::{Session, SessionError, iq_reply, login_bound, stanza_error, timeout};
 use crate::xml::escape;
 use crate::{Ctx, procstat, server_cpu, server_rss};
 
@@ -24,10 +24,17 @@ pub struct Params {
     pub max: usize,
     /// The archive id to page after for "the middle"; without it only newest pages run.
     pub after_id: Option<String>,
+    /// Without `after_id`: find the middle id over XMPP, as the id of the K-th message from
+    /// the start (pages of 250 or the server's smaller cap, untimed).
+    pub middle_at: Option<usize>,
 }
 
-/// One query: (results read, seconds).
-async fn query(s: &mut Session, n: usize, set: &str) -> Result<(usize, f64), SessionError> {
+/// One query: (results read, seconds, the archive id of the last result).
+async fn query(
+    s: &mut Session,
+    n: usize,
+    set: &str,
+) -> Result<(usize, f64, Option<String>), SessionError> {
     let id = format!("mam{n}");
     let start = Instant::now();
     s.conn
@@ -40,15 +47,57 @@ async fn query(s: &mut Session, n: usize, set: &str) -> Result<(usize, f64), Ses
         )
         .await?;
     let mut results = 0;
+    let mut last = None;
     loop {
         let el = s.conn.next_element("mam results").await?;
-        if el.name == "message" && el.child("result").is_some() {
-            results += 1;
+        if el.name == "message" {
+            if el.child("result").is_some() {
+                results += 1;
+                last = Some(el);
+            }
         } else if el.name == "iq" && el.attr("id") == Some(id.as_str()) {
+            let secs = start.elapsed().as_secs_f64();
             if el.attr("type") != Some("result") {
                 return Err(SessionError::Unexpected("mam answer", stanza_error(&el)));
             }
-            return Ok((results, start.elapsed().as_secs_f64()));
+            let last_id = last
+                .as_ref()
+                .and_then(|m| m.child("result"))
+                .and_then(|r| r.attr("id"))
+                .map(str::to_owned);
+            return Ok((results, secs, last_id));
+        } else if let Some(reply) = iq_reply(&el) {
+            s.conn.send("ping reply", &reply).await?;
+        }
+    }
+}
+
+/// XEP-0313 §4.3 paging from the oldest message (XEP-0059 `<after/>` with the last id of
+/// each page) until `k` results were read: the id of the `k`-th and how many pages it
+/// took. Pages ask for 250; a server may send fewer (Prosody's cap is 50), so each next
+/// page starts after the last result actually read, and a page that would go past `k` is
+/// asked with only the results missing.
+async fn find_kth(s: &mut Session, k: usize) -> Result<(String, usize), SessionError> {
+    let mut after: Option<String> = None;
+    let (mut seen, mut pages) = (0usize, 0usize);
+    loop {
+        let max = (k - seen).min(250);
+        let set = match &after {
+            Some(a) => format!("<max>{max}</max><after>{}</after>", escape(a)),
+            None => format!("<max>{max}</max>"),
+        };
+        pages += 1;
+        let (n, _, last) = query(s, 1_000_000 + pages, &set).await?;
+        seen += n;
+        match last {
+            Some(id) if seen >= k => return Ok((id, pages)),
+            Some(id) if n > 0 => after = Some(id),
+            _ => {
+                return Err(SessionError::Unexpected(
+                    "mam middle",
+                    format!("the archive ended after {seen} messages, before {k}"),
+                ));
+            }
         }
     }
 }
@@ -73,10 +122,31 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
             return;
         }
     };
+    let mut after_id = p.after_id.clone();
+    if let (None, Some(k)) = (&after_id, p.middle_at) {
+        let started = Instant::now();
+        match timeout(t * 10, "mam middle", find_kth(&mut s, k.max(1))).await {
+            Ok((id, pages)) => {
+                println!(
+                    "mam: message {k} from the oldest found in {pages} pages ({:.2} s, untimed)",
+                    started.elapsed().as_secs_f64()
+                );
+                report.set("middle_at", k);
+                report.set("middle_pages", pages);
+                report.set("middle_find_s", started.elapsed().as_secs_f64());
+                after_id = Some(id);
+            }
+            Err(e) => {
+                println!("mam: finding the middle failed: {e}");
+                report.set("error", e.to_string().as_str());
+                return;
+            }
+        }
+    }
     let cpu0 = server_cpu(&ctx.args);
     let gen0 = procstat::own_cpu_seconds();
     let mut kinds = vec![("newest", format!("<max>{}</max><before/>", p.max))];
-    if let Some(a) = &p.after_id {
+    if let Some(a) = &after_id {
         kinds.push((
             "middle",
             format!("<max>{}</max><after>{}</after>", p.max, escape(a)),
@@ -91,7 +161,7 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         for _ in 0..p.queries {
             n += 1;
             match timeout(t, "mam query", query(&mut s, n, set)).await {
-                Ok((r, secs)) => {
+                Ok((r, secs, _)) => {
                     results = r;
                     lat.push(secs * 1000.0);
                 }
