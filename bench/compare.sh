@@ -1065,7 +1065,8 @@ for label, fn, higher, target in lines:
         if higher is not None and pv and vals["hearth"] is not None:
             best = max(pv) if higher else min(pv)
             if best:
-                ratio = f"{vals['hearth'] / best:.2f}"
+                x = vals['hearth'] / best
+                ratio = f"{x:.2f}" if x >= 0.01 else f"{x:.4f}"
         row += [ratio, target]
     table.append(row)
 
