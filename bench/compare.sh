@@ -28,10 +28,14 @@
 #   --csi-secs D     csi: measured seconds per variant                 [120]
 #   --csi-contacts N csi: the phone's chatty contacts                   [20]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,s2s [idle,login,chat,presence,offline]
+#                    plainlogin,plainflood,csi,mam,s2s [idle,login,chat,presence,offline]
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
+#                    mam (hearth only): on a stopped hearth, --mam-messages archived
+#                    messages of load0 are inserted with SQL (bench/mam-fill.sql); then,
+#                    on a fresh process, XEP-0313 pages of 50 from the newest and from
+#                    the middle; disk bytes per archived message
 #                    plainlogin: the login scenario with SASL PLAIN (LOGIN_RUNS runs);
 #                    plainflood: on a fresh process, --flood-k PLAIN attempts at
 #                    --flood-c at once, half right, half wrong for unknown accounts,
@@ -43,6 +47,7 @@
 #                    many receivers on the other, --s2s-runs runs each way; then, on a
 #                    fresh process of each, RSS per idle s2s link with --s2s-links
 #                    domains of one more Prosody (see bench/README.md)
+#   --mam-messages N mam: messages in the archive                     [1000000]
 #   --s2s-runs R     s2s: runs per direction, the median is reported  [3]
 #   --s2s-secs D     s2s: measured seconds per run                    [10]
 #   --s2s-pairs P    s2s: sender/receiver pairs                       [8]
@@ -105,6 +110,7 @@ IDLE_C=50
 DOMAIN=bench.local
 FLOOD_K=1000
 FLOOD_C=200
+MAM_MESSAGES=1000000
 FLOOD_AFTER=15
 CERT=ecdsa
 S2S_RUNS=3
@@ -142,6 +148,7 @@ while [ $# -gt 0 ]; do
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
         --offline-window) OFF_WINDOW=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
+        --mam-messages) MAM_MESSAGES=$2; shift 2 ;;
         --flood-k) FLOOD_K=$2; shift 2 ;;
         --flood-c) FLOOD_C=$2; shift 2 ;;
         --flood-after) FLOOD_AFTER=$2; shift 2 ;;
@@ -171,7 +178,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -573,6 +580,34 @@ for s in "${SERVER_LIST[@]}"; do
             --users "$USERS" --after "$FLOOD_AFTER")"
         stop_server
     fi
+    if want mam && [ "$s" != hearth ]; then
+        # Prosody's mod_mam and ejabberd's mod_mam keep their archives in their own
+        # schemas (and ejabberd in Mnesia by default); no bulk fill for them yet.
+        log "$s: mam not measured (no bulk archive fill for $s)"
+    elif want mam; then
+        db="$WORK/hearth/data/hearth.db"
+        sqlite3 "$db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
+        before=$(stat -c %s "$db")
+        log "hearth: filling the archive with $MAM_MESSAGES messages (SQL)"
+        t0=$(date +%s%N)
+        sqlite3 "$db" -cmd ".parameter set :n $MAM_MESSAGES" <"$ROOT/bench/mam-fill.sql" >/dev/null ||
+            die "filling the archive failed"
+        fill_ms=$((($(date +%s%N) - t0) / 1000000))
+        after=$(stat -c %s "$db")
+        middle=$(sqlite3 "$db" "SELECT id FROM archive WHERE localpart = 'load0' ORDER BY id
+            LIMIT 1 OFFSET $((MAM_MESSAGES / 2))")
+        chown -R nobody "$WORK/hearth/data"
+        log "hearth: fresh start; mam on $MAM_MESSAGES messages"
+        start_server hearth
+        sleep 3
+        rss_start=$(rss_kib "$SERVER_PID")
+        out=$(load hearth mam -q 200 --max 50 --after-id "$middle")
+        record hearth mam "$(jq -c --argjson n "$MAM_MESSAGES" --argjson b "$before" \
+            --argjson a "$after" --argjson f "$fill_ms" --argjson r "$rss_start" \
+            '. + {archived: $n, fill_ms: $f, rss_after_start_kib: $r,
+                  disk_bytes_per_archived_msg: (($a - $b) / $n)}' <<<"$out")"
+        stop_server
+    fi
     if [ "$IDLE10K" = 1 ]; then
         log "$s: fresh start; idle K=10000"
         start_server "$s"
@@ -873,6 +908,15 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("offline: delivered/s at login", lambda s: get(s, "offline", "delivered_per_s"), True, ""),
     ("offline: deliver server CPU s / 10k", lambda s: get(s, "offline", "deliver_server_cpu_s_per_10k"), False, ""),
     ("offline: exactly once", lambda s: text(s, "offline", "exactly_once"), None, "yes"),
+    ("mam: archived messages", lambda s: get(s, "mam", "archived"), None, ""),
+    ("mam: newest 50, p50 (ms)", lambda s: get(s, "mam", "newest_p50_ms"), False, ""),
+    ("mam: newest 50, p99 (ms)", lambda s: get(s, "mam", "newest_p99_ms"), False, ""),
+    ("mam: middle 50, p50 (ms)", lambda s: get(s, "mam", "middle_p50_ms"), False, ""),
+    ("mam: middle 50, p99 (ms)", lambda s: get(s, "mam", "middle_p99_ms"), False, ""),
+    ("mam: server CPU ms / query", lambda s: get(s, "mam", "server_cpu_ms_per_query"), False, ""),
+    ("mam: RSS after start (MiB)", lambda s: get(s, "mam", "rss_after_start_kib", kib), False, ""),
+    ("mam: RSS peak (MiB)", lambda s: get(s, "mam", "server_rss_peak_kib", kib), False, ""),
+    ("mam: disk bytes / archived msg", lambda s: get(s, "mam", "disk_bytes_per_archived_msg"), False, "report"),
     # s2s: the column's server sends to (or receives from) the named one, so each ratio
     # compares hearth with a peer doing the same against the same third server.
     (f"s2s to ejabberd: msgs/s (median of {s2s_runs})", lambda s: s2s(s, "ejabberd", "messages_per_s"), True, ""),

@@ -75,6 +75,11 @@
 //!
 //! [household]                        # the shared roster group (`hearth household add`)
 //! group = "Household"                # the roster group its members appear in
+//!
+//! [archive]                          # XEP-0313 message archive, in the account's quota
+//! enabled = true
+//! default_policy = "always"          # whose messages: "always", "never" or "roster"
+//! retention_days = 365               # 0: kept until the byte quota needs the room
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -130,6 +135,36 @@ pub struct Config {
     pub admins: Vec<BareJid>,
     /// In-band registration (XEP-0077).
     pub registration: RegistrationConfig,
+    /// Stream management (XEP-0198).
+    pub stream_management: StreamManagementConfig,
+    /// The message archive (XEP-0313).
+    pub archive: crate::features::mam::ArchiveConfig,
+}
+
+/// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
+/// for clients whose connections come and go (phones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamManagementConfig {
+    /// Offered to clients at all.
+    pub enabled: bool,
+    /// How long a session whose connection was lost waits to be resumed, at most (a
+    /// client may ask for less). Its messages are kept meanwhile; then they go to offline
+    /// storage.
+    pub resume_timeout_secs: u32,
+    /// Stanzas sent to a client and not yet acknowledged, at most: past it the stream is
+    /// closed (`resource-constraint`) and what it did not acknowledge goes to offline
+    /// storage.
+    pub max_unacked: usize,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            enabled: true,
+            resume_timeout_secs: defaults::SM_RESUME_TIMEOUT_SECS,
+            max_unacked: defaults::SM_MAX_UNACKED,
+        }
+    }
 }
 
 /// The household (`[household]`): accounts that see each other with mutual presence
@@ -366,6 +401,9 @@ mod limits {
     pub const MAX_STORED_BYTES: RangeInclusive<i64> = 0..=(1 << 40);
     pub const IDLE_TIMEOUT_SECS: RangeInclusive<i64> = 10..=86_400;
     pub const REGISTRATIONS_PER_HOUR: RangeInclusive<i64> = 1..=10_000;
+    /// Up to a week: a phone left in a drawer over a long weekend.
+    pub const SM_RESUME_TIMEOUT_SECS: RangeInclusive<i64> = 0..=7 * 24 * 3600;
+    pub const SM_MAX_UNACKED: RangeInclusive<i64> = 16..=100_000;
 }
 
 /// Defaults, named so the documentation and the code cannot drift apart.
@@ -373,6 +411,11 @@ mod defaults {
     pub const DOMAIN_FALLBACK: &str = "hearth.local";
     /// A family signing up its phones from home in one evening.
     pub const REGISTRATIONS_PER_ADDRESS_PER_HOUR: u32 = 3;
+    /// An hour, as Monal asks: a phone asleep in a pocket, or on a train.
+    pub const SM_RESUME_TIMEOUT_SECS: u32 = 3600;
+    /// Twice a session queue's hard bound in stanzas: a client that reads but does not
+    /// acknowledge is cut off long before it holds much memory.
+    pub const SM_MAX_UNACKED: usize = 1024;
     pub const DATA_DIR_FALLBACK: &str = "hearth-data";
     pub const MAX_THREADS: usize = 4;
     pub const C2S_LISTEN: &str = "[::]:5222";
@@ -632,6 +675,42 @@ struct RawConfig {
     household: Option<RawHousehold>,
     admins: Option<Strings>,
     registration: Option<RawRegistration>,
+    stream_management: Option<RawStreamManagement>,
+    archive: Option<RawArchive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([archive])")]
+struct RawArchive {
+    enabled: Option<bool>,
+    default_policy: Option<String>,
+    retention_days: Option<Int>,
+}
+
+impl RawArchive {
+    fn validate(self) -> Result<crate::features::mam::ArchiveConfig, ConfigErrorKind> {
+        use crate::features::mam::{ArchiveConfig, Policy};
+        let d = ArchiveConfig::default();
+        let default_policy = match self.default_policy.as_deref() {
+            None => d.default_policy,
+            Some(p) => Policy::parse(p).ok_or_else(|| {
+                invalid(
+                    "archive.default_policy",
+                    format!("must be \"always\", \"never\" or \"roster\" (got {p:?})"),
+                )
+            })?,
+        };
+        let retention_days = match self.retention_days {
+            // Up to a century; 0 turns expiry off.
+            Some(n) => in_range("archive.retention_days", n, 0..=36_500)? as u32,
+            None => d.retention_days,
+        };
+        Ok(ArchiveConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            default_policy,
+            retention_days,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -668,6 +747,37 @@ impl RawHousehold {
 struct RawRegistration {
     policy: Option<String>,
     per_address_per_hour: Option<Int>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([stream_management])")]
+struct RawStreamManagement {
+    enabled: Option<bool>,
+    resume_timeout_secs: Option<Int>,
+    max_unacked: Option<Int>,
+}
+
+impl RawStreamManagement {
+    fn validate(self) -> Result<StreamManagementConfig, ConfigErrorKind> {
+        let d = StreamManagementConfig::default();
+        Ok(StreamManagementConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            resume_timeout_secs: match self.resume_timeout_secs {
+                Some(n) => in_range(
+                    "stream_management.resume_timeout_secs",
+                    n,
+                    limits::SM_RESUME_TIMEOUT_SECS,
+                )? as u32,
+                None => d.resume_timeout_secs,
+            },
+            max_unacked: match self.max_unacked {
+                Some(n) => {
+                    in_range("stream_management.max_unacked", n, limits::SM_MAX_UNACKED)? as usize
+                }
+                None => d.max_unacked,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -850,6 +960,8 @@ impl RawConfig {
             components,
             household: self.household.unwrap_or_default().validate()?,
             registration: self.registration.unwrap_or_default().validate()?,
+            stream_management: self.stream_management.unwrap_or_default().validate()?,
+            archive: self.archive.unwrap_or_default().validate()?,
         })
     }
 }
@@ -1686,6 +1798,14 @@ mod tests {
             [registration]
             policy = "open"
             per_address_per_hour = 5
+
+            [stream_management]
+            resume_timeout_secs = 600
+            max_unacked = 200
+            [archive]
+            enabled = false
+            default_policy = "roster"
+            retention_days = 30
             "#,
         )
         .unwrap();
@@ -1755,8 +1875,33 @@ mod tests {
                     policy: RegistrationPolicy::Open,
                     per_address_per_hour: 5,
                 },
+                stream_management: StreamManagementConfig {
+                    enabled: true,
+                    resume_timeout_secs: 600,
+                    max_unacked: 200,
+                },
+                archive: crate::features::mam::ArchiveConfig {
+                    enabled: false,
+                    default_policy: crate::features::mam::Policy::Roster,
+                    retention_days: 30,
+                },
             }
         );
+    }
+
+    #[test]
+    fn stream_management_bounds() {
+        let c = parse("domain = \"kitchen.local\"\n").unwrap();
+        assert_eq!(c.stream_management, StreamManagementConfig::default());
+        assert_eq!(c.stream_management.resume_timeout_secs, 3600);
+        for bad in [
+            "[stream_management]\nmax_unacked = 1",
+            "[stream_management]\nresume_timeout_secs = -1",
+            "[stream_management]\nresume = true",
+        ] {
+            let e = parse(&format!("domain = \"kitchen.local\"\n{bad}")).unwrap_err();
+            assert!(e.to_string().contains("stream_management"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -1801,8 +1946,29 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`)"
         );
+    }
+
+    #[test]
+    fn archive_section_is_validated() {
+        let c =
+            parse("[archive]\nenabled = false\ndefault_policy = \"roster\"\nretention_days = 0\n")
+                .unwrap();
+        assert!(!c.archive.enabled);
+        assert_eq!(
+            c.archive.default_policy,
+            crate::features::mam::Policy::Roster
+        );
+        assert_eq!(c.archive.retention_days, 0);
+        let d = parse("").unwrap();
+        assert_eq!(d.archive, crate::features::mam::ArchiveConfig::default());
+        let e = error("[archive]\ndefault_policy = \"sometimes\"\n");
+        assert!(e.contains("archive.default_policy: must be"), "{e}");
+        let e = error("[archive]\nretention_days = -1\n");
+        assert!(e.contains("archive.retention_days"), "{e}");
+        let e = error("[archive]\nretention = 3\n");
+        assert!(e.contains("unknown key \"archive.retention\""), "{e}");
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //!                            sign-up, invitations stored, removal; invite/: XEP-0401
 //!                            links, QR codes and what an invitation does, XEP-0379);
 //!                            adhoc/ runs the XEP-0133 admin commands and the invite
-//!                            commands, forms.rs builds and reads XEP-0004 data forms
+//!                            commands, forms.rs builds and reads XEP-0004 data forms;
+//!                            carbons/: XEP-0280 copies to an account's other devices;
+//!                            caps.rs: the server's XEP-0115 hash and stream feature
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

@@ -118,6 +118,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         crate::features::adhoc::Adhoc::new(cfg.admins.clone(), auth.password_checks())
             .with_registration(registrar.is_offered()),
         Register::new(registrar.clone()),
+        &cfg.archive,
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {
@@ -131,8 +132,14 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         mechanisms,
         max_auth_failures: 5,
         strict_channel_binding: cfg.auth.strict_channel_binding,
-        module_features: modules.stream_features(),
+        // XEP-0198's `<sm/>` only when stream management is on.
+        module_features: modules
+            .stream_features()
+            .into_iter()
+            .filter(|f| cfg.stream_management.enabled || f.ns() != crate::stream::sm::NS)
+            .collect(),
         registration: cfg.registration.policy,
+        stream_management: cfg.stream_management.enabled,
     });
     let mut listeners = Vec::new();
     for &a in &cfg.c2s.listen {
@@ -236,9 +243,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         s2s,
         components,
         component_slots,
+        sm: crate::net::sm::SmTable::new(cfg.stream_management.clone()),
     });
 
     let ex = Arc::new(Executor::new());
+    shared.sm.start(&ex);
     if let Some(s2s) = &shared.s2s {
         s2s.start(&shared, &ex);
     }
@@ -321,6 +330,29 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         .detach();
     }
 
+    // Deferred writes (the message archive's rows) are committed a few milliseconds'
+    // worth at a time, by this task.
+    {
+        let shared = shared.clone();
+        ex.spawn(async move { shared.storage.flush_deferred_forever().await })
+            .detach();
+    }
+    // XEP-0313: archived messages past `[archive] retention_days` expire, hourly.
+    {
+        let shared = shared.clone();
+        let archive = cfg.archive;
+        ex.spawn(async move {
+            let im = crate::router::im::Im {
+                router: &shared.router,
+                storage: &shared.storage,
+                modules: &shared.modules,
+                conn: 0,
+            };
+            crate::features::mam::expire(im, archive).await
+        })
+        .detach();
+    }
+
     let cfg = Arc::new(cfg);
     smol::block_on(ex.run(async {
         let mut signals = signals;
@@ -347,6 +379,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         while live.load(Ordering::Acquire) > 0 && Instant::now() < until {
             Timer::after(Duration::from_millis(20)).await;
         }
+        // Sessions waiting to be resumed (XEP-0198) leave what they hold offline.
+        shared.sm.end_all(&shared).await;
     }));
     // Goodbye packets once clients are gone; off the executor, which has stopped.
     if let Some(a) = advertiser {
@@ -355,6 +389,8 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     for w in workers {
         let _ = w.join();
     }
+    // Archive rows still queued (deferred writes) are committed before the process ends.
+    shared.storage.flush_deferred();
     log::info!("stopped");
     Ok(())
 }

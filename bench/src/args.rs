@@ -50,6 +50,10 @@ SCENARIOS:
                                       their rhythms [20, 30 s, 60 s, 600 s; 0 = never]
                                       -> bytes and reads the phone received (per hour),
                                       reads after 10 s of silence, held at the end
+    mam     -q Q [--max M]            XEP-0313: account 0 asks Q pages of M (50) from
+            [--after-id ID]           the newest, and with --after-id Q pages after ID
+                                      (the archive is filled beforehand) -> latency
+                                      p50/p99/max, server CPU per query, RSS
     users   N                         print the first N user names (one per line)
 
 CONNECTION (all scenarios):
@@ -115,6 +119,11 @@ pub enum Scenario {
         /// `None`: no messages with a body.
         message_every: Option<Duration>,
         concurrency: usize,
+    },
+    Mam {
+        queries: usize,
+        max: usize,
+        after_id: Option<String>,
     },
     Offline {
         senders: usize,
@@ -256,6 +265,7 @@ impl Args {
         let (mut hold, mut pairs, mut window) = (Duration::from_secs(5), 10usize, 10usize);
         let (mut duration, mut warmup) = (Duration::from_secs(10), Duration::from_secs(1));
         let mut body_bytes = 100usize;
+        let (mut queries, mut max, mut after_id) = (20usize, 50usize, None);
         let (mut groups, mut roster) = (10usize, 20usize);
         let (mut senders, mut recipients, mut messages) = (10usize, 100usize, 10_000usize);
         let mut window_set = None;
@@ -328,6 +338,9 @@ impl Args {
                 "--presence-every" => presence_every = secs(flag, v)?,
                 "--chatstate-every" => chatstate_every = secs(flag, v)?,
                 "--message-every" => message_every = secs(flag, v)?,
+                "-q" | "--queries" => queries = num(flag, v)?,
+                "--max" => max = num(flag, v)?,
+                "--after-id" => after_id = Some(v.to_owned()),
                 _ => return Err(ArgError(format!("unknown option {flag}\n\n{USAGE}"))),
             }
         }
@@ -412,6 +425,16 @@ impl Args {
                     chatstate_every,
                     message_every: Some(message_every).filter(|d| !d.is_zero()),
                     concurrency,
+                }
+            }
+            Some("mam") => {
+                if queries == 0 || max == 0 {
+                    return Err(ArgError("mam needs -q and --max above zero".into()));
+                }
+                Scenario::Mam {
+                    queries,
+                    max,
+                    after_id,
                 }
             }
             Some("offline") => {

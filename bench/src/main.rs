@@ -16,6 +16,7 @@ mod chat;
 mod csi;
 mod idle;
 mod login;
+mod mam;
 mod offline;
 mod plainflood;
 mod presence;
@@ -366,6 +367,19 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 csi::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Mam {
+                queries,
+                max,
+                after_id,
+            } => {
+                common_fields(&ctx.args, &mut report, "mam");
+                let p = mam::Params {
+                    queries,
+                    max,
+                    after_id,
+                };
+                mam::run(&ctx, p, &mut report).await;
             }
             Scenario::Offline {
                 senders,

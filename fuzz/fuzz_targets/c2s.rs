@@ -37,6 +37,11 @@ enum Name {
     Password,
     Remove,
     Preauth,
+    /// XEP-0198 `<enable/>`, `<resume/>`, `<r/>`, `<a/>`.
+    SmEnable,
+    SmResume,
+    SmR,
+    SmA,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -62,6 +67,9 @@ enum In {
     Bound(Option<String>),
     /// The driver's answer to a registration (XEP-0077).
     Registered(bool),
+    /// The driver's answers to XEP-0198 `<enable/>` and `<resume/>`.
+    SmEnabled(Option<String>, Option<u32>),
+    SmResumed(Option<(String, u32)>),
     Fail,
     Shutdown,
 }
@@ -85,10 +93,16 @@ fn name(n: &Name) -> (&'static str, &'static str) {
         Name::Password => ("password", "jabber:iq:register"),
         Name::Remove => ("remove", "jabber:iq:register"),
         Name::Preauth => ("preauth", "urn:xmpp:pars:0"),
+        Name::SmEnable => ("enable", "urn:xmpp:sm:3"),
+        Name::SmResume => ("resume", "urn:xmpp:sm:3"),
+        Name::SmR => ("r", "urn:xmpp:sm:3"),
+        Name::SmA => ("a", "urn:xmpp:sm:3"),
     }
 }
 
-const ATTRS: [&str; 7] = ["mechanism", "type", "id", "to", "from", "xml:lang", "token"];
+const ATTRS: [&str; 11] = [
+    "mechanism", "type", "id", "to", "from", "xml:lang", "token", "h", "previd", "resume", "max",
+];
 
 fn element(e: &El) -> Element {
     let (n, namespace) = name(&e.name);
@@ -124,6 +138,7 @@ fuzz_target!(|inputs: Vec<In>| {
         strict_channel_binding: false,
         module_features: hearth::features::Registry::standard().stream_features(),
         registration: hearth::config::RegistrationPolicy::Open,
+        stream_management: true,
     });
     let mut c2s = C2s::new(policy, None);
     let mut bound = false;
@@ -172,6 +187,24 @@ fuzz_target!(|inputs: Vec<In>| {
             } else {
                 Err(StanzaError::new(StanzaCondition::Conflict))
             })),
+            In::SmEnabled(id, max) => c2s.handle(Input::SmEnabled { id, max }),
+            In::SmResumed(r) => c2s.handle(Input::SmResumed(match r {
+                Some((res, handled)) => match FullJid::new(Some("ann"), "home.local", &res) {
+                    Ok(jid) => Ok(hearth::stream::c2s::Resumed {
+                        jid,
+                        previd: "x".into(),
+                        handled,
+                    }),
+                    Err(_) => Err(hearth::stream::c2s::ResumeFailed {
+                        condition: "item-not-found",
+                        h: None,
+                    }),
+                },
+                None => Err(hearth::stream::c2s::ResumeFailed {
+                    condition: "item-not-found",
+                    h: Some(0),
+                }),
+            })),
             In::Fail => {
                 let mut out = Vec::new();
                 c2s.fail(
@@ -192,6 +225,12 @@ fuzz_target!(|inputs: Vec<In>| {
                 }
                 Action::Bind { .. } => assert!(c2s.user().is_some(), "bind before authentication"),
                 Action::Authenticated { .. } => assert!(c2s.is_tls(), "authenticated without TLS"),
+                Action::SmResume { .. } => {
+                    assert!(c2s.user().is_some(), "resumption before authentication")
+                }
+                Action::SmEnable(_) | Action::SmAck(_) => {
+                    assert!(c2s.is_established(), "stream management before binding")
+                }
                 Action::Register { .. } => {
                     assert!(c2s.is_tls(), "registration without TLS");
                     assert!(c2s.user().is_none(), "registration after login");

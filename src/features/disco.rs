@@ -11,6 +11,43 @@ use crate::xml::Element;
 
 pub struct Disco;
 
+/// The server's one identity (XEP-0030 §3.1, the registry's `server/im`): what
+/// disco#info says and what XEP-0115's verification string is computed from.
+pub const SERVER_IDENTITY: Identity = Identity {
+    category: "server",
+    ty: "im",
+    name: "hearth",
+};
+
+/// A XEP-0030 identity (no `xml:lang`: hearth names itself in one language).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub category: &'static str,
+    pub ty: &'static str,
+    /// `""` for none.
+    pub name: &'static str,
+}
+
+/// A disco#info `<query/>` with `identity` and `features`, for `node` when given
+/// (XEP-0030 §3.1, §3.2).
+pub fn info_query(identity: Identity, features: &[&str], node: Option<&str>) -> Element {
+    let mut q = Element::new("query", ns::DISCO_INFO);
+    if let Some(node) = node {
+        q.set_attr("node", node);
+    }
+    let mut el = Element::new("identity", ns::DISCO_INFO)
+        .with_attr("category", identity.category)
+        .with_attr("type", identity.ty);
+    if !identity.name.is_empty() {
+        el.set_attr("name", identity.name);
+    }
+    q.push_child(el);
+    for f in features {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+    }
+    q
+}
+
 impl Module for Disco {
     fn name(&self) -> &'static str {
         "disco"
@@ -78,27 +115,20 @@ fn answer(cx: &IqCx, iq: &Stanza) -> super::IqOutcome {
             .find_map(|m| m.disco_node(cx, node, is_info))
             .unwrap_or_else(|| Err(StanzaError::new(StanzaCondition::ItemNotFound)));
     }
-    let ns = if is_info {
-        ns::DISCO_INFO
-    } else {
-        ns::DISCO_ITEMS
-    };
-    let mut q = Element::new("query", ns);
-    if is_info {
-        let (category, ty, name) = match cx.target {
-            Target::Server => ("server", "im", "hearth"),
-            Target::Account(_) => ("account", "registered", ""),
-        };
-        let mut identity = Element::new("identity", ns)
-            .with_attr("category", category)
-            .with_attr("type", ty);
-        if !name.is_empty() {
-            identity.set_attr("name", name);
-        }
-        q.push_child(identity);
-        for f in cx.registry.disco_features(cx.target) {
-            q.push_child(Element::new("feature", ns).with_attr("var", *f));
-        }
+    if !is_info {
+        return Ok(Some(Element::new("query", ns::DISCO_ITEMS)));
     }
-    Ok(Some(q))
+    let identity = match cx.target {
+        Target::Server => SERVER_IDENTITY,
+        Target::Account(_) => Identity {
+            category: "account",
+            ty: "registered",
+            name: "",
+        },
+    };
+    Ok(Some(info_query(
+        identity,
+        cx.registry.disco_features(cx.target),
+        None,
+    )))
 }

@@ -241,6 +241,11 @@ impl Submitted {
         Ok(Submitted { kind, fields })
     }
 
+    /// The `var` of every field, in order (a reader refuses those it does not know).
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(v, _)| v.as_str())
+    }
+
     /// The hidden `FORM_TYPE` value, if any (XEP-0068 §2).
     pub fn form_type(&self) -> Option<&str> {
         self.value("FORM_TYPE")

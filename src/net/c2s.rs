@@ -5,6 +5,7 @@
 //! resource binding with the router's session queue, routing through [`router::im`] with
 //! backpressure, offline delivery, and the unbind at the end.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +19,13 @@ use crate::jid::FullJid;
 use crate::net::Shared;
 use crate::net::limits::{Rate, Refused};
 use crate::net::liveness::ping_xml;
+use crate::net::sm;
 use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::stanza::{StreamCondition, StreamError};
-use crate::stream::c2s::{Action, C2s, Input};
+use crate::stream::c2s::{Action, C2s, Input, ResumeFailed, Resumed};
 use crate::stream::sasl::ScramHash;
+use crate::stream::sm::{Outbound, TooHigh, Unacked};
 
 /// What must be left of the negotiation deadline after a throttle delay for the login to
 /// go on (see [`wait_for_throttle`]).
@@ -34,9 +37,31 @@ struct C2sDriver {
     rx: Option<router::SessionRx>,
     /// The bound session, to unbind on the way out.
     bound: Option<(FullJid, u64)>,
+    /// XEP-0198: the resumable session this connection serves, when the client asked
+    /// for resumption.
+    resumable: Option<Arc<sm::Resumable>>,
+    /// A `<resume/>` on another connection took the session: it is parked for it, not
+    /// ended.
+    is_kicked: bool,
+    /// After `<resumed/>`: what the client did not acknowledge and what waited for it,
+    /// written on [`Action::SmResend`].
+    resend: Option<Box<Resend>>,
+    /// Offline delivery paused for acknowledgements (XEP-0198) after this message id.
+    offline_after: Option<i64>,
     /// XEP-0352: what is held back while the client says it is inactive; `None` while
     /// it is active (the default, §5), so an active session pays one word for it.
     csi: Option<Box<csi::Held>>,
+}
+
+/// After `<resumed/>` (XEP-0198 §5): the stanzas to send again, then those that waited.
+type Resend = (Vec<Unacked>, VecDeque<Arc<router::Outgoing>>);
+
+/// What the rest of the server has for a client connection.
+enum Queued {
+    /// From the session's router queue.
+    Item(Result<ToSession, router::Closed>),
+    /// A `<resume/>` elsewhere asks this connection to let go of its session.
+    Kicked,
 }
 
 /// What a client may send before authentication: small stanzas, a low byte rate.
@@ -121,6 +146,10 @@ pub async fn serve_client(
     let driver = C2sDriver {
         rx: None,
         bound: None,
+        resumable: None,
+        is_kicked: false,
+        resend: None,
+        offline_after: None,
         csi: None,
     };
     conn::serve(link, driver).await;
@@ -128,17 +157,56 @@ pub async fn serve_client(
 
 impl Driver for C2sDriver {
     type Machine = C2s;
-    type Queued = Result<ToSession, router::Closed>;
+    type Queued = Queued;
     const KIND: &'static str = "c2s";
 
     async fn queued(&self) -> Self::Queued {
-        match &self.rx {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
+        let Some(rx) = &self.rx else {
+            return std::future::pending().await;
+        };
+        let item = async { Queued::Item(rx.recv().await) };
+        match &self.resumable {
+            Some(r) => {
+                item.or(async {
+                    r.kicked().await;
+                    Queued::Kicked
+                })
+                .await
+            }
+            None => item.await,
         }
     }
 
     fn on_queued(&mut self, link: &mut Link<Self>, item: Self::Queued) -> Step<Action> {
+        let item = match item {
+            Queued::Item(item) => item,
+            Queued::Kicked => {
+                // XEP-0198 §5: the client resumed on a new connection; this one (likely
+                // half-open) hears why, if it still hears anything.
+                self.is_kicked = true;
+                let mut out = Vec::new();
+                link.machine.fail(
+                    StreamError::new(StreamCondition::Conflict)
+                        .with_text("the session was resumed on another connection"),
+                    &mut out,
+                );
+                return Step::End(out, "session resumed on another connection".into());
+            }
+        };
+        if is_over_unacked(link) {
+            // A client that reads but never acknowledges would hold ever more memory.
+            let mut out = Vec::new();
+            link.machine.fail(
+                StreamError::new(StreamCondition::ResourceConstraint)
+                    .with_text("too many unacknowledged stanzas"),
+                &mut out,
+            );
+            // The stanza goes back in front of what the session leaves behind.
+            if let Ok(ToSession::Stanza(s)) = item {
+                self.resend = Some(Box::new((Vec::new(), VecDeque::from([s]))));
+            }
+            return Step::End(out, "too many unacknowledged stanzas".into());
+        }
         match item {
             Ok(ToSession::Stanza(stanza)) if self.csi.is_some() => {
                 self.on_queued_inactive(link, stanza)
@@ -261,6 +329,17 @@ impl Driver for C2sDriver {
                     Err(e) => Err(e),
                 }))
             }
+            Action::Route(_) if is_over_unacked(link) => {
+                // Answers count too: a client that keeps asking and never acknowledges.
+                let mut actions = Vec::new();
+                link.machine.fail(
+                    StreamError::new(StreamCondition::ResourceConstraint)
+                        .with_text("too many unacknowledged stanzas"),
+                    &mut actions,
+                );
+                write_sends(link, actions);
+                Effect::Close
+            }
             Action::ClientState(state) => {
                 log::debug!("c2s{}: client {state:?}", link.id);
                 match state {
@@ -302,7 +381,73 @@ impl Driver for C2sDriver {
                         link.press(pressure);
                     }
                     if routed.offline {
-                        Box::pin(deliver_offline(link, &jid)).await;
+                        self.offline_after = Box::pin(deliver_offline(link, &jid)).await;
+                    }
+                }
+                Effect::Done
+            }
+            Action::SmEnable(enable) => {
+                // What is buffered went out before `<enabled/>` and is not counted (§4).
+                if link.flush().await.is_err() {
+                    return Effect::Close;
+                }
+                let user = link.machine.user().unwrap_or_default().to_owned();
+                let r = if enable.resume {
+                    link.shared.sm.register(&user, enable.max)
+                } else {
+                    None
+                };
+                let (id, max) = match &r {
+                    Some(r) => (Some(r.id.to_string()), Some(r.max_secs)),
+                    None => (None, None),
+                };
+                log::debug!(
+                    "c2s{}: stream management on{}",
+                    link.id,
+                    if r.is_some() { ", resumable" } else { "" }
+                );
+                self.resumable = r;
+                link.sm = Some(Box::new(Outbound::new()));
+                Effect::Feed(Input::SmEnabled { id, max })
+            }
+            Action::SmAck(h) => {
+                let Some(out) = link.sm.as_mut() else {
+                    return Effect::Done;
+                };
+                match out.ack(h) {
+                    Ok(gone) => {
+                        Box::pin(self.acknowledged(link, gone)).await;
+                        // Paused offline delivery goes on once the client caught up.
+                        let budget = link.shared.sm.config().max_unacked / 4;
+                        if let Some(after) = self.offline_after
+                            && link.sm.as_ref().is_some_and(|o| o.unacked_len() < budget)
+                            && let Some(user) = link.machine.user().map(str::to_owned)
+                        {
+                            self.offline_after =
+                                Box::pin(deliver_offline_managed(link, &user, after)).await;
+                        }
+                        Effect::Done
+                    }
+                    Err(too_high) => too_high_error(link, too_high),
+                }
+            }
+            Action::SmAnswer(h) => {
+                // What the client hears was handled is on the disk first (the archive
+                // writes its rows a few milliseconds later otherwise): a server killed
+                // after answering loses none of it.
+                Box::pin(link.shared.storage.barrier()).await;
+                link.out.push_str(&crate::stream::sm::ack_xml(h));
+                Effect::Done
+            }
+            Action::SmResume { previd, h } => Box::pin(self.resume(link, previd, h)).await,
+            Action::SmResend => {
+                if let (Some(resend), Some(out)) = (self.resend.take(), link.sm.as_mut()) {
+                    let (again, pending) = *resend;
+                    for u in again {
+                        out.push_written(&mut link.out, u);
+                    }
+                    for s in pending {
+                        s.el.write_to(&mut link.out, crate::ns::CLIENT);
                     }
                 }
                 Effect::Done
@@ -323,18 +468,215 @@ impl Driver for C2sDriver {
 
     async fn finish(&mut self, link: &mut Link<Self>, reason: &str) {
         let id = link.id;
+        // XEP-0352: what was held for an inactive client goes with its session: parked
+        // for a resumption (XEP-0198) or routed again like what it did not acknowledge.
         let held = self.take_held();
-        if !held.is_empty() {
-            log::debug!("c2s{id}: {} held stanzas not delivered", held.len());
-        }
-        if let Some((jid, sid)) = self.bound.take() {
-            // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
-            Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await;
-            log::info!("c2s{id}: {jid} disconnected: {reason}");
-        } else {
+        let Some((jid, sid)) = self.bound.take() else {
             log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
+            return;
+        };
+        // XEP-0198 §5: a connection lost (not closed by either side's stream close or
+        // error), or one asked to let go, leaves a resumable session waiting.
+        let is_lost = self.is_kicked || link.is_lost || !link.machine.is_closed();
+        let resumable = self.resumable.take();
+        if let Some(r) = resumable
+            .as_ref()
+            .filter(|_| is_lost && link.sm.is_some() && self.rx.is_some())
+            && let (Some(rx), Some(out)) = (self.rx.take(), link.sm.take())
+        {
+            let mut pending = VecDeque::from(held);
+            if let Some(resend) = self.resend.take() {
+                pending.extend(resend.1);
+            }
+            let parked = Box::new(sm::Parked {
+                jid: jid.clone(),
+                sid,
+                rx,
+                out: *out,
+                handled: link.machine.sm_handled().unwrap_or(0),
+                pending,
+                until: Instant::now() + Duration::from_secs(u64::from(r.max_secs)),
+            });
+            match link.shared.sm.park(&link.shared, r, parked) {
+                Ok(()) => {
+                    log::info!(
+                        "c2s{id}: {jid} connection lost ({reason}); the session waits {} s to be resumed",
+                        r.max_secs
+                    );
+                    return;
+                }
+                Err(p) => {
+                    link.shared
+                        .sm
+                        .remove(r, link.machine.sm_handled().unwrap_or(0));
+                    let p = *p;
+                    let mut out = p.out;
+                    Box::pin(sm::end_session(
+                        &link.shared,
+                        &jid,
+                        sid,
+                        out.take_unacked(),
+                        p.pending,
+                        Some(&p.rx),
+                    ))
+                    .await;
+                    log::info!("c2s{id}: {jid} disconnected: {reason}");
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &resumable {
+            link.shared
+                .sm
+                .remove(r, link.machine.sm_handled().unwrap_or(0));
+        }
+        match link.sm.take() {
+            // Nothing it did not acknowledge is lost (XEP-0198 §5 for a session that is
+            // not resumed).
+            Some(mut out) => {
+                let mut pending = VecDeque::from(held);
+                pending.extend(self.resend.take().map(|r| r.1).unwrap_or_default());
+                Box::pin(sm::end_session(
+                    &link.shared,
+                    &jid,
+                    sid,
+                    out.take_unacked(),
+                    pending,
+                    self.rx.as_ref(),
+                ))
+                .await
+            }
+            // Unbinds, and tells contacts the resource went offline (RFC 6121 §4.5.2).
+            // Without acknowledgements, what was held (presence, chat states: never a
+            // message with a body) goes like what was queued.
+            None => {
+                if !held.is_empty() {
+                    log::debug!("c2s{id}: {} held stanzas not delivered", held.len());
+                }
+                Box::pin(im(&link.shared, id).session_ended(&jid, sid)).await
+            }
+        }
+        log::info!("c2s{id}: {jid} disconnected: {reason}");
+    }
+}
+
+impl C2sDriver {
+    /// Stanzas the client acknowledged (XEP-0198 §4): offline messages among them are
+    /// deleted from storage now.
+    async fn acknowledged(&self, link: &Link<Self>, gone: Vec<Unacked>) {
+        let ids: Vec<i64> = gone.iter().filter_map(|u| u.offline_id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(user) = link.machine.user() {
+            im(&link.shared, link.id).offline_delete(user, ids).await;
         }
     }
+
+    /// `<resume/>` (XEP-0198 §5): takes over the session `previd` of this account, drops
+    /// what the client says it handled, and keeps the rest to be written after
+    /// `<resumed/>`.
+    async fn resume(&mut self, link: &mut Link<Self>, previd: String, h: u32) -> Effect<Input> {
+        let user = link.machine.user().unwrap_or_default().to_owned();
+        let taken = link.shared.sm.take(&user, &previd).await;
+        let (r, parked) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                log::info!("c2s{}: resumption of a session refused: {e:?}", link.id);
+                let h = match e {
+                    sm::ResumeError::Ended { handled } => Some(handled),
+                    sm::ResumeError::NotFound | sm::ResumeError::Busy => None,
+                };
+                return Effect::Feed(Input::SmResumed(Err(ResumeFailed {
+                    condition: "item-not-found",
+                    h,
+                })));
+            }
+        };
+        let sm::Parked {
+            jid,
+            sid,
+            rx,
+            mut out,
+            handled,
+            pending,
+            ..
+        } = *parked;
+        let (acked, again) = match out.resend(h) {
+            Ok(x) => x,
+            Err(too_high) => {
+                // §4: the client claims what it was never sent; the session ends (its
+                // stanzas go elsewhere), and so does this stream.
+                link.shared.sm.remove(&r, handled);
+                Box::pin(sm::end_session(
+                    &link.shared,
+                    &jid,
+                    sid,
+                    out.take_unacked(),
+                    pending,
+                    Some(&rx),
+                ))
+                .await;
+                return too_high_error(link, too_high);
+            }
+        };
+        log::info!(
+            "c2s{}: {jid} resumed ({} stanzas sent again, {} waiting)",
+            link.id,
+            again.len(),
+            pending.len()
+        );
+        link.sm = Some(Box::new(out));
+        self.acknowledged(link, acked).await;
+        self.bound = Some((jid.clone(), sid));
+        self.rx = Some(rx);
+        self.resumable = Some(r);
+        self.resend = Some(Box::new((again, pending)));
+        link.liveness.bound(Instant::now());
+        Effect::Feed(Input::SmResumed(Ok(Resumed {
+            jid,
+            previd,
+            handled,
+        })))
+    }
+}
+
+/// §4: an `<a/>` or `<resume/>` acknowledging more than was sent ends the stream with
+/// `undefined-condition` and `<handled-count-too-high/>`.
+fn too_high_error(link: &mut Link<C2sDriver>, too_high: TooHigh) -> Effect<Input> {
+    log::info!(
+        "c2s{}: acknowledged {} stanzas of {} sent",
+        link.id,
+        too_high.h,
+        too_high.sent
+    );
+    let mut actions = Vec::new();
+    link.machine.fail(
+        StreamError::new(StreamCondition::UndefinedCondition)
+            .with_text("more stanzas acknowledged than were sent")
+            .with_app(too_high.element()),
+        &mut actions,
+    );
+    write_sends(link, actions);
+    Effect::Close
+}
+
+/// Writes the bytes among `actions` (a stream error the machine made) into the output.
+fn write_sends(link: &mut Link<C2sDriver>, actions: Vec<Action>) {
+    for a in actions {
+        if let Action::Send(s) = a {
+            link.out.push_str(&s);
+        }
+    }
+}
+
+/// XEP-0198: the client leaves more stanzas unacknowledged than `[stream_management]
+/// max_unacked` allows (what one write adds may go past it: the bound is that plus one
+/// batch).
+fn is_over_unacked(link: &Link<C2sDriver>) -> bool {
+    link.sm
+        .as_ref()
+        .is_some_and(|o| o.unacked_len() >= link.shared.sm.config().max_unacked)
 }
 
 impl C2sDriver {
@@ -414,19 +756,22 @@ fn im(shared: &Shared, conn: u64) -> router::im::Im<'_> {
 
 /// XEP-0160: writes the user's offline messages page by page, flushing in between so
 /// a long backlog never sits in memory at once, and deletes each page once written.
-async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
-    let Some(user) = jid.local() else { return };
+///
+/// With stream management, see [`deliver_offline_managed`]: returns where it paused.
+async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) -> Option<i64> {
+    let user = jid.local()?;
+    if link.sm.is_some() {
+        return deliver_offline_managed(link, user, 0).await;
+    }
     loop {
         // Taken out of storage (committed) before it is written: a message is never
         // handed over twice, even when the disk is full (then nothing is taken).
         let taken = im(&link.shared, link.id)
             .offline_take(user, router::im::OFFLINE_PAGE)
             .await;
-        let Some(page) = taken else {
-            return;
-        };
+        let page = taken?;
         if page.is_empty() {
-            return;
+            return None;
         }
         for (_, xml) in &page {
             link.out.push_str(xml);
@@ -435,10 +780,50 @@ async fn deliver_offline(link: &mut Link<C2sDriver>, jid: &FullJid) {
             // Not written: back in storage for the next login; the read side sees
             // the end.
             im(&link.shared, link.id).offline_restore(user, page).await;
-            return;
+            return None;
         }
         if page.len() < router::im::OFFLINE_PAGE {
-            return;
+            return None;
+        }
+    }
+}
+
+/// XEP-0160 with XEP-0198: offline messages after id `after` are written page by page
+/// but left in storage; each is deleted when the client acknowledges it
+/// ([`C2sDriver::acknowledged`]), so one lost with the connection is delivered again
+/// rather than lost. Pauses when half of what a client may leave unacknowledged is out,
+/// returning the last id written: acknowledgements resume it, so a long backlog never
+/// trips the bound.
+async fn deliver_offline_managed(
+    link: &mut Link<C2sDriver>,
+    user: &str,
+    mut after: i64,
+) -> Option<i64> {
+    let budget = link.shared.sm.config().max_unacked / 2;
+    loop {
+        let unacked = link.sm.as_ref().map_or(0, |o| o.unacked_len());
+        if unacked >= budget {
+            return Some(after);
+        }
+        let limit = (budget - unacked).min(router::im::OFFLINE_PAGE);
+        let page = im(&link.shared, link.id)
+            .offline_peek(user, after, limit)
+            .await?;
+        let n = page.len();
+        for (id, xml) in page {
+            after = id;
+            if let Some(out) = link.sm.as_mut() {
+                out.push_written(
+                    &mut link.out,
+                    Unacked {
+                        xml: xml.into(),
+                        offline_id: Some(id),
+                    },
+                );
+            }
+        }
+        if n < limit || link.flush().await.is_err() {
+            return None;
         }
     }
 }

@@ -260,6 +260,12 @@ pub(super) struct Link<D: Driver> {
     /// Pings sent, for their ids.
     pings: u64,
     shutdown: async_channel::Receiver<()>,
+    /// XEP-0198, once a client enabled stream management: every stanza written is
+    /// counted and kept until acknowledged ([`Link::flush`] records them).
+    pub(super) sm: Option<Box<crate::stream::sm::Outbound>>,
+    /// The peer stopped answering (no answer to a ping): the connection is lost rather
+    /// than closed, though the loop closed the stream.
+    pub(super) is_lost: bool,
 }
 
 impl<D: Driver> Link<D> {
@@ -296,6 +302,8 @@ impl<D: Driver> Link<D> {
             paused_until: None,
             pressed: None,
             pings: 0,
+            sm: None,
+            is_lost: false,
         }
     }
 
@@ -322,6 +330,13 @@ impl<D: Driver> Link<D> {
     pub(super) async fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
+        }
+        if let Some(sm) = &mut self.sm {
+            // XEP-0198 §4: counted and kept as they leave; one request for an ack rides
+            // along with the write, none while one is out.
+            if sm.record(&self.out) > 0 && sm.should_request() {
+                self.out.push_str(crate::stream::sm::REQUEST_XML);
+            }
         }
         log::trace!(
             "{}{}: out {}",
@@ -713,7 +728,10 @@ impl<D: Driver> Conn<D> {
                             continue;
                         }
                         Due::NegotiationTimeout => "stream negotiation took too long",
-                        Due::NoAnswer => "no answer to a ping",
+                        Due::NoAnswer => {
+                            self.link.is_lost = true;
+                            "no answer to a ping"
+                        }
                     };
                     log::info!("{}{}: {text}", D::KIND, self.link.id);
                     let mut out = Vec::new();

@@ -18,6 +18,7 @@ pub mod listen;
 pub mod liveness;
 pub mod s2s;
 pub mod s2s_tls;
+pub mod sm;
 pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -68,6 +69,8 @@ pub struct Shared {
     pub components: Option<Arc<crate::stream::component::ComponentPolicy>>,
     /// Their domains in the router's domain table.
     pub component_slots: Vec<Arc<component::ComponentSlot>>,
+    /// Stream management (XEP-0198): the sessions that may be resumed.
+    pub sm: sm::SmTable,
 }
 
 impl Shared {

@@ -268,6 +268,21 @@ impl SessionRx {
         }
     }
 
+    /// Completes once a message is waiting or the queue is closed, taking nothing (a
+    /// hibernating session's keeper, XEP-0198, takes under its own lock).
+    pub async fn ready(&self) {
+        loop {
+            let listener = self.queue.ready.listen();
+            {
+                let st = self.queue.state();
+                if !st.items.is_empty() || st.is_closed {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
     /// The next message if one is waiting.
     pub fn try_recv(&self) -> Result<ToSession, Option<Closed>> {
         self.take()
@@ -412,6 +427,9 @@ struct Session {
     wants_roster: bool,
     /// The client asked for the blocklist, so it gets blocklist pushes (XEP-0191 §3.2).
     wants_blocklist: bool,
+    /// The client enabled XEP-0280 carbons (§4): it gets copies of its account's
+    /// messages sent and received elsewhere. One byte, in what was padding.
+    wants_carbons: bool,
     /// The last available presence it broadcast (with `from`, without `to`, with a
     /// `<delay/>` of when): what a probe or a newly approved contact is shown (RFC 6121
     /// §4.3.2). Boxed: most of the
@@ -420,6 +438,20 @@ struct Session {
     /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
     /// unavailable presence when it goes offline. Usually empty (no allocation).
     directed: Vec<Jid>,
+}
+
+/// One session of an account as XEP-0280 carbons need to see it: whether it gets the
+/// original of a message under RFC 6121 §8.5.2.1.1 (availability and priority) and
+/// whether it wants copies ([`Router::carbons_view`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarbonsView {
+    pub resource: Box<str>,
+    /// It sent available presence (RFC 6121 §4.2).
+    pub available: bool,
+    /// Its presence priority (RFC 6121 §4.7.2.3).
+    pub priority: i8,
+    /// It enabled carbons (XEP-0280 §4).
+    pub wants_carbons: bool,
 }
 
 /// What a client asked to be kept up to date about.
@@ -621,6 +653,7 @@ impl Router {
             available: false,
             wants_roster: false,
             wants_blocklist: false,
+            wants_carbons: false,
             presence: None,
             directed: Vec::new(),
         });
@@ -742,6 +775,45 @@ impl Router {
                 Interest::Blocklist => s.wants_blocklist = true,
             }
         }
+    }
+
+    /// Turns XEP-0280 carbons on or off for the session `jid` (§4, §5); false when it
+    /// is not bound.
+    pub fn set_carbons(&self, jid: &FullJid, enabled: bool) -> bool {
+        let Some(user) = jid.local() else {
+            return false;
+        };
+        match self
+            .sessions()
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| *s.resource == *jid.resource()))
+        {
+            Some(s) => {
+                s.wants_carbons = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `user`'s bound sessions as XEP-0280 carbons see them, in bind order; empty when
+    /// none of them enabled carbons (the common case costs no allocation).
+    pub fn carbons_view(&self, user: &str) -> Vec<CarbonsView> {
+        let map = self.sessions();
+        let Some(list) = map.get(user) else {
+            return Vec::new();
+        };
+        if !list.iter().any(|s| s.wants_carbons) {
+            return Vec::new();
+        }
+        list.iter()
+            .map(|s| CarbonsView {
+                resource: s.resource.clone(),
+                available: s.available,
+                priority: s.priority,
+                wants_carbons: s.wants_carbons,
+            })
+            .collect()
     }
 
     /// `user`'s blocklist (XEP-0191) if it is cached.

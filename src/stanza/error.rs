@@ -282,6 +282,9 @@ impl StreamCondition {
 pub struct StreamError {
     pub condition: StreamCondition,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's
+    /// `<handled-count-too-high/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StreamError {
@@ -289,7 +292,14 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            app: None,
         }
+    }
+
+    /// Adds an application-specific condition (RFC 6120 §4.9.4).
+    pub fn with_app(mut self, el: Element) -> Self {
+        self.app = Some(Box::new(el));
+        self
     }
 
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
@@ -308,6 +318,9 @@ impl StreamError {
                     .with_attr("xml:lang", "en")
                     .with_text(t.clone()),
             );
+        }
+        if let Some(app) = &self.app {
+            e.push_child((**app).clone());
         }
         // The stream namespace is bound to the `stream:` prefix by our
         // header, so the element is written with that prefix by hand.

@@ -43,6 +43,19 @@ pub enum MessageType {
     Normal,
 }
 
+impl MessageType {
+    /// The type of a `<message/>` element (RFC 6121 §5.2.2: none or unknown is normal).
+    pub fn of(el: &crate::xml::Element) -> MessageType {
+        match el.attr("type") {
+            Some("chat") => MessageType::Chat,
+            Some("error") => MessageType::Error,
+            Some("groupchat") => MessageType::Groupchat,
+            Some("headline") => MessageType::Headline,
+            _ => MessageType::Normal,
+        }
+    }
+}
+
 /// A stanza as the router handles it: the element (with `from` already
 /// stamped), its kind and its parsed `to`.
 #[derive(Clone, Debug)]
@@ -113,13 +126,7 @@ impl Stanza {
     }
 
     pub fn message_type(&self) -> MessageType {
-        match self.el.attr("type") {
-            Some("chat") => MessageType::Chat,
-            Some("error") => MessageType::Error,
-            Some("groupchat") => MessageType::Groupchat,
-            Some("headline") => MessageType::Headline,
-            _ => MessageType::Normal,
-        }
+        MessageType::of(&self.el)
     }
 
     /// The payload of an iq get/set: its only child.

@@ -116,10 +116,13 @@ impl Accounts for Storage {
 
     fn delete_account(&self, user: &str) -> Result<(), StorageError> {
         // Everything else stored for the user references `accounts` with ON DELETE CASCADE.
-        let deleted = self
-            .conn()
+        let conn = self.conn();
+        let deleted = conn
             .execute("DELETE FROM accounts WHERE localpart = ?1", [user])
             .map_err(self.sqlite_err("delete an account"))?;
+        // The household's members may have gone with it: read afresh next time.
+        *self.household_cache() = None;
+        drop(conn);
         if deleted == 0 {
             return Err(not_found(user));
         }

@@ -84,7 +84,114 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
+/// A write nobody waits for ([`Storage::write_deferred`]): its outcome is only logged.
+struct Later<F> {
+    work: Option<F>,
+}
+
+impl<F> Job for Later<F>
+where
+    F: FnOnce(&Storage, &Connection) -> Result<(), StorageError> + Send,
+{
+    fn run(&mut self, conn: &Connection, storage: &Storage) -> bool {
+        match self.work.take().map(|work| work(storage, conn)) {
+            Some(Err(e)) => {
+                log::error!("storage: a deferred write failed: {e}");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn finish(self: Box<Self>, _storage: &Storage, committed: Result<(), &rusqlite::Error>) {
+        if let Err(e) = committed {
+            log::error!("storage: a batch with deferred writes failed: {e}");
+        }
+    }
+}
+
+/// What deferred writes need: a wake-up for the task that commits them, and whether one
+/// runs.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    queued: event_listener::Event,
+    has_flusher: std::sync::atomic::AtomicBool,
+}
+
+/// How long the flusher lets deferred writes gather before it commits them: at most this
+/// many disk syncs a second for them, whatever the message rate (an SD card wears with
+/// each), and at most this much of them lost in a crash.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Storage {
+    /// Queues `work` to run in the next group commit, whoever leads it (another writer, or
+    /// the task of [`Storage::flush_deferred_forever`]), and returns at once: for writes
+    /// whose loss in a crash of the last few milliseconds is acceptable (the message
+    /// archive, XEP-0313), so the caller does not wait for a disk sync. Writes stay in
+    /// order with every other write. Returns whether a flushing task runs; if not, the
+    /// caller should call [`Storage::flush_deferred`] itself.
+    pub(crate) fn write_deferred<F>(&self, work: F) -> bool
+    where
+        F: FnOnce(&Storage, &Connection) -> Result<(), StorageError> + Send + 'static,
+    {
+        self.queue().push(Box::new(Later { work: Some(work) }));
+        let d = self.deferred();
+        d.queued.notify(1);
+        d.has_flusher.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Completes once every write queued before the call, deferred ones included, is
+    /// committed: what a client is told was handled (XEP-0198 `<a/>`) is then on the disk,
+    /// even if the server is killed a moment later. At once when nothing is queued.
+    pub async fn barrier(&self) {
+        if self.queue().is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .run_blocking(|s| {
+                s.flush_deferred();
+                Ok(())
+            })
+            .await
+        {
+            log::error!("storage: deferred writes: {e}");
+        }
+    }
+
+    /// Commits whatever writes are queued, if any (blocking: on a storage thread).
+    pub(crate) fn flush_deferred(&self) {
+        let mut conn = self.conn();
+        let jobs = std::mem::take(&mut *self.queue());
+        if !jobs.is_empty() {
+            self.commit_batch(&mut conn, jobs);
+        }
+    }
+
+    /// Commits deferred writes as they come, a few milliseconds' worth at a time, on the
+    /// storage threads; never returns (the server runs it as a task). Idle, it waits
+    /// without waking up.
+    pub async fn flush_deferred_forever(&self) {
+        let d = self.deferred();
+        d.has_flusher
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let listener = d.queued.listen();
+            if self.queue().is_empty() {
+                listener.await;
+            }
+            smol::Timer::after(GATHER).await;
+            if let Err(e) = self
+                .run_blocking(|s| {
+                    s.flush_deferred();
+                    Ok(())
+                })
+                .await
+            {
+                log::error!("storage: deferred writes: {e}");
+            }
+        }
+    }
+
     /// Runs `work` as part of a group commit (see the module docs) and returns its result
     /// once the transaction holding it is committed with `synchronous=FULL`. An `Err` from
     /// `work` undoes only its own changes.

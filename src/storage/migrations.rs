@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_household.sql"),
     include_str!("migrations/0005_invites.sql"),
     include_str!("migrations/0006_invite_effects.sql"),
+    include_str!("migrations/0007_archive.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -117,6 +118,8 @@ mod tests {
             "blocklist",
             "last_activity",
             "invites",
+            "archive",
+            "archive_prefs",
         ] {
             assert!(has_table(&conn, t), "{t}");
         }

@@ -78,6 +78,16 @@ struct Inner {
     queue: Mutex<Vec<Box<dyn super::group::Job>>>,
     /// The threads async callers' statements run on ([`Storage::run_blocking`]).
     pool: Pool,
+    /// The household's members as last read (`features::household`): the roster view
+    /// every presence broadcast and probe goes through reads them here, with no storage
+    /// round trip. Filled by each read of the members, emptied by each write to them in
+    /// this process while it holds `conn` (so a read cannot put back what a write just
+    /// changed); another process's writes (`hearth household`) arrive with the household
+    /// watcher's next read.
+    household: Mutex<Option<Arc<[String]>>>,
+    /// Deferred writes (`group.rs`): told when one is queued, and whether a task commits
+    /// them (`Storage::flush_deferred_forever`) or their writers must.
+    pub(super) deferred: super::group::Deferred,
 }
 
 impl Storage {
@@ -163,6 +173,8 @@ impl Storage {
                 conn: Mutex::new(conn),
                 queue: Mutex::new(Vec::new()),
                 pool: Pool::new(POOL),
+                household: Mutex::new(None),
+                deferred: Default::default(),
             }),
             scram_keys: true,
         })
@@ -283,7 +295,19 @@ impl Storage {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The household's cached members (see `Inner`); taken without `conn`, or after it.
+    pub(crate) fn household_cache(&self) -> MutexGuard<'_, Option<Arc<[String]>>> {
+        self.inner
+            .household
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The group-commit queue. Held only to push or take, never across SQLite calls.
+    pub(super) fn deferred(&self) -> &super::group::Deferred {
+        &self.inner.deferred
+    }
+
     pub(super) fn queue(&self) -> MutexGuard<'_, Vec<Box<dyn super::group::Job>>> {
         self.inner
             .queue

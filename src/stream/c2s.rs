@@ -31,6 +31,7 @@ use crate::stream::negotiation::{Incoming, Negotiation, Wire};
 use crate::stream::sasl::{
     ChannelBindings, Mechanism, SaslAction, SaslFailure, SaslServer, ScramCredentials, ScramHash,
 };
+use crate::stream::sm;
 use crate::xml::{Element, Event};
 
 /// What does not change during a stream: the server's policy.
@@ -53,6 +54,9 @@ pub struct C2sPolicy {
     /// In-band registration before login (XEP-0077 §3.1, §8): offered after TLS unless
     /// closed; the form asks for a token under the invite policy.
     pub registration: RegistrationPolicy,
+    /// XEP-0198 stream management is offered (`<sm/>` after login, `<enable/>`,
+    /// `<resume/>`).
+    pub stream_management: bool,
 }
 
 /// Something that happened, for the state machine to react to.
@@ -74,6 +78,33 @@ pub enum Input {
     Bound(Result<FullJid, StanzaError>),
     /// Answer to [`Action::Register`]: the account exists now, or the error to answer.
     Registered(Result<(), StanzaError>),
+    /// Answer to [`Action::SmEnable`] (XEP-0198 §3): management is on; `id` and `max`
+    /// when the session may be resumed, for how many seconds.
+    SmEnabled {
+        id: Option<String>,
+        max: Option<u32>,
+    },
+    /// Answer to [`Action::SmResume`] (XEP-0198 §5).
+    SmResumed(Result<Resumed, ResumeFailed>),
+}
+
+/// A session taken over by a `<resume/>` (XEP-0198 §5).
+#[derive(Debug)]
+pub struct Resumed {
+    /// The session's address.
+    pub jid: FullJid,
+    /// The id the client resumed.
+    pub previd: String,
+    /// Stanzas the server had handled from the client on the old connection.
+    pub handled: u32,
+}
+
+/// Why a `<resume/>` failed: `<failed/>` with this stanza error condition and, when the
+/// session was found, how many of its stanzas the server handled (XEP-0198 §5).
+#[derive(Debug)]
+pub struct ResumeFailed {
+    pub condition: &'static str,
+    pub h: Option<u32>,
 }
 
 /// Something the connection loop must do, in order.
@@ -110,6 +141,19 @@ pub enum Action {
     },
     /// A validated stanza from the bound session, `from` stamped.
     Route(Stanza),
+    /// `<enable/>` on a bound stream (XEP-0198 §3): feed [`Input::SmEnabled`].
+    SmEnable(crate::stream::sm::Enable),
+    /// `<a h='…'/>` from the client (XEP-0198 §4): drop what it acknowledges.
+    SmAck(u32),
+    /// `<r/>` from the client (XEP-0198 §4): answer `<a h='…'/>` with this count once
+    /// what was handled is stored for good.
+    SmAnswer(u32),
+    /// `<resume/>` instead of binding (XEP-0198 §5): find the session `previd` of this
+    /// account, take it over, and feed [`Input::SmResumed`].
+    SmResume { previd: String, h: u32 },
+    /// After `<resumed/>`: write again what the client did not acknowledge, then what
+    /// waited for it (XEP-0198 §5).
+    SmResend,
     /// XEP-0352 §4.2: the client says it is active or inactive (a nonza, not a stanza:
     /// nothing is answered, and stream management does not count it).
     ClientState(crate::features::csi::State),
@@ -181,6 +225,8 @@ enum Phase {
     PreBind,
     /// Bind requested; waiting for the router. Holds the request's id.
     Binding(String),
+    /// `<resume/>` sent (XEP-0198 §5); waiting for the driver to find the session.
+    Resuming,
     /// Resource bound: stanzas flow.
     Established,
 }
@@ -205,6 +251,9 @@ pub struct C2s {
     /// `to`, to answer it), whether an account was registered (one per stream), the
     /// attempts so far, and a XEP-0401 token sent ahead in `<preauth/>`.
     register: Option<Box<Registering>>,
+    /// XEP-0198: stanzas handled from the client since `<enable/>` (mod 2^32), once
+    /// stream management is on.
+    sm_handled: Option<u32>,
 }
 
 /// A stream's in-band registration state (XEP-0077 §3.1); boxed, since few streams
@@ -234,6 +283,7 @@ impl C2s {
             jid: None,
             auth_failures: 0,
             register: None,
+            sm_handled: None,
         }
     }
 
@@ -245,6 +295,11 @@ impl C2s {
     /// The authenticated account (localpart), once SASL succeeded.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// XEP-0198: stanzas handled from the client (mod 2^32), once management is on.
+    pub fn sm_handled(&self) -> Option<u32> {
+        self.sm_handled
     }
 
     /// True when TLS protects the stream.
@@ -302,6 +357,8 @@ impl C2s {
             }
             Input::Bound(result) => self.on_bound(result, &mut out),
             Input::Registered(result) => self.on_registered(result, &mut out),
+            Input::SmEnabled { id, max } => self.on_sm_enabled(id, max, &mut out),
+            Input::SmResumed(result) => self.on_sm_resumed(result, &mut out),
         }
         out
     }
@@ -440,8 +497,10 @@ impl C2s {
                 }
             }
             Phase::Sasl(_) => self.on_sasl_element(&el, out),
+            Phase::PreBind if el.ns() == sm::NS => self.on_sm_before_bind(&el, out),
             Phase::PreBind => self.on_bind_request(el, out),
-            Phase::Binding(_) => {
+            Phase::Established if el.ns() == sm::NS => self.on_sm(&el, out),
+            Phase::Binding(_) | Phase::Resuming => {
                 // The client must wait for its bind result (§7.1).
                 self.not_authorized(out)
             }
@@ -803,11 +862,111 @@ impl C2s {
         }
     }
 
+    /// XEP-0198 before binding: `<resume/>` (§5) takes the place of binding; anything
+    /// else of the protocol is premature (§3: management is enabled after binding).
+    fn on_sm_before_bind(&mut self, el: &Element, out: &mut Vec<Action>) {
+        if !self.policy.stream_management {
+            return self.not_authorized(out);
+        }
+        if !el.is("resume", sm::NS) {
+            out.push(Action::Send(sm::failed_xml("unexpected-request", None)));
+            return;
+        }
+        match sm::parse_resume(el) {
+            Some((previd, h)) => {
+                self.phase = Phase::Resuming;
+                out.push(Action::SmResume { previd, h });
+            }
+            None => out.push(Action::Send(sm::failed_xml("bad-request", None))),
+        }
+    }
+
+    /// XEP-0198 on a bound stream: `<enable/>` (§3), `<r/>` and `<a/>` (§4).
+    fn on_sm(&mut self, el: &Element, out: &mut Vec<Action>) {
+        if !self.policy.stream_management {
+            return self.fail(
+                StreamError::new(StreamCondition::UnsupportedStanzaType)
+                    .with_text("stream management is not offered"),
+                out,
+            );
+        }
+        match (el.name(), self.sm_handled) {
+            ("enable", None) => out.push(Action::SmEnable(sm::Enable::parse(el))),
+            // §3: once per stream; §5: resumption is for a new stream before binding.
+            ("enable" | "resume", _) => {
+                out.push(Action::Send(sm::failed_xml("unexpected-request", None)))
+            }
+            ("r", Some(h)) => out.push(Action::SmAnswer(h)),
+            ("a", Some(_)) => match el.attr("h").and_then(|h| h.parse::<u32>().ok()) {
+                Some(h) => out.push(Action::SmAck(h)),
+                None => self.fail(
+                    StreamError::new(StreamCondition::InvalidXml)
+                        .with_text("<a/> needs h, a 32-bit unsigned number"),
+                    out,
+                ),
+            },
+            // Acks and requests before management was enabled.
+            ("r" | "a", None) => out.push(Action::Send(sm::failed_xml("unexpected-request", None))),
+            _ => self.fail(
+                StreamError::new(StreamCondition::UnsupportedStanzaType)
+                    .with_text("unknown stream management element"),
+                out,
+            ),
+        }
+    }
+
+    /// The driver's answer to [`Action::SmEnable`] (XEP-0198 §3): `<enabled/>`, and
+    /// the client's stanzas are counted from now.
+    fn on_sm_enabled(&mut self, id: Option<String>, max: Option<u32>, out: &mut Vec<Action>) {
+        if !matches!(self.phase, Phase::Established) || self.sm_handled.is_some() {
+            return;
+        }
+        let mut enabled = Element::new("enabled", sm::NS);
+        if let Some(id) = id {
+            enabled.set_attr("id", id);
+            enabled.set_attr("resume", "true");
+            if let Some(max) = max {
+                enabled.set_attr("max", max.to_string());
+            }
+        }
+        out.push(Action::Send(enabled.to_xml_in(ns::CLIENT)));
+        self.sm_handled = Some(0);
+    }
+
+    /// The driver's answer to [`Action::SmResume`] (XEP-0198 §5).
+    fn on_sm_resumed(&mut self, result: Result<Resumed, ResumeFailed>, out: &mut Vec<Action>) {
+        if !matches!(self.phase, Phase::Resuming) {
+            return;
+        }
+        match result {
+            Ok(r) => {
+                let resumed = Element::new("resumed", sm::NS)
+                    .with_attr("previd", r.previd)
+                    .with_attr("h", r.handled.to_string());
+                out.push(Action::Send(resumed.to_xml_in(ns::CLIENT)));
+                self.jid = Some(r.jid);
+                self.sm_handled = Some(r.handled);
+                self.phase = Phase::Established;
+                out.push(Action::SmResend);
+            }
+            Err(f) => {
+                out.push(Action::Send(sm::failed_xml(f.condition, f.h)));
+                self.phase = Phase::PreBind;
+            }
+        }
+    }
+
     /// A stanza on an established stream: validated, `from` stamped with
     /// the session's full JID (RFC 6120 §8.1.2.1 — whatever the client put
     /// there never passes through), then routed.
     fn on_stanza(&mut self, mut el: Element, out: &mut Vec<Action>) {
         let Some(jid) = &self.jid else { return };
+        // XEP-0198 §4: every stanza received counts as handled once it is dealt with:
+        // routed (the driver routes it before reading the next element), answered, or
+        // refused with an error.
+        if let Some(h) = &mut self.sm_handled {
+            *h = h.wrapping_add(1);
+        }
         el.set_attr("from", jid.to_string());
         match Stanza::from_client(el) {
             Ok(stanza) => {
@@ -897,6 +1056,7 @@ mod tests {
             strict_channel_binding: true,
             module_features: crate::features::Registry::standard().stream_features(),
             registration: RegistrationPolicy::Open,
+            stream_management: true,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod component;
 pub mod negotiation;
 pub mod s2s;
 pub mod sasl;
+pub mod sm;
 pub mod throttle;
 
 use crate::stanza::StreamError;

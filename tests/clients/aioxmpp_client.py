@@ -18,6 +18,14 @@ instead of hanging the run:
   unknown-server         the same to the domain: an error
   vcard-no-to            vcard-temp get with no `to` (not implemented: an error)
 
+With --carbons it runs XEP-0280 instead, with aioxmpp's own services: CarbonsClient
+enables carbons (it first checks the server's disco#info for the feature), presence is
+sent with --priority, "ready" printed, each --send JID=BODY sent as a chat message; the
+IM dispatcher (aioxmpp.im.dispatcher.IMDispatcher) unwraps what arrives, accepting copies
+only from the account's bare JID, and each message is printed ("message" with "source":
+"carbons" or "stream", "sent" true for a sent copy); once --expect copies came, the run
+stays --linger seconds and exits 0.
+
 Every stdout line is one JSON object with an "event" key: "check" lines carry "name",
 "ok" and "detail"; "disco" lines the features of each disco#info answer; "done" closes
 the run. Exit status: 0 every check passed, 1 one failed, 2 no session.
@@ -144,6 +152,69 @@ async def run(args):
     return EXIT_FAIL if failed else EXIT_OK
 
 
+async def run_carbons(args):
+    import aioxmpp.carbons
+    import aioxmpp.im.dispatcher
+
+    jid = aioxmpp.JID.fromstr(args.jid)
+    client = aioxmpp.Client(
+        jid,
+        aioxmpp.make_security_layer(args.password, no_verify=True),
+        override_peer=[(args.host, args.port, aioxmpp.connector.STARTTLSConnector())],
+    )
+    dispatcher = client.summon(aioxmpp.im.dispatcher.IMDispatcher)
+    carbons = client.summon(aioxmpp.carbons.CarbonsClient)
+    copies = 0
+    enough = asyncio.Event()
+
+    def on_message(message, peer, sent, source):
+        nonlocal copies
+        is_copy = source == aioxmpp.im.dispatcher.MessageSource.CARBONS
+        body = message.body.any() if message.body else None
+        emit("message", source="carbons" if is_copy else "stream", sent=sent,
+             sender=str(message.from_), to=str(message.to), body=body)
+        if is_copy:
+            copies += 1
+            if copies >= args.expect:
+                enough.set()
+        return None
+
+    dispatcher.message_filter.register(on_message, 0)
+    try:
+        stream_ctx = client.connected()
+        await asyncio.wait_for(stream_ctx.__aenter__(), args.timeout)
+    except Exception as e:  # noqa: BLE001 - any failure to log in ends the run
+        emit("error", reason=f"no session: {type(e).__name__}: {e}")
+        return EXIT_NO_SESSION
+    try:
+        await asyncio.wait_for(carbons.enable(), args.check_timeout)
+    except Exception as e:  # noqa: BLE001 - reported, the run fails
+        emit("error", reason=f"enabling carbons: {type(e).__name__}: {e}")
+        return EXIT_FAIL
+    emit("carbons_enabled")
+    await client.send(aioxmpp.Presence(type_=aioxmpp.PresenceType.AVAILABLE))
+    emit("ready", jid=str(client.local_jid))
+    for spec in args.send or []:
+        to, _, body = spec.partition("=")
+        msg = aioxmpp.Message(to=aioxmpp.JID.fromstr(to), type_=aioxmpp.MessageType.CHAT)
+        msg.body[None] = body
+        await client.send(msg)
+        emit("sent", to=to, body=body)
+    if copies < args.expect:
+        try:
+            await asyncio.wait_for(enough.wait(), args.timeout)
+        except asyncio.TimeoutError:
+            emit("error", reason=f"{copies} carbon copies, {args.expect} expected")
+            return EXIT_FAIL
+    await asyncio.sleep(args.linger)
+    try:
+        await asyncio.wait_for(stream_ctx.__aexit__(None, None, None), 5)
+    except Exception:  # noqa: BLE001 - closing is not what is tested
+        pass
+    emit("done", copies=copies)
+    return EXIT_OK
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
@@ -154,7 +225,13 @@ def main():
     p.add_argument("--check-timeout", type=float, default=3,
                    help="seconds each check waits for a reply the library accepts")
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--carbons", action="store_true", help="run the XEP-0280 scenario")
+    p.add_argument("--send", action="append", metavar="JID=BODY")
+    p.add_argument("--expect", type=int, default=0, help="carbon copies to wait for")
+    p.add_argument("--linger", type=float, default=1.0)
     args = p.parse_args()
+    if args.carbons:
+        sys.exit(asyncio.run(run_carbons(args)))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
     sys.exit(asyncio.run(run(args)))
 

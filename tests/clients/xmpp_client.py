@@ -48,6 +48,25 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              with the condition, exit 1), then log in to it
   passwd --new-password P    XEP-0077 §3.3: change the logged-in account's password
   unregister                 XEP-0077 §3.2: remove the logged-in account
+  caps                       XEP-0115 with slixmpp's xep_0115 plugin: it reads the
+                             server's <c/> stream feature, asks disco#info for node#ver
+                             and checks the verification string itself; print "caps"
+                             with the verified ver and the features once it accepted
+                             it (exit 1 if it never does)
+  carbons                    XEP-0280 with slixmpp's xep_0280 plugin: enable carbons
+                             (unless --no-enable; --disable-at-once disables them again
+                             right away), send presence with --priority, print "ready",
+                             send each --send JID=BODY (--send-private adds carbons'
+                             <private/>, --send-no-copy XEP-0334's <no-copy/>), print
+                             each carbon copy ("carbon": direction, the copy's from and
+                             the forwarded message's from/to/body) and each message
+                             ("message"); once --expect carbons came, stay --linger
+                             seconds, then exit 0
+  mam [--with JID] [--max N] [--reverse]
+                             XEP-0313 with slixmpp's xep_0313 plugin: page through the
+                             account's whole archive (XEP-0059, N per page, newest page
+                             first with --reverse), print "mam" with the bodies in the
+                             order received, the archive ids and the number of pages
 
 Runs with Debian's python3-slixmpp (1.8) as well as newer slixmpp from PyPI. SCRAM-*-PLUS
 is not usable from Python on TLS 1.3: CPython's ssl module has no tls-exporter
@@ -100,6 +119,16 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0050")
         if args.action in ("register", "passwd", "unregister"):
             self.register_plugin("xep_0077")
+        if args.action == "caps":
+            self.register_plugin("xep_0115")
+        if args.action == "carbons":
+            self.register_plugin("xep_0280")
+            self.add_event_handler("carbon_received", self.on_carbon_received)
+            self.add_event_handler("carbon_sent", self.on_carbon_sent)
+            self.carbons_seen = 0
+        if args.action == "mam":
+            self.register_plugin("xep_0059")
+            self.register_plugin("xep_0313")
         if args.action == "register":
             # Only with a handler does the plugin register before logging in.
             self.add_event_handler("register", self.on_register)
@@ -282,6 +311,12 @@ class Client(slixmpp.ClientXMPP):
                                                             timeout=self.args.iq_timeout)
                 emit("unregistered", jid=self.boundjid.bare)
                 self.finish(EXIT_OK)
+            elif action == "carbons":
+                await self.start_carbons()
+            elif action == "caps":
+                await self.check_caps()
+            elif action == "mam":
+                await self.mam_all()
             elif action == "chat-with":
                 await self.get_roster(timeout=self.args.iq_timeout)
                 self.send_presence(pstatus=self.args.status)
@@ -294,7 +329,90 @@ class Client(slixmpp.ClientXMPP):
         except Exception as e:  # noqa: BLE001 - any surprise is a failed action, not a hang
             self.fail("exception", detail=repr(e))
 
+    # -- mam -----------------------------------------------------------------------
+
+    async def mam_all(self):
+        """Every archived message, page by page, through the plugin's RSM iterator."""
+        with_jid = slixmpp.JID(self.args.with_jid) if self.args.with_jid else None
+        pages = 0
+        bodies, ids = [], []
+        # slixmpp 1.8's iterate() does not yield its pages; retrieve(iterator=True) does.
+        it = self["xep_0313"].retrieve(with_jid=with_jid, iterator=True,
+                                        reverse=self.args.reverse,
+                                        rsm={"max": self.args.max})
+        async for page in it:
+            pages += 1
+            results = list(page["mam"]["results"])
+            if self.args.reverse:
+                results.reverse()
+            for msg in results:
+                fwd = msg["mam_result"]["forwarded"]
+                bodies.append(fwd["stanza"]["body"])
+                ids.append(msg["mam_result"]["id"])
+        emit("mam", bodies=bodies, ids=ids, pages=pages)
+        self.finish(EXIT_OK)
+
     # -- adhoc ---------------------------------------------------------------------
+
+    # -- caps (XEP-0115) ----------------------------------------------------------------
+
+    async def check_caps(self):
+        domain = self.boundjid.domain
+        if "caps" not in self.features:
+            self.fail("no caps stream feature")
+            return
+        # The plugin verifies in the background; it records the string for the domain
+        # only once the hash of the node's disco#info matched it.
+        for _ in range(100):
+            ver = await self["xep_0115"].get_verstring(domain)
+            if ver:
+                caps = await self["xep_0115"].get_caps(jid=domain)
+                features = sorted(caps["features"]) if caps is not None else None
+                emit("caps", ver=str(ver), features=features)
+                self.finish(EXIT_OK)
+                return
+            await asyncio.sleep(0.1)
+        self.fail("the server's verification string was never accepted")
+
+    # -- carbons (XEP-0280) ----------------------------------------------------------
+
+    async def start_carbons(self):
+        if not self.args.no_enable:
+            await self["xep_0280"].enable(timeout=self.args.iq_timeout)
+            emit("carbons_enabled")
+            if self.args.disable_at_once:
+                await self["xep_0280"].disable(timeout=self.args.iq_timeout)
+                emit("carbons_disabled")
+        self.send_presence(ppriority=self.args.priority)
+        emit("ready", jid=self.boundjid.full)
+        for kind, spec in self.args.sends:
+            to, _, body = spec.partition("=")
+            msg = self.make_message(mto=to, mbody=body, mtype="chat")
+            if kind == "private":
+                msg.enable("carbon_private")
+            elif kind == "no-copy":
+                msg.xml.append(ET.Element("{urn:xmpp:hints}no-copy"))
+            msg.send()
+            emit("sent", to=to, body=body, kind=kind)
+        self.check_carbons_done()
+
+    def check_carbons_done(self):
+        if self.carbons_seen >= self.args.expect and not getattr(self, "carbons_done", False):
+            self.carbons_done = True
+            asyncio.get_event_loop().call_later(self.args.linger, self.finish, EXIT_OK)
+
+    def on_carbon(self, direction, outer, inner):
+        self.carbons_seen += 1
+        emit("carbon", direction=direction, copy_from=str(outer["from"]),
+             copy_to=str(outer["to"]), copy_type=outer["type"], sender=str(inner["from"]),
+             to=str(inner["to"]), body=inner["body"])
+        self.check_carbons_done()
+
+    def on_carbon_received(self, msg):
+        self.on_carbon("received", msg, msg["carbon_received"])
+
+    def on_carbon_sent(self, msg):
+        self.on_carbon("sent", msg, msg["carbon_sent"])
 
     def on_command_form(self, iq, session):
         command = iq["command"]
@@ -425,6 +543,11 @@ class Client(slixmpp.ClientXMPP):
         self.finish(EXIT_OK)
 
     def on_message(self, msg):
+        if self.args.action == "carbons":
+            if msg["body"]:
+                emit("message", sender=str(msg["from"]), to=str(msg["to"]), body=msg["body"],
+                     type=msg["type"])
+            return
         types = ("chat", "normal")
         if self.args.action == "receive" and self.args.headline:
             types += ("headline",)
@@ -507,6 +630,11 @@ def parse_args(argv):
     sub.add_parser("register").add_argument("--token")
     sub.add_parser("passwd").add_argument("--new-password", required=True)
     sub.add_parser("unregister")
+    sub.add_parser("caps")
+    mam = sub.add_parser("mam")
+    mam.add_argument("--with", dest="with_jid")
+    mam.add_argument("--max", type=int, default=50)
+    mam.add_argument("--reverse", action="store_true")
     chat = sub.add_parser("chat-with")
     chat.add_argument("--contact", required=True)
     chat.add_argument("--status", required=True)
@@ -515,9 +643,24 @@ def parse_args(argv):
     chat.add_argument("--expect-body")
     chat.add_argument("--wait-offline", action="store_true")
     chat.add_argument("--send-after-offline")
+    carbons = sub.add_parser("carbons")
+    carbons.add_argument("--no-enable", action="store_true")
+    carbons.add_argument("--disable-at-once", action="store_true")
+    carbons.add_argument("--priority", type=int, default=0)
+    carbons.add_argument("--send", action="append", default=[], metavar="JID=BODY")
+    carbons.add_argument("--send-private", action="append", default=[], metavar="JID=BODY")
+    carbons.add_argument("--send-no-copy", action="append", default=[], metavar="JID=BODY")
+    carbons.add_argument("--expect", type=int, default=0)
+    carbons.add_argument("--linger", type=float, default=1.0)
     args = p.parse_args(argv)
+    if args.action == "carbons":
+        # In the order given on the command line, whatever the kind.
+        order = [(i, a) for i, a in enumerate(argv) if a in ("--send", "--send-private",
+                                                             "--send-no-copy")]
+        kinds = {"--send": "plain", "--send-private": "private", "--send-no-copy": "no-copy"}
+        args.sends = [(kinds[a], argv[i + 1]) for i, a in order if i + 1 < len(argv)]
     if args.action in ("login", "receive", "roster", "chat-with", "household", "register",
-                       "passwd", "unregister"):
+                       "passwd", "unregister", "carbons", "caps", "mam"):
         args.to = None
     if args.action != "register":
         args.token = None

@@ -407,6 +407,25 @@ pub fn aioxmpp(server: &Server, user: &str, password: &str) -> ClientRun {
     RunningClient::spawn(cmd, None).finish()
 }
 
+/// Starts `tests/clients/aioxmpp_client.py` for `jid` (a full JID picks the resource)
+/// with `args` (e.g. `--carbons`); read its events as they come.
+pub fn aioxmpp_spawn(server: &Server, jid: &str, password: &str, args: &[&str]) -> RunningClient {
+    let python = aioxmpp_python();
+    assert!(
+        can_import(&python, "aioxmpp"),
+        "{} cannot import aioxmpp: run .ci/run (or set HEARTH_AIOXMPP_PYTHON)",
+        python.display()
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aioxmpp_client.py"))
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(server.c2s_port().to_string())
+        .args(["--jid", jid, "--password", password])
+        .args(["--timeout", &CLIENT_TIMEOUT_SECS.to_string()])
+        .args(args);
+    RunningClient::spawn(cmd, None)
+}
+
 /// Whether `python` can import `module`.
 fn can_import(python: impl AsRef<std::ffi::OsStr>, module: &str) -> bool {
     Command::new(python)

@@ -25,6 +25,7 @@ pub mod client;
 pub mod clients;
 pub mod im;
 pub mod peers;
+pub mod proxy;
 pub mod sasl;
 pub mod xml;
 

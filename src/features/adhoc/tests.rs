@@ -56,6 +56,7 @@ impl World {
                 &Default::default(),
                 Adhoc::new(admins, passwords).with_registration(is_offered),
                 crate::features::register::Register::standalone(),
+                &Default::default(),
             ),
         }
     }

@@ -32,6 +32,11 @@
 //! subscription change would: roster pushes to the members' interested resources
 //! (§2.1.6), and presence started or stopped between the one who joined or left and the
 //! others (§3.1.5, §3.2.2).
+//!
+//! The roster view runs for every presence broadcast and probe, so it reads the members
+//! from memory ([`Household::cached_household_members`]): storage keeps the list it last
+//! read, forgets it when this process changes the membership (an invite, an account's
+//! removal), and the watcher's read refreshes it after another process's change.
 
 mod store;
 mod watch;
@@ -40,6 +45,8 @@ pub use store::Household;
 pub use watch::{POLL, Watcher, watch};
 
 pub use crate::config::HouseholdConfig;
+
+use std::sync::Arc;
 
 use crate::features::roster::RosterItem;
 use crate::features::subscription::{SubState, Subscription};
@@ -90,8 +97,8 @@ impl Module for HouseholdModule {
         items: &'a mut Vec<RosterItem>,
     ) -> HookFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
-            let members = on_pool(im.storage, |s| s.household_members()).await?;
-            if !members.iter().any(|m| m == user) {
+            let members = members(im).await?;
+            if !is_member(&members, user) {
                 return Ok(());
             }
             for m in members.iter().filter(|m| *m != user) {
@@ -121,18 +128,29 @@ impl Module for HouseholdModule {
             let Some(other) = user_of(im, contact).map(str::to_owned) else {
                 return Ok(());
             };
-            let u = user.to_owned();
-            let both = on_pool(im.storage, move |s| {
-                Ok(s.is_household_member(&u)? && s.is_household_member(&other)?)
-            })
-            .await?;
-            if both {
+            let members = members(im).await?;
+            if is_member(&members, user) && is_member(&members, &other) {
                 state.subscription = Subscription::Both;
                 state.pending_out = false;
             }
             Ok(())
         })
     }
+}
+
+/// The members, sorted: as last read when storage still has them (every presence
+/// broadcast and probe reads a roster view, so this is the common case), otherwise read
+/// now (at start, after a change made by this process).
+async fn members(im: Im<'_>) -> Result<Arc<[String]>, StorageError> {
+    if let Some(members) = im.storage.cached_household_members() {
+        return Ok(members);
+    }
+    let read = on_pool(im.storage, |s| s.household_members()).await?;
+    Ok(Arc::from(read))
+}
+
+fn is_member(members: &[String], user: &str) -> bool {
+    members.binary_search_by(|m| m.as_str().cmp(user)).is_ok()
 }
 
 /// The localpart of `jid` if it is an account of this server.

@@ -4,6 +4,8 @@
 //! added or removed (RFC 6121 §2.6): the table's triggers do it in the same transaction,
 //! whoever writes (the admin CLI, an invite, an account's deletion).
 
+use std::sync::Arc;
+
 use crate::storage::{Storage, StorageError};
 use rusqlite::{OptionalExtension, params};
 
@@ -14,8 +16,14 @@ use rusqlite::{OptionalExtension, params};
 /// server notices within a poll interval (`features::household::watch`) and tells the
 /// members' online clients (roster pushes, presence).
 pub trait Household {
-    /// Every member, sorted.
+    /// Every member, sorted, read from the database (and kept for
+    /// [`Household::cached_household_members`]).
     fn household_members(&self) -> Result<Vec<String>, StorageError>;
+    /// The members as last read, without touching the database: `None` when nothing was
+    /// read yet or this process changed them since. What is changed by another process
+    /// shows here once [`Household::household_members`] has read it (the watcher's
+    /// poll).
+    fn cached_household_members(&self) -> Option<Arc<[String]>>;
     /// Whether `user` is a member.
     fn is_household_member(&self, user: &str) -> Result<bool, StorageError>;
     /// Puts an existing account in the household: `Ok(true)` if it was not a member,
@@ -39,8 +47,16 @@ impl Household for Storage {
         let rows = stmt
             .query_map([], |r| r.get(0))
             .map_err(self.sqlite_err("read the household"))?;
-        rows.collect::<Result<Vec<String>, _>>()
-            .map_err(self.sqlite_err("read the household"))
+        let members = rows
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(self.sqlite_err("read the household"))?;
+        // Still under `conn`: no write of this process comes between the read and this.
+        *self.household_cache() = Some(Arc::from(members.as_slice()));
+        Ok(members)
+    }
+
+    fn cached_household_members(&self) -> Option<Arc<[String]>> {
+        self.household_cache().clone()
     }
 
     fn is_household_member(&self, user: &str) -> Result<bool, StorageError> {
@@ -75,14 +91,20 @@ impl Household for Storage {
             .map_err(self.sqlite_err("add to the household"))?;
         tx.commit()
             .map_err(self.sqlite_err("commit a household change"))?;
+        if added > 0 {
+            *self.household_cache() = None;
+        }
         Ok(added > 0)
     }
 
     fn remove_from_household(&self, user: &str) -> Result<bool, StorageError> {
-        let removed = self
-            .conn()
+        let conn = self.conn();
+        let removed = conn
             .execute("DELETE FROM household_members WHERE localpart = ?1", [user])
             .map_err(self.sqlite_err("remove from the household"))?;
+        if removed > 0 {
+            *self.household_cache() = None;
+        }
         Ok(removed > 0)
     }
 
@@ -144,6 +166,33 @@ mod tests {
         assert!(s.remove_from_household("alice").unwrap());
         assert!(!s.remove_from_household("alice").unwrap());
         assert_eq!(s.household_members().unwrap(), ["thermo"]);
+    }
+
+    /// The members kept in memory are those last read, and go as soon as this process
+    /// changes them (an account's deletion included).
+    #[test]
+    fn the_cached_members_follow_this_processs_changes() {
+        let (_d, s) = crate::storage::test_store(&["alice", "bob", "thermo"]);
+        assert_eq!(s.cached_household_members(), None);
+        s.household_members().unwrap();
+        assert_eq!(s.cached_household_members().as_deref(), Some(&[][..]));
+        s.add_to_household("alice").unwrap();
+        assert_eq!(s.cached_household_members(), None);
+        s.household_members().unwrap();
+        // Adding a member again changes nothing, and forgets nothing.
+        s.add_to_household("alice").unwrap();
+        assert_eq!(
+            s.cached_household_members().as_deref(),
+            Some(&["alice".to_string()][..])
+        );
+        s.add_to_household("thermo").unwrap();
+        s.household_members().unwrap();
+        s.remove_from_household("thermo").unwrap();
+        assert_eq!(s.cached_household_members(), None);
+        s.household_members().unwrap();
+        s.delete_account("alice").unwrap();
+        assert_eq!(s.cached_household_members(), None);
+        assert!(s.household_members().unwrap().is_empty());
     }
 
     /// RFC 6121 §2.6: each membership change is a new roster version for every member,

@@ -29,6 +29,18 @@ pub trait OfflineStore {
         stanza: &str,
         quota: &Quota,
     ) -> Result<Stored, StorageError>;
+    /// Stores, for `user`, a reference to the message they archived as `archive_id`
+    /// (XEP-0313) and `suffix`, what delivery adds to it (its `<stanza-id/>` and
+    /// `<delay/>`), under the same quota as [`OfflineStore::store_offline`]: the message is
+    /// not written twice. `None` when `archive_id` is not in `user`'s archive (the caller
+    /// then stores the whole message).
+    fn store_offline_archived(
+        &self,
+        user: &str,
+        archive_id: i64,
+        suffix: &str,
+        quota: &Quota,
+    ) -> Result<Option<Stored>, StorageError>;
     /// The `limit` oldest waiting messages with their ids, oldest first.
     fn offline_messages(
         &self,
@@ -42,8 +54,65 @@ pub trait OfflineStore {
     fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError>;
     /// Puts back messages [`OfflineStore::take_offline`] took but that could not be
     /// written to the client, with their ids (so in their place in the order). Outside
-    /// the quota: they were within it when stored.
+    /// the quota: they were within it when stored. A message that pointed at the archive
+    /// comes back whole (it is rare: a write to the client failed), not as a reference.
     fn restore_offline(&self, user: &str, messages: &[(i64, String)]) -> Result<(), StorageError>;
+    /// Up to `limit` waiting messages after id `after`, oldest first, left in storage: a
+    /// stream-managed session (XEP-0198) deletes each only once its client acknowledged
+    /// it ([`OfflineStore::delete_offline`]).
+    fn offline_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError>;
+    /// Deletes the messages with these ids (acknowledged by the client).
+    fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<(), StorageError>;
+}
+
+/// A page of waiting messages: a row that points at the archive (schema version 7) takes
+/// the message from there.
+const SELECT_PAGE: &str = "SELECT o.id, o.stanza, a.stanza FROM offline_messages o
+      LEFT JOIN archive a ON a.id = o.archive_id
+     WHERE o.localpart = ?1 ORDER BY o.id LIMIT ?2";
+
+/// [`SELECT_PAGE`] after an offline id (`?3`), for a delivery that leaves the messages in
+/// storage until they are acknowledged (XEP-0198).
+const SELECT_PAGE_AFTER: &str = "SELECT o.id, o.stanza, a.stanza FROM offline_messages o
+      LEFT JOIN archive a ON a.id = o.archive_id
+     WHERE o.localpart = ?1 AND o.id > ?3 ORDER BY o.id LIMIT ?2";
+
+/// A row of [`SELECT_PAGE`] as the message to deliver: the archived message with the
+/// offline row's additions put inside it, before its end tag, or the offline row's own.
+fn whole(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String)> {
+    let id = r.get(0)?;
+    let own: String = r.get(1)?;
+    let archived: Option<String> = r.get(2)?;
+    Ok((
+        id,
+        match archived {
+            Some(m) => insert_before_end(m, &own),
+            None => own,
+        },
+    ))
+}
+
+/// `message` (a serialized `<message>`, as the archive keeps it) with `inner` added as
+/// its last children.
+pub(crate) fn insert_before_end(mut message: String, inner: &str) -> String {
+    if let Some(open) = message.strip_suffix("/>") {
+        // No children yet: `<message …/>` becomes `<message …>inner</message>`.
+        let mut m = open.to_owned();
+        m.push('>');
+        m.push_str(inner);
+        m.push_str("</message>");
+        return m;
+    }
+    match message.rfind("</") {
+        Some(end) => message.insert_str(end, inner),
+        None => message.push_str(inner),
+    }
+    message
 }
 
 impl OfflineStore for Storage {
@@ -89,6 +158,56 @@ impl OfflineStore for Storage {
         })
     }
 
+    fn store_offline_archived(
+        &self,
+        user: &str,
+        archive_id: i64,
+        suffix: &str,
+        quota: &Quota,
+    ) -> Result<Option<Stored>, StorageError> {
+        let (user, suffix, quota) = (user.to_owned(), suffix.to_owned(), *quota);
+        self.write(move |s, conn| {
+            let err = |e| s.sqlite_err("store an offline message")(e);
+            let Some(usage) = usage_in(conn, &user).map_err(&err)? else {
+                return Ok(Some(Stored::NoAccount));
+            };
+            let archived: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM archive WHERE id = ?1 AND localpart = ?2)",
+                )
+                .and_then(|mut st| st.query_row(params![archive_id, user], |r| r.get(0)))
+                .map_err(&err)?;
+            if !archived {
+                return Ok(None);
+            }
+            if usize::try_from(usage.offline_messages).unwrap_or(usize::MAX)
+                >= quota.offline_messages
+            {
+                return Ok(Some(Stored::Full(OverQuota::Items)));
+            }
+            // The archived copy is already counted; only what is added here counts again.
+            let size = suffix.len() as u64;
+            if usage.bytes.saturating_add(size) > quota.stored_bytes {
+                return Ok(Some(Stored::Full(OverQuota::Bytes)));
+            }
+            conn.prepare_cached(
+                "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes, archive_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    user,
+                    suffix,
+                    crate::storage::unix_now(),
+                    size as i64,
+                    archive_id
+                ])
+            })
+            .map_err(&err)?;
+            Ok(Some(Stored::Stored))
+        })
+    }
+
     fn offline_messages(
         &self,
         user: &str,
@@ -96,17 +215,46 @@ impl OfflineStore for Storage {
     ) -> Result<Vec<(i64, String)>, StorageError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
-                 LIMIT ?2",
-            )
+            .prepare_cached(SELECT_PAGE)
             .map_err(self.sqlite_err("read offline messages"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![user, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![user, limit], whole)
             .map_err(self.sqlite_err("read offline messages"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.sqlite_err("read offline messages"))
+    }
+
+    fn offline_after(
+        &self,
+        user: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(SELECT_PAGE_AFTER)
+            .map_err(self.sqlite_err("read offline messages"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![user, limit, after], whole)
+            .map_err(self.sqlite_err("read offline messages"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.sqlite_err("read offline messages"))
+    }
+
+    fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<(), StorageError> {
+        let (user, ids) = (user.to_owned(), ids.to_vec());
+        self.write(move |s, conn| {
+            let mut st = conn
+                .prepare_cached("DELETE FROM offline_messages WHERE localpart = ?1 AND id = ?2")
+                .map_err(s.sqlite_err("delete offline messages"))?;
+            for id in &ids {
+                st.execute(params![user, id])
+                    .map_err(s.sqlite_err("delete offline messages"))?;
+            }
+            Ok(())
+        })
     }
 
     fn take_offline(&self, user: &str, limit: usize) -> Result<Vec<(i64, String)>, StorageError> {
@@ -116,12 +264,9 @@ impl OfflineStore for Storage {
         // caller hears of the messages only once the delete is on the disk.
         self.write(move |s, conn| {
             let page = conn
-                .prepare_cached(
-                    "SELECT id, stanza FROM offline_messages WHERE localpart = ?1 ORDER BY id
-                     LIMIT ?2",
-                )
+                .prepare_cached(SELECT_PAGE)
                 .and_then(|mut st| {
-                    st.query_map(params![user, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    st.query_map(params![user, limit], whole)?
                         .collect::<Result<Vec<(i64, String)>, _>>()
                 })
                 .map_err(s.sqlite_err("read offline messages"))?;

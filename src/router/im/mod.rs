@@ -368,8 +368,22 @@ impl Im<'_> {
                     from,
                     target: &target,
                     registry: self.modules,
+                    ahead: Default::default(),
                 };
-                m.handle_iq(&cx, &stanza).await
+                let outcome = m.handle_iq(&cx, &stanza).await;
+                // What the module sends ahead of its answer (`IqCx::send_ahead`).
+                let ahead = cx.ahead.into_inner().unwrap_or_else(|e| e.into_inner());
+                if !ahead.is_empty() {
+                    match from {
+                        Sender::Local(_) => out.push_str(&ahead),
+                        Sender::Remote(_) | Sender::Service(_) => log::debug!(
+                            "{}: {} bytes sent ahead of an iq answer dropped",
+                            from.as_str(),
+                            ahead.len()
+                        ),
+                    }
+                }
+                outcome
             }
         };
         let reply = match outcome {

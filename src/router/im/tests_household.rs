@@ -498,3 +498,28 @@ fn a_deleted_member_leaves() {
     let out = roster_get(&w, &a, None);
     assert!(!out.contains("thermo"), "{out}");
 }
+
+/// The roster view keeps the members in memory: a change made by another process
+/// (`hearth household add`) shows once the watcher has read it, one made here at once.
+#[test]
+fn members_are_read_from_memory_and_refreshed_by_the_watcher() {
+    let w = household();
+    let mut watcher = smol::block_on(Watcher::start(w.im()));
+    let a = w.bind("alice", "phone");
+    let out = roster_get(&w, &a, None);
+    assert!(!out.contains("dave@"), "{out}");
+    // Another process on the same file.
+    let dir = w.storage.path().parent().unwrap().to_owned();
+    let other = crate::storage::Storage::open(&dir).unwrap();
+    other.add_to_household("dave").unwrap();
+    // Until the watcher reads it, the view is what was read last (no storage read).
+    let out = roster_get(&w, &a, None);
+    assert!(!out.contains("dave@"), "{out}");
+    smol::block_on(watcher.check(w.im()));
+    let out = roster_get(&w, &a, None);
+    assert!(out.contains("jid='dave@home.example'"), "{out}");
+    // This process: at once, before any watcher.
+    w.storage.remove_from_household("dave").unwrap();
+    let out = roster_get(&w, &a, None);
+    assert!(!out.contains("dave@"), "{out}");
+}
