@@ -25,6 +25,12 @@ const BOB_PW: &str = "battery staple";
 /// at most 4096 elements, under 1 MB) and the queues of the sessions involved.
 const RSS_GROWTH_BOUND_KIB: u64 = 4 * 1024;
 
+/// What archiving large messages (XEP-0313) may add to that: SQLite's page cache for the
+/// writes (its default 2000 KiB) and the deferred archive rows waiting for their commit
+/// (`MAX_QUEUED_BYTES`, 1 MiB). Measured: the same growth (about 5 MB) for 150 and for
+/// 400 messages of 200 KB, so bounded, not proportional to what is sent.
+const ARCHIVE_GROWTH_BOUND_KIB: u64 = 3 * 1024;
+
 /// The slowest ping round trip of the watching session allowed during an attack.
 const PING_BOUND: Duration = Duration::from_millis(500);
 
@@ -729,7 +735,9 @@ fn a_reader_that_pauses_slows_its_senders_and_loses_nothing() {
     alice.assert_alive();
     bob.assert_alive();
     eprintln!("paused reader: RSS {baseline} -> {rss} KiB, slowest ping {slowest:?}");
-    assert!(rss <= baseline + RSS_GROWTH_BOUND_KIB, "RSS {rss} KiB");
+    // Every message is archived twice (for alice and for bob): bounded, see the constant.
+    let bound = baseline + RSS_GROWTH_BOUND_KIB + ARCHIVE_GROWTH_BOUND_KIB;
+    assert!(rss <= bound, "RSS {rss} KiB");
     assert!(slowest <= PING_BOUND, "slowest ping {slowest:?}");
 }
 

@@ -91,14 +91,14 @@ fn wakeups(reads_us: &[u64], gap: Duration) -> usize {
 }
 
 /// Seconds a phone's radio would stay on if each read kept it up for `tail` after it (the
-/// time to the next read when that comes sooner): a rough energy measure.
-fn radio_on(reads_us: &[u64], tail: Duration) -> f64 {
+/// time to the next read when that comes sooner; the window's end, `end_us`, for the
+/// last): a rough energy measure.
+fn radio_on(reads_us: &[u64], tail: Duration, end_us: u64) -> f64 {
     let tail = u64::try_from(tail.as_micros()).unwrap_or(u64::MAX);
     let mut on = 0u64;
     for (i, &t) in reads_us.iter().enumerate() {
-        let next = reads_us
-            .get(i + 1)
-            .map_or(u64::MAX, |n| n.saturating_sub(t));
+        let next = reads_us.get(i + 1).copied().unwrap_or(end_us.max(t));
+        let next = next.saturating_sub(t);
         on = on.saturating_add(next.min(tail));
     }
     on as f64 / 1e6
@@ -362,7 +362,8 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     let per_hour = |v: f64| v * 3600.0 / secs;
     let reads = reads_us.len();
     let radio = wakeups(&reads_us, RADIO_TAIL);
-    let radio_s = radio_on(&reads_us, RADIO_TAIL);
+    let end_us = u64::try_from(end.duration_since(epoch).as_micros()).unwrap_or(u64::MAX);
+    let radio_s = radio_on(&reads_us, RADIO_TAIL, end_us);
     let [s_presence, s_chat, s_body] = [0, 1, 2].map(|i| sent[i].load(Ordering::Relaxed));
     println!(
         "  phone {} CSI, {} contacts, {secs:.0} s: contacts sent {s_presence} presence, \
@@ -524,8 +525,13 @@ mod tests {
     #[test]
     fn radio_time_is_capped_by_the_tail() {
         let s = 1_000_000;
-        assert_eq!(radio_on(&[], RADIO_TAIL), 0.0);
-        assert_eq!(radio_on(&[0], RADIO_TAIL), 10.0);
-        assert_eq!(radio_on(&[0, 2 * s, 30 * s], RADIO_TAIL), 2.0 + 10.0 + 10.0);
+        assert_eq!(radio_on(&[], RADIO_TAIL, 60 * s), 0.0);
+        assert_eq!(radio_on(&[0], RADIO_TAIL, 60 * s), 10.0);
+        assert_eq!(
+            radio_on(&[0, 2 * s, 30 * s], RADIO_TAIL, 60 * s),
+            2.0 + 10.0 + 10.0
+        );
+        // The window ends 4 s after the last read.
+        assert_eq!(radio_on(&[0, 56 * s], RADIO_TAIL, 60 * s), 10.0 + 4.0);
     }
 }

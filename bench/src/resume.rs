@@ -89,9 +89,10 @@ pub async fn resume_all(ctx: &Arc<Ctx>, parked: Vec<Parked>, concurrency: usize)
             let (refused, errors) = (refused.clone(), errors.clone());
             ctx.ex.spawn(async move {
                 loop {
-                    let Some(p) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                        break;
-                    };
+                    // Taken in its own statement: the queue's lock is not held while the
+                    // resumption is awaited.
+                    let next = queue.lock().ok().and_then(|mut q| q.pop());
+                    let Some(p) = next else { break };
                     let t0 = Instant::now();
                     let user = ctx2.args.user(p.user);
                     match session::resume(&ctx2.cfg, &user, &p.id, p.h).await {

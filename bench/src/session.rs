@@ -452,20 +452,14 @@ pub async fn resume(
             ),
         )
         .await?;
-        loop {
-            let el = conn.next_element("resume").await?;
-            match el.name.as_str() {
-                "resumed" => {
-                    return el
-                        .attr("h")
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .ok_or_else(|| {
-                            SessionError::Unexpected("resume", "resumed without h".into())
-                        });
-                }
-                "failed" => return Err(SessionError::SmFailed("resume", sm_condition(&el))),
-                _ => return Err(SessionError::Unexpected("resume", el.name)),
-            }
+        let el = conn.next_element("resume").await?;
+        match el.name.as_str() {
+            "resumed" => el
+                .attr("h")
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| SessionError::Unexpected("resume", "resumed without h".into())),
+            "failed" => Err(SessionError::SmFailed("resume", sm_condition(&el))),
+            _ => Err(SessionError::Unexpected("resume", el.name)),
         }
     })
     .await?;

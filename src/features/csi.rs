@@ -17,9 +17,12 @@
 //!   encrypted (OMEMO, OpenPGP, XEP-0380 `<encryption/>`), a call (XEP-0353), a group chat
 //!   invitation, one the sender asked to be stored (XEP-0334 `<store/>`), a carbon copy or
 //!   archive result of such a message; every iq; subscription requests and answers; every
-//!   error. An urgent stanza flushes everything held before it, in order (§5.1 keeps the
-//!   stream in order; what is held is never reordered after what comes later).
-//! - The client sending anything flushes too: its radio is awake anyway (as Prosody does).
+//!   error. An urgent stanza goes at once, after what its sender (bare JID) had held, in
+//!   order: XMPP keeps stanzas in order between two entities (RFC 6120 §10.1), and what
+//!   other contacts sent can still wait (ejabberd's rule; Prosody flushes everything,
+//!   which costs an inactive phone far more bytes, see BENCHMARKS.md).
+//! - Everything held goes out when the client says `<active/>` and when it sends
+//!   anything: its radio is awake anyway (as Prosody does).
 //! - Bounded: once [`MAX_HELD`] stanzas or [`MAX_HELD_BYTES`] bytes are held, everything
 //!   held goes out, so an inactive session never holds unbounded memory.
 //!
@@ -175,13 +178,24 @@ fn is_important_message(el: &Element) -> bool {
 }
 
 /// What became of a stanza offered to [`Held`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Offered {
     /// Held back.
     Held,
-    /// Everything held, this stanza last, must be written now ([`Held::take`]): it is
-    /// urgent, or the buffer reached its bound.
-    Flush,
+    /// Urgent: write these now, oldest first: what was held from the same sender (bare
+    /// JID) and then the stanza itself. What other senders sent stays held: XMPP keeps
+    /// order only between two entities (RFC 6120 §10.1), and holding it is what saves
+    /// the bytes (ejabberd's `mod_client_state` does the same).
+    Release(Vec<Arc<Outgoing>>),
+    /// The buffer reached its bound: everything held, this stanza last, must be written
+    /// now ([`Held::take`]).
+    Full,
+}
+
+/// The bare JID a stanza comes from (`""` when it has no `from`: the server).
+fn sender(el: &Element) -> &str {
+    let from = el.attr("from").unwrap_or("");
+    from.split_once('/').map_or(from, |(bare, _)| bare)
 }
 
 /// What an inactive session holds back from its client, in arrival order, bounded in
@@ -215,11 +229,30 @@ impl Held {
                 self.bytes -= old.len.min(self.bytes);
             }
         }
+        if class == Class::Urgent {
+            let from = sender(&stanza.el);
+            let mut release = Vec::new();
+            let mut bytes = self.bytes;
+            self.items.retain(|h| {
+                let is_theirs = sender(&h.el) == from;
+                if is_theirs {
+                    bytes -= h.len.min(bytes);
+                    release.push(h.clone());
+                }
+                !is_theirs
+            });
+            self.bytes = bytes;
+            if self.items.is_empty() {
+                // Give the memory back.
+                self.items = Vec::new();
+            }
+            release.push(stanza);
+            return Offered::Release(release);
+        }
         self.bytes = self.bytes.saturating_add(stanza.len);
         self.items.push(stanza);
-        let is_full = self.items.len() >= MAX_HELD || self.bytes >= MAX_HELD_BYTES;
-        if class == Class::Urgent || is_full {
-            Offered::Flush
+        if self.items.len() >= MAX_HELD || self.bytes >= MAX_HELD_BYTES {
+            Offered::Full
         } else {
             Offered::Held
         }
@@ -263,7 +296,7 @@ impl Module for Csi {
             status: Status::Complete,
             note: "while inactive: presence (latest per contact), chat states, receipts \
                    held; bodies, encrypted messages, calls, iqs, subscriptions and errors \
-                   at once, after what was held",
+                   at once, after what their sender had held; all on active",
         }]
     }
 
@@ -457,14 +490,23 @@ mod tests {
     #[test]
     fn keeps_the_latest_presence_per_sender_in_arrival_order() {
         let mut h = Held::new();
-        assert_eq!(h.offer(presence("a@h/1", Some("away"))), Offered::Held);
-        assert_eq!(h.offer(presence("b@h/1", None)), Offered::Held);
-        assert_eq!(h.offer(presence("a@h/2", Some("xa"))), Offered::Held);
-        assert_eq!(h.offer(presence("a@h/1", Some("dnd"))), Offered::Held);
-        assert_eq!(
+        assert!(matches!(
+            h.offer(presence("a@h/1", Some("away"))),
+            Offered::Held
+        ));
+        assert!(matches!(h.offer(presence("b@h/1", None)), Offered::Held));
+        assert!(matches!(
+            h.offer(presence("a@h/2", Some("xa"))),
+            Offered::Held
+        ));
+        assert!(matches!(
+            h.offer(presence("a@h/1", Some("dnd"))),
+            Offered::Held
+        ));
+        assert!(matches!(
             h.offer(presence("b@h/1", Some("unavailable"))),
             Offered::Held
-        );
+        ));
         assert_eq!(h.len(), 3);
         let bytes: usize = h.items.iter().map(|o| o.len).sum();
         assert_eq!(h.bytes(), bytes);
@@ -500,26 +542,58 @@ mod tests {
         assert!(got[2].contains("id=\"1\"") && got[3].contains("id=\"2\""));
     }
 
+    fn released(o: Offered) -> Vec<String> {
+        match o {
+            Offered::Release(v) => xml_of(&v),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn an_urgent_stanza_flushes_what_is_held_before_it() {
+    fn an_urgent_stanza_releases_what_its_sender_had_held_before_it() {
         let mut h = Held::new();
         h.offer(presence("a@h/1", None));
+        h.offer(presence("b@h/1", None));
         h.offer(chat_state("a@h/1", "composing"));
-        assert_eq!(h.offer(body("a@h/1")), Offered::Flush);
-        let got = xml_of(&h.take());
-        assert_eq!(got.len(), 3);
-        assert!(got[2].contains("<body>hi</body>"));
-        assert_eq!(h.offer(body("a@h/1")), Offered::Flush);
-        assert_eq!(h.take().len(), 1);
+        h.offer(presence("a@h/2", Some("away")));
+        let before = h.bytes();
+        let got = released(h.offer(body("a@h/1")));
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].starts_with("<presence") && got[0].contains("a@h/1"));
+        assert!(got[1].contains("<composing"));
+        // Another resource of the same account: the same sender (bare JID).
+        assert!(got[2].contains("a@h/2"));
+        assert!(got[3].contains("<body>hi</body>"));
+        // b's presence stays held, and the bytes count only it.
+        assert_eq!(h.len(), 1);
+        assert!(h.bytes() < before && h.bytes() > 0);
+        assert_eq!(h.bytes(), h.items[0].len);
+        let got = released(h.offer(body("a@h/1")));
+        assert_eq!(got.len(), 1);
+        let rest = xml_of(&h.take());
+        assert!(rest[0].contains("b@h/1"), "{rest:?}");
+        // From the server (no 'from'): what the server sent is released with it.
+        h.offer(out(
+            "<message xmlns='jabber:client' type='headline'><x xmlns='urn:example'/></message>",
+        ));
+        h.offer(presence("c@h/1", None));
+        let got = released(h.offer(out(
+            "<iq xmlns='jabber:client' type='set' id='p'><query xmlns='jabber:iq:roster'/></iq>",
+        )));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
     fn is_bounded_in_stanzas_and_bytes() {
         let mut h = Held::new();
         for i in 0..MAX_HELD - 1 {
-            assert_eq!(h.offer(presence(&format!("c{i}@h/r"), None)), Offered::Held);
+            assert!(matches!(
+                h.offer(presence(&format!("c{i}@h/r"), None)),
+                Offered::Held
+            ));
         }
-        assert_eq!(h.offer(presence("last@h/r", None)), Offered::Flush);
+        assert!(matches!(h.offer(presence("last@h/r", None)), Offered::Full));
         assert_eq!(h.take().len(), MAX_HELD);
 
         let big = "x".repeat(MAX_HELD_BYTES / 4);
@@ -528,7 +602,7 @@ mod tests {
             let s = out(&format!(
                 "<message xmlns='jabber:client' from='c{i}@h' type='headline'><event xmlns='urn:example'>{big}</event></message>"
             ));
-            if h.offer(s) == Offered::Flush {
+            if matches!(h.offer(s), Offered::Full) {
                 flushed = true;
                 assert!(h.bytes() >= MAX_HELD_BYTES);
                 assert!(h.len() <= 4, "{}", h.len());

@@ -681,8 +681,8 @@ fn is_over_unacked(link: &Link<C2sDriver>) -> bool {
 
 impl C2sDriver {
     /// XEP-0352: a stanza for an inactive client, and whatever else is already queued
-    /// (as [`conn::write_batch`] takes it): held, or written with everything held before
-    /// it when it is urgent or the buffer is full.
+    /// (as [`conn::write_batch`] takes it): held, or written after what its sender had
+    /// held when it is urgent, or with everything held when the buffer is full.
     fn on_queued_inactive(
         &mut self,
         link: &mut Link<Self>,
@@ -696,9 +696,7 @@ impl C2sDriver {
         // Bounded like a write batch: the loop gets back to reading between batches.
         for _ in 0..csi::MAX_HELD {
             let Some(stanza) = next.take() else { break };
-            if held.offer(stanza) == csi::Offered::Flush {
-                write_held(&mut link.out, held);
-            }
+            offer(&mut link.out, held, stanza);
             match self.rx.as_ref().map(|rx| rx.try_recv()) {
                 Some(Ok(ToSession::Stanza(s))) => next = Some(s),
                 Some(Ok(ToSession::Close(err))) => {
@@ -712,9 +710,7 @@ impl C2sDriver {
             }
         }
         if let Some(stanza) = next {
-            if held.offer(stanza) == csi::Offered::Flush {
-                write_held(&mut link.out, held);
-            }
+            offer(&mut link.out, held, stanza);
         }
         Step::Wait
     }
@@ -724,6 +720,19 @@ impl C2sDriver {
     /// session is active afterwards.
     pub fn take_held(&mut self) -> Vec<Arc<router::Outgoing>> {
         self.csi.take().map(|mut h| h.take()).unwrap_or_default()
+    }
+}
+
+/// Offers `stanza` to what an inactive client's session holds; writes what must go now.
+fn offer(out: &mut String, held: &mut csi::Held, stanza: Arc<router::Outgoing>) {
+    match held.offer(stanza) {
+        csi::Offered::Held => {}
+        csi::Offered::Release(now) => {
+            for s in now {
+                s.el.write_to(out, crate::ns::CLIENT);
+            }
+        }
+        csi::Offered::Full => write_held(out, held),
     }
 }
 

@@ -116,6 +116,9 @@ where
 pub(crate) struct Deferred {
     queued: event_listener::Event,
     has_flusher: std::sync::atomic::AtomicBool,
+    /// Bytes the deferred writes waiting in the queue carry (their callers' estimate),
+    /// zeroed whenever the queue is taken for a batch.
+    bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// How long the flusher lets deferred writes gather before it commits them: at most this
@@ -127,6 +130,11 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 /// 2 MB of archived messages).
 pub(crate) const MAX_QUEUED: usize = 4096;
 
+/// Bytes of deferred writes waiting past which a deferred writer waits for the disk: a
+/// sender of large messages cannot make the queue hold much (the archive keeps a copy of
+/// each message until its row is written).
+pub(crate) const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+
 impl Storage {
     /// Queues `work` to run in the next group commit, whoever leads it (another writer, or
     /// the task of [`Storage::flush_deferred_forever`]), and returns at once: for writes
@@ -135,18 +143,33 @@ impl Storage {
     /// order with every other write. Returns whether a flushing task will commit it; if
     /// not (no task runs, or [`MAX_QUEUED`] writes wait: a slow disk), the caller should
     /// call [`Storage::flush_deferred`] itself and wait, so memory stays bounded.
-    pub(crate) fn write_deferred<F>(&self, work: F) -> bool
+    ///
+    /// `bytes` is about how much memory the write holds until it runs (its data): past
+    /// [`MAX_QUEUED_BYTES`] queued, the caller waits too.
+    pub(crate) fn write_deferred<F>(&self, bytes: usize, work: F) -> bool
     where
         F: FnOnce(&Storage, &Connection) -> Result<(), StorageError> + Send + 'static,
     {
-        let queued = {
+        use std::sync::atomic::Ordering;
+        let d = self.deferred();
+        let (queued, held) = {
             let mut q = self.queue();
             q.push(Box::new(Later { work: Some(work) }));
-            q.len()
+            // Counted under the queue's lock, so a batch taking the queue zeroes it after.
+            let held = d.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            (q.len(), held)
         };
-        let d = self.deferred();
         d.queued.notify(1);
-        d.has_flusher.load(std::sync::atomic::Ordering::Relaxed) && queued <= MAX_QUEUED
+        d.has_flusher.load(Ordering::Relaxed) && queued <= MAX_QUEUED && held <= MAX_QUEUED_BYTES
+    }
+
+    /// Takes every queued write for a batch.
+    fn take_queue(&self) -> Vec<Box<dyn Job>> {
+        let mut q = self.queue();
+        self.deferred()
+            .bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        std::mem::take(&mut *q)
     }
 
     /// Completes once every write queued before the call, deferred ones included, is
@@ -170,7 +193,7 @@ impl Storage {
     /// Commits whatever writes are queued, if any (blocking: on a storage thread).
     pub(crate) fn flush_deferred(&self) {
         let mut conn = self.conn();
-        let jobs = std::mem::take(&mut *self.queue());
+        let jobs = self.take_queue();
         if !jobs.is_empty() {
             self.commit_batch(&mut conn, jobs);
         }
@@ -228,7 +251,7 @@ impl Storage {
             // rolled back as it unwound).
             Err(TryRecvError::Disconnected) => return Err(not_run(self)),
         }
-        let jobs = std::mem::take(&mut *self.queue());
+        let jobs = self.take_queue();
         self.commit_batch(&mut conn, jobs);
         drop(conn);
         answer.try_recv().unwrap_or_else(|_| Err(not_run(self)))

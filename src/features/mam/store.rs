@@ -227,7 +227,8 @@ impl ArchiveStore for Storage {
     ) -> bool {
         let (user, with, quota) = (user.to_owned(), with.to_owned(), *quota);
         let at = crate::storage::unix_now();
-        self.write_deferred(move |s, conn| {
+        let bytes = stanza.len() + user.len() + with.len();
+        self.write_deferred(bytes, move |s, conn| {
             let err = |e| s.sqlite_err("archive a message")(e);
             let kept = insert_row(conn, &err, (Some(id), &user, &with, at, &stanza), &quota)?;
             if !kept {
