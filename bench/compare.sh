@@ -62,6 +62,9 @@
 #   --mam-messages N mam: messages in the archive                     [1000000]
 #   --mampeers-messages N  mampeers: messages sent to fill the archive [10000]
 #   --mampeers-queries Q   mampeers: queries of each kind              [200]
+#   --peer-mam on|off  XEP-0313 archiving in Prosody's and ejabberd's configurations
+#                    (mod_mam, every message archived, like hearth's default); off drops
+#                    the lines marked [mam], as before the mampeers scenario     [on]
 #   --s2s-runs R     s2s: runs per direction, the median is reported  [3]
 #   --s2s-secs D     s2s: measured seconds per run                    [10]
 #   --s2s-pairs P    s2s: sender/receiver pairs                       [8]
@@ -134,6 +137,7 @@ MAM_MESSAGES=1000000
 MAMP_MESSAGES=10000
 MAMP_QUERIES=200
 MAMP_SENDERS=4
+PEER_MAM=on
 FLOOD_AFTER=15
 CERT=ecdsa
 S2S_RUNS=3
@@ -174,6 +178,7 @@ while [ $# -gt 0 ]; do
         --mam-messages) MAM_MESSAGES=$2; shift 2 ;;
         --mampeers-messages) MAMP_MESSAGES=$2; shift 2 ;;
         --mampeers-queries) MAMP_QUERIES=$2; shift 2 ;;
+        --peer-mam) PEER_MAM=$2; shift 2 ;;
         --flood-k) FLOOD_K=$2; shift 2 ;;
         --sm-k) SM_K=$2; shift 2 ;;
         --sm-runs) SM_RUNS=$2; shift 2 ;;
@@ -211,7 +216,11 @@ for s in "${SCENARIO_LIST[@]}"; do
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
+[[ $PEER_MAM =~ ^(on|off)$ ]] || die "--peer-mam is on or off"
 want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+if want mampeers && [ "$PEER_MAM" = off ] && [[ $SERVERS != hearth ]]; then
+    die "mampeers needs the peers' archives (--peer-mam on)"
+fi
 # Whether any scenario runs on one server at a time (all but s2s): they share the
 # accounts and the per-server loop below.
 C2S=0
@@ -350,8 +359,10 @@ cat "$WORK/peer-cert.pem" "$WORK/peer-key.pem" >"$WORK/peer.pem"
 chmod 644 "$WORK"/peer*.pem
 mkdir -p "$WORK/certs"
 
-render() { # template -> $WORK/name with @WORK@ and @PORT@ filled in
-    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" "$PEERS/$1" >"$WORK/$1"
+render() { # template -> $WORK/name with @WORK@ and @PORT@ filled in (--peer-mam off: no [mam] lines)
+    local drop=()
+    [ "$PEER_MAM" = off ] && drop=(-e '/\[mam\]/d')
+    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" "${drop[@]}" "$PEERS/$1" >"$WORK/$1"
 }
 render hearth.toml "${PORT[hearth]}"
 if [ "$CERT" = rsa ]; then

@@ -33,7 +33,7 @@ modules_enabled = {
 	"smacks";       -- XEP-0198 (hearth and ejabberd offer it by default; idle only when enabled)
 	"register";     -- XEP-0077: how compare.sh creates the accounts (faster than prosodyctl)
 	"csi_simple";   -- XEP-0352: holds non-urgent traffic for inactive clients (csi scenario)
-	"mam";          -- XEP-0313: hearth archives by default too (mampeers scenario)
+	"mam";          -- [mam] XEP-0313: hearth archives by default too (compare.sh --peer-mam off drops [mam] lines)
 }
 -- No s2s: hearth has none. (offline, presence, message, iq, c2s are loaded implicitly.)
 modules_disabled = { "s2s" }
@@ -55,8 +55,8 @@ storage = "internal"
 -- package works with without an SQL driver; its default cap of 10000 messages per
 -- archive is raised so a mampeers fill of 10000 (plus anything else) is kept whole
 -- (hearth's archive is bounded by bytes: limits.max_stored_bytes_per_account).
-default_archive_policy = true
-storage_archive_item_limit = 1000000
+default_archive_policy = true -- [mam]
+storage_archive_item_limit = 1000000 -- [mam]
 authentication = "internal_hashed"
 -- Same SCRAM cost as hearth and ejabberd (Prosody's default is 10000).
 default_iteration_count = 4096
