@@ -692,6 +692,33 @@ mod tests {
     }
 
     #[test]
+    fn mam_and_mamfill() {
+        let a = parse("mam -q 200 --max 50 --middle-at 5000 --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Mam {
+                queries: 200,
+                max: 50,
+                after_id: None,
+                middle_at: Some(5000),
+            }
+        );
+        assert!(parse("mam -q 5 --after-id a --middle-at 3 --password x").is_err());
+        let a = parse("mamfill -m 10000 --senders 4 --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::MamFill {
+                messages: 10000,
+                senders: 4,
+                window: 32,
+                body_bytes: 100,
+            }
+        );
+        assert!(parse("mamfill -m 0 --password x").is_err());
+        assert!(parse("mamfill -m 10 -w 0 --password x").is_err());
+    }
+
+    #[test]
     fn s2s_scenarios_need_server_b() {
         let a = parse(
             "s2s-chat -p 4 -w 8 -d 5 --password x --domain a.test --port-b 6 --domain-b b.test \
