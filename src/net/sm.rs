@@ -313,11 +313,6 @@ impl Resumable {
             listener.await;
         }
     }
-
-    /// Whether a connection serves it (not parked, not gone).
-    pub fn is_live(&self) -> bool {
-        matches!(*self.state(), Holder::Live { .. })
-    }
 }
 
 /// What a hibernating session's task woke up for.
