@@ -488,6 +488,7 @@ impl Driver for C2sDriver {
             if let Some(resend) = self.resend.take() {
                 pending.extend(resend.1);
             }
+            let pending_bytes = pending.iter().map(|o| o.len).sum();
             let parked = Box::new(sm::Parked {
                 jid: jid.clone(),
                 sid,
@@ -495,6 +496,7 @@ impl Driver for C2sDriver {
                 out: *out,
                 handled: link.machine.sm_handled().unwrap_or(0),
                 pending,
+                pending_bytes,
                 until: Instant::now() + Duration::from_secs(u64::from(r.max_secs)),
             });
             match link.shared.sm.park(&link.shared, r, parked) {
@@ -671,12 +673,13 @@ fn write_sends(link: &mut Link<C2sDriver>, actions: Vec<Action>) {
 }
 
 /// XEP-0198: the client leaves more stanzas unacknowledged than `[stream_management]
-/// max_unacked` allows (what one write adds may go past it: the bound is that plus one
-/// batch).
+/// max_unacked` allows, or more bytes than [`sm::max_unacked_bytes`] (what one write adds
+/// may go past it: the bound is that plus one batch).
 fn is_over_unacked(link: &Link<C2sDriver>) -> bool {
-    link.sm
-        .as_ref()
-        .is_some_and(|o| o.unacked_len() >= link.shared.sm.config().max_unacked)
+    link.sm.as_ref().is_some_and(|o| {
+        o.unacked_len() >= link.shared.sm.config().max_unacked
+            || o.unacked_bytes() > sm::max_unacked_bytes(&link.shared)
+    })
 }
 
 impl C2sDriver {

@@ -87,6 +87,8 @@ pub struct Parked {
     pub handled: u32,
     /// Stanzas queued for it since (and held back before) the connection was lost.
     pub pending: VecDeque<Arc<Outgoing>>,
+    /// Bytes of `pending` as client XML.
+    pub pending_bytes: usize,
     /// When its window ends.
     pub until: Instant,
 }
@@ -315,6 +317,15 @@ impl Resumable {
     }
 }
 
+/// Bytes of stanzas a session may leave unacknowledged (sent, or waiting while its
+/// connection is gone): four times what a session queue may hold before its senders are
+/// slowed. Past it, as past `[stream_management] max_unacked`, the session ends and what it
+/// holds goes to offline storage, bounded by the account's quota: another user sending
+/// large messages to a sleeping phone cannot make the server hold more.
+pub fn max_unacked_bytes(shared: &Shared) -> usize {
+    shared.limits.max_queued_bytes.saturating_mul(4)
+}
+
 /// What a hibernating session's task woke up for.
 enum Wake {
     Queued,
@@ -328,6 +339,7 @@ enum Wake {
 /// resource was taken by a new login, its account removed).
 async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
     let max = shared.sm.config.max_unacked;
+    let max_bytes = max_unacked_bytes(&shared);
     loop {
         let listener = r.changed.listen();
         let (rx, until) = match &*r.state() {
@@ -357,7 +369,10 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
                 let mut is_closed = false;
                 loop {
                     match p.rx.try_recv() {
-                        Ok(ToSession::Stanza(s)) => p.pending.push_back(s),
+                        Ok(ToSession::Stanza(s)) => {
+                            p.pending_bytes += s.len;
+                            p.pending.push_back(s);
+                        }
                         Ok(ToSession::Close(_)) | Err(Some(_)) => {
                             is_closed = true;
                             break;
@@ -365,7 +380,9 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
                         Err(None) => break,
                     }
                 }
-                is_closed || p.pending.len() + p.out.unacked_len() > max
+                is_closed
+                    || p.pending.len() + p.out.unacked_len() > max
+                    || p.pending_bytes + p.out.unacked_bytes() > max_bytes
             }
         };
         if is_over {
