@@ -126,9 +126,10 @@ fn answer(cx: &IqCx, iq: &Stanza) -> super::IqOutcome {
             name: "",
         },
     };
-    Ok(Some(info_query(
-        identity,
-        cx.registry.disco_features(cx.target),
-        None,
-    )))
+    let mut q = info_query(identity, cx.registry.disco_features(cx.target), None);
+    // XEP-0128 §2: extended information as data forms after the features.
+    for form in cx.registry.disco_forms(cx.target) {
+        q.push_child(form.clone());
+    }
+    Ok(Some(q))
 }

@@ -19,6 +19,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_invites.sql"),
     include_str!("migrations/0006_invite_effects.sql"),
     include_str!("migrations/0007_archive.sql"),
+    // 0008: PEP (XEP-0163), on its own branch; this placeholder keeps 0009 at version 9
+    // until it is merged (replace the "" with its include_str!).
+    "",
+    include_str!("migrations/0009_private_vcard.sql"),
 ];
 
 /// The schema version this binary writes.
