@@ -2146,6 +2146,77 @@ mod tests {
     }
 
     #[test]
+    fn storage_contact_and_external_services_are_validated() {
+        let c = parse(
+            "[private_storage]\nmax_item_bytes = 1000\n[vcard]\nmax_bytes = 2000\n\
+             [contact]\nabuse = [\"mailto:abuse@x.org\", \"xmpp:abuse@x.org\"]\n\
+             support = [\"https://x.org/help\"]\n\
+             [[external_services]]\ntype = \"stun\"\nhost = \"192.0.2.1\"\n\
+             [[external_services]]\ntype = \"turn\"\nhost = \"turn.x.org\"\nport = 3478\n\
+             transport = \"udp\"\nsecret = \"s3cret\"\ncredentials_ttl_secs = 600\n",
+        )
+        .unwrap();
+        let m = &c.modules;
+        assert_eq!(m.private_storage.max_item_bytes, 1000);
+        assert_eq!(m.vcard.max_bytes, 2000);
+        assert_eq!(m.contact.lists.len(), 2);
+        assert_eq!(m.contact.lists[0].0, "abuse");
+        assert_eq!(m.contact.lists[1].0, "support");
+        assert_eq!(m.external_services.len(), 2);
+        assert_eq!(m.external_services[1].port, Some(3478));
+        assert_eq!(m.external_services[1].credentials_ttl_secs, 600);
+        assert_eq!(m.external_services[0].secret, None);
+        let d = parse("").unwrap();
+        assert_eq!(d.modules, crate::features::ModuleSettings::default());
+        for (bad, want) in [
+            (
+                "[contact]\nabuse = [\"abuse@x.org\"]\n",
+                "contact.abuse: \"abuse@x.org\" is not a URI",
+            ),
+            (
+                "[contact]\nspam = [\"mailto:a@x\"]\n",
+                "unknown key \"contact.spam\"",
+            ),
+            (
+                "[vcard]\nmax_bytes = 1\n",
+                "vcard.max_bytes: must be between",
+            ),
+            (
+                "[private_storage]\nmax_item_bytes = -5\n",
+                "private_storage.max_item_bytes",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\nport = 70000\n",
+                "external_services[0].port",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\ntransport = \"sctp\"\n",
+                "external_services[0].transport",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\nsecret = \"\"\n",
+                "external_services[0].secret",
+            ),
+            (
+                "[[external_services]]\ntype = \"t u\"\nhost = \"t\"\n",
+                "external_services[0].type",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"\"\n",
+                "external_services[0].host",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\ncredentials_ttl_secs = 1\n",
+                "credentials_ttl_secs",
+            ),
+            ("[[external_services]]\nhost = \"t\"\n", "type"),
+        ] {
+            let e = error(bad);
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn archive_section_is_validated() {
         let c =
             parse("[archive]\nenabled = false\ndefault_policy = \"roster\"\nretention_days = 0\n")
