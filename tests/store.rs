@@ -488,3 +488,14 @@ fn no_external_services_no_extdisco() {
     );
     assert_eq!(error_of(&r), Some("service-unavailable"), "{r}");
 }
+
+/// XEP-0115 §5.4: the server's caps hash covers the serverinfo form; slixmpp's xep_0115
+/// plugin recomputes it from disco#info (the form included) and accepts it.
+#[test]
+fn slixmpp_verifies_caps_with_the_serverinfo_form() {
+    let server = server();
+    let run = common::clients::slixmpp(&server, "alice", PW, "SCRAM-SHA-256").run(&["caps"]);
+    run.assert_ok();
+    let caps = run.expect_event("caps");
+    assert!(caps["ver"].as_str().is_some_and(|v| !v.is_empty()), "{run}");
+}
