@@ -499,3 +499,43 @@ fn slixmpp_verifies_caps_with_the_serverinfo_form() {
     let caps = run.expect_event("caps");
     assert!(caps["ver"].as_str().is_some_and(|v| !v.is_empty()), "{run}");
 }
+
+fn nbxmpp_vcard(server: &Server, user: &str, other: Option<&str>) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nbxmpp_vcard.py");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args([script, "--port", &server.c2s_port().to_string()])
+        .args(["--jid", &server.jid(user), "--password", PW]);
+    if let Some(o) = other {
+        cmd.args(["--other", o]);
+    }
+    let out = cmd
+        .output()
+        .expect("run /usr/bin/python3 (apt-get install python3-nbxmpp)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nbxmpp_vcard.py failed (is python3-nbxmpp installed?): {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "vcard")
+        .unwrap_or_else(|| panic!("no vcard event in {stdout}"))
+}
+
+/// python-nbxmpp (Gajim's library) sets a vCard with an avatar and reads it back, and
+/// another account reads it; the avatar's SHA-1 nbxmpp computes is the one of the PNG.
+#[test]
+fn nbxmpp_vcard_temp() {
+    let server = server();
+    // `printf <the PNG> | sha1sum`, the same 1×1 PNG as in the scripts.
+    const PNG_SHA1: &str = "c1986af3c26609b8b7d8933f99c51c1a89e9ea6b";
+    let own = nbxmpp_vcard(&server, "bob", None);
+    assert_eq!(own["fn"], "Bob Builder", "{own}");
+    assert_eq!(own["avatar_sha1"], PNG_SHA1, "{own}");
+    let bob = server.jid("bob");
+    let seen = nbxmpp_vcard(&server, "alice", Some(&bob));
+    assert_eq!(seen["fn"], "Bob Builder", "{seen}");
+    assert_eq!(seen["avatar_sha1"], PNG_SHA1, "{seen}");
+}
