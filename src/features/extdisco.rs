@@ -331,6 +331,38 @@ mod tests {
         );
     }
 
+    /// §3: a user of another server (or a service) learns nothing, not even the list.
+    #[test]
+    fn only_local_users_are_answered() {
+        use crate::features::{IqCx, Registry, Target};
+        use crate::jid::Jid;
+        use crate::router::im::Sender;
+        use crate::router::im::tests::World;
+        let w = World::new(&["alice"]);
+        let registry = Registry::standard();
+        let m = ExtDisco::new(&[turn(Some("s"))]);
+        let iq = get(&format!("<services xmlns='{NS}'/>"));
+        let ask = |from: Sender<'_>| {
+            let cx = IqCx {
+                im: w.im(),
+                from,
+                target: &Target::Server,
+                registry: &registry,
+                ahead: Default::default(),
+            };
+            smol::block_on(m.handle_iq(&cx, &iq))
+        };
+        let remote = Jid::parse("mallory@elsewhere.example/x").unwrap();
+        let e = ask(Sender::Remote(&remote)).unwrap_err();
+        assert_eq!(e.condition, StanzaCondition::Forbidden);
+        let service = Jid::parse("bot.home.example").unwrap();
+        let e = ask(Sender::Service(&service)).unwrap_err();
+        assert_eq!(e.condition, StanzaCondition::Forbidden);
+        let alice = w.bind("alice", "phone");
+        let ok = ask(Sender::Local(&alice.jid)).unwrap().unwrap();
+        assert_eq!(ok.children().count(), 1);
+    }
+
     #[test]
     fn nothing_configured_nothing_announced() {
         let m = ExtDisco::new(&[]);
