@@ -1,7 +1,9 @@
 //! XEP-0163 Personal Eventing Protocol with third-party client libraries (issue 19, "Tests"):
-//! OMEMO (XEP-0384) end to end between two real OMEMO libraries through hearth's PEP,
-//! and the PEP, avatar (XEP-0084), nick (XEP-0172), bookmark (XEP-0048/0223/0402),
-//! private storage (XEP-0049) and vCard (XEP-0054) code of slixmpp and aioxmpp.
+//! OMEMO (XEP-0384) end to end through hearth's PEP, between two clients of one OMEMO
+//! library (slixmpp-omemo) and between two implementations (python-omemo and Gajim's
+//! python-nbxmpp with python-axolotl), and the PEP, avatar (XEP-0084), nick (XEP-0172),
+//! bookmark (XEP-0048/0223/0402), private storage (XEP-0049) and vCard (XEP-0054) code of
+//! slixmpp and aioxmpp.
 //!
 //! Each test runs one script from `tests/clients/` that logs several accounts in at once
 //! and prints one JSON line per check; the test asserts each check by name, so a failure
@@ -12,7 +14,8 @@
 //! The Python environments: Debian's slixmpp (`/usr/bin/python3`) for pep_slixmpp.py;
 //! aioxmpp 0.13 in `<target dir>/aioxmpp-venv` (`HEARTH_AIOXMPP_PYTHON`); slixmpp-omemo
 //! 2.2 (slixmpp 1.17, python-omemo with the oldmemo and twomemo backends) in
-//! `<target dir>/omemo-venv` (`HEARTH_OMEMO_PYTHON`). `.ci/run` makes both venvs.
+//! `<target dir>/omemo-venv` (`HEARTH_OMEMO_PYTHON`); Debian's python3-nbxmpp and
+//! python3-axolotl for omemo_gajim.py. `.ci/run` installs them all.
 
 mod common;
 
@@ -174,6 +177,68 @@ fn omemo_session_between_two_slixmpp_omemo_clients() {
         !server.log().contains("the door code is 4711"),
         "a plaintext in the server log"
     );
+}
+
+/// Two different OMEMO implementations through hearth: python-omemo (slixmpp-omemo) and
+/// Gajim's stack (python-nbxmpp's OMEMO module with python-axolotl). The Gajim side
+/// publishes its bundle and device list with nbxmpp (publish-options `access_model=open`)
+/// and waits; the python-omemo side reads them, sends a pre-key message; the Gajim side
+/// reads the sender's device list and bundle from PEP, decrypts and answers over the
+/// session; the python-omemo side decrypts the answer.
+#[test]
+#[ignore = "needs PEP"]
+fn omemo_between_python_omemo_and_gajims_nbxmpp_axolotl() {
+    let py = omemo_python();
+    require(
+        &py,
+        "slixmpp_omemo",
+        "run .ci/run (it makes <target dir>/omemo-venv), or set HEARTH_OMEMO_PYTHON",
+    );
+    require(
+        std::path::Path::new(&python()),
+        "axolotl, nbxmpp",
+        "run .ci/run, or `apt-get install python3-axolotl python3-nbxmpp`",
+    );
+    let server = server(&["alice", "bob"]);
+    let mut gajim = Command::new(python());
+    gajim
+        .arg(script("omemo_gajim.py"))
+        .args(["--port", &server.c2s_port().to_string()])
+        .args(["--jid", &server.jid("bob"), "--password", PW])
+        .args(["--timeout", &RUN_SECS.to_string()]);
+    let mut gajim = RunningClient::command(gajim);
+    gajim.wait_for_event("ready", Duration::from_secs(STEP_SECS));
+
+    let mut cmd = Command::new(&py);
+    cmd.arg(script("omemo_client.py"))
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(server.c2s_port().to_string())
+        .arg("--cafile")
+        .arg(server.cert_path())
+        .args(["--jid", &server.jid("alice"), "--password", PW])
+        .args(["--external-peer", &server.jid("bob")])
+        .args(["--body", "the spare key is under the mat"])
+        .args(["--step-timeout", &STEP_SECS.to_string()])
+        .args(["--timeout", &RUN_SECS.to_string()]);
+    let run = run_script(cmd);
+    gajim.wait_for_event("exit", Duration::from_secs(RUN_SECS + 15));
+    let gajim = gajim.finish();
+    assert!(
+        run.succeeded() && gajim.succeeded(),
+        "python-omemo side:\n{run}\nGajim side:\n{gajim}\n--- server log ---\n{}",
+        server.log()
+    );
+    let got = gajim.expect_event("decrypted");
+    assert_eq!(got["body"], "the spare key is under the mat", "{gajim}");
+    assert_eq!(got["prekey"], true, "{gajim}");
+    // The Gajim side found the sender's device in its device list and its bundle.
+    assert!(gajim.event("bundle").is_some(), "{gajim}");
+    let answer = run.expect_event("decrypted");
+    assert_eq!(
+        answer["body"], "re: the spare key is under the mat",
+        "{run}"
+    );
+    assert_eq!(answer["namespace"], NS_AXOLOTL, "{run}");
 }
 
 // ------------------------------------------------------------------------------ slixmpp

@@ -27,6 +27,11 @@ other's PEP nodes.
      twomemo backend and serializes/parses the omemo:2 <encrypted/> element with
      twomemo's own functions; the keys still come from the omemo:2 bundles on the server.
 
+With --external-peer JID instead of --peer, only the sender logs in here and the
+recipient is another OMEMO implementation already running (tests/clients/omemo_gajim.py,
+Gajim's nbxmpp with python-axolotl): steps 1 and 2 for the sender, the message, and the
+recipient's encrypted answer "re: BODY" decrypted.
+
 Every stdout line is one JSON object with an "event" key; "done" closes a successful
 run. Exit status: 0 all steps passed, 1 one failed (the "fail" event says which), 2 a
 client could not log in, 3 timed out.
@@ -269,6 +274,40 @@ async def decrypt_twomemo(recipient, stanza):
     return plaintext, device
 
 
+async def scenario_external(args, a, peer):
+    """--external-peer: only `a` here; `peer` runs another OMEMO implementation
+    (tests/clients/omemo_gajim.py) that answers "re: BODY"."""
+    t = args.step_timeout
+    await asyncio.wait_for(a.initialized, t)
+    a_id = await own_device_id(a)
+    emit("published", accounts={a.name: a_id})
+    for node in (OLD_DEVICELIST, f"eu.siacs.conversations.axolotl.bundles:{a_id}"):
+        model = await asyncio.wait_for(access_model(a, node), t)
+        emit("node_config", owner=a.name, node=node, access_model=model)
+        if model != "open":
+            raise Failed(f"{a.name}'s {node} has access model {model!r}, expected open")
+    peer_jid = JID(peer)
+    iq = await asyncio.wait_for(a.plugin["xep_0060"].get_items(peer_jid, OLD_DEVICELIST, max_items=1), t)
+    ids = sorted(int(d.get("id")) for d in iq.xml.iter(f"{{{OLD_NS}}}device"))
+    emit("devicelist", reader=a.name, owner=peer_jid.user, node=OLD_DEVICELIST, ids=ids)
+    if not ids:
+        raise Failed(f"{peer}'s device list is empty")
+
+    class Remote:
+        boundjid = peer_jid
+        name = peer_jid.user
+
+    errors = await asyncio.wait_for(send_oldmemo(a, Remote, args.body), t)
+    emit("sent", sender=a.name, namespace=OLD_NS, errors=errors)
+    body, device = await receive_oldmemo(a, Remote, t)
+    emit("decrypted", recipient=a.name, sender=Remote.name, namespace=OLD_NS, body=body,
+         sender_device=device.device_id)
+    if body != "re: " + args.body:
+        raise Failed(f"{a.name} decrypted {body!r}, expected {'re: ' + args.body!r}")
+    if device.device_id not in ids:
+        raise Failed(f"the answer came from device {device.device_id}, not one of {ids}")
+
+
 async def scenario(args, a, b):
     t = args.step_timeout
     # 1. Keys generated and published (bundles and device lists, both namespaces).
@@ -336,17 +375,23 @@ def connect(client, args):
 async def run(args):
     with tempfile.TemporaryDirectory(prefix="omemo-") as store:
         a = Account(args.jid, args.password, store)
-        b = Account(args.peer, args.peer_password, store)
-        for c in (a, b):
+        clients = [a]
+        if args.external_peer is None:
+            b = Account(args.peer, args.peer_password, store)
+            clients.append(b)
+        for c in clients:
             connect(c, args)
         try:
-            await asyncio.wait_for(asyncio.gather(a.session, b.session), args.step_timeout)
+            await asyncio.wait_for(asyncio.gather(*(c.session for c in clients)), args.step_timeout)
         except (Failed, asyncio.TimeoutError) as e:
             emit("error", reason=f"no session: {e!r}")
             return EXIT_NO_SESSION
-        emit("session", accounts=[str(a.boundjid), str(b.boundjid)])
+        emit("session", accounts=[str(c.boundjid) for c in clients])
         try:
-            await scenario(args, a, b)
+            if args.external_peer is None:
+                await scenario(args, a, b)
+            else:
+                await scenario_external(args, a, args.external_peer)
         except asyncio.TimeoutError:
             emit("fail", reason="a step timed out")
             return EXIT_TIMEOUT
@@ -355,7 +400,7 @@ async def run(args):
             emit("fail", reason=f"{type(e).__name__}: {detail}")
             return EXIT_FAIL
         finally:
-            for c in (a, b):
+            for c in clients:
                 try:
                     await asyncio.wait_for(c.disconnect(wait=1.0), 3.0)
                 except Exception:  # noqa: BLE001 - the outcome is already known
@@ -371,14 +416,19 @@ def parse_args(argv):
     p.add_argument("--cafile", required=True, help="the server's certificate (PEM)")
     p.add_argument("--jid", required=True, help="the sender")
     p.add_argument("--password", required=True)
-    p.add_argument("--peer", required=True, help="the recipient")
-    p.add_argument("--peer-password", required=True)
+    p.add_argument("--peer", help="the recipient, logged in here too")
+    p.add_argument("--peer-password")
+    p.add_argument("--external-peer", metavar="JID",
+                   help="instead of --peer: the recipient runs another OMEMO client")
     p.add_argument("--body", default="the door code is 4711")
     p.add_argument("--omemo2", action="store_true", help="also a urn:xmpp:omemo:2 message")
     p.add_argument("--step-timeout", type=float, default=20.0)
     p.add_argument("--timeout", type=float, default=60.0, help="the whole run")
     p.add_argument("--debug", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.external_peer is None and (args.peer is None or args.peer_password is None):
+        p.error("--peer and --peer-password, or --external-peer, are required")
+    return args
 
 
 def main(argv):
