@@ -133,8 +133,9 @@ register_plugin(OmemoPlugin)
 
 
 class Account(ClientXMPP):
-    def __init__(self, jid, password, store_dir):
-        super().__init__(jid, password)
+    def __init__(self, jid, password, store_dir, mech):
+        # One forced mechanism: no SCRAM-*-PLUS, which needs tls-exporter on TLS 1.3.
+        super().__init__(jid, password, sasl_mech=mech)
         self.name = JID(jid).user
         self.session = asyncio.get_event_loop().create_future()
         self.initialized = asyncio.get_event_loop().create_future()
@@ -229,7 +230,8 @@ async def send_oldmemo(sender, recipient, body):
 
 async def receive(recipient, sender, timeout):
     while True:
-        stanza = await asyncio.wait_for(recipient.inbox.get(), timeout)
+        stanza = await step(f"{recipient.name} waiting for a message from {sender.name}",
+                            recipient.inbox.get(), timeout)
         if stanza["from"].bare == sender.boundjid.bare:
             return stanza
 
@@ -241,8 +243,8 @@ async def receive_oldmemo(recipient, sender, timeout):
     to complete a session a pre-key message started): decrypted too, and reported."""
     while True:
         stanza = await receive(recipient, sender, timeout)
-        decrypted, device = await asyncio.wait_for(
-            recipient.plugin["xep_0384"].decrypt_message(stanza), timeout)
+        decrypted, device = await step(
+            "decrypting", recipient.plugin["xep_0384"].decrypt_message(stanza), timeout)
         if stanza.xml.find(f"{{{OLD_NS}}}encrypted/{{{OLD_NS}}}payload") is None:
             emit("key_transport", recipient=recipient.name, sender=sender.name,
                  sender_device=device.device_id)
@@ -274,20 +276,28 @@ async def decrypt_twomemo(recipient, stanza):
     return plaintext, device
 
 
+async def step(name, aw, timeout):
+    """`aw` within `timeout`, or Failed naming the step that never finished."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:
+        raise Failed(f"{name}: not done within {timeout}s") from None
+
+
 async def scenario_external(args, a, peer):
     """--external-peer: only `a` here; `peer` runs another OMEMO implementation
     (tests/clients/omemo_gajim.py) that answers "re: BODY"."""
     t = args.step_timeout
-    await asyncio.wait_for(a.initialized, t)
+    await step("keys generated and published (omemo_initialized)", a.initialized, t)
     a_id = await own_device_id(a)
     emit("published", accounts={a.name: a_id})
     for node in (OLD_DEVICELIST, f"eu.siacs.conversations.axolotl.bundles:{a_id}"):
-        model = await asyncio.wait_for(access_model(a, node), t)
+        model = await step(f"{node} configuration", access_model(a, node), t)
         emit("node_config", owner=a.name, node=node, access_model=model)
         if model != "open":
             raise Failed(f"{a.name}'s {node} has access model {model!r}, expected open")
     peer_jid = JID(peer)
-    iq = await asyncio.wait_for(a.plugin["xep_0060"].get_items(peer_jid, OLD_DEVICELIST, max_items=1), t)
+    iq = await step(f"{peer}'s device list", a.plugin["xep_0060"].get_items(peer_jid, OLD_DEVICELIST, max_items=1), t)
     ids = sorted(int(d.get("id")) for d in iq.xml.iter(f"{{{OLD_NS}}}device"))
     emit("devicelist", reader=a.name, owner=peer_jid.user, node=OLD_DEVICELIST, ids=ids)
     if not ids:
@@ -297,7 +307,7 @@ async def scenario_external(args, a, peer):
         boundjid = peer_jid
         name = peer_jid.user
 
-    errors = await asyncio.wait_for(send_oldmemo(a, Remote, args.body), t)
+    errors = await step("encrypting (device list and bundle download)", send_oldmemo(a, Remote, args.body), t)
     emit("sent", sender=a.name, namespace=OLD_NS, errors=errors)
     body, device = await receive_oldmemo(a, Remote, t)
     emit("decrypted", recipient=a.name, sender=Remote.name, namespace=OLD_NS, body=body,
@@ -311,7 +321,8 @@ async def scenario_external(args, a, peer):
 async def scenario(args, a, b):
     t = args.step_timeout
     # 1. Keys generated and published (bundles and device lists, both namespaces).
-    await asyncio.wait_for(asyncio.gather(a.initialized, b.initialized), t)
+    await step("keys generated and published (omemo_initialized)",
+               asyncio.gather(a.initialized, b.initialized), t)
     a_id, b_id = await own_device_id(a), await own_device_id(b)
     emit("published", accounts={a.name: a_id, b.name: b_id})
 
@@ -319,7 +330,7 @@ async def scenario(args, a, b):
     for owner, dev in ((a, a_id), (b, b_id)):
         for node in (OLD_DEVICELIST, f"eu.siacs.conversations.axolotl.bundles:{dev}",
                      TWO_DEVICELIST, "urn:xmpp:omemo:2:bundles"):
-            model = await asyncio.wait_for(access_model(owner, node), t)
+            model = await step(f"{node} configuration", access_model(owner, node), t)
             emit("node_config", owner=owner.name, node=node, access_model=model)
             if model != "open":
                 raise Failed(f"{owner.name}'s {node} has access model {model!r}, expected open")
@@ -327,13 +338,13 @@ async def scenario(args, a, b):
     # 2. Each reads the other's device lists (open access, no subscription).
     for reader, owner, owner_id in ((a, b, b_id), (b, a, a_id)):
         for node in (OLD_DEVICELIST, TWO_DEVICELIST):
-            ids = await asyncio.wait_for(read_devicelist(reader, owner, node), t)
+            ids = await step(f"{owner.name}'s {node}", read_devicelist(reader, owner, node), t)
             emit("devicelist", reader=reader.name, owner=owner.name, node=node, ids=ids)
             if owner_id not in ids:
                 raise Failed(f"{owner.name}'s device {owner_id} missing from {node}: {ids}")
 
     # 3. Legacy OMEMO: a -> b, session built from b's bundle on the server.
-    errors = await asyncio.wait_for(send_oldmemo(a, b, args.body), t)
+    errors = await step("encrypting (device list and bundle download)", send_oldmemo(a, b, args.body), t)
     emit("sent", sender=a.name, namespace=OLD_NS, errors=errors)
     body, device = await receive_oldmemo(b, a, t)
     emit("decrypted", recipient=b.name, sender=a.name, namespace=OLD_NS, body=body,
@@ -345,7 +356,7 @@ async def scenario(args, a, b):
 
     # 4. The answer over the same session.
     reply = "re: " + args.body
-    await asyncio.wait_for(send_oldmemo(b, a, reply), t)
+    await step("encrypting the answer", send_oldmemo(b, a, reply), t)
     body, device = await receive_oldmemo(a, b, t)
     emit("decrypted", recipient=a.name, sender=b.name, namespace=OLD_NS, body=body,
          sender_device=device.device_id)
@@ -355,9 +366,9 @@ async def scenario(args, a, b):
     # 5. omemo:2.
     if args.omemo2:
         text = ("omemo2: " + args.body).encode()
-        await asyncio.wait_for(send_twomemo(a, b, text), t)
+        await step("encrypting for omemo:2", send_twomemo(a, b, text), t)
         stanza = await receive(b, a, t)
-        plaintext, device = await asyncio.wait_for(decrypt_twomemo(b, stanza), t)
+        plaintext, device = await step("decrypting omemo:2", decrypt_twomemo(b, stanza), t)
         emit("decrypted", recipient=b.name, sender=a.name, namespace=TWO_NS,
              body=plaintext.decode(errors="replace"), sender_device=device.device_id)
         if plaintext != text:
@@ -374,10 +385,10 @@ def connect(client, args):
 
 async def run(args):
     with tempfile.TemporaryDirectory(prefix="omemo-") as store:
-        a = Account(args.jid, args.password, store)
+        a = Account(args.jid, args.password, store, args.mech)
         clients = [a]
         if args.external_peer is None:
-            b = Account(args.peer, args.peer_password, store)
+            b = Account(args.peer, args.peer_password, store, args.mech)
             clients.append(b)
         for c in clients:
             connect(c, args)
@@ -421,6 +432,7 @@ def parse_args(argv):
     p.add_argument("--external-peer", metavar="JID",
                    help="instead of --peer: the recipient runs another OMEMO client")
     p.add_argument("--body", default="the door code is 4711")
+    p.add_argument("--mech", default="SCRAM-SHA-1", help="the SASL mechanism to use")
     p.add_argument("--omemo2", action="store_true", help="also a urn:xmpp:omemo:2 message")
     p.add_argument("--step-timeout", type=float, default=20.0)
     p.add_argument("--timeout", type=float, default=60.0, help="the whole run")

@@ -48,6 +48,12 @@ from nbxmpp.protocol import JID, Message, Presence
 from nbxmpp.structs import OMEMOBundle, OMEMOMessage, StanzaHandler
 
 
+def describe(e):
+    """An nbxmpp stanza error as its condition and text, anything else as repr."""
+    cond = getattr(e, "condition", None)
+    return f"{type(e).__name__}: {cond} {getattr(e, 'text', '') or ''}".strip() if cond else repr(e)
+
+
 def emit(event, **fields):
     print(json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
 
@@ -171,7 +177,7 @@ class Peer:
         try:
             task.finish()
         except Exception as e:  # noqa: BLE001 - reported
-            self.fail(f"publishing the bundle: {e!r}")
+            self.fail(f"publishing the bundle: {describe(e)}")
             return
         self.omemo.set_devicelist([self.keys.device_id], public=True,
                                   callback=self.on_devicelist_published)
@@ -180,7 +186,7 @@ class Peer:
         try:
             task.finish()
         except Exception as e:  # noqa: BLE001 - reported
-            self.fail(f"publishing the device list: {e!r}")
+            self.fail(f"publishing the device list: {describe(e)}")
             return
         emit("ready", device_id=self.keys.device_id)
 
@@ -198,7 +204,7 @@ class Peer:
             try:
                 devices = task.finish()
             except Exception as e:  # noqa: BLE001 - reported
-                self.fail(f"reading {sender}'s device list: {e!r}")
+                self.fail(f"reading {sender}'s device list: {describe(e)}")
                 return
             emit("devicelist", owner=sender, ids=sorted(devices or []))
             if msg.sid not in (devices or []):
@@ -210,7 +216,7 @@ class Peer:
             try:
                 bundle = task.finish()
             except Exception as e:  # noqa: BLE001 - reported
-                self.fail(f"reading {sender}'s bundle: {e!r}")
+                self.fail(f"reading {sender}'s bundle: {describe(e)}")
                 return
             emit("bundle", owner=sender, device=msg.sid, prekeys=len(bundle.otpks))
             self.answer(sender, msg, bundle)

@@ -91,8 +91,10 @@ class Account(slixmpp.ClientXMPP):
     """One logged-in resource. `interests`: +notify for avatar metadata and nick;
     `unseen_feature`: a random disco feature, so the caps hash is new to the server."""
 
-    def __init__(self, jid, password, interests=False, unseen_feature=None):
-        super().__init__(jid, password)
+    def __init__(self, jid, password, mech, interests=False, unseen_feature=None):
+        # One forced mechanism: slixmpp would otherwise pick a SCRAM-*-PLUS one, which
+        # needs tls-exporter on TLS 1.3 and CPython has none.
+        super().__init__(jid, password, sasl_mech=mech)
         self.label = jid
         loop = asyncio.get_event_loop()
         self.session = loop.create_future()
@@ -165,7 +167,7 @@ class Account(slixmpp.ClientXMPP):
 
 
 async def login(jid, args, **kw):
-    client = Account(jid, args.password, **kw)
+    client = Account(jid, args.password, args.mech, **kw)
     client.ca_certs = args.cafile
     if hasattr(client, "enable_direct_tls"):
         # slixmpp >= 1.9: the transport is chosen by attributes, connect(host, port).
@@ -382,6 +384,7 @@ def parse_args(argv):
     p.add_argument("--carol", required=True)
     p.add_argument("--mallory", required=True)
     p.add_argument("--password", required=True, help="every account's password")
+    p.add_argument("--mech", default="SCRAM-SHA-1", help="the SASL mechanism to use")
     p.add_argument("--skip", action="append", default=[], help="a check to leave out")
     p.add_argument("--step-timeout", type=float, default=15.0)
     p.add_argument("--timeout", type=float, default=90.0, help="the whole run")
