@@ -80,6 +80,11 @@
 //! enabled = true
 //! default_policy = "always"          # whose messages: "always", "never" or "roster"
 //! retention_days = 365               # 0: kept until the byte quota needs the room
+//!
+//! [pep]                              # XEP-0163 personal eventing (avatars, OMEMO keys)
+//! max_nodes_per_account = 128
+//! max_items_per_node = 256           # what pubsub#max_items = "max" means
+//! max_item_bytes = 204800            # one item's payload, serialized
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -139,6 +144,8 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     /// The message archive (XEP-0313).
     pub archive: crate::features::mam::ArchiveConfig,
+    /// Personal eventing (XEP-0163).
+    pub pep: crate::features::pep::PepConfig,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -677,6 +684,36 @@ struct RawConfig {
     registration: Option<RawRegistration>,
     stream_management: Option<RawStreamManagement>,
     archive: Option<RawArchive>,
+    pep: Option<RawPep>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([pep])")]
+struct RawPep {
+    max_nodes_per_account: Option<Int>,
+    max_items_per_node: Option<Int>,
+    max_item_bytes: Option<Int>,
+}
+
+impl RawPep {
+    fn validate(self) -> Result<crate::features::pep::PepConfig, ConfigErrorKind> {
+        let d = crate::features::pep::PepConfig::default();
+        Ok(crate::features::pep::PepConfig {
+            max_nodes_per_account: match self.max_nodes_per_account {
+                Some(n) => in_range("pep.max_nodes_per_account", n, 1..=100_000)? as usize,
+                None => d.max_nodes_per_account,
+            },
+            max_items_per_node: match self.max_items_per_node {
+                Some(n) => in_range("pep.max_items_per_node", n, 1..=100_000)? as u32,
+                None => d.max_items_per_node,
+            },
+            // A payload travels in one stanza: at most the largest a stream accepts.
+            max_item_bytes: match self.max_item_bytes {
+                Some(n) => in_range("pep.max_item_bytes", n, 1024..=16_777_216)? as usize,
+                None => d.max_item_bytes,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -962,6 +999,7 @@ impl RawConfig {
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
             archive: self.archive.unwrap_or_default().validate()?,
+            pep: self.pep.unwrap_or_default().validate()?,
         })
     }
 }
@@ -1885,6 +1923,7 @@ mod tests {
                     default_policy: crate::features::mam::Policy::Roster,
                     retention_days: 30,
                 },
+                pep: crate::features::pep::PepConfig::default(),
             }
         );
     }
@@ -1946,7 +1985,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `pep`)"
         );
     }
 

@@ -92,7 +92,24 @@ impl Module for Disco {
     }
 
     fn handle_iq<'a>(&'a self, cx: &'a IqCx<'a>, iq: &'a Stanza) -> IqFuture<'a> {
-        ready(answer(cx, iq))
+        let plain = iq.iq_payload().is_some_and(|p| p.attr("node").is_none());
+        let items = iq
+            .iq_payload()
+            .is_some_and(|p| p.is("query", ns::DISCO_ITEMS));
+        if !(plain && items && iq.iq_type() == Some(IqType::Get)) {
+            return ready(answer(cx, iq));
+        }
+        // §4.1: the entity's items, from the modules that have some (XEP-0060 §5.2: an
+        // account's PEP nodes).
+        Box::pin(async move {
+            let mut q = Element::new("query", ns::DISCO_ITEMS);
+            for m in cx.registry.modules() {
+                for item in m.disco_items(cx).await {
+                    q.push_child(item);
+                }
+            }
+            Ok(Some(q))
+        })
     }
 }
 
@@ -126,9 +143,22 @@ fn answer(cx: &IqCx, iq: &Stanza) -> super::IqOutcome {
             name: "",
         },
     };
-    Ok(Some(info_query(
-        identity,
-        cx.registry.disco_features(cx.target),
-        None,
-    )))
+    let mut q = info_query(identity, cx.registry.disco_features(cx.target), None);
+    // The modules' identities (XEP-0163 §9: `pubsub/pep` on accounts), after the
+    // entity's own.
+    let extra = cx
+        .registry
+        .modules()
+        .flat_map(|m| m.identities())
+        .filter(|(on, _)| on.covers(cx.target));
+    for (i, (_, id)) in extra.enumerate() {
+        let mut el = Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", id.category)
+            .with_attr("type", id.ty);
+        if !id.name.is_empty() {
+            el.set_attr("name", id.name);
+        }
+        q.insert_child(1 + i, el);
+    }
+    Ok(Some(q))
 }

@@ -28,6 +28,7 @@ pub mod invite;
 pub mod last;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod register;
@@ -184,6 +185,16 @@ pub enum Hook {
     /// others (its contacts, RFC 6121); the rows then go with the account (cascading
     /// deletes), and its sessions are closed.
     AccountRemoved,
+    /// Available or unavailable broadcast presence from `cx.from` (a full JID, on this
+    /// server or another) reached the local account `owner`: its own resources' presence,
+    /// and its contacts' (RFC 6121 §4.2.2, §4.2.3). [`Module::presence_in`] learns who is
+    /// online there and what they want (XEP-0163 §4.3: the contacts' PEP notifications).
+    PresenceIn,
+    /// The answer (`result` or `error`) to an iq the server sent from its domain or an
+    /// account's bare JID: [`Module::iq_response`] claims those it sent, by id (XEP-0115
+    /// §6.2: the caps queries of XEP-0163 §4.3). Unclaimed ones are dropped (RFC 6120
+    /// §8.2.3: they are never answered).
+    IqResponse,
 }
 
 /// What a filter hook decided.
@@ -263,6 +274,18 @@ pub trait Module: Send + Sync {
     /// Disco features it announces.
     fn disco(&self) -> &'static [Announce] {
         &[]
+    }
+
+    /// Identities it adds to disco#info (XEP-0030 §3.1) of the entities given: XEP-0163
+    /// §9's `pubsub/pep` on accounts.
+    fn identities(&self) -> &'static [(On, disco::Identity)] {
+        &[]
+    }
+
+    /// Items it adds to disco#items (XEP-0030 §4) of the entity `cx.target`, for the asker
+    /// `cx.from` (XEP-0060 §5.2: an account's PEP nodes the asker may see).
+    fn disco_items<'a>(&'a self, _cx: &'a IqCx<'a>) -> HookFuture<'a, Vec<Element>> {
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     /// Iq payload namespaces it answers ([`Module::handle_iq`] gets them).
@@ -388,6 +411,22 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::PresenceIn`]: `presence` from `cx.from` reached the local account `owner`.
+    fn presence_in<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _owner: &'a BareJid,
+        _presence: &'a Element,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// [`Hook::IqResponse`]: `stanza` (an iq `result` or `error` from `cx.from`) answers an
+    /// iq the server sent; `true` when this module sent it and took the answer.
+    fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -470,6 +509,7 @@ impl Registry {
             adhoc::Adhoc::new(Vec::new(), passwords),
             register::Register::standalone(),
             &mam::ArchiveConfig::default(),
+            &pep::PepConfig::default(),
         )
     }
 
@@ -482,6 +522,7 @@ impl Registry {
         adhoc: adhoc::Adhoc,
         register: register::Register,
         archive: &mam::ArchiveConfig,
+        pep: &pep::PepConfig,
     ) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
@@ -509,6 +550,7 @@ impl Registry {
             // (the archive's <stanza-id/>) put on the original.
             Box::new(carbons::Carbons),
             Box::new(csi::Csi),
+            Box::new(pep::Pep::new(pep)),
         ])
     }
 
@@ -655,17 +697,21 @@ mod tests {
             }
         }
         for var in server.iter().chain(accounts) {
-            let routed = r.routes.iter().any(|(ns, _, _)| ns == var);
+            let routed = r.routes.iter().any(|(ns, _, _)| {
+                ns == var || var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'))
+            });
             assert!(
                 routed || WITHOUT_IQ.contains(var),
                 "{var} is announced but no module answers it"
             );
         }
         for var in accounts {
-            let routed = r
-                .routes
-                .iter()
-                .any(|(ns, _, route)| ns == var && route.on.covers(&account()));
+            // XEP-0060 §10: `pubsub#publish` and the like name parts of a routed
+            // namespace.
+            let routed = r.routes.iter().any(|(ns, _, route)| {
+                let part = var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'));
+                (ns == var || part) && route.on.covers(&account())
+            });
             assert!(
                 routed || WITHOUT_IQ.contains(var),
                 "{var} is announced on accounts, which do not answer it"
@@ -674,8 +720,9 @@ mod tests {
     }
 
     /// Namespaces answered but not announced: RFC 6121's roster is a core protocol,
-    /// advertised as stream features (`ver`, `sub`), not in disco.
-    const NOT_ANNOUNCED: &[&str] = &[roster::NS_ROSTER];
+    /// advertised as stream features (`ver`, `sub`), not in disco; XEP-0060's owner
+    /// namespace is announced through its parts (`pubsub#config-node`, …, §10).
+    const NOT_ANNOUNCED: &[&str] = &[roster::NS_ROSTER, pep::NS_OWNER];
 
     /// Features announced for behaviour that has no iq: offline storage (XEP-0160), the
     /// archive's stanza ids (XEP-0359) and extended query fields (XEP-0313 §7.1).

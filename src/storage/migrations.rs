@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_invites.sql"),
     include_str!("migrations/0006_invite_effects.sql"),
     include_str!("migrations/0007_archive.sql"),
+    include_str!("migrations/0008_pep.sql"),
 ];
 
 /// The schema version this binary writes.

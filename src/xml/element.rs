@@ -125,6 +125,12 @@ impl Element {
         self.children.push(Node::Element(child));
     }
 
+    /// Inserts `child` as the `index`th node (at the end when there are fewer).
+    pub fn insert_child(&mut self, index: usize, child: Element) {
+        let at = index.min(self.children.len());
+        self.children.insert(at, Node::Element(child));
+    }
+
     pub fn push_text(&mut self, text: impl Into<String>) {
         let text = text.into();
         if text.is_empty() {

@@ -152,11 +152,16 @@ impl Im<'_> {
         };
         // §4.2.2 / §4.4.2: to every contact with a subscription from the user, one
         // stanza per contact, to its bare JID, wherever it is.
+        let mut reached = vec![from.bare()];
         for item in items.iter().filter(|i| i.state.subscription.has_from()) {
             if self.presence_allowed(&user, &item.jid).await {
                 self.send_to_contact(&item.jid, presence::addressed(&el, item.jid.as_str()));
+                if self.local_user(&item.jid).is_some() {
+                    reached.push(item.jid.clone());
+                }
             }
         }
+        self.presence_seen(Sender::Local(from), &reached, &el).await;
         let initial = !change.was_available;
         if initial {
             // §4.2.2 / §4.4.2: a new resource learns about the account's others.
@@ -227,6 +232,13 @@ impl Im<'_> {
             self.send_to_contact(&item.jid, presence::addressed(el, item.jid.as_str()));
             sent.push(item.jid.clone());
         }
+        let mut reached: Vec<BareJid> = vec![from.bare()];
+        reached.extend(
+            sent.iter()
+                .filter(|j| self.local_user(j).is_some())
+                .cloned(),
+        );
+        self.presence_seen(Sender::Local(from), &reached, el).await;
         for to in directed {
             let bare = to.bare();
             if to.is_bare() && sent.contains(&bare) {
@@ -304,7 +316,14 @@ impl Im<'_> {
         };
         let ty = stanza.el.attr("type").map(str::to_owned);
         match ty.as_deref() {
-            None | Some("unavailable") | Some("error") => {
+            None | Some("unavailable") => {
+                if to.is_bare() && self.local_user(&to.bare()).is_some() {
+                    self.presence_seen(Sender::Remote(from), &[to.bare()], &stanza.el)
+                        .await;
+                }
+                let _ = self.router.route(Origin::Remote(from), stanza);
+            }
+            Some("error") => {
                 let _ = self.router.route(Origin::Remote(from), stanza);
             }
             Some("probe") => self.inbound_probe(from, &to).await,
@@ -354,6 +373,17 @@ impl Im<'_> {
                 "s2s{}: storage: probe from {from} unanswered: {e}",
                 self.conn
             ),
+        }
+    }
+
+    /// [`Hook::PresenceIn`]: broadcast presence from `from` reached the local accounts
+    /// `owners` (its own account's, its local contacts', or a remote contact's).
+    async fn presence_seen(&self, from: Sender<'_>, owners: &[BareJid], el: &Element) {
+        let cx = HookCx { im: *self, from };
+        for m in self.modules.hooked(Hook::PresenceIn) {
+            for owner in owners {
+                m.presence_in(&cx, owner, el).await;
+            }
         }
     }
 

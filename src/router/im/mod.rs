@@ -350,8 +350,14 @@ impl Im<'_> {
         out: &mut String,
     ) {
         if !stanza.iq_type().is_some_and(|t| t.is_request()) {
-            // RFC 6120 §8.2.3: results and errors are never answered; for the server
-            // or an account, there is nobody to hand them to.
+            // RFC 6120 §8.2.3: results and errors are never answered; those for an iq the
+            // server sent go to the module that sent it, the others are dropped.
+            let cx = HookCx { im: *self, from };
+            for m in self.modules.hooked(Hook::IqResponse) {
+                if m.iq_response(&cx, &stanza).await {
+                    break;
+                }
+            }
             return;
         }
         let outcome = match (module, &target) {
