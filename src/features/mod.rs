@@ -698,7 +698,10 @@ mod tests {
         }
         for var in server.iter().chain(accounts) {
             let routed = r.routes.iter().any(|(ns, _, _)| {
-                ns == var || var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'))
+                ns == var
+                    || var
+                        .strip_prefix(ns)
+                        .is_some_and(|rest| rest.starts_with('#'))
             });
             assert!(
                 routed || WITHOUT_IQ.contains(var),
@@ -709,7 +712,9 @@ mod tests {
             // XEP-0060 §10: `pubsub#publish` and the like name parts of a routed
             // namespace.
             let routed = r.routes.iter().any(|(ns, _, route)| {
-                let part = var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'));
+                let part = var
+                    .strip_prefix(ns)
+                    .is_some_and(|rest| rest.starts_with('#'));
                 (ns == var || part) && route.on.covers(&account())
             });
             assert!(

@@ -256,8 +256,9 @@ async def run(args):
             return EXIT_FAIL
         await logout(carol_first)
         clients.remove(carol_first)
-        # bob's presence (with caps) once more, now that alice is subscribed to it.
-        bob.send_presence()
+        # No presence sent again: alice's PEP service learns bob's caps from the presence
+        # his server sends when her subscription to him is approved (RFC 6121 §3.1.5), as
+        # with a real client that does not know it should.
 
         # Publish: avatar data, then metadata pointing at it (XEP-0084 §4.1), then nick.
         avatar_id = alice.plugin["xep_0084"].generate_id(AVATAR)
