@@ -121,7 +121,6 @@ fn events<'a>(run: &'a ClientRun, name: &'a str) -> impl Iterator<Item = &'a Val
 /// session from the recipient's bundle and the recipient decrypts; the answer goes back
 /// over that session; then the same with `urn:xmpp:omemo:2`.
 #[test]
-#[ignore = "needs PEP"]
 fn omemo_session_between_two_slixmpp_omemo_clients() {
     let py = omemo_python();
     require(
@@ -186,7 +185,6 @@ fn omemo_session_between_two_slixmpp_omemo_clients() {
 /// reads the sender's device list and bundle from PEP, decrypts and answers over the
 /// session; the python-omemo side decrypts the answer.
 #[test]
-#[ignore = "needs PEP"]
 fn omemo_between_python_omemo_and_gajims_nbxmpp_axolotl() {
     let py = omemo_python();
     require(
@@ -267,7 +265,6 @@ fn slixmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// XEP-0115 §6.3); items by id and with max_items; a stranger refused on the default
 /// `presence` access model; XEP-0223 bookmarks (`whitelist`) closed to a contact.
 #[test]
-#[ignore = "needs PEP"]
 fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = slixmpp_pep(&server, &["private-storage", "vcard"]);
@@ -296,7 +293,7 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
 
 /// The same script's XEP-0049 (xep_0048 with method xep_0049) and XEP-0054 checks.
 #[test]
-#[ignore = "needs PEP, XEP-0049 and XEP-0054"]
+#[ignore = "needs XEP-0049 and XEP-0054 (issue 19)"]
 fn slixmpp_private_storage_and_vcard() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = slixmpp_pep(&server, &[]);
@@ -336,7 +333,6 @@ fn aioxmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// published with `access_model=whitelist` and `max_items=max` read back by the owner
 /// and refused to a contact.
 #[test]
-#[ignore = "needs PEP"]
 fn aioxmpp_pep_avatar_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = aioxmpp_pep(&server, &["private-bookmarks", "vcard"]);
@@ -355,7 +351,7 @@ fn aioxmpp_pep_avatar_caps_notify_and_access() {
 
 /// aioxmpp's BookmarkClient (XEP-0048 in XEP-0049 private storage) and VCardService.
 #[test]
-#[ignore = "needs PEP, XEP-0049 and XEP-0054"]
+#[ignore = "needs XEP-0049 and XEP-0054 (issue 19)"]
 fn aioxmpp_private_bookmarks_and_vcard() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = aioxmpp_pep(&server, &[]);

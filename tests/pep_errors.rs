@@ -129,7 +129,6 @@ fn ok(reply: &Node) {
 /// §7.1.3.1: only the owner publishes to a PEP service; a contact gets `forbidden`, and
 /// the node keeps the owner's item.
 #[test]
-#[ignore = "needs PEP"]
 fn publishing_to_another_accounts_pep_service_is_forbidden() {
     let server = server();
     let (mut a, mut b) = friends(&server);
@@ -149,7 +148,6 @@ fn publishing_to_another_accounts_pep_service_is_forbidden() {
 
 /// §7.2.3.1: retracting an item of someone else's node is `forbidden`.
 #[test]
-#[ignore = "needs PEP"]
 fn retracting_from_another_accounts_node_is_forbidden() {
     let server = server();
     let (mut a, mut b) = friends(&server);
@@ -168,7 +166,6 @@ fn retracting_from_another_accounts_node_is_forbidden() {
 /// is refused with `conflict` + `precondition-not-met`, and the item is not stored; the
 /// same options matching the configuration publish fine.
 #[test]
-#[ignore = "needs PEP"]
 fn publish_options_that_do_not_match_the_node_are_precondition_not_met() {
     let server = server();
     let mut a = login(&server, "alice", "phone");
@@ -199,7 +196,6 @@ fn publish_options_that_do_not_match_the_node_are_precondition_not_met() {
 /// §7.1.3.6: an item carries exactly one payload; two is `bad-request` + `invalid-payload`.
 /// Prosody differs (no `invalid-payload`).
 #[test]
-#[ignore = "needs PEP"]
 fn an_item_with_two_payloads_is_invalid_payload() {
     let server = server();
     let mut a = login(&server, "alice", "phone");
@@ -223,7 +219,6 @@ fn an_item_with_two_payloads_is_invalid_payload() {
 
 /// §6.5.9.11: items of a node that does not exist: `item-not-found`.
 #[test]
-#[ignore = "needs PEP"]
 fn items_of_a_node_that_does_not_exist_are_item_not_found() {
     let server = server();
     let mut a = login(&server, "alice", "phone");
@@ -240,7 +235,6 @@ fn items_of_a_node_that_does_not_exist_are_item_not_found() {
 /// closed to an account without a presence subscription: `not-authorized` +
 /// `presence-subscription-required`. Prosody differs (`forbidden`).
 #[test]
-#[ignore = "needs PEP"]
 fn a_stranger_gets_presence_subscription_required() {
     let server = server();
     let mut a = login(&server, "alice", "phone");
@@ -289,7 +283,6 @@ fn a_stranger_gets_presence_subscription_required() {
 /// `whitelist` node (XEP-0223 private data, XEP-0402 bookmarks) gets `not-allowed` +
 /// `closed-node`, and never the item. Prosody differs (`forbidden`).
 #[test]
-#[ignore = "needs PEP"]
 fn a_contact_reading_a_whitelist_node_gets_closed_node() {
     let server = server();
     let (mut a, mut b) = friends(&server);
