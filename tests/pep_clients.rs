@@ -151,6 +151,21 @@ fn omemo_session_between_two_slixmpp_omemo_clients() {
     }
     // Each read the other's device lists (both namespaces) without a subscription.
     assert_eq!(events(&run, "devicelist").count(), 4, "{run}");
+    // With no presence subscription, slixmpp-omemo subscribed to the other's device lists
+    // explicitly (XEP-0060 §6.1), and the service sent the current list (§6.1.7).
+    for (account, publisher) in [("alice", "bob"), ("bob", "alice")] {
+        for node in [
+            "eu.siacs.conversations.axolotl.devicelist",
+            "urn:xmpp:omemo:2:devices",
+        ] {
+            assert!(
+                events(&run, "devicelist_notification").any(|e| e["account"] == account
+                    && e["publisher"] == server.jid(publisher)
+                    && e["node"] == node),
+                "{account} got no {node} notification from {publisher}:\n{run}"
+            );
+        }
+    }
 
     let decrypted: Vec<(&str, &str, &str)> = events(&run, "decrypted")
         .map(|e| {
@@ -263,7 +278,9 @@ fn slixmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// and pushed through caps `+notify` to the owner's other resource and a contact, and as
 /// last items to a contact whose caps hash hearth has never seen (XEP-0163 §4.3,
 /// XEP-0115 §6.3); items by id and with max_items; a stranger refused on the default
-/// `presence` access model; XEP-0223 bookmarks (`whitelist`) closed to a contact.
+/// `presence` access model; XEP-0223 bookmarks (`whitelist`) closed to a contact; and the
+/// owner's node management: `max_items` from publish-options, the configuration read and
+/// changed (a stranger reads once it is `open`), retract with notify, purge, delete.
 #[test]
 fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
@@ -277,6 +294,11 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
         "retrieve-max-items",
         "stranger-forbidden",
         "bookmarks-private",
+        "max-items",
+        "node-config",
+        "retract-notify",
+        "purge",
+        "delete",
     ] {
         assert_check(&run, &server, check);
     }

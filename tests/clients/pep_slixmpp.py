@@ -31,11 +31,20 @@ Checks, each printed as {"event": "check", "name": ..., "ok": ..., "detail": ...
                            forbidden or not-authorized (XEP-0060 §6.5.7)
   bookmarks-private        alice reads her bookmarks back (XEP-0223); bob, though
                            subscribed, gets an error reading `storage:bookmarks`
+  max-items                publish-options pubsub#max_items=2, then three items: two kept
+  node-config              the owner reads the node's configuration (access presence,
+                           max_items 2), a stranger is refused, the owner opens it
+                           (set_node_config access_model=open) and the stranger reads
+  retract-notify           alice retracts her nick with notify: bob is told (XEP-0060
+                           §7.2.2.1) and the node is empty
+  purge, delete            the owner purges (no items left) and deletes the node (its
+                           items are then item-not-found)
   private-storage          XEP-0049: alice stores and reads back bookmarks in private XML
                            storage (xep_0048 with method xep_0049)
   vcard                    XEP-0054: alice sets her vcard-temp, bob reads it
 
---skip NAME leaves a check out (it is then not run, not reported). Exit status: 0 every
+--skip NAME leaves a check out (it is then not run, not reported; node-management skips
+max-items to delete). Exit status: 0 every
 check run passed, 1 one failed, 2 an account could not log in, 3 timed out. Runs with
 Debian's python3-slixmpp (1.8) and newer slixmpp.
 """
@@ -47,6 +56,7 @@ import json
 import logging
 import sys
 import uuid
+import xml.etree.ElementTree as ET
 
 try:
     import slixmpp
@@ -64,6 +74,8 @@ NS_AVATAR_DATA = "urn:xmpp:avatar:data"
 NS_AVATAR_META = "urn:xmpp:avatar:metadata"
 NS_NICK = "http://jabber.org/protocol/nick"
 NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_NOTES = "urn:example:hearth:notes"
 NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 
 # A 1x1 PNG: the avatar.
@@ -114,6 +126,7 @@ class Account(slixmpp.ClientXMPP):
             self.register_plugin("xep_0172")
             self.add_event_handler("avatar_metadata_publish", self.on_avatar_metadata)
             self.add_event_handler("user_nick_publish", self.on_nick)
+            self.add_event_handler("user_nick_retract", self.on_nick_retract)
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_auth", lambda _: self.fail("authentication failed"))
         self.add_event_handler("disconnected", lambda _: self.fail("disconnected"))
@@ -151,6 +164,10 @@ class Account(slixmpp.ClientXMPP):
             nick = item.find(f"{{{NS_NICK}}}nick")
             self.events.put_nowait(("nick", msg["from"].bare, item.get("id"),
                                     None if nick is None else nick.text))
+
+    def on_nick_retract(self, msg):
+        for r in msg["pubsub_event"]["items"].xml.findall(f"{{{NS_EVENT}}}retract"):
+            self.events.put_nowait(("nick-retract", msg["from"].bare, r.get("id"), None))
 
     async def wait_event(self, kind, publisher, timeout):
         """The first notification of `kind` from `publisher`, in whatever order they came."""
@@ -200,6 +217,21 @@ async def wait_subscribed(client, contact, timeout):
             raise Failed(f"{client.label}: subscription with {contact} is "
                          f"{client.client_roster[contact]['subscription']!r}, not both")
         await asyncio.sleep(0.05)
+
+
+def publish_options(client, **fields):
+    """A XEP-0060 §7.1.5 publish-options form."""
+    form = client.plugin["xep_0004"].stanza.Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#publish-options")
+    for var, value in fields.items():
+        form.add_field(var=var, value=value)
+    return form
+
+
+def item_ids(iq):
+    return [i.get("id") for i in iq["pubsub"]["items"].xml.findall(f"{{{NS_PUBSUB}}}item")]
 
 
 async def expect_error(coro, allowed):
@@ -338,6 +370,9 @@ async def run(args):
             except (IqError, IqTimeout, asyncio.TimeoutError) as e:
                 report("bookmarks-private", False, repr(e))
 
+        if "node-management" not in skip:
+            await node_management(args, alice, bob, mallory, report)
+
         if "private-storage" not in skip:
             marks = Bookmarks()
             marks.add_conference(f"kitchen@conference.{domain}", "alice", name="Kitchen")
@@ -373,6 +408,68 @@ async def run(args):
             await logout(c)
     emit("done", failed=failed)
     return EXIT_OK if failed == 0 else EXIT_FAIL
+
+
+async def node_management(args, alice, bob, mallory, report):
+    """The owner's side of XEP-0060 with slixmpp's xep_0060: max_items from
+    publish-options, node configuration read and changed, retract with notify, purge,
+    delete."""
+    t = args.step_timeout
+    ps = alice.plugin["xep_0060"]
+    own = JID(alice.boundjid.bare)
+
+    def note(text):
+        el = ET.Element(f"{{{NS_NOTES}}}note")
+        el.text = text
+        return el
+
+    try:
+        for i in ("a", "b", "c"):
+            await asyncio.wait_for(ps.publish(own, NS_NOTES, id=i, payload=note(i), options=publish_options(
+                alice, **{"pubsub#max_items": "2", "pubsub#access_model": "presence"})), t)
+        ids = item_ids(await asyncio.wait_for(ps.get_items(own, NS_NOTES), t))
+        report("max-items", sorted(ids) == ["b", "c"], f"items {ids} after a, b, c with max_items 2")
+    except (IqError, IqTimeout, asyncio.TimeoutError) as e:
+        report("max-items", False, repr(e))
+        return
+
+    try:
+        iq = await asyncio.wait_for(ps.get_node_config(own, NS_NOTES), t)
+        values = iq["pubsub_owner"]["configure"]["form"].get_values()
+        before = values.get("pubsub#access_model"), str(values.get("pubsub#max_items"))
+        refused, why = await asyncio.wait_for(expect_error(
+            mallory.plugin["xep_0060"].get_items(own, NS_NOTES), {"forbidden", "not-authorized"}), t)
+        form = alice.plugin["xep_0004"].stanza.Form()
+        form["type"] = "submit"
+        form.add_field(var="FORM_TYPE", ftype="hidden",
+                       value="http://jabber.org/protocol/pubsub#node_config")
+        form.add_field(var="pubsub#access_model", value="open")
+        await asyncio.wait_for(ps.set_node_config(own, NS_NOTES, form), t)
+        ids = item_ids(await asyncio.wait_for(mallory.plugin["xep_0060"].get_items(own, NS_NOTES), t))
+        ok = before == ("presence", "2") and refused and sorted(ids) == ["b", "c"]
+        report("node-config", ok, f"config {before}; stranger before: {why}; after open: {ids}")
+    except (IqError, IqTimeout, asyncio.TimeoutError) as e:
+        report("node-config", False, repr(e))
+
+    try:
+        await asyncio.wait_for(ps.retract(own, NS_NICK, "current", notify=True), t)
+        _, _, rid, _ = await bob.wait_event("nick-retract", own.bare, t)
+        left = item_ids(await asyncio.wait_for(bob.plugin["xep_0060"].get_items(own, NS_NICK), t))
+        report("retract-notify", rid == "current" and left == [], f"retracted {rid}; left {left}")
+    except asyncio.TimeoutError:
+        report("retract-notify", False, f"no retraction notification within {t}s")
+    except (IqError, IqTimeout) as e:
+        report("retract-notify", False, repr(e))
+
+    try:
+        await asyncio.wait_for(ps.purge(own, NS_NOTES), t)
+        ids = item_ids(await asyncio.wait_for(ps.get_items(own, NS_NOTES), t))
+        report("purge", ids == [], f"items after purge {ids}")
+        await asyncio.wait_for(ps.delete_node(own, NS_NOTES), t)
+        ok, why = await asyncio.wait_for(expect_error(ps.get_items(own, NS_NOTES), {"item-not-found"}), t)
+        report("delete", ok, f"items of the deleted node: {why}")
+    except (IqError, IqTimeout, asyncio.TimeoutError) as e:
+        report("purge", False, repr(e))
 
 
 def parse_args(argv):
