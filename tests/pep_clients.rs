@@ -279,7 +279,7 @@ fn slixmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// last items to a contact whose caps hash hearth has never seen (XEP-0163 §4.3,
 /// XEP-0115 §6.3); items by id and with max_items; a stranger refused on the default
 /// `presence` access model; XEP-0223 bookmarks (`whitelist`) closed to a contact; and the
-/// owner's node management: `max_items` from publish-options, the configuration read and
+/// 100 KB avatar fetched whole; the owner's node management: `max_items` from publish-options, the configuration read and
 /// changed (a stranger reads once it is `open`), retract with notify, purge, delete.
 #[test]
 fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
@@ -294,6 +294,7 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
         "retrieve-max-items",
         "stranger-forbidden",
         "bookmarks-private",
+        "big-avatar",
         "max-items",
         "node-config",
         "retract-notify",

@@ -217,6 +217,30 @@ fn an_item_with_two_payloads_is_invalid_payload() {
     a.assert_alive();
 }
 
+/// §7.1.3.5: an item larger than `[pep] max_item_bytes` (200 KiB by default) but inside
+/// the stanza limit is `not-acceptable` + `payload-too-big`; the session goes on and the
+/// node keeps what it had. (Prosody has no such limit: this one fails there.)
+#[test]
+fn an_item_over_the_size_limit_is_payload_too_big() {
+    let server = server();
+    let mut a = login(&server, "alice", "phone");
+    ok(&publish_nick(&mut a, "Alice", ""));
+    let big = "x".repeat(210 * 1024);
+    let reply = publish_nick(&mut a, &big, "");
+    assert_eq!(
+        conditions(&reply),
+        ("not-acceptable".into(), Some("payload-too-big".into())),
+        "{}",
+        reply
+            .attrs
+            .iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect::<String>()
+    );
+    a.assert_alive();
+    assert_eq!(nicks(&server, &mut a), ["Alice"]);
+}
+
 /// §6.5.9.11: items of a node that does not exist: `item-not-found`.
 #[test]
 fn items_of_a_node_that_does_not_exist_are_item_not_found() {

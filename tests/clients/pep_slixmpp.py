@@ -31,6 +31,7 @@ Checks, each printed as {"event": "check", "name": ..., "ok": ..., "detail": ...
                            forbidden or not-authorized (XEP-0060 §6.5.7)
   bookmarks-private        alice reads her bookmarks back (XEP-0223); bob, though
                            subscribed, gets an error reading `storage:bookmarks`
+  big-avatar               a 100 KB avatar published, announced to bob and fetched whole
   max-items                publish-options pubsub#max_items=2, then three items: two kept
   node-config              the owner reads the node's configuration (access presence,
                            max_items 2), a stranger is refused, the owner opens it
@@ -54,6 +55,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -171,11 +173,16 @@ class Account(slixmpp.ClientXMPP):
 
     async def wait_event(self, kind, publisher, timeout):
         """The first notification of `kind` from `publisher`, in whatever order they came."""
+        return await self.wait_event_matching(kind, publisher, lambda _: True, timeout)
+
+    async def wait_event_matching(self, kind, publisher, pred, timeout):
+        """The first notification of `kind` from `publisher` whose last field satisfies
+        `pred`."""
         loop = asyncio.get_event_loop()
         deadline = loop.time() + timeout
         while True:
             for ev in self.seen:
-                if ev[0] == kind and ev[1] == publisher:
+                if ev[0] == kind and ev[1] == publisher and pred(ev[3]):
                     return ev
             left = deadline - loop.time()
             if left <= 0:
@@ -369,6 +376,27 @@ async def run(args):
                 report("bookmarks-private", own_ok and ok, f"own read {confs}; bob: {detail}")
             except (IqError, IqTimeout, asyncio.TimeoutError) as e:
                 report("bookmarks-private", False, repr(e))
+
+        if "big-avatar" not in skip:
+            # A phone's photo avatar, not a 1x1 pixel: 100 KB of data (136 KB of base64 in
+            # the item), published, announced and fetched back whole.
+            big = os.urandom(100 * 1024)
+            big_id = alice.plugin["xep_0084"].generate_id(big)
+            try:
+                started = asyncio.get_event_loop().time()
+                await asyncio.wait_for(alice.plugin["xep_0084"].publish_avatar(big), t)
+                await asyncio.wait_for(alice.plugin["xep_0084"].publish_avatar_metadata(
+                    [{"id": big_id, "type": "image/png", "bytes": str(len(big))}]), t)
+                _, _, _, ids = await bob.wait_event_matching(
+                    "avatar", alice_bare, lambda ids: big_id in ids, t)
+                iq = await asyncio.wait_for(
+                    bob.plugin["xep_0084"].retrieve_avatar(JID(alice_bare), big_id), t)
+                value = iq["pubsub"]["items"]["item"]["avatar_data"]["value"]
+                took = asyncio.get_event_loop().time() - started
+                report("big-avatar", value == big,
+                       f"{len(value)} bytes back, publish to fetched in {took:.2f}s")
+            except (IqError, IqTimeout, asyncio.TimeoutError) as e:
+                report("big-avatar", False, repr(e))
 
         if "node-management" not in skip:
             await node_management(args, alice, bob, mallory, report)
