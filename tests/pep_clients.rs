@@ -1,7 +1,8 @@
 //! XEP-0163 Personal Eventing Protocol with third-party client libraries (issue 19, "Tests"):
 //! OMEMO (XEP-0384) end to end through hearth's PEP, between two clients of one OMEMO
 //! library (slixmpp-omemo) and between two implementations (python-omemo and Gajim's
-//! python-nbxmpp with python-axolotl), and the PEP, avatar (XEP-0084), nick (XEP-0172),
+//! python-nbxmpp with python-axolotl), on one server and across federation with Prosody
+//! (tests/common/peers.rs), and the PEP, avatar (XEP-0084), nick (XEP-0172),
 //! bookmark (XEP-0048/0223/0402), private storage (XEP-0049) and vCard (XEP-0054) code of
 //! slixmpp and aioxmpp.
 //!
@@ -24,6 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{ClientRun, RunningClient, aioxmpp_python, python};
+use common::peers::{Net, Peer, PeerKind, Trust};
 use common::{Server, ServerOpts};
 use serde_json::Value;
 
@@ -252,6 +254,90 @@ fn omemo_between_python_omemo_and_gajims_nbxmpp_axolotl() {
         "{run}"
     );
     assert_eq!(answer["namespace"], NS_AXOLOTL, "{run}");
+}
+
+/// OMEMO across federation: alice on hearth (python-omemo) and bob on Prosody 0.12
+/// (Gajim's nbxmpp with python-axolotl), each server's PEP holding its own user's keys.
+/// alice's library fetches bob's device list and bundle from Prosody over the s2s link
+/// and subscribes to his device list there; bob's reads alice's from hearth's PEP as a
+/// remote requester of `open` nodes; the messages cross the link both ways.
+#[test]
+fn omemo_across_federation_with_prosody() {
+    if let Some(why) = Net::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let py = omemo_python();
+    require(
+        &py,
+        "slixmpp_omemo",
+        "run .ci/run (it makes <target dir>/omemo-venv), or set HEARTH_OMEMO_PYTHON",
+    );
+    let net = Net::new();
+    let slot = net.reserve("hearth.test", Trust::SelfSigned);
+    let hearth = Server::start(ServerOpts {
+        domain: slot.domain.clone(),
+        s2s: Some(format!(
+            "listen = [\"{}\"]\nresolvers = [\"{}:53\"]\nca_file = \"{}\"\n",
+            slot.s2s_addr(),
+            net.dns_addr(),
+            net.ca_cert_path().display()
+        )),
+        ..ServerOpts::default()
+    });
+    hearth.add_user("alice", PW);
+    let peer = Peer::start(
+        PeerKind::Prosody,
+        &net,
+        "prosody.test",
+        net.next_addr(),
+        Trust::SelfSigned,
+    );
+    peer.add_user("bob", PW);
+    let bob = peer.jid("bob");
+
+    let mut gajim = Command::new(python());
+    gajim
+        .arg(script("omemo_gajim.py"))
+        .args(["--host", &peer.c2s_addr().ip().to_string()])
+        .args(["--port", &peer.c2s_addr().port().to_string()])
+        .args(["--jid", &bob, "--password", PW])
+        .args(["--timeout", &RUN_SECS.to_string()]);
+    let mut gajim = RunningClient::command(gajim);
+    gajim.wait_for_event("ready", Duration::from_secs(STEP_SECS));
+
+    let mut cmd = Command::new(&py);
+    cmd.arg(script("omemo_client.py"))
+        .args(["--host", "127.0.0.1", "--port"])
+        .arg(hearth.c2s_port().to_string())
+        .arg("--cafile")
+        .arg(hearth.cert_path())
+        .args(["--jid", &hearth.jid("alice"), "--password", PW])
+        .args(["--external-peer", &bob])
+        .args(["--body", "the boat leaves at six"])
+        // The first request to the other server costs DNS, TCP, TLS and dialback.
+        .args(["--step-timeout", &(2 * STEP_SECS).to_string()])
+        .args(["--timeout", &RUN_SECS.to_string()]);
+    let run = run_script(cmd);
+    gajim.wait_for_event("exit", Duration::from_secs(RUN_SECS + 15));
+    let gajim = gajim.finish();
+    assert!(
+        run.succeeded() && gajim.succeeded(),
+        "hearth side:\n{run}\nProsody side:\n{gajim}\n--- hearth log ---\n{}\n--- Prosody log ---\n{}",
+        hearth.log(),
+        peer.log()
+    );
+    assert_eq!(
+        gajim.expect_event("decrypted")["body"],
+        "the boat leaves at six",
+        "{gajim}"
+    );
+    assert!(gajim.event("bundle").is_some(), "{gajim}");
+    assert_eq!(
+        run.expect_event("decrypted")["body"],
+        "re: the boat leaves at six",
+        "{run}"
+    );
 }
 
 // ------------------------------------------------------------------------------ slixmpp

@@ -127,7 +127,7 @@ class Peer:
         c.set_username(jid.localpart)
         c.set_resource("gajim")
         c.set_password(args.password)
-        c.set_custom_host(f"127.0.0.1:{args.port}", ConnectionProtocol.TCP,
+        c.set_custom_host(f"{args.host}:{args.port}", ConnectionProtocol.TCP,
                           ConnectionType.START_TLS)
         c.set_ignore_tls_errors(True)
         c.subscribe("connected", self.on_connected)
@@ -256,6 +256,7 @@ class Peer:
 
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--jid", required=True)
     p.add_argument("--password", required=True)
