@@ -256,13 +256,14 @@ fn omemo_between_python_omemo_and_gajims_nbxmpp_axolotl() {
     assert_eq!(answer["namespace"], NS_AXOLOTL, "{run}");
 }
 
-/// OMEMO across federation: alice on hearth (python-omemo) and bob on Prosody 0.12
-/// (Gajim's nbxmpp with python-axolotl), each server's PEP holding its own user's keys.
-/// alice's library fetches bob's device list and bundle from Prosody over the s2s link
-/// and subscribes to his device list there; bob's reads alice's from hearth's PEP as a
-/// remote requester of `open` nodes; the messages cross the link both ways.
-#[test]
-fn omemo_across_federation_with_prosody() {
+/// OMEMO across federation between hearth and Prosody 0.12, each server's PEP holding
+/// its own user's keys: python-omemo (slixmpp-omemo) on one side, Gajim's nbxmpp with
+/// python-axolotl on the other. The python-omemo side fetches the other's device list
+/// and bundle over the s2s link and subscribes to the device list there (XEP-0060 §6.1,
+/// the two have no presence subscription); the Gajim side reads the sender's device list
+/// and bundle from the sender's server as a remote requester of `open` nodes; the
+/// messages cross the link both ways.
+fn omemo_across_federation(python_omemo_on_hearth: bool) {
     if let Some(why) = Net::unavailable() {
         println!("SKIPPED: {why}");
         return;
@@ -285,7 +286,6 @@ fn omemo_across_federation_with_prosody() {
         )),
         ..ServerOpts::default()
     });
-    hearth.add_user("alice", PW);
     let peer = Peer::start(
         PeerKind::Prosody,
         &net,
@@ -293,27 +293,39 @@ fn omemo_across_federation_with_prosody() {
         net.next_addr(),
         Trust::SelfSigned,
     );
+    hearth.add_user("alice", PW);
     peer.add_user("bob", PW);
-    let bob = peer.jid("bob");
+    // (jid, address, certificate) of each side's user.
+    let on_hearth = (hearth.jid("alice"), hearth.c2s_addr(), hearth.cert_path());
+    let on_peer = (
+        peer.jid("bob"),
+        peer.c2s_addr(),
+        peer.client_cafile().to_path_buf(),
+    );
+    let (omemo_side, gajim_side) = if python_omemo_on_hearth {
+        (on_hearth, on_peer)
+    } else {
+        (on_peer, on_hearth)
+    };
 
     let mut gajim = Command::new(python());
     gajim
         .arg(script("omemo_gajim.py"))
-        .args(["--host", &peer.c2s_addr().ip().to_string()])
-        .args(["--port", &peer.c2s_addr().port().to_string()])
-        .args(["--jid", &bob, "--password", PW])
+        .args(["--host", &gajim_side.1.ip().to_string()])
+        .args(["--port", &gajim_side.1.port().to_string()])
+        .args(["--jid", &gajim_side.0, "--password", PW])
         .args(["--timeout", &RUN_SECS.to_string()]);
     let mut gajim = RunningClient::command(gajim);
     gajim.wait_for_event("ready", Duration::from_secs(STEP_SECS));
 
     let mut cmd = Command::new(&py);
     cmd.arg(script("omemo_client.py"))
-        .args(["--host", "127.0.0.1", "--port"])
-        .arg(hearth.c2s_port().to_string())
+        .args(["--host", &omemo_side.1.ip().to_string()])
+        .args(["--port", &omemo_side.1.port().to_string()])
         .arg("--cafile")
-        .arg(hearth.cert_path())
-        .args(["--jid", &hearth.jid("alice"), "--password", PW])
-        .args(["--external-peer", &bob])
+        .arg(&omemo_side.2)
+        .args(["--jid", &omemo_side.0, "--password", PW])
+        .args(["--external-peer", &gajim_side.0])
         .args(["--body", "the boat leaves at six"])
         // The first request to the other server costs DNS, TCP, TLS and dialback.
         .args(["--step-timeout", &(2 * STEP_SECS).to_string()])
@@ -323,7 +335,7 @@ fn omemo_across_federation_with_prosody() {
     let gajim = gajim.finish();
     assert!(
         run.succeeded() && gajim.succeeded(),
-        "hearth side:\n{run}\nProsody side:\n{gajim}\n--- hearth log ---\n{}\n--- Prosody log ---\n{}",
+        "python-omemo side:\n{run}\nGajim side:\n{gajim}\n--- hearth log ---\n{}\n--- Prosody log ---\n{}",
         hearth.log(),
         peer.log()
     );
@@ -338,6 +350,27 @@ fn omemo_across_federation_with_prosody() {
         "re: the boat leaves at six",
         "{run}"
     );
+    // The explicit subscription across the link delivered the current device list
+    // (XEP-0060 §6.1.7) from the other server's PEP.
+    assert!(
+        events(&run, "devicelist_notification").any(|e| e["publisher"] == gajim_side.0.as_str()
+            && e["node"] == "eu.siacs.conversations.axolotl.devicelist"),
+        "no device list notification from {} across the link:\n{run}",
+        gajim_side.0
+    );
+}
+
+/// python-omemo on hearth, Gajim's stack on Prosody.
+#[test]
+fn omemo_across_federation_from_hearth_to_prosody() {
+    omemo_across_federation(true);
+}
+
+/// python-omemo on Prosody, Gajim's stack on hearth: hearth's PEP serves a remote
+/// requester and a remote explicit subscriber.
+#[test]
+fn omemo_across_federation_from_prosody_to_hearth() {
+    omemo_across_federation(false);
 }
 
 // ------------------------------------------------------------------------------ slixmpp
