@@ -37,6 +37,11 @@ pub mod sm;
 pub mod subscription;
 pub mod time;
 pub mod version;
+// Issue 19 without PEP: XEP-0049, XEP-0054, XEP-0157, XEP-0215.
+pub mod contact;
+pub mod extdisco;
+pub mod private;
+pub mod vcard;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -401,6 +406,13 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// XEP-0128: data forms the server's disco#info carries (a `type='result'` form with a
+    /// hidden `FORM_TYPE`, XEP-0157's contact addresses), computed when the registry is
+    /// built; XEP-0115's hash covers them.
+    fn disco_forms(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
     /// [`Hook::AccountRemoved`]: `account` (a local bare JID) is about to be deleted;
     /// `cx.from` is the session that asked.
     fn account_removed<'a>(
@@ -434,6 +446,18 @@ pub trait Module: Send + Sync {
     }
 }
 
+/// The settings of the modules that keep an account's data and describe the server
+/// (`[private_storage]`, `[vcard]`, `[contact]`, `[[external_services]]`, `[pep]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleSettings {
+    pub private_storage: private::PrivateConfig,
+    pub vcard: vcard::VcardConfig,
+    pub contact: contact::ContactAddresses,
+    pub external_services: Vec<extdisco::ExternalService>,
+    /// `[pep]` (XEP-0163).
+    pub pep: pep::PepConfig,
+}
+
 /// The registered modules and what they declare, computed once.
 pub struct Registry {
     modules: Vec<Box<dyn Module>>,
@@ -443,6 +467,8 @@ pub struct Registry {
     routes: Vec<(&'static str, usize, IqRoute)>,
     server_disco: Vec<&'static str>,
     account_disco: Vec<&'static str>,
+    /// The modules' XEP-0128 forms for the server's disco#info, in module order.
+    server_forms: Vec<Element>,
 }
 
 impl Registry {
@@ -486,12 +512,14 @@ impl Registry {
                 }
             }
         }
+        let server_forms = modules.iter().flat_map(|m| m.disco_forms()).collect();
         Registry {
             modules,
             hooked,
             routes,
             server_disco,
             account_disco,
+            server_forms,
         }
     }
 
@@ -509,7 +537,7 @@ impl Registry {
             adhoc::Adhoc::new(Vec::new(), passwords),
             register::Register::standalone(),
             &mam::ArchiveConfig::default(),
-            &pep::PepConfig::default(),
+            &ModuleSettings::default(),
         )
     }
 
@@ -522,7 +550,7 @@ impl Registry {
         adhoc: adhoc::Adhoc,
         register: register::Register,
         archive: &mam::ArchiveConfig,
-        pep: &pep::PepConfig,
+        settings: &ModuleSettings,
     ) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
@@ -550,7 +578,11 @@ impl Registry {
             // (the archive's <stanza-id/>) put on the original.
             Box::new(carbons::Carbons),
             Box::new(csi::Csi),
-            Box::new(pep::Pep::new(pep)),
+            Box::new(private::Private::new(&settings.private_storage)),
+            Box::new(vcard::Vcard::new(&settings.vcard)),
+            Box::new(contact::Contact::new(&settings.contact)),
+            Box::new(extdisco::ExtDisco::new(&settings.external_services)),
+            Box::new(pep::Pep::new(&settings.pep)),
         ])
     }
 
@@ -592,6 +624,14 @@ impl Registry {
         match target {
             Target::Server => &self.server_disco,
             Target::Account(_) => &self.account_disco,
+        }
+    }
+
+    /// The XEP-0128 forms `target`'s disco#info carries (only the server has any).
+    pub fn disco_forms(&self, target: &Target) -> &[Element] {
+        match target {
+            Target::Server => &self.server_forms,
+            Target::Account(_) => &[],
         }
     }
 
