@@ -435,7 +435,6 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
 
 /// The same script's XEP-0049 (xep_0048 with method xep_0049) and XEP-0054 checks.
 #[test]
-#[ignore = "needs XEP-0049 and XEP-0054 (issue 19)"]
 fn slixmpp_private_storage_and_vcard() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = slixmpp_pep(&server, &[]);
@@ -493,7 +492,6 @@ fn aioxmpp_pep_avatar_caps_notify_and_access() {
 
 /// aioxmpp's BookmarkClient (XEP-0048 in XEP-0049 private storage) and VCardService.
 #[test]
-#[ignore = "needs XEP-0049 and XEP-0054 (issue 19)"]
 fn aioxmpp_private_bookmarks_and_vcard() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
     let run = aioxmpp_pep(&server, &[]);
