@@ -10,7 +10,8 @@
 //! and prints one JSON line per check; the test asserts each check by name, so a failure
 //! says which rule broke. The scripts were first checked against Prosody 0.12 (mod_pep,
 //! mod_private, mod_bookmarks, mod_vcard_legacy): `HEARTH_TEST_SERVER=prosody cargo nextest
-//! run --test pep_clients --run-ignored all` runs the same tests there.
+//! run --test pep_clients -E 'not test(federation)'` runs the same tests there (the
+//! federation ones need a hearth with s2s on one side).
 //!
 //! The Python environments: Debian's slixmpp (`/usr/bin/python3`) for pep_slixmpp.py;
 //! aioxmpp 0.13 in `<target dir>/aioxmpp-venv` (`HEARTH_AIOXMPP_PYTHON`); slixmpp-omemo
