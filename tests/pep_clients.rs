@@ -400,11 +400,12 @@ fn slixmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// XEP-0115 §6.3); items by id and with max_items; a stranger refused on the default
 /// `presence` access model; XEP-0223 bookmarks (`whitelist`) closed to a contact; and the
 /// 100 KB avatar fetched whole; the owner's node management: `max_items` from publish-options, the configuration read and
-/// changed (a stranger reads once it is `open`), retract with notify, purge, delete.
+/// changed (a stranger reads once it is `open`), retract with notify, purge, delete; and
+/// beside PEP, XEP-0048 bookmarks in XEP-0049 private storage and a XEP-0054 vCard.
 #[test]
 fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
-    let run = slixmpp_pep(&server, &["private-storage", "vcard"]);
+    let run = slixmpp_pep(&server, &[]);
     for check in [
         "subscribed",
         "notify-own-resource",
@@ -420,6 +421,8 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
         "retract-notify",
         "purge",
         "delete",
+        "private-storage",
+        "vcard",
     ] {
         assert_check(&run, &server, check);
     }
@@ -432,17 +435,6 @@ fn slixmpp_pep_avatar_nick_caps_notify_and_access() {
             .is_some_and(|f| f.starts_with("urn:example:hearth:unseen:")),
         "{caps}"
     );
-}
-
-/// The same script's XEP-0049 (xep_0048 with method xep_0049) and XEP-0054 checks.
-#[test]
-fn slixmpp_private_storage_and_vcard() {
-    let server = server(&["alice", "bob", "carol", "mallory"]);
-    let run = slixmpp_pep(&server, &[]);
-    for check in ["private-storage", "vcard"] {
-        assert_check(&run, &server, check);
-    }
-    assert_exit_ok(&run, &server);
 }
 
 // ------------------------------------------------------------------------------ aioxmpp
@@ -473,11 +465,11 @@ fn aioxmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// PubSubClient: the avatar pushed to a contact and, as the last item, to a contact with
 /// an unseen caps hash; the image fetched; a stranger refused; XEP-0402 bookmarks
 /// published with `access_model=whitelist` and `max_items=max` read back by the owner
-/// and refused to a contact.
+/// and refused to a contact; and BookmarkClient (XEP-0049) and a vCard photo (XEP-0054).
 #[test]
 fn aioxmpp_pep_avatar_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
-    let run = aioxmpp_pep(&server, &["private-bookmarks", "vcard"]);
+    let run = aioxmpp_pep(&server, &[]);
     for check in [
         "subscribed",
         "notify-contact",
@@ -485,18 +477,9 @@ fn aioxmpp_pep_avatar_caps_notify_and_access() {
         "retrieve-avatar",
         "stranger-forbidden",
         "bookmarks-pep",
+        "private-bookmarks",
+        "vcard",
     ] {
-        assert_check(&run, &server, check);
-    }
-    assert_exit_ok(&run, &server);
-}
-
-/// aioxmpp's BookmarkClient (XEP-0048 in XEP-0049 private storage) and VCardService.
-#[test]
-fn aioxmpp_private_bookmarks_and_vcard() {
-    let server = server(&["alice", "bob", "carol", "mallory"]);
-    let run = aioxmpp_pep(&server, &[]);
-    for check in ["private-bookmarks", "vcard"] {
         assert_check(&run, &server, check);
     }
     assert_exit_ok(&run, &server);
