@@ -14,7 +14,9 @@
 //! [`Registry::standard`].
 
 pub mod adhoc;
+pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod core;
@@ -200,6 +202,10 @@ pub enum Hook {
     /// §6.2: the caps queries of XEP-0163 §4.3). Unclaimed ones are dropped (RFC 6120
     /// §8.2.3: they are never answered).
     IqResponse,
+    /// Available presence from a local session, broadcast or directed, before it goes
+    /// anywhere: [`Module::presence_out`] may add to it (XEP-0398 §4: the avatar hash of
+    /// XEP-0153).
+    PresenceOut,
 }
 
 /// What a filter hook decided.
@@ -433,6 +439,16 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::PresenceOut`]: `stanza` (available presence from the local session
+    /// `cx.from`) is about to be broadcast or sent.
+    fn presence_out<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _stanza: &'a mut Stanza,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// [`Hook::IqResponse`]: `stanza` (an iq `result` or `error` from `cx.from`) answers an
     /// iq the server sent; `true` when this module sent it and took the answer.
     fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
@@ -583,6 +599,10 @@ impl Registry {
             Box::new(contact::Contact::new(&settings.contact)),
             Box::new(extdisco::ExtDisco::new(&settings.external_services)),
             Box::new(pep::Pep::new(&settings.pep)),
+            // After PEP and vCards: converts between the two (XEP-0398).
+            Box::new(avatar::Avatar::new(&settings.vcard)),
+            // Before private storage answers: storage:bookmarks is served from PEP.
+            Box::new(bookmarks::Bookmarks),
         ])
     }
 
@@ -771,7 +791,15 @@ mod tests {
 
     /// Features announced for behaviour that has no iq: offline storage (XEP-0160), the
     /// archive's stanza ids (XEP-0359) and extended query fields (XEP-0313 §7.1).
-    const WITHOUT_IQ: &[&str] = &[offline::MSGOFFLINE, mam::NS_SID, mam::NS_EXTENDED];
+    /// XEP-0398's conversion and XEP-0402's bookmarks compatibility are behaviour of
+    /// other modules' iqs (PEP, vCards, private storage).
+    const WITHOUT_IQ: &[&str] = &[
+        offline::MSGOFFLINE,
+        mam::NS_SID,
+        mam::NS_EXTENDED,
+        avatar::NS_CONVERSION,
+        bookmarks::NS_COMPAT,
+    ];
 
     #[test]
     fn routes_follow_the_target() {

@@ -55,10 +55,19 @@ impl Im<'_> {
     pub(crate) async fn presence(
         &self,
         from: &FullJid,
-        stanza: Stanza,
+        mut stanza: Stanza,
         out: &mut String,
     ) -> Routed {
         let ty = stanza.el.attr("type").map(str::to_owned);
+        if ty.is_none() {
+            let cx = HookCx {
+                im: *self,
+                from: Sender::Local(from),
+            };
+            for m in self.modules.hooked(Hook::PresenceOut) {
+                m.presence_out(&cx, &mut stanza).await;
+            }
+        }
         let to_self = match &stanza.to {
             None => true,
             Some(to) => to.bare() == from.bare(),
