@@ -30,6 +30,7 @@ pub mod mam;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod sm;
@@ -179,6 +180,15 @@ pub enum Hook {
     /// recipient's other resources). Runs after [`Hook::MessageOut`] for a message between
     /// two local accounts. Modules run in registration order.
     MessageIn,
+    /// An iq result or error addressed to the server's domain or to an account's bare
+    /// JID: the answer to an iq the server sent itself, on its own or on an account's
+    /// behalf (a XEP-0357 push to an app server; a XEP-0115 caps query). Each module
+    /// that declares it is asked in turn ([`Module::iq_response`]) until one claims the
+    /// response, by the `id` it generated when it sent the request (ids should be
+    /// unguessable or at least unique to the module, e.g. a prefix of its own, and the
+    /// module should check `from` is whom it asked). Unclaimed responses are dropped, as
+    /// RFC 6120 §8.2.3 says a response is never answered.
+    IqResponse,
     /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
     /// called before its rows are deleted, so a module can still read them and tell
     /// others (its contacts, RFC 6121); the rows then go with the account (cascading
@@ -371,6 +381,13 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::IqResponse`]: `stanza` is an iq `result` or `error` for the server or the
+    /// account `cx` names as target (its `to`); true when it answers a request this module
+    /// sent (it is then the module's alone), false to let the next module look.
+    fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
     /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a
     /// `node` of the entity asked, when the node is this module's (the ad-hoc commands
     /// list, a command); `None` otherwise. The disco module asks each module in turn.
@@ -509,6 +526,8 @@ impl Registry {
             // (the archive's <stanza-id/>) put on the original.
             Box::new(carbons::Carbons),
             Box::new(csi::Csi),
+            // Last: it looks at a message once the others (the archive, carbons) have.
+            Box::new(push::Push::new(&push::PushConfig::default())),
         ])
     }
 

@@ -342,6 +342,15 @@ impl Driver for C2sDriver {
             }
             Action::ClientState(state) => {
                 log::debug!("c2s{}: client {state:?}", link.id);
+                // XEP-0357: push notifications go to an account none of whose sessions
+                // is attended.
+                if let Some((jid, sid)) = &self.bound {
+                    let attention = match state {
+                        csi::State::Active => router::Attention::Active,
+                        csi::State::Inactive => router::Attention::Inactive,
+                    };
+                    link.shared.router.set_attention(jid, *sid, attention);
+                }
                 match state {
                     // §5.1: what was held goes out before anything the client sends next
                     // is handled.
@@ -501,6 +510,11 @@ impl Driver for C2sDriver {
             });
             match link.shared.sm.park(&link.shared, r, parked) {
                 Ok(()) => {
+                    // XEP-0357: a hibernating session's user is not there to see what
+                    // arrives.
+                    link.shared
+                        .router
+                        .set_attention(&jid, sid, router::Attention::Hibernating);
                     log::info!(
                         "c2s{id}: {jid} connection lost ({reason}); the session waits {} s to be resumed",
                         r.max_secs
@@ -630,6 +644,10 @@ impl C2sDriver {
         );
         link.sm = Some(Box::new(out));
         self.acknowledged(link, acked).await;
+        // A new stream starts active (XEP-0352 §5).
+        link.shared
+            .router
+            .set_attention(&jid, sid, router::Attention::Active);
         self.bound = Some((jid.clone(), sid));
         self.rx = Some(rx);
         self.resumable = Some(r);

@@ -19,6 +19,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_invites.sql"),
     include_str!("migrations/0006_invite_effects.sql"),
     include_str!("migrations/0007_archive.sql"),
+    // 0008 and 0009 are on other branches (PEP, private storage); the lead orders them.
+    include_str!("migrations/0010_push.sql"),
 ];
 
 /// The schema version this binary writes.
