@@ -1,0 +1,325 @@
+//! XEP-0357 Push Notifications end to end. The app server is an external component on
+//! slixmpp's own ComponentXMPP that reads each notification with slixmpp's xep_0060 and
+//! xep_0004 plugins (tests/clients/push_app.py); the phone is slixmpp with its xep_0352
+//! (CSI) and xep_0198 (stream management) plugins (tests/clients/push_client.py).
+//!
+//! No client library at hand implements XEP-0357's enable: slixmpp (Debian's 1.8 and
+//! upstream) has no xep_0357 plugin, nor have aioxmpp 0.13 and nbxmpp; the phone builds
+//! the <enable/> as the XEP's §5 example does, its form with slixmpp's xep_0004. The
+//! contacts and the refusals are raw XML.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::client::{Conn, new_id};
+use common::clients::{ClientRun, RunningClient, check_slixmpp, python};
+use common::im::{chat, drain, error_condition, expect_message, presence};
+use common::{Server, ServerOpts, free_port};
+use serde_json::Value;
+
+const PW: &str = "a fine password";
+const SECRET: &str = "a secret of sixteen+ chars";
+const APP: &str = "push.test.local";
+const WAIT: Duration = Duration::from_secs(20);
+/// Time for the server to see a connection go (or a nonza arrive) after the client said so.
+const SETTLE: Duration = Duration::from_millis(500);
+
+fn server_with(extra: &str) -> (Server, u16) {
+    let port = free_port();
+    let server = Server::start(ServerOpts {
+        extra_toml: format!(
+            "\n[components]\nlisten = [\"127.0.0.1:{port}\"]\n\
+             secrets = {{ \"{APP}\" = \"{SECRET}\" }}\n{extra}"
+        ),
+        ..ServerOpts::default()
+    });
+    for u in ["alice", "bob", "carol"] {
+        server.add_user(u, PW);
+    }
+    (server, port)
+}
+
+fn server() -> (Server, u16) {
+    server_with("")
+}
+
+/// The app server, running for `seconds`, answering `fail` (node=condition) with errors.
+fn app(port: u16, seconds: u32, fail: &[&str]) -> RunningClient {
+    check_slixmpp();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/push_app.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .args(["--jid", APP, "--secret", SECRET])
+        .args(["--port", &port.to_string(), "--seconds", &seconds.to_string()]);
+    for f in fail {
+        cmd.args(["--fail", f]);
+    }
+    let mut run = RunningClient::command(cmd);
+    run.wait_for_event("ready", WAIT);
+    run
+}
+
+/// alice's phone: `args` are push_client.py's (--enable, --then …).
+fn phone(server: &Server, resource: &str, args: &[&str]) -> RunningClient {
+    check_slixmpp();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/push_client.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .args(["--jid", &format!("{}/{resource}", server.jid("alice"))])
+        .args(["--password", PW, "--app", APP, "--secret", "s3cret"])
+        .args(["--port", &server.c2s_port().to_string()])
+        .arg("--cafile")
+        .arg(server.cert_path())
+        .args(args);
+    RunningClient::command(cmd)
+}
+
+fn login(server: &Server, user: &str, resource: &str) -> Conn {
+    Conn::login(
+        server.c2s_addr(),
+        server.domain(),
+        &server.cert_path(),
+        user,
+        PW,
+        Some(resource),
+    )
+}
+
+fn pushes(run: &ClientRun) -> Vec<&Value> {
+    run.events.iter().filter(|e| e["event"] == "push").collect()
+}
+
+/// An offline phone's app server is told (from the account's bare JID, with the
+/// summary and the stored publish-options, no body), and the message waits offline.
+#[test]
+fn an_offline_phone_is_notified_and_gets_the_message_at_next_login() {
+    let (server, port) = server();
+    let mut app = app(port, 30, &[]);
+    let run = phone(&server, "phone", &["--enable", "n1", "--then", "offline"]).finish();
+    run.assert_ok();
+    run.expect_event("enabled");
+    std::thread::sleep(SETTLE);
+
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "are you there?");
+    let push = app.wait_for_event("push", WAIT);
+    assert_eq!(push["frm"], server.jid("alice"), "{push}");
+    assert_eq!(push["to"], APP, "{push}");
+    assert_eq!(push["node"], "n1", "{push}");
+    let summary = &push["summary"];
+    // slixmpp reads a hidden field as a list of values.
+    assert_eq!(summary["FORM_TYPE"][0], "urn:xmpp:push:summary", "{push}");
+    assert_eq!(summary["message-count"], "1", "{push}");
+    assert_eq!(summary["last-message-sender"], server.jid("bob"), "{push}");
+    assert!(summary.get("last-message-body").is_none(), "{push}");
+    assert_eq!(push["options"]["secret"], "s3cret", "{push}");
+    assert_eq!(
+        push["options"]["FORM_TYPE"][0],
+        "http://jabber.org/protocol/pubsub#publish-options",
+        "{push}"
+    );
+
+    // Push never takes the message: it is there at the next login.
+    let mut alice = login(&server, "alice", "phone");
+    presence(&mut alice, "");
+    expect_message(&mut alice, "are you there?");
+    bob.assert_alive();
+}
+
+/// While the phone is online and active nothing is pushed; once it says <inactive/>
+/// (slixmpp's xep_0352) the next message is, and the message still reaches it.
+#[test]
+fn an_active_phone_is_not_notified_an_inactive_one_is() {
+    let (server, port) = server();
+    let app = app(port, 16, &[]);
+    let mut active = phone(
+        &server,
+        "phone",
+        &["--enable", "n1", "--then", "stay", "--seconds", "3"],
+    );
+    active.wait_for_event("enabled", WAIT);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "while active");
+    active.wait_for_event("message", WAIT);
+    active.finish().assert_ok();
+    std::thread::sleep(SETTLE);
+
+    let mut inactive = phone(&server, "phone", &["--then", "inactive", "--seconds", "4"]);
+    inactive.wait_for_event("inactive", WAIT);
+    std::thread::sleep(SETTLE);
+    let mut carol = login(&server, "carol", "desk");
+    chat(&mut carol, &server.jid("alice"), "while inactive");
+    let got = inactive.wait_for_event("message", WAIT);
+    assert_eq!(got["body"], "while inactive");
+    inactive.finish().assert_ok();
+
+    let run = app.finish();
+    let p = pushes(&run);
+    assert_eq!(p.len(), 1, "{run}");
+    assert_eq!(
+        p[0]["summary"]["last-message-sender"],
+        server.jid("carol"),
+        "{run}"
+    );
+    assert_eq!(p[0]["summary"]["message-count"], "1", "{run}");
+    bob.assert_alive();
+}
+
+/// A phone whose connection drops with a resumable session (slixmpp's xep_0198): the
+/// session hibernates, and a message for it is pushed.
+#[test]
+fn a_hibernating_session_is_notified() {
+    let (server, port) = server();
+    let mut app = app(port, 30, &[]);
+    let mut dropped = phone(&server, "phone", &["--enable", "n1", "--then", "drop"]);
+    dropped.wait_for_event("dropped", WAIT);
+    dropped.finish();
+    std::thread::sleep(SETTLE);
+    assert!(
+        server.log().contains("the session waits"),
+        "the session did not hibernate:\n{}",
+        server.log()
+    );
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "wake up");
+    let push = app.wait_for_event("push", WAIT);
+    assert_eq!(push["node"], "n1", "{push}");
+    assert_eq!(push["summary"]["last-message-sender"], server.jid("bob"));
+}
+
+/// §6: a disabled registration gets nothing; the other one still does.
+#[test]
+fn disable_stops_notifications() {
+    let (server, port) = server();
+    let app = app(port, 6, &[]);
+    let run = phone(
+        &server,
+        "phone",
+        &[
+            "--enable", "n1", "--enable", "n2", "--disable", "n1", "--then", "offline",
+        ],
+    )
+    .finish();
+    run.assert_ok();
+    run.expect_event("disabled");
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "one");
+    drain(&mut bob);
+    let run = app.finish();
+    let p = pushes(&run);
+    assert_eq!(p.len(), 1, "{run}");
+    assert_eq!(p[0]["node"], "n2", "{run}");
+}
+
+/// An app server that answers `item-not-found` no longer knows the device: the
+/// registration is disabled (the other one stays), and the message is kept all the same.
+#[test]
+fn an_app_server_error_disables_the_registration() {
+    let (server, port) = server();
+    let app = app(port, 10, &["n1=item-not-found"]);
+    phone(
+        &server,
+        "phone",
+        &["--enable", "n1", "--enable", "n2", "--then", "offline"],
+    )
+    .finish()
+    .assert_ok();
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "one");
+    drain(&mut bob);
+    std::thread::sleep(Duration::from_secs(2));
+    // alice comes and goes (seen: the throttle starts again), then a second message.
+    let mut alice = login(&server, "alice", "phone");
+    presence(&mut alice, "");
+    expect_message(&mut alice, "one");
+    alice.close();
+    std::thread::sleep(SETTLE);
+    chat(&mut bob, &server.jid("alice"), "two");
+    drain(&mut bob);
+    let run = app.finish();
+    let nodes: Vec<&str> = pushes(&run)
+        .iter()
+        .filter_map(|p| p["node"].as_str())
+        .collect();
+    assert_eq!(nodes.iter().filter(|n| **n == "n1").count(), 1, "{run}");
+    assert_eq!(nodes.iter().filter(|n| **n == "n2").count(), 2, "{run}");
+    let mut alice = login(&server, "alice", "phone");
+    presence(&mut alice, "");
+    expect_message(&mut alice, "two");
+}
+
+fn enable_xml(id: &str, to: &str, node: &str, secret: &str) -> String {
+    format!(
+        "<iq type='set' id='{id}'{to}><enable xmlns='urn:xmpp:push:0' jid='{APP}' node='{node}'>\
+         <x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         <field var='secret'><value>{secret}</value></field></x></enable></iq>"
+    )
+}
+
+fn ask(c: &mut Conn, xml_with_id: impl Fn(&str) -> String) -> common::xml::Node {
+    let id = new_id("push");
+    c.send(&xml_with_id(&id));
+    c.expect_iq_reply(&id)
+}
+
+/// Raw XML: another account may not enable for alice, a malformed request is
+/// `bad-request`, the count and the byte quota are bounded, and the account announces
+/// the feature.
+#[test]
+fn refusals_and_limits() {
+    let (server, _port) = server_with("[limits]\nmax_stored_bytes_per_account = 2000\n");
+    let alice_jid = server.jid("alice");
+    let mut bob = login(&server, "bob", "desk");
+    let r = ask(&mut bob, |id| {
+        enable_xml(id, &format!(" to='{alice_jid}'"), "evil", "x")
+    });
+    assert_eq!(error_condition(&r), "forbidden", "{r}");
+
+    let mut alice = login(&server, "alice", "phone");
+    for (xml, cond) in [
+        (
+            "<enable xmlns='urn:xmpp:push:0' node='n'/>",
+            "bad-request",
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='push.test.local'/>",
+            "bad-request",
+        ),
+        (
+            "<enable xmlns='urn:xmpp:push:0' jid='push.test.local' node='n'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:wrong</value></field></x></enable>",
+            "bad-request",
+        ),
+    ] {
+        let r = ask(&mut alice, |id| format!("<iq type='set' id='{id}'>{xml}</iq>"));
+        assert_eq!(error_condition(&r), cond, "{xml}: {r}");
+    }
+    let r = ask(&mut alice, |id| {
+        format!("<iq type='get' id='{id}'><enable xmlns='urn:xmpp:push:0' jid='{APP}' node='n'/></iq>")
+    });
+    assert_eq!(error_condition(&r), "bad-request", "{r}");
+
+    for i in 0..5 {
+        let r = ask(&mut alice, |id| enable_xml(id, "", &format!("n{i}"), "s"));
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    let r = ask(&mut alice, |id| enable_xml(id, "", "n5", "s"));
+    assert_eq!(error_condition(&r), "resource-constraint", "{r}");
+    // The same one again replaces it, but a secret past the byte quota does not fit.
+    let r = ask(&mut alice, |id| enable_xml(id, "", "n0", "s2"));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let big = "x".repeat(3000);
+    let r = ask(&mut alice, |id| enable_xml(id, "", "n0", &big));
+    assert_eq!(error_condition(&r), "resource-constraint", "{r}");
+
+    let r = ask(&mut alice, |id| {
+        format!("<iq type='get' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    });
+    assert!(r.to_string().contains("urn:xmpp:push:0"), "{r}");
+    bob.assert_alive();
+}
