@@ -80,6 +80,10 @@
 //! enabled = true
 //! default_policy = "always"          # whose messages: "always", "never" or "roster"
 //! retention_days = 365               # 0: kept until the byte quota needs the room
+//!
+//! [push]                             # XEP-0357 notifications to phones' app servers
+//! include_body = false               # send the message text to the app server (and on
+//!                                    # to Apple/Google): off, only "a message from …"
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -139,6 +143,8 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     /// The message archive (XEP-0313).
     pub archive: crate::features::mam::ArchiveConfig,
+    /// Push notifications (XEP-0357).
+    pub push: crate::features::push::PushConfig,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -677,6 +683,13 @@ struct RawConfig {
     registration: Option<RawRegistration>,
     stream_management: Option<RawStreamManagement>,
     archive: Option<RawArchive>,
+    push: Option<RawPush>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([push])")]
+struct RawPush {
+    include_body: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -962,6 +975,9 @@ impl RawConfig {
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
             archive: self.archive.unwrap_or_default().validate()?,
+            push: crate::features::push::PushConfig {
+                include_body: self.push.unwrap_or_default().include_body.unwrap_or(false),
+            },
         })
     }
 }
@@ -1806,6 +1822,9 @@ mod tests {
             enabled = false
             default_policy = "roster"
             retention_days = 30
+
+            [push]
+            include_body = true
             "#,
         )
         .unwrap();
@@ -1885,6 +1904,7 @@ mod tests {
                     default_policy: crate::features::mam::Policy::Roster,
                     retention_days: 30,
                 },
+                push: crate::features::push::PushConfig { include_body: true },
             }
         );
     }
@@ -1946,7 +1966,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `push`)"
         );
     }
 

@@ -53,7 +53,12 @@ fn app(port: u16, seconds: u32, fail: &[&str]) -> RunningClient {
     let mut cmd = Command::new(python());
     cmd.arg(script)
         .args(["--jid", APP, "--secret", SECRET])
-        .args(["--port", &port.to_string(), "--seconds", &seconds.to_string()]);
+        .args([
+            "--port",
+            &port.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ]);
     for f in fail {
         cmd.args(["--fail", f]);
     }
@@ -117,8 +122,7 @@ fn an_offline_phone_is_notified_and_gets_the_message_at_next_login() {
     assert!(summary.get("last-message-body").is_none(), "{push}");
     assert_eq!(push["options"]["secret"], "s3cret", "{push}");
     assert_eq!(
-        push["options"]["FORM_TYPE"][0],
-        "http://jabber.org/protocol/pubsub#publish-options",
+        push["options"]["FORM_TYPE"][0], "http://jabber.org/protocol/pubsub#publish-options",
         "{push}"
     );
 
@@ -199,7 +203,14 @@ fn disable_stops_notifications() {
         &server,
         "phone",
         &[
-            "--enable", "n1", "--enable", "n2", "--disable", "n1", "--then", "offline",
+            "--enable",
+            "n1",
+            "--enable",
+            "n2",
+            "--disable",
+            "n1",
+            "--then",
+            "offline",
         ],
     )
     .finish();
@@ -283,10 +294,7 @@ fn refusals_and_limits() {
 
     let mut alice = login(&server, "alice", "phone");
     for (xml, cond) in [
-        (
-            "<enable xmlns='urn:xmpp:push:0' node='n'/>",
-            "bad-request",
-        ),
+        ("<enable xmlns='urn:xmpp:push:0' node='n'/>", "bad-request"),
         (
             "<enable xmlns='urn:xmpp:push:0' jid='push.test.local'/>",
             "bad-request",
@@ -296,11 +304,15 @@ fn refusals_and_limits() {
             "bad-request",
         ),
     ] {
-        let r = ask(&mut alice, |id| format!("<iq type='set' id='{id}'>{xml}</iq>"));
+        let r = ask(&mut alice, |id| {
+            format!("<iq type='set' id='{id}'>{xml}</iq>")
+        });
         assert_eq!(error_condition(&r), cond, "{xml}: {r}");
     }
     let r = ask(&mut alice, |id| {
-        format!("<iq type='get' id='{id}'><enable xmlns='urn:xmpp:push:0' jid='{APP}' node='n'/></iq>")
+        format!(
+            "<iq type='get' id='{id}'><enable xmlns='urn:xmpp:push:0' jid='{APP}' node='n'/></iq>"
+        )
     });
     assert_eq!(error_condition(&r), "bad-request", "{r}");
 
@@ -318,8 +330,28 @@ fn refusals_and_limits() {
     assert_eq!(error_condition(&r), "resource-constraint", "{r}");
 
     let r = ask(&mut alice, |id| {
-        format!("<iq type='get' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        format!(
+            "<iq type='get' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
     });
     assert!(r.to_string().contains("urn:xmpp:push:0"), "{r}");
     bob.assert_alive();
+}
+
+/// `[push] include_body = true`: the text goes along (off by default, see the first test).
+#[test]
+fn the_body_goes_along_only_when_configured() {
+    let (server, port) = server_with("[push]\ninclude_body = true\n");
+    let mut app = app(port, 30, &[]);
+    phone(&server, "phone", &["--enable", "n1", "--then", "offline"])
+        .finish()
+        .assert_ok();
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "dinner at 7");
+    let push = app.wait_for_event("push", WAIT);
+    assert_eq!(
+        push["summary"]["last-message-body"], "dinner at 7",
+        "{push}"
+    );
 }

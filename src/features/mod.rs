@@ -487,18 +487,21 @@ impl Registry {
             adhoc::Adhoc::new(Vec::new(), passwords),
             register::Register::standalone(),
             &mam::ArchiveConfig::default(),
+            &push::PushConfig::default(),
         )
     }
 
     /// Everything hearth does, with the modules' settings from the configuration: the
     /// household's group, the ad-hoc commands' admins, registration, and the server's
-    /// bounded password threads, the archive's settings. The archive comes before the
-    /// modules that copy messages (XEP-0280 carbons), so copies carry its `<stanza-id/>`.
+    /// bounded password threads, the archive's and push notifications' (XEP-0357)
+    /// settings. The archive comes before the modules that copy messages (XEP-0280
+    /// carbons), so copies carry its `<stanza-id/>`.
     pub fn configured(
         household: &household::HouseholdConfig,
         adhoc: adhoc::Adhoc,
         register: register::Register,
         archive: &mam::ArchiveConfig,
+        push: &push::PushConfig,
     ) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
@@ -527,7 +530,7 @@ impl Registry {
             Box::new(carbons::Carbons),
             Box::new(csi::Csi),
             // Last: it looks at a message once the others (the archive, carbons) have.
-            Box::new(push::Push::new(&push::PushConfig::default())),
+            Box::new(push::Push::new(push)),
         ])
     }
 

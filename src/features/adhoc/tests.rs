@@ -57,6 +57,7 @@ impl World {
                 Adhoc::new(admins, passwords).with_registration(is_offered),
                 crate::features::register::Register::standalone(),
                 &Default::default(),
+                &Default::default(),
             ),
         }
     }
