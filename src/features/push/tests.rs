@@ -455,3 +455,23 @@ fn the_account_announces_push() {
     );
     assert!(!out.contains("urn:xmpp:push:0"), "{out}");
 }
+
+#[test]
+fn a_message_from_another_server_notifies_too() {
+    let (w, _bob, app) = world();
+    let from = Jid::parse("romeo@far.example/balcony").unwrap();
+    let mut el =
+        el("<message to='alice@home.example' type='chat'><body>from afar</body></message>");
+    el.set_attr("from", from.as_str());
+    let stanza = Stanza {
+        kind: crate::stanza::Kind::Message,
+        el,
+        to: Some(Jid::parse("alice@home.example").unwrap()),
+    };
+    smol::block_on(w.im().route_remote(&from, stanza));
+    let p = pushes(&app);
+    assert!(
+        p.len() == 1 && p[0].contains("<value>romeo@far.example</value>"),
+        "{p:?}"
+    );
+}
