@@ -69,12 +69,17 @@ fn app(port: u16, seconds: u32, fail: &[&str]) -> RunningClient {
 
 /// alice's phone: `args` are push_client.py's (--enable, --then …).
 fn phone(server: &Server, resource: &str, args: &[&str]) -> RunningClient {
+    phone_for(server, APP, resource, args)
+}
+
+/// [`phone`] with its app server at `app_jid`.
+fn phone_for(server: &Server, app_jid: &str, resource: &str, args: &[&str]) -> RunningClient {
     check_slixmpp();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/push_client.py");
     let mut cmd = Command::new(python());
     cmd.arg(script)
         .args(["--jid", &format!("{}/{resource}", server.jid("alice"))])
-        .args(["--password", PW, "--app", APP, "--secret", "s3cret"])
+        .args(["--password", PW, "--app", app_jid, "--secret", "s3cret"])
         .args(["--port", &server.c2s_port().to_string()])
         .arg("--cafile")
         .arg(server.cert_path())
@@ -354,4 +359,64 @@ fn the_body_goes_along_only_when_configured() {
         push["summary"]["last-message-body"], "dinner at 7",
         "{push}"
     );
+}
+
+/// The app server on another server (the usual case: the app's vendor runs it): the
+/// notification crosses the s2s link to `b.test`, to an app server logged in there (raw
+/// client: hearth's s2s accepts only its host domain, not its components', so the
+/// slixmpp component cannot sit behind b), and its answer comes back over the link to
+/// alice's bare JID, where the push module claims it (an unclaimed answer is logged as
+/// such).
+#[test]
+fn an_app_server_on_another_server_is_reached_over_federation() {
+    let (pa, pb) = (free_port(), free_port());
+    let opts = |domain: &str, port: u16, other: &str, other_port: u16| ServerOpts {
+        domain: domain.into(),
+        s2s: Some(format!(
+            "listen = [\"127.0.0.1:{port}\"]\nroutes = {{ \"{other}\" = \"127.0.0.1:{other_port}\" }}\n"
+        )),
+        ..ServerOpts::default()
+    };
+    let a = Server::start(opts("a.test", pa, "b.test", pb));
+    let b = Server::start(opts("b.test", pb, "a.test", pa));
+    for u in ["alice", "bob"] {
+        a.add_user(u, PW);
+    }
+    b.add_user("pushbot", PW);
+    let mut app = login(&b, "pushbot", "app");
+    phone_for(
+        &a,
+        "pushbot@b.test/app",
+        "phone",
+        &["--enable", "n1", "--then", "offline"],
+    )
+    .finish()
+    .assert_ok();
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&a, "bob", "desk");
+    chat(&mut bob, &a.jid("alice"), "over there");
+    let iq = app.expect_matching("a push", |e| {
+        e.name == "iq" && e.attr("type") == Some("set")
+    });
+    assert_eq!(iq.attr("from"), Some("alice@a.test"), "{iq}");
+    let xml = iq.to_string();
+    assert!(
+        xml.contains("urn:xmpp:push:summary")
+            && xml.contains("bob@a.test")
+            && xml.contains("s3cret"),
+        "{xml}"
+    );
+    let id = iq.attr("id").unwrap().to_owned();
+    app.send(&format!("<iq type='result' id='{id}' to='alice@a.test'/>"));
+    // The answer came back and was claimed, not dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && !a.log().contains("took a push notification") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = a.log();
+    assert!(
+        log.contains("alice: app server pushbot@b.test/app took a push notification"),
+        "{log}"
+    );
+    assert!(!log.contains("claimed by no module"), "{log}");
 }

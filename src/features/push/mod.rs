@@ -524,6 +524,7 @@ impl Push {
         let Asked { user, key, .. } = asked;
         let err_key = (user.clone(), key.clone());
         if iq.attr("type") != Some("error") {
+            log::debug!("{user}: app server {} took a push notification", key.0);
             self.state().errors.remove(&err_key);
             return;
         }
