@@ -420,3 +420,44 @@ fn an_app_server_on_another_server_is_reached_over_federation() {
     );
     assert!(!log.contains("claimed by no module"), "{log}");
 }
+
+/// A phone whose connection is lost with a message it was sent but never acknowledged
+/// (XEP-0198): when it was sent the phone was there, so nothing was pushed; once the
+/// session hibernates, it may never have seen it, so its app server is told (as
+/// Prosody does at `smacks-hibernation-start`).
+#[test]
+fn a_phone_cut_off_with_a_message_in_flight_is_notified() {
+    const NS_SM: &str = "urn:xmpp:sm:3";
+    let (server, port) = server();
+    let app = app(port, 8, &[]);
+    phone(&server, "setup", &["--enable", "n1", "--then", "offline"])
+        .finish()
+        .assert_ok();
+    let mut a = Conn::connect_starttls(server.c2s_addr(), server.domain(), &server.cert_path());
+    a.login_any("alice", PW);
+    a.bind(Some("phone"));
+    a.send(&format!("<enable xmlns='{NS_SM}' resume='true'/>"));
+    let enabled = a.expect_element("<enabled/>");
+    assert!(enabled.is("enabled", NS_SM), "{enabled}");
+    presence(&mut a, "");
+    drain(&mut a);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "in flight");
+    expect_message(&mut a, "in flight");
+    // Gone without acknowledging it, and without closing the stream.
+    drop(a);
+    let run = app.finish();
+    let p = pushes(&run);
+    assert_eq!(p.len(), 1, "{run}");
+    assert_eq!(p[0]["summary"]["message-count"], "1", "{run}");
+    assert_eq!(
+        p[0]["summary"]["last-message-sender"],
+        server.jid("bob"),
+        "{run}"
+    );
+    assert!(
+        server.log().contains("the session waits"),
+        "{}",
+        server.log()
+    );
+}

@@ -189,6 +189,12 @@ pub enum Hook {
     /// module should check `from` is whom it asked). Unclaimed responses are dropped, as
     /// RFC 6120 §8.2.3 says a response is never answered.
     IqResponse,
+    /// A session's connection was lost and the session now hibernates, waiting to be
+    /// resumed (XEP-0198 §5): [`Module::session_hibernated`] is given the messages it had
+    /// been sent but had not acknowledged, and those waiting for it (its user may not
+    /// have seen them; XEP-0357 tells the phone, as Prosody's `smacks-hibernation-start`
+    /// does).
+    SessionHibernated,
     /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
     /// called before its rows are deleted, so a module can still read them and tell
     /// others (its contacts, RFC 6121); the rows then go with the account (cascading
@@ -386,6 +392,16 @@ pub trait Module: Send + Sync {
     /// sent (it is then the module's alone), false to let the next module look.
     fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
         Box::pin(std::future::ready(false))
+    }
+
+    /// [`Hook::SessionHibernated`]: the session `cx.from` hibernates; `waiting` are the
+    /// messages it had not acknowledged or not yet been written, oldest first.
+    fn session_hibernated<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _waiting: &'a [Element],
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
     }
 
     /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a

@@ -331,11 +331,11 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// A notable message for `user`, whose registrations are `keys`: the count to tell,
-    /// and which registrations (indexes into `keys`) to notify now.
-    pub fn message(&mut self, user: &str, now: Instant, keys: &[Key]) -> (u32, Vec<usize>) {
+    /// `n` notable messages for `user`, whose registrations are `keys`: the count to
+    /// tell, and which registrations (indexes into `keys`) to notify now.
+    pub fn message(&mut self, user: &str, n: u32, now: Instant, keys: &[Key]) -> (u32, Vec<usize>) {
         let away = self.away.entry(user.into()).or_default();
-        away.count = away.count.saturating_add(1);
+        away.count = away.count.saturating_add(n);
         // Registrations disabled meanwhile are forgotten.
         away.sent.retain(|(k, _)| keys.contains(k));
         let mut due = Vec::new();
@@ -460,9 +460,9 @@ impl Push {
         }
     }
 
-    /// A notable message for `to` (the account `user`), nobody there: notify its app
-    /// servers as the throttle allows.
-    async fn notify(&self, cx: &HookCx<'_>, to: &BareJid, user: &str, el: &Element) {
+    /// `n` notable messages for `to` (the account `user`), the last `el`, nobody there:
+    /// notify its app servers as the throttle allows.
+    async fn notify(&self, cx: &HookCx<'_>, to: &BareJid, user: &str, n: u32, el: &Element) {
         let u = user.to_owned();
         let regs = match on_pool(cx.im.storage, move |s| s.push_registrations(&u)).await {
             Ok(r) => r,
@@ -479,7 +479,7 @@ impl Push {
             .map(|r| (r.jid.clone(), r.node.clone()))
             .collect();
         let now = Instant::now();
-        let (count, due) = self.state().throttle.message(user, now, &keys);
+        let (count, due) = self.state().throttle.message(user, n, now, &keys);
         if due.is_empty() {
             log::debug!("{user}: push notification held back (throttled, {count} waiting)");
             return;
@@ -600,7 +600,12 @@ impl Module for Push {
     }
 
     fn hooks(&self) -> &'static [Hook] {
-        &[Hook::StanzaIn, Hook::MessageIn, Hook::IqResponse]
+        &[
+            Hook::StanzaIn,
+            Hook::MessageIn,
+            Hook::IqResponse,
+            Hook::SessionHibernated,
+        ]
     }
 
     fn filter_in<'a>(
@@ -632,7 +637,29 @@ impl Module for Push {
             if !is_notable(&stanza.el) || cx.im.router.is_attended(user) {
                 return;
             }
-            self.notify(cx, to, user, &stanza.el).await;
+            self.notify(cx, to, user, 1, &stanza.el).await;
+        })
+    }
+
+    /// A hibernating session may have missed what it did not acknowledge (the phone
+    /// lost its connection with messages in flight): notified as if they arrived now.
+    fn session_hibernated<'a>(
+        &'a self,
+        cx: &'a HookCx<'a>,
+        waiting: &'a [Element],
+    ) -> HookFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(to) = cx.from.session().map(|j| j.bare()) else {
+                return;
+            };
+            let Some(user) = to.local() else { return };
+            if cx.im.router.is_attended(user) {
+                return;
+            }
+            let notable: Vec<&Element> = waiting.iter().filter(|m| is_notable(m)).collect();
+            let Some(last) = notable.last() else { return };
+            let n = u32::try_from(notable.len()).unwrap_or(u32::MAX);
+            self.notify(cx, &to, user, n, last).await;
         })
     }
 

@@ -184,26 +184,31 @@ fn the_throttle_sends_once_per_interval_and_restarts_when_the_user_is_seen() {
         ("b".to_owned(), "2".to_owned()),
     ];
     let t0 = Instant::now();
-    assert_eq!(t.message("alice", t0, &keys), (1, vec![0, 1]));
+    assert_eq!(t.message("alice", 1, t0, &keys), (1, vec![0, 1]));
     assert_eq!(
-        t.message("alice", t0 + Duration::from_secs(5), &keys),
+        t.message("alice", 1, t0 + Duration::from_secs(5), &keys),
         (2, vec![])
     );
     // A registration added meanwhile is told at once.
     let three = vec![keys[0].clone(), keys[1].clone(), ("c".into(), "3".into())];
     assert_eq!(
-        t.message("alice", t0 + Duration::from_secs(6), &three),
+        t.message("alice", 1, t0 + Duration::from_secs(6), &three),
         (3, vec![2])
     );
     assert_eq!(
-        t.message("alice", t0 + MIN_INTERVAL, &keys),
+        t.message("alice", 1, t0 + MIN_INTERVAL, &keys),
         (4, vec![0, 1])
     );
     // Another account counts apart.
-    assert_eq!(t.message("bob", t0, &keys), (1, vec![0, 1]));
+    assert_eq!(t.message("bob", 1, t0, &keys), (1, vec![0, 1]));
     t.seen("alice");
     assert_eq!(
-        t.message("alice", t0 + MIN_INTERVAL + Duration::from_secs(1), &keys),
+        t.message(
+            "alice",
+            1,
+            t0 + MIN_INTERVAL + Duration::from_secs(1),
+            &keys
+        ),
         (1, vec![0, 1])
     );
 }
