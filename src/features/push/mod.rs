@@ -19,7 +19,10 @@
 //!   wants; mentions are not tracked).
 //! - It notifies when the account has no *attended* session: none available, or all of
 //!   them XEP-0352 inactive, or hibernating after a lost connection waiting for a
-//!   XEP-0198 resumption (`Router::is_attended`).
+//!   XEP-0198 resumption (`Router::is_attended`). And when a session starts to
+//!   hibernate (its connection lost) with messages it had been sent but had not
+//!   acknowledged, those are notified then (`Hook::SessionHibernated`, Prosody's
+//!   `smacks-hibernation-start`): the phone may never have seen them.
 //! - The notification (§7) is an iq set from the account's bare JID (as Prosody and
 //!   ejabberd send it) to the app server: a pubsub `<publish/>` to the registration's
 //!   node of a `<notification/>` with a `urn:xmpp:push:summary` form — `message-count`
