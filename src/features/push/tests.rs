@@ -480,3 +480,52 @@ fn a_message_from_another_server_notifies_too() {
         "{p:?}"
     );
 }
+
+/// What push costs a message for an offline account: `cargo test --release --lib
+/// push_cost -- --ignored --nocapture` routes messages to an offline account with a
+/// registration (each one reads the registrations; the throttle lets one notification
+/// out) and to one without, and prints the time per message.
+#[test]
+#[ignore]
+fn push_cost() {
+    const N: usize = 900;
+    use super::PushStore as _;
+    let (w, bob, app) = world();
+    let time = |to: &str| {
+        let t = Instant::now();
+        for i in 0..N {
+            w.send(
+                &bob,
+                &format!("<message to='{to}@home.example' type='chat'><body>m{i}</body></message>"),
+            );
+        }
+        t.elapsed() / N as u32
+    };
+    // A fresh account per run keeps offline quotas apart; alternated, so neither side
+    // gets the warm-up. "alice" has a registration; so do the "w" accounts.
+    let reg = Registration {
+        jid: APP.into(),
+        node: "n".into(),
+        options: None,
+    };
+    let (mut with, mut without) = (vec![time("alice")], Vec::new());
+    for round in 0..4 {
+        let (a, b) = (format!("w{round}"), format!("n{round}"));
+        for u in [&a, &b] {
+            w.storage.create_account(u, "pw").unwrap();
+        }
+        w.storage
+            .push_enable(&a, &reg, 5, &crate::storage::Quota::DEFAULT)
+            .unwrap()
+            .unwrap();
+        without.push(time(&b));
+        with.push(time(&a));
+    }
+    assert_eq!(pushes(&app).len(), 5);
+    with.sort();
+    without.sort();
+    println!(
+        "per message to an offline account ({N} each, 5 and 4 runs, sorted): \
+         with a push registration {with:?}; without {without:?}"
+    );
+}
