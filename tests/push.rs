@@ -1,7 +1,9 @@
 //! XEP-0357 Push Notifications end to end. The app server is an external component on
 //! slixmpp's own ComponentXMPP that reads each notification with slixmpp's xep_0060 and
-//! xep_0004 plugins (tests/clients/push_app.py); the phone is slixmpp with its xep_0352
-//! (CSI) and xep_0198 (stream management) plugins (tests/clients/push_client.py).
+//! xep_0004 plugins (tests/clients/push_app.py), or an aioxmpp client reading it with
+//! aioxmpp's pubsub and forms XSOs (tests/clients/aioxmpp_push_app.py), or a raw client
+//! on another hearth over s2s; the phone is slixmpp with its xep_0352 (CSI) and xep_0198
+//! (stream management) plugins (tests/clients/push_client.py).
 //!
 //! No client library at hand implements XEP-0357's enable: slixmpp (Debian's 1.8 and
 //! upstream) has no xep_0357 plugin, nor have aioxmpp 0.13 and nbxmpp; the phone builds
@@ -15,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::client::{Conn, new_id};
-use common::clients::{ClientRun, RunningClient, check_slixmpp, python};
+use common::clients::{ClientRun, RunningClient, aioxmpp_python, check_slixmpp, python};
 use common::im::{chat, drain, error_condition, expect_message, presence};
 use common::{Server, ServerOpts, free_port};
 use serde_json::Value;
@@ -457,6 +459,57 @@ fn a_phone_cut_off_with_a_message_in_flight_is_notified() {
     );
     assert!(
         server.log().contains("the session waits"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A second library reads the notifications: an app server on aioxmpp (logged in as an
+/// account here; tests/clients/aioxmpp_push_app.py), whose own pubsub and data-form
+/// XSOs parse the publish, the summary and the publish-options.
+#[test]
+fn an_aioxmpp_app_server_reads_the_notification() {
+    let (server, _port) = server();
+    server.add_user("pushbot", PW);
+    let mut cmd = Command::new(aioxmpp_python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aioxmpp_push_app.py"))
+        .args(["--port", &server.c2s_port().to_string()])
+        .args(["--jid", &format!("{}/app", server.jid("pushbot"))])
+        .args(["--password", PW, "--seconds", "20"]);
+    let mut app = RunningClient::command(cmd);
+    app.wait_for_event("ready", WAIT);
+    let app_jid = format!("{}/app", server.jid("pushbot"));
+    phone_for(
+        &server,
+        &app_jid,
+        "phone",
+        &["--enable", "n1", "--then", "offline"],
+    )
+    .finish()
+    .assert_ok();
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "hello aioxmpp");
+    let push = app.wait_for_event("push", WAIT);
+    assert_eq!(push["frm"], server.jid("alice"), "{push}");
+    assert_eq!(push["node"], "n1", "{push}");
+    let summary = &push["summary"];
+    assert_eq!(summary["FORM_TYPE"][0], "urn:xmpp:push:summary", "{push}");
+    assert_eq!(summary["message-count"][0], "1", "{push}");
+    assert_eq!(
+        summary["last-message-sender"][0],
+        server.jid("bob"),
+        "{push}"
+    );
+    assert_eq!(push["options"]["secret"][0], "s3cret", "{push}");
+    // Its (empty) result came back and was taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && !server.log().contains("took a push notification")
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log().contains("took a push notification"),
         "{}",
         server.log()
     );
