@@ -28,13 +28,15 @@
 #   --csi-secs D     csi: measured seconds per variant                 [120]
 #   --csi-contacts N csi: the phone's chatty contacts                   [20]
 #   --pep-contacts N pep: the publisher's contacts, each notified        [20]
-#   --pep-items K    pep: items published, each acknowledged before the next [1000]
+#   --pep-items K    pep: items published                                [1000]
+#   --pep-window W   pep: publishes unanswered at a time (1: each sent when the
+#                    previous one's result arrives)                      [1]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
 #                    plainlogin,plainflood,csi,pep,mam,mampeers,resume,smidle,s2s
 #                    [idle,login,chat,presence,offline]
 #                    pep (XEP-0163): a publisher and --pep-contacts contacts whose caps
 #                    ask for urn:xmpp:avatar:metadata notifications; --pep-items
-#                    publishes, one at a time: publish round trip, fan-out latency,
+#                    publishes, --pep-window at a time: publish round trip, fan-out latency,
 #                    notifications/s, CPU per 10k, exactly once, last item on login
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
@@ -125,6 +127,7 @@ CSI_SECS=120
 CSI_CONTACTS=20
 PEP_CONTACTS=20
 PEP_ITEMS=1000
+PEP_WINDOW=1
 OFF_MESSAGES=10000
 OFF_RECIPIENTS=100
 OFF_SENDERS=10
@@ -180,6 +183,7 @@ while [ $# -gt 0 ]; do
         --csi-contacts) CSI_CONTACTS=$2; shift 2 ;;
         --pep-contacts) PEP_CONTACTS=$2; shift 2 ;;
         --pep-items) PEP_ITEMS=$2; shift 2 ;;
+        --pep-window) PEP_WINDOW=$2; shift 2 ;;
         --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
         --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
@@ -212,7 +216,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -621,7 +625,7 @@ for s in "${SERVER_LIST[@]}"; do
         # The roster set-up (not timed) and a warm-up until every contact is notified
         # (the server has asked about and kept the contacts' caps) run first.
         record "$s" pep "$(load "$s" pep --contacts "$PEP_CONTACTS" --items "$PEP_ITEMS" \
-            -w 1 -c "$LOGIN_C" --user-pattern 'pep{}' --timeout 60)"
+            -w "$PEP_WINDOW" -c "$LOGIN_C" --user-pattern 'pep{}' --timeout 60)"
     fi
     if want resume; then
         for r in $(seq 1 "$SM_RUNS"); do
@@ -1010,6 +1014,7 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("pep: RSS after (MiB)", lambda s: get(s, "pep", "rss_after_kib", kib), False, ""),
     ("pep: items missing / duplicated", lambda s: None if text(s, "pep", "missing") is None else f"{text(s, 'pep', 'missing')} / {text(s, 'pep', 'duplicates')}", None, "0 / 0"),
     ("pep: exactly once", lambda s: text(s, "pep", "exactly_once"), None, "yes"),
+    ("pep: notifications to a bare JID", lambda s: get(s, "pep", "notifications_to_bare_jid"), None, "0"),
     ("pep: last item on login p50 (ms)", lambda s: get(s, "pep", "last_item_p50_ms"), False, ""),
     ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
     ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),

@@ -206,6 +206,9 @@ struct Tally {
     /// Items of an earlier run (its last item, sent on presence).
     stale: u64,
     disco_answered: u64,
+    /// Notifications of timed items addressed to the bare JID rather than this resource
+    /// (Prosody also sends to the bare JID of a contact whose own caps it learnt).
+    to_bare: u64,
 }
 
 /// A contact: answers disco#info and pings, counts notifications until stopped.
@@ -248,9 +251,11 @@ async fn contact(
             }
             continue;
         }
+        let to_bare = el.attr("to").is_some_and(|to| !to.contains('/'));
         for id in notified_ids(&el) {
             match parse_id(&shared.nonce, id) {
                 Some(ItemId::Timed(k)) if k < shared.items => {
+                    tally.to_bare += u64::from(to_bare);
                     tally.counts[k] = tally.counts[k].saturating_add(1);
                     if tally.counts[k] == 1 {
                         let now = shared.now_us();
@@ -578,8 +583,10 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     // Figures.
     let mut latencies: Vec<u32> = Vec::new();
     let (mut missing, mut duplicates, mut stale, mut disco) = (0u64, 0u64, 0u64, 0u64);
+    let (mut to_bare, mut duplicated_contacts) = (0u64, 0usize);
     for tally in &tallies {
         latencies.extend_from_slice(&tally.latencies_us);
+        let before = duplicates;
         for &c in &tally.counts {
             match c {
                 0 => missing += 1,
@@ -587,8 +594,10 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
                 c => duplicates += u64::from(c - 1),
             }
         }
+        duplicated_contacts += usize::from(duplicates > before);
         stale += tally.stale;
         disco += tally.disco_answered;
+        to_bare += tally.to_bare;
     }
     // Contacts whose session ended early count every item they did not get as missing.
     let delivered = shared.received.load(Ordering::Relaxed);
@@ -644,8 +653,9 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         show(fan[1], " ms")
     );
     println!(
-        "  exactly once: {} (missing {missing}, duplicates {duplicates}, stale {stale}, \
-         contacts online {online} of {})",
+        "  exactly once: {} (missing {missing}, duplicates {duplicates} at \
+         {duplicated_contacts} contacts, stale {stale}, contacts online {online} of {}); \
+         {to_bare} notifications addressed to a bare JID",
         if exactly_once { "yes" } else { "no" },
         p.contacts
     );
@@ -695,6 +705,8 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     report.set("fanout_samples", latencies.len());
     report.set("missing", missing);
     report.set("duplicates", duplicates);
+    report.set("contacts_with_duplicates", duplicated_contacts);
+    report.set("notifications_to_bare_jid", to_bare);
     report.set("stale", stale);
     report.set("exactly_once", if exactly_once { "yes" } else { "no" });
     report.set("duration_s", secs);
