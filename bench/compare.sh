@@ -1014,7 +1014,7 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("pep: RSS after (MiB)", lambda s: get(s, "pep", "rss_after_kib", kib), False, ""),
     ("pep: items missing / duplicated", lambda s: None if text(s, "pep", "missing") is None else f"{text(s, 'pep', 'missing')} / {text(s, 'pep', 'duplicates')}", None, "0 / 0"),
     ("pep: exactly once", lambda s: text(s, "pep", "exactly_once"), None, "yes"),
-    ("pep: notifications to a bare JID", lambda s: get(s, "pep", "notifications_to_bare_jid"), None, "0"),
+    ("pep: notifications to a bare JID", lambda s: None if text(s, "pep", "notifications_to_bare_jid") is None else str(text(s, "pep", "notifications_to_bare_jid")), None, "0"),
     ("pep: last item on login p50 (ms)", lambda s: get(s, "pep", "last_item_p50_ms"), False, ""),
     ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
     ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),
