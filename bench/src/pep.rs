@@ -538,6 +538,8 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     // Last item on login.
     let mut relogin_us: Vec<u32> = Vec::new();
     let mut relogin_failures = 0usize;
+    // Caps queries during the re-logins: none if the server kept the hash (XEP-0115 §5.4).
+    let mut relogin_disco = 0u64;
     let last_id = p.items.checked_sub(1).map(|k| format!("{nonce}-{k}"));
     let mut kept = Vec::new();
     for (n, (i, s)) in sessions.into_iter().enumerate() {
@@ -557,8 +559,11 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
                     if notified_ids(&el).contains(&last_id.as_str()) {
                         return Ok(sent.elapsed());
                     }
-                    if let Some(answer) = disco_answer(&el, &ver).or_else(|| iq_reply(&el)) {
-                        s.conn.send("iq reply", &answer).await?;
+                    if let Some(answer) = disco_answer(&el, &ver) {
+                        relogin_disco += 1;
+                        s.conn.send("disco", &answer).await?;
+                    } else if let Some(reply) = iq_reply(&el) {
+                        s.conn.send("iq reply", &reply).await?;
                     }
                 }
             })
@@ -672,7 +677,8 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
         show(mib(rss_after), " MiB")
     );
     println!(
-        "  last item on login p50 / max     {} / {}  ({} logins, {relogin_failures} failed)",
+        "  last item on login p50 / max     {} / {}  ({} logins, {relogin_failures} failed, \
+         {relogin_disco} caps queries)",
         show(relogin[0], " ms"),
         show(relogin[1], " ms"),
         relogin_us.len()
@@ -718,6 +724,7 @@ pub async fn run(ctx: &Arc<Ctx>, p: Params, report: &mut Report) {
     report.set("rss_after_kib", rss_after);
     report.set("last_item_logins", relogin_us.len());
     report.set("last_item_failed", relogin_failures);
+    report.set("last_item_disco_queries", relogin_disco);
     report.set("last_item_p50_ms", relogin[0]);
     report.set("last_item_max_ms", relogin[1]);
 }
