@@ -85,6 +85,24 @@
 //! max_nodes_per_account = 128
 //! max_items_per_node = 256           # what pubsub#max_items = "max" means
 //! max_item_bytes = 204800            # one item's payload, serialized
+//!
+//! [private_storage]                  # XEP-0049, in the account's quota
+//! max_item_bytes = 65536             # one stored element
+//!
+//! [vcard]                            # XEP-0054, in the account's quota
+//! max_bytes = 262144                 # one vCard, its photo included
+//!
+//! [contact]                          # XEP-0157 addresses in the server's disco#info
+//! abuse = ["mailto:abuse@example.org"]   # also admin, feedback, sales, security, support
+//! security = ["xmpp:admin@example.org"]
+//!
+//! [[external_services]]              # XEP-0215: STUN/TURN for calls; one table each
+//! type = "turn"                      # "stun", "turn", "stuns" or "turns"
+//! host = "turn.example.org"
+//! port = 3478
+//! transport = "udp"                  # "udp" or "tcp"
+//! secret = "coturn static-auth-secret"   # time-limited credentials (TURN REST API)
+//! credentials_ttl_secs = 86400
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -144,8 +162,10 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     /// The message archive (XEP-0313).
     pub archive: crate::features::mam::ArchiveConfig,
-    /// Personal eventing (XEP-0163).
-    pub pep: crate::features::pep::PepConfig,
+    /// Private storage and vCards (XEP-0049, XEP-0054), the server's contact addresses
+    /// and external services (XEP-0157, XEP-0215): `[private_storage]`, `[vcard]`,
+    /// `[contact]`, `[[external_services]]`.
+    pub modules: crate::features::ModuleSettings,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -684,6 +704,10 @@ struct RawConfig {
     registration: Option<RawRegistration>,
     stream_management: Option<RawStreamManagement>,
     archive: Option<RawArchive>,
+    private_storage: Option<RawPrivateStorage>,
+    vcard: Option<RawVcard>,
+    contact: Option<RawContact>,
+    external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
 }
 
@@ -748,6 +772,170 @@ impl RawArchive {
             retention_days,
         })
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([private_storage])")]
+struct RawPrivateStorage {
+    max_item_bytes: Option<Int>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([vcard])")]
+struct RawVcard {
+    max_bytes: Option<Int>,
+}
+
+/// XEP-0157 §2's kinds of address, each a list of URIs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([contact])")]
+struct RawContact {
+    abuse: Option<Strings>,
+    admin: Option<Strings>,
+    feedback: Option<Strings>,
+    sales: Option<Strings>,
+    security: Option<Strings>,
+    support: Option<Strings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an array of tables ([[external_services]])"
+)]
+struct RawExternalService {
+    #[serde(rename = "type")]
+    kind: String,
+    host: String,
+    port: Option<Int>,
+    transport: Option<String>,
+    name: Option<String>,
+    secret: Option<String>,
+    credentials_ttl_secs: Option<Int>,
+}
+
+/// `[private_storage]`, `[vcard]`, `[contact]` and `[[external_services]]`.
+fn module_settings(
+    private_storage: Option<RawPrivateStorage>,
+    vcard: Option<RawVcard>,
+    contact: Option<RawContact>,
+    external: Option<Vec<RawExternalService>>,
+    pep: Option<RawPep>,
+) -> Result<crate::features::ModuleSettings, ConfigErrorKind> {
+    use crate::features::{contact, extdisco, private, vcard};
+    let mut private_storage_cfg = private::PrivateConfig::default();
+    if let Some(n) = private_storage.and_then(|p| p.max_item_bytes) {
+        // Up to the largest stanza a client may send.
+        private_storage_cfg.max_item_bytes = in_range(
+            "private_storage.max_item_bytes",
+            n,
+            256..=limits::MAX_STANZA_BYTES.end().to_owned(),
+        )? as usize;
+    }
+    let mut vcard_cfg = vcard::VcardConfig::default();
+    if let Some(n) = vcard.and_then(|v| v.max_bytes) {
+        vcard_cfg.max_bytes = in_range(
+            "vcard.max_bytes",
+            n,
+            256..=limits::MAX_STANZA_BYTES.end().to_owned(),
+        )? as usize;
+    }
+    let contact = contact.unwrap_or_default();
+    let mut lists = Vec::new();
+    for (kind, list) in contact::KINDS.into_iter().zip([
+        contact.abuse,
+        contact.admin,
+        contact.feedback,
+        contact.sales,
+        contact.security,
+        contact.support,
+    ]) {
+        let list = list.map(|l| l.0).unwrap_or_default();
+        if let Some(bad) = list.iter().find(|a| !contact::is_uri(a)) {
+            return Err(invalid(
+                &format!("contact.{kind}"),
+                format!(
+                    "{bad:?} is not a URI (e.g. \"mailto:{kind}@example.org\" or \"xmpp:{kind}@example.org\")"
+                ),
+            ));
+        }
+        if !list.is_empty() {
+            lists.push((kind, list));
+        }
+    }
+    let mut external_services = Vec::new();
+    for (i, raw) in external.unwrap_or_default().into_iter().enumerate() {
+        let key = |k: &str| format!("external_services[{i}].{k}");
+        let is_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+' | '_'))
+        };
+        if !is_name(&raw.kind) {
+            return Err(invalid(
+                &key("type"),
+                format!(
+                    "{:?} is not a service type (\"stun\", \"turn\", \"stuns\", \"turns\")",
+                    raw.kind
+                ),
+            ));
+        }
+        if raw.host.is_empty() || raw.host.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(invalid(
+                &key("host"),
+                format!("{:?} is not a host name or address", raw.host),
+            ));
+        }
+        let port = match raw.port {
+            None => None,
+            Some(Int(n)) => Some(u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| {
+                invalid(
+                    &key("port"),
+                    format!("must be between 1 and 65535 (got {n})"),
+                )
+            })?),
+        };
+        if let Some(t) = raw
+            .transport
+            .as_deref()
+            .filter(|t| !matches!(*t, "udp" | "tcp"))
+        {
+            return Err(invalid(
+                &key("transport"),
+                format!("must be \"udp\" or \"tcp\" (got {t:?})"),
+            ));
+        }
+        if raw.secret.as_deref() == Some("") {
+            return Err(invalid(&key("secret"), "is empty"));
+        }
+        let credentials_ttl_secs = match raw.credentials_ttl_secs {
+            None => extdisco::ExternalService::DEFAULT_TTL_SECS,
+            // A minute to a month.
+            Some(Int(n)) if (60..=30 * 86_400).contains(&n) => n as u32,
+            Some(Int(n)) => {
+                return Err(invalid(
+                    &key("credentials_ttl_secs"),
+                    format!("must be between 60 and 2592000 (got {n})"),
+                ));
+            }
+        };
+        external_services.push(extdisco::ExternalService {
+            kind: raw.kind,
+            host: raw.host,
+            port,
+            transport: raw.transport,
+            name: raw.name,
+            secret: raw.secret,
+            credentials_ttl_secs,
+        });
+    }
+    Ok(crate::features::ModuleSettings {
+        private_storage: private_storage_cfg,
+        vcard: vcard_cfg,
+        contact: contact::ContactAddresses { lists },
+        external_services,
+        pep: pep.unwrap_or_default().validate()?,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -999,7 +1187,13 @@ impl RawConfig {
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
             archive: self.archive.unwrap_or_default().validate()?,
-            pep: self.pep.unwrap_or_default().validate()?,
+            modules: module_settings(
+                self.private_storage,
+                self.vcard,
+                self.contact,
+                self.external_services,
+                self.pep,
+            )?,
         })
     }
 }
@@ -1923,7 +2117,7 @@ mod tests {
                     default_policy: crate::features::mam::Policy::Roster,
                     retention_days: 30,
                 },
-                pep: crate::features::pep::PepConfig::default(),
+                modules: Default::default(),
             }
         );
     }
@@ -1985,8 +2179,79 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `pep`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`)"
         );
+    }
+
+    #[test]
+    fn storage_contact_and_external_services_are_validated() {
+        let c = parse(
+            "[private_storage]\nmax_item_bytes = 1000\n[vcard]\nmax_bytes = 2000\n\
+             [contact]\nabuse = [\"mailto:abuse@x.org\", \"xmpp:abuse@x.org\"]\n\
+             support = [\"https://x.org/help\"]\n\
+             [[external_services]]\ntype = \"stun\"\nhost = \"192.0.2.1\"\n\
+             [[external_services]]\ntype = \"turn\"\nhost = \"turn.x.org\"\nport = 3478\n\
+             transport = \"udp\"\nsecret = \"s3cret\"\ncredentials_ttl_secs = 600\n",
+        )
+        .unwrap();
+        let m = &c.modules;
+        assert_eq!(m.private_storage.max_item_bytes, 1000);
+        assert_eq!(m.vcard.max_bytes, 2000);
+        assert_eq!(m.contact.lists.len(), 2);
+        assert_eq!(m.contact.lists[0].0, "abuse");
+        assert_eq!(m.contact.lists[1].0, "support");
+        assert_eq!(m.external_services.len(), 2);
+        assert_eq!(m.external_services[1].port, Some(3478));
+        assert_eq!(m.external_services[1].credentials_ttl_secs, 600);
+        assert_eq!(m.external_services[0].secret, None);
+        let d = parse("").unwrap();
+        assert_eq!(d.modules, crate::features::ModuleSettings::default());
+        for (bad, want) in [
+            (
+                "[contact]\nabuse = [\"abuse@x.org\"]\n",
+                "contact.abuse: \"abuse@x.org\" is not a URI",
+            ),
+            (
+                "[contact]\nspam = [\"mailto:a@x\"]\n",
+                "unknown key \"contact.spam\"",
+            ),
+            (
+                "[vcard]\nmax_bytes = 1\n",
+                "vcard.max_bytes: must be between",
+            ),
+            (
+                "[private_storage]\nmax_item_bytes = -5\n",
+                "private_storage.max_item_bytes",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\nport = 70000\n",
+                "external_services[0].port",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\ntransport = \"sctp\"\n",
+                "external_services[0].transport",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\nsecret = \"\"\n",
+                "external_services[0].secret",
+            ),
+            (
+                "[[external_services]]\ntype = \"t u\"\nhost = \"t\"\n",
+                "external_services[0].type",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"\"\n",
+                "external_services[0].host",
+            ),
+            (
+                "[[external_services]]\ntype = \"turn\"\nhost = \"t\"\ncredentials_ttl_secs = 1\n",
+                "credentials_ttl_secs",
+            ),
+            ("[[external_services]]\nhost = \"t\"\n", "type"),
+        ] {
+            let e = error(bad);
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

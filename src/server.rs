@@ -119,7 +119,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             .with_registration(registrar.is_offered()),
         Register::new(registrar.clone()),
         &cfg.archive,
-        &cfg.pep,
+        &cfg.modules,
     );
     // A renamed household group changes the members' rosters: new versions (RFC 6121 §2.6).
     {

@@ -73,7 +73,9 @@ fn replies_come_from_the_address_asked() {
         ("get", None, &blocklist, None),
         ("get", None, &last, None),
         ("get", None, nothing, sua),
-        ("get", None, vcard, sua),
+        // XEP-0054: the account's own vCard (empty).
+        ("get", None, vcard, None),
+        ("get", Some(&aj), vcard, None),
         ("set", None, &disco, Some("not-allowed")),
         ("get", Some(&aj), &disco, None),
         ("get", Some(&aj), ping, None),

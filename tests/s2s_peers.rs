@@ -76,7 +76,18 @@ fn friends_with(kind: PeerKind, trust: Trust) {
     } else {
         slixmpp(&hearth, "alice", ALICE_PW, "SCRAM-SHA-1")
     };
-    let mut alice = alice_client.resource("phone").spawn(&[
+    // XEP-0163 across the link where the peer has PEP (jabberd2 has none): each
+    // publishes a nick (XEP-0172) and gets the other's through its server's PEP, which
+    // learnt its +notify from its caps hash over the link.
+    let pep = kind != PeerKind::Jabberd2;
+    let nicks = |publish: &'static str, expect: &'static str| -> Vec<&'static str> {
+        if pep {
+            vec!["--publish-nick", publish, "--expect-nick", expect]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut args = vec![
         "chat-with",
         "--contact",
         &bob_jid,
@@ -88,8 +99,10 @@ fn friends_with(kind: PeerKind, trust: Trust) {
         "hello bob",
         "--expect-body",
         "hello alice",
-    ]);
-    let mut bob = peer.slixmpp("bob", BOB_PW).resource("desk").spawn(&[
+    ];
+    args.extend(nicks("Alice", "Bob"));
+    let mut alice = alice_client.resource("phone").spawn(&args);
+    let mut args = vec![
         "chat-with",
         "--contact",
         &alice_jid,
@@ -101,7 +114,9 @@ fn friends_with(kind: PeerKind, trust: Trust) {
         "hello alice",
         "--expect-body",
         "hello bob",
-    ]);
+    ];
+    args.extend(nicks("Bob", "Alice"));
+    let mut bob = peer.slixmpp("bob", BOB_PW).resource("desk").spawn(&args);
     let f = wait(&mut alice, "friends", &hearth, &peer);
     assert_eq!(f["status"], "reading");
     let f = wait(&mut bob, "friends", &hearth, &peer);
@@ -110,6 +125,12 @@ fn friends_with(kind: PeerKind, trust: Trust) {
     assert_eq!(m["body"], "hello alice");
     let m = wait(&mut bob, "message", &hearth, &peer);
     assert_eq!(m["body"], "hello bob");
+    if pep {
+        let n = wait(&mut alice, "nick", &hearth, &peer);
+        assert_eq!(n["nick"], "Bob", "{n}");
+        let n = wait(&mut bob, "nick", &hearth, &peer);
+        assert_eq!(n["nick"], "Alice", "{n}");
+    }
     alice.finish().assert_ok();
     bob.finish().assert_ok();
 

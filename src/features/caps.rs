@@ -10,6 +10,7 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use super::disco::{self, SERVER_IDENTITY};
+use super::forms::NS_DATA;
 use super::{Doc, IqCx, IqOutcome, Module, Registry, Spec, Status, Target};
 use crate::ns;
 use crate::xml::Element;
@@ -25,11 +26,19 @@ pub type Identity<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// The verification string of §5.1 with SHA-1 (§5.1 step 7, the hash every client
 /// supports), for an entity with `identities` and `features` and no XEP-0128 forms
-/// (disco#info here carries none): identities sorted by category, type, `xml:lang` and
+/// ([`ver_with_forms`] for those): identities sorted by category, type, `xml:lang` and
 /// name, each `category/type/lang/name<`; features sorted, each `feature<`; the SHA-1
 /// of those UTF-8 bytes in Base64 (RFC 4648 §4, padded). Sorting is by octets
 /// ("i;octet", RFC 4790 §9.3), which is `str`'s order.
 pub fn ver(identities: &[Identity<'_>], features: &[&str]) -> String {
+    ver_with_forms(identities, features, &[])
+}
+
+/// [`ver`] for an entity whose disco#info also carries XEP-0128 `forms` (§5.1 step 6):
+/// after the features, each form sorted by its `FORM_TYPE` value, that value and `<`,
+/// then its other fields sorted by `var`, each `var<` and its values sorted, each
+/// `value<`. A form with no `FORM_TYPE` is left out, as §5.4 tells the receiver to.
+pub fn ver_with_forms(identities: &[Identity<'_>], features: &[&str], forms: &[Element]) -> String {
     let mut ids: Vec<Identity<'_>> = identities.to_vec();
     ids.sort_unstable();
     let mut fs: Vec<&str> = features.to_vec();
@@ -42,6 +51,42 @@ pub fn ver(identities: &[Identity<'_>], features: &[&str]) -> String {
         s.push_str(f);
         s.push('<');
     }
+    let value = |field: &Element| -> Vec<String> {
+        let mut v: Vec<String> = field
+            .children()
+            .filter(|c| c.is("value", NS_DATA))
+            .map(Element::text)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut typed: Vec<(String, &Element)> = forms
+        .iter()
+        .filter_map(|x| {
+            let ft = x
+                .children()
+                .find(|f| f.is("field", NS_DATA) && f.attr("var") == Some("FORM_TYPE"))?;
+            Some((value(ft).concat(), x))
+        })
+        .collect();
+    typed.sort_by(|a, b| a.0.cmp(&b.0));
+    for (form_type, x) in typed {
+        s.push_str(&form_type);
+        s.push('<');
+        let mut fields: Vec<&Element> = x
+            .children()
+            .filter(|f| f.is("field", NS_DATA) && f.attr("var") != Some("FORM_TYPE"))
+            .collect();
+        fields.sort_by_key(|f| f.attr("var").unwrap_or(""));
+        for f in fields {
+            s.push_str(f.attr("var").unwrap_or(""));
+            s.push('<');
+            for v in value(f) {
+                s.push_str(&v);
+                s.push('<');
+            }
+        }
+    }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
 }
 
@@ -49,9 +94,10 @@ pub fn ver(identities: &[Identity<'_>], features: &[&str]) -> String {
 /// domain.
 pub fn server_ver(registry: &Registry) -> String {
     let id = SERVER_IDENTITY;
-    ver(
+    ver_with_forms(
         &[(id.category, id.ty, "", id.name)],
         registry.disco_features(&Target::Server),
+        registry.disco_forms(&Target::Server),
     )
 }
 
@@ -93,11 +139,15 @@ impl Module for Caps {
             return None;
         }
         Some(Ok(Some(if is_info {
-            disco::info_query(
+            let mut q = disco::info_query(
                 SERVER_IDENTITY,
                 cx.registry.disco_features(&Target::Server),
                 Some(node),
-            )
+            );
+            for form in cx.registry.disco_forms(&Target::Server) {
+                q.push_child(form.clone());
+            }
+            q
         } else {
             Element::new("query", ns::DISCO_ITEMS).with_attr("node", node)
         })))
@@ -121,6 +171,39 @@ mod tests {
             ],
         );
         assert_eq!(ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+
+    /// XEP-0115 §5.3, the complex example: Psi 0.11 with a software-info form. Identities
+    /// in two languages are beyond hearth's [`Identity`] tuples' use here but not their
+    /// shape; the form is the part under test.
+    #[test]
+    fn the_complex_example_of_section_5_3() {
+        use crate::features::forms::{Field, Form, FormType};
+        let form = Form::new(FormType::Result, "urn:xmpp:dataforms:softwareinfo")
+            .field(
+                Field::new("ip_version", "text-multi")
+                    .value("ipv4")
+                    .value("ipv6"),
+            )
+            .field(Field::new("os", "text-single").value("Mac"))
+            .field(Field::new("os_version", "text-single").value("10.5.1"))
+            .field(Field::new("software", "text-single").value("Psi"))
+            .field(Field::new("software_version", "text-single").value("0.11"))
+            .to_element();
+        let ver = ver_with_forms(
+            &[
+                ("client", "pc", "en", "Psi 0.11"),
+                ("client", "pc", "el", "Ψ 0.11"),
+            ],
+            &[
+                "http://jabber.org/protocol/caps",
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/disco#items",
+                "http://jabber.org/protocol/muc",
+            ],
+            &[form],
+        );
+        assert_eq!(ver, "q07IKJEyjvHSyhy//CH0CxmKi8w=");
     }
 
     #[test]

@@ -160,5 +160,9 @@ fn answer(cx: &IqCx, iq: &Stanza) -> super::IqOutcome {
         }
         q.insert_child(1 + i, el);
     }
+    // XEP-0128 §2: extended information as data forms after the features.
+    for form in cx.registry.disco_forms(cx.target) {
+        q.push_child(form.clone());
+    }
     Ok(Some(q))
 }

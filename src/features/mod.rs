@@ -14,7 +14,9 @@
 //! [`Registry::standard`].
 
 pub mod adhoc;
+pub mod avatar;
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod core;
@@ -37,6 +39,11 @@ pub mod sm;
 pub mod subscription;
 pub mod time;
 pub mod version;
+// Issue 19 without PEP: XEP-0049, XEP-0054, XEP-0157, XEP-0215.
+pub mod contact;
+pub mod extdisco;
+pub mod private;
+pub mod vcard;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -195,6 +202,10 @@ pub enum Hook {
     /// §6.2: the caps queries of XEP-0163 §4.3). Unclaimed ones are dropped (RFC 6120
     /// §8.2.3: they are never answered).
     IqResponse,
+    /// Available presence from a local session, broadcast or directed, before it goes
+    /// anywhere: [`Module::presence_out`] may add to it (XEP-0398 §4: the avatar hash of
+    /// XEP-0153).
+    PresenceOut,
 }
 
 /// What a filter hook decided.
@@ -401,6 +412,13 @@ pub trait Module: Send + Sync {
         None
     }
 
+    /// XEP-0128: data forms the server's disco#info carries (a `type='result'` form with a
+    /// hidden `FORM_TYPE`, XEP-0157's contact addresses), computed when the registry is
+    /// built; XEP-0115's hash covers them.
+    fn disco_forms(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
     /// [`Hook::AccountRemoved`]: `account` (a local bare JID) is about to be deleted;
     /// `cx.from` is the session that asked.
     fn account_removed<'a>(
@@ -421,6 +439,16 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::PresenceOut`]: `stanza` (available presence from the local session
+    /// `cx.from`) is about to be broadcast or sent.
+    fn presence_out<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _stanza: &'a mut Stanza,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// [`Hook::IqResponse`]: `stanza` (an iq `result` or `error` from `cx.from`) answers an
     /// iq the server sent; `true` when this module sent it and took the answer.
     fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
@@ -434,6 +462,18 @@ pub trait Module: Send + Sync {
     }
 }
 
+/// The settings of the modules that keep an account's data and describe the server
+/// (`[private_storage]`, `[vcard]`, `[contact]`, `[[external_services]]`, `[pep]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleSettings {
+    pub private_storage: private::PrivateConfig,
+    pub vcard: vcard::VcardConfig,
+    pub contact: contact::ContactAddresses,
+    pub external_services: Vec<extdisco::ExternalService>,
+    /// `[pep]` (XEP-0163).
+    pub pep: pep::PepConfig,
+}
+
 /// The registered modules and what they declare, computed once.
 pub struct Registry {
     modules: Vec<Box<dyn Module>>,
@@ -443,6 +483,8 @@ pub struct Registry {
     routes: Vec<(&'static str, usize, IqRoute)>,
     server_disco: Vec<&'static str>,
     account_disco: Vec<&'static str>,
+    /// The modules' XEP-0128 forms for the server's disco#info, in module order.
+    server_forms: Vec<Element>,
 }
 
 impl Registry {
@@ -486,12 +528,14 @@ impl Registry {
                 }
             }
         }
+        let server_forms = modules.iter().flat_map(|m| m.disco_forms()).collect();
         Registry {
             modules,
             hooked,
             routes,
             server_disco,
             account_disco,
+            server_forms,
         }
     }
 
@@ -509,7 +553,7 @@ impl Registry {
             adhoc::Adhoc::new(Vec::new(), passwords),
             register::Register::standalone(),
             &mam::ArchiveConfig::default(),
-            &pep::PepConfig::default(),
+            &ModuleSettings::default(),
         )
     }
 
@@ -522,7 +566,7 @@ impl Registry {
         adhoc: adhoc::Adhoc,
         register: register::Register,
         archive: &mam::ArchiveConfig,
-        pep: &pep::PepConfig,
+        settings: &ModuleSettings,
     ) -> Registry {
         Registry::new(vec![
             Box::new(core::Core),
@@ -550,7 +594,15 @@ impl Registry {
             // (the archive's <stanza-id/>) put on the original.
             Box::new(carbons::Carbons),
             Box::new(csi::Csi),
-            Box::new(pep::Pep::new(pep)),
+            Box::new(private::Private::new(&settings.private_storage)),
+            Box::new(vcard::Vcard::new(&settings.vcard)),
+            Box::new(contact::Contact::new(&settings.contact)),
+            Box::new(extdisco::ExtDisco::new(&settings.external_services)),
+            Box::new(pep::Pep::new(&settings.pep)),
+            // After PEP and vCards: converts between the two (XEP-0398).
+            Box::new(avatar::Avatar::new(&settings.vcard)),
+            // Before private storage answers: storage:bookmarks is served from PEP.
+            Box::new(bookmarks::Bookmarks),
         ])
     }
 
@@ -592,6 +644,14 @@ impl Registry {
         match target {
             Target::Server => &self.server_disco,
             Target::Account(_) => &self.account_disco,
+        }
+    }
+
+    /// The XEP-0128 forms `target`'s disco#info carries (only the server has any).
+    pub fn disco_forms(&self, target: &Target) -> &[Element] {
+        match target {
+            Target::Server => &self.server_forms,
+            Target::Account(_) => &[],
         }
     }
 
@@ -698,7 +758,10 @@ mod tests {
         }
         for var in server.iter().chain(accounts) {
             let routed = r.routes.iter().any(|(ns, _, _)| {
-                ns == var || var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'))
+                ns == var
+                    || var
+                        .strip_prefix(ns)
+                        .is_some_and(|rest| rest.starts_with('#'))
             });
             assert!(
                 routed || WITHOUT_IQ.contains(var),
@@ -709,7 +772,9 @@ mod tests {
             // XEP-0060 §10: `pubsub#publish` and the like name parts of a routed
             // namespace.
             let routed = r.routes.iter().any(|(ns, _, route)| {
-                let part = var.strip_prefix(ns).is_some_and(|rest| rest.starts_with('#'));
+                let part = var
+                    .strip_prefix(ns)
+                    .is_some_and(|rest| rest.starts_with('#'));
                 (ns == var || part) && route.on.covers(&account())
             });
             assert!(
@@ -726,7 +791,15 @@ mod tests {
 
     /// Features announced for behaviour that has no iq: offline storage (XEP-0160), the
     /// archive's stanza ids (XEP-0359) and extended query fields (XEP-0313 §7.1).
-    const WITHOUT_IQ: &[&str] = &[offline::MSGOFFLINE, mam::NS_SID, mam::NS_EXTENDED];
+    /// XEP-0398's conversion and XEP-0402's bookmarks compatibility are behaviour of
+    /// other modules' iqs (PEP, vCards, private storage).
+    const WITHOUT_IQ: &[&str] = &[
+        offline::MSGOFFLINE,
+        mam::NS_SID,
+        mam::NS_EXTENDED,
+        avatar::NS_CONVERSION,
+        bookmarks::NS_COMPAT,
+    ];
 
     #[test]
     fn routes_follow_the_target() {

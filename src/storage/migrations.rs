@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_invite_effects.sql"),
     include_str!("migrations/0007_archive.sql"),
     include_str!("migrations/0008_pep.sql"),
+    include_str!("migrations/0009_private_vcard.sql"),
 ];
 
 /// The schema version this binary writes.

@@ -34,7 +34,10 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              once subscribed both ways and its presence shows
                              --expect-status, print "friends"; then --send a chat message,
                              wait for --expect-body, and with --wait-offline wait for the
-                             contact to go offline and send --send-after-offline
+                             contact to go offline and send --send-after-offline;
+                             --publish-nick publishes an XEP-0172 nick over PEP once
+                             friends, --expect-nick waits for the contact's (slixmpp's
+                             xep_0172/xep_0163, notified through XEP-0115 +notify)
   household --status TEXT --expect JID=STATUS ...
                              a shared roster group with no subscribing: fetch the roster,
                              send presence with --status, wait until available presence
@@ -126,6 +129,15 @@ class Client(slixmpp.ClientXMPP):
             self.add_event_handler("carbon_received", self.on_carbon_received)
             self.add_event_handler("carbon_sent", self.on_carbon_sent)
             self.carbons_seen = 0
+        if args.action == "chat-with" and (args.publish_nick or args.expect_nick):
+            # XEP-0172 over XEP-0163: the plugin adds nick+notify to our disco features,
+            # and XEP-0115 puts their hash in our presence.
+            self.register_plugin("xep_0115")
+            self.register_plugin("xep_0163")
+            self.register_plugin("xep_0172")
+            self.add_event_handler("user_nick_publish", self.on_nick)
+        self.got_nick = False
+        self.nick_published = False
         if args.action == "mam":
             self.register_plugin("xep_0059")
             self.register_plugin("xep_0313")
@@ -531,7 +543,31 @@ class Client(slixmpp.ClientXMPP):
         if self.args.send:
             self.send_message(mto=self.args.contact, mbody=self.args.send, mtype="chat")
             emit("sent", to=self.args.contact, body=self.args.send)
+        if self.args.publish_nick:
+            asyncio.ensure_future(self.publish_nick())
         self.check_done()
+
+    async def publish_nick(self):
+        try:
+            await self.plugin["xep_0172"].publish_nick(self.args.publish_nick,
+                                                       timeout=self.args.iq_timeout)
+            emit("nick_published", nick=self.args.publish_nick)
+            self.nick_published = True
+            self.check_done()
+        except (IqError, IqTimeout) as e:
+            emit("nick_publish_failed", error=str(e))
+            self.finish(EXIT_FAIL)
+
+    def on_nick(self, msg):
+        nick = msg["pubsub_event"]["items"]["item"]["nick"]["nick"]
+        if not self.is_contact(msg["from"]):
+            # Our own, through our server's PEP to our own resources (XEP-0163 §4.3.2).
+            emit("other_nick", sender=str(msg["from"]), nick=nick)
+            return
+        emit("nick", sender=str(msg["from"]), nick=nick)
+        if nick == self.args.expect_nick:
+            self.got_nick = True
+            self.check_done()
 
     def check_done(self):
         if not self.friends:
@@ -539,6 +575,10 @@ class Client(slixmpp.ClientXMPP):
         if self.args.expect_body is not None and not self.got_body:
             return
         if self.args.wait_offline and not self.offline_sent:
+            return
+        if self.args.expect_nick is not None and not self.got_nick:
+            return
+        if self.args.publish_nick is not None and not self.nick_published:
             return
         self.finish(EXIT_OK)
 
@@ -643,6 +683,8 @@ def parse_args(argv):
     chat.add_argument("--expect-body")
     chat.add_argument("--wait-offline", action="store_true")
     chat.add_argument("--send-after-offline")
+    chat.add_argument("--publish-nick", help="XEP-0172: publish this nick once friends")
+    chat.add_argument("--expect-nick", help="XEP-0172: wait for the contact's nick")
     carbons = sub.add_parser("carbons")
     carbons.add_argument("--no-enable", action="store_true")
     carbons.add_argument("--disable-at-once", action="store_true")

@@ -281,13 +281,16 @@ impl Server {
             .expect("openssl is needed for the Prosody backend");
         assert!(status.success(), "openssl could not make a certificate");
         let q = |p: &Path| toml_string(&p.to_string_lossy()); // Lua strings quote alike
+        // PEP, private storage, bookmarks and vCards: what tests/pep_clients.rs's client
+        // scripts were first checked against.
         let mut lua = format!(
             "run_as_root = true\ndaemonize = false\npidfile = {pid}\ndata_path = {data}\n\
              interfaces = {{ \"127.0.0.1\" }}\nc2s_ports = {{ {c2s} }}\n\
              c2s_direct_tls_ports = {{ {dtls} }}\ns2s_ports = {{}}\nhttp_ports = {{}}\n\
              https_ports = {{}}\ncomponent_ports = {{}}\n\
              modules_enabled = {{ \"roster\", \"saslauth\", \"tls\", \"disco\", \"ping\", \
-             \"version\", \"time\", \"posix\" }}\n\
+             \"version\", \"time\", \"posix\", \"pep\", \"private\", \"bookmarks\", \
+             \"vcard_legacy\" }}\n\
              modules_disabled = {{ \"s2s\", \"offline\", \"c2s_timeout\" }}\n\
              authentication = \"internal_hashed\"\nc2s_require_encryption = true\n\
              log = {{ debug = \"*console\" }}\n\

@@ -657,7 +657,12 @@ fn free_port_on(addr: Ipv4Addr) -> u16 {
 
 /// Runs an admin command to completion within [`ADMIN_TIMEOUT`], killing it past that,
 /// and panics with its output unless it succeeded.
-fn run_admin(mut cmd: Command, what: &str) -> String {
+fn run_admin(cmd: Command, what: &str) -> String {
+    try_admin(cmd, what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_admin`], the failure as an error.
+fn try_admin(mut cmd: Command, what: &str) -> Result<String, String> {
     let dir = unique_temp_dir();
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
     let out = File::create(&out_path).expect("cannot create a temp file");
@@ -684,11 +689,11 @@ fn run_admin(mut cmd: Command, what: &str) -> String {
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     match status {
-        Some(s) if s.success() => stdout,
-        _ => panic!(
+        Some(s) if s.success() => Ok(stdout),
+        _ => Err(format!(
             "{what} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
             status.map_or("killed after the timeout".to_string(), |s| s.to_string())
-        ),
+        )),
     }
 }
 
@@ -902,7 +907,7 @@ http_ports = {{ }}
 https_ports = {{ }}
 component_ports = {{ }}
 
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix";{dialback} }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "pep";{dialback} }}
 -- No rate limits (mod_limits is not loaded), no idle timeouts of clients.
 modules_disabled = {{ "c2s_timeout" }}
 
@@ -1080,6 +1085,9 @@ modules:
   mod_disco: {{}}
   mod_ping: {{}}
   mod_offline: {{}}
+  mod_caps: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
 {dialback}"#,
             domain = quoted(&self.domain),
             pem = quoted(&self.creds.combined),
@@ -1220,19 +1228,33 @@ modules:
                 run_admin(cmd, "prosodyctl register");
             }
             PeerKind::Ejabberd => {
-                let mut cmd = Command::new("setpriv");
-                cmd.args([
-                    "--reuid",
-                    "ejabberd",
-                    "--regid",
-                    "ejabberd",
-                    "--init-groups",
-                ])
-                .arg("/usr/sbin/ejabberdctl")
-                .args(&self.ejabberdctl)
-                .args(["register", name, &self.domain, password])
-                .env("HOME", &self.dir);
-                run_admin(cmd, "ejabberdctl register");
+                let command = || {
+                    let mut cmd = Command::new("setpriv");
+                    cmd.args([
+                        "--reuid",
+                        "ejabberd",
+                        "--regid",
+                        "ejabberd",
+                        "--init-groups",
+                    ])
+                    .arg("/usr/sbin/ejabberdctl")
+                    .args(&self.ejabberdctl)
+                    .args(["register", name, &self.domain, password])
+                    .env("HOME", &self.dir);
+                    cmd
+                };
+                // ejabberd listens before its database tables exist (more so with
+                // mod_pubsub, on a busy machine): `{no_exists,passwd,…}` means "not yet".
+                for _ in 0..20 {
+                    match try_admin(command(), "ejabberdctl register") {
+                        Ok(_) => return,
+                        Err(e) if e.contains("no_exists") => {
+                            std::thread::sleep(Duration::from_millis(500))
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                run_admin(command(), "ejabberdctl register");
             }
             PeerKind::Jabberd2 => {
                 let db = self

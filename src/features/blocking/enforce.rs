@@ -238,7 +238,7 @@ impl Im<'_> {
                 } else {
                     PresenceFlow::Start
                 };
-                self.presence_flow(&user, &contact, flow);
+                self.presence_flow(&user, &contact, flow).await;
             }
         }
         Ok(None)

@@ -131,9 +131,9 @@ async fn pair(im: Im<'_>, a: &str, b: &str, joined: bool) {
     }
     for (owner, contact) in [(a, &b_jid), (b, &a_jid)] {
         if joined {
-            im.presence_flow(owner, contact, PresenceFlow::Start);
+            im.presence_flow(owner, contact, PresenceFlow::Start).await;
         } else if !im.still_sees(owner, contact).await {
-            im.presence_flow(owner, contact, PresenceFlow::Stop);
+            im.presence_flow(owner, contact, PresenceFlow::Stop).await;
         }
     }
 }

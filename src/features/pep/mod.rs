@@ -174,7 +174,8 @@ fn items_element(ns_: &str, node: &str, items: &[Item], payload: bool) -> Elemen
 }
 
 /// Whether `who` may read `owner`'s node with `cfg`, as XEP-0060 §6.1.3 and §6.5.x
-/// answer: the owner always; an outcast never; then the access model.
+/// answer: the owner always; someone blocked never; an outcast never; then the access
+/// model.
 async fn may_read(
     im: Im<'_>,
     user: &str,
@@ -185,6 +186,11 @@ async fn may_read(
 ) -> Result<(), StanzaError> {
     if who == owner {
         return Ok(());
+    }
+    // XEP-0191 §3.5: someone the owner blocked (or who blocked the owner) is not told
+    // the node exists.
+    if !im.presence_allowed(user, who).await {
+        return Err(StanzaError::new(StanzaCondition::ServiceUnavailable));
     }
     let (u, n) = (user.to_owned(), node.to_owned());
     let affiliation = on_pool(im.storage, move |s| s.pep_affiliations(&u, &n))

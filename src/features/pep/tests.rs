@@ -508,3 +508,54 @@ fn the_account_announces_pep() {
     );
     assert!(!out.contains("type='pep'"), "{out}");
 }
+
+/// RFC 6121 §3.1.5: when a subscription is approved, the contact's server sends the
+/// contact's current presence to the user. That presence reaches the user's PEP service
+/// too: a contact already online before the subscription gets notifications at once, not
+/// only after its next presence change (what aioxmpp's AvatarService found).
+#[test]
+fn a_contact_online_before_the_subscription_is_notified() {
+    // XEP-0115 §5.1 of "client/pc//<urn:xmpp:avatar:metadata+notify<".
+    const VER: &str = "1vq/lNJHZydQjsudiA2TElgzskU=";
+    let w = World::new(&["alice", "bob"]);
+    let a = w.bind("alice", "phone");
+    let b = w.bind("bob", "pc");
+    w.send(&a, "<presence/>");
+    w.send(
+        &b,
+        &format!(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+             node='https://client.example' ver='{VER}'/></presence>"
+        ),
+    );
+    // bob's own PEP service asks what the hash means; the answer verifies.
+    let asked = queued(&b);
+    let query = asked
+        .iter()
+        .find(|s| s.contains("disco#info"))
+        .unwrap_or_else(|| panic!("no caps query in {asked:?}"));
+    let id = query
+        .split("id='")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap();
+    w.send(
+        &b,
+        &format!(
+            "<iq type='result' id='{id}' to='home.example'>\
+             <query xmlns='http://jabber.org/protocol/disco#info' \
+             node='https://client.example#{VER}'>\
+             <identity category='client' type='pc'/>\
+             <feature var='{AVATAR}+notify'/></query></iq>"
+        ),
+    );
+    queued(&a);
+    queued(&b);
+    // Now they become contacts; bob sends no presence of his own after that.
+    befriend(&w, &a, &b);
+    w.send(&a, &publish(AVATAR, "1", &meta(1), ""));
+    let got = queued(&b);
+    let events: Vec<&String> = got.iter().filter(|s| s.contains("pubsub#event")).collect();
+    assert_eq!(events.len(), 1, "{got:?}");
+    assert!(events[0].contains("<item id='1'>"), "{}", events[0]);
+}

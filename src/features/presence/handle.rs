@@ -55,10 +55,19 @@ impl Im<'_> {
     pub(crate) async fn presence(
         &self,
         from: &FullJid,
-        stanza: Stanza,
+        mut stanza: Stanza,
         out: &mut String,
     ) -> Routed {
         let ty = stanza.el.attr("type").map(str::to_owned);
+        if ty.is_none() {
+            let cx = HookCx {
+                im: *self,
+                from: Sender::Local(from),
+            };
+            for m in self.modules.hooked(Hook::PresenceOut) {
+                m.presence_out(&cx, &mut stanza).await;
+            }
+        }
         let to_self = match &stanza.to {
             None => true,
             Some(to) => to.bare() == from.bare(),
@@ -398,20 +407,31 @@ impl Im<'_> {
     }
 
     /// Sends the user's presence (or its end) to a contact whose subscription started or
-    /// stopped (§3.1.5, §3.2.2, §3.3.3), on this server or another.
-    pub(crate) fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
+    /// stopped (§3.1.5, §3.2.2, §3.3.3), on this server or another. A local contact's
+    /// account is reached like by a broadcast ([`Hook::PresenceIn`]): its PEP service
+    /// learns (or forgets) the user's resources and their caps at once (XEP-0163 §4.3),
+    /// not only at the user's next presence change.
+    pub(crate) async fn presence_flow(&self, owner: &str, contact: &BareJid, flow: PresenceFlow) {
+        let local = self.local_user(contact).is_some();
+        let reached = std::slice::from_ref(contact);
         match flow {
             PresenceFlow::Start => {
                 for p in self.router.available_presences(owner) {
-                    self.send_to_contact(contact, presence::addressed(&p, contact.as_str()));
+                    let el = presence::addressed(&p, contact.as_str());
+                    self.send_to_contact(contact, el.clone());
+                    let from = p.attr("from").and_then(|f| FullJid::parse(f).ok());
+                    if let (true, Some(from)) = (local, from) {
+                        self.presence_seen(Sender::Local(&from), reached, &el).await;
+                    }
                 }
             }
             PresenceFlow::Stop => {
                 for r in self.router.available_resources(owner) {
-                    self.send_to_contact(
-                        contact,
-                        presence::unavailable(r.as_str(), contact.as_str()),
-                    );
+                    let el = presence::unavailable(r.as_str(), contact.as_str());
+                    self.send_to_contact(contact, el.clone());
+                    if local {
+                        self.presence_seen(Sender::Local(&r), reached, &el).await;
+                    }
                 }
             }
         }

@@ -187,7 +187,8 @@ impl Im<'_> {
         if s.subscription.has_from() {
             if let Some(user) = bare.local() {
                 if account_gone || !self.still_sees(user, &item.jid).await {
-                    self.presence_flow(user, &item.jid, PresenceFlow::Stop);
+                    self.presence_flow(user, &item.jid, PresenceFlow::Stop)
+                        .await;
                 }
             }
         }

@@ -72,7 +72,7 @@ impl Im<'_> {
         if let Some(flow) = outcome.presence {
             // A household member keeps seeing the user whatever the stored subscription.
             if flow == PresenceFlow::Start || !self.still_sees(&user, &contact).await {
-                self.presence_flow(&user, &contact, flow);
+                self.presence_flow(&user, &contact, flow).await;
             }
         }
     }
@@ -211,7 +211,7 @@ impl Im<'_> {
         }
         for (owner, contact, flow) in flows {
             if flow == PresenceFlow::Start || !self.still_sees(&owner, &contact).await {
-                self.presence_flow(&owner, &contact, flow);
+                self.presence_flow(&owner, &contact, flow).await;
             }
         }
         for (owner, contact) in back {

@@ -1043,3 +1043,45 @@ fn a_link_cannot_speak_for_local_users() {
     assert!(out.take().is_empty());
     assert!(w.sub("alice", "bob@home.example").pending_out);
 }
+
+/// XEP-0054 for a user of another server: reads an account's vCard, cannot set it;
+/// XEP-0049: cannot touch its private storage.
+#[test]
+fn remote_users_read_vcards_but_not_private_storage() {
+    let (w, outbox) = federated(&["alice"]);
+    let a = w.bind("alice", "phone");
+    let (out, _) = w.send(
+        &a,
+        "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>",
+    );
+    assert!(out.contains("type='result'"), "{out}");
+    w.receive(
+        ROMEO_DESK,
+        "<iq type='get' id='g' to='alice@home.example'><vCard xmlns='vcard-temp'/></iq>",
+    );
+    w.receive(
+        ROMEO_DESK,
+        "<iq type='set' id='s' to='alice@home.example'><vCard xmlns='vcard-temp'><FN>R</FN></vCard></iq>",
+    );
+    w.receive(
+        ROMEO_DESK,
+        "<iq type='get' id='p' to='alice@home.example'><query xmlns='jabber:iq:private'><a xmlns='urn:a'/></query></iq>",
+    );
+    let sent = outbox.take();
+    assert_eq!(
+        with(&sent, &["id='g'", "type='result'", "<FN>Alice</FN>"]).len(),
+        1,
+        "{sent:?}"
+    );
+    assert_eq!(
+        with(&sent, &["id='s'", "type='error'", "forbidden"]).len(),
+        1,
+        "{sent:?}"
+    );
+    assert_eq!(
+        with(&sent, &["id='p'", "type='error'", "forbidden"]).len(),
+        1,
+        "{sent:?}"
+    );
+    assert!(queued(&a).is_empty());
+}
