@@ -42,15 +42,25 @@ bin="$PWD/target/debian-cross/$target/release/hearth"
 export HEARTH_CROSS_BINARY="$bin"
 export HEARTH_CROSS_RUNNER="$(command -v "$qemu")"
 export QEMU_CPU="$cpu"
-# The target's dynamic loader and libc: Debian's multiarch libc6:ARCH (a dependency of
-# libstd-rust-web-dev:ARCH) where installed, as on a Pi. The libc6-*-cross copy under
-# /usr/$gnu (2.36-8cross1 here) hangs in the first pthread_create under qemu 7.2.
+# The target's dynamic loader and libc must come from one and the same glibc build.
+# Debian's multiarch libc6:ARCH (a dependency of libstd-rust-web-dev:ARCH), where
+# installed, is the whole set, as on a Pi. The libc6-*-cross copy under /usr/$gnu is a
+# set too, but qemu-user's QEMU_LD_PREFIX only redirects paths that exist under the
+# prefix: the loader comes from /usr/$gnu/lib, while /etc/ld.so.cache and
+# /lib/$gnu/libc.so.6 fall through to the host, i.e. to libc6:ARCH when that is also
+# installed. That pairs the cross loader (2.36-8cross1) with the multiarch libc
+# (2.36-9+deb12u14), whose private `_rtld_global` layouts differ by 8 bytes, and the
+# first pthread_create spins for ever walking the loader's stack-cache list (gdb:
+# pthread_create+552, `ldr x0, [x0]` on a list head that points to itself). Hence the
+# multiarch set when there is one, and otherwise the prefix with the guest's library
+# path pinned inside it (QEMU_SET_ENV sets the guest's environment only).
+# HEARTH_QEMU_LIBC=cross takes the second way even where the first is possible.
 loader=$(case "$target" in aarch64-*) echo /lib/ld-linux-aarch64.so.1 ;; *) echo /lib/ld-linux-armhf.so.3 ;; esac)
-if [ -e "$loader" ]; then
-  unset QEMU_LD_PREFIX
+if [ "${HEARTH_QEMU_LIBC:-}" != cross ] && [ -e "$loader" ] && [ -e "/lib/$gnu/libc.so.6" ]; then
+  unset QEMU_LD_PREFIX QEMU_SET_ENV
 else
-  echo "test-qemu.sh: $loader missing; using /usr/$gnu (may hang at the first thread)" >&2
-  export QEMU_LD_PREFIX="/usr/$gnu"
+  echo "test-qemu.sh: no multiarch libc for $gnu; using the cross libc in /usr/$gnu" >&2
+  export QEMU_LD_PREFIX="/usr/$gnu" QEMU_SET_ENV="LD_LIBRARY_PATH=/lib"
 fi
 echo "==> $target: $(stat -c %s "$bin") bytes stripped, under $qemu with QEMU_CPU=$cpu"
 cargo test --test qemu_user -- --ignored --nocapture
