@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds hearth for TARGET with image/build-binary.sh and runs it under qemu-user on
 # this machine: it must start, create its database and let a client log in
-# (tests/qemu_user.rs, an ignored cargo test). The emulated CPU is the Pi's oldest
+# (tests/qemu_user.rs, an ignored cargo test), and its ELF segments must load on 16 KiB
+# pages (tests/elf_pages.rs). The emulated CPU is the Pi's oldest
 # 64-bit core, so an instruction newer than Armv8.0-A ends the test with SIGILL.
 #
 #   image/test-qemu.sh [--install-deps] [--no-build] [TARGET]    (default aarch64)
@@ -63,4 +64,6 @@ else
   export QEMU_LD_PREFIX="/usr/$gnu" QEMU_SET_ENV="LD_LIBRARY_PATH=/lib"
 fi
 echo "==> $target: $(stat -c %s "$bin") bytes stripped, under $qemu with QEMU_CPU=$cpu"
-cargo test --test qemu_user -- --ignored --nocapture
+# tests/elf_pages.rs: the binary's segments load on the page sizes of its boards' kernels
+# (16 KiB on a Pi 5); tests/qemu_user.rs: it serves a login under the emulator.
+cargo test --test elf_pages --test qemu_user -- --include-ignored --nocapture
