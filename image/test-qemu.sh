@@ -8,7 +8,7 @@
 #   image/test-qemu.sh [--install-deps] [--no-build] [TARGET]    (default aarch64)
 #
 # Needs qemu-user-static (Debian package), plus what build-binary.sh needs. Takes
-# minutes (a release build with LTO), so CI runs it only when asked: HEARTH_CI_QEMU=1.
+# minutes (a release build with LTO), so CI does not run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +60,7 @@ loader=$(case "$target" in aarch64-*) echo /lib/ld-linux-aarch64.so.1 ;; *) echo
 if [ "${HEARTH_QEMU_LIBC:-}" != cross ] && [ -e "$loader" ] && [ -e "/lib/$gnu/libc.so.6" ]; then
   unset QEMU_LD_PREFIX QEMU_SET_ENV
 else
-  echo "test-qemu.sh: no multiarch libc for $gnu; using the cross libc in /usr/$gnu" >&2
+  echo "test-qemu.sh: using the cross libc in /usr/$gnu (HEARTH_QEMU_LIBC=cross, or no multiarch libc6)" >&2
   export QEMU_LD_PREFIX="/usr/$gnu" QEMU_SET_ENV="LD_LIBRARY_PATH=/lib"
 fi
 echo "==> $target: $(stat -c %s "$bin") bytes stripped, under $qemu with QEMU_CPU=$cpu"
