@@ -27,7 +27,10 @@
 //!                            adhoc/ runs the XEP-0133 admin commands and the invite
 //!                            commands, forms.rs builds and reads XEP-0004 data forms;
 //!                            carbons/: XEP-0280 copies to an account's other devices;
-//!                            caps.rs: the server's XEP-0115 hash and stream feature
+//!                            caps.rs: the server's XEP-0115 hash and stream feature;
+//!                            private/, vcard/: XEP-0049 and XEP-0054 data per account;
+//!                            contact.rs, extdisco.rs: XEP-0157 addresses and XEP-0215
+//!                            STUN/TURN services in the server's disco
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
