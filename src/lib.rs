@@ -29,6 +29,9 @@
 //!                            carbons/: XEP-0280 copies to an account's other devices;
 //!                            caps.rs: the server's XEP-0115 hash and stream feature;
 //!                            push/: XEP-0357 notifications to phones' app servers
+//!                            private/, vcard/: XEP-0049 and XEP-0054 data per account;
+//!                            contact.rs, extdisco.rs: XEP-0157 addresses and XEP-0215
+//!                            STUN/TURN services in the server's disco
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

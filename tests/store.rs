@@ -546,8 +546,11 @@ fn nbxmpp_vcard_temp() {
 #[test]
 #[ignore]
 fn measure_round_trips() {
+    // The per-connection byte rate (32 KiB/s) would be what is measured otherwise.
     let server = Server::start(ServerOpts {
         rust_log: Some("warn".into()),
+        extra_toml: "[limits]\nrate_bytes_per_sec = 1073741824\nrate_burst_bytes = 1073741824\n"
+            .into(),
         ..ServerOpts::default()
     });
     for u in ["alice", "bob"] {
@@ -615,4 +618,103 @@ fn measure_round_trips() {
             println!("server {l}");
         }
     }
+}
+
+/// A coturn `turnserver` in the foreground on a loopback port, killed when dropped.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Coturn {
+    fn start(secret: &str) -> Coturn {
+        let port = common::free_port();
+        let log = std::env::temp_dir().join(format!("hearth-coturn-{port}.log"));
+        let child = Command::new("turnserver")
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
+            .args(["--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .args([
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+            ])
+            .args(["--realm=test.local", "--allow-loopback-peers"])
+            .arg(format!("--log-file={}", log.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run turnserver (apt-get install coturn; .ci/run installs it)");
+        // Ready when it answers: an allocation attempt with no credentials gets a reply.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Coturn { child, port }
+    }
+
+    /// Whether `turnutils_uclient` gets an allocation (and relays a few packets between
+    /// two of its own clients) with these credentials.
+    fn allocates(&self, username: &str, password: &str) -> bool {
+        let out = Command::new("timeout")
+            .args([
+                "20",
+                "turnutils_uclient",
+                "-y",
+                "-n",
+                "1",
+                "-m",
+                "1",
+                "-l",
+                "100",
+            ])
+            .args(["-p", &self.port.to_string(), "-u", username, "-w", password])
+            .args(["-r", "test.local", "127.0.0.1"])
+            .output()
+            .expect("run turnutils_uclient (apt-get install coturn)");
+        out.status.success()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The credentials hearth hands out (XEP-0215 `<credentials/>`) are accepted by a real
+/// coturn configured with the same `static-auth-secret`; a password changed by one
+/// character is refused, so the check means something.
+#[test]
+fn coturn_accepts_the_credentials_hearth_hands_out() {
+    let secret = "a coturn secret shared with hearth";
+    let coturn = Coturn::start(secret);
+    let server = Server::start(ServerOpts {
+        extra_toml: format!(
+            "[[external_services]]\ntype = \"turn\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             transport = \"udp\"\nsecret = \"{secret}\"\n",
+            coturn.port
+        ),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", PW);
+    let mut a = login(&server, "alice");
+    let domain = server.domain().to_string();
+    let r = iq(
+        &mut a,
+        "get",
+        Some(&domain),
+        &format!(
+            "<credentials xmlns='{NS_EXTDISCO}'><service host='127.0.0.1' type='turn'/></credentials>"
+        ),
+    );
+    let s = r
+        .child("credentials", NS_EXTDISCO)
+        .and_then(|c| c.child("service", NS_EXTDISCO))
+        .unwrap_or_else(|| panic!("no credentials: {r}"));
+    let (user, pass) = (s.attr("username").unwrap(), s.attr("password").unwrap());
+    assert!(coturn.allocates(user, pass), "coturn refused {user}");
+    let first = if pass.starts_with('A') { "B" } else { "A" };
+    let wrong = format!("{first}{}", &pass[1..]);
+    assert!(
+        !coturn.allocates(user, &wrong),
+        "coturn took a wrong password"
+    );
 }
