@@ -786,7 +786,7 @@ async fn hibernated(link: &Link<C2sDriver>, jid: &FullJid, waiting: &[Element]) 
         .modules
         .hooked(crate::features::Hook::SessionHibernated)
     {
-        m.session_hibernated(&cx, waiting).await;
+        m.session_hibernated(&cx, waiting, false).await;
     }
 }
 

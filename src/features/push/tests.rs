@@ -148,6 +148,7 @@ fn the_notification_has_the_shape_of_section_7() {
             Request::Enable { options, .. } => options,
             Request::Disable { .. } => None,
         }),
+        resource: String::new(),
     };
     let from = BareJid::new(Some("alice"), "home.example").unwrap();
     let n = notification(&Summary {
@@ -507,6 +508,7 @@ fn push_cost() {
         jid: APP.into(),
         node: "n".into(),
         options: None,
+        resource: String::new(),
     };
     let (mut with, mut without) = (vec![time("alice")], Vec::new());
     for round in 0..4 {
