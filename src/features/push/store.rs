@@ -227,7 +227,11 @@ mod tests {
                 .unwrap(),
             Err(OverQuota::Items)
         );
-        // The same one again is no new registration.
+        // The same one again is no new registration; its resource counts too.
+        let mut again = reg("p.example", "n1", None);
+        again.resource = "phone".into();
+        s.push_enable("alice", &again, 2, &q).unwrap().unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 2 * (9 + 2) + 5);
         s.push_enable("alice", &reg("p.example", "n1", None), 2, &q)
             .unwrap()
             .unwrap();

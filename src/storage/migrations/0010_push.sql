@@ -19,16 +19,19 @@ CREATE TABLE push_registrations (
 CREATE TRIGGER push_registrations_usage_insert AFTER INSERT ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes + length(CAST(NEW.jid AS BLOB))
         + length(CAST(NEW.node AS BLOB)) + length(CAST(NEW.options AS BLOB))
+        + length(CAST(NEW.resource AS BLOB))
      WHERE localpart = NEW.localpart;
 END;
-CREATE TRIGGER push_registrations_usage_update AFTER UPDATE OF options ON push_registrations
-BEGIN
+CREATE TRIGGER push_registrations_usage_update
+AFTER UPDATE OF options, resource ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes
         + length(CAST(NEW.options AS BLOB)) - length(CAST(OLD.options AS BLOB))
+        + length(CAST(NEW.resource AS BLOB)) - length(CAST(OLD.resource AS BLOB))
      WHERE localpart = NEW.localpart;
 END;
 CREATE TRIGGER push_registrations_usage_delete AFTER DELETE ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes - length(CAST(OLD.jid AS BLOB))
         - length(CAST(OLD.node AS BLOB)) - length(CAST(OLD.options AS BLOB))
+        - length(CAST(OLD.resource AS BLOB))
      WHERE localpart = OLD.localpart;
 END;
