@@ -36,7 +36,9 @@
 //!   publish-options.
 //! - Throttled: at most one notification per registration every [`MIN_INTERVAL`] while
 //!   the user stays away (the count keeps growing; the next one carries it). Anything
-//!   the account's own client sends resets the count and the throttle: someone is there.
+//!   the account's own client sends resets the count (someone is there) and the
+//!   throttle of that device's registrations; another device's stay throttled (a laptop
+//!   in use does not wake the phone more than once per interval).
 //! - Answers: a result is fine; an error of type `wait` is only logged; one that means
 //!   the registration is gone (`item-not-found`, `gone`, `not-authorized`, `forbidden`,
 //!   `registration-required`) disables it at once (ejabberd's behaviour); any other
@@ -326,8 +328,8 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 struct Away {
     count: u32,
-    /// When each registration was last notified.
-    sent: Vec<(Key, Instant)>,
+    /// When each registration (with the resource that enabled it) was last notified.
+    sent: Vec<(Key, Box<str>, Instant)>,
 }
 
 /// The throttle (sans-IO: the clock is a parameter): per account away, its count and
@@ -338,23 +340,30 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// `n` notable messages for `user`, whose registrations are `keys`: the count to
-    /// tell, and which registrations (indexes into `keys`) to notify now.
-    pub fn message(&mut self, user: &str, n: u32, now: Instant, keys: &[Key]) -> (u32, Vec<usize>) {
+    /// `n` notable messages for `user`, whose registrations are `regs` (each with the
+    /// resource that enabled it): the count to tell, and which registrations (indexes
+    /// into `regs`) to notify now.
+    pub fn message(
+        &mut self,
+        user: &str,
+        n: u32,
+        now: Instant,
+        regs: &[(Key, &str)],
+    ) -> (u32, Vec<usize>) {
         let away = self.away.entry(user.into()).or_default();
         away.count = away.count.saturating_add(n);
-        // Registrations disabled meanwhile stay until the user is seen (anything the
-        // account sends clears it all): `keys` may be only some of them (one device's).
+        // Registrations disabled meanwhile stay until the user is seen on their device:
+        // `regs` may be only some of them (one device's).
         let mut due = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match away.sent.iter_mut().find(|(k, _)| k == key) {
-                Some((_, at)) if now.saturating_duration_since(*at) < MIN_INTERVAL => {}
-                Some((_, at)) => {
+        for (i, (key, resource)) in regs.iter().enumerate() {
+            match away.sent.iter_mut().find(|(k, _, _)| k == key) {
+                Some((_, _, at)) if now.saturating_duration_since(*at) < MIN_INTERVAL => {}
+                Some((_, _, at)) => {
                     *at = now;
                     due.push(i);
                 }
                 None => {
-                    away.sent.push((key.clone(), now));
+                    away.sent.push((key.clone(), (*resource).into(), now));
                     due.push(i);
                 }
             }
@@ -362,9 +371,21 @@ impl Throttle {
         (away.count, due)
     }
 
-    /// `user`'s own client did something: someone is there; counting starts again.
-    pub fn seen(&mut self, user: &str) {
-        if !self.away.is_empty() {
+    /// `user`'s session `resource` did something: someone is there; counting starts
+    /// again, and that device's registrations may be told at once next time. Another
+    /// device's registrations stay throttled: a laptop in use does not mean the phone
+    /// in the pocket was looked at (registrations of an unknown device are cleared).
+    pub fn seen(&mut self, user: &str, resource: &str) {
+        if self.away.is_empty() {
+            return;
+        }
+        let Some(away) = self.away.get_mut(user) else {
+            return;
+        };
+        away.count = 0;
+        away.sent
+            .retain(|(_, r, _)| !r.is_empty() && **r != *resource);
+        if away.sent.is_empty() {
             self.away.remove(user);
         }
     }
@@ -500,9 +521,9 @@ impl Push {
         if regs.is_empty() {
             return;
         }
-        let keys: Vec<Key> = regs
+        let keys: Vec<(Key, &str)> = regs
             .iter()
-            .map(|r| (r.jid.clone(), r.node.clone()))
+            .map(|r| ((r.jid.clone(), r.node.clone()), r.resource.as_str()))
             .collect();
         let now = Instant::now();
         let (count, due) = self.state().throttle.message(user, n, now, &keys);
@@ -645,7 +666,7 @@ impl Module for Push {
         if let Sender::Local(from) = cx.from
             && let Some(user) = from.local()
         {
-            self.state().throttle.seen(user);
+            self.state().throttle.seen(user, from.resource());
         }
         Box::pin(std::future::ready(Verdict::Pass))
     }
