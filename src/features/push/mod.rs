@@ -626,8 +626,9 @@ impl Module for Push {
             version: "0.4.1",
             status: Status::Complete,
             note: "summary form from the account's bare JID when no session is attended \
-                   (offline, XEP-0352 inactive, XEP-0198 hibernating); no group chats; \
-                   bodies only with `[push] include_body`",
+                   (offline, XEP-0352 inactive, XEP-0198 hibernating), and to a hibernating \
+                   device's own registrations while another is in use; throttled to one \
+                   per 30 s; no group chats; bodies only with `[push] include_body`",
         }]
     }
 
