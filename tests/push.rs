@@ -514,3 +514,39 @@ fn an_aioxmpp_app_server_reads_the_notification() {
         server.log()
     );
 }
+
+/// Two devices: a laptop in use and a phone whose session hibernates. A message the
+/// phone's sleeping session is queued is notified to the phone's registration (the one
+/// its session enabled), as Prosody and ejabberd do, even though the laptop shows it;
+/// the laptop's own registration is not told.
+#[test]
+fn a_sleeping_phone_is_notified_while_the_laptop_is_in_use() {
+    let (server, port) = server();
+    let app = app(port, 10, &[]);
+    let mut laptop = login(&server, "alice", "laptop");
+    let r = ask(&mut laptop, |id| enable_xml(id, "", "laptop-node", "s"));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    presence(&mut laptop, "");
+    drain(&mut laptop);
+    let mut dropped = phone(
+        &server,
+        "phone",
+        &["--enable", "phone-node", "--then", "drop"],
+    );
+    dropped.wait_for_event("dropped", WAIT);
+    dropped.finish();
+    std::thread::sleep(SETTLE);
+    let mut bob = login(&server, "bob", "desk");
+    chat(&mut bob, &server.jid("alice"), "to both");
+    expect_message(&mut laptop, "to both");
+    let run = app.finish();
+    let p = pushes(&run);
+    assert_eq!(p.len(), 1, "{run}");
+    assert_eq!(p[0]["node"], "phone-node", "{run}");
+    assert_eq!(
+        p[0]["summary"]["last-message-sender"],
+        server.jid("bob"),
+        "{run}"
+    );
+    laptop.assert_alive();
+}

@@ -199,9 +199,10 @@ pub enum Hook {
     IqResponse,
     /// A session's connection was lost and the session now hibernates, waiting to be
     /// resumed (XEP-0198 §5): [`Module::session_hibernated`] is given the messages it had
-    /// been sent but had not acknowledged, and those waiting for it (its user may not
-    /// have seen them; XEP-0357 tells the phone, as Prosody's `smacks-hibernation-start`
-    /// does).
+    /// been sent but had not acknowledged, and those waiting for it, and then, while it
+    /// hibernates, the messages queued for it (its user has not seen them; XEP-0357
+    /// tells the phone, as Prosody's `smacks-hibernation-start` and
+    /// `smacks-hibernation-stanza-queued` do).
     SessionHibernated,
     /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
     /// called before its rows are deleted, so a module can still read them and tell
@@ -424,11 +425,13 @@ pub trait Module: Send + Sync {
     }
 
     /// [`Hook::SessionHibernated`]: the session `cx.from` hibernates; `waiting` are the
-    /// messages it had not acknowledged or not yet been written, oldest first.
+    /// messages it had not acknowledged or not yet been written when its connection went
+    /// (`queued` false), or those queued for it since (`queued` true), oldest first.
     fn session_hibernated<'a>(
         &'a self,
         _cx: &'a HookCx<'a>,
         _waiting: &'a [Element],
+        _queued: bool,
     ) -> HookFuture<'a, ()> {
         Box::pin(std::future::ready(()))
     }

@@ -480,6 +480,8 @@ impl Driver for C2sDriver {
         let id = link.id;
         // XEP-0352: what was held for an inactive client goes with its session: parked
         // for a resumption (XEP-0198) or routed again like what it did not acknowledge.
+        // XEP-0357: messages an inactive session got were notified as they came.
+        let was_inactive = self.csi.is_some();
         let held = self.take_held();
         let Some((jid, sid)) = self.bound.take() else {
             log::info!("c2s{id}: {} disconnected: {reason}", link.peer);
@@ -517,7 +519,7 @@ impl Driver for C2sDriver {
                     link.shared
                         .router
                         .set_attention(&jid, sid, router::Attention::Hibernating);
-                    if !waiting.is_empty() {
+                    if !waiting.is_empty() && !was_inactive {
                         hibernated(link, &jid, &waiting).await;
                     }
                     log::info!(
@@ -784,7 +786,7 @@ async fn hibernated(link: &Link<C2sDriver>, jid: &FullJid, waiting: &[Element]) 
         .modules
         .hooked(crate::features::Hook::SessionHibernated)
     {
-        m.session_hibernated(&cx, waiting).await;
+        m.session_hibernated(&cx, waiting, false).await;
     }
 }
 

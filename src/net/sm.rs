@@ -360,6 +360,9 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
             Wake::Changed
         })
         .await;
+        // Messages queued for it now (XEP-0357: `Hook::SessionHibernated`).
+        let mut queued: Vec<Element> = Vec::new();
+        let mut jid = None;
         let is_over = match wake {
             Wake::Changed => false,
             Wake::Expired => true,
@@ -370,6 +373,9 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
                 loop {
                     match p.rx.try_recv() {
                         Ok(ToSession::Stanza(s)) => {
+                            if s.el.name() == "message" {
+                                queued.push(s.el.clone());
+                            }
                             p.pending_bytes += s.len;
                             p.pending.push_back(s);
                         }
@@ -380,11 +386,17 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
                         Err(None) => break,
                     }
                 }
+                if !queued.is_empty() {
+                    jid = Some(p.jid.clone());
+                }
                 is_closed
                     || p.pending.len() + p.out.unacked_len() > max
                     || p.pending_bytes + p.out.unacked_bytes() > max_bytes
             }
         };
+        if let Some(jid) = &jid {
+            queued_while_hibernating(&shared, jid, &queued).await;
+        }
         if is_over {
             let parked = {
                 let mut st = r.state();
@@ -415,6 +427,26 @@ async fn hibernate(shared: Arc<Shared>, r: Arc<Resumable>) {
             end_session(&shared, &jid, sid, out.take_unacked(), pending, Some(&rx)).await;
             return;
         }
+    }
+}
+
+/// Tells the modules what was queued for the hibernating session `jid`
+/// (`Hook::SessionHibernated`: XEP-0357 notifies its device).
+async fn queued_while_hibernating(shared: &Shared, jid: &FullJid, queued: &[Element]) {
+    let cx = crate::features::HookCx {
+        im: Im {
+            router: &shared.router,
+            storage: &shared.storage,
+            modules: &shared.modules,
+            conn: 0,
+        },
+        from: Sender::Local(jid),
+    };
+    for m in shared
+        .modules
+        .hooked(crate::features::Hook::SessionHibernated)
+    {
+        m.session_hibernated(&cx, queued, true).await;
     }
 }
 

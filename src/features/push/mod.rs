@@ -17,12 +17,16 @@
 //!   invitation; not chat states, receipts or markers alone, not headlines, not errors,
 //!   and not `groupchat` (a push for every line of a busy room is not what the family
 //!   wants; mentions are not tracked).
-//! - It notifies when the account has no *attended* session: none available, or all of
-//!   them XEP-0352 inactive, or hibernating after a lost connection waiting for a
-//!   XEP-0198 resumption (`Router::is_attended`). And when a session starts to
-//!   hibernate (its connection lost) with messages it had been sent but had not
-//!   acknowledged, those are notified then (`Hook::SessionHibernated`, Prosody's
-//!   `smacks-hibernation-start`): the phone may never have seen them.
+//! - It notifies every registration when the account has no *attended* session: none
+//!   available, or all of them XEP-0352 inactive, or hibernating after a lost
+//!   connection waiting for a XEP-0198 resumption (`Router::is_attended`).
+//! - A registration remembers the session (resource) that enabled it: while that
+//!   session hibernates, a message queued for it is notified to its registrations even
+//!   when another device is in use (a laptop open, the phone in a pocket), as Prosody
+//!   (`smacks-hibernation-stanza-queued`) and ejabberd do. And when a session starts to
+//!   hibernate with messages it had been sent but had not acknowledged, those are
+//!   notified then (Prosody's `smacks-hibernation-start`): the phone may never have
+//!   seen them. Both through `Hook::SessionHibernated`.
 //! - The notification (§7) is an iq set from the account's bare JID (as Prosody and
 //!   ejabberd send it) to the app server: a pubsub `<publish/>` to the registration's
 //!   node of a `<notification/>` with a `urn:xmpp:push:summary` form — `message-count`
@@ -32,7 +36,9 @@
 //!   publish-options.
 //! - Throttled: at most one notification per registration every [`MIN_INTERVAL`] while
 //!   the user stays away (the count keeps growing; the next one carries it). Anything
-//!   the account's own client sends resets the count and the throttle: someone is there.
+//!   the account's own client sends resets the count (someone is there) and the
+//!   throttle of that device's registrations; another device's stay throttled (a laptop
+//!   in use does not wake the phone more than once per interval).
 //! - Answers: a result is fine; an error of type `wait` is only logged; one that means
 //!   the registration is gone (`item-not-found`, `gone`, `not-authorized`, `forbidden`,
 //!   `registration-required`) disables it at once (ejabberd's behaviour); any other
@@ -53,7 +59,7 @@ use super::{
     Access, Announce, Doc, Hook, HookCx, HookFuture, IqCx, IqFuture, IqRoute, Module, On, Spec,
     Status, Verdict,
 };
-use crate::jid::{BareJid, Jid};
+use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::im::{Sender, on_pool};
 use crate::stanza::{IqType, MessageType, Stanza, StanzaCondition, StanzaError};
@@ -322,8 +328,8 @@ type Key = (String, String);
 #[derive(Debug, Default)]
 struct Away {
     count: u32,
-    /// When each registration was last notified.
-    sent: Vec<(Key, Instant)>,
+    /// When each registration (with the resource that enabled it) was last notified.
+    sent: Vec<(Key, Box<str>, Instant)>,
 }
 
 /// The throttle (sans-IO: the clock is a parameter): per account away, its count and
@@ -334,23 +340,30 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// `n` notable messages for `user`, whose registrations are `keys`: the count to
-    /// tell, and which registrations (indexes into `keys`) to notify now.
-    pub fn message(&mut self, user: &str, n: u32, now: Instant, keys: &[Key]) -> (u32, Vec<usize>) {
+    /// `n` notable messages for `user`, whose registrations are `regs` (each with the
+    /// resource that enabled it): the count to tell, and which registrations (indexes
+    /// into `regs`) to notify now.
+    pub fn message(
+        &mut self,
+        user: &str,
+        n: u32,
+        now: Instant,
+        regs: &[(Key, &str)],
+    ) -> (u32, Vec<usize>) {
         let away = self.away.entry(user.into()).or_default();
         away.count = away.count.saturating_add(n);
-        // Registrations disabled meanwhile are forgotten.
-        away.sent.retain(|(k, _)| keys.contains(k));
+        // Registrations disabled meanwhile stay until the user is seen on their device:
+        // `regs` may be only some of them (one device's).
         let mut due = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match away.sent.iter_mut().find(|(k, _)| k == key) {
-                Some((_, at)) if now.saturating_duration_since(*at) < MIN_INTERVAL => {}
-                Some((_, at)) => {
+        for (i, (key, resource)) in regs.iter().enumerate() {
+            match away.sent.iter_mut().find(|(k, _, _)| k == key) {
+                Some((_, _, at)) if now.saturating_duration_since(*at) < MIN_INTERVAL => {}
+                Some((_, _, at)) => {
                     *at = now;
                     due.push(i);
                 }
                 None => {
-                    away.sent.push((key.clone(), now));
+                    away.sent.push((key.clone(), (*resource).into(), now));
                     due.push(i);
                 }
             }
@@ -358,9 +371,21 @@ impl Throttle {
         (away.count, due)
     }
 
-    /// `user`'s own client did something: someone is there; counting starts again.
-    pub fn seen(&mut self, user: &str) {
-        if !self.away.is_empty() {
+    /// `user`'s session `resource` did something: someone is there; counting starts
+    /// again, and that device's registrations may be told at once next time. Another
+    /// device's registrations stay throttled: a laptop in use does not mean the phone
+    /// in the pocket was looked at (registrations of an unknown device are cleared).
+    pub fn seen(&mut self, user: &str, resource: &str) {
+        if self.away.is_empty() {
+            return;
+        }
+        let Some(away) = self.away.get_mut(user) else {
+            return;
+        };
+        away.count = 0;
+        away.sent
+            .retain(|(_, r, _)| !r.is_empty() && **r != *resource);
+        if away.sent.is_empty() {
             self.away.remove(user);
         }
     }
@@ -402,8 +427,14 @@ impl Push {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// §5, §6 for the account `user`.
-    async fn request(&self, cx: &IqCx<'_>, user: &str, req: Request) -> super::IqOutcome {
+    /// §5, §6 for the account `user`, asked by its session `from`.
+    async fn request(
+        &self,
+        cx: &IqCx<'_>,
+        user: &str,
+        from: &FullJid,
+        req: Request,
+    ) -> super::IqOutcome {
         let im = cx.im;
         match req {
             Request::Enable { jid, node, options } => {
@@ -411,6 +442,7 @@ impl Push {
                     jid: jid.to_string(),
                     node,
                     options,
+                    resource: from.resource().to_owned(),
                 };
                 let quota = *im.router.quota();
                 let u = user.to_owned();
@@ -463,23 +495,35 @@ impl Push {
         }
     }
 
-    /// `n` notable messages for `to` (the account `user`), the last `el`, nobody there:
-    /// notify its app servers as the throttle allows.
-    async fn notify(&self, cx: &HookCx<'_>, to: &BareJid, user: &str, n: u32, el: &Element) {
+    /// `n` notable messages for `to` (the account `user`), the last `el`, nobody there
+    /// to see them: notify its app servers (those the session with resource `only`
+    /// enabled, when given) as the throttle allows.
+    async fn notify(
+        &self,
+        cx: &HookCx<'_>,
+        to: &BareJid,
+        user: &str,
+        n: u32,
+        el: &Element,
+        only: Option<&str>,
+    ) {
         let u = user.to_owned();
-        let regs = match on_pool(cx.im.storage, move |s| s.push_registrations(&u)).await {
+        let mut regs = match on_pool(cx.im.storage, move |s| s.push_registrations(&u)).await {
             Ok(r) => r,
             Err(e) => {
                 log::error!("storage: {e}");
                 return;
             }
         };
+        if let Some(resource) = only {
+            regs.retain(|r| r.resource == resource);
+        }
         if regs.is_empty() {
             return;
         }
-        let keys: Vec<Key> = regs
+        let keys: Vec<(Key, &str)> = regs
             .iter()
-            .map(|r| (r.jid.clone(), r.node.clone()))
+            .map(|r| ((r.jid.clone(), r.node.clone()), r.resource.as_str()))
             .collect();
         let now = Instant::now();
         let (count, due) = self.state().throttle.message(user, n, now, &keys);
@@ -582,8 +626,9 @@ impl Module for Push {
             version: "0.4.1",
             status: Status::Complete,
             note: "summary form from the account's bare JID when no session is attended \
-                   (offline, XEP-0352 inactive, XEP-0198 hibernating); no group chats; \
-                   bodies only with `[push] include_body`",
+                   (offline, XEP-0352 inactive, XEP-0198 hibernating), and to a hibernating \
+                   device's own registrations while another is in use; throttled to one \
+                   per 30 s; no group chats; bodies only with `[push] include_body`",
         }]
     }
 
@@ -622,7 +667,7 @@ impl Module for Push {
         if let Sender::Local(from) = cx.from
             && let Some(user) = from.local()
         {
-            self.state().throttle.seen(user);
+            self.state().throttle.seen(user, from.resource());
         }
         Box::pin(std::future::ready(Verdict::Pass))
     }
@@ -640,29 +685,37 @@ impl Module for Push {
             if !is_notable(&stanza.el) || cx.im.router.is_attended(user) {
                 return;
             }
-            self.notify(cx, to, user, 1, &stanza.el).await;
+            self.notify(cx, to, user, 1, &stanza.el, None).await;
         })
     }
 
-    /// A hibernating session may have missed what it did not acknowledge (the phone
-    /// lost its connection with messages in flight): notified as if they arrived now.
+    /// A hibernating session's device is not there to see what it was sent: what it
+    /// had not acknowledged when its connection went (`queued` false: the phone lost its
+    /// connection with messages in flight), or what is queued for it since. With nobody
+    /// else there every registration is told (new messages were already, by
+    /// [`Hook::MessageIn`]); with another device in use, only those this session
+    /// enabled, as Prosody and ejabberd notify a hibernating session's registration.
     fn session_hibernated<'a>(
         &'a self,
         cx: &'a HookCx<'a>,
         waiting: &'a [Element],
+        queued: bool,
     ) -> HookFuture<'a, ()> {
         Box::pin(async move {
-            let Some(to) = cx.from.session().map(|j| j.bare()) else {
+            let Some(session) = cx.from.session() else {
                 return;
             };
+            let to = session.bare();
             let Some(user) = to.local() else { return };
-            if cx.im.router.is_attended(user) {
+            let is_attended = cx.im.router.is_attended(user);
+            if queued && !is_attended {
                 return;
             }
             let notable: Vec<&Element> = waiting.iter().filter(|m| is_notable(m)).collect();
             let Some(last) = notable.last() else { return };
             let n = u32::try_from(notable.len()).unwrap_or(u32::MAX);
-            self.notify(cx, &to, user, n, last).await;
+            let only = is_attended.then(|| session.resource());
+            self.notify(cx, &to, user, n, last, only).await;
         })
     }
 
@@ -701,7 +754,7 @@ impl Module for Push {
             }
             let payload = iq.iq_payload().ok_or_else(|| bad("no payload"))?;
             let req = parse(payload)?;
-            self.request(cx, user, req).await
+            self.request(cx, user, from, req).await
         })
     }
 }

@@ -18,6 +18,8 @@ pub struct Registration {
     /// back with every notification (§7), as the server rebuilt it from what the client
     /// gave.
     pub options: Option<Element>,
+    /// The resource of the session that enabled it (its device); `""` when unknown.
+    pub resource: String,
 }
 
 /// The registrations per account.
@@ -48,8 +50,8 @@ impl PushStore for Storage {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT jid, node, options FROM push_registrations WHERE localpart = ?1 \
-                 ORDER BY at, jid, node",
+                "SELECT jid, node, options, resource FROM push_registrations \
+                 WHERE localpart = ?1 ORDER BY at, jid, node",
             )
             .map_err(self.sqlite_err("read push registrations"))?;
         let rows = stmt
@@ -58,16 +60,19 @@ impl PushStore for Storage {
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
                 ))
             })
             .map_err(self.sqlite_err("read push registrations"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (jid, node, options) = row.map_err(self.sqlite_err("read push registrations"))?;
+            let (jid, node, options, resource) =
+                row.map_err(self.sqlite_err("read push registrations"))?;
             out.push(Registration {
                 jid,
                 node,
                 options: parse_form(&options),
+                resource,
             });
         }
         Ok(out)
@@ -92,10 +97,11 @@ impl PushStore for Storage {
         let used_before =
             stored_bytes_in(&tx, user).map_err(self.sqlite_err("count stored bytes"))?;
         tx.execute(
-            "INSERT INTO push_registrations (localpart, jid, node, options, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (localpart, jid, node) DO UPDATE SET options = excluded.options",
-            params![user, reg.jid, reg.node, options, unix_now()],
+            "INSERT INTO push_registrations (localpart, jid, node, options, at, resource) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (localpart, jid, node) DO UPDATE SET options = excluded.options, \
+             resource = excluded.resource",
+            params![user, reg.jid, reg.node, options, unix_now(), reg.resource],
         )
         .map_err(self.sqlite_err("enable push notifications"))?;
         let count: i64 = tx
@@ -182,6 +188,7 @@ mod tests {
                             .with_child(Element::new("value", NS_DATA).with_text(s)),
                     )
             }),
+            resource: String::new(),
         }
     }
 
@@ -220,7 +227,11 @@ mod tests {
                 .unwrap(),
             Err(OverQuota::Items)
         );
-        // The same one again is no new registration.
+        // The same one again is no new registration; its resource counts too.
+        let mut again = reg("p.example", "n1", None);
+        again.resource = "phone".into();
+        s.push_enable("alice", &again, 2, &q).unwrap().unwrap();
+        assert_eq!(s.stored_bytes("alice").unwrap(), 2 * (9 + 2) + 5);
         s.push_enable("alice", &reg("p.example", "n1", None), 2, &q)
             .unwrap()
             .unwrap();

@@ -148,6 +148,7 @@ fn the_notification_has_the_shape_of_section_7() {
             Request::Enable { options, .. } => options,
             Request::Disable { .. } => None,
         }),
+        resource: String::new(),
     };
     let from = BareJid::new(Some("alice"), "home.example").unwrap();
     let n = notification(&Summary {
@@ -179,38 +180,34 @@ fn the_notification_has_the_shape_of_section_7() {
 #[test]
 fn the_throttle_sends_once_per_interval_and_restarts_when_the_user_is_seen() {
     let mut t = Throttle::default();
-    let keys = vec![
-        ("a".to_owned(), "1".to_owned()),
-        ("b".to_owned(), "2".to_owned()),
-    ];
+    let k = |j: &str, n: &str| (j.to_owned(), n.to_owned());
+    let regs = vec![(k("a", "1"), "phone"), (k("b", "2"), "tablet")];
     let t0 = Instant::now();
-    assert_eq!(t.message("alice", 1, t0, &keys), (1, vec![0, 1]));
+    assert_eq!(t.message("alice", 1, t0, &regs), (1, vec![0, 1]));
     assert_eq!(
-        t.message("alice", 1, t0 + Duration::from_secs(5), &keys),
+        t.message("alice", 1, t0 + Duration::from_secs(5), &regs),
         (2, vec![])
     );
     // A registration added meanwhile is told at once.
-    let three = vec![keys[0].clone(), keys[1].clone(), ("c".into(), "3".into())];
+    let three = vec![regs[0].clone(), regs[1].clone(), (k("c", "3"), "")];
     assert_eq!(
         t.message("alice", 1, t0 + Duration::from_secs(6), &three),
         (3, vec![2])
     );
     assert_eq!(
-        t.message("alice", 1, t0 + MIN_INTERVAL, &keys),
+        t.message("alice", 1, t0 + MIN_INTERVAL, &regs),
         (4, vec![0, 1])
     );
     // Another account counts apart.
-    assert_eq!(t.message("bob", 1, t0, &keys), (1, vec![0, 1]));
-    t.seen("alice");
-    assert_eq!(
-        t.message(
-            "alice",
-            1,
-            t0 + MIN_INTERVAL + Duration::from_secs(1),
-            &keys
-        ),
-        (1, vec![0, 1])
-    );
+    assert_eq!(t.message("bob", 1, t0, &regs), (1, vec![0, 1]));
+    // Seen on the phone: counting starts again, the phone's registration (and the one
+    // of an unknown device) may be told at once, the tablet's stays throttled.
+    let t1 = t0 + MIN_INTERVAL + Duration::from_secs(1);
+    t.seen("alice", "phone");
+    assert_eq!(t.message("alice", 1, t1, &three), (1, vec![0, 2]));
+    t.seen("alice", "phone");
+    t.seen("alice", "tablet");
+    assert_eq!(t.message("alice", 1, t1, &three), (1, vec![0, 1, 2]));
 }
 
 #[test]
@@ -507,6 +504,7 @@ fn push_cost() {
         jid: APP.into(),
         node: "n".into(),
         options: None,
+        resource: String::new(),
     };
     let (mut with, mut without) = (vec![time("alice")], Vec::new());
     for round in 0..4 {

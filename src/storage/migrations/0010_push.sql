@@ -1,7 +1,9 @@
 -- XEP-0357 push notifications: the app servers an account enabled (§5), one row per
 -- (account, app server JID, node). `options` is the publish-options data form the client
 -- gave (serialized standalone, it declares xmlns='jabber:x:data'), sent back with every
--- notification (§7), or '' when none was given; `at` when it was enabled (Unix seconds).
+-- notification (§7), or '' when none was given; `at` when it was enabled (Unix seconds);
+-- `resource` the session that enabled it (its device: while that session sleeps, it is
+-- notified even if another device of the account is in use, as Prosody and ejabberd do).
 -- Its UTF-8 bytes count in the account's stored bytes (`accounts.stored_bytes`), so
 -- registrations share `limits.max_stored_bytes_per_account` with everything else.
 CREATE TABLE push_registrations (
@@ -10,22 +12,26 @@ CREATE TABLE push_registrations (
     node      TEXT NOT NULL,
     options   TEXT NOT NULL DEFAULT '',
     at        INTEGER NOT NULL,
+    resource  TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (localpart, jid, node)
 ) STRICT, WITHOUT ROWID;
 
 CREATE TRIGGER push_registrations_usage_insert AFTER INSERT ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes + length(CAST(NEW.jid AS BLOB))
         + length(CAST(NEW.node AS BLOB)) + length(CAST(NEW.options AS BLOB))
+        + length(CAST(NEW.resource AS BLOB))
      WHERE localpart = NEW.localpart;
 END;
-CREATE TRIGGER push_registrations_usage_update AFTER UPDATE OF options ON push_registrations
-BEGIN
+CREATE TRIGGER push_registrations_usage_update
+AFTER UPDATE OF options, resource ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes
         + length(CAST(NEW.options AS BLOB)) - length(CAST(OLD.options AS BLOB))
+        + length(CAST(NEW.resource AS BLOB)) - length(CAST(OLD.resource AS BLOB))
      WHERE localpart = NEW.localpart;
 END;
 CREATE TRIGGER push_registrations_usage_delete AFTER DELETE ON push_registrations BEGIN
     UPDATE accounts SET stored_bytes = stored_bytes - length(CAST(OLD.jid AS BLOB))
         - length(CAST(OLD.node AS BLOB)) - length(CAST(OLD.options AS BLOB))
+        - length(CAST(OLD.resource AS BLOB))
      WHERE localpart = OLD.localpart;
 END;
