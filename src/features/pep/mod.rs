@@ -27,7 +27,7 @@ mod store;
 pub use node::{AccessModel, NodeConfig};
 pub use store::{Bounds, Item, PepStore, Publish, Refused};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use interest::{CapsRef, Interest, Next};
@@ -219,6 +219,69 @@ async fn may_read(
             Some("member" | "publisher") => Ok(()),
             _ => Err(pubsub_error(StanzaCondition::NotAllowed, "closed-node")),
         },
+    }
+}
+
+/// [`may_read`] for the many recipients of one notification: the node's affiliations
+/// and, for the `presence` model, the owner's contacts with a `from` subscription, read
+/// once (blocklists are cached by the router).
+struct Readers {
+    access: AccessModel,
+    affiliations: Vec<(String, String)>,
+    /// Bare JIDs subscribed to the owner's presence (the roster as the server sees it,
+    /// the household included).
+    subscribed: Option<HashSet<BareJid>>,
+}
+
+impl Readers {
+    async fn of(
+        im: Im<'_>,
+        user: &str,
+        node: &str,
+        cfg: &NodeConfig,
+    ) -> Result<Readers, StorageError> {
+        let (u, n) = (user.to_owned(), node.to_owned());
+        let affiliations = on_pool(im.storage, move |s| s.pep_affiliations(&u, &n)).await?;
+        let subscribed = match cfg.access {
+            AccessModel::Presence => Some(
+                im.roster_view(user)
+                    .await?
+                    .1
+                    .into_iter()
+                    .filter(|i| i.state.subscription.has_from())
+                    .map(|i| i.jid)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Ok(Readers {
+            access: cfg.access,
+            affiliations,
+            subscribed,
+        })
+    }
+
+    /// [`may_read`]'s answer for `who`, without storage.
+    async fn allow(&self, im: Im<'_>, user: &str, owner: &BareJid, who: &BareJid) -> bool {
+        if who == owner {
+            return true;
+        }
+        if !im.presence_allowed(user, who).await {
+            return false;
+        }
+        let affiliation = self
+            .affiliations
+            .iter()
+            .find(|(j, _)| j == who.as_str())
+            .map(|(_, a)| a.as_str());
+        if affiliation == Some("outcast") {
+            return false;
+        }
+        match self.access {
+            AccessModel::Open => true,
+            AccessModel::Presence => self.subscribed.as_ref().is_some_and(|s| s.contains(who)),
+            AccessModel::Whitelist => matches!(affiliation, Some("member" | "publisher")),
+        }
     }
 }
 
@@ -833,13 +896,20 @@ impl Pep {
                 targets.push(jid);
             }
         }
+        if targets.is_empty() {
+            return;
+        }
+        let readers = match Readers::of(im, user, node, cfg).await {
+            Ok(r) => r,
+            Err(e) => return log::error!("storage: {e}; notifications for {node} not sent"),
+        };
         let mut allowed: HashMap<BareJid, bool> = HashMap::new();
         for to in targets {
             let bare = to.bare();
             let ok = match allowed.get(&bare) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = may_read(im, user, owner, node, cfg, &bare).await.is_ok();
+                    let ok = readers.allow(im, user, owner, &bare).await;
                     allowed.insert(bare, ok);
                     ok
                 }
