@@ -465,7 +465,9 @@ fn aioxmpp_pep(server: &Server, skip: &[&str]) -> ClientRun {
 /// PubSubClient: the avatar pushed to a contact and, as the last item, to a contact with
 /// an unseen caps hash; the image fetched; a stranger refused; XEP-0402 bookmarks
 /// published with `access_model=whitelist` and `max_items=max` read back by the owner
-/// and refused to a contact; and BookmarkClient (XEP-0049) and a vCard photo (XEP-0054).
+/// and refused to a contact; BookmarkClient (XEP-0049) and a vCard photo (XEP-0054); the
+/// PEP avatar as the vCard photo (XEP-0398) and its hash in presence (XEP-0153); the
+/// XEP-0049 and XEP-0402 bookmarks as one list (XEP-0411).
 #[test]
 fn aioxmpp_pep_avatar_caps_notify_and_access() {
     let server = server(&["alice", "bob", "carol", "mallory"]);
@@ -476,8 +478,10 @@ fn aioxmpp_pep_avatar_caps_notify_and_access() {
         "notify-unseen-caps",
         "retrieve-avatar",
         "stranger-forbidden",
+        "avatar-vcard",
         "bookmarks-pep",
         "private-bookmarks",
+        "bookmarks-compat",
         "vcard",
     ] {
         assert_check(&run, &server, check);
