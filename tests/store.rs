@@ -539,3 +539,80 @@ fn nbxmpp_vcard_temp() {
     assert_eq!(seen["fn"], "Bob Builder", "{seen}");
     assert_eq!(seen["avatar_sha1"], PNG_SHA1, "{seen}");
 }
+
+/// Not a check but a measurement (README "Profiles…", the report): sequential round
+/// trips over one TLS connection on loopback. Run with
+/// `cargo test --release --test store measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_round_trips() {
+    let server = Server::start(ServerOpts {
+        rust_log: Some("warn".into()),
+        ..ServerOpts::default()
+    });
+    for u in ["alice", "bob"] {
+        server.add_user(u, PW);
+    }
+    let mut a = login(&server, "alice");
+    let mut b = login(&server, "bob");
+    let alice = server.jid("alice");
+    let time = |what: &str, n: usize, f: &mut dyn FnMut(usize)| {
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            f(i);
+        }
+        let per = t.elapsed() / n as u32;
+        println!("{what}: {n} in {:?}, {per:?} each", t.elapsed());
+    };
+    let prefs = "v".repeat(200);
+    time("private set (200 B, 100 names)", 1000, &mut |i| {
+        let r = iq(
+            &mut a,
+            "set",
+            None,
+            &private(&format!(
+                "<p{} xmlns='urn:p'>{prefs}</p{}>",
+                i % 100,
+                i % 100
+            )),
+        );
+        assert_eq!(r.attr("type"), Some("result"));
+    });
+    time("private get", 1000, &mut |i| {
+        let r = iq(
+            &mut a,
+            "get",
+            None,
+            &private(&format!("<p{} xmlns='urn:p'/>", i % 100)),
+        );
+        assert_eq!(r.attr("type"), Some("result"));
+    });
+    // A 180 KiB photo, Base64 in 76-character lines as clients write it.
+    let photo: String = "A"
+        .repeat(180 * 1024)
+        .as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\n", String::from_utf8_lossy(c)))
+        .collect();
+    let card = format!(
+        "<vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{photo}</BINVAL></PHOTO></vCard>"
+    );
+    println!("vCard bytes: {}", card.len());
+    time("vCard set (~183 KiB)", 50, &mut |_| {
+        let r = iq(&mut a, "set", None, &card);
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    });
+    time("vCard get by another account (~183 KiB)", 200, &mut |_| {
+        let r = iq(&mut b, "get", Some(&alice), "<vCard xmlns='vcard-temp'/>");
+        assert_eq!(r.attr("type"), Some("result"));
+    });
+    if let Some(pid) = server.pid() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        for l in status
+            .lines()
+            .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        {
+            println!("server {l}");
+        }
+    }
+}

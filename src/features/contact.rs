@@ -91,6 +91,21 @@ mod tests {
     use super::*;
     use crate::features::forms::NS_DATA;
 
+    /// The registry carries the form into the server's disco#info only.
+    #[test]
+    fn the_registry_puts_the_form_on_the_server() {
+        use crate::features::{Registry, Target};
+        use crate::jid::BareJid;
+        let r = Registry::new(vec![Box::new(Contact::new(&ContactAddresses {
+            lists: vec![("support", vec!["https://example.org/help".into()])],
+        }))]);
+        assert_eq!(r.disco_forms(&Target::Server).len(), 1);
+        let account = Target::Account(BareJid::new(Some("alice"), "example.org").unwrap());
+        assert!(r.disco_forms(&account).is_empty());
+        let none = Registry::new(vec![Box::new(Contact::new(&ContactAddresses::default()))]);
+        assert!(none.disco_forms(&Target::Server).is_empty());
+    }
+
     #[test]
     fn uris() {
         for ok in [

@@ -632,9 +632,44 @@ fn san_form(domain: &str) -> Option<String> {
     idna::domain_to_ascii(domain).ok()
 }
 
+/// The names and addresses a phone on the home network may reach this machine by, besides
+/// the domain: its host name, that name under `.local` (mDNS, what `hearth` advertises),
+/// and the addresses of its interfaces other than loopback, as they are when the
+/// certificate is made (a DHCP address that changes later is not a name clients should
+/// rely on; the `.local` name follows it).
+fn lan_names(domain: &str) -> Vec<String> {
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let mut names = Vec::new();
+    let local = crate::mdns::host_name(domain, hostname.as_deref());
+    names.push(local.trim_end_matches('.').to_owned());
+    if let Some(h) = hostname.as_deref().map(str::trim) {
+        let ok = !h.is_empty()
+            && h != "localhost"
+            && h.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if ok {
+            names.push(h.to_ascii_lowercase());
+        }
+    }
+    if let Ok(interfaces) = if_addrs::get_if_addrs() {
+        for i in interfaces.iter().filter(|i| !i.is_loopback()) {
+            let ip = i.ip();
+            // Link-local IPv6 needs a zone to be used, which a certificate cannot name.
+            if matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+                continue;
+            }
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
 /// Generates an ECDSA P-256 key (small and quick on a Pi) and a self-signed certificate
 /// for `domain` and its subdomains (`*.domain`, for components such as a MUC service),
-/// and writes them: the directory 0700, the key 0600, each file atomically.
+/// and for the names and addresses of this machine on the LAN ([`lan_names`]), so a
+/// client that connects by `pi.local` or `192.168.1.20` finds its name in it too; and
+/// writes them: the directory 0700, the key 0600, each file atomically.
 fn generate_self_signed(
     dir: &Path,
     cert_path: &Path,
@@ -646,11 +681,16 @@ fn generate_self_signed(
         reason,
     };
     let name = san_form(domain).ok_or_else(|| fail(format!("{domain} is not a valid name")))?;
-    let sans = if name.parse::<IpAddr>().is_ok() {
+    let mut sans = if name.parse::<IpAddr>().is_ok() {
         vec![name.clone()]
     } else {
         vec![name.clone(), format!("*.{name}")]
     };
+    for extra in lan_names(&name) {
+        if !sans.contains(&extra) && sans.len() < 32 {
+            sans.push(extra);
+        }
+    }
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| fail(e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(sans).map_err(|e| fail(e.to_string()))?;
@@ -929,6 +969,22 @@ mod tests {
         assert!(covers_domain(&cert, "conference.kitchen.local"));
         assert!(!covers_domain(&cert, "other.local"));
         assert_eq!(setup.fingerprint().len(), 32 * 3 - 1);
+    }
+
+    /// Issue 21: a phone on the LAN may use the host's `.local` name, its host name or
+    /// an address; the generated certificate names them all.
+    #[test]
+    fn the_generated_certificate_names_the_machine_on_the_lan() {
+        let tmp = TempDir::new("lan");
+        TlsSetup::load(&config(&tmp.0, "home.example")).unwrap();
+        let cert = generated_cert(&tmp.0);
+        let names = lan_names("home.example");
+        assert!(names.iter().any(|n| n.ends_with(".local")), "{names:?}");
+        for n in &names {
+            assert!(covers_domain(&cert, n), "{n} is not in the certificate");
+        }
+        assert!(covers_domain(&cert, "home.example"));
+        assert!(!covers_domain(&cert, "127.0.0.1"));
     }
 
     #[test]

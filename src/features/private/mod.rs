@@ -8,8 +8,9 @@
 //! NOT query for more than one namespace"), and an element in a reserved namespace
 //! (`jabber:…`, `http://jabber.org/…`, `vcard-temp`, §2.3 and §3) `not-acceptable`, as
 //! historical servers answer. A set may carry several elements, stored together or not at
-//! all; an empty element (no attributes, no children) removes what was stored, as in
-//! Prosody, so it stops counting in the account's quota. Each element is bounded in bytes
+//! all (at most [`MAX_ELEMENTS_PER_SET`]); an empty element (no attributes, no children)
+//! removes what was stored, as in Prosody, so it stops counting in the account's quota.
+//! Each element is bounded in bytes
 //! (`[private_storage] max_item_bytes`) and all of them count in
 //! `limits.max_stored_bytes_per_account` (`resource-constraint` past it).
 
@@ -66,6 +67,10 @@ pub struct Item {
     pub xml: Option<String>,
 }
 
+/// Elements one set may carry: far more than a client stores at once (one, usually), and
+/// few enough that a set's work stays small however it is written.
+pub const MAX_ELEMENTS_PER_SET: usize = 64;
+
 /// Namespaces §2.3 calls reserved: a client cannot keep data under them.
 pub fn is_reserved(ns: &str) -> bool {
     ns.is_empty()
@@ -111,6 +116,12 @@ pub fn parse(iq: &Stanza, cfg: &PrivateConfig) -> Result<Request, StanzaError> {
             })
         }
         Some(IqType::Set) => {
+            if children.len() > MAX_ELEMENTS_PER_SET {
+                return Err(refuse(
+                    StanzaCondition::NotAcceptable,
+                    format!("at most {MAX_ELEMENTS_PER_SET} elements in one set"),
+                ));
+            }
             let mut items = Vec::with_capacity(children.len());
             for c in children {
                 let is_empty = c.nodes().is_empty() && c.attrs().next().is_none();

@@ -81,6 +81,17 @@ fn bad_requests_get_the_xep_errors() {
     // §2.3: one element per get.
     let out = get(&w, &a, "<a xmlns='urn:a'/><b xmlns='urn:b'/>");
     assert!(out.contains("bad-request"), "{out}");
+    // Too many elements in one set.
+    let many: String = (0..65)
+        .map(|i| format!("<e{i} xmlns='urn:e'>x</e{i}>"))
+        .collect();
+    let out = set(&w, &a, &many);
+    assert!(
+        out.contains("not-acceptable") && out.contains("at most 64"),
+        "{out}"
+    );
+    let out = get(&w, &a, "<e0 xmlns='urn:e'/>");
+    assert!(out.contains("<e0 xmlns='urn:e'/>"), "{out}");
     // A set with one reserved element stores none of the others.
     let out = set(&w, &a, "<a xmlns='urn:a'>1</a><x xmlns='jabber:x:data'/>");
     assert!(out.contains("not-acceptable"), "{out}");
