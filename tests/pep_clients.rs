@@ -2,7 +2,7 @@
 //! OMEMO (XEP-0384) end to end through hearth's PEP, between two clients of one OMEMO
 //! library (slixmpp-omemo) and between two implementations (python-omemo and Gajim's
 //! python-nbxmpp with python-axolotl), on one server and across federation with Prosody
-//! (tests/common/peers.rs), and the PEP, avatar (XEP-0084), nick (XEP-0172),
+//! and ejabberd (tests/common/peers.rs), and the PEP, avatar (XEP-0084), nick (XEP-0172),
 //! bookmark (XEP-0048/0223/0402), private storage (XEP-0049) and vCard (XEP-0054) code of
 //! slixmpp and aioxmpp.
 //!
