@@ -27,9 +27,17 @@
 #   --offline-window W    offline: unanswered messages per sender       [32]
 #   --csi-secs D     csi: measured seconds per variant                 [120]
 #   --csi-contacts N csi: the phone's chatty contacts                   [20]
+#   --pep-contacts N pep: the publisher's contacts, each notified        [20]
+#   --pep-items K    pep: items published                                [1000]
+#   --pep-window W   pep: publishes unanswered at a time (1: each sent when the
+#                    previous one's result arrives)                      [1]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,mam,mampeers,resume,smidle,s2s
+#                    plainlogin,plainflood,csi,pep,mam,mampeers,resume,smidle,s2s
 #                    [idle,login,chat,presence,offline]
+#                    pep (XEP-0163): a publisher and --pep-contacts contacts whose caps
+#                    ask for urn:xmpp:avatar:metadata notifications; --pep-items
+#                    publishes, --pep-window at a time: publish round trip, fan-out latency,
+#                    notifications/s, CPU per 10k, exactly once, last item on login
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
@@ -117,6 +125,9 @@ PRES_ROSTER=20
 PRES_SECS=10
 CSI_SECS=120
 CSI_CONTACTS=20
+PEP_CONTACTS=20
+PEP_ITEMS=1000
+PEP_WINDOW=1
 OFF_MESSAGES=10000
 OFF_RECIPIENTS=100
 OFF_SENDERS=10
@@ -170,6 +181,9 @@ while [ $# -gt 0 ]; do
         --presence-secs) PRES_SECS=$2; shift 2 ;;
         --csi-secs) CSI_SECS=$2; shift 2 ;;
         --csi-contacts) CSI_CONTACTS=$2; shift 2 ;;
+        --pep-contacts) PEP_CONTACTS=$2; shift 2 ;;
+        --pep-items) PEP_ITEMS=$2; shift 2 ;;
+        --pep-window) PEP_WINDOW=$2; shift 2 ;;
         --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
         --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
@@ -202,7 +216,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -212,7 +226,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|pep|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -506,6 +520,7 @@ ACCOUNT_SETS=("load{}:$USERS")
 want presence && ACCOUNT_SETS+=("pres{}:$PRES_USERS")
 want offline && ACCOUNT_SETS+=("off{}:$OFF_USERS")
 want csi && ACCOUNT_SETS+=("csi{}:$((CSI_CONTACTS + 1))")
+want pep && ACCOUNT_SETS+=("pep{}:$((PEP_CONTACTS + 1))")
 # mampeers: an archive of its own (load0's gets chat and the SQL fill of `mam`).
 want mampeers && ACCOUNT_SETS+=("mam{}:$((MAMP_SENDERS + 1))")
 TOTAL_USERS=0
@@ -605,6 +620,12 @@ for s in "${SERVER_LIST[@]}"; do
                 --contacts "$CSI_CONTACTS" -c "$LOGIN_C" --user-pattern 'csi{}' \
                 --timeout 60)"
         done
+    fi
+    if want pep; then
+        # The roster set-up (not timed) and a warm-up until every contact is notified
+        # (the server has asked about and kept the contacts' caps) run first.
+        record "$s" pep "$(load "$s" pep --contacts "$PEP_CONTACTS" --items "$PEP_ITEMS" \
+            -w "$PEP_WINDOW" -c "$LOGIN_C" --user-pattern 'pep{}' --timeout 60)"
     fi
     if want resume; then
         for r in $(seq 1 "$SM_RUNS"); do
@@ -983,6 +1004,18 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("csi on: radio on, 10 s tail (%)", lambda s: get(s, "csi-on", "phone_radio_on_share", lambda v: v * 100), False, ""),
     ("csi off: radio on, 10 s tail (%)", lambda s: get(s, "csi-off", "phone_radio_on_share", lambda v: v * 100), False, ""),
     ("csi on: held at the end (KiB)", lambda s: get(s, "csi-on", "held_bytes_at_end", kib), None, ""),
+    ("pep: publish round trip p50 (ms)", lambda s: get(s, "pep", "publish_rtt_p50_ms"), False, ""),
+    ("pep: publish round trip p99 (ms)", lambda s: get(s, "pep", "publish_rtt_p99_ms"), False, ""),
+    ("pep: fan-out latency p50 (ms)", lambda s: get(s, "pep", "fanout_p50_ms"), False, ""),
+    ("pep: fan-out latency p99 (ms)", lambda s: get(s, "pep", "fanout_p99_ms"), False, ""),
+    ("pep: notifications/s", lambda s: get(s, "pep", "notifications_per_s"), True, ""),
+    ("pep: server CPU s / 10k notifications", lambda s: get(s, "pep", "server_cpu_s_per_10k_notifications"), False, ""),
+    ("pep: RSS before (MiB)", lambda s: get(s, "pep", "rss_before_kib", kib), False, ""),
+    ("pep: RSS after (MiB)", lambda s: get(s, "pep", "rss_after_kib", kib), False, ""),
+    ("pep: items missing / duplicated", lambda s: None if text(s, "pep", "missing") is None else f"{text(s, 'pep', 'missing')} / {text(s, 'pep', 'duplicates')}", None, "0 / 0"),
+    ("pep: exactly once", lambda s: text(s, "pep", "exactly_once"), None, "yes"),
+    ("pep: notifications to a bare JID", lambda s: None if text(s, "pep", "notifications_to_bare_jid") is None else str(text(s, "pep", "notifications_to_bare_jid")), None, "0"),
+    ("pep: last item on login p50 (ms)", lambda s: get(s, "pep", "last_item_p50_ms"), False, ""),
     ("offline: stored/s", lambda s: get(s, "offline", "stored_per_s"), True, ""),
     ("offline: store server CPU s / 10k", lambda s: get(s, "offline", "store_server_cpu_s_per_10k"), False, ""),
     ("offline: disk bytes / stored msg", lambda s: get(s, "offline", "write_bytes_per_stored_msg"), False, "report"),

@@ -4,7 +4,7 @@
 # the Pi firmware and kernel, systemd with networkd/resolved/timesyncd, OpenSSH), and
 # genimage lays it out as a FAT firmware partition plus an ext4 root partition.
 #
-#   image/build-image.sh [--binary PATH] OUTDIR      (as root; 20-30 minutes)
+#   image/build-image.sh [--install-deps] [--binary PATH] OUTDIR   (as root; 20-30 minutes)
 #
 # Writes OUTDIR/hearth-pi-arm64.img (flash it with `dd` or Raspberry Pi Imager) and keeps
 # the kernel and initrd in OUTDIR/boot/ for image/test-image.sh. The binary defaults to
@@ -12,7 +12,10 @@
 #
 # Needs: mmdebstrap, genimage, dosfstools, mtools, e2fsprogs, qemu-user-static, and
 # binfmt_misc able to run arm64 programs (the maintainer scripts run under qemu):
-# `arch-test arm64` must say ok.
+# `arch-test arm64` must say ok. --install-deps installs those packages and
+# binfmt-support, mounts binfmt_misc where it is not mounted (a fresh container has it
+# unmounted) and enables Debian's qemu-aarch64 handler; where that is not allowed (a
+# container without the privilege to mount or register), it says what to do instead.
 #
 # No default password: the owner gets in with an SSH key put on the firmware partition
 # (see image/rootfs-overlay/usr/local/sbin/hearth-firstboot).
@@ -33,10 +36,58 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=target/debian-cross/aarch64-unknown-linux-gnu/release/hearth
-if [ "${1:-}" = "--binary" ]; then binary="$2"; shift 2; fi
-out="${1:?usage: image/build-image.sh [--binary PATH] OUTDIR}"
-[ -x "$binary" ] || { echo "build-image.sh: no $binary; run image/build-binary.sh aarch64-unknown-linux-gnu" >&2; exit 1; }
-arch-test arm64 >/dev/null || { echo "build-image.sh: this machine cannot run arm64 programs (binfmt_misc + qemu-user-static)" >&2; exit 1; }
+install=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --install-deps) install=1; shift ;;
+    --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
+    *) break ;;
+  esac
+done
+out="${1:?usage: image/build-image.sh [--install-deps] [--binary PATH] OUTDIR}"
+
+die() { echo "build-image.sh: $*" >&2; exit 1; }
+
+# Debian's packages, then the kernel's binfmt_misc: a file system of its own, which a
+# booted Debian mounts (systemd's proc-sys-fs-binfmt_misc.automount) but a container
+# usually does not. binfmt-support keeps the handlers that packages declare in
+# /usr/share/binfmts; qemu-user-static's is registered with the F flag, so the emulator
+# is opened once, here, and works inside mmdebstrap's chroot too.
+install_deps() {
+  local packages=(mmdebstrap genimage dosfstools mtools e2fsprogs qemu-user-static binfmt-support arch-test)
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+      die "cannot mount binfmt_misc on /proc/sys/fs/binfmt_misc (an unprivileged container?).
+  Run on the host, once: apt-get install qemu-user-static binfmt-support &&
+  update-binfmts --enable qemu-aarch64 (the handler then serves containers too),
+  or start the container with --privileged."
+  fi
+  # A handler file installed before binfmt-support was (qemu-user-static first) is not
+  # imported yet; importing one that is already known changes nothing.
+  [ -e /var/lib/binfmts/qemu-aarch64 ] || update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
+  update-binfmts --enable qemu-aarch64 2>/dev/null || [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] ||
+    die "cannot register the qemu-aarch64 handler in binfmt_misc (update-binfmts --enable qemu-aarch64 failed)"
+}
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap makes device nodes and chroots)"
+[ "$install" = 1 ] && install_deps
+for tool in mmdebstrap genimage mkfs.vfat mcopy mke2fs arch-test; do
+  command -v "$tool" >/dev/null || die "$tool not found; run with --install-deps"
+done
+[ -x "$binary" ] || die "no $binary; run image/build-binary.sh aarch64-unknown-linux-gnu"
+if ! arch-test arm64 >/dev/null 2>&1; then
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    die "this machine cannot run arm64 programs: binfmt_misc is not mounted; run with --install-deps"
+  fi
+  die "this machine cannot run arm64 programs: no qemu-aarch64 handler in binfmt_misc; run with --install-deps"
+fi
 mkdir -p "$out"
 out=$(realpath "$out")
 work=$(mktemp -d "$out/work.XXXXXX")
@@ -47,7 +98,7 @@ start=$(date +%s)
 export HEARTH_BINARY=$(realpath "$binary") HEARTH_SRC=$PWD
 mmdebstrap --verbose --architectures=arm64 --variant=minbase \
   --components=main,non-free-firmware \
-  --include=systemd,systemd-sysv,udev,dbus,systemd-timesyncd,systemd-resolved,kmod,iproute2,openssh-server,linux-image-arm64,raspi-firmware,firmware-brcm80211,wireless-regdb,initramfs-tools,zstd,ca-certificates,e2fsprogs,fdisk,dosfstools,sqlite3 \
+  --include=systemd,systemd-sysv,udev,dbus,systemd-timesyncd,systemd-resolved,kmod,iproute2,openssh-server,linux-image-arm64,raspi-firmware,firmware-brcm80211,wireless-regdb,wpasupplicant,initramfs-tools,zstd,ca-certificates,e2fsprogs,fdisk,dosfstools,sqlite3 \
   --essential-hook='mkdir -p "$1/boot/firmware"' \
   --dpkgopt=force-confold --dpkgopt=force-confdef \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \

@@ -10,10 +10,14 @@ install -m 0755 "$HEARTH_BINARY" "$root/usr/local/bin/hearth"
 install -m 0644 "$src/systemd/hearth.service" "$root/etc/systemd/system/hearth.service"
 install -m 0644 -D "$src/systemd/hearth.sysusers" "$root/usr/lib/sysusers.d/hearth.conf"
 install -m 0644 -D "$src/systemd/hearth.toml" "$root/etc/hearth/hearth.toml"
-for unit in hearth.service hearth-firstboot.service systemd-networkd.service \
-    systemd-resolved.service systemd-timesyncd.service ssh.service; do
+for unit in hearth.service hearth-firstboot.service hearth-wifi.service \
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service; do
   systemctl --root="$root" enable "$unit"
 done
+# Wi-Fi is one interface driven by wpa_supplicant@wlan0 (hearth-wifi sets it up from the
+# firmware partition); Debian also enables the D-Bus supplicant for NetworkManager-like
+# managers, which nothing here talks to: a resident process less.
+systemctl --root="$root" disable wpa_supplicant.service 2>/dev/null || true
 echo hearth > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\thearth\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 # Each Pi gets its own identity on first boot.

@@ -12,7 +12,10 @@
 # tests/clients/xmpp_client.py; it cannot know the certificate the guest generated,
 # so it does not verify it (--insecure). The disk copy is made 512 MiB bigger than the
 # image, as a bigger SD card would be, and the test checks that the first boot grew the
-# root file system into it. Needs qemu-system-arm, mtools, python3-slixmpp.
+# root file system into it. A hearth-wifi.txt on the partition checks the Wi-Fi set-up
+# (file consumed, wpa_supplicant configuration written root-only with the PSK, started
+# with wlan0); the virt board has no Wi-Fi device, so association is not tested. Needs
+# qemu-system-arm, mtools, e2fsprogs (debugfs), util-linux (partx), python3-slixmpp.
 #
 # The qemu board is not a Pi: its firmware, the FAT partition's config.txt and
 # cmdline.txt and the Pi's device trees are not used here; qemu loads the kernel and
@@ -34,8 +37,14 @@ truncate -s +512M "$work/disk.img"
 printf 'kitchen\n' > "$work/hostname"
 printf 'alice boot-test-password\n' > "$work/hearth-users.txt"
 printf '%s' 'boot-test-password' > "$work/pw"
+# Wi-Fi as an owner would write it on Windows (CRLF). qemu's virt board has no Wi-Fi
+# device: what is checked is that the file is consumed and the supplicant's
+# configuration written, root-only, with the PSK and without the passphrase.
+wifi_ssid='Kitchen Wi-Fi' wifi_pass='boot-test wifi passphrase'
+printf 'country=GB\r\nssid=%s\r\npassword=%s\r\n' "$wifi_ssid" "$wifi_pass" > "$work/hearth-wifi.txt"
+wifi_psk=$(python3 -c 'import hashlib,sys; print(hashlib.pbkdf2_hmac("sha1", sys.argv[1].encode(), sys.argv[2].encode(), 4096, 32).hex())' "$wifi_pass" "$wifi_ssid")
 # The firmware partition starts 4 MiB in (image/genimage.cfg).
-mcopy -o -i "$work/disk.img@@4M" "$work/hostname" "$work/hearth-users.txt" ::
+mcopy -o -i "$work/disk.img@@4M" "$work/hostname" "$work/hearth-users.txt" "$work/hearth-wifi.txt" ::
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start=$(date +%s)
@@ -93,6 +102,41 @@ if MTOOLS_SKIP_CHECK=1 mdir -b -i "$work/disk.img@@4M" ::hearth-users.txt >/dev/
   echo "test-image.sh: hearth-users.txt is still on the firmware partition" >&2
   fail=1
 fi
+# Wi-Fi: the file gone from the card, its settings on the root file system. The
+# machine was switched off without a shutdown, so e2fsck first replays the journal
+# on a copy of the root partition (as the next boot would).
+if MTOOLS_SKIP_CHECK=1 mdir -b -i "$work/disk.img@@4M" ::hearth-wifi.txt >/dev/null 2>&1; then
+  echo "test-image.sh: hearth-wifi.txt (a Wi-Fi passphrase) is still on the firmware partition" >&2
+  fail=1
+fi
+if ! grep -aq "hearth-wifi: Wi-Fi network $wifi_ssid configured for wlan0 (country GB)" "$work/console.log"; then
+  echo "test-image.sh: hearth-wifi did not report the network from hearth-wifi.txt" >&2
+  fail=1
+fi
+read -r root_start root_sectors < <(partx -g -n 2 -o START,SECTORS "$work/disk.img")
+dd if="$work/disk.img" of="$work/root.ext4" bs=512 skip="$root_start" count="$root_sectors" conv=sparse status=none
+e2fsck -fy "$work/root.ext4" >/dev/null 2>&1 || [ $? -le 1 ] || { echo "test-image.sh: e2fsck failed on the root file system" >&2; fail=1; }
+conf=/etc/wpa_supplicant/wpa_supplicant-wlan0.conf
+debugfs -R "cat $conf" "$work/root.ext4" > "$work/wpa.conf" 2>/dev/null || true
+wifi_mode=$(debugfs -R "stat $conf" "$work/root.ext4" 2>/dev/null | sed -n 's/.*Mode: *\([0-7]*\).*/\1/p')
+echo "==> $conf (mode ${wifi_mode:-missing}):"
+sed 's/psk=.*/psk=…/' "$work/wpa.conf"
+if [ "$wifi_mode" != 0600 ] && [ "$wifi_mode" != 600 ]; then
+  echo "test-image.sh: $conf has mode ${wifi_mode:-missing}, not 0600" >&2
+  fail=1
+fi
+if ! grep -q "psk=$wifi_psk" "$work/wpa.conf" || grep -q "$wifi_pass" "$work/wpa.conf"; then
+  echo "test-image.sh: $conf lacks the PSK or holds the passphrase" >&2
+  fail=1
+fi
+if ! debugfs -R "stat /etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service" \
+    "$work/root.ext4" 2>/dev/null | grep -q 'Type: symlink'; then
+  echo "test-image.sh: wpa_supplicant@wlan0 is not started with wlan0" >&2
+  fail=1
+fi
+echo "==> Wi-Fi firmware in the image: $(debugfs -R 'ls -p /usr/lib/firmware/brcm' "$work/root.ext4" 2>/dev/null | awk -F/ 'NF > 5 && $6 ~ /raspberrypi/ {print $6}' | tr '\n' ' ')"
+rm -f "$work/root.ext4"
+
 if [ "$fail" = 0 ]; then
   echo "1 passed, 0 failed"
 else

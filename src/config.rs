@@ -103,6 +103,10 @@
 //! transport = "udp"                  # "udp" or "tcp"
 //! secret = "coturn static-auth-secret"   # time-limited credentials (TURN REST API)
 //! credentials_ttl_secs = 86400
+//!
+//! [push]                             # XEP-0357 notifications to phones' app servers
+//! include_body = false               # send the message text to the app server (and on
+//!                                    # to Apple/Google): off, only "a message from …"
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -709,6 +713,13 @@ struct RawConfig {
     contact: Option<RawContact>,
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
+    push: Option<RawPush>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([push])")]
+struct RawPush {
+    include_body: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -821,6 +832,7 @@ fn module_settings(
     contact: Option<RawContact>,
     external: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
+    push: Option<RawPush>,
 ) -> Result<crate::features::ModuleSettings, ConfigErrorKind> {
     use crate::features::{contact, extdisco, private, vcard};
     let mut private_storage_cfg = private::PrivateConfig::default();
@@ -935,6 +947,9 @@ fn module_settings(
         contact: contact::ContactAddresses { lists },
         external_services,
         pep: pep.unwrap_or_default().validate()?,
+        push: crate::features::push::PushConfig {
+            include_body: push.unwrap_or_default().include_body.unwrap_or(false),
+        },
     })
 }
 
@@ -1193,6 +1208,7 @@ impl RawConfig {
                 self.contact,
                 self.external_services,
                 self.pep,
+                self.push,
             )?,
         })
     }
@@ -2038,6 +2054,9 @@ mod tests {
             enabled = false
             default_policy = "roster"
             retention_days = 30
+
+            [push]
+            include_body = true
             "#,
         )
         .unwrap();
@@ -2117,7 +2136,10 @@ mod tests {
                     default_policy: crate::features::mam::Policy::Roster,
                     retention_days: 30,
                 },
-                modules: Default::default(),
+                modules: crate::features::ModuleSettings {
+                    push: crate::features::push::PushConfig { include_body: true },
+                    ..Default::default()
+                },
             }
         );
     }
@@ -2179,7 +2201,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
         );
     }
 

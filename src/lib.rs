@@ -27,7 +27,8 @@
 //!                            adhoc/ runs the XEP-0133 admin commands and the invite
 //!                            commands, forms.rs builds and reads XEP-0004 data forms;
 //!                            carbons/: XEP-0280 copies to an account's other devices;
-//!                            caps.rs: the server's XEP-0115 hash and stream feature
+//!                            caps.rs: the server's XEP-0115 hash and stream feature;
+//!                            push/: XEP-0357 notifications to phones' app servers
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

@@ -1,5 +1,5 @@
 //! A cross-built hearth (aarch64, armv7) under qemu-user: it starts, creates its
-//! database, and a client logs in. Ignored by default (the build takes minutes);
+//! database, and clients log in (the test client, then slixmpp). Ignored by default (the build takes minutes);
 //! `image/test-qemu.sh TARGET` builds the binary and runs this with
 //!
 //! - `HEARTH_CROSS_BINARY`: the binary to test,
@@ -138,6 +138,19 @@ fn cross_built_hearth_serves_a_login() {
         rss_kib(run.0.id())
     );
     drop(conn);
+
+    // A third-party client's own implementation too: slixmpp (Debian's python3-slixmpp)
+    // negotiates STARTTLS, verifies the certificate and logs in with SCRAM-SHA-256.
+    let slix = common::clients::slixmpp_at(
+        addr,
+        &data.join("tls/cert.pem"),
+        "alice@pi.local",
+        "garden shed",
+        "SCRAM-SHA-256",
+    )
+    .run(&["login"]);
+    slix.assert_ok();
+    println!("slixmpp: {}", slix.expect_event("session_start"));
 
     Command::new("kill")
         .args(["-TERM", &run.0.id().to_string()])

@@ -1,7 +1,7 @@
 -- Prosody 0.12 (Debian 12) for bench/compare.sh. @WORK@ and @PORT@ are filled in by the
 -- script; everything else is the same on every run. The aim is the same service as
--- hearth offers (roster, presence, offline messages, blocking, ping; Prosody 0.12 has no
--- XEP-0012 module of its own), on
+-- hearth offers (roster, presence, offline messages, blocking, ping, PEP; Prosody 0.12
+-- has no XEP-0012 module of its own), on
 -- loopback only, with no rate limits, SCRAM at 4096 PBKDF2 iterations and an ECDSA
 -- P-256 certificate.
 
@@ -33,6 +33,7 @@ modules_enabled = {
 	"smacks";       -- XEP-0198 (hearth and ejabberd offer it by default; idle only when enabled)
 	"register";     -- XEP-0077: how compare.sh creates the accounts (faster than prosodyctl)
 	"csi_simple";   -- XEP-0352: holds non-urgent traffic for inactive clients (csi scenario)
+	"pep";          -- XEP-0163 (hearth has PEP on every account; pep scenario): +notify from caps
 	"mam";          -- [mam] XEP-0313: hearth archives by default too (compare.sh --peer-mam off drops [mam] lines)
 }
 -- No s2s: hearth has none. (offline, presence, message, iq, c2s are loaded implicitly.)

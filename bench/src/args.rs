@@ -60,6 +60,15 @@ SCENARIOS:
                                       their rhythms [20, 30 s, 60 s, 600 s; 0 = never]
                                       -> bytes and reads the phone received (per hour),
                                       reads after 10 s of silence, held at the end
+    pep     [--contacts N] [--items K] [-w W] [--relogins L] [-c C]
+                                      XEP-0163: a publisher (account 0) and N contacts
+                                      (1..=N, subscribed both ways, caps with
+                                      urn:xmpp:avatar:metadata+notify) [20]; K publishes
+                                      to urn:xmpp:avatar:metadata [1000], W unanswered
+                                      [1]; then L contacts log in again [5]
+                                      -> publish round trip, fan-out latency p50/p99,
+                                      notifications/s, CPU per 10k, RSS, exactly once,
+                                      last item on login
     mam     -q Q [--max M]            XEP-0313: account 0 asks Q pages of M (50) from
             [--after-id ID | --middle-at K]   the newest, and with --after-id Q pages
                                       after ID (--middle-at K: after the K-th message
@@ -143,6 +152,15 @@ pub enum Scenario {
         chatstate_every: Duration,
         /// `None`: no messages with a body.
         message_every: Option<Duration>,
+        concurrency: usize,
+    },
+    Pep {
+        contacts: usize,
+        items: usize,
+        /// Publishes without a result yet, at most.
+        window: usize,
+        /// Contacts that log in again for the last item.
+        relogins: usize,
         concurrency: usize,
     },
     Mam {
@@ -323,6 +341,7 @@ impl Args {
             Duration::from_secs(600),
         );
         let mut sm = SmMode::Off;
+        let (mut items, mut relogins) = (1000usize, 5usize);
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -373,6 +392,8 @@ impl Args {
                 "--links" => links = num(flag, v)?,
                 "--settle" => settle = Some(secs(flag, v)?),
                 "--contacts" => contacts = num(flag, v)?,
+                "--items" => items = num(flag, v)?,
+                "--relogins" => relogins = num(flag, v)?,
                 "--csi" => {
                     csi = Some(match v {
                         "on" => true,
@@ -492,6 +513,21 @@ impl Args {
                     presence_every,
                     chatstate_every,
                     message_every: Some(message_every).filter(|d| !d.is_zero()),
+                    concurrency,
+                }
+            }
+            Some("pep") => {
+                let window = window_set.unwrap_or(1);
+                if contacts == 0 || items == 0 || window == 0 {
+                    return Err(ArgError(
+                        "pep needs --contacts, --items and -w above zero".into(),
+                    ));
+                }
+                Scenario::Pep {
+                    contacts,
+                    items,
+                    window,
+                    relogins,
                     concurrency,
                 }
             }
@@ -663,6 +699,34 @@ mod tests {
         );
         assert!(parse("csi -d 60 --password x").is_err());
         assert!(parse("csi -d 60 --csi maybe --password x").is_err());
+    }
+
+    #[test]
+    fn pep() {
+        let a = parse("pep --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Pep {
+                contacts: 20,
+                items: 1000,
+                window: 1,
+                relogins: 5,
+                concurrency: 10
+            }
+        );
+        let a = parse("pep --contacts 3 --items 10 -w 4 --relogins 0 --password x").unwrap();
+        assert!(matches!(
+            a.scenario,
+            Scenario::Pep {
+                contacts: 3,
+                items: 10,
+                window: 4,
+                relogins: 0,
+                ..
+            }
+        ));
+        assert!(parse("pep --items 0 --password x").is_err());
+        assert!(parse("pep -w 0 --password x").is_err());
     }
 
     #[test]

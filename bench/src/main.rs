@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `mam`, `mamfill`, `resume`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `pep`, `mam`, `mamfill`, `resume`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -19,6 +19,7 @@ mod login;
 mod mam;
 mod mamfill;
 mod offline;
+mod pep;
 mod plainflood;
 mod presence;
 mod procstat;
@@ -391,6 +392,23 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 csi::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Pep {
+                contacts,
+                items,
+                window,
+                relogins,
+                concurrency,
+            } => {
+                common_fields(&ctx.args, &mut report, "pep");
+                let p = pep::Params {
+                    contacts,
+                    items,
+                    window,
+                    relogins,
+                    concurrency,
+                };
+                pep::run(&ctx, p, &mut report).await;
             }
             Scenario::Mam {
                 queries,

@@ -33,6 +33,7 @@ pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod sm;
@@ -187,6 +188,21 @@ pub enum Hook {
     /// recipient's other resources). Runs after [`Hook::MessageOut`] for a message between
     /// two local accounts. Modules run in registration order.
     MessageIn,
+    /// An iq result or error addressed to the server's domain or to an account's bare
+    /// JID: the answer to an iq the server sent itself, on its own or on an account's
+    /// behalf (a XEP-0357 push to an app server; a XEP-0115 caps query). Each module
+    /// that declares it is asked in turn ([`Module::iq_response`]) until one claims the
+    /// response, by the `id` it generated when it sent the request (ids should be
+    /// unguessable or at least unique to the module, e.g. a prefix of its own, and the
+    /// module should check `from` is whom it asked). Unclaimed responses are dropped, as
+    /// RFC 6120 §8.2.3 says a response is never answered.
+    IqResponse,
+    /// A session's connection was lost and the session now hibernates, waiting to be
+    /// resumed (XEP-0198 §5): [`Module::session_hibernated`] is given the messages it had
+    /// been sent but had not acknowledged, and those waiting for it (its user may not
+    /// have seen them; XEP-0357 tells the phone, as Prosody's `smacks-hibernation-start`
+    /// does).
+    SessionHibernated,
     /// A local account is being removed (XEP-0077 §3.2): [`Module::account_removed`] is
     /// called before its rows are deleted, so a module can still read them and tell
     /// others (its contacts, RFC 6121); the rows then go with the account (cascading
@@ -197,11 +213,6 @@ pub enum Hook {
     /// and its contacts' (RFC 6121 §4.2.2, §4.2.3). [`Module::presence_in`] learns who is
     /// online there and what they want (XEP-0163 §4.3: the contacts' PEP notifications).
     PresenceIn,
-    /// The answer (`result` or `error`) to an iq the server sent from its domain or an
-    /// account's bare JID: [`Module::iq_response`] claims those it sent, by id (XEP-0115
-    /// §6.2: the caps queries of XEP-0163 §4.3). Unclaimed ones are dropped (RFC 6120
-    /// §8.2.3: they are never answered).
-    IqResponse,
     /// Available presence from a local session, broadcast or directed, before it goes
     /// anywhere: [`Module::presence_out`] may add to it (XEP-0398 §4: the avatar hash of
     /// XEP-0153).
@@ -405,6 +416,23 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::IqResponse`]: `stanza` is an iq `result` or `error` for the server or the
+    /// account `cx` names as target (its `to`); true when it answers a request this module
+    /// sent (it is then the module's alone), false to let the next module look.
+    fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
+    /// [`Hook::SessionHibernated`]: the session `cx.from` hibernates; `waiting` are the
+    /// messages it had not acknowledged or not yet been written, oldest first.
+    fn session_hibernated<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _waiting: &'a [Element],
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// XEP-0030 §3.2, §4.2: the disco#info (`is_info`) or disco#items answer for a
     /// `node` of the entity asked, when the node is this module's (the ad-hoc commands
     /// list, a command); `None` otherwise. The disco module asks each module in turn.
@@ -449,12 +477,6 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
-    /// [`Hook::IqResponse`]: `stanza` (an iq `result` or `error` from `cx.from`) answers an
-    /// iq the server sent; `true` when this module sent it and took the answer.
-    fn iq_response<'a>(&'a self, _cx: &'a HookCx<'a>, _stanza: &'a Stanza) -> HookFuture<'a, bool> {
-        Box::pin(std::future::ready(false))
-    }
-
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -472,6 +494,8 @@ pub struct ModuleSettings {
     pub external_services: Vec<extdisco::ExternalService>,
     /// `[pep]` (XEP-0163).
     pub pep: pep::PepConfig,
+    /// `[push]` (XEP-0357).
+    pub push: push::PushConfig,
 }
 
 /// The registered modules and what they declare, computed once.
@@ -559,8 +583,9 @@ impl Registry {
 
     /// Everything hearth does, with the modules' settings from the configuration: the
     /// household's group, the ad-hoc commands' admins, registration, and the server's
-    /// bounded password threads, the archive's settings. The archive comes before the
-    /// modules that copy messages (XEP-0280 carbons), so copies carry its `<stanza-id/>`.
+    /// bounded password threads, the archive's and push notifications' (XEP-0357)
+    /// settings. The archive comes before the modules that copy messages (XEP-0280
+    /// carbons), so copies carry its `<stanza-id/>`.
     pub fn configured(
         household: &household::HouseholdConfig,
         adhoc: adhoc::Adhoc,
@@ -603,6 +628,8 @@ impl Registry {
             Box::new(avatar::Avatar::new(&settings.vcard)),
             // Before private storage answers: storage:bookmarks is served from PEP.
             Box::new(bookmarks::Bookmarks),
+            // Last: it looks at a message once the others (the archive, carbons) have.
+            Box::new(push::Push::new(&settings.push)),
         ])
     }
 

@@ -26,6 +26,7 @@ use crate::stanza::{StreamCondition, StreamError};
 use crate::stream::c2s::{Action, C2s, Input, ResumeFailed, Resumed};
 use crate::stream::sasl::ScramHash;
 use crate::stream::sm::{Outbound, TooHigh, Unacked};
+use crate::xml::Element;
 
 /// What must be left of the negotiation deadline after a throttle delay for the login to
 /// go on (see [`wait_for_throttle`]).
@@ -342,6 +343,15 @@ impl Driver for C2sDriver {
             }
             Action::ClientState(state) => {
                 log::debug!("c2s{}: client {state:?}", link.id);
+                // XEP-0357: push notifications go to an account none of whose sessions
+                // is attended.
+                if let Some((jid, sid)) = &self.bound {
+                    let attention = match state {
+                        csi::State::Active => router::Attention::Active,
+                        csi::State::Inactive => router::Attention::Inactive,
+                    };
+                    link.shared.router.set_attention(jid, *sid, attention);
+                }
                 match state {
                     // §5.1: what was held goes out before anything the client sends next
                     // is handled.
@@ -489,6 +499,7 @@ impl Driver for C2sDriver {
                 pending.extend(resend.1);
             }
             let pending_bytes = pending.iter().map(|o| o.len).sum();
+            let waiting = waiting_messages(&out, &pending);
             let parked = Box::new(sm::Parked {
                 jid: jid.clone(),
                 sid,
@@ -501,6 +512,14 @@ impl Driver for C2sDriver {
             });
             match link.shared.sm.park(&link.shared, r, parked) {
                 Ok(()) => {
+                    // XEP-0357: a hibernating session's user is not there to see what
+                    // arrives.
+                    link.shared
+                        .router
+                        .set_attention(&jid, sid, router::Attention::Hibernating);
+                    if !waiting.is_empty() {
+                        hibernated(link, &jid, &waiting).await;
+                    }
                     log::info!(
                         "c2s{id}: {jid} connection lost ({reason}); the session waits {} s to be resumed",
                         r.max_secs
@@ -630,6 +649,10 @@ impl C2sDriver {
         );
         link.sm = Some(Box::new(out));
         self.acknowledged(link, acked).await;
+        // A new stream starts active (XEP-0352 §5).
+        link.shared
+            .router
+            .set_attention(&jid, sid, router::Attention::Active);
         self.bound = Some((jid.clone(), sid));
         self.rx = Some(rx);
         self.resumable = Some(r);
@@ -723,6 +746,45 @@ impl C2sDriver {
     /// session is active afterwards.
     pub fn take_held(&mut self) -> Vec<Arc<router::Outgoing>> {
         self.csi.take().map(|mut h| h.take()).unwrap_or_default()
+    }
+}
+
+/// The messages a session about to hibernate had been sent without acknowledging them
+/// (not those out of offline storage: they wait there) and those waiting for it
+/// (`Hook::SessionHibernated`).
+fn waiting_messages(out: &Outbound, pending: &VecDeque<Arc<router::Outgoing>>) -> Vec<Element> {
+    let written: String = out
+        .unacked()
+        .filter(|u| u.offline_id.is_none() && u.xml.starts_with("<message"))
+        .map(|u| &*u.xml)
+        .collect();
+    let mut waiting = sm::parse_stanzas(&written);
+    waiting.extend(
+        pending
+            .iter()
+            .filter(|o| o.el.name() == "message")
+            .map(|o| o.el.clone()),
+    );
+    waiting
+}
+
+/// Tells the modules that `jid`'s session hibernates with `waiting` (XEP-0357 pushes).
+async fn hibernated(link: &Link<C2sDriver>, jid: &FullJid, waiting: &[Element]) {
+    let shared = &link.shared;
+    let cx = crate::features::HookCx {
+        im: router::im::Im {
+            router: &shared.router,
+            storage: &shared.storage,
+            modules: &shared.modules,
+            conn: link.id,
+        },
+        from: router::im::Sender::Local(jid),
+    };
+    for m in shared
+        .modules
+        .hooked(crate::features::Hook::SessionHibernated)
+    {
+        m.session_hibernated(&cx, waiting).await;
     }
 }
 

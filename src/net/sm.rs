@@ -530,7 +530,7 @@ async fn reroute(im: &Im<'_>, jid: &FullJid, mut el: Element, is_stopping: bool)
 }
 
 /// The stanzas in XML we wrote ourselves (unacknowledged stanzas as they were sent).
-fn parse_stanzas(xml: &str) -> Vec<Element> {
+pub(crate) fn parse_stanzas(xml: &str) -> Vec<Element> {
     if xml.is_empty() {
         return Vec::new();
     }

@@ -438,6 +438,23 @@ struct Session {
     /// Addresses it sent directed available presence to (RFC 6121 §4.6.3): they get
     /// unavailable presence when it goes offline. Usually empty (no allocation).
     directed: Vec<Jid>,
+    /// Whether its user can be expected to see a message now: XEP-0352 inactive, or
+    /// XEP-0198 hibernating (XEP-0357 push notifications are sent when no session is).
+    attention: Attention,
+}
+
+/// Whether a session's user is there to see what arrives (XEP-0357 §7's "offline"
+/// includes the two kinds of sleeping session Prosody's and ejabberd's push modules
+/// notify for).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Attention {
+    /// Connected and not inactive.
+    #[default]
+    Active,
+    /// Its client said `<inactive/>` (XEP-0352 §4.2).
+    Inactive,
+    /// Its connection was lost and it waits to be resumed (XEP-0198 §5).
+    Hibernating,
 }
 
 /// One session of an account as XEP-0280 carbons need to see it: whether it gets the
@@ -656,6 +673,7 @@ impl Router {
             wants_carbons: false,
             presence: None,
             directed: Vec::new(),
+            attention: Attention::Active,
         });
         Ok(Bound {
             jid: full,
@@ -794,6 +812,30 @@ impl Router {
             }
             None => false,
         }
+    }
+
+    /// Records whether the session `jid` (the router's session `id`) is attended: its
+    /// client went XEP-0352 inactive or active again, its connection was lost and it
+    /// hibernates (XEP-0198), or a new connection resumed it (a new stream starts active,
+    /// XEP-0352 §5).
+    pub fn set_attention(&self, jid: &FullJid, id: u64, attention: Attention) {
+        let Some(user) = jid.local() else { return };
+        if let Some(s) = self
+            .sessions()
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|s| s.id == id))
+        {
+            s.attention = attention;
+        }
+    }
+
+    /// Whether `user` has a session that is available (RFC 6121 §4.2) and attended
+    /// ([`Attention::Active`]): someone is looking, so XEP-0357 sends no notification.
+    pub fn is_attended(&self, user: &str) -> bool {
+        self.sessions().get(user).is_some_and(|l| {
+            l.iter()
+                .any(|s| s.available && s.attention == Attention::Active)
+        })
     }
 
     /// `user`'s bound sessions as XEP-0280 carbons see them, in bind order; empty when

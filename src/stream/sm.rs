@@ -163,6 +163,12 @@ impl Outbound {
         Ok((acked, again))
     }
 
+    /// What is still unacknowledged, oldest first (a look, e.g. at a session about to
+    /// hibernate: XEP-0357 tells a phone what it may have missed).
+    pub fn unacked(&self) -> impl Iterator<Item = &Unacked> {
+        self.unacked.iter()
+    }
+
     /// Everything still unacknowledged, for the end of the session.
     pub fn take_unacked(&mut self) -> Vec<Unacked> {
         self.bytes = 0;

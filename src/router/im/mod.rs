@@ -350,14 +350,21 @@ impl Im<'_> {
         out: &mut String,
     ) {
         if !stanza.iq_type().is_some_and(|t| t.is_request()) {
-            // RFC 6120 §8.2.3: results and errors are never answered; those for an iq the
-            // server sent go to the module that sent it, the others are dropped.
+            // RFC 6120 §8.2.3: results and errors are never answered. They may answer
+            // an iq a module sent (`Hook::IqResponse`); otherwise there is nobody to hand
+            // them to.
             let cx = HookCx { im: *self, from };
             for m in self.modules.hooked(Hook::IqResponse) {
                 if m.iq_response(&cx, &stanza).await {
-                    break;
+                    return;
                 }
             }
+            log::debug!(
+                "{}: iq {} for {} claimed by no module, dropped",
+                from.as_str(),
+                stanza.el.attr("type").unwrap_or_default(),
+                stanza.el.attr("to").unwrap_or_default()
+            );
             return;
         }
         let outcome = match (module, &target) {
