@@ -28,6 +28,10 @@ Checks ({"event": "check", "name", "ok", "detail"}):
   bookmarks-pep       alice reads her XEP-0402 conference back (get_items_by_id); bob
                       gets an error reading urn:xmpp:bookmarks:1
   private-bookmarks   XEP-0049: BookmarkClient set_bookmarks, then get_bookmarks
+  avatar-vcard        XEP-0398: bob reads alice's PEP avatar as her vCard photo; XEP-0153:
+                      her presence carries its hash
+  bookmarks-compat    XEP-0411: the XEP-0049 bookmarks are in the XEP-0402 node and the
+                      other way round
   vcard               XEP-0054: alice sets a vCard photo, bob reads the same bytes
 
 --skip NAME leaves a check out. Exit status: 0 every check run passed, 1 one failed, 2 an
@@ -111,12 +115,22 @@ class Account:
         self.roster.on_subscribe.connect(self.on_subscribe)
         self.metadata = asyncio.Queue()
         self.avatar.on_metadata_changed.connect(self.on_metadata)
+        # XEP-0153 photo hashes seen in available presence, by bare JID.
+        self.photos = {}
+        presence = c.summon(aioxmpp.PresenceClient)
+        presence.on_available.connect(self.on_presence)
+        presence.on_changed.connect(self.on_presence)
         self.ctx = None
 
     def on_subscribe(self, stanza):
         peer = stanza.from_.bare()
         self.roster.approve(peer)
         self.roster.subscribe(peer)
+
+    def on_presence(self, full_jid, stanza):
+        x = stanza.xep0153_x
+        if x is not None and x.photo is not None:
+            self.photos[str(full_jid.bare())] = x.photo
 
     def on_metadata(self, jid, metadata):
         # Only what came over PEP: AvatarService also fires for the XEP-0153 photo hash
@@ -275,6 +289,24 @@ async def run(args):
             {"forbidden", "not-authorized"}), t)
         report("stranger-forbidden", ok, cond)
 
+        if "avatar-vcard" not in skip:
+            # XEP-0398: the PEP avatar is the vCard photo too, and XEP-0153: the hash of
+            # it goes into the owner's available presence (sent again here).
+            try:
+                card = await asyncio.wait_for(bob.vcard.get_vcard(alice_bare), t)
+                photo = card.get_photo_data()
+                alice.client.summon(aioxmpp.PresenceServer).resend_presence()
+                loop = asyncio.get_event_loop()
+                deadline = loop.time() + t
+                while bob.photos.get(str(alice_bare)) != avatar_id and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                seen = bob.photos.get(str(alice_bare))
+                report("avatar-vcard", photo == AVATAR and seen == avatar_id,
+                       f"vCard photo {None if photo is None else len(photo)} bytes; "
+                       f"presence photo hash {seen}")
+            except Exception as e:  # noqa: BLE001 - reported, the run fails
+                report("avatar-vcard", False, f"{type(e).__name__}: {e}")
+
         if "bookmarks-pep" not in skip:
             room = f"family@conference.{domain}"
             conf = Conference()
@@ -308,6 +340,33 @@ async def run(args):
                 report("private-bookmarks", rooms == [str(room)], f"read back {rooms}")
             except Exception as e:  # noqa: BLE001 - reported, the run fails
                 report("private-bookmarks", False, f"{type(e).__name__}: {e}")
+
+        if "bookmarks-compat" not in skip:
+            # XEP-0411: bookmarks in private storage (XEP-0049) and in PEP (XEP-0402) are
+            # one list: what BookmarkClient stored is a PEP item, and a PEP item is in
+            # what BookmarkClient reads.
+            try:
+                kitchen = f"kitchen@conference.{domain}"
+                res = await asyncio.wait_for(
+                    alice.pubsub.get_items(alice_bare, NS_BOOKMARKS2), t)
+                in_pep = [i.id_ for i in res.payload.items]
+                garden = f"garden@conference.{domain}"
+                conf = Conference()
+                conf.name, conf.autojoin, conf.nick = "Garden", False, "alice"
+                await asyncio.wait_for(alice.pubsub.publish(
+                    None, NS_BOOKMARKS2, conf, id_=garden,
+                    publish_options=publish_options(**{
+                        "pubsub#persist_items": "true",
+                        "pubsub#max_items": "max",
+                        "pubsub#send_last_published_item": "never",
+                        "pubsub#access_model": "whitelist"})), t)
+                marks = await asyncio.wait_for(alice.bookmarks.get_bookmarks(), t)
+                in_private = sorted(str(m.jid) for m in marks)
+                ok = kitchen in in_pep and garden in in_private
+                report("bookmarks-compat", ok, f"PEP after XEP-0049 set: {in_pep}; "
+                       f"XEP-0049 after XEP-0402 publish: {in_private}")
+            except Exception as e:  # noqa: BLE001 - reported, the run fails
+                report("bookmarks-compat", False, f"{type(e).__name__}: {e}")
 
         if "vcard" not in skip:
             try:
