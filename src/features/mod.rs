@@ -460,11 +460,12 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
-    /// [`Hook::PresenceIn`]: `presence` from `cx.from` reached the local account `owner`.
+    /// [`Hook::PresenceIn`]: `presence` from `cx.from` reached the local accounts
+    /// `owners` (one call for all of them: a broadcast reaches many).
     fn presence_in<'a>(
         &'a self,
         _cx: &'a HookCx<'a>,
-        _owner: &'a BareJid,
+        _owners: &'a [BareJid],
         _presence: &'a Element,
     ) -> HookFuture<'a, ()> {
         Box::pin(std::future::ready(()))

@@ -952,6 +952,24 @@ impl Pep {
         im.send_as_server(to_jid, msg);
     }
 
+    /// What [`Interest`] decided for a presence from `jid` reaching `user`'s account.
+    async fn act(&self, cx: &HookCx<'_>, user: &str, jid: &str, next: Next) {
+        match next {
+            Next::Nothing => {}
+            Next::SendLast(wants) => self.send_last_items(cx.im, user, jid, &wants).await,
+            Next::Ask { id, node_ver } => {
+                let Ok(to) = Jid::parse(jid) else { return };
+                let iq = Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "get")
+                    .with_attr("id", id)
+                    .with_attr("from", cx.im.router.domain())
+                    .with_attr("to", jid)
+                    .with_child(Element::new("query", ns::DISCO_INFO).with_attr("node", node_ver));
+                cx.im.send_as_server(to, iq);
+            }
+        }
+    }
+
     /// XEP-0163 §4.3.3: a client that came online (and wants `wants`) gets the last item
     /// of each of `user`'s nodes it wants and may read.
     async fn send_last_items(&self, im: Im<'_>, user: &str, to: &str, wants: &[String]) {
@@ -1259,42 +1277,36 @@ impl Module for Pep {
     fn presence_in<'a>(
         &'a self,
         cx: &'a HookCx<'a>,
-        owner: &'a BareJid,
+        owners: &'a [BareJid],
         presence: &'a Element,
     ) -> HookFuture<'a, ()> {
         Box::pin(async move {
-            let Some(user) = cx.im.local_user(owner) else {
-                return;
-            };
             let jid = cx.from.as_str();
             if !jid.contains('/') {
                 return;
             }
-            let next = match presence.attr("type") {
-                None => self.interest().available(user, jid, CapsRef::of(presence)),
-                Some("unavailable") => {
-                    self.interest().unavailable(user, jid);
-                    Next::Nothing
-                }
-                Some(_) => Next::Nothing,
+            let caps = CapsRef::of(presence);
+            // Decided for every owner under one lock; acted on after it.
+            let nexts: Vec<(&str, Next)> = {
+                let mut interest = self.interest();
+                owners
+                    .iter()
+                    .filter_map(|o| cx.im.local_user(o))
+                    .map(|user| {
+                        let next = match presence.attr("type") {
+                            None => interest.available(user, jid, caps.clone()),
+                            Some("unavailable") => {
+                                interest.unavailable(user, jid);
+                                Next::Nothing
+                            }
+                            Some(_) => Next::Nothing,
+                        };
+                        (user, next)
+                    })
+                    .collect()
             };
-            match next {
-                Next::Nothing => {}
-                Next::SendLast(wants) => {
-                    self.send_last_items(cx.im, user, jid, &wants).await;
-                }
-                Next::Ask { id, node_ver } => {
-                    let Ok(to) = Jid::parse(jid) else { return };
-                    let iq = Element::new("iq", ns::CLIENT)
-                        .with_attr("type", "get")
-                        .with_attr("id", id)
-                        .with_attr("from", cx.im.router.domain())
-                        .with_attr("to", jid)
-                        .with_child(
-                            Element::new("query", ns::DISCO_INFO).with_attr("node", node_ver),
-                        );
-                    cx.im.send_as_server(to, iq);
-                }
+            for (user, next) in nexts {
+                self.act(cx, user, jid, next).await;
             }
         })
     }

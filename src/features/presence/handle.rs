@@ -390,9 +390,7 @@ impl Im<'_> {
     async fn presence_seen(&self, from: Sender<'_>, owners: &[BareJid], el: &Element) {
         let cx = HookCx { im: *self, from };
         for m in self.modules.hooked(Hook::PresenceIn) {
-            for owner in owners {
-                m.presence_in(&cx, owner, el).await;
-            }
+            m.presence_in(&cx, owners, el).await;
         }
     }
 
