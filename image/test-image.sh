@@ -109,6 +109,7 @@ if MTOOLS_SKIP_CHECK=1 mdir -b -i "$work/disk.img@@4M" ::hearth-wifi.txt >/dev/n
   echo "test-image.sh: hearth-wifi.txt (a Wi-Fi passphrase) is still on the firmware partition" >&2
   fail=1
 fi
+grep -a "hearth-wifi:" "$work/console.log" || true
 if ! grep -aq "hearth-wifi: Wi-Fi network $wifi_ssid configured for wlan0 (country GB)" "$work/console.log"; then
   echo "test-image.sh: hearth-wifi did not report the network from hearth-wifi.txt" >&2
   fail=1
@@ -134,7 +135,10 @@ if ! debugfs -R "stat /etc/systemd/system/sys-subsystem-net-devices-wlan0.device
   echo "test-image.sh: wpa_supplicant@wlan0 is not started with wlan0" >&2
   fail=1
 fi
-echo "==> Wi-Fi firmware in the image: $(debugfs -R 'ls -p /usr/lib/firmware/brcm' "$work/root.ext4" 2>/dev/null | awk -F/ 'NF > 5 && $6 ~ /raspberrypi/ {print $6}' | tr '\n' ' ')"
+# The Pi boards' Wi-Fi chips: 43430 (Pi 3, Zero W), 43455 (Pi 3+, 4), 43456 (Pi 400,
+# CM4), 43436 and 43430b0 (Zero 2 W). What Debian's firmware-brcm80211 has of them:
+echo "==> Wi-Fi firmware in the image: $(debugfs -R 'ls -p /usr/lib/firmware/brcm' "$work/root.ext4" 2>/dev/null |
+  awk -F/ 'NF > 5 && $6 ~ /^brcmfmac434(30|30b0|36|36s|55|56)-sdio/ {print $6}' | tr '\n' ' ')"
 rm -f "$work/root.ext4"
 
 if [ "$fail" = 0 ]; then

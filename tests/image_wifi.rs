@@ -223,6 +223,27 @@ fn raspberry_pi_os_style_wpa_supplicant_conf_is_installed_as_it_is() {
     assert!(fs::read_link(card.root.join(WANTS)).is_ok());
 }
 
+/// Both kinds of file: hearth-wifi.txt is applied and the other deleted unused, so
+/// neither passphrase stays on the card.
+#[test]
+fn with_both_files_hearth_wifi_txt_wins_and_both_leave_the_card() {
+    let card = Card::new();
+    card.put(
+        "wpa_supplicant.conf",
+        "network={\n ssid=\"old\"\n psk=\"old secret\"\n}\n",
+    );
+    card.put(
+        "hearth-wifi.txt",
+        "ssid=new\npassword=new secret\ncountry=NL\n",
+    );
+    let out = card.run();
+    assert!(out.status.success());
+    assert!(!card.on_card("wpa_supplicant.conf") && !card.on_card("hearth-wifi.txt"));
+    let conf = card.conf();
+    assert!(conf.contains(&format!("\tssid={}\n", hex("new"))), "{conf}");
+    assert!(!conf.contains("secret"), "{conf}");
+}
+
 #[test]
 fn nothing_on_the_card_changes_nothing() {
     let card = Card::new();
