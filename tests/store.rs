@@ -544,7 +544,7 @@ fn nbxmpp_vcard_temp() {
 /// trips over one TLS connection on loopback. Run with
 /// `cargo test --release --test store measure -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --release --ignored --nocapture"]
 fn measure_round_trips() {
     // The per-connection byte rate (32 KiB/s) would be what is measured otherwise.
     let server = Server::start(ServerOpts {

@@ -483,7 +483,7 @@ fn a_message_from_another_server_notifies_too() {
 /// registration (each one reads the registrations; the throttle lets one notification
 /// out) and to one without, and prints the time per message.
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --release --ignored --nocapture"]
 fn push_cost() {
     const N: usize = 900;
     use super::PushStore as _;
