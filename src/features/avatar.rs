@@ -17,7 +17,6 @@ use super::pep::{self, PepStore as _};
 use super::vcard::{self, Request, Stored, VcardConfig, VcardStore as _};
 use super::{Access, Announce, Doc, Hook, HookCx, HookFuture, Module, On, Spec, Status, Verdict};
 use crate::jid::FullJid;
-use crate::ns;
 use crate::router::im::{Im, on_pool};
 use crate::stanza::{IqType, Kind, Stanza};
 use crate::xml::{Element, parse_fragment};
@@ -231,29 +230,16 @@ impl Avatar {
         id: &str,
         payload: Element,
     ) -> bool {
-        let iq = Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", format!("avatar-{node}"))
-            .with_attr("from", from.as_str())
-            .with_child(
-                Element::new("pubsub", pep::NS).with_child(
-                    Element::new("publish", pep::NS)
-                        .with_attr("node", node)
-                        .with_child(
-                            Element::new("item", pep::NS)
-                                .with_attr("id", id)
-                                .with_child(payload),
-                        ),
+        let pubsub = Element::new("pubsub", pep::NS).with_child(
+            Element::new("publish", pep::NS)
+                .with_attr("node", node)
+                .with_child(
+                    Element::new("item", pep::NS)
+                        .with_attr("id", id)
+                        .with_child(payload),
                 ),
-            );
-        let stanza = Stanza {
-            kind: Kind::Iq,
-            el: iq,
-            to: None,
-        };
-        let mut answer = String::new();
-        let _ = Box::pin(im.route(from, stanza, &mut answer)).await;
-        let ok = answer.contains("type=\"result\"");
+        );
+        let ok = pep::as_owner(im, from, pubsub).await;
         if !ok {
             log::debug!("avatar of {from}: publishing to {node} refused");
         }
@@ -402,27 +388,13 @@ impl Module for Avatar {
 
 #[cfg(test)]
 mod tests {
-    use crate::router::im::tests::{World, queued};
+    use crate::router::im::tests::{World, befriend, queued};
 
     const PNG: &[u8] = b"\x89PNG not really an image";
 
     fn b64(bytes: &[u8]) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(bytes)
-    }
-
-    fn befriend(
-        w: &World,
-        a: &crate::router::im::tests::Session,
-        b: &crate::router::im::tests::Session,
-    ) {
-        let (ja, jb) = (a.jid.bare(), b.jid.bare());
-        w.send(a, &format!("<presence type='subscribe' to='{jb}'/>"));
-        w.send(b, &format!("<presence type='subscribed' to='{ja}'/>"));
-        w.send(b, &format!("<presence type='subscribe' to='{ja}'/>"));
-        w.send(a, &format!("<presence type='subscribed' to='{jb}'/>"));
-        queued(a);
-        queued(b);
     }
 
     #[test]

@@ -6,10 +6,9 @@
 //! `urn:xmpp:bookmarks:1#compat`). A bookmark set either way is seen both ways; a legacy
 //! client's `<url/>` bookmarks, which XEP-0402 has no place for, are not kept.
 
-use super::pep::{self, PepStore as _};
+use super::pep::{self, PepStore as _, as_owner};
 use super::{Access, Announce, Doc, Hook, HookCx, HookFuture, Module, On, Spec, Status, Verdict};
 use crate::jid::{FullJid, Jid};
-use crate::ns;
 use crate::router::im::{Im, on_pool};
 use crate::stanza::{IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::xml::{Element, parse_fragment};
@@ -87,24 +86,6 @@ fn publish_options() -> Element {
             .with_child(field("pubsub#send_last_published_item", "never"))
             .with_child(field("pubsub#access_model", "whitelist")),
     )
-}
-
-/// Sends `pubsub` (a `<pubsub/>` request) as the session `from` through the stanza path,
-/// so the PEP module stores it and notifies the owner's other clients; whether it
-/// succeeded.
-async fn as_owner(im: &Im<'_>, from: &FullJid, pubsub: Element) -> bool {
-    let stanza = Stanza {
-        kind: Kind::Iq,
-        el: Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", "bookmarks-compat")
-            .with_attr("from", from.as_str())
-            .with_child(pubsub),
-        to: None,
-    };
-    let mut answer = String::new();
-    let _ = Box::pin(im.route(from, stanza, &mut answer)).await;
-    answer.contains("type=\"result\"")
 }
 
 impl Bookmarks {

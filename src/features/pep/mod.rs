@@ -39,10 +39,10 @@ use super::{
     Access, Announce, Doc, Hook, HookCx, HookFuture, IqCx, IqFuture, IqRoute, Module, On, Spec,
     Status, Target,
 };
-use crate::jid::{BareJid, Jid};
+use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::im::{Im, Sender, on_pool};
-use crate::stanza::{IqType, Stanza, StanzaCondition, StanzaError};
+use crate::stanza::{IqType, Kind, Stanza, StanzaCondition, StanzaError};
 use crate::storage::StorageError;
 use crate::xml::{Element, parse_fragment};
 
@@ -145,6 +145,25 @@ fn form_in(el: Option<&Element>) -> Result<Option<Submitted>, StanzaError> {
         .map_err(|e| StanzaError::new(StanzaCondition::BadRequest).with_text(e.to_string()))
 }
 
+/// Sends `pubsub` (a `<pubsub/>` set request) as the local session `from`, through the
+/// stanza path, so the PEP module stores it and notifies as for the client's own request:
+/// what XEP-0398 and XEP-0402's compatibility do on a user's behalf. Whether it
+/// succeeded.
+pub(crate) async fn as_owner(im: &Im<'_>, from: &FullJid, pubsub: Element) -> bool {
+    let stanza = Stanza {
+        kind: Kind::Iq,
+        el: Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", "pep-as-owner")
+            .with_attr("from", from.as_str())
+            .with_child(pubsub),
+        to: None,
+    };
+    let mut answer = String::new();
+    let _ = Box::pin(im.route(from, stanza, &mut answer)).await;
+    answer.contains("type=\"result\"")
+}
+
 /// The `<event/>` message of a notification (XEP-0060 §7.1.2.1) for `to`.
 fn event_message(owner: &str, to: &str, cfg: &NodeConfig, child: Element) -> Element {
     let mut msg = Element::new("message", ns::CLIENT)
@@ -199,23 +218,35 @@ async fn may_read(
         .into_iter()
         .find(|(j, _)| j == who.as_str())
         .map(|(_, a)| a);
-    if affiliation.as_deref() == Some("outcast") {
+    let subscribed = cfg.access == AccessModel::Presence
+        && im
+            .sub_state_view(user, who)
+            .await
+            .map_err(storage_error)?
+            .subscription
+            .has_from();
+    access_answer(cfg.access, affiliation.as_deref(), subscribed)
+}
+
+/// XEP-0060 §6.1.3 and §6.5.x: what the access model answers someone who is neither the
+/// owner nor blocked, from their affiliation and (for `presence`) whether they are
+/// subscribed to the owner's presence.
+fn access_answer(
+    access: AccessModel,
+    affiliation: Option<&str>,
+    subscribed: bool,
+) -> Result<(), StanzaError> {
+    if affiliation == Some("outcast") {
         return Err(StanzaError::new(StanzaCondition::Forbidden));
     }
-    match cfg.access {
+    match access {
         AccessModel::Open => Ok(()),
-        AccessModel::Presence => {
-            let state = im.sub_state_view(user, who).await.map_err(storage_error)?;
-            if state.subscription.has_from() {
-                Ok(())
-            } else {
-                Err(pubsub_error(
-                    StanzaCondition::NotAuthorized,
-                    "presence-subscription-required",
-                ))
-            }
-        }
-        AccessModel::Whitelist => match affiliation.as_deref() {
+        AccessModel::Presence if subscribed => Ok(()),
+        AccessModel::Presence => Err(pubsub_error(
+            StanzaCondition::NotAuthorized,
+            "presence-subscription-required",
+        )),
+        AccessModel::Whitelist => match affiliation {
             Some("member" | "publisher") => Ok(()),
             _ => Err(pubsub_error(StanzaCondition::NotAllowed, "closed-node")),
         },
@@ -274,14 +305,8 @@ impl Readers {
             .iter()
             .find(|(j, _)| j == who.as_str())
             .map(|(_, a)| a.as_str());
-        if affiliation == Some("outcast") {
-            return false;
-        }
-        match self.access {
-            AccessModel::Open => true,
-            AccessModel::Presence => self.subscribed.as_ref().is_some_and(|s| s.contains(who)),
-            AccessModel::Whitelist => matches!(affiliation, Some("member" | "publisher")),
-        }
+        let subscribed = self.subscribed.as_ref().is_some_and(|s| s.contains(who));
+        access_answer(self.access, affiliation, subscribed).is_ok()
     }
 }
 

@@ -135,6 +135,16 @@ fn trim(tx: &rusqlite::Transaction<'_>, user: &str, node: &str, keep: u32) -> ru
     Ok(())
 }
 
+fn node_exists(tx: &rusqlite::Transaction<'_>, user: &str, node: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT 1 FROM pep_nodes WHERE localpart = ?1 AND node = ?2",
+        [user, node],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+}
+
 fn node_count(tx: &rusqlite::Transaction<'_>, user: &str) -> rusqlite::Result<usize> {
     let n: i64 = tx.query_row(
         "SELECT COUNT(*) FROM pep_nodes WHERE localpart = ?1",
@@ -192,14 +202,8 @@ impl PepStore for Storage {
         let mut run = || -> rusqlite::Result<Result<bool, Refused>> {
             let tx = conn.transaction()?;
             let before = stored_bytes_in(&tx, user)?;
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM pep_nodes WHERE localpart = ?1 AND node = ?2",
-                    [user, publish.node],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let created = exists.is_none();
+            let exists = node_exists(&tx, user, publish.node)?;
+            let created = !exists;
             if created {
                 if node_count(&tx, user)? >= bounds.nodes {
                     return Ok(Err(Refused::TooManyNodes));
@@ -346,14 +350,8 @@ impl PepStore for Storage {
         let err = self.sqlite_err("purge a PEP node");
         let mut run = || -> rusqlite::Result<bool> {
             let tx = conn.transaction()?;
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM pep_nodes WHERE localpart = ?1 AND node = ?2",
-                    [user, node],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if exists.is_none() {
+            let exists = node_exists(&tx, user, node)?;
+            if !exists {
                 return Ok(false);
             }
             tx.execute(
@@ -461,14 +459,8 @@ impl PepStore for Storage {
         let mut run = || -> rusqlite::Result<Result<String, Refused>> {
             let tx = conn.transaction()?;
             let before = stored_bytes_in(&tx, user)?;
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM pep_nodes WHERE localpart = ?1 AND node = ?2",
-                    [user, node],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if exists.is_none() {
+            let exists = node_exists(&tx, user, node)?;
+            if !exists {
                 return Ok(Err(Refused::NoNode));
             }
             let existing: Option<String> = tx

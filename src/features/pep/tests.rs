@@ -1,19 +1,9 @@
 //! XEP-0163's rules through the router, without sockets: a real router, the standard
 //! registry and a temporary SQLite file (`router::im::tests`).
 
-use crate::router::im::tests::{Session, World, queued};
+use crate::router::im::tests::{World, befriend, queued};
 
 const AVATAR: &str = "urn:xmpp:avatar:metadata";
-
-fn befriend(w: &World, a: &Session, b: &Session) {
-    let (ja, jb) = (a.jid.bare(), b.jid.bare());
-    w.send(a, &format!("<presence type='subscribe' to='{jb}'/>"));
-    w.send(b, &format!("<presence type='subscribed' to='{ja}'/>"));
-    w.send(b, &format!("<presence type='subscribe' to='{ja}'/>"));
-    w.send(a, &format!("<presence type='subscribed' to='{jb}'/>"));
-    queued(a);
-    queued(b);
-}
 
 fn publish(node: &str, id: &str, payload: &str, options: &str) -> String {
     format!(

@@ -82,6 +82,18 @@ impl World {
     }
 }
 
+/// `a` and `b` subscribe to each other (RFC 6121 §3, both approving); what it queued
+/// for them is drained.
+pub(crate) fn befriend(w: &World, a: &Session, b: &Session) {
+    let (ja, jb) = (a.jid.bare(), b.jid.bare());
+    w.send(a, &format!("<presence type='subscribe' to='{jb}'/>"));
+    w.send(b, &format!("<presence type='subscribed' to='{ja}'/>"));
+    w.send(b, &format!("<presence type='subscribe' to='{ja}'/>"));
+    w.send(a, &format!("<presence type='subscribed' to='{jb}'/>"));
+    queued(a);
+    queued(b);
+}
+
 /// Everything queued for a session so far.
 pub(crate) fn queued(s: &Session) -> Vec<String> {
     let mut v = Vec::new();
