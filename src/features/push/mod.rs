@@ -50,7 +50,7 @@ mod store;
 
 pub use store::{PushStore, Registration};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -407,6 +407,12 @@ struct State {
     asked: HashMap<String, Asked>,
     /// Errors in a row per (account, registration); gone with a success.
     errors: HashMap<(Box<str>, Key), u32>,
+    /// Accounts known to have no registration: a message for them costs no storage
+    /// read (most accounts never enable push). One entry per account at most.
+    unregistered: HashSet<Box<str>>,
+    /// Counts enables, so a lookup that raced with one does not mark its account
+    /// unregistered.
+    enables: u64,
 }
 
 /// XEP-0357, on every account.
@@ -445,6 +451,11 @@ impl Push {
                     resource: from.resource().to_owned(),
                 };
                 let quota = *im.router.quota();
+                {
+                    let mut state = self.state();
+                    state.enables += 1;
+                    state.unregistered.remove(user);
+                }
                 let u = user.to_owned();
                 let r = reg.clone();
                 let done = on_pool(im.storage, move |s| {
@@ -507,6 +518,13 @@ impl Push {
         el: &Element,
         only: Option<&str>,
     ) {
+        let enables = {
+            let state = self.state();
+            if state.unregistered.contains(user) {
+                return;
+            }
+            state.enables
+        };
         let u = user.to_owned();
         let mut regs = match on_pool(cx.im.storage, move |s| s.push_registrations(&u)).await {
             Ok(r) => r,
@@ -515,6 +533,13 @@ impl Push {
                 return;
             }
         };
+        if regs.is_empty() {
+            let mut state = self.state();
+            if state.enables == enables {
+                state.unregistered.insert(user.into());
+            }
+            return;
+        }
         if let Some(resource) = only {
             regs.retain(|r| r.resource == resource);
         }

@@ -340,6 +340,23 @@ fn an_attended_account_is_not_notified_an_inactive_or_hibernating_one_is() {
     assert!(p.len() == 1 && p[0].contains("<value>1</value>"), "{p:?}");
 }
 
+/// An account with no registration costs a message no storage read once known; it is
+/// notified as soon as it enables push, and again not after it disabled it all.
+#[test]
+fn an_account_that_enables_later_is_notified() {
+    let w = World::new(&["alice", "bob", "apps"]);
+    let bob = w.bind("bob", "desk");
+    let app = w.bind("apps", "srv");
+    w.send(&bob, &chat("before"));
+    assert!(pushes(&app).is_empty());
+    let alice = w.bind("alice", "phone");
+    let (out, _) = w.send(&alice, &enable("n1"));
+    assert!(out.contains("type='result'"), "{out}");
+    w.router.unbind(&alice.jid, alice.id);
+    w.send(&bob, &chat("after"));
+    assert_eq!(pushes(&app).len(), 1);
+}
+
 #[test]
 fn notifications_are_throttled_until_the_user_is_seen() {
     let (w, bob, app) = world();
