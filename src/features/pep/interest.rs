@@ -13,9 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use sha1::{Digest, Sha1};
-
 use crate::ns;
 use crate::xml::Element;
 
@@ -243,89 +240,58 @@ pub fn notify_nodes(info: &Element) -> Vec<String> {
     nodes
 }
 
-/// A form field as §5.1 hashes it: its var and its values.
-type Field = (String, Vec<String>);
-
-/// XEP-0115 §5.1's verification string of a disco#info answer, with §5.4's checks: `None`
-/// when it has two identical identities or features, or an extended form without a
-/// hidden FORM_TYPE (such an answer cannot be trusted for others).
+/// XEP-0115 §5.1's verification string of a disco#info answer (hashed by
+/// [`crate::features::caps::ver_with_forms`]), with §5.4's checks first: `None` when it
+/// has two identical identities or features, too many features, or an extended form
+/// whose FORM_TYPE is not one hidden value (such an answer cannot be trusted for others).
 pub fn verification_string(info: &Element) -> Option<String> {
-    const XML_LANG: &str = "xml:lang";
-    let mut ids: Vec<String> = info
+    let identities: Vec<(&str, &str, &str, &str)> = info
         .children()
         .filter(|c| c.is("identity", ns::DISCO_INFO))
         .map(|i| {
-            format!(
-                "{}/{}/{}/{}",
-                i.attr("category").unwrap_or_default(),
-                i.attr("type").unwrap_or_default(),
-                i.attr(XML_LANG).unwrap_or_default(),
-                i.attr("name").unwrap_or_default()
-            )
+            let a = |k| i.attr(k).unwrap_or_default();
+            (a("category"), a("type"), a("xml:lang"), a("name"))
         })
         .collect();
-    let mut features: Vec<&str> = info
+    let features: Vec<&str> = info
         .children()
         .filter(|c| c.is("feature", ns::DISCO_INFO))
         .filter_map(|f| f.attr("var"))
         .collect();
-    let (n_ids, n_features) = (ids.len(), features.len());
-    ids.sort_unstable();
-    ids.dedup();
-    features.sort_unstable();
-    features.dedup();
-    if ids.len() != n_ids || features.len() != n_features || n_features > MAX_FEATURES {
+    let distinct = |n: usize, mut v: Vec<String>| {
+        v.sort_unstable();
+        v.dedup();
+        v.len() == n
+    };
+    let id_keys = identities.iter().map(|i| format!("{i:?}")).collect();
+    let feature_keys = features.iter().map(|f| (*f).to_owned()).collect();
+    if features.len() > MAX_FEATURES
+        || !distinct(identities.len(), id_keys)
+        || !distinct(features.len(), feature_keys)
+    {
         return None;
     }
-    let mut s = String::new();
-    for i in &ids {
-        s.push_str(i);
-        s.push('<');
-    }
-    for f in &features {
-        s.push_str(f);
-        s.push('<');
-    }
-    // §5.4 step 3.5 / §5.1 step 6: extended forms, sorted by FORM_TYPE.
-    let mut forms: Vec<(String, Vec<Field>)> = Vec::new();
-    for x in info.children().filter(|c| c.is("x", "jabber:x:data")) {
-        let mut form_type = None;
-        let mut fields = Vec::new();
-        for f in x.children().filter(|c| c.is("field", "jabber:x:data")) {
-            let var = f.attr("var").unwrap_or_default().to_owned();
-            let mut values: Vec<String> = f
-                .children()
-                .filter(|c| c.is("value", "jabber:x:data"))
-                .map(Element::text)
-                .collect();
-            if var == "FORM_TYPE" {
-                if f.attr("type") != Some("hidden") || values.len() != 1 {
-                    return None;
-                }
-                form_type = values.pop();
-                continue;
-            }
-            values.sort_unstable();
-            fields.push((var, values));
-        }
-        let form_type = form_type?;
-        fields.sort_unstable();
-        forms.push((form_type, fields));
-    }
-    forms.sort_unstable();
-    for (form_type, fields) in forms {
-        s.push_str(&form_type);
-        s.push('<');
-        for (var, values) in fields {
-            s.push_str(&var);
-            s.push('<');
-            for v in values {
-                s.push_str(&v);
-                s.push('<');
-            }
+    let forms: Vec<Element> = info
+        .children()
+        .filter(|c| c.is("x", "jabber:x:data"))
+        .cloned()
+        .collect();
+    for x in &forms {
+        let form_types: Vec<&Element> = x
+            .children()
+            .filter(|f| f.is("field", "jabber:x:data") && f.attr("var") == Some("FORM_TYPE"))
+            .collect();
+        let ok = matches!(form_types.as_slice(), [f] if f.attr("type") == Some("hidden")
+            && f.children().filter(|v| v.is("value", "jabber:x:data")).count() == 1);
+        if !ok {
+            return None;
         }
     }
-    Some(base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes())))
+    Some(crate::features::caps::ver_with_forms(
+        &identities,
+        &features,
+        &forms,
+    ))
 }
 
 #[cfg(test)]
