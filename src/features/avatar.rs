@@ -29,12 +29,13 @@ pub const NS_METADATA: &str = "urn:xmpp:avatar:metadata";
 /// XEP-0153's presence element.
 pub const NS_UPDATE: &str = "vcard-temp:x:update";
 
-/// The module: the account's current photo hash, known or read once from storage.
+/// The module: every account's current photo hash, read from storage in one query the
+/// first time one is needed, then kept up to date by the conversions.
 pub struct Avatar {
     vcard: VcardConfig,
-    /// localpart → the vCard photo's SHA-1 (`None`: no photo). One entry per account
-    /// that sent presence or changed its avatar since the start.
-    hashes: Mutex<HashMap<String, Option<String>>>,
+    /// localpart → the vCard photo's SHA-1, for the accounts with a photo; `None` until
+    /// read. One entry per account with a photo.
+    hashes: Mutex<Option<HashMap<String, String>>>,
 }
 
 impl Avatar {
@@ -45,26 +46,32 @@ impl Avatar {
         }
     }
 
-    fn cached(&self, user: &str) -> Option<Option<String>> {
-        let map = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(user).cloned()
+    fn hashes(&self) -> std::sync::MutexGuard<'_, Option<HashMap<String, String>>> {
+        self.hashes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records `user`'s photo hash. Every caller has read the table first
+    /// ([`Avatar::hash`]); before that there is nothing to keep up to date.
     fn remember(&self, user: &str, hash: Option<String>) {
-        let mut map = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(user.to_owned(), hash);
+        if let Some(map) = self.hashes().as_mut() {
+            match hash {
+                Some(h) => map.insert(user.to_owned(), h),
+                None => map.remove(user),
+            };
+        }
     }
 
-    /// The account's photo hash (XEP-0153 §4), from memory or storage.
+    /// The account's photo hash (XEP-0153 §4), from memory (the table read once).
     async fn hash(&self, im: &Im<'_>, user: &str) -> Option<String> {
-        if let Some(h) = self.cached(user) {
-            return h;
+        if let Some(map) = self.hashes().as_ref() {
+            return map.get(user).cloned();
         }
-        let u = user.to_owned();
-        match on_pool(im.storage, move |s| s.vcard_photo_sha1(&u)).await {
-            Ok(h) => {
-                self.remember(user, h.clone());
-                h
+        match on_pool(im.storage, |s| s.vcard_photo_hashes()).await {
+            Ok(rows) => {
+                let mut guard = self.hashes();
+                // Another task may have read it meanwhile: the first one stays.
+                let map = guard.get_or_insert_with(|| rows.into_iter().collect());
+                map.get(user).cloned()
             }
             Err(e) => {
                 log::error!("storage: {e}");

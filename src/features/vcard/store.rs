@@ -9,6 +9,9 @@ pub trait VcardStore {
     fn vcard_get(&self, user: &str) -> Result<Option<String>, StorageError>;
     /// The lowercase hex SHA-1 of its photo (XEP-0153 §4), if it has a vCard with one.
     fn vcard_photo_sha1(&self, user: &str) -> Result<Option<String>, StorageError>;
+    /// Every account's photo hash, for those with a photo (one query for all, so that
+    /// XEP-0153's presence hash costs no read per account).
+    fn vcard_photo_hashes(&self) -> Result<Vec<(String, String)>, StorageError>;
     /// Replaces the vCard (`None` removes it); refused (nothing written) when the
     /// account's stored bytes would grow past `quota.stored_bytes`.
     fn vcard_set(
@@ -42,6 +45,16 @@ impl VcardStore for Storage {
 
     fn vcard_photo_sha1(&self, user: &str) -> Result<Option<String>, StorageError> {
         self.vcard_column(user, "SELECT photo_sha1 FROM vcards WHERE localpart = ?1")
+    }
+
+    fn vcard_photo_hashes(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT localpart, photo_sha1 FROM vcards WHERE photo_sha1 IS NOT NULL")
+            .map_err(self.sqlite_err("read vCard photo hashes"))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sqlite_err("read vCard photo hashes"))
     }
 
     fn vcard_set(
