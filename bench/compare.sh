@@ -31,13 +31,22 @@
 #   --pep-items K    pep: items published                                [1000]
 #   --pep-window W   pep: publishes unanswered at a time (1: each sent when the
 #                    previous one's result arrives)                      [1]
+#   --muc-occupants N muc: occupants of the room                     [50]
+#   --muc-messages M  muc: groupchat messages sent                    [2000]
+#   --muc-senders S   muc: occupants sending, each with --muc-window
+#                     messages not yet echoed by the room at a time    [5]
+#   --muc-window W    muc: see --muc-senders                           [1]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,pep,mam,mampeers,resume,smidle,s2s
+#                    plainlogin,plainflood,csi,pep,muc,mam,mampeers,resume,smidle,s2s
 #                    [idle,login,chat,presence,offline]
 #                    pep (XEP-0163): a publisher and --pep-contacts contacts whose caps
 #                    ask for urn:xmpp:avatar:metadata notifications; --pep-items
 #                    publishes, --pep-window at a time: publish round trip, fan-out latency,
 #                    notifications/s, CPU per 10k, exactly once, last item on login
+#                    muc (XEP-0045): --muc-occupants occupants join a new room at
+#                    conference.<domain>, --muc-senders of them send --muc-messages
+#                    groupchat messages: deliveries/s, latency, CPU per 10k deliveries,
+#                    RSS, exactly once
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
@@ -128,6 +137,10 @@ CSI_CONTACTS=20
 PEP_CONTACTS=20
 PEP_ITEMS=1000
 PEP_WINDOW=1
+MUC_OCCUPANTS=50
+MUC_MESSAGES=2000
+MUC_SENDERS=5
+MUC_WINDOW=1
 OFF_MESSAGES=10000
 OFF_RECIPIENTS=100
 OFF_SENDERS=10
@@ -184,6 +197,10 @@ while [ $# -gt 0 ]; do
         --pep-contacts) PEP_CONTACTS=$2; shift 2 ;;
         --pep-items) PEP_ITEMS=$2; shift 2 ;;
         --pep-window) PEP_WINDOW=$2; shift 2 ;;
+        --muc-occupants) MUC_OCCUPANTS=$2; shift 2 ;;
+        --muc-messages) MUC_MESSAGES=$2; shift 2 ;;
+        --muc-senders) MUC_SENDERS=$2; shift 2 ;;
+        --muc-window) MUC_WINDOW=$2; shift 2 ;;
         --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
         --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
@@ -216,7 +233,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MUC_OCCUPANTS MUC_MESSAGES MUC_SENDERS MUC_WINDOW MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -226,7 +243,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|pep|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|pep|muc|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -521,6 +538,7 @@ want presence && ACCOUNT_SETS+=("pres{}:$PRES_USERS")
 want offline && ACCOUNT_SETS+=("off{}:$OFF_USERS")
 want csi && ACCOUNT_SETS+=("csi{}:$((CSI_CONTACTS + 1))")
 want pep && ACCOUNT_SETS+=("pep{}:$((PEP_CONTACTS + 1))")
+want muc && ACCOUNT_SETS+=("muc{}:$MUC_OCCUPANTS")
 # mampeers: an archive of its own (load0's gets chat and the SQL fill of `mam`).
 want mampeers && ACCOUNT_SETS+=("mam{}:$((MAMP_SENDERS + 1))")
 TOTAL_USERS=0
@@ -626,6 +644,13 @@ for s in "${SERVER_LIST[@]}"; do
         # (the server has asked about and kept the contacts' caps) run first.
         record "$s" pep "$(load "$s" pep --contacts "$PEP_CONTACTS" --items "$PEP_ITEMS" \
             -w "$PEP_WINDOW" -c "$LOGIN_C" --user-pattern 'pep{}' --timeout 60)"
+    fi
+    if want muc; then
+        # Every occupant joins a new room of the run's own (not timed), a warm-up message
+        # goes round, then the timed messages.
+        record "$s" muc "$(load "$s" muc --occupants "$MUC_OCCUPANTS" -m "$MUC_MESSAGES" \
+            --senders "$MUC_SENDERS" -w "$MUC_WINDOW" -c "$LOGIN_C" --user-pattern 'muc{}' \
+            --timeout 60)"
     fi
     if want resume; then
         for r in $(seq 1 "$SM_RUNS"); do
@@ -1004,6 +1029,14 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("csi on: radio on, 10 s tail (%)", lambda s: get(s, "csi-on", "phone_radio_on_share", lambda v: v * 100), False, ""),
     ("csi off: radio on, 10 s tail (%)", lambda s: get(s, "csi-off", "phone_radio_on_share", lambda v: v * 100), False, ""),
     ("csi on: held at the end (KiB)", lambda s: get(s, "csi-on", "held_bytes_at_end", kib), None, ""),
+    ("muc: deliveries/s", lambda s: get(s, "muc", "deliveries_per_s"), True, ""),
+    ("muc: messages/s", lambda s: get(s, "muc", "messages_per_s"), True, ""),
+    ("muc: latency p50 (ms)", lambda s: get(s, "muc", "latency_p50_ms"), False, ""),
+    ("muc: latency p99 (ms)", lambda s: get(s, "muc", "latency_p99_ms"), False, ""),
+    ("muc: server CPU s / 10k deliveries", lambda s: get(s, "muc", "server_cpu_s_per_10k_deliveries"), False, ""),
+    ("muc: RSS before (MiB)", lambda s: get(s, "muc", "rss_before_kib", kib), False, ""),
+    ("muc: RSS after (MiB)", lambda s: get(s, "muc", "rss_after_kib", kib), False, ""),
+    ("muc: exactly once", lambda s: text(s, "muc", "exactly_once"), None, "yes"),
     ("pep: publish round trip p50 (ms)", lambda s: get(s, "pep", "publish_rtt_p50_ms"), False, ""),
     ("pep: publish round trip p99 (ms)", lambda s: get(s, "pep", "publish_rtt_p99_ms"), False, ""),
     ("pep: fan-out latency p50 (ms)", lambda s: get(s, "pep", "fanout_p50_ms"), False, ""),

@@ -70,3 +70,10 @@ ssl = {
 }
 
 VirtualHost "bench.local"
+
+-- XEP-0045 group chat (muc scenario), like hearth's conference.<domain>: local users
+-- create rooms (Prosody's default allows anyone with an account on the host), history
+-- kept in memory (Prosody's default of 20 messages), no message rate limit.
+Component "conference.bench.local" "muc"
+	restrict_room_creation = "local"
+	max_history_messages = 20

@@ -69,6 +69,13 @@ SCENARIOS:
                                       -> publish round trip, fan-out latency p50/p99,
                                       notifications/s, CPU per 10k, RSS, exactly once,
                                       last item on login
+    muc     [--occupants N] [-m M] [--senders S] [-w W] [--body-bytes B]
+            [--room-domain D] [-c C]  XEP-0045: N occupants (accounts 0..N) [50] join a
+                                      new room at D [conference.<domain>]; S of them [5]
+                                      send M groupchat messages [2000], W each without
+                                      the room's echo yet [1]
+                                      -> deliveries/s, latency p50/p99, CPU per 10k
+                                      deliveries, RSS, exactly once
     mam     -q Q [--max M]            XEP-0313: account 0 asks Q pages of M (50) from
             [--after-id ID | --middle-at K]   the newest, and with --after-id Q pages
                                       after ID (--middle-at K: after the K-th message
@@ -152,6 +159,17 @@ pub enum Scenario {
         chatstate_every: Duration,
         /// `None`: no messages with a body.
         message_every: Option<Duration>,
+        concurrency: usize,
+    },
+    Muc {
+        occupants: usize,
+        messages: usize,
+        senders: usize,
+        /// Messages per sender without their own copy back yet, at most.
+        window: usize,
+        body_bytes: usize,
+        /// The MUC service's domain; `conference.<domain>` when `None`.
+        room_domain: Option<String>,
         concurrency: usize,
     },
     Pep {
@@ -342,6 +360,8 @@ impl Args {
         );
         let mut sm = SmMode::Off;
         let (mut items, mut relogins) = (1000usize, 5usize);
+        let (mut occupants, mut room_domain) = (50usize, None);
+        let (mut senders_set, mut messages_set) = (None, None);
         for (flag, v) in &opts {
             let v = v.as_str();
             match flag.as_str() {
@@ -382,9 +402,17 @@ impl Args {
                 "--body-bytes" => body_bytes = num(flag, v)?,
                 "-g" | "--groups" => groups = num(flag, v)?,
                 "-r" | "--roster" => roster = num(flag, v)?,
-                "--senders" => senders = num(flag, v)?,
+                "--senders" => {
+                    senders = num(flag, v)?;
+                    senders_set = Some(senders);
+                }
                 "--recipients" => recipients = num(flag, v)?,
-                "-m" | "--messages" => messages = num(flag, v)?,
+                "-m" | "--messages" => {
+                    messages = num(flag, v)?;
+                    messages_set = Some(messages);
+                }
+                "--occupants" => occupants = num(flag, v)?,
+                "--room-domain" => room_domain = Some(v.to_owned()),
                 "--host-b" => host_b = Some(v.to_owned()),
                 "--port-b" => port_b = Some(num(flag, v)?),
                 "--domain-b" => domain_b = Some(v.to_owned()),
@@ -513,6 +541,27 @@ impl Args {
                     presence_every,
                     chatstate_every,
                     message_every: Some(message_every).filter(|d| !d.is_zero()),
+                    concurrency,
+                }
+            }
+            Some("muc") => {
+                let (senders, messages) = (senders_set.unwrap_or(5), messages_set.unwrap_or(2000));
+                let window = window_set.unwrap_or(1);
+                if occupants == 0 || messages == 0 || senders == 0 || window == 0 {
+                    return Err(ArgError(
+                        "muc needs --occupants, -m, --senders and -w above zero".into(),
+                    ));
+                }
+                if senders > occupants {
+                    return Err(ArgError("muc: more --senders than --occupants".into()));
+                }
+                Scenario::Muc {
+                    occupants,
+                    messages,
+                    senders,
+                    window,
+                    body_bytes,
+                    room_domain,
                     concurrency,
                 }
             }
@@ -699,6 +748,40 @@ mod tests {
         );
         assert!(parse("csi -d 60 --password x").is_err());
         assert!(parse("csi -d 60 --csi maybe --password x").is_err());
+    }
+
+    #[test]
+    fn muc() {
+        let a = parse("muc --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Muc {
+                occupants: 50,
+                messages: 2000,
+                senders: 5,
+                window: 1,
+                body_bytes: 100,
+                room_domain: None,
+                concurrency: 10,
+            }
+        );
+        let a =
+            parse("muc --occupants 3 -m 10 --senders 2 -w 4 --room-domain rooms.x --password x")
+                .unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Muc {
+                occupants: 3,
+                messages: 10,
+                senders: 2,
+                window: 4,
+                body_bytes: 100,
+                room_domain: Some("rooms.x".into()),
+                concurrency: 10,
+            }
+        );
+        assert!(parse("muc --occupants 2 --senders 3 --password x").is_err());
+        assert!(parse("muc -m 0 --password x").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `pep`, `mam`, `mamfill`, `resume`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `pep`, `muc`, `mam`, `mamfill`, `resume`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -18,6 +18,7 @@ mod idle;
 mod login;
 mod mam;
 mod mamfill;
+mod muc;
 mod offline;
 mod pep;
 mod plainflood;
@@ -392,6 +393,27 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 csi::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Muc {
+                occupants,
+                messages,
+                senders,
+                window,
+                body_bytes,
+                room_domain,
+                concurrency,
+            } => {
+                common_fields(&ctx.args, &mut report, "muc");
+                let p = muc::Params {
+                    occupants,
+                    messages,
+                    senders,
+                    window,
+                    body_bytes,
+                    room_domain,
+                    concurrency,
+                };
+                muc::run(&ctx, p, &mut report).await;
             }
             Scenario::Pep {
                 contacts,
