@@ -36,8 +36,10 @@
 #   --muc-senders S   muc: occupants sending, each with --muc-window
 #                     messages not yet echoed by the room at a time    [5]
 #   --muc-window W    muc: see --muc-senders                           [1]
+#   --upload-bytes B  upload: size of the file uploaded                 [100000000]
+#   --upload-runs R   upload: uploads per server, the median is reported [3]
 #   --scenarios LIST comma-separated subset of idle,login,chat,presence,offline,
-#                    plainlogin,plainflood,csi,pep,muc,mam,mampeers,resume,smidle,s2s
+#                    plainlogin,plainflood,csi,pep,muc,upload,mam,mampeers,resume,smidle,s2s
 #                    [idle,login,chat,presence,offline]
 #                    pep (XEP-0163): a publisher and --pep-contacts contacts whose caps
 #                    ask for urn:xmpp:avatar:metadata notifications; --pep-items
@@ -47,6 +49,10 @@
 #                    conference.<domain>, --muc-senders of them send --muc-messages
 #                    groupchat messages: deliveries/s, latency, CPU per 10k deliveries,
 #                    RSS, exactly once
+#                    upload (XEP-0363): a slot for --upload-bytes, PUT over HTTPS on
+#                    the port P+5 of each server (Prosody's mod_http_file_share,
+#                    ejabberd's mod_http_upload), then GET and compare: MB/s each way,
+#                    server RSS before and at its highest during the PUT
 #                    csi: an inactive phone (XEP-0352) and --csi-contacts contacts
 #                    changing presence and typing for --csi-secs, the phone with CSI
 #                    on, then off; bytes and reads it received (see bench/README.md)
@@ -141,6 +147,8 @@ MUC_OCCUPANTS=50
 MUC_MESSAGES=2000
 MUC_SENDERS=5
 MUC_WINDOW=1
+UPLOAD_BYTES=100000000
+UPLOAD_RUNS=3
 OFF_MESSAGES=10000
 OFF_RECIPIENTS=100
 OFF_SENDERS=10
@@ -201,6 +209,8 @@ while [ $# -gt 0 ]; do
         --muc-messages) MUC_MESSAGES=$2; shift 2 ;;
         --muc-senders) MUC_SENDERS=$2; shift 2 ;;
         --muc-window) MUC_WINDOW=$2; shift 2 ;;
+        --upload-bytes) UPLOAD_BYTES=$2; shift 2 ;;
+        --upload-runs) UPLOAD_RUNS=$2; shift 2 ;;
         --offline-messages) OFF_MESSAGES=$2; shift 2 ;;
         --offline-recipients) OFF_RECIPIENTS=$2; shift 2 ;;
         --offline-senders) OFF_SENDERS=$2; shift 2 ;;
@@ -233,7 +243,7 @@ while [ $# -gt 0 ]; do
 done
 for n in USERS LOGIN_K IDLE_K LOGIN_RUNS CHAT_RUNS CHAT_SECS PAIRS WINDOW PRES_GROUPS \
     PRES_ROSTER PRES_SECS OFF_MESSAGES OFF_RECIPIENTS OFF_SENDERS OFF_WINDOW PORT_BASE \
-    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MUC_OCCUPANTS MUC_MESSAGES MUC_SENDERS MUC_WINDOW MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
+    CSI_SECS CSI_CONTACTS PEP_CONTACTS PEP_ITEMS PEP_WINDOW MUC_OCCUPANTS MUC_MESSAGES MUC_SENDERS MUC_WINDOW UPLOAD_BYTES UPLOAD_RUNS MAMP_MESSAGES MAMP_QUERIES FLOOD_K FLOOD_C FLOOD_AFTER SM_K SM_RUNS SM_C S2S_RUNS S2S_SECS S2S_PAIRS S2S_WINDOW S2S_LINKS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && [ "${!n}" -gt 0 ] || die "$n must be a positive integer"
 done
 [ $((2 * PAIRS)) -le "$USERS" ] || die "--pairs needs 2*P accounts (--users)"
@@ -243,7 +253,7 @@ done
 declare -A PORT=([hearth]=$PORT_BASE [prosody]=$((PORT_BASE + 10)) [ejabberd]=$((PORT_BASE + 20)))
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for s in "${SCENARIO_LIST[@]}"; do
-    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|pep|muc|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
+    [[ $s =~ ^(idle|login|chat|presence|offline|plainlogin|plainflood|csi|pep|muc|upload|mam|mampeers|resume|smidle|s2s)$ ]] || die "unknown scenario $s"
 done
 [[ $DNS_ADDR =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--dns-addr must be a loopback address (127.x.y.z)"
 [[ $CERT =~ ^(ecdsa|rsa)$ ]] || die "--cert is ecdsa or rsa"
@@ -393,7 +403,8 @@ mkdir -p "$WORK/certs"
 render() { # template -> $WORK/name with @WORK@ and @PORT@ filled in (--peer-mam off: no [mam] lines)
     local drop=()
     [ "$PEER_MAM" = off ] && drop=(-e '/\[mam\]/d')
-    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" "${drop[@]}" "$PEERS/$1" >"$WORK/$1"
+    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$2#g" -e "s#@HTTPPORT@#$(($2 + 5))#g" "${drop[@]}" \
+        "$PEERS/$1" >"$WORK/$1"
 }
 render hearth.toml "${PORT[hearth]}"
 if [ "$CERT" = rsa ]; then
@@ -650,6 +661,10 @@ for s in "${SERVER_LIST[@]}"; do
         # goes round, then the timed messages.
         record "$s" muc "$(load "$s" muc --occupants "$MUC_OCCUPANTS" -m "$MUC_MESSAGES" \
             --senders "$MUC_SENDERS" -w "$MUC_WINDOW" -c "$LOGIN_C" --user-pattern 'muc{}' \
+            --timeout 60)"
+    fi
+    if want upload; then
+        record "$s" upload "$(load "$s" upload --bytes "$UPLOAD_BYTES" --runs "$UPLOAD_RUNS" \
             --timeout 60)"
     fi
     if want resume; then
@@ -1037,6 +1052,13 @@ lines = [  # label, value(server), higher is better?, target for hearth/better p
     ("muc: RSS before (MiB)", lambda s: get(s, "muc", "rss_before_kib", kib), False, ""),
     ("muc: RSS after (MiB)", lambda s: get(s, "muc", "rss_after_kib", kib), False, ""),
     ("muc: exactly once", lambda s: text(s, "muc", "exactly_once"), None, "yes"),
+    ("upload: PUT MB/s", lambda s: get(s, "upload", "put_mb_per_s"), True, ""),
+    ("upload: GET MB/s", lambda s: get(s, "upload", "get_mb_per_s"), True, ""),
+    ("upload: server CPU s per PUT", lambda s: get(s, "upload", "put_server_cpu_s"), False, ""),
+    ("upload: RSS before (MiB)", lambda s: get(s, "upload", "rss_before_kib", kib), False, ""),
+    ("upload: RSS peak during PUT (MiB)", lambda s: get(s, "upload", "rss_peak_kib", kib), False, ""),
+    ("upload: RSS growth during PUT (MiB)", lambda s: get(s, "upload", "rss_growth_max_kib", kib), False, ""),
+    ("upload: bytes intact", lambda s: text(s, "upload", "intact"), None, "yes"),
     ("pep: publish round trip p50 (ms)", lambda s: get(s, "pep", "publish_rtt_p50_ms"), False, ""),
     ("pep: publish round trip p99 (ms)", lambda s: get(s, "pep", "publish_rtt_p99_ms"), False, ""),
     ("pep: fan-out latency p50 (ms)", lambda s: get(s, "pep", "fanout_p50_ms"), False, ""),

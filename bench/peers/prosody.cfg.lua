@@ -21,7 +21,11 @@ c2s_direct_tls_ports = { }
 s2s_ports = { }
 component_ports = { }
 http_ports = { }
-https_ports = { }
+-- XEP-0363 uploads (upload scenario): HTTPS on @HTTPPORT@ with the peers' certificate.
+https_ports = { @HTTPPORT@ }
+https_interfaces = { "127.0.0.1" }
+https_certificate = "@WORK@/peer-cert.pem"
+https_key = "@WORK@/peer-key.pem"
 
 modules_enabled = {
 	"roster";       -- RFC 6121 rosters
@@ -77,3 +81,9 @@ VirtualHost "bench.local"
 Component "conference.bench.local" "muc"
 	restrict_room_creation = "local"
 	max_history_messages = 20
+
+-- XEP-0363 (upload scenario): mod_http_file_share, which streams uploads to disk; limits
+-- raised for the 100 MB file (Prosody's defaults: 10 MB per file, 10 files' worth a day).
+Component "upload.bench.local" "http_file_share"
+	http_file_share_size_limit = 256*1024*1024
+	http_file_share_daily_quota = 100*1024*1024*1024

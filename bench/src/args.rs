@@ -69,6 +69,13 @@ SCENARIOS:
                                       -> publish round trip, fan-out latency p50/p99,
                                       notifications/s, CPU per 10k, RSS, exactly once,
                                       last item on login
+    upload  [--bytes B] [--runs R] [--upload-domain D]
+                                      XEP-0363: account 0 asks the upload service (found
+                                      in disco#items, or D) for a slot for B bytes
+                                      [100000000] and PUTs them over HTTP(S), then GETs
+                                      them back and compares, R times [3]
+                                      -> PUT/GET MB/s, server RSS before/peak/after,
+                                      server CPU per PUT and GET
     muc     [--occupants N] [-m M] [--senders S] [-w W] [--body-bytes B]
             [--room-domain D] [-c C]  XEP-0045: N occupants (accounts 0..N) [50] join a
                                       new room at D [conference.<domain>]; S of them [5]
@@ -160,6 +167,12 @@ pub enum Scenario {
         /// `None`: no messages with a body.
         message_every: Option<Duration>,
         concurrency: usize,
+    },
+    Upload {
+        bytes: u64,
+        runs: usize,
+        /// The upload service; found through disco when `None`.
+        service: Option<String>,
     },
     Muc {
         occupants: usize,
@@ -361,6 +374,7 @@ impl Args {
         let mut sm = SmMode::Off;
         let (mut items, mut relogins) = (1000usize, 5usize);
         let (mut occupants, mut room_domain) = (50usize, None);
+        let (mut upload_bytes, mut runs, mut upload_domain) = (100_000_000u64, 3usize, None);
         let (mut senders_set, mut messages_set) = (None, None);
         for (flag, v) in &opts {
             let v = v.as_str();
@@ -412,6 +426,9 @@ impl Args {
                     messages_set = Some(messages);
                 }
                 "--occupants" => occupants = num(flag, v)?,
+                "--bytes" => upload_bytes = num(flag, v)?,
+                "--runs" => runs = num(flag, v)?,
+                "--upload-domain" => upload_domain = Some(v.to_owned()),
                 "--room-domain" => room_domain = Some(v.to_owned()),
                 "--host-b" => host_b = Some(v.to_owned()),
                 "--port-b" => port_b = Some(num(flag, v)?),
@@ -542,6 +559,18 @@ impl Args {
                     chatstate_every,
                     message_every: Some(message_every).filter(|d| !d.is_zero()),
                     concurrency,
+                }
+            }
+            Some("upload") => {
+                if upload_bytes == 0 || runs == 0 {
+                    return Err(ArgError(
+                        "upload needs --bytes and --runs above zero".into(),
+                    ));
+                }
+                Scenario::Upload {
+                    bytes: upload_bytes,
+                    runs,
+                    service: upload_domain,
                 }
             }
             Some("muc") => {
@@ -748,6 +777,29 @@ mod tests {
         );
         assert!(parse("csi -d 60 --password x").is_err());
         assert!(parse("csi -d 60 --csi maybe --password x").is_err());
+    }
+
+    #[test]
+    fn upload() {
+        let a = parse("upload --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Upload {
+                bytes: 100_000_000,
+                runs: 3,
+                service: None
+            }
+        );
+        let a = parse("upload --bytes 10 --runs 1 --upload-domain up.x --password x").unwrap();
+        assert_eq!(
+            a.scenario,
+            Scenario::Upload {
+                bytes: 10,
+                runs: 1,
+                service: Some("up.x".into())
+            }
+        );
+        assert!(parse("upload --bytes 0 --password x").is_err());
     }
 
     #[test]

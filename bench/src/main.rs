@@ -2,7 +2,7 @@
 //! so one run can measure hearth, Prosody and ejabberd the same way (issue 6).
 //!
 //! Map: `args` (command line) → `main` (runtime, shared login pool) → one file per scenario
-//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `pep`, `muc`, `mam`, `mamfill`, `resume`; `s2s` for the two
+//! (`login`, `idle`, `chat`, `presence`, `offline`, `plainflood`, `csi`, `pep`, `muc`, `upload`, `mam`, `mamfill`, `resume`; `s2s` for the two
 //! federation scenarios across two servers), each printing human lines and a final JSON
 //! line (`report`).
 //! `session` is the XMPP client (STARTTLS, SASL, bind, presence) over `xml` (framer and
@@ -30,6 +30,7 @@ mod s2s;
 mod scram;
 mod session;
 mod tls;
+mod upload;
 mod xml;
 
 use std::process::ExitCode;
@@ -393,6 +394,19 @@ fn main() -> ExitCode {
                     concurrency,
                 };
                 csi::run(&ctx, p, &mut report).await;
+            }
+            Scenario::Upload {
+                bytes,
+                runs,
+                service,
+            } => {
+                common_fields(&ctx.args, &mut report, "upload");
+                let p = upload::Params {
+                    bytes,
+                    runs,
+                    service,
+                };
+                upload::run(&ctx, p, &mut report).await;
             }
             Scenario::Muc {
                 occupants,
