@@ -1,0 +1,637 @@
+//! hearth's HTTPS listener (issue 20): XEP-0363 uploads and downloads, XEP-0156
+//! host-meta, and the RFC 7395 WebSocket endpoint, on port 5443 with the c2s certificate.
+//!
+//! HTTP/1.1 is hyper's (`http1` + `server` only; it compiles the tokio crate for its
+//! `sync` primitives, no runtime) over `smol-hyper`'s adapters, so the futures-rustls
+//! acceptor and the smol executor stay the only ones. What a stranger can cost is
+//! bounded: connections by the same admission rules as c2s (its own counts), a request
+//! head of at most [`MAX_HEAD_BYTES`] read within [`HEAD_TIMEOUT`], a connection with
+//! no byte in or out for [`IDLE_TIMEOUT`] closed, an upload body that stalls for as long
+//! cut; and nothing but a token lookup before a slot's owner is known.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_rustls::TlsAcceptor;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use smol::future::FutureExt as _;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::{Async, Executor, Timer};
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+
+use super::Shared;
+use super::limits::Admission;
+use super::listen::OpenConnection;
+use crate::features::upload::files::{CHUNK_BYTES, Download, Failure, READ_AHEAD, Uploads};
+
+/// The largest request head (request line and headers) read; hyper answers 431 past it.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A request head must arrive within this long.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no byte read or written for this long is closed (an upload or a
+/// download that stalls included).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The TLS handshake must be done within this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The XEP-0156 link relation of RFC 7395 WebSocket endpoints.
+pub const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
+
+/// The response body: a small text or document, or a file streamed from disk.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What the listener serves.
+pub struct Http {
+    /// URLs start with this (`https://<domain>:5443` or `[http] public_url`), no
+    /// trailing slash.
+    pub base_url: String,
+    /// The uploads, when `[upload]` is on.
+    pub uploads: Option<Arc<Uploads>>,
+    /// Connection limits of the HTTP listener (counted apart from c2s's).
+    pub admission: Admission,
+    /// For the tasks that read a download ahead.
+    pub ex: Arc<Executor<'static>>,
+}
+
+impl Http {
+    /// The WebSocket endpoint XEP-0156 announces: the base URL with `wss` (`ws` for an
+    /// `http` public URL) and `/xmpp-websocket`.
+    pub fn websocket_url(&self) -> String {
+        let rest = self
+            .base_url
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| {
+                self.base_url
+                    .strip_prefix("http://")
+                    .map(|r| format!("ws://{r}"))
+            })
+            .unwrap_or_else(|| self.base_url.clone());
+        format!("{rest}/xmpp-websocket")
+    }
+}
+
+/// The default base URL: the domain on the listener's port (a `.local` domain is what
+/// phones on the LAN resolve by mDNS, and what the generated certificate names).
+pub fn default_base_url(domain: &str, port: u16) -> String {
+    if port == 443 {
+        format!("https://{domain}")
+    } else {
+        format!("https://{domain}:{port}")
+    }
+}
+
+/// Accepts HTTPS connections on `listener` for as long as the executor runs.
+#[allow(clippy::too_many_arguments)]
+pub fn accept(
+    ex: &Arc<Executor<'static>>,
+    listener: Async<TcpListener>,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    http: &Arc<Http>,
+    live: &Arc<AtomicUsize>,
+    next_id: &Arc<AtomicU64>,
+) {
+    log::info!("listening for HTTPS on {addr} (uploads, host-meta)");
+    let shared = shared.clone();
+    let http = http.clone();
+    let ex2 = ex.clone();
+    let live = live.clone();
+    let next_id = next_id.clone();
+    ex.spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    let slot = match http.admission.admit(peer.ip(), Instant::now()) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            if http
+                                .admission
+                                .log_refusal(peer.ip(), Instant::now())
+                                .is_some()
+                            {
+                                log::info!("http{id}: refused {peer}: {why}");
+                            }
+                            continue;
+                        }
+                    };
+                    log::debug!("http{id}: connection from {peer}");
+                    let token = OpenConnection::new(&live);
+                    let shared = shared.clone();
+                    let http = http.clone();
+                    ex2.spawn(async move {
+                        serve(&shared, http, tcp, peer, id).await;
+                        drop(slot);
+                        drop(token);
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    log::warn!("accept on {addr} failed: {e}");
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// One connection: TLS, then HTTP/1.1 requests until the peer, a timeout or shutdown
+/// ends it.
+async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: SocketAddr, id: u64) {
+    let acceptor = TlsAcceptor::from(shared.tls().config().clone());
+    let accept = Box::pin(acceptor.accept(tcp));
+    let tls = match async { Some(accept.await) }
+        .or(async {
+            Timer::after(HANDSHAKE_TIMEOUT).await;
+            None
+        })
+        .await
+    {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            log::debug!("http{id}: {peer} TLS handshake failed: {e}");
+            return;
+        }
+        None => {
+            log::debug!("http{id}: {peer} TLS handshake timed out");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let io = FuturesIo::new(Tracked {
+        inner: tls,
+        started,
+        last: last.clone(),
+    });
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let http = http.clone();
+        async move { Ok::<_, Infallible>(route(&http, req, id).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(SmolTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(64)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let idle = async {
+        loop {
+            Timer::after(Duration::from_secs(5)).await;
+            let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let idle_ms = now.saturating_sub(last.load(Ordering::Relaxed));
+            if idle_ms > IDLE_TIMEOUT.as_millis() as u64 {
+                log::debug!("http{id}: {peer} idle, closed");
+                return;
+            }
+        }
+    };
+    let stop = async {
+        let _ = shared.shutdown_rx.recv().await;
+    };
+    async {
+        if let Err(e) = conn.await {
+            log::debug!("http{id}: {peer}: {e}");
+        }
+    }
+    .or(idle)
+    .or(stop)
+    .await;
+}
+
+/// The TLS stream, noting when a byte last went either way (for [`IDLE_TIMEOUT`]).
+struct Tracked<S> {
+    inner: S,
+    started: Instant,
+    /// Milliseconds after `started`.
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Tracked<S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A response with a short text body.
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn failure(f: Failure) -> Response<Body> {
+    text(
+        StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        f.reason,
+    )
+}
+
+/// CORS, as Prosody's `mod_http_file_share` sends it: any origin may fetch and upload
+/// (the token is the capability), for web clients such as Converse.js.
+fn with_cors(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Content-Length, Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("7200"),
+    );
+    r
+}
+
+/// A CORS preflight (`OPTIONS`) answer.
+fn preflight() -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    with_cors(r)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Dispatches a request by path.
+async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    log::debug!("http{id}: {} {path}", req.method());
+    match path.as_str() {
+        "/.well-known/host-meta" | "/.well-known/host-meta.json" => {
+            let json = path.ends_with(".json");
+            match *req.method() {
+                Method::GET | Method::HEAD => with_cors(host_meta(http, json)),
+                Method::OPTIONS => preflight(),
+                _ => with_cors(method_not_allowed("GET, HEAD, OPTIONS")),
+            }
+        }
+        "/xmpp-websocket" => websocket_upgrade(req),
+        p if p.starts_with("/upload/") => {
+            let Some(uploads) = &http.uploads else {
+                return text(StatusCode::NOT_FOUND, "uploads are off on this server");
+            };
+            let token = p["/upload/".len()..].split('/').next().unwrap_or("");
+            let token = token.to_owned();
+            with_cors(match *req.method() {
+                Method::PUT => put(uploads, &token, req, id).await,
+                Method::GET | Method::HEAD => get(http, uploads, &token, &req).await,
+                Method::OPTIONS => return preflight(),
+                _ => method_not_allowed("GET, HEAD, PUT, OPTIONS"),
+            })
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// XEP-0156 §3: the WebSocket endpoint as an XRD document (host-meta) or JRD
+/// (host-meta.json).
+fn host_meta(http: &Http, json: bool) -> Response<Body> {
+    let url = http.websocket_url();
+    let (body, ty) = if json {
+        let esc = url.replace('\\', "\\\\").replace('"', "\\\"");
+        (
+            format!("{{\"links\":[{{\"rel\":\"{REL_WEBSOCKET}\",\"href\":\"{esc}\"}}]}}\n"),
+            "application/json",
+        )
+    } else {
+        let mut esc = String::new();
+        crate::xml::escape_attr(&url, &mut esc);
+        (
+            format!(
+                "<?xml version='1.0' encoding='utf-8'?>\n\
+                 <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
+                 <Link rel='{REL_WEBSOCKET}' href='{esc}'/>\n</XRD>\n"
+            ),
+            "application/xrd+xml",
+        )
+    };
+    let mut r = Response::new(full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ty));
+    r
+}
+
+/// RFC 7395 §3.1: `GET /xmpp-websocket` with `Upgrade: websocket` and
+/// `Sec-WebSocket-Protocol: xmpp`. Not served yet: 501. The WebSocket worker's
+/// `crate::net::websocket::serve_upgraded(io, peer, …)` plugs in here: answer 101 with
+/// `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol: xmpp`, take the upgraded
+/// connection with `hyper::upgrade::on(req)`, and recover the raw TLS stream (a
+/// futures `AsyncRead + AsyncWrite`) and any bytes hyper had read ahead with
+/// `Upgraded::downcast::<FuturesIo<Tracked<…>>>()` (`Parts { io, read_buf }`).
+fn websocket_upgrade(_req: Request<Incoming>) -> Response<Body> {
+    text(
+        StatusCode::NOT_IMPLEMENTED,
+        "XMPP over WebSocket is not available on this server yet",
+    )
+}
+
+/// XEP-0363 §5: the PUT of a slot's file, streamed to disk.
+async fn put(
+    uploads: &Arc<Uploads>,
+    token: &str,
+    req: Request<Incoming>,
+    id: u64,
+) -> Response<Body> {
+    let headers = req.headers();
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut file = match uploads
+        .begin_put(token, content_length, content_type.as_deref())
+        .await
+    {
+        Ok(f) => f,
+        Err(f) => return failure(f),
+    };
+    let mut body = req.into_body();
+    loop {
+        let frame = async { Some(body.frame().await) }
+            .or(async {
+                Timer::after(IDLE_TIMEOUT).await;
+                None
+            })
+            .await;
+        match frame {
+            None => return text(StatusCode::REQUEST_TIMEOUT, "the upload stalled"),
+            Some(None) => break,
+            Some(Some(Err(e))) => {
+                log::debug!("http{id}: upload body: {e}");
+                return text(StatusCode::BAD_REQUEST, "the upload was cut short");
+            }
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if let Err(f) = file.write(data).await {
+                        return failure(f);
+                    }
+                }
+            }
+        }
+    }
+    match file.finish().await {
+        Ok(()) => {
+            log::info!("http{id}: upload {token} stored");
+            let mut r = text(StatusCode::CREATED, "stored");
+            r.headers_mut().remove(header::CONTENT_TYPE);
+            r
+        }
+        Err(f) => failure(f),
+    }
+}
+
+/// A single `Range: bytes=…` (RFC 9110 §14.2) over a file of `len` bytes: the
+/// half-open span, `Err(())` when unsatisfiable, `Ok(None)` for none or a form not
+/// supported (several ranges: the whole file is sent, as §14.2 allows).
+pub fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    let span = match (a.trim().is_empty(), b.trim().is_empty()) {
+        (true, false) => {
+            let n = num(b).ok_or(())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len)
+        }
+        (false, true) => (num(a).ok_or(())?, len),
+        (false, false) => {
+            let (s, e) = (num(a).ok_or(())?, num(b).ok_or(())?);
+            if e < s {
+                return Err(());
+            }
+            (s, e.saturating_add(1).min(len))
+        }
+        (true, true) => return Ok(None),
+    };
+    if span.0 >= len {
+        return Err(());
+    }
+    Ok(Some(span))
+}
+
+/// XEP-0363 §5: a stored file, with its type, a safe disposition and no sniffing.
+async fn get(
+    http: &Http,
+    uploads: &Arc<Uploads>,
+    token: &str,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let Download { file, len, row } = match uploads.open_get(token).await {
+        Ok(d) => d,
+        Err(f) => return failure(f),
+    };
+    let etag = format!("\"{token}\"");
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, row.content_type.as_str())
+        .header(
+            header::CONTENT_DISPOSITION,
+            crate::features::upload::files::content_disposition(&row.filename, &row.content_type),
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        )
+        .header(header::ETAG, etag.as_str())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "private, max-age=86400, immutable");
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(full(Bytes::new()))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "bad header"));
+    }
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, len))
+        .unwrap_or(Ok(None));
+    let (start, end) = match range {
+        Ok(Some((s, e))) => {
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {s}-{}/{len}", e - 1));
+            (s, e)
+        }
+        Ok(None) => (0, len),
+        Err(()) => {
+            let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    builder = builder.header(header::CONTENT_LENGTH, end - start);
+    let body = if req.method() == Method::HEAD || start == end {
+        full(Bytes::new())
+    } else {
+        let (tx, rx) = async_channel::bounded::<Result<Frame<Bytes>, std::io::Error>>(READ_AHEAD);
+        let uploads = uploads.clone();
+        http.ex
+            .spawn(async move {
+                let mut at = start;
+                while at < end {
+                    let want = usize::try_from(end - at)
+                        .unwrap_or(CHUNK_BYTES)
+                        .min(CHUNK_BYTES);
+                    let chunk = match uploads.read_at(&file, at, want).await {
+                        Ok(b) if b.is_empty() => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        other => other,
+                    };
+                    let failed = chunk.is_err();
+                    if let Ok(b) = &chunk {
+                        at += b.len() as u64;
+                    }
+                    // The connection went away: stop reading.
+                    if tx
+                        .send(chunk.map(|b| Frame::data(Bytes::from(b))))
+                        .await
+                        .is_err()
+                        || failed
+                    {
+                        break;
+                    }
+                }
+            })
+            .detach();
+        StreamBody::new(rx).boxed()
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "bad header"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 100))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 100))));
+        assert_eq!(parse_range("bytes=-1000", 100), Ok(Some((0, 100))));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 100))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-3", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+    }
+
+    #[test]
+    fn websocket_url_follows_the_base() {
+        let ex = Arc::new(Executor::new());
+        let mut http = Http {
+            base_url: default_base_url("kitchen.local", 5443),
+            uploads: None,
+            admission: Admission::new(super::super::limits::ConnectionLimits {
+                max_total: 1,
+                max_per_address: 1,
+                per_address_per_minute: 1,
+                burst_per_address: 1,
+            }),
+            ex,
+        };
+        assert_eq!(
+            http.websocket_url(),
+            "wss://kitchen.local:5443/xmpp-websocket"
+        );
+        http.base_url = "http://chat.example.org".into();
+        assert_eq!(http.websocket_url(), "ws://chat.example.org/xmpp-websocket");
+        assert_eq!(
+            default_base_url("chat.example.org", 443),
+            "https://chat.example.org"
+        );
+    }
+}
