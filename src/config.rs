@@ -2212,6 +2212,15 @@ mod tests {
 
             [push]
             include_body = true
+
+            [http]
+            public_url = "https://chat.example.org/"
+
+            [upload]
+            max_file_size = 1000000
+            quota_bytes_per_account = 5000000
+            expire_after_secs = 0
+            allowed_types = ["image/*", "Video/MP4"]
             "#,
         )
         .unwrap();
@@ -2293,10 +2302,41 @@ mod tests {
                 },
                 modules: crate::features::ModuleSettings {
                     push: crate::features::push::PushConfig { include_body: true },
+                    upload: crate::features::upload::UploadConfig {
+                        enabled: true,
+                        max_file_size: 1_000_000,
+                        quota_bytes_per_account: 5_000_000,
+                        expire_after_secs: 0,
+                        allowed_types: vec!["image/*".into(), "video/mp4".into()],
+                    },
                     ..Default::default()
+                },
+                // On the c2s addresses, port 5443.
+                http: HttpConfig {
+                    enabled: true,
+                    listen: vec![
+                        "0.0.0.0:5443".parse().unwrap(),
+                        "[::1]:5443".parse().unwrap()
+                    ],
+                    public_url: Some("https://chat.example.org".into()),
                 },
             }
         );
+    }
+
+    #[test]
+    fn http_and_upload_are_checked() {
+        let e = |s: &str| parse(s).unwrap_err().to_string();
+        assert!(e("[http]\npublic_url = \"ftp://x\"").contains("http.public_url"));
+        assert!(e("[http]\nport = 0").contains("http.port"));
+        assert!(e("[upload]\nallowed_types = [\"images\"]").contains("upload.allowed_types"));
+        assert!(e("[upload]\nmax_file_size = 0").contains("upload.max_file_size"));
+        assert!(e("[upload]\nsize = 1").contains("size"));
+        // No listener, no component.
+        let c = parse("[http]\nenabled = false").unwrap();
+        assert!(!c.modules.upload.enabled);
+        let c = parse("[http]\nport = 8443\n[c2s]\nlisten = [\"127.0.0.1:5222\"]").unwrap();
+        assert_eq!(c.http.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
     }
 
     #[test]
@@ -2356,7 +2396,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`)"
         );
     }
 
