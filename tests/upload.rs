@@ -196,7 +196,7 @@ fn slixmpp_is_refused_over_size_and_over_quota() {
         "--skip-discovery",
     ]);
     assert_eq!(run.code(), Some(1), "{run}");
-    let fail = run.expect_event("failed");
+    let fail = run.expect_event("error");
     assert_eq!(fail["condition"], "not-acceptable", "{run}");
     // With discovery the plugin reads max-file-size from the XEP-0128 form and refuses
     // by itself.
@@ -205,11 +205,7 @@ fn slixmpp_is_refused_over_size_and_over_quota() {
         "--file",
         big.to_str().unwrap(),
     ]);
-    assert_eq!(
-        run.expect_event("failed")["reason"],
-        "file too big",
-        "{run}"
-    );
+    assert_eq!(run.expect_event("error")["reason"], "file too big", "{run}");
 
     let ok = server.scratch_dir().join("ok.bin");
     std::fs::write(&ok, bytes(90_000, 2)).unwrap();
@@ -219,7 +215,7 @@ fn slixmpp_is_refused_over_size_and_over_quota() {
         .assert_ok();
     let run = slixmpp(&server, "alice", PW, "SCRAM-SHA-256").run(&args);
     assert_eq!(run.code(), Some(1), "{run}");
-    let fail = run.expect_event("failed");
+    let fail = run.expect_event("error");
     assert_eq!(fail["condition"], "resource-constraint", "{run}");
     assert_eq!(fail["type"], "wait", "{run}");
     // Another account's quota is its own.
@@ -234,7 +230,41 @@ fn slixmpp_is_refused_over_size_and_over_quota() {
 /// (`[http] public_url`, as behind a reverse proxy).
 #[test]
 fn go_sendxmpp_uploads_a_file_for_a_contact() {
-    let server = server_with("", "public_url = \"https://127.0.0.1:{http_port}\"\n");
+    // go-sendxmpp's HTTP client verifies the certificate whatever `-n` says, and it
+    // trusts `SSL_CERT_FILE`: a certificate that names the loopback address.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=test.local"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:test.local,DNS:*.test.local,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl")
+        .status
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    let server = Server::start(ServerOpts {
+        tls: Some((cert.clone(), key)),
+        http_toml: "public_url = \"https://127.0.0.1:{http_port}\"\n".into(),
+        ..ServerOpts::default()
+    });
+    for u in ["alice", "bob"] {
+        server.add_user(u, PW);
+    }
     let base = format!("https://127.0.0.1:{}", server.http_port());
     let mut bob = login(&server, "bob");
     bob.send("<presence/>");
@@ -248,6 +278,7 @@ fn go_sendxmpp_uploads_a_file_for_a_contact() {
         .arg(&file)
         .arg(server.jid("bob"))
         .env("HOME", server.scratch_dir())
+        .env("SSL_CERT_FILE", &cert)
         .output()
         .expect("go-sendxmpp is installed (.ci/run)");
     assert!(
@@ -269,7 +300,8 @@ fn go_sendxmpp_uploads_a_file_for_a_contact() {
     let r = get(&server, &path);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, doc);
-    assert_eq!(r.header("content-type"), Some("text/plain"));
+    // What go-sendxmpp declared for random bytes.
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert!(
         r.header("content-disposition")
             .unwrap()

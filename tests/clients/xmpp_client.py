@@ -368,6 +368,8 @@ class Client(slixmpp.ClientXMPP):
         if self.args.skip_discovery:
             plugin.upload_service = slixmpp.JID("upload." + self.boundjid.domain)
             plugin.max_file_size = float("+inf")
+        else:
+            await self.discover_upload(plugin)
         try:
             url = await plugin.upload_file(pathlib.Path(self.args.file),
                                            content_type=self.args.content_type,
@@ -381,6 +383,25 @@ class Client(slixmpp.ClientXMPP):
         emit("uploaded", url=url, service=str(plugin.upload_service),
              max_file_size=plugin.max_file_size if plugin.max_file_size != float("+inf") else None)
         self.finish(EXIT_OK)
+
+    async def discover_upload(self, plugin):
+        """XEP-0363 §2 as the plugin's find_upload_service does it: the server's
+        disco#items, then each item's disco#info, and max-file-size from its XEP-0128
+        form. COMPAT slixmpp 1.8.3 on Python >= 3.11: the plugin's own walk
+        (XEP_0030.get_info_from_domain) hands coroutines to asyncio.wait, which raises
+        TypeError, so the same walk is done here and the plugin told its outcome."""
+        disco = self["xep_0030"]
+        items = await disco.get_items(jid=self.boundjid.domain, timeout=self.args.iq_timeout)
+        for item in items["disco_items"]["items"]:
+            info = await disco.get_info(jid=item[0], timeout=self.args.iq_timeout)
+            if "urn:xmpp:http:upload:0" not in info["disco_info"]["features"]:
+                continue
+            plugin.upload_service = info["from"]
+            for form in info["disco_info"].iterables:
+                values = form["values"]
+                if values["FORM_TYPE"] == ["urn:xmpp:http:upload:0"]:
+                    plugin.max_file_size = int(values["max-file-size"])
+            return
 
     async def http_download(self):
         import hashlib
