@@ -454,10 +454,29 @@ async fn put(
     }
 }
 
-/// A single `Range: bytes=…` (RFC 9110 §14.2) over a file of `len` bytes: the
-/// half-open span, `Err(())` when unsatisfiable, `Ok(None)` for none or a form not
-/// supported (several ranges: the whole file is sent, as §14.2 allows).
-pub fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a `Range` header asks of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// No range, or a form not supported (several ranges: the whole file is sent, as
+    /// RFC 9110 §14.2 allows).
+    Whole,
+    /// The half-open span `start..end`.
+    Part(u64, u64),
+    /// 416 (§15.5.17).
+    Unsatisfiable,
+}
+
+/// A single `Range: bytes=…` (RFC 9110 §14.2) over a file of `len` bytes.
+pub fn parse_range(value: &str, len: u64) -> Range {
+    match range_span(value, len) {
+        Ok(None) => Range::Whole,
+        Ok(Some((s, e))) => Range::Part(s, e),
+        Err(()) => Range::Unsatisfiable,
+    }
+}
+
+#[allow(clippy::result_unit_err)]
+fn range_span(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -533,17 +552,16 @@ async fn get(
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, len))
-        .unwrap_or(Ok(None));
+        .map_or(Range::Whole, |v| parse_range(v, len));
     let (start, end) = match range {
-        Ok(Some((s, e))) => {
+        Range::Part(s, e) => {
             builder = builder
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_RANGE, format!("bytes {s}-{}/{len}", e - 1));
             (s, e)
         }
-        Ok(None) => (0, len),
-        Err(()) => {
+        Range::Whole => (0, len),
+        Range::Unsatisfiable => {
             let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -597,16 +615,18 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 10))));
-        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 100))));
-        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 100))));
-        assert_eq!(parse_range("bytes=-1000", 100), Ok(Some((0, 100))));
-        assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 100))));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
-        assert_eq!(parse_range("bytes=x-3", 100), Err(()));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
-        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        use Range::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 10));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90, 100));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 100));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0, 100));
+        assert_eq!(parse_range("bytes=50-1000", 100), Part(50, 100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=x-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Whole);
+        assert_eq!(parse_range("items=0-1", 100), Whole);
     }
 
     #[test]

@@ -283,3 +283,90 @@ fn a_put_is_streamed_then_served_and_a_cut_one_leaves_nothing() {
         assert!(uploads.open_get(token).await.is_ok());
     });
 }
+
+/// Records what the router hands a service (here: the upload component's answers).
+#[derive(Default)]
+struct Recorder {
+    got: std::sync::Mutex<Vec<Element>>,
+}
+
+impl Service for Recorder {
+    fn receive(&self, _router: &Router, _origin: Origin<'_>, stanza: Stanza) {
+        self.got.lock().unwrap().push(stanza.el);
+    }
+}
+
+/// §4: slots for local accounts only (queued for storage); anyone else, `forbidden`;
+/// disco#info for anyone.
+#[test]
+fn the_service_gives_slots_to_local_accounts_only() {
+    let (tx, rx) = async_channel::bounded(QUEUE);
+    let svc = Arc::new(UploadService::new("home.example".into(), 1000, tx).unwrap());
+    let watch = Arc::new(Recorder::default());
+    let router = Router::new("home.example".into())
+        .with_service("upload.home.example", svc.clone())
+        .with_service("watch.example.org", watch.clone());
+    let iq = |from: &str, payload: Element| {
+        let el = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "q1")
+            .with_attr("from", from)
+            .with_attr("to", "upload.home.example")
+            .with_child(payload);
+        Stanza::from_client(el).unwrap()
+    };
+    let slot = || req(&[("filename", "a.jpg"), ("size", "10")]);
+    let alice = FullJid::parse("alice@home.example/phone").unwrap();
+    svc.receive(&router, Origin::Local(&alice), iq(alice.as_str(), slot()));
+    let job = rx.try_recv().expect("a local account's request is queued");
+    assert_eq!(job.from, alice);
+    assert_eq!(job.slot.size, 10);
+
+    let stranger = Jid::parse("watch.example.org").unwrap();
+    svc.receive(
+        &router,
+        Origin::Service(&stranger),
+        iq("watch.example.org", slot()),
+    );
+    svc.receive(
+        &router,
+        Origin::Service(&stranger),
+        iq("watch.example.org", Element::new("query", ns::DISCO_INFO)),
+    );
+    assert!(rx.try_recv().is_err(), "nothing queued for a stranger");
+    let got = watch.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    let err = got[0].get_child("error", ns::CLIENT).expect("an error");
+    assert!(err.has_child("forbidden", ns::STANZA_ERRORS), "{got:?}");
+    assert_eq!(got[1].attr("type"), Some("result"));
+    assert!(got[1].get_child("query", ns::DISCO_INFO).is_some());
+}
+
+/// A full disk: 507 and nothing half-stored. The partial file is made a link to
+/// `/dev/full`, whose writes fail with ENOSPC as a full file system's do.
+#[test]
+fn a_full_disk_is_507_and_leaves_nothing() {
+    let (dir, s) = temp_storage();
+    let uploads = Uploads::new(UploadConfig::default(), s.clone(), "https://h".into()).unwrap();
+    let token = "abcdef0123456789abcdef0123456789";
+    s.upload_new_slot(&row(token, 10), 100).unwrap();
+    let part = dir.path().join("uploads").join(format!("{token}.part"));
+    std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+    smol::block_on(async {
+        let mut p = uploads.begin_put(token, Some(10), None).await.unwrap();
+        // The OS may buffer: the failure comes at a write or at the sync.
+        let r = match p.write(bytes::Bytes::from_static(b"0123456789")).await {
+            Ok(()) => p.finish().await,
+            Err(f) => Err(f),
+        };
+        assert_eq!(r.err().map(|f| f.status), Some(507));
+    });
+    assert!(!part.exists() && std::fs::symlink_metadata(&part).is_err());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(s.upload_get(token).unwrap().and_then(|r| r.stored), None);
+}
