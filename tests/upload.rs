@@ -650,10 +650,36 @@ fn host_meta_and_cors() {
                 .contains("Content-Type")
         );
     }
-    assert_eq!(get(&server, "/xmpp-websocket").status, 501);
+    // RFC 7395 §3.1: a plain GET is no upgrade (426); a proper one is checked and, until
+    // the WebSocket side is wired in, answered 501.
+    assert_eq!(get(&server, "/xmpp-websocket").status, 426);
+    let r = http::request(
+        &server,
+        "GET /xmpp-websocket HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: xmpp",
+        b"",
+    );
+    assert_eq!(r.status, 501, "{r:?}");
     assert_eq!(get(&server, "/nothing").status, 404);
     let r = http::request(&server, "DELETE /.well-known/host-meta HTTP/1.1", b"");
     assert_eq!(r.status, 405);
+    // One keep-alive connection asking without end is slowed: 429 past its burst.
+    {
+        use std::io::Write;
+        let mut s = http::connect(&server);
+        let mut reqs = "GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\n\r\n".repeat(99);
+        reqs.push_str(
+            "GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        s.write_all(reqs.as_bytes()).unwrap();
+        s.flush().unwrap();
+        let all = String::from_utf8_lossy(&http::read_response_lenient(&mut s)).into_owned();
+        let ok = all.matches("HTTP/1.1 200 OK").count();
+        let slowed = all.matches("HTTP/1.1 429 Too Many Requests").count();
+        assert_eq!(ok + slowed, 100, "{all}");
+        assert!(slowed > 0 && ok >= 60, "{ok} answered, {slowed} refused");
+    }
     // Garbage instead of HTTP: the connection closes, the server goes on.
     {
         use std::io::Write;

@@ -7,7 +7,8 @@
 //! bounded: connections by the same admission rules as c2s (its own counts), a request
 //! head of at most [`MAX_HEAD_BYTES`] read within [`HEAD_TIMEOUT`], a connection with
 //! no byte in or out for [`IDLE_TIMEOUT`] closed, an upload body that stalls for as long
-//! cut; and nothing but a token lookup before a slot's owner is known.
+//! cut, requests per connection rate-limited ([`REQUESTS_PER_SEC`], 429 beyond); and
+//! nothing but a token lookup before a slot's owner is known.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,6 +44,12 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The TLS handshake must be done within this long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests per second one connection may make, after a burst of [`REQUEST_BURST`]
+/// (a web client loading a chat's photos); beyond, 429: each request may cost a
+/// storage lookup, and keep-alive would otherwise let one connection ask without end.
+pub const REQUESTS_PER_SEC: f64 = 20.0;
+/// See [`REQUESTS_PER_SEC`].
+pub const REQUEST_BURST: f64 = 60.0;
 
 /// The XEP-0156 link relation of RFC 7395 WebSocket endpoints.
 pub const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
@@ -176,9 +183,26 @@ async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: So
         started,
         last: last.clone(),
     });
+    let bucket = Arc::new(std::sync::Mutex::new(super::limits::TokenBucket::new(
+        REQUESTS_PER_SEC,
+        REQUEST_BURST,
+        Instant::now(),
+    )));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let http = http.clone();
-        async move { Ok::<_, Infallible>(route(&http, req, id).await) }
+        let allowed = bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_take(1.0, Instant::now());
+        async move {
+            if !allowed {
+                let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Ok::<_, Infallible>(r);
+            }
+            Ok::<_, Infallible>(route(&http, req, id).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
@@ -383,17 +407,92 @@ fn host_meta(http: &Http, json: bool) -> Response<Body> {
 }
 
 /// RFC 7395 §3.1: `GET /xmpp-websocket` with `Upgrade: websocket` and
-/// `Sec-WebSocket-Protocol: xmpp`. Not served yet: 501. The WebSocket worker's
-/// `crate::net::websocket::serve_upgraded(io, peer, …)` plugs in here: answer 101 with
-/// `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol: xmpp`, take the upgraded
-/// connection with `hyper::upgrade::on(req)`, and recover the raw TLS stream (a
-/// futures `AsyncRead + AsyncWrite`) and any bytes hyper had read ahead with
-/// `Upgraded::downcast::<FuturesIo<Tracked<…>>>()` (`Parts { io, read_buf }`).
-fn websocket_upgrade(_req: Request<Incoming>) -> Response<Body> {
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        "XMPP over WebSocket is not available on this server yet",
-    )
+/// `Sec-WebSocket-Protocol: xmpp`. Not served yet: 501 (after the request was checked,
+/// so a malformed one gets its 400 or 426 already).
+///
+/// Wiring the WebSocket worker's `crate::net::websocket::serve_upgraded(io, peer, …)`
+/// here: answer `Ok(response)` from [`websocket_handshake`] (101 with
+/// `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol: xmpp`), and spawn a task that
+/// awaits `hyper::upgrade::on(req)`, recovers the raw TLS stream (a futures
+/// `AsyncRead + AsyncWrite`) and the bytes hyper had read ahead with
+/// `Upgraded::downcast::<FuturesIo<Tracked<TlsStream<Async<TcpStream>>>>>()`
+/// (`Parts { io, read_buf }`: `io.into_inner().inner` is the TLS stream), and hands
+/// them over. The connection's idle timer stops with hyper's connection future, so the
+/// WebSocket side keeps its own.
+fn websocket_upgrade(req: Request<Incoming>) -> Response<Body> {
+    match websocket_handshake(&req) {
+        Ok(_) => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "XMPP over WebSocket is not available on this server yet",
+        ),
+        Err(r) => r,
+    }
+}
+
+/// The WebSocket GUID of RFC 6455 §1.3.
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// RFC 6455 §4.2.2: `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// RFC 6455 §4.2.1 and RFC 7395 §3.1: checks an upgrade request for the `xmpp`
+/// subprotocol and builds the 101 answer; otherwise the error to send (400 for a
+/// malformed request, 426 for one that is no WebSocket upgrade or another version).
+pub fn websocket_handshake<B>(req: &Request<B>) -> Result<Response<Body>, Response<Body>> {
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let upgrade_required = || {
+        let mut r = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "a WebSocket upgrade is expected here",
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        r
+    };
+    if req.method() != Method::GET
+        || !has(header::UPGRADE, "websocket")
+        || !has(header::CONNECTION, "upgrade")
+        || !has(header::SEC_WEBSOCKET_VERSION, "13")
+    {
+        return Err(upgrade_required());
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|k| k.to_str().ok())
+        .filter(|k| k.trim().len() == 24)
+        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing"))?;
+    // RFC 7395 §3.1: the client must ask for `xmpp`, and the server must name it back.
+    if !has(header::SEC_WEBSOCKET_PROTOCOL, "xmpp") {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must include xmpp (RFC 7395)",
+        ));
+    }
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, websocket_accept(key))
+        .header(header::SEC_WEBSOCKET_PROTOCOL, "xmpp")
+        .body(full(Bytes::new()))
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "bad request"))
 }
 
 /// XEP-0363 §5: the PUT of a slot's file, streamed to disk.
@@ -627,6 +726,43 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Whole);
         assert_eq!(parse_range("items=0-1", 100), Whole);
+    }
+
+    /// RFC 6455 §1.3's example key and answer; RFC 7395 §3.1's subprotocol.
+    #[test]
+    fn websocket_handshake_per_rfc_6455_and_7395() {
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let req = |proto: &str, version: &str| {
+            Request::builder()
+                .method(Method::GET)
+                .uri("/xmpp-websocket")
+                .header("Upgrade", "websocket")
+                .header("Connection", "keep-alive, Upgrade")
+                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("Sec-WebSocket-Version", version)
+                .header("Sec-WebSocket-Protocol", proto)
+                .body(())
+                .unwrap()
+        };
+        let ok = websocket_handshake(&req("xmpp", "13")).unwrap();
+        assert_eq!(ok.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ok.headers()["sec-websocket-protocol"], "xmpp");
+        assert_eq!(
+            ok.headers()["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let no_xmpp = websocket_handshake(&req("chat", "13")).unwrap_err();
+        assert_eq!(no_xmpp.status(), StatusCode::BAD_REQUEST);
+        let old = websocket_handshake(&req("xmpp", "8")).unwrap_err();
+        assert_eq!(old.status(), StatusCode::UPGRADE_REQUIRED);
+        let plain = Request::builder().uri("/xmpp-websocket").body(()).unwrap();
+        assert_eq!(
+            websocket_handshake(&plain).unwrap_err().status(),
+            StatusCode::UPGRADE_REQUIRED
+        );
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl Uploads {
     /// Deletes what expired: files past `expire_after_secs`, slots never used within
     /// [`SLOT_LIFETIME_SECS`], and files no row names (their account was deleted by
     /// `hearth user del`, or the server stopped mid-upload). Returns how many went.
-    pub async fn sweep(&self) -> Result<usize, StorageError> {
+    pub async fn sweep(self: &Arc<Self>) -> Result<usize, StorageError> {
         let now = unix_now();
         let keep: Vec<String> = self.busy().iter().cloned().collect();
         let tokens = self
@@ -349,7 +349,7 @@ impl Uploads {
         let mut n = tokens.len();
         let dir = self.dir.clone();
         let storage = self.storage.clone();
-        let busy: Vec<String> = self.busy().iter().cloned().collect();
+        let this = self.clone();
         let orphans = self
             .io
             .run(move || {
@@ -364,7 +364,8 @@ impl Uploads {
                     let name = entry.file_name();
                     let Some(name) = name.to_str() else { continue };
                     let token = name.strip_suffix(".part").unwrap_or(name);
-                    if !is_token(token) || busy.iter().any(|b| b == token) {
+                    // Asked now, not before the scan: a PUT may have begun meanwhile.
+                    if !is_token(token) || this.busy().contains(token) {
                         continue;
                     }
                     // A partial file not in progress is a PUT that never finished.
