@@ -445,6 +445,8 @@ pub fn websocket_accept(key: &str) -> String {
 /// RFC 6455 §4.2.1 and RFC 7395 §3.1: checks an upgrade request for the `xmpp`
 /// subprotocol and builds the 101 answer; otherwise the error to send (400 for a
 /// malformed request, 426 for one that is no WebSocket upgrade or another version).
+/// Both are responses to send as they are, so neither is boxed.
+#[allow(clippy::result_large_err)]
 pub fn websocket_handshake<B>(req: &Request<B>) -> Result<Response<Body>, Response<Body>> {
     let h = req.headers();
     let has = |name: header::HeaderName, token: &str| {
