@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{Conn, NS_STANZA_ERRORS, new_id};
-use common::clients::slixmpp;
+use common::clients::{aioxmpp_spawn, slixmpp};
 use common::http;
 use common::xml::Node;
 use common::{Server, ServerOpts};
@@ -177,6 +177,57 @@ fn slixmpp_uploads_a_photo_and_another_user_fetches_it() {
     let files = files_in(&server);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(!files[0].ends_with(".part"), "{files:?}");
+}
+
+/// aioxmpp's own `httpupload` (a second library, strict about iq addressing): disco,
+/// slot, PUT; the GET serves the same bytes. Over the size: `not-acceptable`.
+#[test]
+fn aioxmpp_uploads_a_file() {
+    let server = server_with("max_file_size = 200000\n", "");
+    let doc = bytes(150_000, 13);
+    let file = server.scratch_dir().join("report.pdf");
+    std::fs::write(&file, &doc).unwrap();
+    let run = aioxmpp_spawn(
+        &server,
+        &server.jid("alice"),
+        PW,
+        &[
+            "--upload",
+            file.to_str().unwrap(),
+            "--content-type",
+            "application/pdf",
+        ],
+    )
+    .finish();
+    run.assert_ok();
+    let up = run.expect_event("uploaded");
+    assert_eq!(up["status"], 201, "{run}");
+    assert_eq!(
+        up["service"],
+        format!("upload.{}", server.domain()),
+        "{run}"
+    );
+    let url = up["url"].as_str().unwrap();
+    let path = &url[url.find("/upload/").unwrap()..];
+    let r = get(&server, path);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, doc);
+    assert_eq!(r.header("content-type"), Some("application/pdf"));
+    let big = server.scratch_dir().join("big.pdf");
+    std::fs::write(&big, bytes(200_001, 1)).unwrap();
+    let run = aioxmpp_spawn(
+        &server,
+        &server.jid("alice"),
+        PW,
+        &["--upload", big.to_str().unwrap()],
+    )
+    .finish();
+    assert_eq!(run.code(), Some(1), "{run}");
+    assert_eq!(
+        run.expect_event("error")["condition"],
+        "not-acceptable",
+        "{run}"
+    );
 }
 
 /// The plugin's refusals come from the server when it does not know the limit itself
