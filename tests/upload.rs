@@ -766,3 +766,52 @@ fn public_url_names_the_urls() {
         "{json}"
     );
 }
+
+/// What a stranger costs is bounded: a request head dribbled in is cut after the head
+/// timeout (10 s), connections from one address past `max_connections_per_address` are
+/// closed at once, and the server serves others meanwhile.
+#[test]
+fn strangers_are_bounded() {
+    use std::io::{Read, Write};
+    let server = Server::start(ServerOpts {
+        extra_toml: "\n[limits]\nmax_connections_per_address = 4\n".into(),
+        ..ServerOpts::default()
+    });
+    // Slowloris: half a request line, then nothing.
+    let mut slow = http::connect(&server);
+    slow.write_all(b"GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.flush().unwrap();
+    let started = Instant::now();
+    // Three more are fine; the fifth from the same address is closed unanswered.
+    let mut held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = http::connect(&server);
+            s.write_all(b"GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s.flush().unwrap();
+            let mut b = [0u8; 12];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    let refused = std::net::TcpStream::connect(("127.0.0.1", server.http_port())).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        matches!((&refused).read(&mut b), Ok(0) | Err(_)),
+        "the fifth connection should be closed"
+    );
+    held.clear();
+    let raw = http::read_response_lenient(&mut slow);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(40),
+        "cut after {waited:?}"
+    );
+    assert!(!String::from_utf8_lossy(&raw).contains("200 OK"), "{raw:?}");
+    assert_eq!(get(&server, "/.well-known/host-meta").status, 200);
+}
