@@ -350,7 +350,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 /// Dispatches a request by path.
 async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    log::debug!("http{id}: {} {path}", req.method());
+    log::debug!("http{id}: {} {}", req.method(), loggable(&path));
     match path.as_str() {
         "/.well-known/host-meta" | "/.well-known/host-meta.json" => {
             let json = path.ends_with(".json");
@@ -375,6 +375,15 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Bo
             })
         }
         _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// A path for the log: an upload's token is a capability (whoever has it may fetch the
+/// file), so only its first characters are logged, and the file name not at all.
+fn loggable(path: &str) -> String {
+    match path.strip_prefix("/upload/") {
+        Some(rest) => format!("/upload/{}…", rest.get(..8).unwrap_or("")),
+        None => path.to_owned(),
     }
 }
 
@@ -546,7 +555,7 @@ async fn put(
     }
     match file.finish().await {
         Ok(()) => {
-            log::info!("http{id}: upload {token} stored");
+            log::info!("http{id}: upload {}… stored", token.get(..8).unwrap_or(""));
             let mut r = text(StatusCode::CREATED, "stored");
             r.headers_mut().remove(header::CONTENT_TYPE);
             r

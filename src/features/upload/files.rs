@@ -90,7 +90,10 @@ pub fn remove_file(dir: &Path, token: &str) {
         match std::fs::remove_file(dir.join(&name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("upload: cannot remove {name}: {e}"),
+            Err(e) => log::warn!(
+                "upload: cannot remove {}…: {e}",
+                name.get(..8).unwrap_or("")
+            ),
         }
     }
 }
@@ -476,7 +479,10 @@ impl PutFile {
             })
             .await?;
         r.map_err(|e| {
-            log::warn!("upload: writing {}: {e}", self.token);
+            log::warn!(
+                "upload: writing {}…: {e}",
+                self.token.get(..8).unwrap_or("")
+            );
             write_failure(&e)
         })?;
         self.file = Some(f);
@@ -522,7 +528,7 @@ impl PutFile {
             }
             Ok(false) => Err(Failure::new(410, "the slot expired during the upload")),
             Err(e) => {
-                log::warn!("upload: {}: {e}", self.token);
+                log::warn!("upload: {}…: {e}", self.token.get(..8).unwrap_or(""));
                 Err(INTERNAL)
             }
         }
