@@ -434,7 +434,7 @@ impl Module for Upload {
                 title: "Discovering Alternative XMPP Connection Methods",
                 version: "1.4.0",
                 status: Status::Partial,
-                note: "host-meta and host-meta.json over HTTPS (WebSocket); no DNS TXT records",
+                note: "host-meta (XRD) and host-meta.json on the HTTPS listener, naming the RFC 7395 WebSocket endpoint; no BOSH",
             },
         ]
     }
