@@ -14,7 +14,8 @@
 //!   `not-acceptable` with `<file-too-large/>` and the limit (§4.1); a type outside
 //!   `[upload] allowed_types` is `not-acceptable`; past the account's upload quota
 //!   (`[upload] quota_bytes_per_account`, counted as the sum of declared sizes of its
-//!   files and open slots) `resource-constraint` (§4.1, "quota reached").
+//!   files and open slots, each at least a disk block, with at most
+//!   [`store::MAX_OPEN_SLOTS`] waiting) `resource-constraint` (§4.1, "quota reached").
 //! - A slot is a random 128-bit token stored with what the client declared; the PUT must
 //!   carry exactly that size (and type), is written streaming to a temporary file that is
 //!   renamed into place when complete, and works once ([`files`]).

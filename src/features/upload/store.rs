@@ -20,6 +20,13 @@ pub struct UploadRow {
     pub created: i64,
 }
 
+/// The least a file counts for in the quota: a file takes at least a block on disk, and
+/// empty files must not be free (so the quota also bounds how many rows one account has).
+pub const MIN_CHARGE: u64 = 4096;
+
+/// Slots one account may have waiting for their PUT at once.
+pub const MAX_OPEN_SLOTS: i64 = 32;
+
 /// What a new slot asks of storage.
 pub enum NewSlot {
     /// Stored: the account's quota allowed it.
@@ -34,7 +41,8 @@ pub enum NewSlot {
 /// The slots and files per account.
 pub trait UploadStore {
     /// Stores a slot for `row.localpart` unless its files and open slots plus
-    /// `row.size` would pass `quota` bytes: checked and written in one transaction.
+    /// `row.size` would pass `quota` bytes (each counted at least [`MIN_CHARGE`]) or it
+    /// has [`MAX_OPEN_SLOTS`] waiting: checked and written in one transaction.
     fn upload_new_slot(&self, row: &UploadRow, quota: u64) -> Result<NewSlot, StorageError>;
     /// The slot `token`.
     fn upload_get(&self, token: &str) -> Result<Option<UploadRow>, StorageError>;
@@ -58,7 +66,7 @@ pub trait UploadStore {
     fn upload_delete_account(&self, user: &str) -> Result<Vec<String>, StorageError>;
     /// Whether a row names `token` (the sweep removes files no row names).
     fn upload_exists(&self, token: &str) -> Result<bool, StorageError>;
-    /// The bytes `user` keeps: files and open slots.
+    /// The bytes `user` keeps: files and open slots, each at least [`MIN_CHARGE`].
     fn upload_used(&self, user: &str) -> Result<u64, StorageError>;
 }
 
@@ -91,16 +99,17 @@ impl UploadStore for Storage {
         if !exists {
             return Ok(NewSlot::NoAccount);
         }
-        let used: i64 = match tx.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE localpart = ?1",
-            [&row.localpart],
-            |r| r.get(0),
+        let (used, open): (i64, i64) = match tx.query_row(
+            "SELECT COALESCE(SUM(MAX(size, ?2)), 0), COUNT(*) FILTER (WHERE stored IS NULL) \
+             FROM uploads WHERE localpart = ?1",
+            params![row.localpart, to_i64(MIN_CHARGE)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         ) {
             Ok(u) => u,
             Err(e) => return Err(err(e)),
         };
         let used = to_u64(used);
-        if used.saturating_add(row.size) > quota {
+        if used.saturating_add(row.size.max(MIN_CHARGE)) > quota || open >= MAX_OPEN_SLOTS {
             return Ok(NewSlot::OverQuota { used });
         }
         if let Err(e) = tx.execute(
@@ -224,8 +233,8 @@ impl UploadStore for Storage {
     fn upload_used(&self, user: &str) -> Result<u64, StorageError> {
         let conn = self.conn();
         conn.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE localpart = ?1",
-            [user],
+            "SELECT COALESCE(SUM(MAX(size, ?2)), 0) FROM uploads WHERE localpart = ?1",
+            params![user, to_i64(MIN_CHARGE)],
             |r| r.get::<_, i64>(0),
         )
         .map(to_u64)

@@ -161,12 +161,17 @@ fn row(token: &str, size: u64) -> UploadRow {
 fn the_quota_counts_files_and_open_slots_and_frees_on_expiry() {
     let (_d, s) = temp_storage();
     assert!(matches!(
-        s.upload_new_slot(&row("t1", 60), 100).unwrap(),
+        s.upload_new_slot(&row("t1", 6000), 10_000).unwrap(),
         NewSlot::Given
     ));
     assert!(matches!(
-        s.upload_new_slot(&row("t2", 41), 100).unwrap(),
-        NewSlot::OverQuota { used: 60 }
+        s.upload_new_slot(&row("t2", 4001), 10_000).unwrap(),
+        NewSlot::OverQuota { used: 6000 }
+    ));
+    // An empty file counts as a block.
+    assert!(matches!(
+        s.upload_new_slot(&row("t2", 0), 10_000).unwrap(),
+        NewSlot::OverQuota { used: 6000 }
     ));
     let mut nobody = row("t3", 1);
     nobody.localpart = "nobody".into();
@@ -176,12 +181,12 @@ fn the_quota_counts_files_and_open_slots_and_frees_on_expiry() {
     ));
     assert!(s.upload_stored("t1", 10, Some(20)).unwrap());
     assert!(!s.upload_stored("t1", 10, Some(20)).unwrap(), "once only");
-    assert_eq!(s.upload_used("alice").unwrap(), 60);
+    assert_eq!(s.upload_used("alice").unwrap(), 6000);
     assert_eq!(s.upload_expire(19, 0, &[]).unwrap(), Vec::<String>::new());
     assert_eq!(s.upload_expire(20, 0, &[]).unwrap(), vec!["t1".to_owned()]);
     assert_eq!(s.upload_used("alice").unwrap(), 0);
     // An unused slot goes after its lifetime, unless a PUT is in progress.
-    s.upload_new_slot(&row("t4", 5), 100).unwrap();
+    s.upload_new_slot(&row("t4", 5), 10_000).unwrap();
     let later = unix_now() + 1;
     assert!(
         s.upload_expire(0, later, &["t4".into()])
@@ -192,10 +197,21 @@ fn the_quota_counts_files_and_open_slots_and_frees_on_expiry() {
         s.upload_expire(0, later, &[]).unwrap(),
         vec!["t4".to_owned()]
     );
+    // At most MAX_OPEN_SLOTS wait for their PUT.
+    for i in 0..super::store::MAX_OPEN_SLOTS {
+        let r = s
+            .upload_new_slot(&row(&format!("o{i}"), 1), u64::MAX)
+            .unwrap();
+        assert!(matches!(r, NewSlot::Given));
+    }
+    assert!(matches!(
+        s.upload_new_slot(&row("one-more", 1), u64::MAX).unwrap(),
+        NewSlot::OverQuota { .. }
+    ));
     // The account's rows go with it.
-    s.upload_new_slot(&row("t5", 5), 100).unwrap();
+    assert!(s.upload_exists("o0").unwrap());
     s.delete_account("alice").unwrap();
-    assert!(!s.upload_exists("t5").unwrap());
+    assert!(!s.upload_exists("o0").unwrap());
 }
 
 #[test]
@@ -204,7 +220,7 @@ fn a_put_is_streamed_then_served_and_a_cut_one_leaves_nothing() {
     let cfg = UploadConfig::default();
     let uploads = Uploads::new(cfg, s.clone(), "https://h".into()).unwrap();
     let token = "0123456789abcdef0123456789abcdef";
-    s.upload_new_slot(&row(token, 10), 100).unwrap();
+    s.upload_new_slot(&row(token, 10), 1 << 20).unwrap();
     smol::block_on(async {
         // Wrong sizes are refused before anything is written.
         assert_eq!(
@@ -349,7 +365,7 @@ fn a_full_disk_is_507_and_leaves_nothing() {
     let (dir, s) = temp_storage();
     let uploads = Uploads::new(UploadConfig::default(), s.clone(), "https://h".into()).unwrap();
     let token = "abcdef0123456789abcdef0123456789";
-    s.upload_new_slot(&row(token, 10), 100).unwrap();
+    s.upload_new_slot(&row(token, 10), 1 << 20).unwrap();
     let part = dir.path().join("uploads").join(format!("{token}.part"));
     std::os::unix::fs::symlink("/dev/full", &part).unwrap();
     smol::block_on(async {
