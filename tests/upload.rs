@@ -815,3 +815,88 @@ fn strangers_are_bounded() {
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"), "{raw:?}");
     assert_eq!(get(&server, "/.well-known/host-meta").status, 200);
 }
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 20: an upload is streamed to disk, never held whole: 64 MiB sent through one
+/// PUT moves the server's resident memory by far less than the file (BENCHMARKS.md has
+/// the release figures for 100 MiB).
+#[test]
+fn a_large_upload_keeps_memory_flat() {
+    use std::io::Write;
+    const SIZE: usize = 64 << 20;
+    let server = server_with("", "");
+    let pid = server.pid().expect("hearth's pid");
+    let mut c = login(&server, "alice");
+    let path = slot_path(&request_slot(
+        &mut c,
+        &server,
+        &format!("filename='film.mp4' size='{SIZE}' content-type='video/mp4'"),
+    ));
+    // Warm up the HTTP path (TLS, hyper, the file threads) with a small upload.
+    let small = slot_path(&request_slot(
+        &mut c,
+        &server,
+        "filename='s.bin' size='1000'",
+    ));
+    assert_eq!(
+        put(&server, &small, "application/octet-stream", &bytes(1000, 1)).status,
+        201
+    );
+    let before = vm_rss_kib(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(vm_rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let chunk = bytes(1 << 20, 17);
+    let mut s = http::connect(&server);
+    s.write_all(
+        format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nContent-Length: {SIZE}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for _ in 0..SIZE / chunk.len() {
+        s.write_all(&chunk).unwrap();
+    }
+    s.flush().unwrap();
+    let r = http::read_response(&mut s);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    assert_eq!(r.status, 201, "{r:?}");
+    let grown = peak.saturating_sub(before);
+    eprintln!("VmRSS before {before} KiB, peak during the PUT {peak} KiB (+{grown} KiB)");
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB for a 64 MiB upload"
+    );
+    let stored = std::fs::metadata(
+        server
+            .data_dir()
+            .join("uploads")
+            .join(path.split('/').nth(2).unwrap()),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(stored, SIZE as u64);
+}
