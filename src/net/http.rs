@@ -426,8 +426,11 @@ fn host_meta(http: &Http, json: bool) -> Response<Body> {
 /// `AsyncRead + AsyncWrite`) and the bytes hyper had read ahead with
 /// `Upgraded::downcast::<FuturesIo<Tracked<TlsStream<Async<TcpStream>>>>>()`
 /// (`Parts { io, read_buf }`: `io.into_inner().inner` is the TLS stream), and hands
-/// them over. The connection's idle timer stops with hyper's connection future, so the
-/// WebSocket side keeps its own.
+/// them over. Mind that `serve` returns once hyper's connection future ends, which it
+/// does at the upgrade: the admission slot, the open-connection count (shutdown waits on
+/// it) and the idle timer go with it unless the upgraded session runs inside `serve`
+/// (keep the `OnUpgrade` in a per-connection cell, await it after `conn`), which is the
+/// way to wire it.
 fn websocket_upgrade(req: Request<Incoming>) -> Response<Body> {
     match websocket_handshake(&req) {
         Ok(_) => text(
