@@ -107,6 +107,20 @@
 //! [push]                             # XEP-0357 notifications to phones' app servers
 //! include_body = false               # send the message text to the app server (and on
 //!                                    # to Apple/Google): off, only "a message from …"
+//!
+//! [http]                             # HTTPS listener: uploads, host-meta (same certificate)
+//! enabled = true
+//! port = 5443                        # on the c2s listeners' addresses
+//! listen = ["[::]:5443"]             # instead of port: exact addresses
+//! public_url = "https://chat.example.org"  # what URLs start with (reverse proxy, public
+//!                                    # name); default https://<domain>:5443
+//!
+//! [upload]                           # XEP-0363 photo sharing: upload.<domain>
+//! enabled = true
+//! max_file_size = 104857600          # bytes (100 MiB)
+//! quota_bytes_per_account = 1073741824   # an account's files, in bytes (1 GiB)
+//! expire_after_secs = 2592000        # files go 30 days after upload; 0 keeps them
+//! allowed_types = ["image/*", "video/mp4"]   # default: any type
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -170,7 +184,24 @@ pub struct Config {
     /// and external services (XEP-0157, XEP-0215): `[private_storage]`, `[vcard]`,
     /// `[contact]`, `[[external_services]]`.
     pub modules: crate::features::ModuleSettings,
+    /// The HTTPS listener (`[http]`): uploads (XEP-0363), host-meta (XEP-0156).
+    pub http: HttpConfig,
 }
+
+/// `[http]`: hearth's HTTPS listener, with the c2s certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Where it listens: `listen` if given, else the c2s listeners' addresses on `port`
+    /// (default 5443).
+    pub listen: Vec<SocketAddr>,
+    /// What URLs handed out start with (no trailing slash), when hearth is reached by
+    /// another name or port (a reverse proxy, a public domain); `None`: `https://<domain>:<port>`.
+    pub public_url: Option<String>,
+}
+
+/// The HTTPS listener's default port (Prosody's `https_ports`).
+pub const DEFAULT_HTTP_PORT: u16 = 5443;
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
 /// for clients whose connections come and go (phones).
@@ -714,6 +745,119 @@ struct RawConfig {
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
     push: Option<RawPush>,
+    http: Option<RawHttp>,
+    upload: Option<RawUpload>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([http])")]
+struct RawHttp {
+    enabled: Option<bool>,
+    port: Option<Int>,
+    listen: Option<Strings>,
+    public_url: Option<String>,
+}
+
+impl RawHttp {
+    fn validate(self, c2s: &[SocketAddr]) -> Result<HttpConfig, ConfigErrorKind> {
+        let port = match self.port {
+            Some(n) => in_range("http.port", n, 1..=65_535)? as u16,
+            None => DEFAULT_HTTP_PORT,
+        };
+        let listen = match self.listen {
+            Some(list) => addresses("http.listen", list)?,
+            None => {
+                let mut v: Vec<SocketAddr> = Vec::new();
+                for a in c2s {
+                    let a = SocketAddr::new(a.ip(), port);
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                }
+                v
+            }
+        };
+        let public_url = match self.public_url {
+            None => None,
+            Some(u) => {
+                let u = u.trim_end_matches('/').to_owned();
+                let host = u
+                    .strip_prefix("https://")
+                    .or_else(|| u.strip_prefix("http://"));
+                match host {
+                    Some(h)
+                        if !h.is_empty()
+                            && !h.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') =>
+                    {
+                        Some(u)
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "http.public_url",
+                            format!("must be an https:// (or http://) URL (got {u:?})"),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(HttpConfig {
+            enabled: self.enabled.unwrap_or(true),
+            listen,
+            public_url,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([upload])")]
+struct RawUpload {
+    enabled: Option<bool>,
+    max_file_size: Option<Int>,
+    quota_bytes_per_account: Option<Int>,
+    expire_after_secs: Option<Int>,
+    allowed_types: Option<Strings>,
+}
+
+impl RawUpload {
+    fn validate(self) -> Result<crate::features::upload::UploadConfig, ConfigErrorKind> {
+        use crate::features::upload::{UploadConfig, is_mime_type};
+        let d = UploadConfig::default();
+        let mut allowed_types = Vec::new();
+        for t in self.allowed_types.map(|l| l.0).unwrap_or_default() {
+            let t = t.to_ascii_lowercase();
+            let ok = match t.strip_suffix("/*") {
+                Some(top) => is_mime_type(&format!("{top}/x")),
+                None => is_mime_type(&t),
+            };
+            if !ok {
+                return Err(invalid(
+                    "upload.allowed_types",
+                    format!(
+                        "{t:?} is not a MIME type (\"image/jpeg\") or a whole type (\"image/*\")"
+                    ),
+                ));
+            }
+            allowed_types.push(t);
+        }
+        Ok(UploadConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            // Up to 16 GiB.
+            max_file_size: match self.max_file_size {
+                Some(n) => in_range("upload.max_file_size", n, 1..=1 << 34)? as u64,
+                None => d.max_file_size,
+            },
+            quota_bytes_per_account: match self.quota_bytes_per_account {
+                Some(n) => in_range("upload.quota_bytes_per_account", n, 0..=1 << 44)? as u64,
+                None => d.quota_bytes_per_account,
+            },
+            // Up to ten years.
+            expire_after_secs: match self.expire_after_secs {
+                Some(n) => in_range("upload.expire_after_secs", n, 0..=315_360_000)? as u64,
+                None => d.expire_after_secs,
+            },
+            allowed_types,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -950,6 +1094,7 @@ fn module_settings(
         push: crate::features::push::PushConfig {
             include_body: push.unwrap_or_default().include_body.unwrap_or(false),
         },
+        upload: Default::default(),
     })
 }
 
@@ -1179,11 +1324,16 @@ impl RawConfig {
         };
         let components = self.components.unwrap_or_default().validate(&domain)?;
         let admins = admins("admins", self.admins, &domain)?;
+        let c2s = self.c2s.unwrap_or_default().validate()?;
+        let http = self.http.unwrap_or_default().validate(&c2s.listen)?;
+        let mut upload = self.upload.unwrap_or_default().validate()?;
+        // The component hands out URLs of the HTTPS listener: without it, no component.
+        upload.enabled &= http.enabled;
         Ok(Config {
             domain,
             data_dir,
             threads,
-            c2s: self.c2s.unwrap_or_default().validate()?,
+            c2s,
             tls: self.tls.unwrap_or_default().validate(base)?,
             auth: self.auth.unwrap_or_default().validate(env.cores())?,
             limits: self.limits.unwrap_or_default().validate()?,
@@ -1209,7 +1359,12 @@ impl RawConfig {
                 self.external_services,
                 self.pep,
                 self.push,
-            )?,
+            )
+            .map(|mut m| {
+                m.upload = upload;
+                m
+            })?,
+            http,
         })
     }
 }
@@ -2057,6 +2212,15 @@ mod tests {
 
             [push]
             include_body = true
+
+            [http]
+            public_url = "https://chat.example.org/"
+
+            [upload]
+            max_file_size = 1000000
+            quota_bytes_per_account = 5000000
+            expire_after_secs = 0
+            allowed_types = ["image/*", "Video/MP4"]
             "#,
         )
         .unwrap();
@@ -2138,10 +2302,41 @@ mod tests {
                 },
                 modules: crate::features::ModuleSettings {
                     push: crate::features::push::PushConfig { include_body: true },
+                    upload: crate::features::upload::UploadConfig {
+                        enabled: true,
+                        max_file_size: 1_000_000,
+                        quota_bytes_per_account: 5_000_000,
+                        expire_after_secs: 0,
+                        allowed_types: vec!["image/*".into(), "video/mp4".into()],
+                    },
                     ..Default::default()
+                },
+                // On the c2s addresses, port 5443.
+                http: HttpConfig {
+                    enabled: true,
+                    listen: vec![
+                        "0.0.0.0:5443".parse().unwrap(),
+                        "[::1]:5443".parse().unwrap()
+                    ],
+                    public_url: Some("https://chat.example.org".into()),
                 },
             }
         );
+    }
+
+    #[test]
+    fn http_and_upload_are_checked() {
+        let e = |s: &str| parse(s).unwrap_err().to_string();
+        assert!(e("[http]\npublic_url = \"ftp://x\"").contains("http.public_url"));
+        assert!(e("[http]\nport = 0").contains("http.port"));
+        assert!(e("[upload]\nallowed_types = [\"images\"]").contains("upload.allowed_types"));
+        assert!(e("[upload]\nmax_file_size = 0").contains("upload.max_file_size"));
+        assert!(e("[upload]\nsize = 1").contains("size"));
+        // No listener, no component.
+        let c = parse("[http]\nenabled = false").unwrap();
+        assert!(!c.modules.upload.enabled);
+        let c = parse("[http]\nport = 8443\n[c2s]\nlisten = [\"127.0.0.1:5222\"]").unwrap();
+        assert_eq!(c.http.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
     }
 
     #[test]
@@ -2201,7 +2396,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`)"
         );
     }
 

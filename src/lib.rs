@@ -6,7 +6,8 @@
 //! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
 //!             drives client streams, s2s.rs federation's links in and out with their
 //!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
-//!             finds other servers): the only code that touches sockets
+//!             finds other servers; http.rs the HTTPS listener: uploads, host-meta):
+//!             the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the machines on it: c2s (STARTTLS, SASL in
@@ -31,7 +32,9 @@
 //!                            push/: XEP-0357 notifications to phones' app servers
 //!                            private/, vcard/: XEP-0049 and XEP-0054 data per account;
 //!                            contact.rs, extdisco.rs: XEP-0157 addresses and XEP-0215
-//!                            STUN/TURN services in the server's disco
+//!                            STUN/TURN services in the server's disco;
+//!                            upload/: XEP-0363 photo sharing (`upload.<domain>`, files
+//!                            beside the database, quota and expiry)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

@@ -195,6 +195,42 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let mut router = Router::new(domain.clone())
         .with_max_resources(cfg.limits.max_resources_per_account)
         .with_quota(cfg.limits.quota);
+    // The HTTPS listener (issue 20) and XEP-0363's `upload.<domain>` on it.
+    let mut http_listeners = Vec::new();
+    if cfg.http.enabled {
+        for &a in &cfg.http.listen {
+            http_listeners.push(bind(a)?);
+        }
+    }
+    let http_base = cfg.http.public_url.clone().unwrap_or_else(|| {
+        let port = http_listeners
+            .first()
+            .map_or(crate::config::DEFAULT_HTTP_PORT, |(a, _)| a.port());
+        crate::net::http::default_base_url(&cfg.domain, port)
+    });
+    let uploads = if !http_listeners.is_empty() && cfg.modules.upload.enabled {
+        use crate::features::upload;
+        let (tx, rx) = async_channel::bounded(upload::QUEUE);
+        let files = upload::files::Uploads::new(
+            cfg.modules.upload.clone(),
+            storage.clone(),
+            http_base.clone(),
+        )
+        .map_err(|source| {
+            ServeError::Storage(crate::storage::StorageError::CreateDir {
+                path: upload::files::uploads_dir(storage.path()),
+                source,
+            })
+        })?;
+        if let Some(svc) =
+            upload::UploadService::new(domain.clone(), cfg.modules.upload.max_file_size, tx)
+        {
+            router = router.with_service(&upload::component_domain(&domain), Arc::new(svc));
+        }
+        Some((files, rx))
+    } else {
+        None
+    };
     let mut component_slots = Vec::new();
     for (d, _) in &cfg.components.secrets {
         let slot = Arc::new(ComponentSlot::new(
@@ -292,6 +328,30 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     let next_id = Arc::new(AtomicU64::new(1));
     for ((addr, listener), direct, peers) in listeners {
         crate::net::listen::accept(&ex, listener, addr, direct, peers, &shared, &live, &next_id);
+    }
+    let uploads = uploads.map(|(files, rx)| {
+        let shared = shared.clone();
+        let f = files.clone();
+        ex.spawn(async move { f.serve_slots(&shared.router, rx).await })
+            .detach();
+        ex.spawn(files.clone().sweep_forever()).detach();
+        files
+    });
+    if !http_listeners.is_empty() {
+        let http = Arc::new(crate::net::http::Http {
+            base_url: http_base,
+            uploads,
+            admission: Admission::new(ConnectionLimits {
+                max_total: cfg.limits.max_connections,
+                max_per_address: cfg.limits.max_connections_per_address,
+                per_address_per_minute: cfg.limits.connections_per_minute_per_address,
+                burst_per_address: cfg.limits.connection_burst_per_address,
+            }),
+            ex: ex.clone(),
+        });
+        for (addr, listener) in http_listeners {
+            crate::net::http::accept(&ex, listener, addr, &shared, &http, &live, &next_id);
+        }
     }
     log::info!(
         "hearth {} serving {} (data in {}), ready in {} ms",

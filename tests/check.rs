@@ -25,7 +25,8 @@ fn check(config: &str) -> (i32, String) {
 #[test]
 fn exit_codes_say_what_is_wrong() {
     let good = "domain = \"c.example\"\ndata_dir = \"@DIR@/data\"\nfederation = false\nmdns = false\n\
-                [c2s]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls_listen = []\n";
+                [c2s]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls_listen = []\n\
+                [http]\nlisten = [\"127.0.0.1:0\"]\n";
     let (code, out) = check(good);
     assert_eq!(code, 0, "{out}");
     assert!(

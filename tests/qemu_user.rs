@@ -77,7 +77,8 @@ fn cross_built_hearth_serves_a_login() {
         &config,
         format!(
             "domain = \"pi.local\"\nfederation = false\ndata_dir = \"data\"\nallow_root = true\nmdns = false\n[c2s]\n\
-             listen = [\"127.0.0.1:{c2s}\"]\ndirect_tls_listen = [\"127.0.0.1:{direct}\"]"
+             listen = [\"127.0.0.1:{c2s}\"]\ndirect_tls_listen = [\"127.0.0.1:{direct}\"]\n\
+             [http]\nlisten = [\"127.0.0.1:0\"]"
         ),
     )
     .unwrap();

@@ -271,7 +271,7 @@ fn serves_with_the_units_arguments_and_environment() {
     let (c2s, direct) = (free_port(), free_port());
     let mut toml = format!(
         "domain = \"pi.local\"\nfederation = false\nmdns = false\n[c2s]\nlisten = [\"127.0.0.1:{c2s}\"]\n\
-         direct_tls_listen = [\"127.0.0.1:{direct}\"]"
+         direct_tls_listen = [\"127.0.0.1:{direct}\"]\n[http]\nlisten = [\"127.0.0.1:0\"]"
     );
     if is_root() {
         // The unit runs hearth as its own user; this test may run as root (CI does),
@@ -423,7 +423,7 @@ fn refuses_to_serve_as_root() {
         &config,
         format!(
             "domain = \"pi.local\"\nfederation = false\ndata_dir = \"data\"\nmdns = false\n[c2s]\n\
-             listen = [\"127.0.0.1:{port}\"]\ndirect_tls_listen = []"
+             listen = [\"127.0.0.1:{port}\"]\ndirect_tls_listen = []\n[http]\nlisten = [\"127.0.0.1:0\"]"
         ),
     )
     .unwrap();

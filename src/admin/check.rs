@@ -121,6 +121,9 @@ fn ports(cfg: &Config, r: &mut CheckReport) {
         );
     }
     all.extend(cfg.components.listen.iter().map(|a| ("components", *a)));
+    if cfg.http.enabled {
+        all.extend(cfg.http.listen.iter().map(|a| ("HTTPS", *a)));
+    }
     for (what, addr) in all {
         match crate::net::listen::bind_blocking(addr) {
             Ok(l) => {

@@ -45,6 +45,8 @@ pub mod contact;
 pub mod extdisco;
 pub mod private;
 pub mod vcard;
+// Issue 20: XEP-0363 photo sharing (and XEP-0156 host-meta on the same listener).
+pub mod upload;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -500,6 +502,8 @@ pub struct ModuleSettings {
     pub pep: pep::PepConfig,
     /// `[push]` (XEP-0357).
     pub push: push::PushConfig,
+    /// `[upload]` (XEP-0363).
+    pub upload: upload::UploadConfig,
 }
 
 /// The registered modules and what they declare, computed once.
@@ -634,6 +638,7 @@ impl Registry {
             Box::new(bookmarks::Bookmarks),
             // Last: it looks at a message once the others (the archive, carbons) have.
             Box::new(push::Push::new(&settings.push)),
+            Box::new(upload::Upload::new(&settings.upload)),
         ])
     }
 

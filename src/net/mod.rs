@@ -7,12 +7,14 @@
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
 //! - [`component`]: XEP-0114 external components on a port of their own;
 //! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
-//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
+//! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up;
+//! - [`http`]: the HTTPS listener (XEP-0363 uploads, XEP-0156 host-meta, WebSocket).
 
 pub mod c2s;
 pub mod component;
 mod conn;
 pub mod dns;
+pub mod http;
 pub mod limits;
 pub mod listen;
 pub mod liveness;

@@ -26,6 +26,13 @@ only from the account's bare JID, and each message is printed ("message" with "s
 "carbons" or "stream", "sent" true for a sent copy); once --expect copies came, the run
 stays --linger seconds and exits 0.
 
+With --upload FILE it runs XEP-0363 with aioxmpp's own httpupload module: the upload
+service is found by disco (the server's items, the one whose info has
+`urn:xmpp:http:upload:0`), `aioxmpp.httpupload.request_slot` asks the slot, and the file
+is PUT with Python's http.client (streamed, `Content-Type` and `Content-Length` as §5
+says) to --host; "uploaded" carries the GET URL and the PUT's status, an iq error
+"error" with its condition.
+
 Every stdout line is one JSON object with an "event" key: "check" lines carry "name",
 "ok" and "detail"; "disco" lines the features of each disco#info answer; "done" closes
 the run. Exit status: 0 every check passed, 1 one failed, 2 no session.
@@ -152,6 +159,59 @@ async def run(args):
     return EXIT_FAIL if failed else EXIT_OK
 
 
+async def run_upload(args):
+    import http.client
+    import os
+    import ssl
+    import urllib.parse
+    import aioxmpp.httpupload
+
+    jid = aioxmpp.JID.fromstr(args.jid)
+    client = aioxmpp.Client(
+        jid,
+        aioxmpp.make_security_layer(args.password, no_verify=True),
+        override_peer=[(args.host, args.port, aioxmpp.connector.STARTTLSConnector())],
+    )
+    async with client.connected():
+        disco = client.summon(aioxmpp.DiscoClient)
+        domain = aioxmpp.JID(None, client.local_jid.domain, None)
+        items = await disco.query_items(domain, require_fresh=True)
+        service = None
+        for item in items.items:
+            info = await disco.query_info(item.jid, require_fresh=True)
+            if "urn:xmpp:http:upload:0" in info.features:
+                service = item.jid
+                break
+        if service is None:
+            emit("error", reason="no upload service in disco")
+            return EXIT_FAIL
+        size = os.path.getsize(args.upload)
+        try:
+            slot = await aioxmpp.httpupload.request_slot(
+                client, service, os.path.basename(args.upload), size, args.content_type)
+        except aioxmpp.errors.XMPPError as e:
+            emit("error", reason="iq error", condition=e.condition.value[1])
+            return EXIT_FAIL
+        url = urllib.parse.urlsplit(slot.put.url)
+
+        def put():
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(args.host, url.port or 443, context=ctx, timeout=30)
+            headers = {"Host": url.netloc, "Content-Type": args.content_type,
+                       "Content-Length": str(size)}
+            headers.update(dict(slot.put.headers.items()))
+            with open(args.upload, "rb") as f:
+                conn.request("PUT", url.path, body=f, headers=headers)
+                return conn.getresponse().status
+
+        status = await asyncio.get_running_loop().run_in_executor(None, put)
+        emit("uploaded", url=slot.get.url, put=slot.put.url, status=status,
+             service=str(service))
+    return EXIT_OK if status in (200, 201) else EXIT_FAIL
+
+
 async def run_carbons(args):
     import aioxmpp.carbons
     import aioxmpp.im.dispatcher
@@ -229,7 +289,11 @@ def main():
     p.add_argument("--send", action="append", metavar="JID=BODY")
     p.add_argument("--expect", type=int, default=0, help="carbon copies to wait for")
     p.add_argument("--linger", type=float, default=1.0)
+    p.add_argument("--upload", metavar="FILE", help="run the XEP-0363 scenario")
+    p.add_argument("--content-type", default="application/octet-stream")
     args = p.parse_args()
+    if args.upload:
+        sys.exit(asyncio.run(run_upload(args)))
     if args.carbons:
         sys.exit(asyncio.run(run_carbons(args)))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)

@@ -65,6 +65,15 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              the forwarded message's from/to/body) and each message
                              ("message"); once --expect carbons came, stay --linger
                              seconds, then exit 0
+  upload --file PATH [--content-type T] [--skip-discovery]
+                             XEP-0363 with slixmpp's xep_0363 plugin: discover the upload
+                             service in the server's disco#items, ask a slot and PUT the
+                             file (aiohttp, trusting --cafile; every host name resolves to
+                             --host); print "uploaded" with the GET URL. --skip-discovery
+                             names upload.<domain> with no size limit known, so the
+                             server's own checks answer
+  download --url URL         GET the URL as above; print "downloaded" with the status,
+                             size, SHA-256 and the headers that matter
   mam [--with JID] [--max N] [--reverse]
                              XEP-0313 with slixmpp's xep_0313 plugin: page through the
                              account's whole archive (XEP-0059, N per page, newest page
@@ -80,6 +89,7 @@ import argparse
 import asyncio
 import json
 import logging
+import pathlib
 import ssl
 import sys
 import xml.etree.ElementTree as ET
@@ -138,6 +148,8 @@ class Client(slixmpp.ClientXMPP):
             self.add_event_handler("user_nick_publish", self.on_nick)
         self.got_nick = False
         self.nick_published = False
+        if args.action == "upload":
+            self.register_plugin("xep_0363")
         if args.action == "mam":
             self.register_plugin("xep_0059")
             self.register_plugin("xep_0313")
@@ -329,6 +341,10 @@ class Client(slixmpp.ClientXMPP):
                 await self.check_caps()
             elif action == "mam":
                 await self.mam_all()
+            elif action == "upload":
+                await self.http_upload()
+            elif action == "download":
+                await self.http_download()
             elif action == "chat-with":
                 await self.get_roster(timeout=self.args.iq_timeout)
                 self.send_presence(pstatus=self.args.status)
@@ -340,6 +356,68 @@ class Client(slixmpp.ClientXMPP):
             self.fail("iq timeout")
         except Exception as e:  # noqa: BLE001 - any surprise is a failed action, not a hang
             self.fail("exception", detail=repr(e))
+
+    # -- http upload (XEP-0363) -------------------------------------------------------
+
+    async def http_upload(self):
+        import slixmpp.plugins.xep_0363.http_upload as http_upload
+        from slixmpp.plugins.xep_0363 import FileTooBig, HTTPError
+        # The plugin opens its own aiohttp session: give it ours (certificate, resolver).
+        http_upload.ClientSession = lambda *a, **kw: http_session(self.args, *a, **kw)
+        plugin = self["xep_0363"]
+        if self.args.skip_discovery:
+            plugin.upload_service = slixmpp.JID("upload." + self.boundjid.domain)
+            plugin.max_file_size = float("+inf")
+        else:
+            await self.discover_upload(plugin)
+        try:
+            url = await plugin.upload_file(pathlib.Path(self.args.file),
+                                           content_type=self.args.content_type,
+                                           timeout=self.args.iq_timeout)
+        except FileTooBig as e:
+            self.fail("file too big", detail=str(e))
+            return
+        except HTTPError as e:
+            self.fail("http error", detail=str(e))
+            return
+        emit("uploaded", url=url, service=str(plugin.upload_service),
+             max_file_size=plugin.max_file_size if plugin.max_file_size != float("+inf") else None)
+        self.finish(EXIT_OK)
+
+    async def discover_upload(self, plugin):
+        """XEP-0363 §2 as the plugin's find_upload_service does it: the server's
+        disco#items, then each item's disco#info, and max-file-size from its XEP-0128
+        form. COMPAT slixmpp 1.8.3 on Python >= 3.11: the plugin's own walk
+        (XEP_0030.get_info_from_domain) hands coroutines to asyncio.wait, which raises
+        TypeError, so the same walk is done here and the plugin told its outcome."""
+        disco = self["xep_0030"]
+        items = await disco.get_items(jid=self.boundjid.domain, timeout=self.args.iq_timeout)
+        for item in items["disco_items"]["items"]:
+            info = await disco.get_info(jid=item[0], timeout=self.args.iq_timeout)
+            if "urn:xmpp:http:upload:0" not in info["disco_info"]["features"]:
+                continue
+            plugin.upload_service = info["from"]
+            for form in info["disco_info"].iterables:
+                values = form["values"]
+                if values["FORM_TYPE"] == ["urn:xmpp:http:upload:0"]:
+                    plugin.max_file_size = int(values["max-file-size"])
+            return
+
+    async def http_download(self):
+        import hashlib
+        async with http_session(self.args) as session:
+            async with session.get(self.args.url) as response:
+                digest = hashlib.sha256()
+                size = 0
+                async for chunk in response.content.iter_chunked(65536):
+                    digest.update(chunk)
+                    size += len(chunk)
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                emit("downloaded", status=response.status, size=size, sha256=digest.hexdigest(),
+                     headers={k: headers.get(k) for k in (
+                         "content-type", "content-disposition", "x-content-type-options",
+                         "access-control-allow-origin", "content-length")})
+        self.finish(EXIT_OK)
 
     # -- mam -----------------------------------------------------------------------
 
@@ -630,6 +708,30 @@ class Client(slixmpp.ClientXMPP):
                 emit("unexpected_message", **fields)
 
 
+def http_session(args, *a, **kw):
+    """An aiohttp session that trusts --cafile (or nothing checked with --insecure) and
+    resolves every host name to --host, so a URL naming the test server's domain
+    reaches it on loopback with its certificate verified for that name."""
+    import aiohttp
+    import aiohttp.abc
+    import socket
+
+    class Loopback(aiohttp.abc.AbstractResolver):
+        async def resolve(self, host, port=0, family=socket.AF_INET):
+            return [{"hostname": host, "host": args.host, "port": port,
+                     "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+        async def close(self):
+            pass
+
+    if args.insecure:
+        ctx = False
+    else:
+        ctx = ssl.create_default_context(cafile=args.cafile)
+    kw.setdefault("connector", aiohttp.TCPConnector(ssl=ctx, resolver=Loopback()))
+    return aiohttp.ClientSession(*a, **kw)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
@@ -672,6 +774,11 @@ def parse_args(argv):
     sub.add_parser("unregister")
     sub.add_parser("caps")
     mam = sub.add_parser("mam")
+    upload = sub.add_parser("upload")
+    upload.add_argument("--file", required=True)
+    upload.add_argument("--content-type")
+    upload.add_argument("--skip-discovery", action="store_true")
+    sub.add_parser("download").add_argument("--url", required=True)
     mam.add_argument("--with", dest="with_jid")
     mam.add_argument("--max", type=int, default=50)
     mam.add_argument("--reverse", action="store_true")
@@ -702,7 +809,8 @@ def parse_args(argv):
         kinds = {"--send": "plain", "--send-private": "private", "--send-no-copy": "no-copy"}
         args.sends = [(kinds[a], argv[i + 1]) for i, a in order if i + 1 < len(argv)]
     if args.action in ("login", "receive", "roster", "chat-with", "household", "register",
-                       "passwd", "unregister", "carbons", "caps", "mam"):
+                       "passwd", "unregister", "carbons", "caps", "mam", "upload",
+                       "download"):
         args.to = None
     if args.action != "register":
         args.token = None

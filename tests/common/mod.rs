@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod clients;
+pub mod http;
 pub mod im;
 pub mod peers;
 pub mod proxy;
@@ -67,6 +68,10 @@ pub struct ServerOpts {
     /// hearth's top-level `admins` (bare JIDs of accounts allowed the XEP-0133
     /// commands); not given to Prosody, whose admin commands say other things.
     pub admins: Vec<String>,
+    /// Keys added to hearth's `[http]` table (which the harness writes, with a free
+    /// port: parallel servers must not all bind 5443); `{http_port}` is replaced by
+    /// that port.
+    pub http_toml: String,
 }
 
 impl Default for ServerOpts {
@@ -82,6 +87,7 @@ impl Default for ServerOpts {
             tls: None,
             extra_toml: String::new(),
             admins: Vec::new(),
+            http_toml: String::new(),
         }
     }
 }
@@ -112,6 +118,8 @@ pub struct Server {
     domain: String,
     c2s_port: u16,
     direct_tls_port: u16,
+    /// The HTTPS listener's port (hearth's `[http]`).
+    http_port: u16,
     /// The certificate clients pin, when given in [`ServerOpts::tls`].
     cert: Option<PathBuf>,
     child: Option<Child>,
@@ -181,6 +189,7 @@ impl Server {
             domain: opts.domain.clone(),
             c2s_port: free_port(),
             direct_tls_port: free_port(),
+            http_port: free_port(),
             cert: opts.tls.as_ref().map(|(c, _)| c.clone()),
             child: None,
             dir,
@@ -240,6 +249,12 @@ impl Server {
                 toml_string(&key.to_string_lossy())
             ));
         }
+        toml.push_str(&format!(
+            "\n[http]\nlisten = [\"127.0.0.1:{}\"]\n{}",
+            self.http_port,
+            opts.http_toml
+                .replace("{http_port}", &self.http_port.to_string())
+        ));
         toml.push_str(&format!("\n[auth]\nscram_keys = {}\n", opts.scram_keys));
         toml.push_str(&opts.extra_toml);
         write_file(&self.config, &toml);
@@ -391,6 +406,11 @@ impl Server {
 
     pub fn direct_tls_port(&self) -> u16 {
         self.direct_tls_port
+    }
+
+    /// The HTTPS listener's port.
+    pub fn http_port(&self) -> u16 {
+        self.http_port
     }
 
     pub fn c2s_addr(&self) -> SocketAddr {
