@@ -107,6 +107,12 @@
 //! [push]                             # XEP-0357 notifications to phones' app servers
 //! include_body = false               # send the message text to the app server (and on
 //!                                    # to Apple/Google): off, only "a message from …"
+//!
+//! [devices]                          # device accounts (`hearth device add`)
+//! presence_interval_secs = 10        # one presence per this, sustained, after
+//! presence_burst = 3                 # this many at once; excess: policy-violation
+//! store_interval_secs = 300          # a device online stores its last reading at most
+//!                                    # this often (always when it goes offline)
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -714,6 +720,44 @@ struct RawConfig {
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
     push: Option<RawPush>,
+    devices: Option<RawDevices>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([devices])")]
+struct RawDevices {
+    presence_interval_secs: Option<Int>,
+    presence_burst: Option<Int>,
+    store_interval_secs: Option<Int>,
+}
+
+impl RawDevices {
+    fn validate(self) -> Result<crate::features::device::DeviceConfig, ConfigErrorKind> {
+        let d = crate::features::device::DeviceConfig::default();
+        let secs = |key, v: Option<Int>, range, default: Duration| match v {
+            Some(n) => in_range(key, n, range).map(|n| Duration::from_secs(n as u64)),
+            None => Ok(default),
+        };
+        Ok(crate::features::device::DeviceConfig {
+            // A second to a day.
+            presence_interval: secs(
+                "devices.presence_interval_secs",
+                self.presence_interval_secs,
+                1..=86_400,
+                d.presence_interval,
+            )?,
+            presence_burst: match self.presence_burst {
+                Some(n) => in_range("devices.presence_burst", n, 1..=100)? as u32,
+                None => d.presence_burst,
+            },
+            store_interval: secs(
+                "devices.store_interval_secs",
+                self.store_interval_secs,
+                0..=86_400,
+                d.store_interval,
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -950,6 +994,8 @@ fn module_settings(
         push: crate::features::push::PushConfig {
             include_body: push.unwrap_or_default().include_body.unwrap_or(false),
         },
+        // Set by the caller from `[devices]`.
+        devices: Default::default(),
     })
 }
 
@@ -1202,14 +1248,17 @@ impl RawConfig {
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
             archive: self.archive.unwrap_or_default().validate()?,
-            modules: module_settings(
-                self.private_storage,
-                self.vcard,
-                self.contact,
-                self.external_services,
-                self.pep,
-                self.push,
-            )?,
+            modules: crate::features::ModuleSettings {
+                devices: self.devices.unwrap_or_default().validate()?,
+                ..module_settings(
+                    self.private_storage,
+                    self.vcard,
+                    self.contact,
+                    self.external_services,
+                    self.pep,
+                    self.push,
+                )?
+            },
         })
     }
 }
@@ -2057,6 +2106,11 @@ mod tests {
 
             [push]
             include_body = true
+
+            [devices]
+            presence_interval_secs = 60
+            presence_burst = 1
+            store_interval_secs = 0
             "#,
         )
         .unwrap();
@@ -2138,6 +2192,11 @@ mod tests {
                 },
                 modules: crate::features::ModuleSettings {
                     push: crate::features::push::PushConfig { include_body: true },
+                    devices: crate::features::device::DeviceConfig {
+                        presence_interval: Duration::from_secs(60),
+                        presence_burst: 1,
+                        store_interval: Duration::ZERO,
+                    },
                     ..Default::default()
                 },
             }
@@ -2201,7 +2260,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `devices`)"
         );
     }
 

@@ -222,6 +222,13 @@ impl Im<'_> {
             im: *self,
             from: Sender::Local(from),
         };
+        // What modules add (a device's last reading) goes to everyone below.
+        let mut added = None;
+        for m in self.modules.hooked(Hook::PresenceUnavailable) {
+            let el = added.get_or_insert_with(|| el.clone());
+            m.presence_unavailable(&cx, el, others_available).await;
+        }
+        let el = added.as_ref().unwrap_or(el);
         for m in self.modules.hooked(Hook::ResourceUnavailable) {
             m.resource_unavailable(&cx, el, others_available).await;
         }
@@ -304,6 +311,9 @@ impl Im<'_> {
                     el.push_child(Element::new("status", ns::CLIENT).with_text(status));
                 }
                 el.push_child(presence::delay(self.domain(), at));
+            }
+            for m in self.modules.hooked(Hook::OfflinePresence) {
+                m.offline_presence(*self, &owner, &mut el).await;
             }
             return Ok(Some(vec![el]));
         }
