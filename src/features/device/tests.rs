@@ -272,3 +272,38 @@ fn other_servers_do_not_reach_a_device() {
     smol::block_on(w.im().route_remote(&from, stanza));
     assert!(queued(&thermo).is_empty());
 }
+
+/// A member who joins the household while the device sleeps gets its last reading at
+/// once, as the household's watcher starts presence between them (RFC 6121 §3.1.5,
+/// what a probe would have shown).
+#[test]
+fn a_member_who_joins_later_gets_the_last_reading() {
+    let w = home();
+    let thermo = w.bind("thermo", "esp32");
+    w.send(
+        &thermo,
+        &format!("<presence><status>21.5 °C</status>{T}</presence>"),
+    );
+    smol::block_on(w.im().session_ended(&thermo.jid, thermo.id));
+    let dave = online(&w, "dave", "desk");
+    let mut watcher = smol::block_on(crate::features::household::Watcher::start(w.im()));
+    w.storage.add_to_household("dave").unwrap();
+    smol::block_on(watcher.check(w.im()));
+    let got = queued(&dave);
+    let p = got
+        .iter()
+        .find(|s| s.starts_with("<presence") && s.contains("from='thermo@home.example'"))
+        .unwrap_or_else(|| panic!("no reading: {got:?}"));
+    assert!(
+        p.contains("type='unavailable'")
+            && p.contains("<status>21.5 °C</status>")
+            && p.contains("urn:hearth:telemetry:0")
+            && p.contains("urn:xmpp:delay"),
+        "{p}"
+    );
+    // A person who is offline sends nothing of the kind.
+    assert!(
+        !got.iter().any(|s| s.contains("from='bob@home.example'")),
+        "{got:?}"
+    );
+}
