@@ -214,7 +214,7 @@ impl Device {
     }
 
     /// The rules for a stanza from the device `user`'s session.
-    async fn from_device(
+    async fn device_stanza(
         &self,
         cx: &HookCx<'_>,
         user: &str,
@@ -442,7 +442,7 @@ impl Module for Device {
                     if !self.is_device(cx.im, user).await {
                         return Verdict::Pass;
                     }
-                    self.from_device(cx, user, stanza, out).await
+                    self.device_stanza(cx, user, stanza, out).await
                 }
                 Sender::Remote(_) => {
                     // The dispatcher hands over only what is for this host.
