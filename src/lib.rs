@@ -31,15 +31,17 @@
 //!                            push/: XEP-0357 notifications to phones' app servers
 //!                            private/, vcard/: XEP-0049 and XEP-0054 data per account;
 //!                            contact.rs, extdisco.rs: XEP-0157 addresses and XEP-0215
-//!                            STUN/TURN services in the server's disco
+//!                            STUN/TURN services in the server's disco;
+//!                            device/: device accounts (issue 21), their restricted
+//!                            role, presence as telemetry, sleepy devices' last readings
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
-//! admin/      `hearth user …`, `hearth household …`, `hearth invite` subcommands on the
-//!             same storage
+//! admin/      `hearth user …`, `hearth household …`, `hearth device …`, `hearth invite`
+//!             subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)
