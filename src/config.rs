@@ -1867,6 +1867,32 @@ mod tests {
     }
 
     #[test]
+    fn devices_settings() {
+        let c = parse("domain = \"kitchen.local\"\n").unwrap();
+        assert_eq!(
+            c.modules.devices,
+            crate::features::device::DeviceConfig::default()
+        );
+        let c = parse("[devices]\npresence_interval_secs = 60\npresence_burst = 1\n").unwrap();
+        assert_eq!(c.modules.devices.presence_interval, Duration::from_secs(60));
+        assert_eq!(c.modules.devices.presence_burst, 1);
+        assert_eq!(
+            error("[devices]\npresence_interval_secs = 0"),
+            "/etc/hearth/hearth.toml: devices.presence_interval_secs: must be between 1 and \
+             86400 (got 0)"
+        );
+        for bad in [
+            "presence_burst = 0",
+            "presence_burst = 1000",
+            "store_interval_secs = -1",
+            "rate = 3",
+        ] {
+            let e = error(&format!("[devices]\n{bad}\n"));
+            assert!(e.contains("devices."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_registration_settings() {
         assert_eq!(
             error("[registration]\npolicy = \"anyone\""),

@@ -316,3 +316,83 @@ fn the_readme_sensor_examples_report() {
     assert_eq!(seen["type"], "unavailable", "{w}");
     assert_eq!(seen["telemetry"][1]["unit"], "V", "{w}");
 }
+
+/// Bad input from a device over a raw connection: telemetry over the limits (too many
+/// values, a name or a value too long) gets a presence error `policy-violation` with a
+/// text, is not broadcast, and the device stays connected; a member online sees only
+/// what passed; unchanged, malformed-but-small telemetry (an uppercase name, an unknown
+/// child) passes as sent.
+#[test]
+fn telemetry_over_the_limits_is_refused_and_the_rest_passes() {
+    use common::client::{Conn, NS_CLIENT};
+    use common::im::{drain, expect_presence};
+    let server = Server::start(ServerOpts::default());
+    server.add_user("alice", PW);
+    hearth(&server, "household", &["add", "alice"]);
+    let pw = add_device(&server, "thermo", true);
+    // The server's household watcher reads the change.
+    std::thread::sleep(Duration::from_secs(3));
+    let login = |user: &str, pw: &str, res: &str| {
+        Conn::login(
+            server.c2s_addr(),
+            server.domain(),
+            &server.cert_path(),
+            user,
+            pw,
+            Some(res),
+        )
+    };
+    let mut alice = login("alice", PW, "phone");
+    alice.send("<presence/>");
+    expect_presence(&mut alice, &server.jid("alice"), None);
+    let mut t = login("thermo", &pw, "esp32");
+    let ns = "urn:hearth:telemetry:0";
+    let many: String = (0..33)
+        .map(|i| format!("<value name='v{i}'>{i}</value>"))
+        .collect();
+    let long_name = "n".repeat(65);
+    let long_value = "9".repeat(257);
+    for (id, inner, says) in [
+        ("many", many, "at most 32"),
+        (
+            "name",
+            format!("<value name='{long_name}'>1</value>"),
+            "longer than 64",
+        ),
+        (
+            "value",
+            format!("<value name='t'>{long_value}</value>"),
+            "longer than 256",
+        ),
+    ] {
+        t.send(&format!(
+            "<presence id='{id}'><telemetry xmlns='{ns}'>{inner}</telemetry></presence>"
+        ));
+        let e = t.expect_matching("a presence error", |n| {
+            n.name == "presence" && n.attr("type") == Some("error")
+        });
+        assert_eq!(e.attr("id"), Some(id), "{e}");
+        let error = e.child("error", NS_CLIENT).expect("an <error/>");
+        let stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
+        assert!(error.child("policy-violation", stanzas).is_some(), "{e}");
+        let text = &error.child("text", stanzas).expect("a text").text;
+        assert!(text.contains(says), "{text}");
+    }
+    t.assert_alive();
+    let odd = format!("<telemetry xmlns='{ns}'><value name='Temp'>1</value><extra/></telemetry>");
+    t.send(&format!("<presence><status>odd</status>{odd}</presence>"));
+    let seen = expect_presence(&mut alice, &server.jid("thermo"), None);
+    assert_eq!(
+        seen.child("status", NS_CLIENT).map(|s| s.text.as_str()),
+        Some("odd")
+    );
+    let tel = seen.child("telemetry", ns).expect("telemetry as sent");
+    assert_eq!(tel.children.len(), 2, "{seen}");
+    assert_eq!(tel.children[0].attr("name"), Some("Temp"));
+    // Nothing refused reached alice before it.
+    assert!(
+        drain(&mut alice)
+            .iter()
+            .all(|n| n.attr("type") != Some("error")),
+    );
+}
