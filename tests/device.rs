@@ -396,3 +396,74 @@ fn telemetry_over_the_limits_is_refused_and_the_rest_passes() {
             .all(|n| n.attr("type") != Some("error")),
     );
 }
+
+/// Runs tests/clients/aioxmpp_device.py as `user` to completion.
+fn run_aioxmpp(
+    server: &Server,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> common::clients::ClientRun {
+    let python = common::clients::aioxmpp_python();
+    let mut cmd = Command::new(&python);
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/aioxmpp_device.py"))
+        .args(["--port", &server.c2s_port().to_string()])
+        .args(["--jid", &server.jid(user), "--password", password])
+        .args(args);
+    let run = RunningClient::command(cmd).finish();
+    assert_ne!(
+        run.code(),
+        Some(2),
+        "{} cannot run aioxmpp (run .ci/run, or set HEARTH_AIOXMPP_PYTHON):\n{run}",
+        python.display()
+    );
+    run
+}
+
+/// The same flow with a second library: an aioxmpp device reports (hearth's element as
+/// an aioxmpp XSO), and an aioxmpp member logging in later reads the last reading with
+/// aioxmpp's own XEP-0203 `Delay`; a slixmpp member sees the same.
+#[test]
+fn aioxmpp_device_and_member() {
+    let server = Server::start(ServerOpts::default());
+    server.add_user("alice", PW);
+    hearth(&server, "household", &["add", "alice"]);
+    let pw = add_device(&server, "thermo", true);
+    let r = run_aioxmpp(
+        &server,
+        "thermo",
+        &pw,
+        &[
+            "--role",
+            "device",
+            "--status",
+            READING,
+            "--value",
+            "temperature=21.5:°C",
+            "--value",
+            "humidity=48:%",
+        ],
+    );
+    r.assert_ok();
+    std::thread::sleep(Duration::from_secs(3));
+    let thermo = server.jid("thermo");
+    let w = run_aioxmpp(
+        &server,
+        "alice",
+        PW,
+        &[
+            "--role",
+            "watch",
+            "--device",
+            &thermo,
+            "--expect-status",
+            READING,
+        ],
+    );
+    w.assert_ok();
+    let seen = w.expect_event("seen");
+    check_last_reading(&server, seen);
+    let w = watch(&server, "alice");
+    w.assert_ok();
+    check_last_reading(&server, w.expect_event("seen"));
+}
