@@ -7,8 +7,10 @@
 //! [`Hook::StanzaIn`]):
 //! - **no federation**, either way: a stanza to another server is refused with
 //!   `not-allowed` (RFC 6120 §8.3.3.9); one from another server to a device gets what an
-//!   unknown account gives (`service-unavailable` for messages and iqs, presence dropped,
-//!   RFC 6121 §8.5.1);
+//!   unknown account gives (`service-unavailable` for messages and iqs, RFC 6121
+//!   §8.5.1), and its presence is dropped, but for probes: those the server answers
+//!   under the usual subscription check, so a remote subscriber (one from before the
+//!   account was a device) gets the last reading like a local one;
 //! - **the household only**: messages, subscription requests and approvals
 //!   (`subscribe`, `subscribed`) and directed available presence to an account outside
 //!   the household (or from a device outside it) are refused with `forbidden` (§8.3.3.6)
@@ -101,10 +103,12 @@ impl Default for DeviceConfig {
     }
 }
 
-/// How long an answer to "is this account a device" is kept: accounts are made devices
-/// when created (`hearth device add`), so a new account is always read afresh; this
-/// bounds how long a removed and re-made account is taken for what it was.
-const KIND_TTL: Duration = Duration::from_secs(30);
+/// How long an answer to "is this account a device" is kept. Accounts are made devices
+/// when created (`hearth device add`), so a new account's first stanza always reads it
+/// afresh; this bounds how long an account deleted and made again under the same name
+/// (the other kind) while the server had it in mind is taken for what it was, at the
+/// cost of one small read per active account per period.
+const KIND_TTL: Duration = Duration::from_secs(5);
 /// Accounts whose kind is kept in memory, at most (then the stale ones are forgotten).
 const MAX_KINDS: usize = 4096;
 
@@ -452,13 +456,20 @@ impl Module for Device {
                     if !self.is_device(cx.im, user).await {
                         return Verdict::Pass;
                     }
-                    // RFC 6121 §8.5.1: what an account that does not exist gets.
-                    if stanza.kind != Kind::Presence {
-                        cx.im.router.bounce(
+                    match stanza.kind {
+                        // §4.3.2: a probe is the server's to answer, under the usual
+                        // subscription check (a subscriber from before the account was
+                        // a device gets the last reading; anyone else `unsubscribed`).
+                        Kind::Presence if stanza.el.attr("type") == Some("probe") => {
+                            return Verdict::Pass;
+                        }
+                        Kind::Presence => {}
+                        // RFC 6121 §8.5.1: what an account that does not exist gets.
+                        Kind::Message | Kind::Iq => cx.im.router.bounce(
                             cx.from.origin(),
                             stanza,
                             StanzaCondition::ServiceUnavailable,
-                        );
+                        ),
                     }
                     Verdict::Stop
                 }
