@@ -111,8 +111,8 @@ def report(readings, host=HOST, port=PORT, domain=DOMAIN, user=USER, password=PA
     link.send("<presence id='r'><status>%s</status><telemetry xmlns='%s'>%s</telemetry>"
               "</presence>" % (esc(status), NS, values))
     # The server's echo of our presence (RFC 6121 §4.2.2), or its error.
-    echo = link.until(b"</presence>", b"type='error'", b'type="error"')
-    if b"error" in echo:
+    echo = link.until(b"</presence>")
+    if b"type='error'" in echo or b'type="error"' in echo:
         raise OSError("presence refused: " + echo.decode())
     link.send("</stream:stream>")
     try:
