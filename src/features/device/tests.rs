@@ -307,3 +307,31 @@ fn a_member_who_joins_later_gets_the_last_reading() {
         "{got:?}"
     );
 }
+
+/// A device that says something as it leaves keeps its word: its own unavailable status
+/// goes out as sent; a probe later still shows the last reading.
+#[test]
+fn a_device_own_unavailable_status_wins() {
+    let w = home();
+    let alice = online(&w, "alice", "phone");
+    let thermo = w.bind("thermo", "esp32");
+    w.send(
+        &thermo,
+        &format!("<presence><status>21.5 °C</status>{T}</presence>"),
+    );
+    queued(&alice);
+    w.send(
+        &thermo,
+        "<presence type='unavailable'><status>battery low</status></presence>",
+    );
+    let got = queued(&alice);
+    let u = got
+        .iter()
+        .find(|s| s.contains("type='unavailable'"))
+        .expect("unavailable");
+    assert!(u.contains("<status>battery low</status>"), "{u}");
+    assert!(!u.contains("21.5") && !u.contains("telemetry"), "{u}");
+    let bob = w.bind("bob", "laptop");
+    let (out, _) = w.send(&bob, "<presence/>");
+    assert!(out.contains("<status>21.5 °C</status>"), "{out}");
+}
