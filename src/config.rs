@@ -1225,7 +1225,8 @@ impl RawConfig {
         };
         let components = self.components.unwrap_or_default().validate(&domain)?;
         let admins = admins("admins", self.admins, &domain)?;
-        Ok(Config {
+        let devices = self.devices.unwrap_or_default().validate()?;
+        let mut config = Config {
             domain,
             data_dir,
             threads,
@@ -1248,18 +1249,18 @@ impl RawConfig {
             registration: self.registration.unwrap_or_default().validate()?,
             stream_management: self.stream_management.unwrap_or_default().validate()?,
             archive: self.archive.unwrap_or_default().validate()?,
-            modules: crate::features::ModuleSettings {
-                devices: self.devices.unwrap_or_default().validate()?,
-                ..module_settings(
-                    self.private_storage,
-                    self.vcard,
-                    self.contact,
-                    self.external_services,
-                    self.pep,
-                    self.push,
-                )?
-            },
-        })
+            modules: module_settings(
+                self.private_storage,
+                self.vcard,
+                self.contact,
+                self.external_services,
+                self.pep,
+                self.push,
+            )?,
+        };
+        // `[devices]` (features::device), beside the other modules' settings.
+        config.modules.devices = devices;
+        Ok(config)
     }
 }
 
