@@ -335,3 +335,25 @@ fn a_device_own_unavailable_status_wins() {
     let (out, _) = w.send(&bob, "<presence/>");
     assert!(out.contains("<status>21.5 °C</status>"), "{out}");
 }
+
+/// The rate is the account's, not the connection's: reconnecting does not reset it
+/// (a sensor in a connect loop is held to it too), and another device has its own.
+#[test]
+fn the_rate_survives_a_reconnect() {
+    let w = home();
+    let thermo = w.bind("thermo", "esp32");
+    for i in 0..3 {
+        let (out, _) = w.send(
+            &thermo,
+            &format!("<presence><status>{i}</status></presence>"),
+        );
+        assert!(!out.contains("type='error'"), "{out}");
+    }
+    smol::block_on(w.im().session_ended(&thermo.jid, thermo.id));
+    let again = w.bind("thermo", "esp32");
+    let (out, _) = w.send(&again, "<presence><status>3</status></presence>");
+    assert!(out.contains("<policy-violation"), "{out}");
+    let other = w.bind("sensor2", "x");
+    let (out, _) = w.send(&other, "<presence><status>0</status></presence>");
+    assert!(!out.contains("type='error'"), "{out}");
+}
