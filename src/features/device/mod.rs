@@ -18,6 +18,9 @@
 //!   iqs to accounts' bare JIDs (answered by the server under its own rules) stay open.
 //!   This server's services (group chat, upload) take its iqs, not its messages or
 //!   presence (`not-allowed`);
+//! - **the owner's account**: a device does not change its password or remove its
+//!   account itself (XEP-0077 §3.2, §3.3: `not-allowed`); `hearth device password` and
+//!   `hearth device remove` do;
 //! - **a presence rate**: at most `[devices] presence_burst` broadcast presences at
 //!   once, then one per `presence_interval_secs` ([`rate`]). Excess presence is
 //!   answered with a presence error, `policy-violation` of type `wait`, whose text says
@@ -230,7 +233,20 @@ impl Device {
         // may not send one, it is dropped.
         let is_response = ty == Some("error") || (stanza.kind == Kind::Iq && ty == Some("result"));
         let reach = self.reach(cx.im, user, stanza.to.as_ref()).await;
+        let is_registration_change = stanza.kind == Kind::Iq
+            && ty == Some("set")
+            && stanza
+                .iq_payload()
+                .is_some_and(|p| p.ns() == crate::features::register::NS_REGISTER);
         let refusal = match (reach, stanza.kind) {
+            // XEP-0077 §3.2, §3.3: a device does not change its password or remove its
+            // account; the owner does, with `hearth device password|remove`.
+            _ if is_registration_change => {
+                Some(StanzaError::new(StanzaCondition::NotAllowed).with_text(
+                    "a device account's password and removal are the owner's \
+                     (hearth device password|remove)",
+                ))
+            }
             (Reach::Remote, _) => Some(
                 StanzaError::new(StanzaCondition::NotAllowed)
                     .with_text("a device account does not talk to other servers"),

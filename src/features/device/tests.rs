@@ -357,3 +357,27 @@ fn the_rate_survives_a_reconnect() {
     let (out, _) = w.send(&other, "<presence><status>0</status></presence>");
     assert!(!out.contains("type='error'"), "{out}");
 }
+
+/// XEP-0077 from a device: its password and its removal are the owner's.
+#[test]
+fn a_device_does_not_change_its_password() {
+    use crate::storage::Accounts as _;
+    let w = home();
+    let thermo = w.bind("thermo", "esp32");
+    let (out, _) = w.send(
+        &thermo,
+        "<iq type='set' id='pw'><query xmlns='jabber:iq:register'>\
+         <username>thermo</username><password>mine now</password></query></iq>",
+    );
+    assert!(
+        out.contains("<not-allowed") && out.contains("hearth device password"),
+        "{out}"
+    );
+    let (out, _) = w.send(
+        &thermo,
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+    );
+    assert!(out.contains("<not-allowed"), "{out}");
+    assert!(w.storage.account_exists("thermo").unwrap());
+    assert!(w.storage.verify_password("thermo", "pw").unwrap());
+}
