@@ -121,6 +121,11 @@
 //! quota_bytes_per_account = 1073741824   # an account's files, in bytes (1 GiB)
 //! expire_after_secs = 2592000        # files go 30 days after upload; 0 keeps them
 //! allowed_types = ["image/*", "video/mp4"]   # default: any type
+//! [devices]                          # device accounts (`hearth device add`)
+//! presence_interval_secs = 10        # one presence per this, sustained, after
+//! presence_burst = 3                 # this many at once; excess: policy-violation
+//! store_interval_secs = 300          # a device online stores its last reading at most
+//!                                    # this often (always when it goes offline)
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -747,6 +752,7 @@ struct RawConfig {
     push: Option<RawPush>,
     http: Option<RawHttp>,
     upload: Option<RawUpload>,
+    devices: Option<RawDevices>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -856,6 +862,43 @@ impl RawUpload {
                 None => d.expire_after_secs,
             },
             allowed_types,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([devices])")]
+struct RawDevices {
+    presence_interval_secs: Option<Int>,
+    presence_burst: Option<Int>,
+    store_interval_secs: Option<Int>,
+}
+
+impl RawDevices {
+    fn validate(self) -> Result<crate::features::device::DeviceConfig, ConfigErrorKind> {
+        let d = crate::features::device::DeviceConfig::default();
+        let secs = |key, v: Option<Int>, range, default: Duration| match v {
+            Some(n) => in_range(key, n, range).map(|n| Duration::from_secs(n as u64)),
+            None => Ok(default),
+        };
+        Ok(crate::features::device::DeviceConfig {
+            // A second to a day.
+            presence_interval: secs(
+                "devices.presence_interval_secs",
+                self.presence_interval_secs,
+                1..=86_400,
+                d.presence_interval,
+            )?,
+            presence_burst: match self.presence_burst {
+                Some(n) => in_range("devices.presence_burst", n, 1..=100)? as u32,
+                None => d.presence_burst,
+            },
+            store_interval: secs(
+                "devices.store_interval_secs",
+                self.store_interval_secs,
+                0..=86_400,
+                d.store_interval,
+            )?,
         })
     }
 }
@@ -1095,6 +1138,8 @@ fn module_settings(
             include_body: push.unwrap_or_default().include_body.unwrap_or(false),
         },
         upload: Default::default(),
+        // Set by the caller from `[devices]`.
+        devices: Default::default(),
     })
 }
 
@@ -1329,7 +1374,8 @@ impl RawConfig {
         let mut upload = self.upload.unwrap_or_default().validate()?;
         // The component hands out URLs of the HTTPS listener: without it, no component.
         upload.enabled &= http.enabled;
-        Ok(Config {
+        let devices = self.devices.unwrap_or_default().validate()?;
+        let mut config = Config {
             domain,
             data_dir,
             threads,
@@ -1365,7 +1411,10 @@ impl RawConfig {
                 m
             })?,
             http,
-        })
+        };
+        // `[devices]` (features::device), beside the other modules' settings.
+        config.modules.devices = devices;
+        Ok(config)
     }
 }
 
@@ -1973,6 +2022,32 @@ mod tests {
     }
 
     #[test]
+    fn devices_settings() {
+        let c = parse("domain = \"kitchen.local\"\n").unwrap();
+        assert_eq!(
+            c.modules.devices,
+            crate::features::device::DeviceConfig::default()
+        );
+        let c = parse("[devices]\npresence_interval_secs = 60\npresence_burst = 1\n").unwrap();
+        assert_eq!(c.modules.devices.presence_interval, Duration::from_secs(60));
+        assert_eq!(c.modules.devices.presence_burst, 1);
+        assert_eq!(
+            error("[devices]\npresence_interval_secs = 0"),
+            "/etc/hearth/hearth.toml: devices.presence_interval_secs: must be between 1 and \
+             86400 (got 0)"
+        );
+        for bad in [
+            "presence_burst = 0",
+            "presence_burst = 1000",
+            "store_interval_secs = -1",
+            "rate = 3",
+        ] {
+            let e = error(&format!("[devices]\n{bad}\n"));
+            assert!(e.contains("devices."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_registration_settings() {
         assert_eq!(
             error("[registration]\npolicy = \"anyone\""),
@@ -2221,6 +2296,10 @@ mod tests {
             quota_bytes_per_account = 5000000
             expire_after_secs = 0
             allowed_types = ["image/*", "Video/MP4"]
+            [devices]
+            presence_interval_secs = 60
+            presence_burst = 1
+            store_interval_secs = 0
             "#,
         )
         .unwrap();
@@ -2309,6 +2388,11 @@ mod tests {
                         expire_after_secs: 0,
                         allowed_types: vec!["image/*".into(), "video/mp4".into()],
                     },
+                    devices: crate::features::device::DeviceConfig {
+                        presence_interval: Duration::from_secs(60),
+                        presence_burst: 1,
+                        store_interval: Duration::ZERO,
+                    },
                     ..Default::default()
                 },
                 // On the c2s addresses, port 5443.
@@ -2396,7 +2480,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`)"
         );
     }
 

@@ -35,14 +35,16 @@
 //!                            STUN/TURN services in the server's disco;
 //!                            upload/: XEP-0363 photo sharing (`upload.<domain>`, files
 //!                            beside the database, quota and expiry)
+//!                            device/: device accounts (issue 21), their restricted
+//!                            role, presence as telemetry, sleepy devices' last readings
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
 //! password.rs argon2id checks for SASL PLAIN: bounded threads and queue, memory reused;
 //!             what is stored for a new password (argon2id hash, SCRAM keys)
 //! pool.rs     bounded thread pools (storage, password checks) instead of `smol::unblock`
-//! admin/      `hearth user …`, `hearth household …`, `hearth invite` subcommands on the
-//!             same storage
+//! admin/      `hearth user …`, `hearth household …`, `hearth device …`, `hearth invite`
+//!             subcommands on the same storage
 //! config.rs   typed TOML configuration with defaults and validation
 //! jid.rs      RFC 7622 addresses, normalized on construction
 //! stanza/     typed stanzas, stanza errors (RFC 6120 §8.3) and stream errors (§4.9)

@@ -11,6 +11,10 @@ usage: hearth [serve] [--config FILE] [--allow-root]
        hearth user list [--config FILE]
        hearth household add|remove NAME [--config FILE]
        hearth household list [--config FILE]
+       hearth device add NAME [--household] [--password-file FILE] [--config FILE]
+       hearth device password NAME [--password-file FILE] [--config FILE]
+       hearth device remove NAME [--config FILE]
+       hearth device list [--config FILE]
        hearth invite [--uses N] [--expires 7d] [--household] [--from NAME]
                      [--note TEXT] [--config FILE]
        hearth invites [revoke ID] [--config FILE]
@@ -102,6 +106,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "device" => print_result(hearth::admin::device_command(
+            &args[1..],
+            &cfg.data_dir,
+            &cfg.domain,
+        )),
         "invite" => print_result(hearth::admin::invite_command(&args[1..], &cfg)),
         "invites" => print_result(hearth::admin::invites_command(&args[1..], &cfg.data_dir)),
         "household" => {

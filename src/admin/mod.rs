@@ -1,4 +1,4 @@
-//! Admin subcommands (`hearth user …`, `hearth household …`, `hearth invite`, `hearth backup`), run by the owner on the same
+//! Admin subcommands (`hearth user …`, `hearth household …`, `hearth device …`, `hearth invite`, `hearth backup`), run by the owner on the same
 //! storage as the server.
 //!
 //! They open `hearth.db` with their own connection; WAL and the busy timeout make that safe
@@ -7,12 +7,16 @@
 
 mod backup;
 mod check;
+mod device;
 mod household;
 mod invite;
 mod user;
 
 pub use backup::backup_command;
 pub use check::{CheckReport, check};
+pub use device::{
+    DEVICE_USAGE, DeviceCommand, device_command, generate_password, parse_device_args,
+};
 pub use household::{HOUSEHOLD_USAGE, HouseholdCommand, household_command, parse_household_args};
 pub use invite::{
     INVITE_USAGE, InviteRequest, InvitesCommand, Made, create as create_invite, invite_command,
@@ -75,6 +79,15 @@ pub enum AdminError {
     /// `hearth backup`: there is no database in the data directory yet.
     NoDatabase(PathBuf),
     Storage(StorageError),
+    /// `hearth device`'s command line does not parse.
+    DeviceUsage(String),
+    /// `hearth device password|remove` of an account that is not a device.
+    NotADevice(String),
+    /// A device's generated password could not be written to the file given.
+    PasswordOut {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for AdminError {
@@ -118,6 +131,15 @@ impl fmt::Display for AdminError {
                 path.display()
             ),
             AdminError::Storage(e) => e.fmt(f),
+            AdminError::DeviceUsage(msg) => write!(f, "{msg} (see `hearth device help`)"),
+            AdminError::NotADevice(jid) => write!(f, "{jid} is not a device account"),
+            AdminError::PasswordOut { path, source } => {
+                write!(
+                    f,
+                    "cannot write the password to {}: {source}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -125,7 +147,9 @@ impl fmt::Display for AdminError {
 impl std::error::Error for AdminError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AdminError::PasswordFile { source, .. } => Some(source),
+            AdminError::PasswordFile { source, .. } | AdminError::PasswordOut { source, .. } => {
+                Some(source)
+            }
             AdminError::PasswordStdin(e) | AdminError::Prompt(e) => Some(e),
             AdminError::Storage(e) => Some(e),
             _ => None,

@@ -47,6 +47,8 @@ pub mod private;
 pub mod vcard;
 // Issue 20: XEP-0363 photo sharing (and XEP-0156 host-meta on the same listener).
 pub mod upload;
+// Issue 21: device accounts, presence as telemetry.
+pub mod device;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -220,6 +222,16 @@ pub enum Hook {
     /// anywhere: [`Module::presence_out`] may add to it (XEP-0398 §4: the avatar hash of
     /// XEP-0153).
     PresenceOut,
+    /// Unavailable presence from a local resource (sent, or its session's end), before
+    /// it is broadcast to the contacts and directed-presence recipients (RFC 6121 §4.5.2)
+    /// and before [`Hook::ResourceUnavailable`]: [`Module::presence_unavailable`] may add
+    /// to it (a device's last reading, `features::device`).
+    PresenceUnavailable,
+    /// The unavailable presence a local account with no available resource shows a
+    /// probe (RFC 6121 §4.3.2), built from its last logout (XEP-0012, XEP-0203):
+    /// [`Module::offline_presence`] may change it (a device's last reading and when it
+    /// was sent, `features::device`).
+    OfflinePresence,
 }
 
 /// What a filter hook decided.
@@ -483,6 +495,29 @@ pub trait Module: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// [`Hook::PresenceUnavailable`]: `presence` (unavailable, from the local session
+    /// `cx.from`) is about to be broadcast; `others_available` when the account is still
+    /// online elsewhere.
+    fn presence_unavailable<'a>(
+        &'a self,
+        _cx: &'a HookCx<'a>,
+        _presence: &'a mut Element,
+        _others_available: bool,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// [`Hook::OfflinePresence`]: `presence` is what the local account `user`, offline,
+    /// is about to show a prober.
+    fn offline_presence<'a>(
+        &'a self,
+        _im: Im<'a>,
+        _user: &'a str,
+        _presence: &'a mut Element,
+    ) -> HookFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Answers an iq get or set whose payload is in one of its [`Module::iqs`]
     /// namespaces, addressed to an entity the route covers.
     fn handle_iq<'a>(&'a self, _cx: &'a IqCx<'a>, _iq: &'a Stanza) -> IqFuture<'a> {
@@ -504,6 +539,8 @@ pub struct ModuleSettings {
     pub push: push::PushConfig,
     /// `[upload]` (XEP-0363).
     pub upload: upload::UploadConfig,
+    /// `[devices]` (device accounts, presence as telemetry).
+    pub devices: device::DeviceConfig,
 }
 
 /// The registered modules and what they declare, computed once.
@@ -639,6 +676,7 @@ impl Registry {
             // Last: it looks at a message once the others (the archive, carbons) have.
             Box::new(push::Push::new(&settings.push)),
             Box::new(upload::Upload::new(&settings.upload)),
+            Box::new(device::Device::new(&settings.devices)),
         ])
     }
 

@@ -222,6 +222,13 @@ impl Im<'_> {
             im: *self,
             from: Sender::Local(from),
         };
+        // What modules add (a device's last reading) goes to everyone below.
+        let mut added = None;
+        for m in self.modules.hooked(Hook::PresenceUnavailable) {
+            let el = added.get_or_insert_with(|| el.clone());
+            m.presence_unavailable(&cx, el, others_available).await;
+        }
+        let el = added.as_ref().unwrap_or(el);
         for m in self.modules.hooked(Hook::ResourceUnavailable) {
             m.resource_unavailable(&cx, el, others_available).await;
         }
@@ -304,6 +311,9 @@ impl Im<'_> {
                     el.push_child(Element::new("status", ns::CLIENT).with_text(status));
                 }
                 el.push_child(presence::delay(self.domain(), at));
+            }
+            for m in self.modules.hooked(Hook::OfflinePresence) {
+                m.offline_presence(*self, &owner, &mut el).await;
             }
             return Ok(Some(vec![el]));
         }
@@ -414,7 +424,22 @@ impl Im<'_> {
         let reached = std::slice::from_ref(contact);
         match flow {
             PresenceFlow::Start => {
-                for p in self.router.available_presences(owner) {
+                let presences = self.router.available_presences(owner);
+                if presences.is_empty() {
+                    // Offline: nothing to send (§3.1.5), unless a module has something
+                    // to show for the account (a device's last reading, with when it
+                    // was taken), as it would to a probe.
+                    let bare = format!("{owner}@{}", self.domain());
+                    let plain = presence::unavailable(&bare, contact.as_str());
+                    let mut el = plain.clone();
+                    for m in self.modules.hooked(Hook::OfflinePresence) {
+                        m.offline_presence(*self, owner, &mut el).await;
+                    }
+                    if el != plain {
+                        self.send_to_contact(contact, el);
+                    }
+                }
+                for p in presences {
                     let el = presence::addressed(&p, contact.as_str());
                     self.send_to_contact(contact, el.clone());
                     let from = p.attr("from").and_then(|f| FullJid::parse(f).ok());

@@ -1085,3 +1085,66 @@ fn remote_users_read_vcards_but_not_private_storage() {
     );
     assert!(queued(&a).is_empty());
 }
+
+/// A device account (features::device) takes no federation: another server's message
+/// bounces as for an unknown account, its subscription request is dropped; its probe
+/// is answered under the subscription check, so a subscriber from before the account
+/// was a device gets the last reading with its telemetry and delay stamp.
+#[test]
+fn a_device_answers_only_probes_from_other_servers() {
+    use crate::features::device::Devices as _;
+    let (w, out) = federated(&["thermo"]);
+    w.storage.mark_device("thermo").unwrap();
+    // romeo subscribed before the account was a device.
+    let romeo = BareJid::parse(ROMEO).unwrap();
+    w.storage
+        .update_subscription(
+            "thermo",
+            &romeo,
+            &mut |s| SubState {
+                subscription: Subscription::From,
+                ..s
+            },
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    let t = w.bind("thermo", "esp32");
+    w.send(
+        &t,
+        "<presence><status>21.5 °C</status><telemetry xmlns='urn:hearth:telemetry:0'>\
+         <value name='temperature' unit='°C'>21.5</value></telemetry></presence>",
+    );
+    w.end(t);
+    out.take();
+    w.receive(ROMEO, "<presence type='probe' to='thermo@home.example'/>");
+    let sent = out.take();
+    assert!(
+        sent.len() == 1
+            && sent[0].contains("type='unavailable'")
+            && sent[0].contains("<status>21.5 °C</status>")
+            && sent[0].contains("urn:hearth:telemetry:0")
+            && sent[0].contains(ns::DELAY),
+        "{sent:?}"
+    );
+    w.receive(
+        ROMEO_DESK,
+        "<message id='m' to='thermo@home.example'><body>hi</body></message>",
+    );
+    let sent = out.take();
+    assert!(
+        sent.len() == 1 && sent[0].contains("service-unavailable"),
+        "{sent:?}"
+    );
+    w.receive(
+        "mercutio@remote.example",
+        "<presence type='subscribe' to='thermo@home.example'/>",
+    );
+    assert!(out.take().is_empty());
+    assert!(
+        w.storage
+            .subscription_requests("thermo")
+            .unwrap()
+            .is_empty()
+    );
+}
