@@ -107,6 +107,11 @@
 //! [push]                             # XEP-0357 notifications to phones' app servers
 //! include_body = false               # send the message text to the app server (and on
 //!                                    # to Apple/Google): off, only "a message from …"
+//!
+//! [websocket]                        # RFC 7395 XMPP over WebSocket (browsers), off by default
+//! listen = ["[::]:5281"]             # its own port; GET any path with `xmpp` subprotocol
+//! tls = true                         # wss:// with the server's certificate; false: plain
+//!                                    # ws:// for a TLS proxy on this host, loopback only
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -170,6 +175,21 @@ pub struct Config {
     /// and external services (XEP-0157, XEP-0215): `[private_storage]`, `[vcard]`,
     /// `[contact]`, `[[external_services]]`.
     pub modules: crate::features::ModuleSettings,
+    /// XMPP over WebSocket (RFC 7395) on a listener of its own.
+    pub websocket: WebSocketConfig,
+}
+
+/// `[websocket]`: RFC 7395 listeners of their own (the HTTP listener may also hand its
+/// upgraded connections over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    /// Where to listen; empty (the default) for none.
+    pub listen: Vec<SocketAddr>,
+    /// TLS (wss://) with the server's certificate, as on the XEP-0368 port. Without it
+    /// the credentials would cross the network in clear, so a plain listener is only
+    /// for a TLS-terminating proxy on the same host: it refuses every peer that is not
+    /// a loopback address.
+    pub tls: bool,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -714,6 +734,36 @@ struct RawConfig {
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
     push: Option<RawPush>,
+    websocket: Option<RawWebSocket>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([websocket])")]
+struct RawWebSocket {
+    listen: Option<Strings>,
+    tls: Option<bool>,
+}
+
+impl RawWebSocket {
+    fn validate(self, c2s: &C2sConfig) -> Result<WebSocketConfig, ConfigErrorKind> {
+        let listen = match self.listen {
+            Some(list) => addresses("websocket.listen", list)?,
+            None => Vec::new(),
+        };
+        if let Some(addr) = listen
+            .iter()
+            .find(|a| c2s.listen.contains(a) || c2s.direct_tls_listen.contains(a))
+        {
+            return Err(invalid(
+                "websocket.listen",
+                format!("{addr} is also a c2s listener; one port cannot serve both"),
+            ));
+        }
+        Ok(WebSocketConfig {
+            listen,
+            tls: self.tls.unwrap_or(true),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1179,11 +1229,13 @@ impl RawConfig {
         };
         let components = self.components.unwrap_or_default().validate(&domain)?;
         let admins = admins("admins", self.admins, &domain)?;
+        let c2s = self.c2s.unwrap_or_default().validate()?;
+        let websocket = self.websocket.unwrap_or_default().validate(&c2s)?;
         Ok(Config {
             domain,
             data_dir,
             threads,
-            c2s: self.c2s.unwrap_or_default().validate()?,
+            c2s,
             tls: self.tls.unwrap_or_default().validate(base)?,
             auth: self.auth.unwrap_or_default().validate(env.cores())?,
             limits: self.limits.unwrap_or_default().validate()?,
@@ -1210,6 +1262,7 @@ impl RawConfig {
                 self.pep,
                 self.push,
             )?,
+            websocket,
         })
     }
 }
@@ -2057,6 +2110,10 @@ mod tests {
 
             [push]
             include_body = true
+
+            [websocket]
+            listen = ["127.0.0.1:5281"]
+            tls = false
             "#,
         )
         .unwrap();
@@ -2140,6 +2197,10 @@ mod tests {
                     push: crate::features::push::PushConfig { include_body: true },
                     ..Default::default()
                 },
+                websocket: WebSocketConfig {
+                    listen: vec!["127.0.0.1:5281".parse().unwrap()],
+                    tls: false,
+                },
             }
         );
     }
@@ -2201,7 +2262,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `websocket`)"
         );
     }
 

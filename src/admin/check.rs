@@ -121,6 +121,12 @@ fn ports(cfg: &Config, r: &mut CheckReport) {
         );
     }
     all.extend(cfg.components.listen.iter().map(|a| ("components", *a)));
+    all.extend(
+        cfg.websocket
+            .listen
+            .iter()
+            .map(|a| ("web clients, WebSocket", *a)),
+    );
     for (what, addr) in all {
         match crate::net::listen::bind_blocking(addr) {
             Ok(l) => {

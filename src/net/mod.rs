@@ -20,6 +20,7 @@ pub mod s2s;
 pub mod s2s_tls;
 pub mod sm;
 pub mod tls;
+pub mod websocket;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;

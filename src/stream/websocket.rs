@@ -60,7 +60,9 @@ pub fn frame_in(text: &str) -> Result<String, StreamError> {
     }
     if top.prefix == "stream" && top.name == "stream" {
         // A TCP-style header: not a complete element, so never here; kept for clarity.
-        return Err(not_well_formed("a stream header in a WebSocket frame; send <open/>"));
+        return Err(not_well_formed(
+            "a stream header in a WebSocket frame; send <open/>",
+        ));
     }
     Ok(text.to_owned())
 }
@@ -120,10 +122,9 @@ fn top_element(text: &str) -> Result<Top<'_>, StreamError> {
                     depth = depth.saturating_sub(1);
                     if depth == 0 {
                         // Inner tags are matched by the framer; this one decides the frame.
-                        if top
-                            .as_ref()
-                            .is_some_and(|t| t.prefix != prefix.as_str() || t.name != local.as_str())
-                        {
+                        if top.as_ref().is_some_and(|t| {
+                            t.prefix != prefix.as_str() || t.name != local.as_str()
+                        }) {
                             return Err(not_well_formed("mismatched closing tag"));
                         }
                         done = true;
@@ -136,10 +137,8 @@ fn top_element(text: &str) -> Result<Top<'_>, StreamError> {
                     }
                 }
             },
-            Token::Text { text: t } if depth == 0 => {
-                if !t.as_str().trim().is_empty() {
-                    return Err(not_well_formed("text outside the frame's element"));
-                }
+            Token::Text { text: t } if depth == 0 && !t.as_str().trim().is_empty() => {
+                return Err(not_well_formed("text outside the frame's element"));
             }
             // Comments, processing instructions and the like are the framer's to refuse
             // (restricted-xml, RFC 6120 §11.1); everything inside the element is its too.
@@ -315,9 +314,7 @@ fn tag_attrs(tag: &str) -> impl Iterator<Item = (&str, &str)> {
         .trim_start_matches('<')
         .trim_end_matches('>')
         .trim_end_matches('/');
-    let mut rest = body
-        .find(char::is_whitespace)
-        .map_or("", |i| &body[i..]);
+    let mut rest = body.find(char::is_whitespace).map_or("", |i| &body[i..]);
     std::iter::from_fn(move || {
         rest = rest.trim_start();
         let eq = rest.find('=')?;
@@ -456,13 +453,17 @@ mod tests {
 
     #[test]
     fn every_frame_out_parses_on_its_own() {
-        let out = split(&[
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        let out = split(
+            &["<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' id='x' from='h' version='1.0'>\
-             <stream:features/><presence from='a@h/r'><show>away</show></presence>",
-        ]);
+             <stream:features/><presence from='a@h/r'><show>away</show></presence>"],
+        );
         // A root that declares nothing the frames could lean on.
-        let expected = [(FRAMING, "open"), (ns::STREAM, "features"), (ns::CLIENT, "presence")];
+        let expected = [
+            (FRAMING, "open"),
+            (ns::STREAM, "features"),
+            (ns::CLIENT, "presence"),
+        ];
         assert_eq!(out.len(), expected.len());
         for (f, (ns, name)) in out.iter().zip(expected) {
             let mut framer = crate::xml::Framer::new(crate::xml::Limits::default());

@@ -99,7 +99,7 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
-fn tls_config(pinned_der: Vec<u8>) -> Arc<ClientConfig> {
+pub fn tls_config(pinned_der: Vec<u8>) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = PinnedCert {
         der: pinned_der,

@@ -1,0 +1,449 @@
+//! RFC 7395: XMPP over WebSocket, for web clients (Converse.js, xmpp.js, Strophe).
+//!
+//! A WebSocket connection runs the same c2s machine and connection loop as a TCP one
+//! (`c2s.rs`, `conn.rs`): [`WsIo`] makes the WebSocket look like the byte stream the loop
+//! reads and writes. Each text message in goes through
+//! [`crate::stream::websocket::frame_in`] (one element per message, `<open/>` as the
+//! stream header) and on to the framer, so the limits, timeouts, rate and login throttle
+//! are those of c2s; what the machine writes is cut into one message per element by
+//! [`crate::stream::websocket::Splitter`]. A message the RFC does not allow (two
+//! elements, not XML, binary, too large) reaches the machine as the stream error it
+//! earns ([`refused`]), which then goes out as an element followed by `<close/>` (§3.6.2).
+//!
+//! Two ways in: [`serve_upgraded`] takes a connection an HTTP listener already upgraded
+//! (HTTP 101 sent), and `[websocket] listen` gives the WebSocket a port of its own
+//! ([`serve_listener`]: TLS, then the HTTP upgrade with the `xmpp` subprotocol).
+//!
+//! TLS: the WebSocket carries no STARTTLS (§3.8 "the TLS is the WebSocket's"), so the
+//! stream counts as encrypted when the connection is wss://. A plain ws:// connection is
+//! only served from a loopback address (a TLS-terminating proxy on the same host);
+//! anyone else gets `policy-violation`, as c2s requires TLS before authentication.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use async_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use futures_rustls::TlsAcceptor;
+use smol::future::FutureExt as _;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::stream::StreamExt as _;
+use smol::{Async, Timer};
+
+use crate::net::Shared;
+use crate::stanza::{StreamCondition, StreamError};
+use crate::stream::sasl::ChannelBindings;
+use crate::stream::websocket::{self as framing, Splitter};
+
+/// Any byte stream a WebSocket can run on: TCP, TLS, an HTTP listener's connection.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// What tungstenite reads from the socket at a time. Its default (128 KiB) would be held
+/// by every idle connection; a message larger than this just takes more reads.
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// A WebSocket as the byte stream the connection loop reads and writes (see the module
+/// docs): frames in become framer input, machine output becomes frames.
+pub struct WsIo {
+    ws: WebSocketStream<Box<dyn Io>>,
+    /// The current message in, as framer input, and how much of it was read.
+    input: Vec<u8>,
+    read_at: usize,
+    /// Cuts the machine's output into elements.
+    splitter: Splitter,
+    /// Messages cut and not yet handed to the WebSocket.
+    frames: VecDeque<String>,
+}
+
+/// A message the RFC does not allow: the stream error it gets, carried to the connection
+/// loop inside the read's `io::Error` (see [`refused`]).
+#[derive(Debug)]
+struct Refused(StreamError);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The stream error a failed read from a [`WsIo`] asks for, if that is why it failed.
+pub(super) fn refused(e: &io::Error) -> Option<StreamError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refused>())
+        .map(|r| r.0.clone())
+}
+
+fn refuse(err: StreamError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, Refused(err))
+}
+
+/// What the WebSocket layer accepts: a message no larger than the largest stanza an
+/// authenticated client may send (the framer then holds the stream to the limits of its
+/// stage, smaller before authentication), and small buffers.
+pub fn config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every message goes out at the next flush; the loop batches already.
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+impl WsIo {
+    pub fn new(ws: WebSocketStream<Box<dyn Io>>) -> WsIo {
+        WsIo {
+            ws,
+            input: Vec::new(),
+            read_at: 0,
+            splitter: Splitter::default(),
+            frames: VecDeque::new(),
+        }
+    }
+
+    /// After our close: reads and drops what the client still sends, until its close
+    /// answers ours (RFC 6455 §5.5.1), `until`, or `max_bytes`; the TCP connection then
+    /// ends without a reset that could lose our last messages.
+    pub(super) async fn linger(&mut self, until: Instant, max_bytes: usize) {
+        let mut total = 0;
+        while total < max_bytes {
+            let next = async { self.ws.next().await }
+                .or(async {
+                    Timer::at(until).await;
+                    None
+                })
+                .await;
+            match next {
+                Some(Ok(m)) => total += m.len(),
+                Some(Err(_)) | None => return,
+            }
+        }
+    }
+
+    /// Hands the cut messages to the WebSocket.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use futures_sink::Sink as _;
+        while let Some(frame) = self.frames.pop_front() {
+            if let Err(e) = ready!(Pin::new(&mut self.ws).poll_ready(cx)) {
+                self.frames.push_front(frame);
+                return Poll::Ready(Err(io::Error::other(e)));
+            }
+            Pin::new(&mut self.ws)
+                .start_send(Message::text(frame))
+                .map_err(io::Error::other)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if this.read_at < this.input.len() {
+                let n = buf.len().min(this.input.len() - this.read_at);
+                buf[..n].copy_from_slice(&this.input[this.read_at..this.read_at + n]);
+                this.read_at += n;
+                if this.read_at == this.input.len() {
+                    // An idle connection keeps no copy of its last message.
+                    this.input = Vec::new();
+                    this.read_at = 0;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                None => return Poll::Ready(Ok(0)),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Poll::Ready(Err(read_error(e))),
+            };
+            match msg {
+                Message::Text(text) => match framing::frame_in(text.as_str()) {
+                    Ok(bytes) => {
+                        this.input = bytes.into_bytes();
+                        this.read_at = 0;
+                    }
+                    Err(err) => return Poll::Ready(Err(refuse(err))),
+                },
+                // §3.3.1: XMPP goes in text (UTF-8) messages only; a binary one is not
+                // text in the stream's encoding (RFC 6120 §4.9.3.22).
+                Message::Binary(_) => {
+                    return Poll::Ready(Err(refuse(
+                        StreamError::new(StreamCondition::UnsupportedEncoding)
+                            .with_text("XMPP over WebSocket uses text messages, not binary"),
+                    )));
+                }
+                // The client closed the WebSocket (tungstenite answers it): the end of
+                // the connection, as a TCP FIN is.
+                Message::Close(_) => return Poll::Ready(Ok(0)),
+                // Pings are answered by tungstenite itself.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+}
+
+/// A WebSocket error while reading, as the loop sees it: a message over the size limit
+/// is the `policy-violation` an oversized stanza gets (RFC 6120 §4.9.3.14, XEP-0205),
+/// text that is not UTF-8 `not-well-formed` (§4.9.3.13); the rest ends the connection.
+fn read_error(e: WsError) -> io::Error {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { max_size, .. }) => refuse(
+            StreamError::new(StreamCondition::PolicyViolation)
+                .with_text(format!("message larger than {max_size} bytes")),
+        ),
+        WsError::Utf8(_) => refuse(
+            StreamError::new(StreamCondition::NotWellFormed).with_text("a message not in UTF-8"),
+        ),
+        WsError::Io(e) => e,
+        e => io::Error::other(e),
+    }
+}
+
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // What the machine writes is always whole characters (it is a `String`).
+        let text =
+            std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut cut = Vec::new();
+        this.splitter.write(text, &mut cut);
+        this.frames.extend(cut);
+        // Handed on now when there is room; the rest at the flush.
+        let _ = this.poll_send(cx);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use futures_sink::Sink as _;
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.ws)
+            .poll_flush(cx)
+            .map_err(io::Error::other)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use futures_sink::Sink as _;
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        // A WebSocket close frame (RFC 6455 §5.5.1) after our `<close/>`.
+        Pin::new(&mut this.ws)
+            .poll_close(cx)
+            .map_err(io::Error::other)
+    }
+}
+
+/// Serves a client on a connection an HTTP listener has upgraded to a WebSocket with the
+/// `xmpp` subprotocol (the 101 answer is sent; `io` carries WebSocket frames from here).
+/// `tls`: the connection is wss://, with the TLS session's channel bindings if known
+/// (empty ones otherwise: SCRAM's `-PLUS` is then not offered); `None` for plain ws://,
+/// only served from a loopback address (see the module docs). `id` numbers the
+/// connection in the log, as the c2s listeners do.
+pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: SocketAddr,
+    tls: Option<ChannelBindings>,
+    id: u64,
+) {
+    let config = config(shared.limits_authenticated.max_stanza_bytes);
+    let io: Box<dyn Io> = Box::new(io);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    serve_ws(shared, ws, peer, tls, id).await;
+}
+
+async fn serve_ws(
+    shared: Arc<Shared>,
+    ws: WebSocketStream<Box<dyn Io>>,
+    peer: SocketAddr,
+    tls: Option<ChannelBindings>,
+    id: u64,
+) {
+    let mut io = WsIo::new(ws);
+    let tls = match tls {
+        Some(cb) => cb,
+        // Plain, from this host: a proxy that did the TLS.
+        None if peer.ip().is_loopback() => ChannelBindings::default(),
+        None => {
+            log::info!("ws{id}: {peer} refused: plain WebSocket from another host");
+            refuse_plain(&shared, &mut io).await;
+            return;
+        }
+    };
+    log::info!("c2s{id}: {peer} XMPP over WebSocket");
+    super::c2s::serve_websocket(shared, io, peer, tls, id).await;
+}
+
+/// `policy-violation` for a plain WebSocket from another host: the c2s machine's own
+/// error (our `<open/>` first), then the close.
+async fn refuse_plain(shared: &Shared, io: &mut WsIo) {
+    use smol::io::AsyncWriteExt as _;
+    let mut machine = crate::stream::c2s::C2s::new(shared.policy.clone(), None);
+    let mut out = Vec::new();
+    machine.fail(
+        StreamError::new(StreamCondition::PolicyViolation)
+            .with_text("XMPP over WebSocket needs TLS here: use wss://"),
+        &mut out,
+    );
+    let mut bytes = String::new();
+    for a in out {
+        if let crate::stream::c2s::Action::Send(s) = a {
+            bytes.push_str(&s);
+        }
+    }
+    let send = async {
+        io.write_all(bytes.as_bytes()).await?;
+        io.close().await
+    };
+    let _ = send
+        .or(async {
+            Timer::after(Duration::from_secs(5)).await;
+            Ok(())
+        })
+        .await;
+}
+
+/// One connection to a `[websocket] listen` port: TLS (unless the listener is plain),
+/// the HTTP upgrade asking for the `xmpp` subprotocol (RFC 7395 §3.1; anything else is
+/// refused with 400), then the session. Handshakes share the c2s negotiation deadline.
+pub async fn serve_listener(
+    shared: Arc<Shared>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    tls: bool,
+    id: u64,
+) {
+    let deadline = Instant::now() + shared.negotiation_timeout;
+    let timeout = async {
+        Timer::at(deadline).await;
+        None
+    };
+    let (io, cb): (Box<dyn Io>, Option<ChannelBindings>) = if tls {
+        // The STARTTLS port's set-up: no ALPN (the direct TLS port's `xmpp-client` would
+        // make a browser asking for `http/1.1` fail the handshake).
+        let setup = shared.tls();
+        let accept = Box::pin(TlsAcceptor::from(setup.config().clone()).accept(tcp));
+        match async { Some(accept.await) }.or(timeout).await {
+            Some(Ok(s)) => {
+                let cb = setup.channel_bindings(s.get_ref().1);
+                (Box::new(s), Some(cb))
+            }
+            Some(Err(e)) => {
+                log::info!("ws{id}: {peer} TLS handshake failed: {e}");
+                return;
+            }
+            None => {
+                log::info!("ws{id}: {peer} TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        if !peer.ip().is_loopback() {
+            // Refused before any HTTP: a plain listener is for a proxy on this host.
+            log::info!("ws{id}: {peer} refused: plain WebSocket listener, not loopback");
+            return;
+        }
+        (Box::new(tcp), None)
+    };
+    let config = config(shared.limits_authenticated.max_stanza_bytes);
+    let upgrade = async_tungstenite::accept_hdr_async_with_config(io, check_request, Some(config));
+    let ws = match async { Some(upgrade.await) }
+        .or(async {
+            Timer::at(deadline).await;
+            None
+        })
+        .await
+    {
+        Some(Ok(ws)) => ws,
+        Some(Err(e)) => {
+            log::info!("ws{id}: {peer} WebSocket handshake failed: {e}");
+            return;
+        }
+        None => {
+            log::info!("ws{id}: {peer} WebSocket handshake timed out");
+            return;
+        }
+    };
+    serve_ws(shared, ws, peer, cb, id).await;
+}
+
+/// RFC 7395 §3.1: the client must offer the `xmpp` subprotocol; the answer names it.
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
+fn check_request(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    if offers_xmpp(req) {
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(framing::SUBPROTOCOL),
+        );
+        return Ok(resp);
+    }
+    let mut err = ErrorResponse::new(Some(
+        "XMPP over WebSocket needs the \"xmpp\" subprotocol (RFC 7395 section 3.1)\n".into(),
+    ));
+    *err.status_mut() = StatusCode::BAD_REQUEST;
+    Err(err)
+}
+
+/// Whether `Sec-WebSocket-Protocol` (one header or several, comma-separated) names `xmpp`.
+pub fn offers_xmpp(req: &Request) -> bool {
+    req.headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == framing::SUBPROTOCOL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(protocols: &[&str]) -> Request {
+        let mut b = Request::builder().uri("/xmpp-websocket");
+        for p in protocols {
+            b = b.header("Sec-WebSocket-Protocol", *p);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_xmpp_subprotocol_is_required_and_named() {
+        assert!(offers_xmpp(&request(&["xmpp"])));
+        assert!(offers_xmpp(&request(&["chat, xmpp"])));
+        assert!(offers_xmpp(&request(&["chat", "xmpp"])));
+        assert!(!offers_xmpp(&request(&[])));
+        assert!(!offers_xmpp(&request(&["xmpp-over-ws"])));
+        let ok = check_request(&request(&["xmpp"]), Response::new(())).unwrap();
+        assert_eq!(ok.headers()["Sec-WebSocket-Protocol"], "xmpp");
+        let no = check_request(&request(&["chat"]), Response::new(())).unwrap_err();
+        assert_eq!(no.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_refusal_travels_in_the_io_error() {
+        let e = refuse(StreamError::new(StreamCondition::NotWellFormed));
+        assert_eq!(
+            refused(&e).map(|e| e.condition),
+            Some(StreamCondition::NotWellFormed)
+        );
+        assert_eq!(refused(&io::Error::other("x")), None);
+    }
+}

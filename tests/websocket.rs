@@ -1,0 +1,445 @@
+//! RFC 7395: XMPP over WebSocket against a running hearth, with a Rust WebSocket client
+//! (async-tungstenite over rustls) speaking raw XMPP frames: login, chat with a TCP
+//! client, restart, close, stream management, and every kind of frame the RFC forbids.
+//! The browser (Converse.js/xmpp.js) tests are in `websocket_clients.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use base64::Engine as _;
+use common::client::{self, Conn};
+use common::xml::{Item, Node, Reader};
+use common::{Server, ServerOpts};
+use futures_rustls::TlsConnector;
+use futures_rustls::pki_types::ServerName;
+use smol::future::FutureExt as _;
+use smol::stream::StreamExt as _;
+
+const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+const STREAMS: &str = "http://etherx.jabber.org/streams";
+const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const WAIT: Duration = Duration::from_secs(10);
+
+trait Io: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send {}
+impl<T: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A server with a WebSocket listener (`tls`: wss://, else plain ws://).
+fn server(tls: bool) -> (Server, u16) {
+    let port = common::free_port();
+    let server = Server::start(ServerOpts {
+        extra_toml: format!("[websocket]\nlisten = [\"127.0.0.1:{port}\"]\ntls = {tls}\n"),
+        ..ServerOpts::default()
+    });
+    (server, port)
+}
+
+/// A raw RFC 7395 client: frames out, frames in, each frame parsed on its own.
+struct Ws {
+    ws: WebSocketStream<Box<dyn Io>>,
+}
+
+enum In {
+    El(Node),
+    Binary,
+    /// The WebSocket closed (a close frame or the end of the connection).
+    Closed,
+    Timeout,
+}
+
+impl Ws {
+    /// Connects to `port`, with TLS pinned to the server's certificate when `tls`, asking
+    /// for the subprotocols `protocols`.
+    async fn connect(
+        server: &Server,
+        port: u16,
+        tls: bool,
+        protocols: &str,
+    ) -> Result<Ws, WsError> {
+        let tcp = smol::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let io: Box<dyn Io> = if tls {
+            let config = client::tls_config(client::read_pem_cert(&server.cert_path()));
+            let name = ServerName::try_from(server.domain().to_owned()).unwrap();
+            Box::new(TlsConnector::from(config).connect(name, tcp).await.unwrap())
+        } else {
+            Box::new(tcp)
+        };
+        let scheme = if tls { "wss" } else { "ws" };
+        let mut req = format!("{scheme}://{}/xmpp-websocket", server.domain())
+            .into_client_request()
+            .unwrap();
+        if !protocols.is_empty() {
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        }
+        let (ws, resp) = async_tungstenite::client_async(req, io).await?;
+        assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], "xmpp");
+        Ok(Ws { ws })
+    }
+
+    async fn send(&mut self, xml: &str) {
+        self.ws.send(Message::text(xml)).await.unwrap();
+    }
+
+    async fn send_msg(&mut self, msg: Message) {
+        self.ws.send(msg).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> In {
+        let next = async { Some(self.ws.next().await) }
+            .or(async {
+                smol::Timer::after(WAIT).await;
+                None
+            })
+            .await;
+        match next {
+            None => In::Timeout,
+            Some(None) | Some(Some(Err(_))) => In::Closed,
+            Some(Some(Ok(Message::Text(t)))) => {
+                // Every message must parse as a document of its own (RFC 7395 §3.3.3):
+                // read inside a root that declares nothing, as Strophe.js reads them.
+                let mut r = Reader::new();
+                r.push(format!("<wrapper>{t}</wrapper>").as_bytes());
+                assert!(matches!(r.next_item(), Some(Item::StreamOpen(_))));
+                let el = match r.next_item() {
+                    Some(Item::Element(el)) => el,
+                    other => panic!("not an element: {t} ({other:?})"),
+                };
+                assert_eq!(
+                    r.next_item(),
+                    Some(Item::StreamClose),
+                    "more than one element in {t}"
+                );
+                In::El(el)
+            }
+            Some(Some(Ok(Message::Close(_)))) => In::Closed,
+            Some(Some(Ok(Message::Binary(_)))) => In::Binary,
+            Some(Some(Ok(_))) => Box::pin(self.recv()).await,
+        }
+    }
+
+    async fn expect(&mut self, what: &str) -> Node {
+        match self.recv().await {
+            In::El(el) => el,
+            In::Binary => panic!("waiting for {what}: a binary message"),
+            In::Closed => panic!("waiting for {what}: closed"),
+            In::Timeout => panic!("waiting for {what}: timed out"),
+        }
+    }
+
+    /// Sends `<open/>` and reads the server's `<open/>` and features.
+    async fn open(&mut self, domain: &str) -> Node {
+        self.send(&format!(
+            "<open xmlns='{FRAMING}' to='{domain}' version='1.0'/>"
+        ))
+        .await;
+        let open = self.expect("<open/>").await;
+        assert!(open.is("open", FRAMING), "{open}");
+        assert_eq!(open.attr("from"), Some(domain));
+        assert_eq!(open.attr("version"), Some("1.0"));
+        assert!(open.attr("id").is_some_and(|id| !id.is_empty()), "{open}");
+        let features = self.expect("features").await;
+        assert!(features.is("features", STREAMS), "{features}");
+        features
+    }
+
+    /// Opens, logs in with PLAIN, restarts, binds `resource`. The bound JID.
+    async fn login(&mut self, domain: &str, user: &str, password: &str, resource: &str) -> String {
+        let features = self.open(domain).await;
+        assert!(
+            !features.has_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls"),
+            "no STARTTLS over a WebSocket: {features}"
+        );
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='{SASL}' mechanism='PLAIN'>{auth}</auth>"
+        ))
+        .await;
+        let ok = self.expect("<success/>").await;
+        assert!(ok.is("success", SASL), "{ok}");
+        let features = self.open(domain).await;
+        assert!(
+            features.has_child("bind", "urn:ietf:params:xml:ns:xmpp-bind"),
+            "{features}"
+        );
+        self.send(&format!(
+            "<iq xmlns='jabber:client' type='set' id='b1'><bind \
+             xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        let res = self.expect("bind result").await;
+        assert_eq!(res.attr("type"), Some("result"), "{res}");
+        res.child("bind", "urn:ietf:params:xml:ns:xmpp-bind")
+            .and_then(|b| b.child("jid", "urn:ietf:params:xml:ns:xmpp-bind"))
+            .map(|j| j.text.clone())
+            .unwrap_or_default()
+    }
+
+    /// Expects a stream error with `condition`, then `<close/>`, then the end.
+    async fn expect_stream_error(&mut self, condition: &str) {
+        let mut el = self.expect("stream error").await;
+        // Our <open/> comes first when the client had not opened yet.
+        if el.is("open", FRAMING) {
+            el = self.expect("stream error").await;
+        }
+        assert!(el.is("error", STREAMS), "expected a stream error, got {el}");
+        assert_eq!(el.condition(STREAM_ERRORS), Some(condition), "{el}");
+        let close = self.expect("<close/>").await;
+        assert!(close.is("close", FRAMING), "{close}");
+        assert!(
+            matches!(self.recv().await, In::Closed),
+            "the WebSocket stays open"
+        );
+    }
+}
+
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    smol::block_on(f)
+}
+
+#[test]
+fn a_websocket_client_logs_in_and_chats_with_a_tcp_client() {
+    let (server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let d = server.domain().to_owned();
+    let mut bob = Conn::login(
+        server.c2s_addr(),
+        &d,
+        &server.cert_path(),
+        "bob",
+        "bob-pw",
+        Some("desk"),
+    );
+    // Available, so a message to the bare JID is delivered now (RFC 6121 §8.5.2.1.1).
+    bob.send("<presence/>");
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        let jid = ws.login(&d, "alice", "alice-pw", "browser").await;
+        assert_eq!(jid, format!("alice@{d}/browser"));
+        ws.send(&format!(
+            "<message xmlns='jabber:client' to='bob@{d}' type='chat' id='m1'>\
+             <body>hello from the browser &amp; more</body></message>"
+        ))
+        .await;
+        let got = bob.expect_matching("alice's message", |n| n.name == "message");
+        assert_eq!(got.attr("from"), Some(jid.as_str()));
+        assert_eq!(
+            got.child("body", "jabber:client").map(|b| b.text.as_str()),
+            Some("hello from the browser & more")
+        );
+        bob.send(&format!(
+            "<message to='{jid}' type='chat' id='m2'><body>hi &lt;back&gt;</body></message>"
+        ));
+        let m = loop {
+            let el = ws.expect("bob's message").await;
+            if el.name == "message" {
+                break el;
+            }
+        };
+        assert!(m.is("message", "jabber:client"), "{m}");
+        assert_eq!(m.attr("from"), Some(format!("bob@{d}/desk").as_str()));
+        assert_eq!(
+            m.child("body", "jabber:client").map(|b| b.text.as_str()),
+            Some("hi <back>")
+        );
+        // RFC 7395 §3.6: <close/> is answered with <close/>, then the WebSocket closes.
+        ws.send(&format!("<close xmlns='{FRAMING}'/>")).await;
+        loop {
+            match ws.recv().await {
+                In::El(el) if el.is("close", FRAMING) => break,
+                In::El(_) => continue,
+                _ => panic!("no <close/> answered"),
+            }
+        }
+        assert!(matches!(ws.recv().await, In::Closed));
+    });
+    // Alice's session is gone: bob sees her unavailable presence at most, and the server
+    // still serves him.
+    bob.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    bob.expect_matching("ping answer", |n| n.attr("id") == Some("p1"));
+}
+
+#[test]
+fn without_the_xmpp_subprotocol_the_upgrade_is_refused() {
+    let (server, port) = server(true);
+    block_on(async {
+        match Ws::connect(&server, port, true, "").await {
+            Err(WsError::Http(resp)) => assert_eq!(resp.status(), 400),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("upgraded without the xmpp subprotocol"),
+        }
+        match Ws::connect(&server, port, true, "chat, mqtt").await {
+            Err(WsError::Http(resp)) => assert_eq!(resp.status(), 400),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("upgraded without the xmpp subprotocol"),
+        }
+        // Offered among others, it is chosen.
+        let mut ws = Ws::connect(&server, port, true, "chat, xmpp")
+            .await
+            .unwrap();
+        ws.open(server.domain()).await;
+    });
+}
+
+#[test]
+fn two_elements_in_one_frame_are_not_well_formed() {
+    let (server, port) = server(true);
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.send(&format!(
+            "<auth xmlns='{SASL}' mechanism='PLAIN'>AGEAYg==</auth><auth xmlns='{SASL}' mechanism='PLAIN'>AGEAYg==</auth>"
+        ))
+        .await;
+        ws.expect_stream_error("not-well-formed").await;
+    });
+}
+
+#[test]
+fn a_frame_that_is_not_xml_is_not_well_formed() {
+    let (server, port) = server(true);
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.send("this is not XML").await;
+        ws.expect_stream_error("not-well-formed").await;
+        // A partial element is no better.
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.send("<iq xmlns='jabber:client' type='get' id='1'>")
+            .await;
+        ws.expect_stream_error("not-well-formed").await;
+    });
+}
+
+#[test]
+fn a_binary_frame_is_refused() {
+    let (server, port) = server(true);
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.send_msg(Message::binary(b"<presence/>".to_vec())).await;
+        ws.expect_stream_error("unsupported-encoding").await;
+    });
+}
+
+#[test]
+fn an_oversized_frame_is_a_policy_violation() {
+    let (server, port) = server(true);
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        // Larger than any stanza may be (256 KiB by default): refused by the WebSocket
+        // layer before it is held whole.
+        let big = format!(
+            "<message xmlns='jabber:client' to='x@test.local'><body>{}</body></message>",
+            "a".repeat(300 * 1024)
+        );
+        ws.send(&big).await;
+        ws.expect_stream_error("policy-violation").await;
+        // Before authentication the c2s limit for strangers (10 KiB) holds too.
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        let medium = format!(
+            "<auth xmlns='{SASL}' mechanism='PLAIN'>{}</auth>",
+            "A".repeat(20 * 1024)
+        );
+        ws.send(&medium).await;
+        ws.expect_stream_error("policy-violation").await;
+    });
+}
+
+#[test]
+fn a_stanza_before_open_and_a_wrong_host_get_stream_errors() {
+    let (server, port) = server(true);
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.send("<presence xmlns='jabber:client'/>").await;
+        let el = ws.expect("an answer").await;
+        let el = if el.is("open", FRAMING) {
+            ws.expect("stream error").await
+        } else {
+            el
+        };
+        assert!(el.is("error", STREAMS), "{el}");
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.send(&format!(
+            "<open xmlns='{FRAMING}' to='elsewhere.example' version='1.0'/>"
+        ))
+        .await;
+        ws.expect_stream_error("host-unknown").await;
+    });
+}
+
+#[test]
+fn stream_management_works_over_a_websocket() {
+    let (server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.login(server.domain(), "alice", "alice-pw", "web").await;
+        ws.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        let en = ws.expect("<enabled/>").await;
+        assert!(en.is("enabled", "urn:xmpp:sm:3"), "{en}");
+        ws.send(
+            "<iq xmlns='jabber:client' type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>",
+        )
+        .await;
+        ws.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+        loop {
+            let el = ws.expect("<a/>").await;
+            if el.is("a", "urn:xmpp:sm:3") {
+                assert_eq!(el.attr("h"), Some("1"), "{el}");
+                break;
+            }
+        }
+    });
+}
+
+#[test]
+fn a_plain_listener_serves_loopback_as_a_proxy_would() {
+    let (server, port) = server(false);
+    server.add_user("alice", "alice-pw");
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, false, "xmpp").await.unwrap();
+        let jid = ws
+            .login(server.domain(), "alice", "alice-pw", "proxy")
+            .await;
+        assert_eq!(jid, format!("alice@{}/proxy", server.domain()));
+    });
+}
+
+#[test]
+fn the_server_stopping_closes_websockets_with_system_shutdown() {
+    let (mut server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    let mut ws = block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.login(server.domain(), "alice", "alice-pw", "web").await;
+        ws
+    });
+    let stopper = std::thread::spawn(move || {
+        server.stop();
+    });
+    block_on(async {
+        loop {
+            let el = ws.expect("system-shutdown").await;
+            if el.is("error", STREAMS) {
+                assert_eq!(el.condition(STREAM_ERRORS), Some("system-shutdown"));
+                break;
+            }
+        }
+        let close = ws.expect("<close/>").await;
+        assert!(close.is("close", FRAMING), "{close}");
+    });
+    stopper.join().unwrap();
+}
