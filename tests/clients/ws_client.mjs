@@ -1,0 +1,145 @@
+// A real web XMPP client (xmpp.js, @xmpp/client from npm) over RFC 7395 WebSocket, for
+// integration tests: from Node directly, or loaded into headless Chromium (puppeteer-core)
+// as a web page would load it. It logs in, sends presence and one chat message, waits for
+// a chat message with an expected body, then closes the stream (<close/>).
+//
+//   node --experimental-websocket ws_client.mjs node|browser --modules DIR \
+//        --service wss://127.0.0.1:PORT/ --domain D --user U --password P \
+//        [--resource R] --to JID --body TEXT --expect BODY [--timeout SECS]
+//
+// DIR is the npm prefix's node_modules (.ci/run installs into target/web-client). Every
+// line on stdout is one JSON object with an "event" key ("online", "message", "done" or
+// "error"). Exit status: 0 the expected message arrived, 1 something failed, 3 timed out.
+// The browser ignores certificate errors (the server's certificate is self-signed); Node
+// is given the certificate by the caller (NODE_EXTRA_CA_CERTS) or told to skip the check.
+
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+function emit(event, fields = {}) {
+  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+}
+
+function parseArgs(argv) {
+  const [mode, ...rest] = argv;
+  const o = { mode, resource: "web", timeout: 30 };
+  for (let i = 0; i < rest.length; i += 2) {
+    const key = rest[i].replace(/^--/, "");
+    o[key] = rest[i + 1];
+  }
+  o.timeout = Number(o.timeout);
+  return o;
+}
+
+// The session, run where the library lives: in Node, or inside the page (it is sent
+// there as source text, so it may use nothing from this module's scope).
+async function session(X, o) {
+  const { client, xml } = X;
+  const events = [];
+  const xmpp = client({
+    service: o.service,
+    domain: o.domain,
+    resource: o.resource,
+    username: o.user,
+    password: o.password,
+  });
+  // One connection, no retries: a failure must show.
+  if (xmpp.reconnect) xmpp.reconnect.stop();
+  let failed;
+  const got = new Promise((resolve, reject) => {
+    failed = reject;
+    xmpp.on("stanza", (st) => {
+      if (!st.is("message")) return;
+      const body = st.getChildText("body");
+      events.push({ event: "message", from: st.attrs.from, body });
+      if (body === o.expect) resolve();
+    });
+    xmpp.on("error", (e) => reject(new Error("xmpp error: " + (e && e.message))));
+    xmpp.on("offline", () => reject(new Error("offline before the message arrived")));
+  });
+  got.catch(() => {});
+  const timer = new Promise((_, reject) =>
+    setTimeout(() => reject(new Error("timeout")), o.timeout * 1000),
+  );
+  try {
+    const address = await Promise.race([xmpp.start(), timer]);
+    events.push({ event: "online", jid: address.toString() });
+    await xmpp.send(xml("presence"));
+    await xmpp.send(
+      xml("message", { to: o.to, type: "chat", id: "ws-1" }, xml("body", {}, o.body)),
+    );
+    await Promise.race([got, timer]);
+    xmpp.removeAllListeners("offline");
+    await xmpp.stop();
+    events.push({ event: "done" });
+    return { ok: true, events };
+  } catch (e) {
+    failed(e);
+    try {
+      xmpp.removeAllListeners("offline");
+      await xmpp.stop();
+    } catch {}
+    return { ok: false, timeout: String(e && e.message) === "timeout", error: String(e), events };
+  }
+}
+
+async function inNode(o) {
+  const X = await import(pathToFileURL(path.join(o.modules, "@xmpp/client/index.js")).href);
+  return session(X, o);
+}
+
+async function inBrowser(o) {
+  const require = createRequire(path.join(o.modules, "noop.js"));
+  const puppeteer = require("puppeteer-core");
+  const browser = await puppeteer.launch({
+    executablePath: o.chromium || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--ignore-certificate-errors",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--no-first-run",
+    ],
+  });
+  let dir = null;
+  try {
+    const page = await browser.newPage();
+    // A page from a file: a secure context (about:blank is not), as xmpp.js needs for
+    // crypto.randomUUID, like a web client served over https.
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "hearth-web-"));
+    const html = path.join(dir, "index.html");
+    fs.writeFileSync(html, "<!doctype html><title>hearth web client test</title>");
+    await page.goto(pathToFileURL(html).href);
+    page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
+    page.on("pageerror", (e) => process.stderr.write(`[page error] ${e}\n`));
+    await page.addScriptTag({ path: path.join(o.modules, "@xmpp/client/dist/xmpp.min.js") });
+    const ua = await page.evaluate(() => navigator.userAgent);
+    emit("browser", { user_agent: ua });
+    return await page.evaluate(
+      async (src, opts) => {
+        const run = eval("(" + src + ")");
+        return run(window.XMPP, opts);
+      },
+      session.toString(),
+      o,
+    );
+  } finally {
+    await browser.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const o = parseArgs(process.argv.slice(2));
+let result;
+try {
+  result = o.mode === "browser" ? await inBrowser(o) : await inNode(o);
+} catch (e) {
+  result = { ok: false, error: String(e && e.stack ? e.stack : e), events: [] };
+}
+for (const ev of result.events) emit(ev.event, ev);
+if (!result.ok) emit("error", { error: result.error });
+process.exit(result.ok ? 0 : result.timeout ? 3 : 1);
