@@ -386,6 +386,8 @@ fn stream_management_works_over_a_websocket() {
     block_on(async {
         let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
         ws.login(server.domain(), "alice", "alice-pw", "web").await;
+        // A whitespace keepalive out of TCP habit is let through.
+        ws.send(" \n").await;
         ws.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
             .await;
         let en = ws.expect("<enabled/>").await;

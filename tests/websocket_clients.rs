@@ -1,5 +1,6 @@
 //! RFC 7395 with real web clients: xmpp.js (@xmpp/client, npm) from Node and inside
-//! headless Chromium (puppeteer-core), each logging in over wss:// with the server's
+//! headless Chromium (puppeteer-core), and Strophe.js (the XMPP library of Converse.js)
+//! inside Chromium, each logging in over wss:// with the server's
 //! self-signed certificate and chatting with a slixmpp user on the STARTTLS port.
 //! `tests/clients/ws_client.mjs` is the client; `.ci/run` installs Node's packages into
 //! `<target dir>/web-client` and Debian's chromium.
@@ -27,7 +28,7 @@ fn node_modules() -> PathBuf {
     assert!(
         dir.join("@xmpp/client/package.json").exists(),
         "{} has no @xmpp/client: run .ci/run, or `npm install --prefix {} \
-         @xmpp/client@0.14.0 puppeteer-core@25.16.0` (or set HEARTH_WEB_CLIENT_MODULES)",
+         @xmpp/client@0.14.0 puppeteer-core@25.16.0 strophe.js@5.0.0` (or set HEARTH_WEB_CLIENT_MODULES)",
         dir.display(),
         target.join("web-client").display()
     );
@@ -48,12 +49,19 @@ fn server() -> (Server, u16) {
 
 /// Runs the web client in `mode` ("node" or "browser") as alice: it sends `body` to bob
 /// and waits for slixmpp's echo of it.
-fn web_client(server: &Server, port: u16, mode: &str, body: &str) -> common::clients::ClientRun {
+fn web_client(
+    server: &Server,
+    port: u16,
+    mode: &str,
+    library: &str,
+    body: &str,
+) -> common::clients::ClientRun {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ws_client.mjs");
     let mut cmd = Command::new("node");
     cmd.arg("--experimental-websocket")
         .arg(script)
         .arg(mode)
+        .args(["--library", library])
         .arg("--modules")
         .arg(node_modules())
         .args([
@@ -62,7 +70,7 @@ fn web_client(server: &Server, port: u16, mode: &str, body: &str) -> common::cli
         ])
         .args(["--domain", server.domain()])
         .args(["--user", "alice", "--password", "alice-pw"])
-        .args(["--resource", mode])
+        .args(["--resource", library])
         .args(["--to", &server.jid("bob")])
         .args(["--body", body])
         .args(["--expect", &format!("echo: {body}")])
@@ -75,19 +83,19 @@ fn web_client(server: &Server, port: u16, mode: &str, body: &str) -> common::cli
 }
 
 /// bob on slixmpp answers alice's message with "echo: …"; alice's client must see it.
-fn chat_with_slixmpp(mode: &str) {
+fn chat_with_slixmpp(mode: &str, library: &str) {
     let (server, port) = server();
     let mut bob = slixmpp(&server, "bob", "bob-pw", "SCRAM-SHA-256")
         .resource("slixmpp")
         .spawn(&["receive", "--expect-from", &server.jid("alice"), "--echo"]);
     bob.wait_for_event("ready", WAIT);
-    let body = format!("hello from {mode} over a WebSocket <&>");
-    let run = web_client(&server, port, mode, &body);
+    let body = format!("hello from {library} in {mode} over a WebSocket <&>");
+    let run = web_client(&server, port, mode, library, &body);
     run.assert_ok();
     let online = run.expect_event("online");
     assert_eq!(
         online["jid"].as_str(),
-        Some(format!("alice@{}/{mode}", server.domain()).as_str()),
+        Some(format!("alice@{}/{library}", server.domain()).as_str()),
         "{run:?}"
     );
     let message = run.expect_event("message");
@@ -107,13 +115,13 @@ fn chat_with_slixmpp(mode: &str) {
     assert_eq!(got["body"].as_str(), Some(body.as_str()), "{bob:?}");
     assert_eq!(
         got["sender"].as_str(),
-        Some(format!("alice@{}/{mode}", server.domain()).as_str())
+        Some(format!("alice@{}/{library}", server.domain()).as_str())
     );
 }
 
 #[test]
 fn xmppjs_from_node_chats_with_slixmpp_over_wss() {
-    chat_with_slixmpp("node");
+    chat_with_slixmpp("node", "xmppjs");
 }
 
 #[test]
@@ -122,5 +130,14 @@ fn xmppjs_in_headless_chromium_chats_with_slixmpp_over_wss() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "no /usr/bin/chromium: run .ci/run, or `apt-get install chromium`"
     );
-    chat_with_slixmpp("browser");
+    chat_with_slixmpp("browser", "xmppjs");
+}
+
+#[test]
+fn strophe_in_headless_chromium_chats_with_slixmpp_over_wss() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "no /usr/bin/chromium: run .ci/run, or `apt-get install chromium`"
+    );
+    chat_with_slixmpp("browser", "strophe");
 }

@@ -172,6 +172,8 @@ impl AsyncRead for WsIo {
             };
             match msg {
                 Message::Text(text) => match framing::frame_in(text.as_str()) {
+                    // A keepalive: nothing to read (zero bytes would mean the end).
+                    Ok(bytes) if bytes.is_empty() => {}
                     Ok(bytes) => {
                         this.input = bytes.into_bytes();
                         this.read_at = 0;

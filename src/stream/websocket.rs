@@ -34,6 +34,11 @@ pub const SUBPROTOCOL: &str = "xmpp";
 /// (two elements, a partial one, text, nothing) is `not-well-formed`: it could not be
 /// parsed as a document of its own. Namespaces and limits are the framer's to check.
 pub fn frame_in(text: &str) -> Result<String, StreamError> {
+    if text.trim().is_empty() {
+        // COMPAT: a whitespace keepalive out of TCP habit (RFC 7395 wants WebSocket
+        // pings instead); nothing for the framer, and no reason to end the stream.
+        return Ok(String::new());
+    }
     let top = top_element(text)?;
     if top.name == "open" && top.xmlns.as_deref() == Some(FRAMING) {
         let mut s = String::with_capacity(160 + text.len());
@@ -379,8 +384,6 @@ mod tests {
             "<a xmlns='x'/><b xmlns='x'/>",
             "<message xmlns='jabber:client'>",
             "hello",
-            "",
-            "   ",
             "<a xmlns='x'/>tail",
             "<a xmlns='x'></b>",
             "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>",
@@ -388,6 +391,12 @@ mod tests {
             let e = frame_in(bad).unwrap_err();
             assert_eq!(e.condition, StreamCondition::NotWellFormed, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_whitespace_keepalive_is_nothing() {
+        assert_eq!(frame_in("").unwrap(), "");
+        assert_eq!(frame_in(" \n").unwrap(), "");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-// A real web XMPP client (xmpp.js, @xmpp/client from npm) over RFC 7395 WebSocket, for
+// A real web XMPP client (xmpp.js, @xmpp/client from npm; or Strophe.js, the library under
+// Converse.js, in the browser) over RFC 7395 WebSocket, for
 // integration tests: from Node directly, or loaded into headless Chromium (puppeteer-core)
 // as a web page would load it. It logs in, sends presence and one chat message, waits for
 // a chat message with an expected body, then closes the stream (<close/>).
 //
-//   node --experimental-websocket ws_client.mjs node|browser --modules DIR \
+//   node --experimental-websocket ws_client.mjs node|browser [--library xmppjs|strophe] \
+//        --modules DIR \
 //        --service wss://127.0.0.1:PORT/ --domain D --user U --password P \
 //        [--resource R] --to JID --body TEXT --expect BODY [--timeout SECS]
 //
@@ -86,6 +88,59 @@ async function session(X, o) {
   }
 }
 
+// The same with Strophe.js (strophe.js from npm, the XMPP layer of Converse.js), in the
+// page only: its own login (SASL SCRAM with WebCrypto), bind, handlers.
+async function stropheSession(S, o) {
+  // The bundle's exports, or (as it also sets them) the Strophe namespace and globals.
+  const Strophe = S.Strophe || S;
+  const $msg = S.$msg || globalThis.$msg;
+  const $pres = S.$pres || globalThis.$pres;
+  const events = [];
+  const conn = new Strophe.Connection(o.service);
+  return await new Promise((resolve) => {
+    let done = false;
+    const finish = (r) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(r);
+    };
+    const timer = setTimeout(
+      () => finish({ ok: false, timeout: true, error: "timeout", events }),
+      o.timeout * 1000,
+    );
+    conn.addHandler(
+      (st) => {
+        const body = st.getElementsByTagName("body")[0];
+        const text = body ? body.textContent : null;
+        events.push({ event: "message", from: st.getAttribute("from"), body: text });
+        if (text === o.expect) {
+          conn.disconnect("done");
+          events.push({ event: "done" });
+          finish({ ok: true, events });
+          return false;
+        }
+        return true;
+      },
+      null,
+      "message",
+    );
+    conn.connect(`${o.user}@${o.domain}/${o.resource}`, o.password, (status, cond) => {
+      const S = Strophe.Status;
+      if (status === S.CONNECTED) {
+        events.push({ event: "online", jid: conn.jid });
+        conn.send($pres());
+        conn.send($msg({ to: o.to, type: "chat", id: "ws-1" }).c("body").t(o.body));
+      } else if (
+        [S.AUTHFAIL, S.CONNFAIL, S.ERROR, S.CONNTIMEOUT].includes(status) ||
+        (status === S.DISCONNECTED && !done)
+      ) {
+        finish({ ok: false, error: `Strophe status ${status} ${cond || ""}`, events });
+      }
+    });
+  });
+}
+
 async function inNode(o) {
   const X = await import(pathToFileURL(path.join(o.modules, "@xmpp/client/index.js")).href);
   return session(X, o);
@@ -116,15 +171,18 @@ async function inBrowser(o) {
     await page.goto(pathToFileURL(html).href);
     page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
     page.on("pageerror", (e) => process.stderr.write(`[page error] ${e}\n`));
-    await page.addScriptTag({ path: path.join(o.modules, "@xmpp/client/dist/xmpp.min.js") });
+    const strophe = o.library === "strophe";
+    const bundle = strophe ? "strophe.js/dist/strophe.umd.min.js" : "@xmpp/client/dist/xmpp.min.js";
+    await page.addScriptTag({ path: path.join(o.modules, bundle) });
     const ua = await page.evaluate(() => navigator.userAgent);
     emit("browser", { user_agent: ua });
     return await page.evaluate(
-      async (src, opts) => {
+      async (src, lib, opts) => {
         const run = eval("(" + src + ")");
-        return run(window.XMPP, opts);
+        return run(window[lib], opts);
       },
-      session.toString(),
+      (strophe ? stropheSession : session).toString(),
+      strophe ? "Strophe" : "XMPP",
       o,
     );
   } finally {
