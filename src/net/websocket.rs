@@ -62,6 +62,9 @@ pub struct WsIo {
     splitter: Splitter,
     /// Messages cut and not yet handed to the WebSocket.
     frames: VecDeque<String>,
+    /// The WebSocket layer gave up reading (a message too large, not UTF-8): what the
+    /// client still sends can only be read as raw bytes.
+    is_broken: bool,
 }
 
 /// A message the RFC does not allow: the stream error it gets, carried to the connection
@@ -108,6 +111,7 @@ impl WsIo {
             read_at: 0,
             splitter: Splitter::default(),
             frames: VecDeque::new(),
+            is_broken: false,
         }
     }
 
@@ -115,17 +119,38 @@ impl WsIo {
     /// answers ours (RFC 6455 §5.5.1), `until`, or `max_bytes`; the TCP connection then
     /// ends without a reset that could lose our last messages.
     pub(super) async fn linger(&mut self, until: Instant, max_bytes: usize) {
+        use smol::io::AsyncReadExt as _;
         let mut total = 0;
+        if !self.is_broken {
+            while total < max_bytes {
+                let next = async { self.ws.next().await }
+                    .or(async {
+                        Timer::at(until).await;
+                        None
+                    })
+                    .await;
+                match next {
+                    Some(Ok(m)) => total += m.len(),
+                    Some(Err(_)) | None => return,
+                }
+            }
+            return;
+        }
+        // The rest of a message that was refused while it arrived (too large): read and
+        // dropped as bytes, so that the close does not reset the connection and destroy
+        // the stream error in flight.
+        let raw = self.ws.get_mut();
+        let mut buf = [0u8; 1024];
         while total < max_bytes {
-            let next = async { self.ws.next().await }
+            let read = async { raw.read(&mut buf).await }
                 .or(async {
                     Timer::at(until).await;
-                    None
+                    Ok(0)
                 })
                 .await;
-            match next {
-                Some(Ok(m)) => total += m.len(),
-                Some(Err(_)) | None => return,
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
             }
         }
     }
@@ -168,7 +193,10 @@ impl AsyncRead for WsIo {
             let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 None => return Poll::Ready(Ok(0)),
                 Some(Ok(m)) => m,
-                Some(Err(e)) => return Poll::Ready(Err(read_error(e))),
+                Some(Err(e)) => {
+                    this.is_broken = true;
+                    return Poll::Ready(Err(read_error(e)));
+                }
             };
             match msg {
                 Message::Text(text) => match framing::frame_in(text.as_str()) {
