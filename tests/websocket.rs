@@ -450,3 +450,84 @@ fn the_server_stopping_closes_websockets_with_system_shutdown() {
     });
     stopper.join().unwrap();
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A figure, not a check: the server's RSS per idle, logged-in wss:// session, beside
+/// the same number of direct-TLS TCP sessions (run with `--ignored --nocapture`; the
+/// test binary's hearth is a debug build, so absolute numbers are above release ones).
+#[test]
+#[ignore]
+fn idle_session_memory() {
+    const N: usize = 100;
+    let port = common::free_port();
+    let server = Server::start(ServerOpts {
+        extra_toml: format!(
+            "[websocket]\nlisten = [\"127.0.0.1:{port}\"]\n[limits]\n\
+             max_connections_per_address = 512\nconnections_per_minute_per_address = 600\n\
+             connection_burst_per_address = 600\n"
+        ),
+        ..ServerOpts::default()
+    });
+    for i in 0..N {
+        server.add_user(&format!("u{i}"), "pw");
+    }
+    let pid = server.pid().unwrap();
+    // PLAIN's argon2id checks keep their memory for the next ones (two at once, 19 MiB
+    // each): warmed up first, so that the figure is the sessions'.
+    block_on(async {
+        let logins = (0..4).map(|i| {
+            let server = &server;
+            async move {
+                let mut ws = Ws::connect(server, port, true, "xmpp").await.unwrap();
+                ws.login(server.domain(), &format!("u{i}"), "pw", "warm")
+                    .await;
+            }
+        });
+        for l in logins.collect::<Vec<_>>() {
+            l.await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let base = rss_kib(pid);
+    let sessions = block_on(async {
+        let mut all = Vec::new();
+        for i in 0..N {
+            let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+            ws.login(server.domain(), &format!("u{i}"), "pw", "web")
+                .await;
+            all.push(ws);
+        }
+        all
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let with_ws = rss_kib(pid);
+    let mut tcp = Vec::new();
+    for i in 0..N {
+        tcp.push(Conn::login(
+            server.c2s_addr(),
+            server.domain(),
+            &server.cert_path(),
+            &format!("u{i}"),
+            "pw",
+            Some("tcp"),
+        ));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let with_tcp = rss_kib(pid);
+    println!(
+        "RSS {base} KiB idle; +{N} wss sessions: {with_ws} KiB ({:.1} KiB each); \
+         +{N} STARTTLS sessions: {with_tcp} KiB ({:.1} KiB each)",
+        (with_ws - base) as f64 / N as f64,
+        with_tcp.saturating_sub(with_ws) as f64 / N as f64
+    );
+    drop(sessions);
+    drop(tcp);
+}

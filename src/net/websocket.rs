@@ -47,9 +47,11 @@ use crate::stream::websocket::{self as framing, Splitter};
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
-/// What tungstenite reads from the socket at a time. Its default (128 KiB) would be held
-/// by every idle connection; a message larger than this just takes more reads.
-const READ_BUFFER_BYTES: usize = 4096;
+/// What tungstenite reads from the socket at a time, as the connection loop does
+/// (`conn.rs`, `READ_CHUNK`). Its default (128 KiB) would be held by every idle
+/// connection; 4 KiB cost 3 KiB more per idle session than 1 KiB (measured:
+/// `tests/websocket.rs`, `idle_session_memory`); a larger message just takes more reads.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// A WebSocket as the byte stream the connection loop reads and writes (see the module
 /// docs): frames in become framer input, machine output becomes frames.
