@@ -187,8 +187,8 @@ impl Ws {
             .unwrap_or_default()
     }
 
-    /// Expects a stream error with `condition`, then `<close/>`, then the end.
-    async fn expect_stream_error(&mut self, condition: &str) {
+    /// Expects a stream error with `condition`, then `<close/>`, then the end. Its text.
+    async fn expect_stream_error(&mut self, condition: &str) -> String {
         let mut el = self.expect("stream error").await;
         // Our <open/> comes first when the client had not opened yet.
         if el.is("open", FRAMING) {
@@ -202,6 +202,9 @@ impl Ws {
             matches!(self.recv().await, In::Closed),
             "the WebSocket stays open"
         );
+        el.child("text", STREAM_ERRORS)
+            .map(|t| t.text.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -339,26 +342,53 @@ fn a_binary_frame_is_refused() {
 #[test]
 fn an_oversized_frame_is_a_policy_violation() {
     let (server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    let d = server.domain().to_owned();
+    let message = |to: &str, kib: usize| {
+        format!(
+            "<message xmlns='jabber:client' to='{to}'><body>{}</body></message>",
+            "a".repeat(kib * 1024)
+        )
+    };
     block_on(async {
+        // Before authentication a stranger may send what it may on TCP (10 KiB): a larger
+        // message is refused while it arrives, never held whole.
         let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
-        ws.open(server.domain()).await;
-        // Larger than any stanza may be (256 KiB by default): refused by the WebSocket
-        // layer before it is held whole.
-        let big = format!(
-            "<message xmlns='jabber:client' to='x@test.local'><body>{}</body></message>",
-            "a".repeat(300 * 1024)
+        ws.open(&d).await;
+        ws.send_refused(&message("x@test.local", 100)).await;
+        let text = ws.expect_stream_error("policy-violation").await;
+        assert!(
+            text.contains("WebSocket message larger than 10240"),
+            "{text}"
         );
-        ws.send_refused(&big).await;
-        ws.expect_stream_error("policy-violation").await;
-        // Before authentication the c2s limit for strangers (10 KiB) holds too.
+        // Within that, the framer's own limit for strangers.
         let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
-        ws.open(server.domain()).await;
+        ws.open(&d).await;
         let medium = format!(
             "<auth xmlns='{SASL}' mechanism='PLAIN'>{}</auth>",
             "A".repeat(20 * 1024)
         );
         ws.send(&medium).await;
-        ws.expect_stream_error("policy-violation").await;
+        let text = ws.expect_stream_error("policy-violation").await;
+        assert!(text.contains("stanza larger than 10240"), "{text}");
+        // Logged in, 100 KiB is a fine stanza (the default limit is 256 KiB)...
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        let jid = ws.login(&d, "alice", "alice-pw", "web").await;
+        ws.send(&message(&jid, 100)).await;
+        loop {
+            let el = ws.expect("the 100 KiB message back").await;
+            if el.name == "message" {
+                assert_eq!(
+                    el.child("body", "jabber:client").map(|b| b.text.len()),
+                    Some(100 * 1024)
+                );
+                break;
+            }
+        }
+        // ... and more than any stanza may be is refused by the WebSocket layer.
+        ws.send_refused(&message(&jid, 300)).await;
+        let text = ws.expect_stream_error("policy-violation").await;
+        assert!(text.contains("larger than 262144"), "{text}");
     });
 }
 

@@ -318,6 +318,10 @@ impl<D: Driver> Link<D> {
     /// and a read pause earned at the old rate is lifted.
     pub(super) fn raise_limits(&mut self, allowance: Allowance) {
         self.framer.set_limits(allowance.limits);
+        if let Transport::WebSocket(ws) = &mut self.io {
+            // RFC 7395: the WebSocket layer holds a whole message; it may be larger now.
+            ws.set_max_message(allowance.limits.max_stanza_bytes);
+        }
         self.karma.set_rate(allowance.rate, Instant::now());
         self.paused_until = None;
     }

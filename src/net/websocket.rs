@@ -56,7 +56,7 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// A WebSocket as the byte stream the connection loop reads and writes (see the module
 /// docs): frames in become framer input, machine output becomes frames.
 pub struct WsIo {
-    ws: WebSocketStream<Box<dyn Io>>,
+    ws: WebSocketStream<Metered>,
     /// The current message in, as framer input, and how much of it was read.
     input: Vec<u8>,
     read_at: usize,
@@ -106,7 +106,8 @@ pub fn config(max_message_bytes: usize) -> WebSocketConfig {
 }
 
 impl WsIo {
-    pub fn new(ws: WebSocketStream<Box<dyn Io>>) -> WsIo {
+    fn new(mut ws: WebSocketStream<Metered>) -> WsIo {
+        ws.get_mut().read = 0;
         WsIo {
             ws,
             input: Vec::new(),
@@ -141,7 +142,7 @@ impl WsIo {
         // The rest of a message that was refused while it arrived (too large): read and
         // dropped as bytes, so that the close does not reset the connection and destroy
         // the stream error in flight.
-        let raw = self.ws.get_mut();
+        let raw = &mut self.ws.get_mut().io;
         let mut buf = [0u8; 1024];
         while total < max_bytes {
             let read = async { raw.read(&mut buf).await }
@@ -155,6 +156,12 @@ impl WsIo {
                 Ok(n) => total += n,
             }
         }
+    }
+
+    /// The stream's framer limits changed (the client authenticated): messages may be
+    /// this large now.
+    pub(super) fn set_max_message(&mut self, max_stanza_bytes: usize) {
+        self.ws.get_mut().set_max_message(max_stanza_bytes);
     }
 
     /// Hands the cut messages to the WebSocket.
@@ -194,7 +201,11 @@ impl AsyncRead for WsIo {
             }
             let msg = match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 None => return Poll::Ready(Ok(0)),
-                Some(Ok(m)) => m,
+                Some(Ok(m)) => {
+                    // A whole message: the next one starts its count.
+                    this.ws.get_mut().read = 0;
+                    m
+                }
                 Some(Err(e)) => {
                     this.is_broken = true;
                     return Poll::Ready(Err(read_error(e)));
@@ -225,6 +236,82 @@ impl AsyncRead for WsIo {
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
+    }
+}
+
+/// The socket under tungstenite, which reads a whole message before it hands any of it
+/// over (up to the largest an authenticated client may send): this counts the bytes read
+/// since the last whole message and refuses to read more than the stream's current
+/// stanza limit allows for (with room for frame headers), so that before authentication
+/// a stranger makes hearth hold no more than on a TCP stream (XEP-0205).
+pub struct Metered {
+    io: Box<dyn Io>,
+    /// Bytes read since the last whole message.
+    read: usize,
+    /// The most that may be read without a whole message.
+    max: usize,
+    /// The stanza limit it comes from, for the error text.
+    max_stanza_bytes: usize,
+}
+
+impl Metered {
+    fn new(io: Box<dyn Io>, max_stanza_bytes: usize) -> Metered {
+        let mut m = Metered {
+            io,
+            read: 0,
+            max: 0,
+            max_stanza_bytes: 0,
+        };
+        m.set_max_message(max_stanza_bytes);
+        m
+    }
+
+    /// Twice the stanza limit and a little: a message split into fragments has a header
+    /// per fragment (2 to 14 bytes), and the HTTP upgrade request is read through here too.
+    fn set_max_message(&mut self, max_stanza_bytes: usize) {
+        self.max_stanza_bytes = max_stanza_bytes;
+        self.max = max_stanza_bytes.saturating_mul(2).saturating_add(4096);
+    }
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let room = this.max.saturating_sub(this.read);
+        if room == 0 {
+            return Poll::Ready(Err(refuse(
+                StreamError::new(StreamCondition::PolicyViolation).with_text(format!(
+                    "a WebSocket message larger than {} bytes",
+                    this.max_stanza_bytes
+                )),
+            )));
+        }
+        let n = buf.len().min(room);
+        let got = ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf[..n]))?;
+        this.read += got;
+        Poll::Ready(Ok(got))
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
     }
 }
 
@@ -297,14 +384,14 @@ pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 's
     id: u64,
 ) {
     let config = config(shared.limits_authenticated.max_stanza_bytes);
-    let io: Box<dyn Io> = Box::new(io);
+    let io = Metered::new(Box::new(io), shared.limits_unauthenticated.max_stanza_bytes);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     serve_ws(shared, ws, peer, tls, id).await;
 }
 
 async fn serve_ws(
     shared: Arc<Shared>,
-    ws: WebSocketStream<Box<dyn Io>>,
+    ws: WebSocketStream<Metered>,
     peer: SocketAddr,
     tls: Option<ChannelBindings>,
     id: u64,
@@ -396,6 +483,7 @@ pub async fn serve_listener(
         (Box::new(tcp), None)
     };
     let config = config(shared.limits_authenticated.max_stanza_bytes);
+    let io = Metered::new(io, shared.limits_unauthenticated.max_stanza_bytes);
     let upgrade = async_tungstenite::accept_hdr_async_with_config(io, check_request, Some(config));
     let ws = match async { Some(upgrade.await) }
         .or(async {
