@@ -517,7 +517,8 @@ fn idle_session_memory() {
             let server = &server;
             async move {
                 let mut ws = Ws::connect(server, port, true, "xmpp").await.unwrap();
-                ws.login(server.domain(), &format!("u{i}"), "pw", "warm").await;
+                ws.login(server.domain(), &format!("u{i}"), "pw", "warm")
+                    .await;
             }
         };
         for round in 0..2 {

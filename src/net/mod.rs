@@ -7,6 +7,8 @@
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
 //! - [`component`]: XEP-0114 external components on a port of their own;
 //! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
+//! - [`websocket`]: RFC 7395 clients over WebSocket (`serve_upgraded` for an HTTP
+//!   listener's upgraded connections, `[websocket] listen` for a port of its own);
 //! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up.
 
 pub mod c2s;
