@@ -8,7 +8,7 @@
 //! are those of c2s; what the machine writes is cut into one message per element by
 //! [`crate::stream::websocket::Splitter`]. A message the RFC does not allow (two
 //! elements, not XML, binary, too large) reaches the machine as the stream error it
-//! earns ([`refused`]), which then goes out as an element followed by `<close/>` (§3.6.2).
+//! earns (see `refused`), which then goes out as an element followed by `<close/>` (§3.6.2).
 //!
 //! Two ways in: [`serve_upgraded`] takes a connection an HTTP listener already upgraded
 //! (HTTP 101 sent), and `[websocket] listen` gives the WebSocket a port of its own
@@ -524,12 +524,29 @@ fn check_request(req: &Request, mut resp: Response) -> Result<Response, ErrorRes
 
 /// Whether `Sec-WebSocket-Protocol` (one header or several, comma-separated) names `xmpp`.
 pub fn offers_xmpp(req: &Request) -> bool {
-    req.headers()
-        .get_all("Sec-WebSocket-Protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    offers_xmpp_in(
+        req.headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
+
+/// [`offers_xmpp`] for an HTTP listener with its own request type: the values of every
+/// `Sec-WebSocket-Protocol` header. Its 101 answer then carries
+/// `Sec-WebSocket-Protocol: xmpp` (RFC 7395 §3.1) and [`accept_key`]; without `xmpp`
+/// it refuses the upgrade.
+pub fn offers_xmpp_in<'a>(values: impl Iterator<Item = &'a str>) -> bool {
+    values
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == framing::SUBPROTOCOL)
+}
+
+/// RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` value for a request's `Sec-WebSocket-Key`.
+pub fn accept_key(sec_websocket_key: &str) -> String {
+    async_tungstenite::tungstenite::handshake::derive_accept_key(
+        sec_websocket_key.trim().as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -555,6 +572,17 @@ mod tests {
         assert_eq!(ok.headers()["Sec-WebSocket-Protocol"], "xmpp");
         let no = check_request(&request(&["chat"]), Response::new(())).unwrap_err();
         assert_eq!(no.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn accept_key_is_rfc_6455s() {
+        // RFC 6455 §1.3's example.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert!(offers_xmpp_in(["chat", " xmpp "].into_iter()));
+        assert!(!offers_xmpp_in(std::iter::empty()));
     }
 
     #[test]
