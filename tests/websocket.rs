@@ -443,6 +443,67 @@ fn stream_management_works_over_a_websocket() {
 }
 
 #[test]
+fn a_session_lost_with_its_websocket_is_resumed_on_a_new_one() {
+    let (server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let d = server.domain().to_owned();
+    let mut bob = Conn::login(
+        server.c2s_addr(),
+        &d,
+        &server.cert_path(),
+        "bob",
+        "bob-pw",
+        Some("desk"),
+    );
+    let (jid, previd) = block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        let jid = ws.login(&d, "alice", "alice-pw", "web").await;
+        ws.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        let en = ws.expect("<enabled/>").await;
+        assert_eq!(en.attr("resume"), Some("true"), "{en}");
+        let id = en.attr("id").unwrap().to_owned();
+        // The connection is cut: no <close/>, no close frame.
+        drop(ws);
+        (jid, id)
+    });
+    // What bob sends meanwhile waits for the session.
+    std::thread::sleep(Duration::from_millis(300));
+    bob.send(&format!(
+        "<message to='{jid}' type='chat' id='w1'><body>while you were away</body></message>"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(&d).await;
+        let auth = base64::engine::general_purpose::STANDARD.encode("\0alice\0alice-pw");
+        ws.send(&format!(
+            "<auth xmlns='{SASL}' mechanism='PLAIN'>{auth}</auth>"
+        ))
+        .await;
+        assert!(ws.expect("<success/>").await.is("success", SASL));
+        ws.open(&d).await;
+        ws.send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+        ))
+        .await;
+        let resumed = ws.expect("<resumed/>").await;
+        assert!(resumed.is("resumed", "urn:xmpp:sm:3"), "{resumed}");
+        loop {
+            let el = ws.expect("the message sent meanwhile").await;
+            if el.name == "message" {
+                assert_eq!(
+                    el.child("body", "jabber:client").map(|b| b.text.as_str()),
+                    Some("while you were away")
+                );
+                break;
+            }
+        }
+    });
+}
+
+#[test]
 fn a_plain_listener_serves_loopback_as_a_proxy_would() {
     let (server, port) = server(false);
     server.add_user("alice", "alice-pw");
