@@ -1,6 +1,6 @@
-//! RFC 7395 with real web clients: xmpp.js (@xmpp/client, npm) from Node and inside
-//! headless Chromium (puppeteer-core), and Strophe.js (the XMPP library of Converse.js)
-//! inside Chromium, each logging in over wss:// with the server's
+//! RFC 7395 with real web clients: Converse.js (its release bundle), xmpp.js
+//! (@xmpp/client, npm) and Strophe.js inside headless Chromium (puppeteer-core), and
+//! xmpp.js from Node, each logging in over wss:// with the server's
 //! self-signed certificate and chatting with a slixmpp user on the STARTTLS port.
 //! `tests/clients/ws_client.mjs` is the client; `.ci/run` installs Node's packages into
 //! `<target dir>/web-client` and Debian's chromium.
@@ -35,6 +35,26 @@ fn node_modules() -> PathBuf {
     dir
 }
 
+/// Converse.js's release bundle, `<target dir>/web-client/converse/package/dist` (`npm pack
+/// converse.js` unpacked: the bundle has all it needs, none of its npm dependencies).
+fn converse_dist() -> PathBuf {
+    let dist = node_modules()
+        .parent()
+        .map(|p| p.join("converse/package/dist"))
+        .unwrap_or_default();
+    assert!(
+        dist.join("converse.min.js").exists(),
+        "{} has no converse.min.js: run .ci/run, or `npm pack converse.js@14.0.0` and \
+         unpack it into {}",
+        dist.display(),
+        dist.parent()
+            .and_then(|p| p.parent())
+            .unwrap_or(&dist)
+            .display()
+    );
+    dist
+}
+
 /// A server with a wss:// listener on its own port; alice (the web client) and bob.
 fn server() -> (Server, u16) {
     let port = common::free_port();
@@ -62,6 +82,12 @@ fn web_client(
         .arg(script)
         .arg(mode)
         .args(["--library", library])
+        .arg("--converse")
+        .arg(if library == "converse" {
+            converse_dist()
+        } else {
+            PathBuf::new()
+        })
         .arg("--modules")
         .arg(node_modules())
         .args([
@@ -131,6 +157,15 @@ fn xmppjs_in_headless_chromium_chats_with_slixmpp_over_wss() {
         "no /usr/bin/chromium: run .ci/run, or `apt-get install chromium`"
     );
     chat_with_slixmpp("browser", "xmppjs");
+}
+
+#[test]
+fn converse_in_headless_chromium_chats_with_slixmpp_over_wss() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "no /usr/bin/chromium: run .ci/run, or `apt-get install chromium`"
+    );
+    chat_with_slixmpp("browser", "converse");
 }
 
 #[test]

@@ -1,11 +1,11 @@
-// A real web XMPP client (xmpp.js, @xmpp/client from npm; or Strophe.js, the library under
-// Converse.js, in the browser) over RFC 7395 WebSocket, for
+// A real web XMPP client (xmpp.js, @xmpp/client from npm; in the browser also Strophe.js
+// and Converse.js) over RFC 7395 WebSocket, for
 // integration tests: from Node directly, or loaded into headless Chromium (puppeteer-core)
 // as a web page would load it. It logs in, sends presence and one chat message, waits for
 // a chat message with an expected body, then closes the stream (<close/>).
 //
-//   node --experimental-websocket ws_client.mjs node|browser [--library xmppjs|strophe] \
-//        --modules DIR \
+//   node --experimental-websocket ws_client.mjs node|browser \
+//        [--library xmppjs|strophe|converse] --modules DIR [--converse DIST] \
 //        --service wss://127.0.0.1:PORT/ --domain D --user U --password P \
 //        [--resource R] --to JID --body TEXT --expect BODY [--timeout SECS]
 //
@@ -141,6 +141,70 @@ async function stropheSession(S, o) {
   });
 }
 
+// Converse.js itself (its release bundle), a whole web chat client: logged in by its own
+// settings, a chat opened and a message sent through its API, messages heard through its
+// events. Runs in the page, which has loaded converse.min.js.
+function converseSession(o) {
+  return new Promise((resolve) => {
+    const events = [];
+    let done = false;
+    const finish = (r) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(r);
+    };
+    const timer = setTimeout(
+      () => finish({ ok: false, timeout: true, error: "timeout", events }),
+      o.timeout * 1000,
+    );
+    window.converse.plugins.add("hearth-test", {
+      initialize() {
+        const api = this._converse.api;
+        api.listen.on("connected", async () => {
+          events.push({ event: "online", jid: api.connection.get().jid });
+          try {
+            const chat = await api.chats.open(o.to, {}, true);
+            await chat.sendMessage({ body: o.body });
+          } catch (e) {
+            finish({ ok: false, error: "sending: " + e, events });
+          }
+        });
+        api.listen.on("message", (data) => {
+          const a = data.attrs || {};
+          if (!a.body) return;
+          events.push({ event: "message", from: a.from, body: a.body });
+          if (a.body === o.expect) {
+            events.push({ event: "done" });
+            api.user.logout().catch(() => {});
+            finish({ ok: true, events });
+          }
+        });
+        api.listen.on("disconnected", () => {
+          if (!done) finish({ ok: false, error: "disconnected", events });
+        });
+      },
+    });
+    window.converse
+      .initialize({
+        websocket_url: o.service,
+        discover_connection_methods: false,
+        jid: `${o.user}@${o.domain}/${o.resource}`,
+        password: o.password,
+        auto_login: true,
+        auto_reconnect: false,
+        whitelisted_plugins: ["hearth-test"],
+        view_mode: "fullscreen",
+        allow_non_roster_messaging: true,
+        i18n: "en",
+        play_sounds: false,
+        show_desktop_notifications: false,
+        loglevel: "warn",
+      })
+      .catch((e) => finish({ ok: false, error: "initialize: " + e, events }));
+  });
+}
+
 async function inNode(o) {
   const X = await import(pathToFileURL(path.join(o.modules, "@xmpp/client/index.js")).href);
   return session(X, o);
@@ -158,6 +222,7 @@ async function inBrowser(o) {
       "--disable-gpu",
       "--disable-dev-shm-usage",
       "--no-first-run",
+      "--allow-file-access-from-files",
     ],
   });
   let dir = null;
@@ -169,6 +234,26 @@ async function inBrowser(o) {
     const html = path.join(dir, "index.html");
     fs.writeFileSync(html, "<!doctype html><title>hearth web client test</title>");
     await page.goto(pathToFileURL(html).href);
+    if (o.library === "converse") {
+      // Its release bundle, unpacked by the caller (`npm pack converse.js`): --converse DIR.
+      // By URL, so that it finds its lazily loaded parts beside it.
+      const url = (f) => pathToFileURL(path.join(o.converse, f)).href;
+      await page.addStyleTag({ url: url("converse.min.css") });
+      // An ES module (it uses import.meta); Chromium loads modules from file: URLs only
+      // with --allow-file-access-from-files.
+      await page.addScriptTag({ url: url("converse.min.js"), type: "module" });
+      await page.waitForFunction(() => window.converse !== undefined, { timeout: 10000 });
+      const ua = await page.evaluate(() => navigator.userAgent);
+      emit("browser", { user_agent: ua });
+      return await page.evaluate(
+        async (src, opts) => {
+          const run = eval("(" + src + ")");
+          return run(opts);
+        },
+        converseSession.toString(),
+        o,
+      );
+    }
     page.on("console", (m) => process.stderr.write(`[page] ${m.text()}\n`));
     page.on("pageerror", (e) => process.stderr.write(`[page error] ${e}\n`));
     const strophe = o.library === "strophe";
