@@ -517,6 +517,55 @@ fn a_plain_listener_serves_loopback_as_a_proxy_would() {
 }
 
 #[test]
+fn a_plain_listener_refuses_other_hosts() {
+    // Another host, as far as the server can tell: this machine's own non-loopback
+    // address. A machine with none (a bare network namespace) cannot show it.
+    let Some(ip) = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+    else {
+        eprintln!("no non-loopback IPv4 address here: nothing to show");
+        return;
+    };
+    let port = common::free_port();
+    let server = Server::start(ServerOpts {
+        extra_toml: format!("[websocket]\nlisten = [\"0.0.0.0:{port}\"]\ntls = false\n"),
+        ..ServerOpts::default()
+    });
+    block_on(async {
+        let tcp = smol::net::TcpStream::connect((ip, port)).await.unwrap();
+        let req = format!("ws://{ip}:{port}/xmpp-websocket")
+            .into_client_request()
+            .map(|mut r| {
+                r.headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+                r
+            })
+            .unwrap();
+        let upgrade = async { Some(async_tungstenite::client_async(req, tcp).await) }
+            .or(async {
+                smol::Timer::after(WAIT).await;
+                None
+            })
+            .await;
+        match upgrade {
+            Some(Err(_)) => {}
+            Some(Ok(_)) => panic!("a plain WebSocket from {ip} was upgraded"),
+            None => panic!("neither upgraded nor refused"),
+        }
+    });
+    assert!(
+        server
+            .log()
+            .contains("refused: plain WebSocket listener, not loopback"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn the_server_stopping_closes_websockets_with_system_shutdown() {
     let (mut server, port) = server(true);
     server.add_user("alice", "alice-pw");
