@@ -517,6 +517,67 @@ fn a_plain_listener_serves_loopback_as_a_proxy_would() {
 }
 
 #[test]
+fn a_websocket_client_that_reads_late_gets_everything_in_order() {
+    const N: usize = 300;
+    let port = common::free_port();
+    // Bob may send fast: the test is about the WebSocket side.
+    let server = Server::start(ServerOpts {
+        extra_toml: format!(
+            "[websocket]\nlisten = [\"127.0.0.1:{port}\"]\n[limits]\n\
+             rate_bytes_per_sec = 16777216\nrate_burst_bytes = 16777216\n"
+        ),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let d = server.domain().to_owned();
+    let mut ws = block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.login(&d, "alice", "alice-pw", "web").await;
+        ws
+    });
+    let mut bob = Conn::login(
+        server.c2s_addr(),
+        &d,
+        &server.cert_path(),
+        "bob",
+        "bob-pw",
+        Some("desk"),
+    );
+    // About 1.2 MB for a client that does not read yet: more than the sockets hold, so
+    // the WebSocket's writes wait for room.
+    let to = format!("alice@{d}/web");
+    let sender = std::thread::spawn(move || {
+        let filler = "x".repeat(4000);
+        for i in 0..N {
+            bob.send(&format!(
+                "<message to='{to}' type='chat' id='n{i}'><body>{i} {filler}</body></message>"
+            ));
+        }
+        bob
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    block_on(async {
+        let mut next = 0;
+        while next < N {
+            let el = ws.expect("the next message").await;
+            if el.name != "message" {
+                continue;
+            }
+            let body = el.child("body", "jabber:client").map(|b| b.text.clone());
+            let n: usize = body
+                .as_deref()
+                .and_then(|b| b.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            assert_eq!(n, next, "messages out of order or lost");
+            next += 1;
+        }
+    });
+    sender.join().unwrap();
+}
+
+#[test]
 fn a_plain_listener_refuses_other_hosts() {
     // Another host, as far as the server can tell: this machine's own non-loopback
     // address. A machine with none (a bare network namespace) cannot show it.

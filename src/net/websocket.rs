@@ -167,11 +167,12 @@ impl WsIo {
     /// Hands the cut messages to the WebSocket.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         use futures_sink::Sink as _;
-        while let Some(frame) = self.frames.pop_front() {
-            if let Err(e) = ready!(Pin::new(&mut self.ws).poll_ready(cx)) {
-                self.frames.push_front(frame);
-                return Poll::Ready(Err(io::Error::other(e)));
-            }
+        while !self.frames.is_empty() {
+            // Room first: a message taken out of the queue is never dropped on the way.
+            ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io::Error::other)?;
+            let Some(frame) = self.frames.pop_front() else {
+                break;
+            };
             Pin::new(&mut self.ws)
                 .start_send(Message::text(frame))
                 .map_err(io::Error::other)?;
