@@ -578,6 +578,21 @@ fn a_websocket_client_that_reads_late_gets_everything_in_order() {
 }
 
 #[test]
+fn a_websocket_that_never_logs_in_times_out_like_c2s() {
+    let port = common::free_port();
+    let server = Server::start(ServerOpts {
+        negotiation_timeout_secs: Some(2),
+        extra_toml: format!("[websocket]\nlisten = [\"127.0.0.1:{port}\"]\n"),
+        ..ServerOpts::default()
+    });
+    block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.expect_stream_error("connection-timeout").await;
+    });
+}
+
+#[test]
 fn a_plain_listener_refuses_other_hosts() {
     // Another host, as far as the server can tell: this machine's own non-loopback
     // address. A machine with none (a bare network namespace) cannot show it.

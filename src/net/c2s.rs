@@ -146,16 +146,18 @@ pub async fn serve_client(
 
 /// RFC 7395: serves a client over a WebSocket, which is already encrypted (`tls`, maybe
 /// without channel bindings) or plain from a trusted proxy on this host: the stream
-/// starts past STARTTLS, as on the direct TLS port.
+/// starts past STARTTLS, as on the direct TLS port. Its negotiation deadline counts from
+/// `accepted`.
 pub(super) async fn serve_websocket(
     shared: Arc<Shared>,
     io: super::websocket::WsIo,
     peer: SocketAddr,
     tls: ChannelBindings,
     id: u64,
+    accepted: Instant,
 ) {
     let io = Transport::WebSocket(Box::new(io));
-    serve_transport(shared, io, peer, Some(tls), id, Instant::now()).await;
+    serve_transport(shared, io, peer, Some(tls), id, accepted).await;
 }
 
 /// The c2s session on a connection whose transport is set up (`tls` when it is

@@ -387,7 +387,7 @@ pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 's
     let config = config(shared.limits_authenticated.max_stanza_bytes);
     let io = Metered::new(Box::new(io), shared.limits_unauthenticated.max_stanza_bytes);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    serve_ws(shared, ws, peer, tls, id).await;
+    serve_ws(shared, ws, peer, tls, id, Instant::now()).await;
 }
 
 async fn serve_ws(
@@ -396,6 +396,7 @@ async fn serve_ws(
     peer: SocketAddr,
     tls: Option<ChannelBindings>,
     id: u64,
+    accepted: Instant,
 ) {
     let mut io = WsIo::new(ws);
     let tls = match tls {
@@ -409,7 +410,7 @@ async fn serve_ws(
         }
     };
     log::info!("c2s{id}: {peer} XMPP over WebSocket");
-    super::c2s::serve_websocket(shared, io, peer, tls, id).await;
+    super::c2s::serve_websocket(shared, io, peer, tls, id, accepted).await;
 }
 
 /// `policy-violation` for a plain WebSocket from another host: the c2s machine's own
@@ -451,7 +452,8 @@ pub async fn serve_listener(
     tls: bool,
     id: u64,
 ) {
-    let deadline = Instant::now() + shared.negotiation_timeout;
+    let accepted = Instant::now();
+    let deadline = accepted + shared.negotiation_timeout;
     let timeout = async {
         Timer::at(deadline).await;
         None
@@ -503,7 +505,8 @@ pub async fn serve_listener(
             return;
         }
     };
-    serve_ws(shared, ws, peer, cb, id).await;
+    // The TLS and HTTP handshakes count against the stream's negotiation deadline.
+    serve_ws(shared, ws, peer, cb, id, accepted).await;
 }
 
 /// RFC 7395 §3.1: the client must offer the `xmpp` subprotocol; the answer names it.
