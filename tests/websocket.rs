@@ -748,3 +748,85 @@ fn idle_session_memory() {
     drop(sessions);
     drop(tcp);
 }
+
+/// The server's CPU time so far (user + system), from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A figure, not a check: the server's CPU time for N messages a client sends to itself,
+/// over wss:// and over STARTTLS (run with `--ignored --nocapture`; a debug build).
+#[test]
+#[ignore]
+fn message_cpu_cost() {
+    const N: usize = 5000;
+    let port = common::free_port();
+    let server = Server::start(ServerOpts {
+        extra_toml: format!(
+            "[websocket]\nlisten = [\"127.0.0.1:{port}\"]\n[limits]\n\
+             rate_bytes_per_sec = 16777216\nrate_burst_bytes = 16777216\n"
+        ),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", "pw");
+    let pid = server.pid().unwrap();
+    let d = server.domain().to_owned();
+    let body = "a message of a typical length, about a hundred bytes of text for the family chat";
+    let ws_cpu = block_on(async {
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        let jid = ws.login(&d, "alice", "pw", "web").await;
+        let start = cpu_secs(pid);
+        for i in 0..N {
+            ws.send(&format!(
+                "<message xmlns='jabber:client' to='{jid}' type='chat' id='m{i}'><body>{body}</body></message>"
+            ))
+            .await;
+            if i % 100 == 99 {
+                // Read what came back so far, so that no queue fills.
+                let mut got = 0;
+                while got < 100 {
+                    if ws.expect("echo").await.name == "message" {
+                        got += 1;
+                    }
+                }
+            }
+        }
+        cpu_secs(pid) - start
+    });
+    let mut tcp = Conn::login(
+        server.c2s_addr(),
+        &d,
+        &server.cert_path(),
+        "alice",
+        "pw",
+        Some("tcp"),
+    );
+    let jid = tcp.full_jid().to_owned();
+    let start = cpu_secs(pid);
+    for i in 0..N {
+        tcp.send(&format!(
+            "<message to='{jid}' type='chat' id='t{i}'><body>{body}</body></message>"
+        ));
+        if i % 100 == 99 {
+            let mut got = 0;
+            while got < 100 {
+                if tcp.expect_element("echo").name == "message" {
+                    got += 1;
+                }
+            }
+        }
+    }
+    let tcp_cpu = cpu_secs(pid) - start;
+    println!(
+        "server CPU for {N} messages to oneself: wss {ws_cpu:.2} s, STARTTLS {tcp_cpu:.2} s \
+         ({:.2} and {:.2} s per 10k)",
+        ws_cpu * 10000.0 / N as f64,
+        tcp_cpu * 10000.0 / N as f64
+    );
+}
