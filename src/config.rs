@@ -2206,6 +2206,23 @@ mod tests {
     }
 
     #[test]
+    fn websocket_is_off_unless_listed_and_never_on_a_c2s_port() {
+        let c = parse("").unwrap();
+        assert_eq!(c.websocket.listen, Vec::<SocketAddr>::new());
+        assert!(c.websocket.tls);
+        assert_eq!(
+            error(
+                "[c2s]\nlisten = [\"127.0.0.1:5222\"]\n[websocket]\nlisten = [\"127.0.0.1:5222\"]\n"
+            ),
+            "/etc/hearth/hearth.toml: websocket.listen: 127.0.0.1:5222 is also a c2s listener; \
+             one port cannot serve both"
+        );
+        assert!(error("[websocket]\nlisten = [\"nowhere\"]\n").contains("websocket.listen[0]"));
+        let e = error("[websocket]\nport = 5281\n");
+        assert!(e.contains("websocket.port"), "{e}");
+    }
+
+    #[test]
     fn stream_management_bounds() {
         let c = parse("domain = \"kitchen.local\"\n").unwrap();
         assert_eq!(c.stream_management, StreamManagementConfig::default());
