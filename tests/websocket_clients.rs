@@ -28,7 +28,7 @@ fn node_modules() -> PathBuf {
     assert!(
         dir.join("@xmpp/client/package.json").exists(),
         "{} has no @xmpp/client: run .ci/run, or `npm install --prefix {} \
-         @xmpp/client@0.14.0 puppeteer-core@25.16.0 strophe.js@5.0.0` (or set HEARTH_WEB_CLIENT_MODULES)",
+         @xmpp/client@0.14.0 puppeteer-core@24.43.1 strophe.js@5.0.0` (or set HEARTH_WEB_CLIENT_MODULES)",
         dir.display(),
         target.join("web-client").display()
     );
