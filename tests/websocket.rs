@@ -107,7 +107,7 @@ impl Ws {
             None => In::Timeout,
             Some(None) | Some(Some(Err(_))) => In::Closed,
             Some(Some(Ok(Message::Text(t)))) => {
-                // Every message must parse as a document of its own (RFC 7395 §3.3.3):
+                // Every message must parse as a document of its own (RFC 7395, "XMPP Framing"):
                 // read inside a root that declares nothing, as Strophe.js reads them.
                 let mut r = Reader::new();
                 r.push(format!("<wrapper>{t}</wrapper>").as_bytes());
@@ -258,7 +258,7 @@ fn a_websocket_client_logs_in_and_chats_with_a_tcp_client() {
             m.child("body", "jabber:client").map(|b| b.text.as_str()),
             Some("hi <back>")
         );
-        // RFC 7395 §3.6: <close/> is answered with <close/>, then the WebSocket closes.
+        // RFC 7395, "Closing the Connection": <close/> is answered with <close/>, then the WebSocket closes.
         ws.send(&format!("<close xmlns='{FRAMING}'/>")).await;
         loop {
             match ws.recv().await {

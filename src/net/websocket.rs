@@ -8,13 +8,13 @@
 //! are those of c2s; what the machine writes is cut into one message per element by
 //! [`crate::stream::websocket::Splitter`]. A message the RFC does not allow (two
 //! elements, not XML, binary, too large) reaches the machine as the stream error it
-//! earns (see `refused`), which then goes out as an element followed by `<close/>` (§3.6.2).
+//! earns (see `refused`), which then goes out as an element followed by `<close/>` (RFC 7395, "Stream Errors").
 //!
 //! Two ways in: [`serve_upgraded`] takes a connection an HTTP listener already upgraded
 //! (HTTP 101 sent), and `[websocket] listen` gives the WebSocket a port of its own
 //! ([`serve_listener`]: TLS, then the HTTP upgrade with the `xmpp` subprotocol).
 //!
-//! TLS: the WebSocket carries no STARTTLS (§3.8 "the TLS is the WebSocket's"), so the
+//! TLS: the WebSocket carries no STARTTLS (RFC 7395, "Use of TLS": TLS is the WebSocket's), so the
 //! stream counts as encrypted when the connection is wss://. A plain ws:// connection is
 //! only served from a loopback address (a TLS-terminating proxy on the same host);
 //! anyone else gets `policy-violation`, as c2s requires TLS before authentication.
@@ -222,7 +222,7 @@ impl AsyncRead for WsIo {
                     }
                     Err(err) => return Poll::Ready(Err(refuse(err))),
                 },
-                // §3.3.1: XMPP goes in text (UTF-8) messages only; a binary one is not
+                // RFC 7395, "XMPP Framing": XMPP goes in text (UTF-8) messages only; a binary one is not
                 // text in the stream's encoding (RFC 6120 §4.9.3.22).
                 Message::Binary(_) => {
                     return Poll::Ready(Err(refuse(

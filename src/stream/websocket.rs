@@ -1,9 +1,9 @@
 //! RFC 7395: XMPP over WebSocket, the framing (sans-IO).
 //!
 //! Over a WebSocket every message is one complete XML element that parses on its own
-//! (§3.3.1, §3.3.3): `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>` where a TCP
-//! stream has its `<stream:stream>` header (§3.4), `<close/>` where it has
-//! `</stream:stream>` (§3.6), and every other element declares its namespaces itself.
+//! ("XMPP Framing"): `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>` where a TCP
+//! stream has its `<stream:stream>` header ("Stream Initiation"), `<close/>` where it has
+//! `</stream:stream>` ("Closing the Connection"), and every other element declares its namespaces itself.
 //!
 //! hearth runs the same c2s machine and connection loop over both: a WebSocket
 //! connection is a virtual byte stream (`net/websocket.rs`). Going in, [`frame_in`]
@@ -22,15 +22,15 @@ use xmlparser::{ElementEnd, Token, Tokenizer};
 use crate::ns;
 use crate::stanza::{StreamCondition, StreamError};
 
-/// The namespace of `<open/>` and `<close/>` (RFC 7395 §3.4, §3.6).
+/// The namespace of `<open/>` and `<close/>` (RFC 7395, "Stream Initiation", "Closing the Connection").
 pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /// The WebSocket subprotocol name a client must ask for (RFC 7395 §3.1).
 pub const SUBPROTOCOL: &str = "xmpp";
 
-/// One WebSocket text message from the client (RFC 7395 §3.3.1) as the bytes the c2s
-/// framer reads: the message itself, or the stream header for `<open/>` (§3.4) and the
-/// closing tag for `<close/>` (§3.6). A message that is not exactly one complete element
+/// One WebSocket text message from the client (RFC 7395, "XMPP Framing") as the bytes the c2s
+/// framer reads: the message itself, or the stream header for `<open/>` and the
+/// closing tag for `<close/>`. A message that is not exactly one complete element
 /// (two elements, a partial one, text, nothing) is `not-well-formed`: it could not be
 /// parsed as a document of its own. Namespaces and limits are the framer's to check.
 pub fn frame_in(text: &str) -> Result<String, StreamError> {
@@ -163,7 +163,7 @@ fn not_well_formed(why: &str) -> StreamError {
 
 /// Cuts what the stream machine writes (a c2s stream's bytes: our header, elements
 /// written relative to `jabber:client` with the `stream` prefix declared on the header,
-/// our closing tag) into WebSocket messages of one element each (RFC 7395 §3.3.1).
+/// our closing tag) into WebSocket messages of one element each (RFC 7395, "XMPP Framing").
 /// Input that ends inside an element is kept until the rest is written.
 #[derive(Debug, Default)]
 pub struct Splitter {
@@ -271,7 +271,7 @@ fn tag_end(b: &[u8]) -> Option<usize> {
     None
 }
 
-/// `<open/>` (RFC 7395 §3.4) with our header's attributes but its namespaces.
+/// `<open/>` (RFC 7395, "Stream Initiation") with our header's attributes but its namespaces.
 fn open_frame(header: &str) -> String {
     let mut s = format!("<open xmlns='{FRAMING}'");
     for (name, value) in tag_attrs(header) {
@@ -287,7 +287,7 @@ fn open_frame(header: &str) -> String {
     s
 }
 
-/// An element as a message of its own (RFC 7395 §3.3.3): the namespaces the stream
+/// An element as a message of its own (RFC 7395, "XMPP Framing"): the namespaces the stream
 /// header declared for it are declared on it.
 fn declare_namespaces(el: &str) -> String {
     let Some(end) = tag_end(el.as_bytes()) else {
