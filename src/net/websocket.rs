@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,8 @@ use crate::stream::sasl::ChannelBindings;
 use crate::stream::websocket::{self as framing, Splitter};
 
 /// Any byte stream a WebSocket can run on: TCP, TLS, an HTTP listener's connection.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What tungstenite reads from the socket at a time, as the connection loop does
 /// (`conn.rs`, `READ_CHUNK`). Its default (128 KiB) would be held by every idle
@@ -142,7 +142,7 @@ impl WsIo {
         // The rest of a message that was refused while it arrived (too large): read and
         // dropped as bytes, so that the close does not reset the connection and destroy
         // the stream error in flight.
-        let raw = &mut self.ws.get_mut().io;
+        let raw = self.ws.get_mut().io();
         let mut buf = [0u8; 1024];
         while total < max_bytes {
             let read = async { raw.read(&mut buf).await }
@@ -246,7 +246,9 @@ impl AsyncRead for WsIo {
 /// stanza limit allows for (with room for frame headers), so that before authentication
 /// a stranger makes hearth hold no more than on a TCP stream (XEP-0205).
 pub struct Metered {
-    io: Box<dyn Io>,
+    /// In a mutex only to be `Sync` (the connection loop's future holds the transport
+    /// across awaits), never locked: reached through `&mut` ([`Mutex::get_mut`]).
+    io: Mutex<Box<dyn Io>>,
     /// Bytes read since the last whole message.
     read: usize,
     /// The most that may be read without a whole message.
@@ -258,13 +260,17 @@ pub struct Metered {
 impl Metered {
     fn new(io: Box<dyn Io>, max_stanza_bytes: usize) -> Metered {
         let mut m = Metered {
-            io,
+            io: Mutex::new(io),
             read: 0,
             max: 0,
             max_stanza_bytes: 0,
         };
         m.set_max_message(max_stanza_bytes);
         m
+    }
+
+    fn io(&mut self) -> &mut Box<dyn Io> {
+        self.io.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Twice the stanza limit and a little: a message split into fragments has a header
@@ -292,7 +298,7 @@ impl AsyncRead for Metered {
             )));
         }
         let n = buf.len().min(room);
-        let got = ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf[..n]))?;
+        let got = ready!(Pin::new(this.io()).poll_read(cx, &mut buf[..n]))?;
         this.read += got;
         Poll::Ready(Ok(got))
     }
@@ -304,15 +310,15 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        Pin::new(self.get_mut().io()).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_close(cx)
+        Pin::new(self.get_mut().io()).poll_close(cx)
     }
 }
 
@@ -377,7 +383,7 @@ impl AsyncWrite for WsIo {
 /// (empty ones otherwise: SCRAM's `-PLUS` is then not offered); `None` for plain ws://,
 /// only served from a loopback address (see the module docs). `id` numbers the
 /// connection in the log, as the c2s listeners do.
-pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
+pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: Arc<Shared>,
     io: S,
     peer: SocketAddr,
@@ -576,6 +582,17 @@ mod tests {
         assert_eq!(ok.headers()["Sec-WebSocket-Protocol"], "xmpp");
         let no = check_request(&request(&["chat"]), Response::new(())).unwrap_err();
         assert_eq!(no.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// An HTTP listener's connection type need only be `Send` (not `Sync`) for the
+    /// session's future to be spawned on the executor: checked by the compiler.
+    #[allow(dead_code)]
+    fn serve_upgraded_is_send_for_any_send_io<S>(shared: Arc<Shared>, io: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        fn is_send<T: Send>(_: T) {}
+        is_send(serve_upgraded(shared, io, peer, None, 0));
     }
 
     #[test]
