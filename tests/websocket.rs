@@ -325,6 +325,13 @@ fn a_frame_that_is_not_xml_is_not_well_formed() {
         ws.send("<iq xmlns='jabber:client' type='get' id='1'>")
             .await;
         ws.expect_stream_error("not-well-formed").await;
+        // One element, but with what XMPP forbids inside (RFC 6120 §11.1): the framer's
+        // own answer, as on TCP.
+        let mut ws = Ws::connect(&server, port, true, "xmpp").await.unwrap();
+        ws.open(server.domain()).await;
+        ws.send("<iq xmlns='jabber:client' type='get' id='1'><!-- hi --></iq>")
+            .await;
+        ws.expect_stream_error("restricted-xml").await;
     });
 }
 
