@@ -390,9 +390,27 @@ pub async fn serve_upgraded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     tls: Option<ChannelBindings>,
     id: u64,
 ) {
+    serve_upgraded_after(shared, io, Vec::new(), peer, tls, id).await;
+}
+
+/// [`serve_upgraded`] for a listener whose HTTP parser read past the request: `leftover`
+/// is what it read of the WebSocket stream after it (frames the client sent without
+/// waiting for the 101 answer).
+pub async fn serve_upgraded_after<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: Arc<Shared>,
+    io: S,
+    leftover: Vec<u8>,
+    peer: SocketAddr,
+    tls: Option<ChannelBindings>,
+    id: u64,
+) {
     let config = config(shared.limits_authenticated.max_stanza_bytes);
     let io = Metered::new(Box::new(io), shared.limits_unauthenticated.max_stanza_bytes);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let ws = if leftover.is_empty() {
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+    } else {
+        WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(config)).await
+    };
     serve_ws(shared, ws, peer, tls, id, Instant::now()).await;
 }
 
