@@ -8,16 +8,19 @@
 //! are those of c2s; what the machine writes is cut into one message per element by
 //! [`crate::stream::websocket::Splitter`]. A message the RFC does not allow (two
 //! elements, not XML, binary, too large) reaches the machine as the stream error it
-//! earns (see `refused`), which then goes out as an element followed by `<close/>` (RFC 7395, "Stream Errors").
+//! earns (see `refused`), which then goes out as an element followed by `<close/>`
+//! (RFC 7395, "Stream Errors"). Before authentication [`Metered`] keeps a stranger's
+//! message as small as on TCP while it arrives.
 //!
 //! Two ways in: [`serve_upgraded`] takes a connection an HTTP listener already upgraded
 //! (HTTP 101 sent), and `[websocket] listen` gives the WebSocket a port of its own
 //! ([`serve_listener`]: TLS, then the HTTP upgrade with the `xmpp` subprotocol).
 //!
-//! TLS: the WebSocket carries no STARTTLS (RFC 7395, "Use of TLS": TLS is the WebSocket's), so the
-//! stream counts as encrypted when the connection is wss://. A plain ws:// connection is
-//! only served from a loopback address (a TLS-terminating proxy on the same host);
-//! anyone else gets `policy-violation`, as c2s requires TLS before authentication.
+//! TLS: the WebSocket carries no STARTTLS (RFC 7395, "Use of TLS": the WebSocket's TLS is
+//! the stream's), so the stream counts as encrypted when the connection is wss://. A
+//! plain ws:// connection is only served from a loopback address (a TLS-terminating
+//! proxy on the same host); anyone else is refused, as c2s requires TLS before
+//! authentication.
 
 use std::collections::VecDeque;
 use std::io;
