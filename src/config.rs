@@ -126,6 +126,10 @@
 //! presence_burst = 3                 # this many at once; excess: policy-violation
 //! store_interval_secs = 300          # a device online stores its last reading at most
 //!                                    # this often (always when it goes offline)
+//! [websocket]                        # RFC 7395 XMPP over WebSocket (browsers), off by default
+//! listen = ["[::]:5281"]             # its own port; GET any path with `xmpp` subprotocol
+//! tls = true                         # wss:// with the server's certificate; false: plain
+//!                                    # ws:// for a TLS proxy on this host, loopback only
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -191,6 +195,21 @@ pub struct Config {
     pub modules: crate::features::ModuleSettings,
     /// The HTTPS listener (`[http]`): uploads (XEP-0363), host-meta (XEP-0156).
     pub http: HttpConfig,
+    /// XMPP over WebSocket (RFC 7395) on a listener of its own.
+    pub websocket: WebSocketConfig,
+}
+
+/// `[websocket]`: RFC 7395 listeners of their own (the HTTP listener may also hand its
+/// upgraded connections over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    /// Where to listen; empty (the default) for none.
+    pub listen: Vec<SocketAddr>,
+    /// TLS (wss://) with the server's certificate, as on the XEP-0368 port. Without it
+    /// the credentials would cross the network in clear, so a plain listener is only
+    /// for a TLS-terminating proxy on the same host: it refuses every peer that is not
+    /// a loopback address.
+    pub tls: bool,
 }
 
 /// `[http]`: hearth's HTTPS listener, with the c2s certificate.
@@ -753,6 +772,7 @@ struct RawConfig {
     http: Option<RawHttp>,
     upload: Option<RawUpload>,
     devices: Option<RawDevices>,
+    websocket: Option<RawWebSocket>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -899,6 +919,35 @@ impl RawDevices {
                 0..=86_400,
                 d.store_interval,
             )?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([websocket])")]
+struct RawWebSocket {
+    listen: Option<Strings>,
+    tls: Option<bool>,
+}
+
+impl RawWebSocket {
+    fn validate(self, c2s: &C2sConfig) -> Result<WebSocketConfig, ConfigErrorKind> {
+        let listen = match self.listen {
+            Some(list) => addresses("websocket.listen", list)?,
+            None => Vec::new(),
+        };
+        if let Some(addr) = listen
+            .iter()
+            .find(|a| c2s.listen.contains(a) || c2s.direct_tls_listen.contains(a))
+        {
+            return Err(invalid(
+                "websocket.listen",
+                format!("{addr} is also a c2s listener; one port cannot serve both"),
+            ));
+        }
+        Ok(WebSocketConfig {
+            listen,
+            tls: self.tls.unwrap_or(true),
         })
     }
 }
@@ -1374,6 +1423,7 @@ impl RawConfig {
         let mut upload = self.upload.unwrap_or_default().validate()?;
         // The component hands out URLs of the HTTPS listener: without it, no component.
         upload.enabled &= http.enabled;
+        let websocket = self.websocket.unwrap_or_default().validate(&c2s)?;
         let devices = self.devices.unwrap_or_default().validate()?;
         let mut config = Config {
             domain,
@@ -1411,6 +1461,7 @@ impl RawConfig {
                 m
             })?,
             http,
+            websocket,
         };
         // `[devices]` (features::device), beside the other modules' settings.
         config.modules.devices = devices;
@@ -2300,6 +2351,9 @@ mod tests {
             presence_interval_secs = 60
             presence_burst = 1
             store_interval_secs = 0
+            [websocket]
+            listen = ["127.0.0.1:5281"]
+            tls = false
             "#,
         )
         .unwrap();
@@ -2404,6 +2458,10 @@ mod tests {
                     ],
                     public_url: Some("https://chat.example.org".into()),
                 },
+                websocket: WebSocketConfig {
+                    listen: vec!["127.0.0.1:5281".parse().unwrap()],
+                    tls: false,
+                },
             }
         );
     }
@@ -2421,6 +2479,23 @@ mod tests {
         assert!(!c.modules.upload.enabled);
         let c = parse("[http]\nport = 8443\n[c2s]\nlisten = [\"127.0.0.1:5222\"]").unwrap();
         assert_eq!(c.http.listen, vec!["127.0.0.1:8443".parse().unwrap()]);
+    }
+
+    #[test]
+    fn websocket_is_off_unless_listed_and_never_on_a_c2s_port() {
+        let c = parse("").unwrap();
+        assert_eq!(c.websocket.listen, Vec::<SocketAddr>::new());
+        assert!(c.websocket.tls);
+        assert_eq!(
+            error(
+                "[c2s]\nlisten = [\"127.0.0.1:5222\"]\n[websocket]\nlisten = [\"127.0.0.1:5222\"]\n"
+            ),
+            "/etc/hearth/hearth.toml: websocket.listen: 127.0.0.1:5222 is also a c2s listener; \
+             one port cannot serve both"
+        );
+        assert!(error("[websocket]\nlisten = [\"nowhere\"]\n").contains("websocket.listen[0]"));
+        let e = error("[websocket]\nport = 5281\n");
+        assert!(e.contains("websocket.port"), "{e}");
     }
 
     #[test]
@@ -2480,7 +2555,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`, `websocket`)"
         );
     }
 

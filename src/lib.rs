@@ -6,13 +6,15 @@
 //! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
 //!             drives client streams, s2s.rs federation's links in and out with their
 //!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
-//!             finds other servers; http.rs the HTTPS listener: uploads, host-meta):
-//!             the only code that touches sockets
+//!             finds other servers; http.rs the HTTPS listener: uploads, host-meta;
+//!             websocket.rs RFC 7395 clients over WebSocket, the same c2s loop on a
+//!             framing transport): the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the machines on it: c2s (STARTTLS, SASL in
 //!          │        sasl/, bind), s2s (incoming and outgoing: EXTERNAL, dialback),
-//!          │        component (the XEP-0114 handshake)
+//!          │        component (the XEP-0114 handshake); websocket.rs: RFC 7395
+//!          │        framing (a message in as framer bytes, machine bytes out as messages)
 //!          └► router/   local sessions by JID, RFC 6121 §8 delivery, the domain table
 //!              │         (host, services, remote: the s2s links) and stanza origins
 //!              │         (local, remote, service); router/im/: a stanza on its way, from a

@@ -192,6 +192,9 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     for &a in &cfg.components.listen {
         listeners.push((bind(a)?, false, Peers::Components));
     }
+    for &a in &cfg.websocket.listen {
+        listeners.push((bind(a)?, cfg.websocket.tls, Peers::WebSockets));
+    }
     let mut router = Router::new(domain.clone())
         .with_max_resources(cfg.limits.max_resources_per_account)
         .with_quota(cfg.limits.quota);

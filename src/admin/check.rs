@@ -124,6 +124,12 @@ fn ports(cfg: &Config, r: &mut CheckReport) {
     if cfg.http.enabled {
         all.extend(cfg.http.listen.iter().map(|a| ("HTTPS", *a)));
     }
+    all.extend(
+        cfg.websocket
+            .listen
+            .iter()
+            .map(|a| ("web clients, WebSocket", *a)),
+    );
     for (what, addr) in all {
         match crate::net::listen::bind_blocking(addr) {
             Ok(l) => {

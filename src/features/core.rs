@@ -50,6 +50,13 @@ impl Module for Core {
                 note: "tls-exporter; also tls-server-end-point (RFC 5929)",
             },
             Spec {
+                doc: Doc::Rfc(7395, ""),
+                title: "An XMPP Subprotocol for WebSocket",
+                version: "",
+                status: Status::Complete,
+                note: "for web clients: `[websocket] listen` (wss://, or ws:// from loopback behind a proxy); one element per message, the c2s limits; no `see-other-uri`",
+            },
+            Spec {
                 doc: Doc::Xep(368),
                 title: "SRV records for XMPP over TLS",
                 version: "1.1.0",

@@ -24,7 +24,7 @@ use crate::password::PasswordError;
 use crate::router::{self, ToSession};
 use crate::stanza::{StreamCondition, StreamError};
 use crate::stream::c2s::{Action, C2s, Input, ResumeFailed, Resumed};
-use crate::stream::sasl::ScramHash;
+use crate::stream::sasl::{ChannelBindings, ScramHash};
 use crate::stream::sm::{Outbound, TooHigh, Unacked};
 use crate::xml::Element;
 
@@ -141,6 +141,35 @@ pub async fn serve_client(
     } else {
         (Transport::Plain(tcp), None)
     };
+    serve_transport(shared, io, peer, tls, id, now).await;
+}
+
+/// RFC 7395: serves a client over a WebSocket, which is already encrypted (`tls`, maybe
+/// without channel bindings) or plain from a trusted proxy on this host: the stream
+/// starts past STARTTLS, as on the direct TLS port. Its negotiation deadline counts from
+/// `accepted`.
+pub(super) async fn serve_websocket(
+    shared: Arc<Shared>,
+    io: super::websocket::WsIo,
+    peer: SocketAddr,
+    tls: ChannelBindings,
+    id: u64,
+    accepted: Instant,
+) {
+    let io = Transport::WebSocket(Box::new(io));
+    serve_transport(shared, io, peer, Some(tls), id, accepted).await;
+}
+
+/// The c2s session on a connection whose transport is set up (`tls` when it is
+/// encrypted already), accepted at `now`.
+async fn serve_transport(
+    shared: Arc<Shared>,
+    io: Transport,
+    peer: SocketAddr,
+    tls: Option<ChannelBindings>,
+    id: u64,
+    now: Instant,
+) {
     let machine = C2s::new(shared.policy.clone(), tls);
     let allowance = unauthenticated(&shared);
     let link = Link::new(id, shared, peer, io, machine, allowance, now);

@@ -155,6 +155,9 @@ pub(super) enum Transport {
     Tls(Box<TlsStream<Async<TcpStream>>>),
     /// TLS where we are the client: an outgoing s2s link.
     TlsClient(Box<ClientTlsStream<Async<TcpStream>>>),
+    /// RFC 7395: XMPP over a WebSocket (wss:// or a proxy's ws://), framed by
+    /// [`super::websocket::WsIo`].
+    WebSocket(Box<super::websocket::WsIo>),
     /// Only while the TLS handshake owns the socket.
     Taken,
 }
@@ -169,6 +172,7 @@ impl AsyncRead for Transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -184,6 +188,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::Taken => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -193,6 +198,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::Taken => Poll::Ready(Ok(())),
         }
     }
@@ -202,6 +208,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
             Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_close(cx),
             Transport::Taken => Poll::Ready(Ok(())),
         }
     }
@@ -311,6 +318,10 @@ impl<D: Driver> Link<D> {
     /// and a read pause earned at the old rate is lifted.
     pub(super) fn raise_limits(&mut self, allowance: Allowance) {
         self.framer.set_limits(allowance.limits);
+        if let Transport::WebSocket(ws) = &mut self.io {
+            // RFC 7395: the WebSocket layer holds a whole message; it may be larger now.
+            ws.set_max_message(allowance.limits.max_stanza_bytes);
+        }
         self.karma.set_rate(allowance.rate, Instant::now());
         self.paused_until = None;
     }
@@ -442,7 +453,7 @@ impl<D: Driver> Link<D> {
         owned_chain(match &self.io {
             Transport::Tls(s) => s.get_ref().1.peer_certificates(),
             Transport::TlsClient(s) => s.get_ref().1.peer_certificates(),
-            Transport::Plain(_) | Transport::Taken => None,
+            Transport::Plain(_) | Transport::WebSocket(_) | Transport::Taken => None,
         })
     }
 
@@ -454,7 +465,8 @@ impl<D: Driver> Link<D> {
             Transport::Plain(s) => Some(s),
             Transport::Tls(s) => Some(s.get_ref().0),
             Transport::TlsClient(s) => Some(s.get_ref().0),
-            Transport::Taken => None,
+            // The socket is under the WebSocket (and maybe TLS) layers.
+            Transport::WebSocket(_) | Transport::Taken => None,
         };
         if let Some(tcp) = tcp
             && let Ok(0) | Err(_) = tcp.peek(&mut [0u8; 1]).await
@@ -528,7 +540,7 @@ pub(super) fn serve<D: Driver>(link: Link<D>, driver: D) -> impl Future<Output =
         let reason = conn.run().await;
         conn.driver.finish(&mut conn.link, &reason).await;
         let _ = conn.link.io.close().await;
-        linger(&conn.link.io).await;
+        linger(&mut conn.link.io).await;
     }
 }
 
@@ -537,11 +549,14 @@ pub(super) fn serve<D: Driver>(link: Link<D>, driver: D) -> impl Future<Output =
 /// a reset, and a reset makes the peer's kernel discard what it had not yet
 /// handed to the client: the stream error explaining the close would be
 /// lost exactly when a client was sending too much.
-async fn linger(io: &Transport) {
+async fn linger(io: &mut Transport) {
     let tcp = match io {
         Transport::Plain(s) => s,
         Transport::Tls(s) => s.get_ref().0,
         Transport::TlsClient(s) => s.get_ref().0,
+        Transport::WebSocket(ws) => {
+            return ws.linger(Instant::now() + LINGER_TIME, LINGER_BYTES).await;
+        }
         Transport::Taken => return,
     };
     // Our FIN tells the peer we are done, so a well-behaved one closes too.
@@ -701,7 +716,16 @@ impl<D: Driver> Conn<D> {
                         Err(e) => self.link.xml_failed(&e),
                     }
                 }
-                Wake::Read(Err(e)) => return format!("read failed: {e}"),
+                Wake::Read(Err(e)) => match super::websocket::refused(&e) {
+                    // RFC 7395: a WebSocket message it does not allow: its stream error.
+                    Some(err) => {
+                        log::info!("{}{}: stream error {err}", D::KIND, self.link.id);
+                        let mut out = Vec::new();
+                        self.link.machine.fail(err, &mut out);
+                        out
+                    }
+                    None => return format!("read failed: {e}"),
+                },
                 Wake::Queued(item) => match self.driver.on_queued(&mut self.link, item) {
                     Step::Wait => continue,
                     Step::Apply(actions) => actions,

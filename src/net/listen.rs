@@ -67,6 +67,8 @@ pub enum Peers {
     Servers,
     /// External components (XEP-0114, port 5347).
     Components,
+    /// Clients over WebSocket (RFC 7395, `[websocket] listen`); `direct` is wss://.
+    WebSockets,
 }
 
 /// Accepts connections on `listener` for as long as the executor runs: each one admitted
@@ -84,11 +86,17 @@ pub fn accept(
     live: &Arc<AtomicUsize>,
     next_id: &Arc<AtomicU64>,
 ) {
-    let kind = if direct { "direct TLS" } else { "STARTTLS" };
+    let kind = match (peers, direct) {
+        (Peers::WebSockets, true) => "WebSocket, wss://",
+        (Peers::WebSockets, false) => "WebSocket, plain ws:// from loopback only",
+        (_, true) => "direct TLS",
+        (_, false) => "STARTTLS",
+    };
     let (who, tag) = match peers {
         Peers::Clients => ("clients", "c2s"),
         Peers::Servers => ("servers", "s2s-in"),
         Peers::Components => ("components", "component"),
+        Peers::WebSockets => ("web clients", "ws"),
     };
     log::info!("listening for {who} on {addr} ({kind})");
     let shared = shared.clone();
@@ -146,6 +154,10 @@ pub fn accept(
                             }
                             Peers::Components => {
                                 super::component::serve_component(shared, tcp, peer, id).await
+                            }
+                            Peers::WebSockets => {
+                                super::websocket::serve_listener(shared, tcp, peer, direct, id)
+                                    .await
                             }
                         }
                         drop(slot);

@@ -7,6 +7,8 @@
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
 //! - [`component`]: XEP-0114 external components on a port of their own;
 //! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
+//! - [`websocket`]: RFC 7395 clients over WebSocket (`serve_upgraded` for an HTTP
+//!   listener's upgraded connections, `[websocket] listen` for a port of its own);
 //! - [`limits`], [`liveness`], [`tls`]: what the loop enforces and the TLS set-up;
 //! - [`http`]: the HTTPS listener (XEP-0363 uploads, XEP-0156 host-meta, WebSocket).
 
@@ -22,6 +24,7 @@ pub mod s2s;
 pub mod s2s_tls;
 pub mod sm;
 pub mod tls;
+pub mod websocket;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;

@@ -12,6 +12,7 @@ pub mod s2s;
 pub mod sasl;
 pub mod sm;
 pub mod throttle;
+pub mod websocket;
 
 use crate::stanza::StreamError;
 use crate::xml::Event;
