@@ -107,6 +107,14 @@
 //! [push]                             # XEP-0357 notifications to phones' app servers
 //! include_body = false               # send the message text to the app server (and on
 //!                                    # to Apple/Google): off, only "a message from …"
+//!
+//! [muc]                              # XEP-0045 group chat
+//! enabled = true
+//! domain = "conference.example.org"  # default: conference.<domain>
+//! max_rooms = 200                    # rooms the service holds
+//! max_rooms_per_user = 20            # rooms one account may own
+//! max_occupants = 100                # per room
+//! history_length = 50                # messages a room may keep
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -714,6 +722,50 @@ struct RawConfig {
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
     push: Option<RawPush>,
+    muc: Option<RawMuc>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([muc])")]
+struct RawMuc {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    max_rooms: Option<Int>,
+    max_rooms_per_user: Option<Int>,
+    max_occupants: Option<Int>,
+    history_length: Option<Int>,
+}
+
+impl RawMuc {
+    /// `[muc]` (XEP-0045): the service's domain must be a valid one of its own, not
+    /// the server's (`host`).
+    fn validate(self, host: &str) -> Result<crate::features::muc::MucConfig, ConfigErrorKind> {
+        let mut c = crate::features::muc::MucConfig::for_domain(host);
+        c.enabled = self.enabled.unwrap_or(true);
+        if let Some(d) = self.domain {
+            let d = normalize_domain(&d).map_err(|reason| invalid("muc.domain", reason))?;
+            if d == host {
+                return Err(invalid(
+                    "muc.domain",
+                    "must differ from the server's domain",
+                ));
+            }
+            c.domain = d;
+        }
+        if let Some(n) = self.max_rooms {
+            c.max_rooms = in_range("muc.max_rooms", n, 1..=100_000)? as usize;
+        }
+        if let Some(n) = self.max_rooms_per_user {
+            c.max_rooms_per_user = in_range("muc.max_rooms_per_user", n, 0..=100_000)? as usize;
+        }
+        if let Some(n) = self.max_occupants {
+            c.max_occupants = in_range("muc.max_occupants", n, 1..=10_000)? as usize;
+        }
+        if let Some(n) = self.history_length {
+            c.history_length = in_range("muc.history_length", n, 0..=1000)? as usize;
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -950,6 +1002,7 @@ fn module_settings(
         push: crate::features::push::PushConfig {
             include_body: push.unwrap_or_default().include_body.unwrap_or(false),
         },
+        muc: Default::default(),
     })
 }
 
@@ -1179,6 +1232,7 @@ impl RawConfig {
         };
         let components = self.components.unwrap_or_default().validate(&domain)?;
         let admins = admins("admins", self.admins, &domain)?;
+        let muc = self.muc.unwrap_or_default().validate(&domain)?;
         Ok(Config {
             domain,
             data_dir,
@@ -1209,7 +1263,8 @@ impl RawConfig {
                 self.external_services,
                 self.pep,
                 self.push,
-            )?,
+            )
+            .map(|m| crate::features::ModuleSettings { muc, ..m })?,
         })
     }
 }
@@ -2057,6 +2112,13 @@ mod tests {
 
             [push]
             include_body = true
+
+            [muc]
+            domain = "rooms.kitchen.local"
+            max_rooms = 10
+            max_rooms_per_user = 2
+            max_occupants = 30
+            history_length = 40
             "#,
         )
         .unwrap();
@@ -2138,6 +2200,14 @@ mod tests {
                 },
                 modules: crate::features::ModuleSettings {
                     push: crate::features::push::PushConfig { include_body: true },
+                    muc: crate::features::muc::MucConfig {
+                        enabled: true,
+                        domain: "rooms.kitchen.local".into(),
+                        max_rooms: 10,
+                        max_rooms_per_user: 2,
+                        max_occupants: 30,
+                        history_length: 40,
+                    },
                     ..Default::default()
                 },
             }
@@ -2201,7 +2271,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `muc`)"
         );
     }
 
@@ -2227,7 +2297,13 @@ mod tests {
         assert_eq!(m.external_services[1].credentials_ttl_secs, 600);
         assert_eq!(m.external_services[0].secret, None);
         let d = parse("").unwrap();
-        assert_eq!(d.modules, crate::features::ModuleSettings::default());
+        assert_eq!(
+            d.modules,
+            crate::features::ModuleSettings {
+                muc: crate::features::muc::MucConfig::for_domain(&d.domain),
+                ..Default::default()
+            }
+        );
         for (bad, want) in [
             (
                 "[contact]\nabuse = [\"abuse@x.org\"]\n",

@@ -209,6 +209,18 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     if let Some(s2s) = &s2s {
         router = router.with_remote(s2s.clone());
     }
+    // XEP-0045: the group chat service, its persistent rooms read now.
+    let muc = &cfg.modules.muc;
+    if muc.enabled && !cfg.components.secrets.iter().any(|(d, _)| *d == muc.domain) {
+        let service = crate::features::muc::MucService::new(
+            &muc.domain,
+            &domain,
+            muc.clone(),
+            Some(storage.clone()),
+        )
+        .map_err(ServeError::Storage)?;
+        router = router.with_service(&muc.domain, service);
+    }
     let shared = Arc::new(Shared {
         router,
         storage,

@@ -45,6 +45,8 @@ pub mod contact;
 pub mod extdisco;
 pub mod private;
 pub mod vcard;
+// Issue 20: group chat.
+pub mod muc;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -500,6 +502,8 @@ pub struct ModuleSettings {
     pub pep: pep::PepConfig,
     /// `[push]` (XEP-0357).
     pub push: push::PushConfig,
+    /// `[muc]` (XEP-0045).
+    pub muc: muc::MucConfig,
 }
 
 /// The registered modules and what they declare, computed once.
@@ -634,6 +638,7 @@ impl Registry {
             Box::new(bookmarks::Bookmarks),
             // Last: it looks at a message once the others (the archive, carbons) have.
             Box::new(push::Push::new(&settings.push)),
+            Box::new(muc::Muc::new(&settings.muc)),
         ])
     }
 

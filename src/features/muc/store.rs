@@ -1,0 +1,203 @@
+//! XEP-0045 storage: persistent rooms, their affiliations and history (migration 0011).
+//! Temporary rooms are never written.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::storage::{Storage, StorageError};
+
+/// A persistent room as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// The room's localpart.
+    pub name: String,
+    /// `key=value` lines ([`super::room::Config::to_text`]).
+    pub config: String,
+    /// (set by, text).
+    pub subject: Option<(String, String)>,
+    /// (bare JID, affiliation name).
+    pub affiliations: Vec<(String, String)>,
+    /// The room's vCard XML.
+    pub vcard: Option<String>,
+    /// (stanza-id, Unix seconds, message XML), oldest first. Only filled when read.
+    pub history: Vec<(String, i64, String)>,
+}
+
+/// The rooms' table.
+pub trait MucStore {
+    /// Every persistent room with its history.
+    fn muc_rooms(&self) -> Result<Vec<StoredRoom>, StorageError>;
+    /// Writes the room's configuration, subject, vCard and affiliations as given.
+    fn muc_save_room(&self, room: &StoredRoom) -> Result<(), StorageError>;
+    /// Adds a message to a room's history, keeping the last `keep`.
+    fn muc_add_history(
+        &self,
+        room: &str,
+        id: &str,
+        at: i64,
+        xml: &str,
+        keep: usize,
+    ) -> Result<(), StorageError>;
+    /// Removes the room and everything of it.
+    fn muc_delete_room(&self, room: &str) -> Result<(), StorageError>;
+}
+
+impl MucStore for Storage {
+    fn muc_rooms(&self) -> Result<Vec<StoredRoom>, StorageError> {
+        let conn = self.conn();
+        let e = || self.sqlite_err("read rooms");
+        let mut rooms = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT name, config, subject, subject_by, vcard FROM muc_rooms")
+                .map_err(e())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(e())?;
+            for row in rows {
+                let (name, config, subject, by, vcard) = row.map_err(e())?;
+                rooms.push(StoredRoom {
+                    name,
+                    config,
+                    subject: subject.map(|s| (by, s)),
+                    affiliations: Vec::new(),
+                    vcard: (!vcard.is_empty()).then_some(vcard),
+                    history: Vec::new(),
+                });
+            }
+        }
+        for room in &mut rooms {
+            let mut stmt = conn
+                .prepare_cached("SELECT jid, affiliation FROM muc_affiliations WHERE room = ?1")
+                .map_err(e())?;
+            room.affiliations = stmt
+                .query_map([&room.name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(e())?
+                .collect::<Result<_, _>>()
+                .map_err(e())?;
+            let mut stmt = conn
+                .prepare_cached("SELECT id, at, xml FROM muc_history WHERE room = ?1 ORDER BY seq")
+                .map_err(e())?;
+            room.history = stmt
+                .query_map([&room.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(e())?
+                .collect::<Result<_, _>>()
+                .map_err(e())?;
+        }
+        Ok(rooms)
+    }
+
+    fn muc_save_room(&self, room: &StoredRoom) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let e = || self.sqlite_err("save a room");
+        let tx = conn.transaction().map_err(e())?;
+        let (by, subject) = match &room.subject {
+            Some((by, s)) => (by.as_str(), Some(s.as_str())),
+            None => ("", None),
+        };
+        tx.execute(
+            "INSERT INTO muc_rooms (name, config, subject, subject_by, vcard) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
+             config = excluded.config, subject = excluded.subject, \
+             subject_by = excluded.subject_by, vcard = excluded.vcard",
+            params![
+                room.name,
+                room.config,
+                subject,
+                by,
+                room.vcard.as_deref().unwrap_or("")
+            ],
+        )
+        .map_err(e())?;
+        tx.execute("DELETE FROM muc_affiliations WHERE room = ?1", [&room.name])
+            .map_err(e())?;
+        for (jid, aff) in &room.affiliations {
+            tx.execute(
+                "INSERT INTO muc_affiliations (room, jid, affiliation) VALUES (?1, ?2, ?3)",
+                params![room.name, jid, aff],
+            )
+            .map_err(e())?;
+        }
+        tx.commit().map_err(e())
+    }
+
+    fn muc_add_history(
+        &self,
+        room: &str,
+        id: &str,
+        at: i64,
+        xml: &str,
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        let conn = self.conn();
+        let e = || self.sqlite_err("add to a room's history");
+        let exists: Option<i64> = conn
+            .query_row("SELECT 1 FROM muc_rooms WHERE name = ?1", [room], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(e())?;
+        if exists.is_none() {
+            // A room configured persistent whose first save has not landed cannot be
+            // here: saves and history are written in order by one thread.
+            return Ok(());
+        }
+        conn.execute(
+            "INSERT INTO muc_history (room, id, at, xml) VALUES (?1, ?2, ?3, ?4)",
+            params![room, id, at, xml],
+        )
+        .map_err(e())?;
+        conn.execute(
+            "DELETE FROM muc_history WHERE room = ?1 AND seq NOT IN \
+             (SELECT seq FROM muc_history WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)",
+            params![room, i64::try_from(keep).unwrap_or(i64::MAX)],
+        )
+        .map_err(e())?;
+        Ok(())
+    }
+
+    fn muc_delete_room(&self, room: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM muc_rooms WHERE name = ?1", [room])
+            .map_err(self.sqlite_err("delete a room"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_round_trip_and_history_is_bounded() {
+        let (_dir, s) = crate::storage::test_store(&[]);
+        let room = StoredRoom {
+            name: "family".into(),
+            config: "persistent=1\n".into(),
+            subject: Some(("ann".into(), "tea".into())),
+            affiliations: vec![("ann@home".into(), "owner".into())],
+            vcard: None,
+            history: Vec::new(),
+        };
+        s.muc_save_room(&room).unwrap();
+        for i in 0..5 {
+            s.muc_add_history("family", &format!("id{i}"), i, "<message/>", 3)
+                .unwrap();
+        }
+        let got = s.muc_rooms().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].affiliations, room.affiliations);
+        assert_eq!(got[0].subject, room.subject);
+        let ids: Vec<&str> = got[0].history.iter().map(|h| h.0.as_str()).collect();
+        assert_eq!(ids, ["id2", "id3", "id4"]);
+        s.muc_delete_room("family").unwrap();
+        assert!(s.muc_rooms().unwrap().is_empty());
+    }
+}
