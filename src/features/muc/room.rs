@@ -368,6 +368,16 @@ fn stanza(name: &str, from: &Jid, to: &Jid) -> Element {
         .with_attr("to", to.as_str())
 }
 
+/// The error reply to `request`; a refused join carries the `<x/>` it came with
+/// (§7.2.6's examples, and what clients match a join's error by), without its password.
+pub fn error_reply(request: &Element, e: StanzaError) -> Option<Element> {
+    let mut el = e.reply_to(request)?;
+    if request.name() == "presence" && request.get_child("x", NS_MUC).is_some() {
+        el.insert_child(0, Element::new("x", NS_MUC));
+    }
+    Some(el)
+}
+
 fn status(code: u16) -> Element {
     Element::new("status", NS_USER).with_attr("code", code.to_string())
 }
@@ -520,7 +530,7 @@ impl Room {
     }
 
     fn error_out(&self, to: &Jid, request: &Element, e: StanzaError) -> Option<Out> {
-        let el = e.reply_to(request)?;
+        let el = error_reply(request, e)?;
         let from = el
             .attr("from")
             .and_then(|f| Jid::parse(f).ok())
@@ -750,7 +760,6 @@ impl Room {
             m.set_attr("to", real.as_str());
             m.push_child(
                 Element::new("delay", ns::DELAY)
-                    .with_attr("xmlns", ns::DELAY)
                     .with_attr("from", self.jid.as_str())
                     .with_attr(
                         "stamp",

@@ -106,7 +106,7 @@ impl Rooms {
         };
         let el = &stanza.el;
         let reply_err = |fx: &mut Effects, e: StanzaError| {
-            if let Some(r) = e.reply_to(el) {
+            if let Some(r) = super::room::error_reply(el, e) {
                 fx.out.push(Out {
                     from: to.clone(),
                     to: from.clone(),
