@@ -1104,7 +1104,7 @@ impl Room {
         let may = if self.config.members_only {
             aff >= Affiliation::Admin || (self.config.allow_invites && is_occupant)
         } else {
-            is_occupant && (self.config.allow_invites || aff >= Affiliation::Member || true)
+            is_occupant || aff >= Affiliation::Admin
         };
         if !may {
             fx.out.extend(self.error_out(
@@ -1733,7 +1733,7 @@ impl Room {
                 }
             }
         }
-        removals.sort_by(|a, b| b.0.cmp(&a.0));
+        removals.sort_by_key(|r| std::cmp::Reverse(r.0));
         for (t, reason) in removals {
             self.remove_occupant(t, &[307], actor_nick.as_deref(), reason.as_deref(), fx);
         }
