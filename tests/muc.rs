@@ -361,3 +361,65 @@ fn invitations_reach_the_invitee() {
     assert!(bob.succeeded(), "{bob}");
     assert_eq!(bob.expect_event("invite")["room"], json!(r));
 }
+
+/// aioxmpp's MUC client as `user` (tests/clients/muc_aioxmpp.py) with `args`.
+fn aioxmpp(server: &Server, user: &str, args: &[&str]) -> RunningClient {
+    let python = common::clients::aioxmpp_python();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/muc_aioxmpp.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(script)
+        .args(["--port", &server.c2s_port().to_string()])
+        .args(["--jid", &format!("{}/{user}-aio", server.jid(user))])
+        .args(["--password", PW])
+        .args(args);
+    RunningClient::command(cmd)
+}
+
+#[test]
+fn aioxmpp_owner_and_guest() {
+    let server = server();
+    let r = room(&server, "aio");
+    let mut owner = aioxmpp(
+        &server,
+        "alice",
+        &[
+            "--as-owner",
+            "--room",
+            &r,
+            "--nick",
+            "alice",
+            "--expect",
+            "hi owner",
+            "--kick",
+            "bob",
+        ],
+    );
+    owner.wait_for_event("ready", WAIT);
+    let guest = aioxmpp(
+        &server,
+        "bob",
+        &["--room", &r, "--nick", "bob", "--say", "hi owner"],
+    )
+    .finish();
+    let owner = owner.finish();
+    assert!(owner.succeeded(), "{owner}");
+    assert!(guest.succeeded(), "{guest}");
+    let joined = guest.expect_event("joined");
+    assert_eq!(joined["history"], json!(["hello from aioxmpp"]), "{guest}");
+    assert_eq!(joined["topic"], "set by aioxmpp", "{guest}");
+    let exit = guest.expect_event("exit_room");
+    assert!(exit["mode"].as_str().unwrap().contains("KICKED"), "{guest}");
+    assert!(
+        owner.expect_event("kicked")["mode"]
+            .as_str()
+            .unwrap()
+            .contains("KICKED")
+    );
+    // The configuration aioxmpp submitted took: a persistent room named by it.
+    let info = run(&server, "carol", json!([{"do": "disco_info", "to": r}]));
+    let info = info.expect_event("disco_info").to_string();
+    assert!(
+        info.contains("aioxmpp room") && info.contains("muc_persistent"),
+        "{info}"
+    );
+}

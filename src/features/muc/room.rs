@@ -1354,9 +1354,24 @@ impl Room {
                     .value(b(c.allow_invites)),
             )
             .field(
-                Field::new("muc#roomconfig_maxusers", "text-single")
-                    .label(format!("Most occupants (up to {})", limits.max_occupants))
-                    .value(c.max_users.to_string()),
+                {
+                    let mut f = Field::new("muc#roomconfig_maxusers", "list-single")
+                        .label(format!("Most occupants (up to {})", limits.max_occupants));
+                    // §15.5.3 registers it as a list-single; any number up to the limit
+                    // is accepted.
+                    let mut sizes: Vec<usize> =
+                        [5, 10, 20, 30, 50, 100, c.max_users, limits.max_occupants]
+                            .into_iter()
+                            .filter(|n| *n <= limits.max_occupants)
+                            .collect();
+                    sizes.sort_unstable();
+                    sizes.dedup();
+                    for n in sizes {
+                        f = f.option(n.to_string(), n.to_string());
+                    }
+                    f
+                }
+                .value(c.max_users.to_string()),
             )
             .field(
                 Field::new("muc#roomconfig_historylength", "text-single")
