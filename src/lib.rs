@@ -31,7 +31,9 @@
 //!                            push/: XEP-0357 notifications to phones' app servers
 //!                            private/, vcard/: XEP-0049 and XEP-0054 data per account;
 //!                            contact.rs, extdisco.rs: XEP-0157 addresses and XEP-0215
-//!                            STUN/TURN services in the server's disco
+//!                            STUN/TURN services in the server's disco; muc/: XEP-0045
+//!                            group chat, a router service of its own (room.rs the pure
+//!                            room, service.rs the rooms and routing, store.rs SQLite)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage
