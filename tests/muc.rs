@@ -423,3 +423,53 @@ fn aioxmpp_owner_and_guest() {
         "{info}"
     );
 }
+
+#[test]
+fn room_archive_and_moderation_with_slixmpp() {
+    let server = server();
+    let r = room(&server, "archive");
+    let mut alice = client(
+        &server,
+        "alice",
+        json!([
+            {"do": "join", "room": r, "nick": "alice"},
+            {"do": "instant", "room": r},
+            {"do": "say", "room": r, "body": "one"},
+            {"do": "say", "room": r, "body": "two"},
+            {"do": "say", "room": r, "body": "spam"},
+            {"do": "say", "room": r, "body": "three"},
+            {"do": "wait_body", "room": r, "body": "three"},
+            {"do": "ready"},
+            {"do": "wait_event", "name": "muc_presence", "count": 2},
+            {"do": "moderate", "room": r, "body": "spam", "reason": "no spam"},
+            {"do": "sleep", "s": 1},
+        ]),
+    );
+    alice.wait_for_event("ready", WAIT);
+    let bob = run(
+        &server,
+        "bob",
+        json!([
+            {"do": "join", "room": r, "nick": "bob"},
+            {"do": "mam", "room": r, "max": 2},
+            // A participant may not moderate.
+            {"do": "moderate", "room": r, "body": "one"},
+            {"do": "wait_event", "name": "moderated"},
+            {"do": "mam", "room": r, "max": 10},
+        ]),
+    );
+    let alice = alice.finish();
+    assert!(alice.succeeded(), "{alice}");
+    alice.expect_event("moderate_ok");
+    let pages: Vec<_> = events(&bob, "mam");
+    assert_eq!(pages[0]["bodies"], json!(["one", "two", "spam", "three"]), "{bob}");
+    assert_eq!(pages[0]["pages"], 2, "{bob}");
+    assert_eq!(bob.expect_event("moderate_error")["condition"], "forbidden");
+    let moderated = bob.expect_event("moderated");
+    assert_eq!(moderated["reason"], "no spam", "{bob}");
+    assert_eq!(moderated["by"], format!("{r}/alice"));
+    // The tombstone replaced the message: no body left in the archive.
+    let after = &pages[1]["bodies"];
+    assert_eq!(after[0], "one", "{bob}");
+    assert!(!after.to_string().contains("spam"), "{bob}");
+}

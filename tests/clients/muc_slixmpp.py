@@ -21,6 +21,12 @@ Steps ({"do": ...}):
   destroy room [reason]                    owner destroy; "destroyed" or "admin_error"
   invite room jid [reason]                 a mediated invitation (§7.8.2)
   disco_items to / disco_info to           print "disco_items" / "disco_info"
+  mam room [max]                           XEP-0313 with slixmpp's xep_0313 to the room,
+                                           page by page: print "mam" (bodies, ids, pages)
+  moderate room body [reason]              XEP-0425 (slixmpp's xep_0425, version 0.2) on
+                                           the message seen with that body; "moderate_ok"
+                                           or "moderate_error"; retractions seen print
+                                           "moderated"
   leave room nick / ready / sleep s
 A step that fails prints "error" and the client exits 1; at the end it exits 0.
 """
@@ -67,6 +73,11 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0203")
         self.register_plugin("xep_0199", {"keepalive": False})
+        self.register_plugin("xep_0059")
+        self.register_plugin("xep_0313")
+        self.register_plugin("xep_0425")
+        self.add_event_handler("moderated_message", self.on_moderated)
+        self.sids = {}
         self.add_event_handler("session_start", self.on_session_start)
         self.add_event_handler("failed_all_auth", lambda _e: self.finish(2))
         self.add_event_handler("disconnected", self.on_disconnected)
@@ -100,7 +111,15 @@ class Client(slixmpp.ClientXMPP):
              stanza_id=sid.get("id") if sid is not None else None,
              stanza_id_by=sid.get("by") if sid is not None else None)
         self.bodies.append(msg["body"])
+        if sid is not None:
+            self.sids[msg["body"]] = sid.get("id")
         self.count("groupchat")
+
+    def on_moderated(self, msg):
+        emit("moderated", room=msg["from"].bare, id=msg["apply_to"]["id"],
+             by=msg["apply_to"]["moderated"]["by"],
+             reason=msg["apply_to"]["moderated"]["reason"])
+        self.count("moderated")
 
     def on_subject(self, msg):
         emit("subject", room=msg["from"].bare, nick=msg["from"].resource, subject=msg["subject"])
@@ -225,6 +244,22 @@ class Client(slixmpp.ClientXMPP):
                      identities=[list(i) for i in r["disco_info"]["identities"]])
             except IqError as e:
                 emit("disco_error", condition=e.iq["error"]["condition"])
+        elif do == "mam":
+            bodies, ids, pages = [], [], 0
+            it = self["xep_0313"].retrieve(jid=room, iterator=True, rsm={"max": s.get("max", 10)})
+            async for page in it:
+                pages += 1
+                for msg in page["mam"]["results"]:
+                    fwd = msg["mam_result"]["forwarded"]
+                    bodies.append(fwd["stanza"]["body"])
+                    ids.append(msg["mam_result"]["id"])
+            emit("mam", bodies=bodies, ids=ids, pages=pages)
+        elif do == "moderate":
+            try:
+                await self["xep_0425"].moderate(room, self.sids[s["body"]], s.get("reason", ""))
+                emit("moderate_ok")
+            except IqError as e:
+                emit("moderate_error", condition=e.iq["error"]["condition"])
         elif do == "leave":
             muc.leave_muc(room, s["nick"])
         elif do == "ready":

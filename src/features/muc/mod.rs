@@ -16,6 +16,7 @@
 //! presence from the session, so the router's unavailable broadcast (RFC 6121 §4.6.3)
 //! reaches it.
 
+pub mod archive;
 pub mod room;
 pub mod service;
 pub mod store;
@@ -99,8 +100,16 @@ impl Module for Muc {
                 version: "1.35",
                 status: Status::Partial,
                 note: "conference.<domain>: rooms, roles, affiliations, owner form, \
-                       history, invitations, persistent rooms; no voice requests, \
+                       history, invitations, persistent rooms; XEP-0313 queries to a room over its kept \
+                       history; no voice requests, \
                        no reserved nicknames, iqs to occupants are not relayed",
+            },
+            Spec {
+                doc: Doc::Xep(425),
+                title: "Moderated Message Retraction",
+                version: "0.3.0",
+                status: Status::Complete,
+                note: "within the room's kept history; the tombstone replaces the message",
             },
             Spec {
                 doc: Doc::Xep(410),

@@ -293,6 +293,8 @@ pub enum Persist {
     Destroyed,
     /// The room was made temporary: nothing of it stays stored.
     Unstored,
+    /// A message of the history was replaced (a XEP-0425 tombstone).
+    Replaced(HistoryItem),
 }
 
 /// What handling a stanza gave.
@@ -344,7 +346,7 @@ pub struct Room {
     pub history: VecDeque<HistoryItem>,
     /// The room's vCard (XEP-0054), set by an owner.
     pub vcard: Option<Element>,
-    /// Makes stanza-ids unique within the room.
+    /// The last stanza-id given ([`Room::next_id`]).
     pub counter: u64,
 }
 
@@ -439,12 +441,16 @@ impl Room {
         }
     }
 
-    fn next_id(&mut self, now: i64) -> String {
-        self.counter += 1;
-        let mut r = [0u8; 6];
-        let _ = getrandom::fill(&mut r);
-        let rand: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{now:x}-{:x}-{rand}", self.counter)
+    /// A XEP-0359 stanza-id: microseconds since the epoch, above the last one given, so
+    /// ids grow in time (XEP-0313 paging compares them) and stay unique across restarts.
+    pub(super) fn next_id(&mut self, now: i64) -> String {
+        let id = now.saturating_mul(1_000_000).max(
+            i64::try_from(self.counter)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+        );
+        self.counter = u64::try_from(id).unwrap_or(0);
+        id.to_string()
     }
 
     /// The `<x xmlns=muc#user>` of presence about occupant `i`, as `viewer` sees it.
@@ -1257,6 +1263,9 @@ impl Room {
             NS_SID,
             NS_SELF_PING,
             NS_VCARD,
+            crate::features::mam::NS,
+            super::archive::NS_MODERATE,
+            super::archive::NS_MODERATE_0,
             ns::DISCO_INFO,
         ];
         for f in features {

@@ -94,6 +94,12 @@ impl Rooms {
         while room.history.len() > room.config.history_length {
             room.history.pop_front();
         }
+        room.counter = room
+            .history
+            .iter()
+            .filter_map(|h| h.id.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
         self.rooms.insert(stored.name, room);
     }
 
@@ -367,6 +373,12 @@ fn room_iq(
             Ok(None)
         }
         ("ping", ns::PING) if !is_set => Ok(None),
+        ("query", crate::features::mam::NS) if is_set => room.mam_query(real, p, fx),
+        ("moderate", super::archive::NS_MODERATE) | ("apply-to", super::archive::NS_FASTEN)
+            if is_set =>
+        {
+            room.moderate(real, p, crate::storage::unix_now(), fx)
+        }
         _ => Err(err(StanzaCondition::ServiceUnavailable)),
     }
 }
@@ -399,6 +411,7 @@ enum Write {
     Room(StoredRoom),
     History(String, HistoryItem, usize),
     Delete(String),
+    Replace(String, HistoryItem),
 }
 
 /// `conference.<domain>` in the router's domain table.
@@ -439,6 +452,11 @@ impl MucService {
                                     keep,
                                 ),
                                 Write::Delete(name) => storage.muc_delete_room(&name),
+                                Write::Replace(name, item) => storage.muc_replace_history(
+                                    &name,
+                                    &item.id,
+                                    &item.el.to_xml_in(ns::CLIENT),
+                                ),
                             };
                             if let Err(e) = r {
                                 log::error!("muc: storage: {e}");
@@ -509,6 +527,9 @@ impl Service for MucService {
                         }
                         Persist::History(item, keep) => {
                             writes.push(Write::History(name.clone(), item.clone(), *keep))
+                        }
+                        Persist::Replaced(item) => {
+                            writes.push(Write::Replace(name.clone(), item.clone()))
                         }
                         Persist::Destroyed | Persist::Unstored => {
                             writes.push(Write::Delete(name.clone()))

@@ -37,6 +37,8 @@ pub trait MucStore {
         xml: &str,
         keep: usize,
     ) -> Result<(), StorageError>;
+    /// Replaces the stored message with stanza-id `id` (a XEP-0425 tombstone).
+    fn muc_replace_history(&self, room: &str, id: &str, xml: &str) -> Result<(), StorageError>;
     /// Removes the room and everything of it.
     fn muc_delete_room(&self, room: &str) -> Result<(), StorageError>;
 }
@@ -160,6 +162,16 @@ impl MucStore for Storage {
             params![room, i64::try_from(keep).unwrap_or(i64::MAX)],
         )
         .map_err(e())?;
+        Ok(())
+    }
+
+    fn muc_replace_history(&self, room: &str, id: &str, xml: &str) -> Result<(), StorageError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE muc_history SET xml = ?3 WHERE room = ?1 AND id = ?2",
+            params![room, id, xml],
+        )
+        .map_err(self.sqlite_err("replace a message in a room's history"))?;
         Ok(())
     }
 
