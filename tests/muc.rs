@@ -462,7 +462,11 @@ fn room_archive_and_moderation_with_slixmpp() {
     assert!(alice.succeeded(), "{alice}");
     alice.expect_event("moderate_ok");
     let pages: Vec<_> = events(&bob, "mam");
-    assert_eq!(pages[0]["bodies"], json!(["one", "two", "spam", "three"]), "{bob}");
+    assert_eq!(
+        pages[0]["bodies"],
+        json!(["one", "two", "spam", "three"]),
+        "{bob}"
+    );
     assert_eq!(pages[0]["pages"], 2, "{bob}");
     assert_eq!(bob.expect_event("moderate_error")["condition"], "forbidden");
     let moderated = bob.expect_event("moderated");

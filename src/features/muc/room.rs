@@ -1289,6 +1289,15 @@ impl Room {
                 .field(Field::new("muc#roomconfig_roomname", "text-single").value(c.name.clone()))
                 .field(Field::new("muc#roominfo_subject", "text-single").value(subject))
                 .field(
+                    // XEP-0486 §3: the hash of the room's picture, for apps to show it.
+                    Field::new("muc#roominfo_avatarhash", "text-multi").value(
+                        self.vcard
+                            .as_ref()
+                            .and_then(crate::features::vcard::photo_hash)
+                            .unwrap_or_default(),
+                    ),
+                )
+                .field(
                     Field::new("muc#roomconfig_changesubject", "boolean")
                         .value(if c.change_subject { "1" } else { "0" }),
                 );
@@ -1906,6 +1915,32 @@ impl Room {
             return Ok(q);
         }
         Err(err(StanzaCondition::BadRequest).with_text("ask for an affiliation or a role"))
+    }
+
+    /// XEP-0486 §4: the room's picture changed; occupants hear its new hash in presence
+    /// from the room itself (XEP-0153's `<x/>`).
+    pub fn avatar_changed(&self, fx: &mut Effects) {
+        let hash = self
+            .vcard
+            .as_ref()
+            .and_then(crate::features::vcard::photo_hash)
+            .unwrap_or_default();
+        let room = self.room_jid();
+        for o in &self.occupants {
+            for s in &o.sessions {
+                let to = Jid::from(s.clone());
+                let p = stanza("presence", &room, &to).with_child(
+                    Element::new("x", "vcard-temp:x:update").with_child(
+                        Element::new("photo", "vcard-temp:x:update").with_text(hash.clone()),
+                    ),
+                );
+                fx.out.push(Out {
+                    from: room.clone(),
+                    to,
+                    el: p,
+                });
+            }
+        }
     }
 
     /// Whether the room holds nobody and should go (temporary rooms, §4.2).

@@ -370,6 +370,7 @@ fn room_iq(
             if room.config.persistent {
                 fx.persist.push(Persist::Room);
             }
+            room.avatar_changed(fx);
             Ok(None)
         }
         ("ping", ns::PING) if !is_set => Ok(None),
@@ -641,6 +642,49 @@ mod tests {
         assert_eq!(first_error(&fx).as_deref(), Some("not-acceptable"));
         let (fx, _) = r.handle(&bob, &st("<presence to='a@conference.home'/>"), 0);
         assert_eq!(first_error(&fx).as_deref(), Some("jid-malformed"));
+    }
+
+    /// A user of another server joins and talks like a local one (only creating is
+    /// refused): the room is just a JID to the router.
+    #[test]
+    fn remote_occupants_join_and_talk() {
+        let mut r = rooms();
+        let ann = Jid::parse("ann@home/x").unwrap();
+        r.handle(&ann, &st("<presence to='a@conference.home/ann'/>"), 0);
+        let eve = Jid::parse("eve@elsewhere.example/x").unwrap();
+        let (fx, _) = r.handle(&eve, &st("<presence to='a@conference.home/eve'><x xmlns='http://jabber.org/protocol/muc'/></presence>"), 0);
+        assert_eq!(first_error(&fx), None);
+        let (fx, _) = r.handle(
+            &eve,
+            &st("<message type='groupchat' to='a@conference.home'><body>hi</body></message>"),
+            0,
+        );
+        let to: Vec<&str> = fx.out.iter().map(|o| o.to.as_str()).collect();
+        assert_eq!(to, ["ann@home/x", "eve@elsewhere.example/x"]);
+    }
+
+    #[test]
+    fn the_room_vcard_is_the_owners_to_set() {
+        let mut r = rooms();
+        let ann = Jid::parse("ann@home/x").unwrap();
+        let bob = Jid::parse("bob@home/x").unwrap();
+        r.handle(&ann, &st("<presence to='a@conference.home/ann'/>"), 0);
+        let set = "<iq type='set' id='v' to='a@conference.home'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGk=</BINVAL></PHOTO></vCard></iq>";
+        let (fx, _) = r.handle(&bob, &st(set), 0);
+        assert_eq!(first_error(&fx).as_deref(), Some("forbidden"));
+        let (fx, _) = r.handle(&ann, &st(set), 0);
+        assert_eq!(first_error(&fx), None);
+        assert!(
+            fx.out
+                .iter()
+                .any(|o| o.el.to_string().contains("vcard-temp:x:update"))
+        );
+        let (fx, _) = r.handle(
+            &bob,
+            &st("<iq type='get' id='g' to='a@conference.home'><vCard xmlns='vcard-temp'/></iq>"),
+            0,
+        );
+        assert!(fx.out[0].el.to_string().contains("aGk="));
     }
 
     #[test]
