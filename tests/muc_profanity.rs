@@ -37,7 +37,17 @@ impl Profanity {
             "env HOME={h} XDG_CONFIG_HOME={h}/config XDG_DATA_HOME={h}/data TERM=xterm profanity",
             h = home.display()
         );
-        tmux(&["new-session", "-d", "-s", &name, "-x", "200", "-y", "50", &cmd]);
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &cmd,
+        ]);
         Profanity { name }
     }
 

@@ -5,14 +5,14 @@
 //! [`Service::receive`] never waits on the disk.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 
 use super::MucConfig;
 use super::room::{
     Affiliation, Effects, HistoryItem, Limits, NS_ADMIN, NS_MUC, NS_OWNER, NS_SELF_PING, NS_SID,
     NS_VCARD, Out, Persist, Room,
 };
-use super::store::{MucStore, StoredRoom};
+use super::store::{self, MucStore, StoredRoom};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::ns;
 use crate::router::{Origin, Router, Service};
@@ -407,7 +407,7 @@ fn occupant_iq(
         .with_text("this service does not relay iqs to occupants"))
 }
 
-/// A write for the writer thread.
+/// A write for storage.
 enum Write {
     Room(StoredRoom),
     History(String, HistoryItem, usize),
@@ -418,13 +418,13 @@ enum Write {
 /// `conference.<domain>` in the router's domain table.
 pub struct MucService {
     rooms: Mutex<Rooms>,
-    /// To the thread that writes persistent rooms to SQLite.
-    writes: Option<Mutex<mpsc::Sender<Write>>>,
+    /// Where persistent rooms are written (none in unit tests).
+    storage: Option<Storage>,
 }
 
 impl MucService {
-    /// The service with the persistent rooms read from `storage` (and a writer thread
-    /// for their changes); with no storage, rooms live in memory only.
+    /// The service with the persistent rooms read from `storage`; with no storage, rooms
+    /// live in memory only.
     pub fn new(
         domain: &str,
         host: &str,
@@ -432,55 +432,46 @@ impl MucService {
         storage: Option<Storage>,
     ) -> Result<Arc<MucService>, crate::storage::StorageError> {
         let mut rooms = Rooms::new(domain, host, config);
-        let writes = match storage {
-            Some(storage) => {
-                for stored in storage.muc_rooms()? {
-                    rooms.restore(stored);
-                }
-                log::info!("muc: {} persistent rooms on {domain}", rooms.rooms.len());
-                let (tx, rx) = mpsc::channel::<Write>();
-                std::thread::Builder::new()
-                    .name("hearth-muc".into())
-                    .spawn(move || {
-                        while let Ok(w) = rx.recv() {
-                            let r = match w {
-                                Write::Room(room) => storage.muc_save_room(&room),
-                                Write::History(name, item, keep) => storage.muc_add_history(
-                                    &name,
-                                    &item.id,
-                                    item.at,
-                                    &item.el.to_xml_in(ns::CLIENT),
-                                    keep,
-                                ),
-                                Write::Delete(name) => storage.muc_delete_room(&name),
-                                Write::Replace(name, item) => storage.muc_replace_history(
-                                    &name,
-                                    &item.id,
-                                    &item.el.to_xml_in(ns::CLIENT),
-                                ),
-                            };
-                            if let Err(e) = r {
-                                log::error!("muc: storage: {e}");
-                            }
-                        }
-                    })
-                    .map_err(|_| crate::storage::StorageError::Unavailable)?;
-                Some(Mutex::new(tx))
+        if let Some(storage) = &storage {
+            for stored in storage.muc_rooms()? {
+                rooms.restore(stored);
             }
-            None => None,
-        };
+            log::info!("muc: {} persistent rooms on {domain}", rooms.rooms.len());
+        }
         Ok(Arc::new(MucService {
             rooms: Mutex::new(rooms),
-            writes,
+            storage,
         }))
     }
 
+    /// Queues `w` with the storage's deferred writes (group commit, flushed before the
+    /// server exits), so routing never waits for the disk; when too many wait (a slow SD
+    /// card), this writer waits for them, keeping memory bounded.
     fn write(&self, w: Write) {
-        if let Some(tx) = &self.writes {
-            let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-            if tx.send(w).is_err() {
-                log::error!("muc: the storage writer is gone");
+        let Some(storage) = &self.storage else { return };
+        let bytes = match &w {
+            Write::Room(r) => r.config.len() + r.vcard.as_ref().map_or(0, String::len),
+            Write::History(_, item, _) | Write::Replace(_, item) => item.el.xml_len_in(ns::CLIENT),
+            Write::Delete(_) => 0,
+        };
+        let queued = storage.write_deferred(bytes, move |s, c| match w {
+            Write::Room(room) => store::save_room(s, c, &room),
+            Write::History(name, item, keep) => store::add_history(
+                s,
+                c,
+                &name,
+                &item.id,
+                item.at,
+                &item.el.to_xml_in(ns::CLIENT),
+                keep,
+            ),
+            Write::Replace(name, item) => {
+                store::replace_history(s, c, &name, &item.id, &item.el.to_xml_in(ns::CLIENT))
             }
+            Write::Delete(name) => store::delete_room(s, c, &name),
+        });
+        if !queued {
+            storage.flush_deferred();
         }
     }
 }

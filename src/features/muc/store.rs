@@ -1,7 +1,7 @@
 //! XEP-0045 storage: persistent rooms, their affiliations and history (migration 0011).
 //! Temporary rooms are never written.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::storage::{Storage, StorageError};
 
@@ -97,37 +97,8 @@ impl MucStore for Storage {
     }
 
     fn muc_save_room(&self, room: &StoredRoom) -> Result<(), StorageError> {
-        let mut conn = self.conn();
-        let e = || self.sqlite_err("save a room");
-        let tx = conn.transaction().map_err(e())?;
-        let (by, subject) = match &room.subject {
-            Some((by, s)) => (by.as_str(), Some(s.as_str())),
-            None => ("", None),
-        };
-        tx.execute(
-            "INSERT INTO muc_rooms (name, config, subject, subject_by, vcard) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
-             config = excluded.config, subject = excluded.subject, \
-             subject_by = excluded.subject_by, vcard = excluded.vcard",
-            params![
-                room.name,
-                room.config,
-                subject,
-                by,
-                room.vcard.as_deref().unwrap_or("")
-            ],
-        )
-        .map_err(e())?;
-        tx.execute("DELETE FROM muc_affiliations WHERE room = ?1", [&room.name])
-            .map_err(e())?;
-        for (jid, aff) in &room.affiliations {
-            tx.execute(
-                "INSERT INTO muc_affiliations (room, jid, affiliation) VALUES (?1, ?2, ?3)",
-                params![room.name, jid, aff],
-            )
-            .map_err(e())?;
-        }
-        tx.commit().map_err(e())
+        let room = room.clone();
+        self.write(move |s, c| save_room(s, c, &room))
     }
 
     fn muc_add_history(
@@ -138,49 +109,117 @@ impl MucStore for Storage {
         xml: &str,
         keep: usize,
     ) -> Result<(), StorageError> {
-        let conn = self.conn();
-        let e = || self.sqlite_err("add to a room's history");
-        let exists: Option<i64> = conn
-            .query_row("SELECT 1 FROM muc_rooms WHERE name = ?1", [room], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(e())?;
-        if exists.is_none() {
-            // A room configured persistent whose first save has not landed cannot be
-            // here: saves and history are written in order by one thread.
-            return Ok(());
-        }
-        conn.execute(
-            "INSERT INTO muc_history (room, id, at, xml) VALUES (?1, ?2, ?3, ?4)",
-            params![room, id, at, xml],
-        )
-        .map_err(e())?;
-        conn.execute(
-            "DELETE FROM muc_history WHERE room = ?1 AND seq NOT IN \
-             (SELECT seq FROM muc_history WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)",
-            params![room, i64::try_from(keep).unwrap_or(i64::MAX)],
-        )
-        .map_err(e())?;
-        Ok(())
+        let (room, id, xml) = (room.to_owned(), id.to_owned(), xml.to_owned());
+        self.write(move |s, c| add_history(s, c, &room, &id, at, &xml, keep))
     }
 
     fn muc_replace_history(&self, room: &str, id: &str, xml: &str) -> Result<(), StorageError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE muc_history SET xml = ?3 WHERE room = ?1 AND id = ?2",
-            params![room, id, xml],
-        )
-        .map_err(self.sqlite_err("replace a message in a room's history"))?;
-        Ok(())
+        let (room, id, xml) = (room.to_owned(), id.to_owned(), xml.to_owned());
+        self.write(move |s, c| replace_history(s, c, &room, &id, &xml))
     }
 
     fn muc_delete_room(&self, room: &str) -> Result<(), StorageError> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM muc_rooms WHERE name = ?1", [room])
-            .map_err(self.sqlite_err("delete a room"))?;
-        Ok(())
+        let room = room.to_owned();
+        self.write(move |s, c| delete_room(s, c, &room))
     }
+}
+
+// The writes, on a connection inside a group commit's transaction (`Storage::write`,
+// `Storage::write_deferred`): the rooms' changes are queued without waiting for the disk
+// and committed with the other deferred writes, in order, and before the server exits.
+
+/// Writes the room's configuration, subject, vCard and affiliations as given.
+pub(crate) fn save_room(
+    s: &Storage,
+    c: &Connection,
+    room: &StoredRoom,
+) -> Result<(), StorageError> {
+    let e = || s.sqlite_err("save a room");
+    let (by, subject) = match &room.subject {
+        Some((by, t)) => (by.as_str(), Some(t.as_str())),
+        None => ("", None),
+    };
+    c.execute(
+        "INSERT INTO muc_rooms (name, config, subject, subject_by, vcard) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
+         config = excluded.config, subject = excluded.subject, \
+         subject_by = excluded.subject_by, vcard = excluded.vcard",
+        params![
+            room.name,
+            room.config,
+            subject,
+            by,
+            room.vcard.as_deref().unwrap_or("")
+        ],
+    )
+    .map_err(e())?;
+    c.execute("DELETE FROM muc_affiliations WHERE room = ?1", [&room.name])
+        .map_err(e())?;
+    for (jid, aff) in &room.affiliations {
+        c.execute(
+            "INSERT INTO muc_affiliations (room, jid, affiliation) VALUES (?1, ?2, ?3)",
+            params![room.name, jid, aff],
+        )
+        .map_err(e())?;
+    }
+    Ok(())
+}
+
+/// Adds a message to a stored room's history, keeping the last `keep`.
+pub(crate) fn add_history(
+    s: &Storage,
+    c: &Connection,
+    room: &str,
+    id: &str,
+    at: i64,
+    xml: &str,
+    keep: usize,
+) -> Result<(), StorageError> {
+    let e = || s.sqlite_err("add to a room's history");
+    let exists: Option<i64> = c
+        .query_row("SELECT 1 FROM muc_rooms WHERE name = ?1", [room], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(e())?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    c.execute(
+        "INSERT INTO muc_history (room, id, at, xml) VALUES (?1, ?2, ?3, ?4)",
+        params![room, id, at, xml],
+    )
+    .map_err(e())?;
+    c.execute(
+        "DELETE FROM muc_history WHERE room = ?1 AND seq NOT IN \
+         (SELECT seq FROM muc_history WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)",
+        params![room, i64::try_from(keep).unwrap_or(i64::MAX)],
+    )
+    .map_err(e())?;
+    Ok(())
+}
+
+/// Replaces the stored message with stanza-id `id` (a XEP-0425 tombstone).
+pub(crate) fn replace_history(
+    s: &Storage,
+    c: &Connection,
+    room: &str,
+    id: &str,
+    xml: &str,
+) -> Result<(), StorageError> {
+    c.execute(
+        "UPDATE muc_history SET xml = ?3 WHERE room = ?1 AND id = ?2",
+        params![room, id, xml],
+    )
+    .map_err(s.sqlite_err("replace a message in a room's history"))?;
+    Ok(())
+}
+
+/// Removes the room and everything of it.
+pub(crate) fn delete_room(s: &Storage, c: &Connection, room: &str) -> Result<(), StorageError> {
+    c.execute("DELETE FROM muc_rooms WHERE name = ?1", [room])
+        .map_err(s.sqlite_err("delete a room"))?;
+    Ok(())
 }
 
 #[cfg(test)]
