@@ -738,10 +738,6 @@ impl Room {
         let from = self.occupant_jid(&o.nick);
         for other in &self.occupants {
             for s in &other.sessions {
-                if other.nick == o.nick && s != real {
-                    // The nick's other devices: it is the same occupant, nothing changed
-                    // for the room; they see the update.
-                }
                 let is_self = s == real;
                 let to = Jid::from(s.clone());
                 let mut p = o.presence.clone();
@@ -1947,16 +1943,6 @@ impl Room {
     pub fn is_disposable(&self) -> bool {
         self.occupants.is_empty() && !self.config.persistent
     }
-
-    /// Occupants whose every session is a session of `real`'s account at `real`: used
-    /// when a session ends without saying goodbye to the room.
-    pub fn leave_all(&mut self, real: &FullJid) -> Effects {
-        let mut fx = Effects::default();
-        if let Some(i) = self.occupant_of(real) {
-            self.remove_session(i, real, &[], &mut fx);
-        }
-        fx
-    }
 }
 
 #[cfg(test)]
@@ -2286,5 +2272,139 @@ mod tests {
         assert_eq!(r.occupants[1].nick, "robert");
         let fx = r.presence(&bob, "ann", &Element::new("presence", ns::CLIENT), 0, false);
         assert_eq!(error_of(&fx).as_deref(), Some("conflict"));
+    }
+
+    /// §9 and §10: admins manage members and outcasts but not other admins or owners;
+    /// owners manage admins; granting admin is for owners.
+    #[test]
+    fn affiliation_changes_follow_the_tables() {
+        let ann = full("ann@home/phone");
+        let mut r = room(&[]);
+        let set = |r: &mut Room, by: &FullJid, jid: &str, aff: &str| {
+            let q = admin(
+                Element::new("item", NS_ADMIN)
+                    .with_attr("jid", jid)
+                    .with_attr("affiliation", aff),
+            );
+            r.admin_iq(by, true, &q, &mut Effects::default())
+                .map(|_| ())
+                .map_err(|e| e.condition)
+        };
+        assert_eq!(set(&mut r, &ann, "bob@home", "admin"), Ok(()));
+        assert_eq!(set(&mut r, &ann, "cat@home", "admin"), Ok(()));
+        let bob = full("bob@home/pc");
+        // An admin may not touch another admin, nor make one, nor ban an owner.
+        assert_eq!(
+            set(&mut r, &bob, "cat@home", "none"),
+            Err(StanzaCondition::NotAllowed)
+        );
+        assert_eq!(
+            set(&mut r, &bob, "dan@home", "admin"),
+            Err(StanzaCondition::NotAllowed)
+        );
+        assert_eq!(
+            set(&mut r, &bob, "ann@home", "outcast"),
+            Err(StanzaCondition::NotAllowed)
+        );
+        // But manages members and outcasts.
+        assert_eq!(set(&mut r, &bob, "dan@home", "member"), Ok(()));
+        assert_eq!(set(&mut r, &bob, "eve@home", "outcast"), Ok(()));
+        // A member manages nothing.
+        let dan = full("dan@home/x");
+        assert_eq!(
+            set(&mut r, &dan, "fay@home", "member"),
+            Err(StanzaCondition::Forbidden)
+        );
+        // A second owner lets the first step down.
+        assert_eq!(set(&mut r, &ann, "bob@home", "owner"), Ok(()));
+        assert_eq!(set(&mut r, &ann, "ann@home", "admin"), Ok(()));
+        // An invalid JID is jid-malformed, an unknown affiliation bad-request.
+        assert_eq!(
+            set(&mut r, &bob, "@@", "member"),
+            Err(StanzaCondition::JidMalformed)
+        );
+        assert_eq!(
+            set(&mut r, &bob, "x@home", "king"),
+            Err(StanzaCondition::BadRequest)
+        );
+    }
+
+    /// §8.3-§8.5, §9.6-§9.7: voice is for moderators to give, moderator status for
+    /// admins; a moderator cannot silence another moderator unless an admin.
+    #[test]
+    fn role_changes_follow_the_tables() {
+        let ann = full("ann@home/phone");
+        let mut r = room(&[]);
+        let bob = full("bob@home/pc");
+        let cat = full("cat@home/pc");
+        r.presence(&bob, "bob", &join_el(None), 0, false);
+        r.presence(&cat, "cat", &join_el(None), 0, false);
+        let role = |r: &mut Room, by: &FullJid, nick: &str, role: &str| {
+            let q = admin(
+                Element::new("item", NS_ADMIN)
+                    .with_attr("nick", nick)
+                    .with_attr("role", role),
+            );
+            r.admin_iq(by, true, &q, &mut Effects::default())
+                .map(|_| ())
+                .map_err(|e| e.condition)
+        };
+        assert_eq!(role(&mut r, &ann, "bob", "moderator"), Ok(()));
+        assert_eq!(role(&mut r, &ann, "cat", "moderator"), Ok(()));
+        // bob (a moderator, no affiliation) may not silence cat (a moderator).
+        assert_eq!(
+            role(&mut r, &bob, "cat", "visitor"),
+            Err(StanzaCondition::NotAllowed)
+        );
+        // nor grant or revoke moderator status.
+        assert_eq!(
+            role(&mut r, &bob, "cat", "participant"),
+            Err(StanzaCondition::Forbidden)
+        );
+        // The owner may.
+        assert_eq!(role(&mut r, &ann, "cat", "participant"), Ok(()));
+        assert_eq!(role(&mut r, &bob, "cat", "visitor"), Ok(()));
+        assert_eq!(r.occupants[2].role, Role::Visitor);
+        // The owner stays a moderator whatever a moderator says.
+        assert_eq!(
+            role(&mut r, &bob, "ann", "participant"),
+            Err(StanzaCondition::Forbidden)
+        );
+    }
+
+    /// §10.9: everyone leaves with the reason; §10.1.3 cancelling a new room's form
+    /// destroys it.
+    #[test]
+    fn destroy_and_cancel() {
+        let ann = full("ann@home/phone");
+        let mut r = room(&[]);
+        r.presence(&full("bob@home/pc"), "bob", &join_el(None), 0, false);
+        let q = Element::new("query", NS_OWNER).with_child(
+            Element::new("destroy", NS_OWNER)
+                .with_child(Element::new("reason", NS_OWNER).with_text("bye")),
+        );
+        let mut fx = Effects::default();
+        let e = r
+            .owner_iq(&full("bob@home/pc"), true, &q, &LIMITS, &mut fx)
+            .unwrap_err();
+        assert_eq!(e.condition, StanzaCondition::Forbidden);
+        r.owner_iq(&ann, true, &q, &LIMITS, &mut fx).unwrap();
+        assert!(r.occupants.is_empty());
+        assert!(fx.persist.contains(&Persist::Destroyed));
+        assert!(fx.out.iter().all(|o| o.el.to_string().contains("bye")));
+
+        let mut fresh = Room::new(
+            BareJid::parse("new@conference.home").unwrap(),
+            &ann.bare(),
+            &LIMITS,
+        );
+        fresh.presence(&ann, "ann", &join_el(None), 0, true);
+        let cancel = Element::new("query", NS_OWNER)
+            .with_child(Element::new("x", NS_DATA).with_attr("type", "cancel"));
+        let mut fx = Effects::default();
+        fresh
+            .owner_iq(&ann, true, &cancel, &LIMITS, &mut fx)
+            .unwrap();
+        assert!(fx.persist.contains(&Persist::Destroyed));
     }
 }
