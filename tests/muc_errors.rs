@@ -307,3 +307,51 @@ fn the_service_is_discoverable() {
     );
     assert_eq!(error_condition(&reply), "service-unavailable");
 }
+
+/// A measurement, not a check (run it with `--ignored`): 2,000 groupchat messages from
+/// one occupant fanned out to five, each reader on its own thread; prints messages
+/// delivered per second.
+#[test]
+#[ignore]
+fn groupchat_fanout_rate() {
+    const N: usize = 2000;
+    const READERS: usize = 5;
+    let server = server();
+    for i in 0..READERS {
+        server.add_user(&format!("r{i}"), "a fine password");
+    }
+    let mut alice = login(&server, "alice", "a");
+    let r = room(&server, "bench");
+    instant(&mut alice, &r);
+    let mut readers = Vec::new();
+    for i in 0..READERS {
+        let mut c = login(&server, &format!("r{i}"), "r");
+        join(&mut c, &r, &format!("r{i}"));
+        readers.push(c);
+    }
+    drain(&mut alice);
+    let start = std::time::Instant::now();
+    let threads: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                common::im::expect_message(&mut c, &format!("m{}", N - 1));
+            })
+        })
+        .collect();
+    for i in 0..N {
+        alice.send(&format!(
+            "<message type='groupchat' to='{r}'><body>m{i}</body></message>"
+        ));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let delivered = N * (READERS + 1);
+    eprintln!(
+        "groupchat fan-out: {N} messages to {} occupants in {secs:.2} s: {:.0} deliveries/s",
+        READERS + 1,
+        delivered as f64 / secs
+    );
+}
