@@ -101,8 +101,9 @@ impl Module for Muc {
                 status: Status::Partial,
                 note: "conference.<domain>: rooms, roles, affiliations, owner form, \
                        history, invitations, persistent rooms; XEP-0313 queries to a room over its kept \
-                       history; no voice requests, \
-                       no reserved nicknames, iqs to occupants are not relayed",
+                       history; voice requests (§8.6); \
+                       no reserved nicknames, iqs to occupants are not relayed; not yet \
+                       reachable from other servers (federation carries only the host's domain)",
             },
             Spec {
                 doc: Doc::Xep(425),

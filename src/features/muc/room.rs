@@ -20,6 +20,8 @@ pub const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_VCARD: &str = "vcard-temp";
+/// §8.6 voice requests and their approval.
+pub const NS_REQUEST: &str = "http://jabber.org/protocol/muc#request";
 /// XEP-0410 §6: the room answers self-pings itself.
 pub const NS_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 
@@ -931,6 +933,13 @@ impl Room {
             if let Some(x) = el.get_child("x", NS_USER) {
                 return self.invite_or_decline(real, x, el);
             }
+            if let Some(form) = el
+                .get_child("x", NS_DATA)
+                .and_then(|x| Submitted::parse(x).ok())
+                .filter(|f| f.form_type() == Some(NS_REQUEST))
+            {
+                return self.voice_request(real, el, &form);
+            }
             fx.out.extend(
                 self.error_out(
                     &real_jid,
@@ -1057,6 +1066,83 @@ impl Room {
                     .push(Persist::History(item, self.config.history_length));
             }
         }
+    }
+
+    /// §8.6: a visitor asks for voice (the moderators get the approval form), or a
+    /// moderator sends the form back approved (the visitor becomes a participant).
+    fn voice_request(&mut self, real: &FullJid, el: &Element, form: &Submitted) -> Effects {
+        let mut fx = Effects::default();
+        let real_jid = Jid::from(real.clone());
+        let Some(i) = self.occupant_of(real) else {
+            fx.out.extend(self.error_out(
+                &real_jid,
+                el,
+                err(StanzaCondition::NotAcceptable).with_text("only occupants ask for voice"),
+            ));
+            return fx;
+        };
+        let role = self.occupants[i].role;
+        if role == Role::Moderator {
+            // An approval (or a refusal, ignored).
+            if form
+                .value("muc#request_allow")
+                .is_some_and(|v| v == "1" || v == "true")
+                && let Some(t) = form
+                    .value("muc#roomnick")
+                    .and_then(|n| self.occupant_by_nick(n))
+                && self.occupants[t].role == Role::Visitor
+            {
+                self.occupants[t].role = Role::Participant;
+                let o = self.occupants[t].clone();
+                self.broadcast_presence(&o, false, &[], &|_| {}, &mut fx);
+            }
+            return fx;
+        }
+        if role != Role::Visitor {
+            // It has voice already: nothing to ask.
+            return fx;
+        }
+        let nick = self.occupants[i].nick.clone();
+        let approval = Form::new(FormType::Form, NS_REQUEST)
+            .title("Voice request")
+            .instructions(
+                "To give this person voice, tick \"Grant voice\" and send the form; \
+                 to skip the request, cancel it.",
+            )
+            .field(
+                Field::new("muc#role", "list-single")
+                    .label("Requested role")
+                    .value("participant"),
+            )
+            .field(
+                Field::new("muc#jid", "jid-single")
+                    .label("User ID")
+                    .value(real.as_str()),
+            )
+            .field(
+                Field::new("muc#roomnick", "text-single")
+                    .label("Room nickname")
+                    .value(nick),
+            )
+            .field(
+                Field::new("muc#request_allow", "boolean")
+                    .label("Grant voice to this person?")
+                    .value("false"),
+            )
+            .to_element();
+        let room = self.room_jid();
+        for o in self.occupants.iter().filter(|o| o.role == Role::Moderator) {
+            for s in &o.sessions {
+                let to = Jid::from(s.clone());
+                let m = stanza("message", &room, &to).with_child(approval.clone());
+                fx.out.push(Out {
+                    from: room.clone(),
+                    to,
+                    el: m,
+                });
+            }
+        }
+        fx
     }
 
     /// §7.8.2 mediated invitations, and their declines (§7.8.2 end).
@@ -2406,5 +2492,54 @@ mod tests {
             .owner_iq(&ann, true, &cancel, &LIMITS, &mut fx)
             .unwrap();
         assert!(fx.persist.contains(&Persist::Destroyed));
+    }
+
+    #[test]
+    fn voice_requests_reach_moderators_and_approval_gives_voice() {
+        let ann = full("ann@home/phone");
+        let mut r = room(&[("muc#roomconfig_moderatedroom", "1")]);
+        let bob = full("bob@home/pc");
+        r.presence(&bob, "bob", &join_el(None), 0, false);
+        let field = |var: &str, v: &str| {
+            Element::new("field", NS_DATA)
+                .with_attr("var", var)
+                .with_child(Element::new("value", NS_DATA).with_text(v))
+        };
+        let ask = Element::new("message", ns::CLIENT).with_child(
+            Element::new("x", NS_DATA)
+                .with_attr("type", "submit")
+                .with_child(field("FORM_TYPE", NS_REQUEST))
+                .with_child(field("muc#role", "participant")),
+        );
+        let fx = r.message_to_room(&bob, &ask, 0);
+        assert_eq!(fx.out.len(), 1);
+        assert_eq!(fx.out[0].to.as_str(), "ann@home/phone");
+        assert!(fx.out[0].el.to_string().contains("muc#request_allow"));
+        let approve = Element::new("message", ns::CLIENT).with_child(
+            Element::new("x", NS_DATA)
+                .with_attr("type", "submit")
+                .with_child(field("FORM_TYPE", NS_REQUEST))
+                .with_child(field("muc#roomnick", "bob"))
+                .with_child(field("muc#request_allow", "true")),
+        );
+        r.message_to_room(&ann, &approve, 0);
+        assert_eq!(r.occupants[1].role, Role::Participant);
+    }
+
+    #[test]
+    fn a_decline_goes_back_to_the_inviter() {
+        let mut r = room(&[]);
+        let decline = Element::new("message", ns::CLIENT).with_child(
+            Element::new("x", NS_USER).with_child(
+                Element::new("decline", NS_USER)
+                    .with_attr("to", "ann@home")
+                    .with_child(Element::new("reason", NS_USER).with_text("busy")),
+            ),
+        );
+        let fx = r.message_to_room(&full("bob@home/pc"), &decline, 0);
+        assert_eq!(fx.out.len(), 1);
+        assert_eq!(fx.out[0].to.as_str(), "ann@home");
+        let x = fx.out[0].el.to_string();
+        assert!(x.contains("from=\"bob@home\"") && x.contains("busy"), "{x}");
     }
 }
