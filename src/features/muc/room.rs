@@ -382,6 +382,32 @@ pub fn error_reply(request: &Element, e: StanzaError) -> Option<Element> {
     Some(el)
 }
 
+/// Whether an error from an occupant's address says the occupant is not there any more
+/// (its session or server gone), as opposed to a passing condition (a full queue:
+/// `resource-constraint`) that must not cost it its place in the room.
+fn is_gone(el: &Element) -> bool {
+    let cond = el
+        .get_child("error", ns::CLIENT)
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == ns::STANZA_ERRORS && c.name() != "text")
+        })
+        .map(|c| c.name().to_owned());
+    matches!(
+        cond.as_deref(),
+        Some(
+            "service-unavailable"
+                | "recipient-unavailable"
+                | "item-not-found"
+                | "remote-server-not-found"
+                | "remote-server-timeout"
+                | "gone"
+                | "redirect"
+                | "not-authorized"
+        )
+    )
+}
+
 fn status(code: u16) -> Element {
     Element::new("status", NS_USER).with_attr("code", code.to_string())
 }
@@ -565,7 +591,9 @@ impl Room {
         let ty = el.attr("type");
         if ty == Some("error") {
             // The occupant's client or server refused what the room sent: it is gone.
-            if let Some(i) = self.occupant_of(real) {
+            if is_gone(el)
+                && let Some(i) = self.occupant_of(real)
+            {
                 self.remove_session(i, real, &[], &mut fx);
             }
             return fx;
@@ -924,7 +952,9 @@ impl Room {
         let real_jid = Jid::from(real.clone());
         let ty = el.attr("type");
         if ty == Some("error") {
-            if let Some(i) = self.occupant_of(real) {
+            if is_gone(el)
+                && let Some(i) = self.occupant_of(real)
+            {
                 self.remove_session(i, real, &[], &mut fx);
             }
             return fx;
@@ -2541,5 +2571,25 @@ mod tests {
         assert_eq!(fx.out[0].to.as_str(), "ann@home");
         let x = fx.out[0].el.to_string();
         assert!(x.contains("from=\"bob@home\"") && x.contains("busy"), "{x}");
+    }
+
+    #[test]
+    fn delivery_errors_remove_only_occupants_that_are_gone() {
+        let mut r = room(&[]);
+        let bob = full("bob@home/pc");
+        r.presence(&bob, "bob", &join_el(None), 0, false);
+        let error = |cond: &str| {
+            Element::new("message", ns::CLIENT)
+                .with_attr("type", "error")
+                .with_child(
+                    Element::new("error", ns::CLIENT)
+                        .with_child(Element::new(cond, ns::STANZA_ERRORS)),
+                )
+        };
+        r.message_to_room(&bob, &error("resource-constraint"), 0);
+        assert!(r.occupant_by_nick("bob").is_some());
+        let fx = r.message_to_room(&bob, &error("service-unavailable"), 0);
+        assert!(r.occupant_by_nick("bob").is_none());
+        assert!(codes_to(&fx, "ann@home/phone").is_empty());
     }
 }
