@@ -163,7 +163,7 @@ fn admin_rules_and_self_ping() {
     let r = room(&server, "rules");
     instant(&mut alice, &r);
     join(&mut bob, &r, "bob");
-    // XEP-0410: a self-ping answers while joined, not-acceptable for another nick.
+    // XEP-0410: a self-ping answers while joined; someone not joined gets not-acceptable.
     let reply = iq(
         &mut bob,
         "get",
@@ -171,13 +171,32 @@ fn admin_rules_and_self_ping() {
         "<ping xmlns='urn:xmpp:ping'/>",
     );
     assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    let mut carol = login(&server, "carol", "c");
     let reply = iq(
-        &mut bob,
+        &mut carol,
         "get",
         &format!("{r}/alice"),
         "<ping xmlns='urn:xmpp:ping'/>",
     );
     assert_eq!(error_condition(&reply), "not-acceptable");
+    // An iq from one occupant to another is relayed, and its answer comes back from
+    // the occupant asked, under the asker's id.
+    let id = new_id("v");
+    bob.send(&format!(
+        "<iq type='get' id='{id}' to='{r}/alice'><query xmlns='jabber:iq:version'/></iq>"
+    ));
+    let relayed = alice.expect_matching("the relayed iq", |el| {
+        el.name == "iq" && el.attr("type") == Some("get")
+    });
+    assert_eq!(relayed.attr("from"), Some(format!("{r}/bob").as_str()));
+    alice.send(&format!(
+        "<iq type='result' id='{}' to='{r}/bob'><query xmlns='jabber:iq:version'>\
+         <name>raw</name><version>1</version></query></iq>",
+        relayed.attr("id").unwrap()
+    ));
+    let answer = bob.expect_iq_reply(&id);
+    assert_eq!(answer.attr("type"), Some("result"), "{answer}");
+    assert_eq!(answer.attr("from"), Some(format!("{r}/alice").as_str()));
     // A participant may not kick; nobody may kick the owner (§8.2).
     let kick =
         |nick: &str| format!("<query xmlns='{ADMIN}'><item nick='{nick}' role='none'/></query>");
@@ -213,7 +232,6 @@ fn admin_rules_and_self_ping() {
     );
     assert_eq!(error_condition(&reply), "forbidden");
     // Disco of the room lists occupants to occupants only (§6.5).
-    let mut carol = login(&server, "carol", "c");
     let reply = iq(
         &mut carol,
         "get",

@@ -102,7 +102,7 @@ impl Module for Muc {
                 note: "conference.<domain>: rooms, roles, affiliations, owner form, \
                        history, invitations, persistent rooms; XEP-0313 queries to a room over its kept \
                        history; voice requests (§8.6); \
-                       no reserved nicknames, iqs to occupants are not relayed; not yet \
+                       iqs between occupants relayed to the session; no reserved nicknames; not yet \
                        reachable from other servers (federation carries only the host's domain)",
             },
             Spec {

@@ -350,7 +350,26 @@ pub struct Room {
     pub vcard: Option<Element>,
     /// The last stanza-id given ([`Room::next_id`]).
     pub counter: u64,
+    /// Iqs relayed between occupants awaiting their answer (bounded, oldest dropped).
+    pub pending_iqs: VecDeque<PendingIq>,
 }
+
+/// An iq one occupant sent another through the room, awaiting its answer.
+#[derive(Clone, Debug)]
+pub struct PendingIq {
+    /// The id the room gave it.
+    pub id: String,
+    /// Who asked, and the id it used.
+    pub requester: FullJid,
+    pub requester_id: String,
+    /// The session asked (its answer must come from there).
+    pub target: FullJid,
+    /// The nick asked (the answer comes from it).
+    pub target_nick: String,
+}
+
+/// Relayed iqs a room waits on at once.
+const MAX_PENDING_IQS: usize = 64;
 
 fn err(cond: StanzaCondition) -> StanzaError {
     StanzaError::new(cond)
@@ -426,6 +445,7 @@ impl Room {
             history: VecDeque::new(),
             vcard: None,
             counter: 0,
+            pending_iqs: VecDeque::new(),
         }
     }
 
@@ -2053,6 +2073,80 @@ impl Room {
                 });
             }
         }
+    }
+
+    /// §7.x: an iq from occupant `real` to the occupant `nick` goes to that occupant's
+    /// session, from the asker's occupant JID, under an id of the room's; the answer
+    /// comes back the same way ([`Room::relay_answer`]). XEP-0410 §4: a ping to one's own
+    /// nick is answered by the room (`Ok(Some(()))` asks the caller for a result).
+    pub fn relay_iq(
+        &mut self,
+        real: &FullJid,
+        nick: &str,
+        el: &Element,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<Option<()>, StanzaError> {
+        let Some(i) = self.occupant_of(real) else {
+            return Err(err(StanzaCondition::NotAcceptable)
+                .with_text("only occupants reach other occupants (you are not joined)"));
+        };
+        let is_ping = el.children().next().is_some_and(|p| p.is("ping", ns::PING));
+        if is_ping && self.occupants[i].nick == nick {
+            return Ok(Some(()));
+        }
+        let Some(t) = self.occupant_by_nick(nick) else {
+            return Err(
+                err(StanzaCondition::ItemNotFound).with_text("nobody has that nickname here")
+            );
+        };
+        let Some(target) = self.occupants[t].sessions.first().cloned() else {
+            return Err(err(StanzaCondition::ItemNotFound));
+        };
+        let id = format!("muc-iq-{}", self.next_id(now));
+        if self.pending_iqs.len() >= MAX_PENDING_IQS {
+            self.pending_iqs.pop_front();
+        }
+        self.pending_iqs.push_back(PendingIq {
+            id: id.clone(),
+            requester: real.clone(),
+            requester_id: el.attr("id").unwrap_or_default().to_owned(),
+            target: target.clone(),
+            target_nick: nick.to_owned(),
+        });
+        let from = self.occupant_jid(&self.occupants[i].nick);
+        let to = Jid::from(target);
+        let mut fwd = el.clone();
+        fwd.set_attr("from", from.as_str());
+        fwd.set_attr("to", to.as_str());
+        fwd.set_attr("id", id);
+        fx.out.push(Out { from, to, el: fwd });
+        Ok(None)
+    }
+
+    /// The answer (`result` or `error`) from `real` to a relayed iq: back to its asker,
+    /// from the answering occupant's JID, under the asker's id. Anything else is dropped.
+    pub fn relay_answer(&mut self, real: &FullJid, el: &Element) -> Effects {
+        let mut fx = Effects::default();
+        let Some(id) = el.attr("id") else { return fx };
+        let Some(pos) = self
+            .pending_iqs
+            .iter()
+            .position(|p| p.id == id && p.target == *real)
+        else {
+            return fx;
+        };
+        let Some(p) = self.pending_iqs.remove(pos) else {
+            return fx;
+        };
+        let from = self.occupant_jid(&p.target_nick);
+        let to = Jid::from(p.requester);
+        let mut back = el.clone();
+        back.set_attr("from", from.as_str());
+        back.set_attr("to", to.as_str());
+        back.set_attr("id", p.requester_id);
+        fx.out.push(Out { from, to, el: back });
+        fx
     }
 
     /// Whether the room holds nobody and should go (temporary rooms, §4.2).

@@ -80,6 +80,7 @@ impl Rooms {
             history: Default::default(),
             vcard: stored.vcard.as_deref().and_then(crate::xml::parse_fragment),
             counter: 0,
+            pending_iqs: Default::default(),
         };
         for (jid, aff) in stored.affiliations {
             if let Some(a) = Affiliation::parse(&aff) {
@@ -195,7 +196,10 @@ impl Rooms {
                     return (fx, None);
                 };
                 if !ty.is_request() {
-                    // Answers to nothing the rooms asked.
+                    // An answer to an iq the room relayed between occupants (§7.x).
+                    if let Some(room) = self.rooms.get_mut(&name) {
+                        fx = room.relay_answer(&real, el);
+                    }
                     return (fx, None);
                 }
                 let Some(room) = self.rooms.get_mut(&name) else {
@@ -207,7 +211,12 @@ impl Rooms {
                 };
                 let payload = stanza.iq_payload();
                 let result = match (&nick, payload) {
-                    (Some(n), Some(p)) => occupant_iq(room, &real, n, p),
+                    (Some(n), Some(_)) => match room.relay_iq(&real, n, el, now, &mut fx) {
+                        // Relayed: the answer comes from the occupant asked.
+                        Ok(None) => return (fx, Some(name)),
+                        Ok(Some(())) => Ok(None),
+                        Err(e) => Err(e),
+                    },
                     (None, Some(p)) => room_iq(room, &real, ty == IqType::Set, p, &limits, &mut fx),
                     (_, None) => Err(err(StanzaCondition::BadRequest)),
                 };
@@ -382,29 +391,6 @@ fn room_iq(
         }
         _ => Err(err(StanzaCondition::ServiceUnavailable)),
     }
-}
-
-/// An iq to an occupant (`room/nick`): XEP-0410 self-ping is answered by the room; the
-/// rest is not relayed (§7.x leaves it to the service).
-fn occupant_iq(
-    room: &Room,
-    real: &FullJid,
-    nick: &str,
-    p: &Element,
-) -> Result<Option<Element>, StanzaError> {
-    if p.is("ping", ns::PING) {
-        // XEP-0410 §4: a result when the sender is joined as that nick.
-        return match room.occupant_of(real) {
-            Some(i) if room.occupants[i].nick == nick => Ok(None),
-            _ => Err(err(StanzaCondition::NotAcceptable)
-                .with_text("you are not joined as that nickname")),
-        };
-    }
-    if room.occupant_by_nick(nick).is_none() {
-        return Err(err(StanzaCondition::ItemNotFound));
-    }
-    Err(err(StanzaCondition::ServiceUnavailable)
-        .with_text("this service does not relay iqs to occupants"))
 }
 
 /// A write for storage.
@@ -676,6 +662,33 @@ mod tests {
             0,
         );
         assert!(fx.out[0].el.to_string().contains("aGk="));
+    }
+
+    #[test]
+    fn iqs_between_occupants_are_relayed_and_answered() {
+        let mut r = rooms();
+        let ann = Jid::parse("ann@home/x").unwrap();
+        let bob = Jid::parse("bob@home/y").unwrap();
+        r.handle(&ann, &st("<presence to='a@conference.home/ann'/>"), 0);
+        r.handle(&bob, &st("<presence to='a@conference.home/bob'/>"), 0);
+        let (fx, _) = r.handle(&bob, &st("<iq type='get' id='v1' to='a@conference.home/ann'><query xmlns='jabber:iq:version'/></iq>"), 0);
+        assert_eq!(fx.out.len(), 1);
+        let fwd = &fx.out[0].el;
+        assert_eq!(fx.out[0].to.as_str(), "ann@home/x");
+        assert_eq!(fwd.attr("from"), Some("a@conference.home/bob"));
+        let id = fwd.attr("id").unwrap().to_owned();
+        // A stranger's answer under that id is dropped; ann's goes back to bob.
+        let eve = Jid::parse("eve@home/z").unwrap();
+        let answer = format!(
+            "<iq type='result' id='{id}' to='a@conference.home/bob'><query xmlns='jabber:iq:version'/></iq>"
+        );
+        let (fx, _) = r.handle(&eve, &st(&answer), 0);
+        assert!(fx.out.is_empty());
+        let (fx, _) = r.handle(&ann, &st(&answer), 0);
+        assert_eq!(fx.out.len(), 1);
+        assert_eq!(fx.out[0].to.as_str(), "bob@home/y");
+        assert_eq!(fx.out[0].el.attr("id"), Some("v1"));
+        assert_eq!(fx.out[0].el.attr("from"), Some("a@conference.home/ann"));
     }
 
     #[test]
