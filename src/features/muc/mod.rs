@@ -106,6 +106,13 @@ impl Module for Muc {
                        reachable from other servers (federation carries only the host's domain)",
             },
             Spec {
+                doc: Doc::Xep(421),
+                title: "Occupant identifiers for semi-anonymous MUCs",
+                version: "1.0.1",
+                status: Status::Complete,
+                note: "HMAC of the room and the person under a stored service secret",
+            },
+            Spec {
                 doc: Doc::Xep(425),
                 title: "Moderated Message Retraction",
                 version: "0.3.0",

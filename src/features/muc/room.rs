@@ -20,6 +20,8 @@ pub const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_VCARD: &str = "vcard-temp";
+/// XEP-0421 occupant identifiers.
+pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 /// §8.6 voice requests and their approval.
 pub const NS_REQUEST: &str = "http://jabber.org/protocol/muc#request";
 /// XEP-0410 §6: the room answers self-pings itself.
@@ -352,6 +354,9 @@ pub struct Room {
     pub counter: u64,
     /// Iqs relayed between occupants awaiting their answer (bounded, oldest dropped).
     pub pending_iqs: VecDeque<PendingIq>,
+    /// The service's secret that XEP-0421 occupant ids are derived from (the same across
+    /// restarts, so an id stays the person's).
+    pub secret: std::sync::Arc<[u8]>,
 }
 
 /// An iq one occupant sent another through the room, awaiting its answer.
@@ -446,6 +451,7 @@ impl Room {
             vcard: None,
             counter: 0,
             pending_iqs: VecDeque::new(),
+            secret: std::sync::Arc::from(&[][..]),
         }
     }
 
@@ -499,6 +505,25 @@ impl Room {
         );
         self.counter = u64::try_from(id).unwrap_or(0);
         id.to_string()
+    }
+
+    /// XEP-0421 §3: the occupant's stable id in this room, HMAC-SHA-256 of the room's and
+    /// the person's bare JIDs under the service's secret: the same across nick changes,
+    /// devices and restarts, and telling nothing about the real JID.
+    pub fn occupant_id(&self, o: &Occupant) -> Element {
+        use base64::Engine as _;
+        use hmac::{Hmac, KeyInit, Mac};
+        let real = o.bare().map(|b| b.as_str().to_owned()).unwrap_or_default();
+        let id = match <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret) {
+            Ok(mut mac) => {
+                mac.update(self.jid.as_str().as_bytes());
+                mac.update(b"\0");
+                mac.update(real.as_bytes());
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            }
+            Err(_) => String::new(),
+        };
+        Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", id)
     }
 
     /// The `<x xmlns=muc#user>` of presence about occupant `i`, as `viewer` sees it.
@@ -575,6 +600,7 @@ impl Room {
             }
             let x = self.user_x_with(o, is_mod || is_self, &all, item_extra);
             el.push_child(x);
+            el.push_child(self.occupant_id(o));
             fx.out.push(Out {
                 from: from.clone(),
                 to,
@@ -638,7 +664,8 @@ impl Room {
         }
         let mut presence = Element::new("presence", ns::CLIENT);
         for c in el.children() {
-            if c.ns() == NS_MUC || c.ns() == NS_USER {
+            // XEP-0421 §4: an occupant-id is the room's to give, never the sender's.
+            if c.ns() == NS_MUC || c.ns() == NS_USER || c.ns() == NS_OCCUPANT_ID {
                 continue;
             }
             presence.push_child(c.clone());
@@ -770,6 +797,7 @@ impl Room {
             p.set_attr("from", from.as_str());
             p.set_attr("to", real.as_str());
             p.push_child(self.user_x(o, is_mod, &[]));
+            p.push_child(self.occupant_id(o));
             fx.out.push(Out {
                 from,
                 to: real_jid.clone(),
@@ -799,6 +827,7 @@ impl Room {
                     c.push(110);
                 }
                 p.push_child(self.user_x(&o, other.role == Role::Moderator || is_self, &c));
+                p.push_child(self.occupant_id(&o));
                 fx.out.push(Out {
                     from: from.clone(),
                     to,
@@ -1083,11 +1112,13 @@ impl Room {
             if c.is("stanza-id", NS_SID) && c.attr("by") == Some(self.jid.as_str()) {
                 continue;
             }
-            if c.ns() == NS_USER {
+            if c.ns() == NS_USER || c.ns() == NS_OCCUPANT_ID {
                 continue;
             }
             m.push_child(c.clone());
         }
+        let oid = self.occupant_id(&self.occupants[i]);
+        m.push_child(oid);
         m.push_child(
             Element::new("stanza-id", NS_SID)
                 .with_attr("id", id.clone())
@@ -1341,6 +1372,8 @@ impl Room {
             let mut m = el.clone();
             m.set_attr("from", from.as_str());
             m.set_attr("to", to.as_str());
+            m.remove_children("occupant-id", NS_OCCUPANT_ID);
+            m.push_child(self.occupant_id(&self.occupants[i]));
             if m.get_child("x", NS_USER).is_none() {
                 m.push_child(Element::new("x", NS_USER));
             }
@@ -1395,6 +1428,8 @@ impl Room {
             NS_SID,
             NS_SELF_PING,
             NS_VCARD,
+            NS_OCCUPANT_ID,
+            "http://jabber.org/protocol/muc#stable_id",
             crate::features::mam::NS,
             super::archive::NS_MODERATE,
             super::archive::NS_MODERATE_0,
@@ -2685,5 +2720,46 @@ mod tests {
         let fx = r.message_to_room(&bob, &error("service-unavailable"), 0);
         assert!(r.occupant_by_nick("bob").is_none());
         assert!(codes_to(&fx, "ann@home/phone").is_empty());
+    }
+
+    /// XEP-0421: one id per person and room, whatever the nick or device; what a client
+    /// claims is replaced.
+    #[test]
+    fn occupant_ids_are_stable_and_the_rooms() {
+        let mut r = room(&[]);
+        r.secret = std::sync::Arc::from(&b"secret"[..]);
+        let bob = full("bob@home/pc");
+        let forged = Element::new("presence", ns::CLIENT)
+            .with_child(Element::new("x", NS_MUC))
+            .with_child(Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", "ann"));
+        let fx = r.presence(&bob, "bob", &forged, 0, false);
+        let ids = |fx: &Effects| -> Vec<String> {
+            fx.out
+                .iter()
+                .filter(|o| o.from.as_str().ends_with("/bob"))
+                .flat_map(|o| {
+                    o.el.children()
+                        .filter(|c| c.is("occupant-id", NS_OCCUPANT_ID))
+                        .map(|c| c.attr("id").unwrap_or_default().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let first = ids(&fx);
+        assert!(!first.is_empty() && first.iter().all(|i| i == &first[0] && i != "ann"));
+        let fx = r.presence(
+            &bob,
+            "robert",
+            &Element::new("presence", ns::CLIENT),
+            0,
+            false,
+        );
+        let later: Vec<String> = fx
+            .out
+            .iter()
+            .flat_map(|o| o.el.get_child("occupant-id", NS_OCCUPANT_ID))
+            .map(|c| c.attr("id").unwrap_or_default().to_owned())
+            .collect();
+        assert!(later.iter().all(|i| *i == first[0]), "{later:?}");
     }
 }

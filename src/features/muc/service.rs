@@ -41,6 +41,8 @@ pub struct Rooms {
     pub host: String,
     pub config: MucConfig,
     pub rooms: HashMap<String, Room>,
+    /// The secret XEP-0421 occupant ids are derived from (stored, so they last).
+    pub secret: Arc<[u8]>,
 }
 
 fn err(cond: StanzaCondition) -> StanzaError {
@@ -54,6 +56,7 @@ impl Rooms {
             host: host.to_owned(),
             config,
             rooms: HashMap::new(),
+            secret: Arc::from(&[][..]),
         }
     }
 
@@ -81,6 +84,7 @@ impl Rooms {
             vcard: stored.vcard.as_deref().and_then(crate::xml::parse_fragment),
             counter: 0,
             pending_iqs: Default::default(),
+            secret: self.secret.clone(),
         };
         for (jid, aff) in stored.affiliations {
             if let Some(a) = Affiliation::parse(&aff) {
@@ -162,6 +166,7 @@ impl Rooms {
                         return (fx, None);
                     };
                     let mut room = Room::new(jid, &real.bare(), &limits);
+                    room.secret = self.secret.clone();
                     // §10.1.1: a client that does not speak MUC gets an instant room.
                     if el.get_child("x", NS_MUC).is_none() {
                         room.locked = false;
@@ -419,6 +424,7 @@ impl MucService {
     ) -> Result<Arc<MucService>, crate::storage::StorageError> {
         let mut rooms = Rooms::new(domain, host, config);
         if let Some(storage) = &storage {
+            rooms.secret = Arc::from(storage.muc_secret()?);
             for stored in storage.muc_rooms()? {
                 rooms.restore(stored);
             }

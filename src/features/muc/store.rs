@@ -24,6 +24,8 @@ pub struct StoredRoom {
 
 /// The rooms' table.
 pub trait MucStore {
+    /// The service's secret (XEP-0421 occupant ids), made the first time.
+    fn muc_secret(&self) -> Result<Vec<u8>, StorageError>;
     /// Every persistent room with its history.
     fn muc_rooms(&self) -> Result<Vec<StoredRoom>, StorageError>;
     /// Writes the room's configuration, subject, vCard and affiliations as given.
@@ -44,6 +46,23 @@ pub trait MucStore {
 }
 
 impl MucStore for Storage {
+    fn muc_secret(&self) -> Result<Vec<u8>, StorageError> {
+        let mut fresh = vec![0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|_| StorageError::Unavailable)?;
+        self.write(move |s, c| {
+            let e = || s.sqlite_err("read the group chat secret");
+            c.execute(
+                "INSERT INTO muc_secret (id, secret) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+                [&fresh],
+            )
+            .map_err(e())?;
+            c.query_row("SELECT secret FROM muc_secret WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(e())
+        })
+    }
+
     fn muc_rooms(&self) -> Result<Vec<StoredRoom>, StorageError> {
         let conn = self.conn();
         let e = || self.sqlite_err("read rooms");
@@ -249,6 +268,9 @@ mod tests {
         let ids: Vec<&str> = got[0].history.iter().map(|h| h.0.as_str()).collect();
         assert_eq!(ids, ["id2", "id3", "id4"]);
         s.muc_delete_room("family").unwrap();
+        let secret = s.muc_secret().unwrap();
+        assert_eq!(secret.len(), 32);
+        assert_eq!(s.muc_secret().unwrap(), secret);
         assert!(s.muc_rooms().unwrap().is_empty());
     }
 }

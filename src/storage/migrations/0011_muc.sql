@@ -27,3 +27,10 @@ CREATE TABLE muc_history (
     xml  TEXT NOT NULL
 ) STRICT;
 CREATE INDEX muc_history_room ON muc_history (room, seq);
+
+-- The service's secret that XEP-0421 occupant ids are derived from: one row, made at the
+-- first start, so an occupant's id stays the same across restarts.
+CREATE TABLE muc_secret (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BLOB NOT NULL
+) STRICT;
