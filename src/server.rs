@@ -169,6 +169,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 require_tls: cfg.s2s.require_tls,
                 require_valid_certificates: cfg.s2s.require_valid_certificates,
                 secret: DialbackSecret::random(),
+                // The group chat service federates too (XEP-0045 rooms for other
+                // servers' users).
+                services: if cfg.modules.muc.enabled {
+                    vec![cfg.modules.muc.domain.as_str().into()]
+                } else {
+                    Vec::new()
+                },
             }),
             routes: cfg.s2s.routes.clone(),
             resolvers: cfg.s2s.resolvers.clone(),

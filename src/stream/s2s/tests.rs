@@ -15,6 +15,7 @@ fn policy(domain: &str, secret: u8) -> Arc<S2sPolicy> {
         require_tls: true,
         require_valid_certificates: false,
         secret: DialbackSecret::from_bytes([secret; 32]),
+        services: Vec::new(),
     })
 }
 
@@ -516,6 +517,7 @@ fn an_outgoing_stream_to_a_peer_with_an_invalid_certificate_is_abandoned_if_poli
         require_tls: true,
         require_valid_certificates: true,
         secret: DialbackSecret::from_bytes([2; 32]),
+        services: Vec::new(),
     });
     let mut p = Pair::new(Purpose::Deliver, false, strict);
     p.start();
@@ -534,6 +536,7 @@ fn with_valid_certificates_required_dialback_is_answered_by_the_certificate() {
         require_tls: true,
         require_valid_certificates: true,
         secret: DialbackSecret::from_bytes([1; 32]),
+        services: Vec::new(),
     });
     for valid in [true, false] {
         let mut i = In {

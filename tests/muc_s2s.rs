@@ -1,0 +1,89 @@
+//! XEP-0045 across federation: a user of another server (a second hearth on loopback,
+//! dialback between them) joins a room of `conference.a.test`, talks there and leaves.
+//! The room's domain has links of its own, authenticated like the server's.
+
+mod common;
+
+use common::client::{Conn, NS_CLIENT};
+use common::im::{expect_message, login};
+use common::{Server, ServerOpts, free_port};
+
+const PW: &str = "a fine password";
+const MUC: &str = "http://jabber.org/protocol/muc";
+const USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// `a.test` (with the rooms) and `b.test`, each routing the other's domains to it.
+fn pair() -> (Server, Server) {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Server::start(ServerOpts {
+        domain: "a.test".into(),
+        s2s: Some(format!(
+            "listen = [\"127.0.0.1:{pa}\"]\nroutes = {{ \"b.test\" = \"127.0.0.1:{pb}\" }}\n"
+        )),
+        ..ServerOpts::default()
+    });
+    let b = Server::start(ServerOpts {
+        domain: "b.test".into(),
+        s2s: Some(format!(
+            "listen = [\"127.0.0.1:{pb}\"]\nroutes = {{ \"a.test\" = \"127.0.0.1:{pa}\", \
+             \"conference.a.test\" = \"127.0.0.1:{pa}\" }}\n"
+        )),
+        ..ServerOpts::default()
+    });
+    a.add_user("alice", PW);
+    b.add_user("bob", PW);
+    (a, b)
+}
+
+fn join(c: &mut Conn, room: &str, nick: &str) {
+    c.send(&format!(
+        "<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>"
+    ));
+    c.expect_matching("own room presence", |el| {
+        el.name == "presence"
+            && el.attr("from") == Some(&format!("{room}/{nick}"))
+            && el
+                .child("x", USER)
+                .is_some_and(|x| x.children.iter().any(|s| s.attr("code") == Some("110")))
+    });
+    c.expect_matching("the subject", |el| el.has_child("subject", NS_CLIENT));
+}
+
+#[test]
+fn a_remote_user_joins_talks_and_leaves() {
+    let (a, b) = pair();
+    let room = "lounge@conference.a.test";
+    let mut alice = login(&a, "alice", "desk");
+    alice.send("<presence/>");
+    // No MUC <x/>: an instant room (§10.1.1).
+    alice.send(&format!("<presence to='{room}/alice'/>"));
+    alice.expect_matching("the subject", |el| el.has_child("subject", NS_CLIENT));
+    let mut bob = login(&b, "bob", "phone");
+    bob.send("<presence/>");
+    join(&mut bob, room, "bob");
+    alice.send(&format!(
+        "<message type='groupchat' to='{room}'><body>hi bob</body></message>"
+    ));
+    let m = expect_message(&mut bob, "hi bob");
+    assert_eq!(m.attr("from"), Some(format!("{room}/alice").as_str()));
+    bob.send(&format!(
+        "<message type='groupchat' to='{room}'><body>hi alice</body></message>"
+    ));
+    let m = expect_message(&mut alice, "hi alice");
+    assert_eq!(m.attr("from"), Some(format!("{room}/bob").as_str()));
+    // bob's session ends: his server tells the room, which tells alice.
+    drop(bob);
+    alice.expect_matching("bob leaving", |el| {
+        el.name == "presence"
+            && el.attr("type") == Some("unavailable")
+            && el.attr("from") == Some(format!("{room}/bob").as_str())
+    });
+    // The room's domain has its own link, authenticated by dialback like the server's.
+    let log = a.log();
+    assert!(log.contains("ready to conference.a.test>b.test"), "{log}");
+    assert!(
+        b.log().contains("authenticated as conference.a.test"),
+        "{}",
+        b.log()
+    );
+}
