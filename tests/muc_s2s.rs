@@ -87,3 +87,91 @@ fn a_remote_user_joins_talks_and_leaves() {
         b.log()
     );
 }
+
+/// A Prosody user (Debian's Prosody 0.12, tests/common/peers.rs, dialback with
+/// self-signed certificates) joins a hearth room with slixmpp's xep_0045 through its own
+/// server, gets the history and talks with a hearth user.
+#[test]
+fn a_prosody_user_joins_a_hearth_room() {
+    use common::clients::{RunningClient, check_slixmpp, python};
+    use common::peers::{Net, Peer, PeerKind, Trust};
+    use serde_json::json;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::Duration;
+
+    if let Some(why) = Net::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    check_slixmpp();
+    let net = Net::new();
+    let slot = net.reserve("hearth.test", Trust::SelfSigned);
+    // The rooms' domain is found where hearth is (its SRV record).
+    net.add_domain("conference.hearth.test", slot.addr, slot.s2s_port);
+    let hearth = Server::start(ServerOpts {
+        domain: slot.domain.clone(),
+        s2s: Some(format!(
+            "listen = [\"{}\"]\nresolvers = [\"{}:53\"]\nca_file = \"{}\"\n",
+            slot.s2s_addr(),
+            net.dns_addr(),
+            net.ca_cert_path().display()
+        )),
+        ..ServerOpts::default()
+    });
+    hearth.add_user("alice", PW);
+    let peer = Peer::start(
+        PeerKind::Prosody,
+        &net,
+        "prosody.test",
+        net.next_addr(),
+        Trust::SelfSigned,
+    );
+    peer.add_user("bob", PW);
+    let room = "garden@conference.hearth.test";
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/muc_slixmpp.py");
+    let muc = |c2s: std::net::SocketAddr, cafile: &std::path::Path, jid: &str, steps| {
+        let mut cmd = Command::new(python());
+        cmd.arg(&script)
+            .args(["--host", &c2s.ip().to_string()])
+            .args(["--port", &c2s.port().to_string()])
+            .arg("--cafile")
+            .arg(cafile)
+            .args(["--jid", jid, "--password", PW, "--timeout", "40"])
+            .args(["--mech", "SCRAM-SHA-1"])
+            .args(["--steps", &serde_json::Value::to_string(&steps)]);
+        RunningClient::command(cmd)
+    };
+    let mut alice = muc(
+        hearth.c2s_addr(),
+        &hearth.cert_path(),
+        &format!("{}/desk", hearth.jid("alice")),
+        json!([
+            {"do": "join", "room": room, "nick": "alice"},
+            {"do": "instant", "room": room},
+            {"do": "say", "room": room, "body": "before bob came"},
+            {"do": "ready"},
+            {"do": "wait_body", "room": room, "body": "hello from prosody"},
+            {"do": "say", "room": room, "body": "welcome bob"},
+            {"do": "sleep", "s": 2},
+        ]),
+    );
+    alice.wait_for_event("ready", Duration::from_secs(30));
+    let bob = muc(
+        peer.c2s_addr(),
+        peer.client_cafile(),
+        &format!("{}/phone", peer.jid("bob")),
+        json!([
+            {"do": "join", "room": room, "nick": "bob", "maxstanzas": 5},
+            {"do": "say", "room": room, "body": "hello from prosody"},
+            {"do": "wait_body", "room": room, "body": "welcome bob"},
+        ]),
+    )
+    .finish();
+    let alice = alice.finish();
+    assert!(bob.succeeded(), "{bob}\n{}\n{}", hearth.log(), peer.log());
+    assert!(alice.succeeded(), "{alice}");
+    let joined = bob.expect_event("joined");
+    assert_eq!(joined["history"], json!(["before bob came"]), "{bob}");
+    assert!(hearth.log().contains("authenticated as prosody.test"));
+}

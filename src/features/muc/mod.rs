@@ -102,8 +102,8 @@ impl Module for Muc {
                 note: "conference.<domain>: rooms, roles, affiliations, owner form, \
                        history, invitations, persistent rooms; XEP-0313 queries to a room over its kept \
                        history; voice requests (§8.6); \
-                       iqs between occupants relayed to the session; no reserved nicknames; not yet \
-                       reachable from other servers (federation carries only the host's domain)",
+                       iqs between occupants relayed to the session; users of other servers \
+                       over federation; no reserved nicknames",
             },
             Spec {
                 doc: Doc::Xep(421),
