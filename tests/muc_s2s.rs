@@ -88,13 +88,23 @@ fn a_remote_user_joins_talks_and_leaves() {
     );
 }
 
-/// A Prosody user (Debian's Prosody 0.12, tests/common/peers.rs, dialback with
-/// self-signed certificates) joins a hearth room with slixmpp's xep_0045 through its own
-/// server, gets the history and talks with a hearth user.
 #[test]
 fn a_prosody_user_joins_a_hearth_room() {
+    peer_user_joins(common::peers::PeerKind::Prosody);
+}
+
+#[test]
+fn an_ejabberd_user_joins_a_hearth_room() {
+    peer_user_joins(common::peers::PeerKind::Ejabberd);
+}
+
+/// A user of another server (Debian's Prosody 0.12 or ejabberd 23.01,
+/// tests/common/peers.rs, dialback with self-signed certificates) joins a hearth room
+/// with slixmpp's xep_0045 through its own server, gets the history and talks with a
+/// hearth user.
+fn peer_user_joins(kind: common::peers::PeerKind) {
     use common::clients::{RunningClient, check_slixmpp, python};
-    use common::peers::{Net, Peer, PeerKind, Trust};
+    use common::peers::{Net, Peer, Trust};
     use serde_json::json;
     use std::path::PathBuf;
     use std::process::Command;
@@ -120,32 +130,29 @@ fn a_prosody_user_joins_a_hearth_room() {
         ..ServerOpts::default()
     });
     hearth.add_user("alice", PW);
-    let peer = Peer::start(
-        PeerKind::Prosody,
-        &net,
-        "prosody.test",
-        net.next_addr(),
-        Trust::SelfSigned,
-    );
+    let peer_domain = format!("{}.test", kind.package());
+    let peer = Peer::start(kind, &net, &peer_domain, net.next_addr(), Trust::SelfSigned);
     peer.add_user("bob", PW);
     let room = "garden@conference.hearth.test";
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/muc_slixmpp.py");
-    let muc = |c2s: std::net::SocketAddr, cafile: &std::path::Path, jid: &str, steps| {
-        let mut cmd = Command::new(python());
-        cmd.arg(&script)
-            .args(["--host", &c2s.ip().to_string()])
-            .args(["--port", &c2s.port().to_string()])
-            .arg("--cafile")
-            .arg(cafile)
-            .args(["--jid", jid, "--password", PW, "--timeout", "40"])
-            .args(["--mech", "SCRAM-SHA-1"])
-            .args(["--steps", &serde_json::Value::to_string(&steps)]);
-        RunningClient::command(cmd)
-    };
+    let muc =
+        |c2s: std::net::SocketAddr, cafile: &std::path::Path, jid: &str, mech: &str, steps| {
+            let mut cmd = Command::new(python());
+            cmd.arg(&script)
+                .args(["--host", &c2s.ip().to_string()])
+                .args(["--port", &c2s.port().to_string()])
+                .arg("--cafile")
+                .arg(cafile)
+                .args(["--jid", jid, "--password", PW, "--timeout", "40"])
+                .args(["--mech", mech])
+                .args(["--steps", &serde_json::Value::to_string(&steps)]);
+            RunningClient::command(cmd)
+        };
     let mut alice = muc(
         hearth.c2s_addr(),
         &hearth.cert_path(),
         &format!("{}/desk", hearth.jid("alice")),
+        "SCRAM-SHA-256",
         json!([
             {"do": "join", "room": room, "nick": "alice"},
             {"do": "instant", "room": room},
@@ -161,6 +168,7 @@ fn a_prosody_user_joins_a_hearth_room() {
         peer.c2s_addr(),
         peer.client_cafile(),
         &format!("{}/phone", peer.jid("bob")),
+        kind.client_mech(),
         json!([
             {"do": "join", "room": room, "nick": "bob", "maxstanzas": 5},
             {"do": "say", "room": room, "body": "hello from prosody"},
@@ -173,5 +181,9 @@ fn a_prosody_user_joins_a_hearth_room() {
     assert!(alice.succeeded(), "{alice}");
     let joined = bob.expect_event("joined");
     assert_eq!(joined["history"], json!(["before bob came"]), "{bob}");
-    assert!(hearth.log().contains("authenticated as prosody.test"));
+    assert!(
+        hearth
+            .log()
+            .contains(&format!("authenticated as {peer_domain}"))
+    );
 }
