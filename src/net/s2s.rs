@@ -541,8 +541,7 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
         &shared,
         &s2s,
         id,
-        &peer,
-        local,
+        (&peer, local),
         connected,
         Purpose::Deliver,
         allowance,
@@ -559,14 +558,14 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
     conn::serve(link, driver).await;
 }
 
-/// The connection loop's side of a new outgoing stream to `domain`, with our header
+/// The connection loop's side of a new outgoing stream to `domain` (from `local`, one of
+/// the service domains, when given; else from the server's), with our header
 /// (RFC 6120 §4.2: the initiating side speaks first) already in its output.
 fn out_link(
     shared: &Arc<Shared>,
     s2s: &S2s,
     id: u64,
-    domain: &Arc<str>,
-    local: Option<Arc<str>>,
+    (domain, local): (&Arc<str>, Option<Arc<str>>),
     connected: Connected,
     purpose: Purpose,
     allowance: Allowance,
@@ -621,7 +620,13 @@ pub(super) async fn verify_dialback(
         let purpose = Purpose::Verify { id, key };
         let allowance = unauthenticated(shared);
         let link = out_link(
-            shared, &s2s, vid, &domain, local, connected, purpose, allowance,
+            shared,
+            &s2s,
+            vid,
+            (&domain, local),
+            connected,
+            purpose,
+            allowance,
         );
         let (tx, rx) = async_channel::bounded(1);
         let driver = OutDriver {
