@@ -373,3 +373,42 @@ fn groupchat_fanout_rate() {
         delivered as f64 / secs
     );
 }
+
+/// A power cut (SIGKILL) a moment after a persistent room was configured and a member
+/// added: on restart the room, its members-only setting and the member are there (its
+/// writes go through the storage's group commit, on the disk within milliseconds).
+#[test]
+fn a_persistent_room_survives_sigkill() {
+    let mut server = server();
+    let mut alice = login(&server, "alice", "a");
+    let r = room(&server, "kept");
+    join(&mut alice, &r, "alice");
+    let form = format!(
+        "<query xmlns='{OWNER}'><x xmlns='jabber:x:data' type='submit'>\
+         <field var='muc#roomconfig_persistentroom'><value>1</value></field>\
+         <field var='muc#roomconfig_membersonly'><value>1</value></field></x></query>"
+    );
+    let reply = iq(&mut alice, "set", &r, &form);
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    let bob = server.jid("bob");
+    let reply = iq(
+        &mut alice,
+        "set",
+        &r,
+        &format!("<query xmlns='{ADMIN}'><item jid='{bob}' affiliation='member'/></query>"),
+    );
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.kill();
+    server.restart();
+    let mut bob = login(&server, "bob", "b");
+    join(&mut bob, &r, "bob");
+    let mut carol = login(&server, "carol", "c");
+    carol.send(&format!(
+        "<presence to='{r}/carol'><x xmlns='{MUC}'/></presence>"
+    ));
+    assert_eq!(
+        expect_error(&mut carol, "presence"),
+        "registration-required"
+    );
+}
