@@ -412,3 +412,29 @@ fn a_persistent_room_survives_sigkill() {
         "registration-required"
     );
 }
+
+/// §7.8.2: an invitation for someone offline waits in their offline storage and reaches
+/// them at their next login, like any message.
+#[test]
+fn an_invitation_waits_for_someone_offline() {
+    let server = server();
+    let mut alice = login(&server, "alice", "a");
+    let r = room(&server, "later");
+    instant(&mut alice, &r);
+    let bob = server.jid("bob");
+    alice.send(&format!(
+        "<message to='{r}'><x xmlns='{USER}'><invite to='{bob}'><reason>tea</reason></invite></x></message>"
+    ));
+    drain(&mut alice);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut bob = login(&server, "bob", "b");
+    bob.send("<presence/>");
+    let inv = bob.expect_matching("the invitation", |el| {
+        el.name == "message"
+            && el
+                .child("x", USER)
+                .is_some_and(|x| x.has_child("invite", USER))
+    });
+    assert_eq!(inv.attr("from"), Some(r.as_str()));
+    assert!(inv.has_child("delay", "urn:xmpp:delay"), "{inv}");
+}

@@ -436,6 +436,29 @@ impl MucService {
         }))
     }
 
+    /// Keeps `stanza` (a message for a local account with no session online) in its
+    /// offline storage, under the account's quota, without waiting for the disk; what
+    /// the quota refuses is dropped (the room's invitation is not worth a bounce).
+    fn store_offline(&self, router: &Router, stanza: Stanza) {
+        let (Some(storage), Some(to)) = (&self.storage, &stanza.to) else {
+            return;
+        };
+        let Some(user) = to.local().filter(|_| to.domain() == router.domain()) else {
+            return;
+        };
+        let user = user.to_owned();
+        let now = crate::storage::unix_now();
+        let xml =
+            crate::features::offline::stamp(stanza.el, router.domain(), now).to_xml_in(ns::CLIENT);
+        let quota = *router.quota();
+        let queued = storage.write_deferred(xml.len(), move |s, c| {
+            crate::features::offline::store_offline_in(s, c, &user, &xml, &quota).map(|_| ())
+        });
+        if !queued {
+            storage.flush_deferred();
+        }
+    }
+
     /// Queues `w` with the storage's deferred writes (group commit, flushed before the
     /// server exits), so routing never waits for the disk; when too many wait (a slow SD
     /// card), this writer waits for them, keeping memory bounded.
@@ -537,8 +560,11 @@ impl Service for MucService {
                 el: out.el,
                 to: Some(out.to),
             };
-            // What is undelivered (an invitation to someone offline) is dropped.
-            let _ = router.route(Origin::Service(&out.from), s);
+            // A message nobody online could take (an invitation, §7.8.2, for someone
+            // offline) waits in their offline storage like any other (XEP-0160).
+            if let Some(undelivered) = router.route(Origin::Service(&out.from), s) {
+                self.store_offline(router, undelivered);
+            }
         }
     }
 }
