@@ -438,3 +438,48 @@ fn an_invitation_waits_for_someone_offline() {
     assert_eq!(inv.attr("from"), Some(r.as_str()));
     assert!(inv.has_child("delay", "urn:xmpp:delay"), "{inv}");
 }
+
+/// A measurement, not a check (run it with `--ignored`): the server's resident memory
+/// before and after one account makes 190 rooms (200 is `max_rooms`; 20 per account by
+/// default, so ten accounts make 19 each) and fills each with 20 lines of history.
+#[test]
+#[ignore]
+fn memory_per_room() {
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let server = server();
+    let pid = server.pid().unwrap();
+    let mut owners = Vec::new();
+    for i in 0..10 {
+        let name = format!("o{i}");
+        server.add_user(&name, "a fine password");
+        owners.push((name.clone(), login(&server, &name, "r")));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = rss(pid);
+    for (name, c) in &mut owners {
+        for j in 0..19 {
+            let r = room(&server, &format!("{name}-{j}"));
+            join(c, &r, name);
+            for k in 0..20 {
+                c.send(&format!(
+                    "<message type='groupchat' to='{r}'><body>line {k} of a typical chat message in a family room</body></message>"
+                ));
+            }
+        }
+        drain(c);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = rss(pid);
+    eprintln!(
+        "muc memory: {before} kB before, {after} kB after 190 rooms with 20 messages each: \
+         {:.1} kB per room",
+        (after.saturating_sub(before)) as f64 / 190.0
+    );
+}
