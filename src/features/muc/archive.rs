@@ -82,8 +82,8 @@ impl Room {
             .filter(|h| f.before.is_none_or(|b| id_of(h) < b))
             .filter(|h| {
                 with_nick.as_ref().is_none_or(|n| {
-                    h.el.attr("from")
-                        .and_then(|fr| Jid::parse(fr).ok())
+                    Jid::parse(&h.from)
+                        .ok()
                         .is_some_and(|j| j.resource() == Some(n.as_str()))
                 })
             })
@@ -99,7 +99,9 @@ impl Room {
         let to = Jid::from(real.clone());
         let room = Jid::from(self.jid.clone());
         for h in page {
-            let mut original = h.el.clone();
+            let Some(mut original) = h.element() else {
+                continue;
+            };
             // Semi-anonymous rooms never show real JIDs; the stored copies carry none.
             original.remove_attr("to");
             let mut result = Element::new("result", NS_MAM).with_attr("id", h.id.clone());
@@ -202,8 +204,8 @@ impl Room {
         let stamp = crate::features::time::xep0082_utc(u64::try_from(now).unwrap_or(0));
         let old = &self.history[pos];
         let mut tomb = Element::new("message", ns::CLIENT).with_attr("type", "groupchat");
-        if let Some(from) = old.el.attr("from") {
-            tomb.set_attr("from", from);
+        if !old.from.is_empty() {
+            tomb.set_attr("from", &*old.from);
         }
         let mut retracted = Element::new("retracted", NS_RETRACT)
             .with_attr("stamp", stamp)
@@ -217,11 +219,7 @@ impl Room {
                 .with_attr("id", id.clone())
                 .with_attr("by", self.jid.as_str()),
         );
-        let item = HistoryItem {
-            id: id.clone(),
-            at: old.at,
-            el: tomb,
-        };
+        let item = HistoryItem::new(id.clone(), old.at, &tomb);
         self.history[pos] = item.clone();
         if self.config.persistent {
             fx.persist.push(Persist::Replaced(item));
@@ -366,8 +364,8 @@ mod tests {
         let mut fx = Effects::default();
         r.moderate(&full("ann@home/a"), &m, 200, &mut fx).unwrap();
         assert_eq!(fx.out.len(), 2);
-        assert!(r.history[0].el.has_child("retracted", NS_RETRACT));
-        assert!(!r.history[0].el.to_string().contains("m0"));
+        assert!(r.history[0].xml.contains("retracted"));
+        assert!(!r.history[0].xml.contains("m0"));
         let missing = crate::xml::parse_fragment(&format!(
             "<moderate xmlns='{NS_MODERATE}' id='nope'><retract xmlns='{NS_RETRACT}'/></moderate>"
         ))

@@ -255,8 +255,27 @@ pub struct HistoryItem {
     pub id: String,
     /// When the room got it, Unix seconds.
     pub at: i64,
-    /// The message as broadcast, without `to` (its `from` is the room/nick).
-    pub el: Element,
+    /// Who sent it (the room/nick), for archive queries `with` an occupant.
+    pub from: Box<str>,
+    /// The message as broadcast, without `to`, serialized: a message kept as text takes
+    /// a third of its element tree's memory, and is only parsed again when replayed.
+    pub xml: Box<str>,
+}
+
+impl HistoryItem {
+    pub fn new(id: String, at: i64, el: &Element) -> HistoryItem {
+        HistoryItem {
+            id,
+            at,
+            from: el.attr("from").unwrap_or_default().into(),
+            xml: el.to_xml_in(ns::CLIENT).into(),
+        }
+    }
+
+    /// The message again, to send.
+    pub fn element(&self) -> Option<Element> {
+        crate::xml::parse_fragment(&self.xml)
+    }
 }
 
 /// One occupant (§5.1): a nickname held by one person, from one or more of their
@@ -837,7 +856,7 @@ impl Room {
         }
         // §7.2.15: the history, then the subject.
         for h in self.select_history(&history, now) {
-            let mut m = h.el.clone();
+            let Some(mut m) = h.element() else { continue };
             m.set_attr("to", real.as_str());
             m.push_child(
                 Element::new("delay", ns::DELAY)
@@ -894,7 +913,7 @@ impl Room {
                 break;
             }
             if let Some(max) = req.max_chars {
-                chars += h.el.xml_len_in(ns::CLIENT);
+                chars += h.xml.len();
                 if chars > max {
                     break;
                 }
@@ -1137,7 +1156,7 @@ impl Room {
             }
         }
         if keep && self.config.history_length > 0 {
-            let item = HistoryItem { id, at: now, el: m };
+            let item = HistoryItem::new(id, now, &m);
             self.history.push_back(item.clone());
             while self.history.len() > self.config.history_length {
                 self.history.pop_front();

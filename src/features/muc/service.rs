@@ -93,7 +93,7 @@ impl Rooms {
         }
         for (id, at, xml) in stored.history {
             if let Some(el) = crate::xml::parse_fragment(&xml) {
-                room.history.push_back(HistoryItem { id, at, el });
+                room.history.push_back(HistoryItem::new(id, at, &el));
             }
         }
         while room.history.len() > room.config.history_length {
@@ -466,23 +466,15 @@ impl MucService {
         let Some(storage) = &self.storage else { return };
         let bytes = match &w {
             Write::Room(r) => r.config.len() + r.vcard.as_ref().map_or(0, String::len),
-            Write::History(_, item, _) | Write::Replace(_, item) => item.el.xml_len_in(ns::CLIENT),
+            Write::History(_, item, _) | Write::Replace(_, item) => item.xml.len(),
             Write::Delete(_) => 0,
         };
         let queued = storage.write_deferred(bytes, move |s, c| match w {
             Write::Room(room) => store::save_room(s, c, &room),
-            Write::History(name, item, keep) => store::add_history(
-                s,
-                c,
-                &name,
-                &item.id,
-                item.at,
-                &item.el.to_xml_in(ns::CLIENT),
-                keep,
-            ),
-            Write::Replace(name, item) => {
-                store::replace_history(s, c, &name, &item.id, &item.el.to_xml_in(ns::CLIENT))
+            Write::History(name, item, keep) => {
+                store::add_history(s, c, &name, &item.id, item.at, &item.xml, keep)
             }
+            Write::Replace(name, item) => store::replace_history(s, c, &name, &item.id, &item.xml),
             Write::Delete(name) => store::delete_room(s, c, &name),
         });
         if !queued {
