@@ -482,10 +482,12 @@ impl Room {
     }
 
     fn occupant_jid(&self, nick: &str) -> Jid {
-        Jid::from(self.jid.with_resource(nick).unwrap_or_else(|_| {
-            // The nick came from a valid resourcepart, so this cannot fail.
-            FullJid::new(self.jid.local(), self.jid.domain(), "_").expect("valid JID")
-        }))
+        // The nick came from a valid resourcepart, so this does not fail; were it to, the
+        // room's own JID is a harmless stand-in.
+        self.jid
+            .with_resource(nick)
+            .map(Jid::from)
+            .unwrap_or_else(|_| self.room_jid())
     }
 
     fn room_jid(&self) -> Jid {
