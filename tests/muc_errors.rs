@@ -483,3 +483,27 @@ fn memory_per_room() {
         (after.saturating_sub(before)) as f64 / 190.0
     );
 }
+
+/// XEP-0249: a direct invitation is a message between the two people; it reaches the
+/// invitee as sent.
+#[test]
+fn a_direct_invitation_passes_unchanged() {
+    let server = server();
+    let mut alice = login(&server, "alice", "a");
+    let mut bob = login(&server, "bob", "b");
+    bob.send("<presence/>");
+    drain(&mut bob);
+    let r = room(&server, "direct");
+    let bob_jid = server.jid("bob");
+    alice.send(&format!(
+        "<message to='{bob_jid}'><x xmlns='jabber:x:conference' jid='{r}' password='pw' \
+         reason='come in'/></message>"
+    ));
+    let m = bob.expect_matching("the direct invitation", |el| {
+        el.name == "message" && el.has_child("x", "jabber:x:conference")
+    });
+    let x = m.child("x", "jabber:x:conference").unwrap();
+    assert_eq!(x.attr("jid"), Some(r.as_str()));
+    assert_eq!(x.attr("password"), Some("pw"));
+    assert_eq!(x.attr("reason"), Some("come in"));
+}
