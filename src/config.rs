@@ -130,6 +130,13 @@
 //! listen = ["[::]:5281"]             # its own port; GET any path with `xmpp` subprotocol
 //! tls = true                         # wss:// with the server's certificate; false: plain
 //!                                    # ws:// for a TLS proxy on this host, loopback only
+//! [muc]                              # XEP-0045 group chat
+//! enabled = true
+//! domain = "conference.example.org"  # default: conference.<domain>
+//! max_rooms = 200                    # rooms the service holds
+//! max_rooms_per_user = 20            # rooms one account may own
+//! max_occupants = 100                # per room
+//! history_length = 50                # messages a room may keep
 //! ```
 //!
 //! Relative paths in the file are taken relative to the file's own directory, so
@@ -773,6 +780,7 @@ struct RawConfig {
     upload: Option<RawUpload>,
     devices: Option<RawDevices>,
     websocket: Option<RawWebSocket>,
+    muc: Option<RawMuc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -949,6 +957,49 @@ impl RawWebSocket {
             listen,
             tls: self.tls.unwrap_or(true),
         })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table ([muc])")]
+struct RawMuc {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    max_rooms: Option<Int>,
+    max_rooms_per_user: Option<Int>,
+    max_occupants: Option<Int>,
+    history_length: Option<Int>,
+}
+
+impl RawMuc {
+    /// `[muc]` (XEP-0045): the service's domain must be a valid one of its own, not
+    /// the server's (`host`).
+    fn validate(self, host: &str) -> Result<crate::features::muc::MucConfig, ConfigErrorKind> {
+        let mut c = crate::features::muc::MucConfig::for_domain(host);
+        c.enabled = self.enabled.unwrap_or(true);
+        if let Some(d) = self.domain {
+            let d = normalize_domain(&d).map_err(|reason| invalid("muc.domain", reason))?;
+            if d == host {
+                return Err(invalid(
+                    "muc.domain",
+                    "must differ from the server's domain",
+                ));
+            }
+            c.domain = d;
+        }
+        if let Some(n) = self.max_rooms {
+            c.max_rooms = in_range("muc.max_rooms", n, 1..=100_000)? as usize;
+        }
+        if let Some(n) = self.max_rooms_per_user {
+            c.max_rooms_per_user = in_range("muc.max_rooms_per_user", n, 0..=100_000)? as usize;
+        }
+        if let Some(n) = self.max_occupants {
+            c.max_occupants = in_range("muc.max_occupants", n, 1..=10_000)? as usize;
+        }
+        if let Some(n) = self.history_length {
+            c.history_length = in_range("muc.history_length", n, 0..=1000)? as usize;
+        }
+        Ok(c)
     }
 }
 
@@ -1189,6 +1240,7 @@ fn module_settings(
         upload: Default::default(),
         // Set by the caller from `[devices]`.
         devices: Default::default(),
+        muc: Default::default(),
     })
 }
 
@@ -1425,6 +1477,7 @@ impl RawConfig {
         upload.enabled &= http.enabled;
         let websocket = self.websocket.unwrap_or_default().validate(&c2s)?;
         let devices = self.devices.unwrap_or_default().validate()?;
+        let muc = self.muc.unwrap_or_default().validate(&domain)?;
         let mut config = Config {
             domain,
             data_dir,
@@ -1458,6 +1511,7 @@ impl RawConfig {
             )
             .map(|mut m| {
                 m.upload = upload;
+                m.muc = muc;
                 m
             })?,
             http,
@@ -2354,6 +2408,12 @@ mod tests {
             [websocket]
             listen = ["127.0.0.1:5281"]
             tls = false
+            [muc]
+            domain = "rooms.kitchen.local"
+            max_rooms = 10
+            max_rooms_per_user = 2
+            max_occupants = 30
+            history_length = 40
             "#,
         )
         .unwrap();
@@ -2446,6 +2506,14 @@ mod tests {
                         presence_interval: Duration::from_secs(60),
                         presence_burst: 1,
                         store_interval: Duration::ZERO,
+                    },
+                    muc: crate::features::muc::MucConfig {
+                        enabled: true,
+                        domain: "rooms.kitchen.local".into(),
+                        max_rooms: 10,
+                        max_rooms_per_user: 2,
+                        max_occupants: 30,
+                        history_length: 40,
                     },
                     ..Default::default()
                 },
@@ -2555,7 +2623,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`, `websocket`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`, `websocket`, `muc`)"
         );
     }
 
@@ -2581,7 +2649,13 @@ mod tests {
         assert_eq!(m.external_services[1].credentials_ttl_secs, 600);
         assert_eq!(m.external_services[0].secret, None);
         let d = parse("").unwrap();
-        assert_eq!(d.modules, crate::features::ModuleSettings::default());
+        assert_eq!(
+            d.modules,
+            crate::features::ModuleSettings {
+                muc: crate::features::muc::MucConfig::for_domain(&d.domain),
+                ..Default::default()
+            }
+        );
         for (bad, want) in [
             (
                 "[contact]\nabuse = [\"abuse@x.org\"]\n",

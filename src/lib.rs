@@ -39,6 +39,9 @@
 //!                            beside the database, quota and expiry)
 //!                            device/: device accounts (issue 21), their restricted
 //!                            role, presence as telemetry, sleepy devices' last readings
+//!                            muc/: XEP-0045 group chat, a router service of its own
+//!                            (room.rs the pure room, service.rs the rooms and routing,
+//!                            store.rs SQLite)
 //! storage/    SQLite: the connection, group commit, migrations, accounts, quotas
 //! auth.rs     credential checks for SASL (SCRAM keys, PLAIN passwords) as a service the
 //!             stream drivers call, so the network layer never touches storage

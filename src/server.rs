@@ -169,6 +169,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 require_tls: cfg.s2s.require_tls,
                 require_valid_certificates: cfg.s2s.require_valid_certificates,
                 secret: DialbackSecret::random(),
+                // The group chat service federates too (XEP-0045 rooms for other
+                // servers' users).
+                services: if cfg.modules.muc.enabled {
+                    vec![cfg.modules.muc.domain.as_str().into()]
+                } else {
+                    Vec::new()
+                },
             }),
             routes: cfg.s2s.routes.clone(),
             resolvers: cfg.s2s.resolvers.clone(),
@@ -247,6 +254,18 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         .then(|| Arc::new(ComponentPolicy::new(cfg.components.secrets.clone())));
     if let Some(s2s) = &s2s {
         router = router.with_remote(s2s.clone());
+    }
+    // XEP-0045: the group chat service, its persistent rooms read now.
+    let muc = &cfg.modules.muc;
+    if muc.enabled && !cfg.components.secrets.iter().any(|(d, _)| *d == muc.domain) {
+        let service = crate::features::muc::MucService::new(
+            &muc.domain,
+            &domain,
+            muc.clone(),
+            Some(storage.clone()),
+        )
+        .map_err(ServeError::Storage)?;
+        router = router.with_service(&muc.domain, service);
     }
     let shared = Arc::new(Shared {
         router,

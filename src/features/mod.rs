@@ -49,6 +49,8 @@ pub mod vcard;
 pub mod upload;
 // Issue 21: device accounts, presence as telemetry.
 pub mod device;
+// Issue 20: group chat.
+pub mod muc;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -541,6 +543,8 @@ pub struct ModuleSettings {
     pub upload: upload::UploadConfig,
     /// `[devices]` (device accounts, presence as telemetry).
     pub devices: device::DeviceConfig,
+    /// `[muc]` (XEP-0045).
+    pub muc: muc::MucConfig,
 }
 
 /// The registered modules and what they declare, computed once.
@@ -677,6 +681,7 @@ impl Registry {
             Box::new(push::Push::new(&settings.push)),
             Box::new(upload::Upload::new(&settings.upload)),
             Box::new(device::Device::new(&settings.devices)),
+            Box::new(muc::Muc::new(&settings.muc)),
         ])
     }
 

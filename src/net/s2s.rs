@@ -222,7 +222,7 @@ impl S2s {
             };
             match cond {
                 Some(cond) => bounce(router, &stanza, cond),
-                None => self.send(router, domain, stanza),
+                None => self.send(router, split_key(domain).1, stanza),
             }
         }
     }
@@ -240,8 +240,34 @@ impl S2s {
     }
 }
 
+/// The key of an outgoing link: the peer's domain for the server's own links, or
+/// `service>peer` for a link from one of its service domains ([`S2sPolicy::services`]),
+/// which authenticates on its own.
+fn link_key(policy: &S2sPolicy, stanza: &Stanza, peer: &str) -> Box<str> {
+    let local = stanza
+        .el
+        .attr("from")
+        .and_then(|f| Jid::parse(f).ok())
+        .map(|j| j.domain().to_owned());
+    match local {
+        Some(l) if policy.services.iter().any(|s| **s == *l) => format!("{l}>{peer}").into(),
+        _ => peer.into(),
+    }
+}
+
+/// The (local domain, peer domain) of a link key ([`link_key`]); `None` for the server's
+/// own domain.
+fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('>') {
+        Some((local, peer)) => (Some(local), peer),
+        None => (None, key),
+    }
+}
+
 impl Remote for S2s {
-    fn send(&self, router: &Router, domain: &str, stanza: Stanza) {
+    fn send(&self, router: &Router, peer: &str, stanza: Stanza) {
+        let key = link_key(&self.policy, &stanza, peer);
+        let domain: &str = &key;
         if let Some(cond) = self.backing_off(domain) {
             return bounce(router, &stanza, cond);
         }
@@ -496,8 +522,11 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
     let Some(s2s) = shared.s2s.clone() else {
         return;
     };
+    // `domain` is the link's key: the peer, or `service>peer`.
+    let (local, peer) = split_key(&domain);
+    let (local, peer): (Option<Arc<str>>, Arc<str>) = (local.map(Arc::from), Arc::from(peer));
     log::info!("s2s-out{id}: connecting to {domain}");
-    let connected = match connect(&shared, &s2s, &domain).await {
+    let connected = match connect(&shared, &s2s, &peer).await {
         Ok(c) => c,
         Err((why, cond)) => {
             log::info!("s2s-out{id}: cannot reach {domain}: {why}");
@@ -512,7 +541,7 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
         &shared,
         &s2s,
         id,
-        &domain,
+        (&peer, local),
         connected,
         Purpose::Deliver,
         allowance,
@@ -529,19 +558,24 @@ async fn run_link(shared: Arc<Shared>, domain: Arc<str>, rx: SessionRx, id: u64)
     conn::serve(link, driver).await;
 }
 
-/// The connection loop's side of a new outgoing stream to `domain`, with our header
+/// The connection loop's side of a new outgoing stream to `domain` (from `local`, one of
+/// the service domains, when given; else from the server's), with our header
 /// (RFC 6120 §4.2: the initiating side speaks first) already in its output.
 fn out_link(
     shared: &Arc<Shared>,
     s2s: &S2s,
     id: u64,
-    domain: &Arc<str>,
+    (domain, local): (&Arc<str>, Option<Arc<str>>),
     connected: Connected,
     purpose: Purpose,
     allowance: Allowance,
 ) -> Link<OutDriver> {
     let now = Instant::now();
     let mut machine = S2sOut::new(s2s.policy.clone(), domain.clone(), purpose, connected.tls);
+    if let Some(local) = local {
+        // A link from a service domain (`conference.<domain>`) names it throughout.
+        machine = machine.from_local(local);
+    }
     let opening = machine.open();
     let mut link = Link::new(
         id,
@@ -567,6 +601,7 @@ fn out_link(
 pub(super) async fn verify_dialback(
     shared: &Arc<Shared>,
     domain: Arc<str>,
+    local: Option<Arc<str>>,
     id: String,
     key: String,
 ) -> Option<bool> {
@@ -584,7 +619,15 @@ pub(super) async fn verify_dialback(
         let now = Instant::now();
         let purpose = Purpose::Verify { id, key };
         let allowance = unauthenticated(shared);
-        let link = out_link(shared, &s2s, vid, &domain, connected, purpose, allowance);
+        let link = out_link(
+            shared,
+            &s2s,
+            vid,
+            (&domain, local),
+            connected,
+            purpose,
+            allowance,
+        );
         let (tx, rx) = async_channel::bounded(1);
         let driver = OutDriver {
             s2s: s2s.clone(),
@@ -675,7 +718,10 @@ impl Driver for OutDriver {
 
     async fn effect(&mut self, link: &mut Link<Self>, action: OutAction) -> Effect<OutInput> {
         match action {
-            OutAction::StartTls => Box::pin(out_start_tls(link, &self.domain)).await,
+            OutAction::StartTls => {
+                let peer = split_key(&self.domain).1.to_owned();
+                Box::pin(out_start_tls(link, &peer)).await
+            }
             OutAction::Ready => {
                 log::info!("s2s-out{}: ready to {}", link.id, self.domain);
                 self.ready = true;
@@ -872,7 +918,12 @@ impl Driver for InDriver {
             }
             InAction::VerifyDialback { domain, id, key } => {
                 let shared = link.shared.clone();
-                let valid = Box::pin(verify_dialback(&shared, domain.clone(), id, key)).await;
+                // XEP-0220 §2.1.3: asked as the domain the peer's stream came to (the
+                // server's, or a service's such as conference.<domain>).
+                let local = link.machine.local().clone();
+                let local = (*local != *self.s2s.policy.domain).then_some(local);
+                let valid =
+                    Box::pin(verify_dialback(&shared, domain.clone(), local, id, key)).await;
                 let verdict = match valid {
                     Some(true) => "valid",
                     Some(false) => "invalid",

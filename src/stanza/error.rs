@@ -68,6 +68,8 @@ pub enum StanzaCondition {
     UndefinedCondition,
     /// §8.3.3.21: the request was not expected at this point.
     UnexpectedRequest,
+    /// §8.3.3.15: registration is required first (XEP-0045 §7.2.6: a members-only room).
+    RegistrationRequired,
 }
 
 impl StanzaCondition {
@@ -93,6 +95,7 @@ impl StanzaCondition {
             SubscriptionRequired => "subscription-required",
             UndefinedCondition => "undefined-condition",
             UnexpectedRequest => "unexpected-request",
+            RegistrationRequired => "registration-required",
         }
     }
 
@@ -101,7 +104,9 @@ impl StanzaCondition {
         use StanzaCondition::*;
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => ErrorType::Modify,
-            Forbidden | NotAuthorized | SubscriptionRequired => ErrorType::Auth,
+            Forbidden | NotAuthorized | SubscriptionRequired | RegistrationRequired => {
+                ErrorType::Auth
+            }
             InternalServerError | RecipientUnavailable | RemoteServerTimeout
             | ResourceConstraint | UnexpectedRequest => ErrorType::Wait,
             _ => ErrorType::Cancel,

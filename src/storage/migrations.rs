@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_pep.sql"),
     include_str!("migrations/0009_private_vcard.sql"),
     include_str!("migrations/0010_push.sql"),
+    include_str!("migrations/0011_muc.sql"),
     include_str!("migrations/0012_upload.sql"),
     include_str!("migrations/0013_device.sql"),
 ];

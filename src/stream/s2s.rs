@@ -120,6 +120,10 @@ pub struct S2sPolicy {
     pub require_valid_certificates: bool,
     /// What dialback keys are made from.
     pub secret: DialbackSecret,
+    /// The server's service domains that federate too (XEP-0045 `conference.<domain>`):
+    /// peers may open streams to them, and links go out from them, each authenticated
+    /// on its own like the domain (XEP-0220 per domain pair).
+    pub services: Vec<Arc<str>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,9 +226,18 @@ impl S2sIn {
     /// A stream on a new connection; `tls` when it came over direct TLS (XEP-0368).
     pub fn new(policy: Arc<S2sPolicy>, tls: bool) -> S2sIn {
         S2sIn {
-            stream: Negotiation::receiving(ns::SERVER, policy.domain.clone())
-                .naming_peer()
-                .declaring("db", DIALBACK),
+            stream: {
+                let n = Negotiation::receiving(ns::SERVER, policy.domain.clone())
+                    .naming_peer()
+                    .declaring("db", DIALBACK);
+                if policy.services.is_empty() {
+                    n
+                } else {
+                    let mut all = vec![policy.domain.clone()];
+                    all.extend(policy.services.iter().cloned());
+                    n.serving_any(all.into())
+                }
+            },
             policy,
             phase: InPhase::Header,
             tls,
@@ -233,6 +246,11 @@ impl S2sIn {
             authenticated: Vec::new(),
             pending: Vec::new(),
         }
+    }
+
+    /// The domain the peer's stream came to: the server's, or one of its services'.
+    pub fn local(&self) -> &Arc<str> {
+        self.stream.local()
     }
 
     /// The domains the peer has proved so far.
@@ -412,11 +430,11 @@ impl S2sIn {
             return self.fail(StreamError::new(StreamCondition::InvalidFrom), out);
         };
         let domain: Arc<str> = domain.into();
-        if jid::normalize_domain(to).ok().as_deref() != Some(&*self.policy.domain) {
+        if jid::normalize_domain(to).ok().as_deref() != Some(&**self.stream.local()) {
             // XEP-0220 §2.4.2: a domain we do not serve.
             return out.push(InAction::Send(db_error(
                 "result",
-                &self.policy.domain,
+                &self.stream.local().clone(),
                 &domain,
                 None,
                 "item-not-found",
@@ -430,7 +448,7 @@ impl S2sIn {
             );
         }
         if self.authenticated.contains(&domain) {
-            let ok = db_verdict("result", &self.policy.domain, &domain, None, true);
+            let ok = db_verdict("result", &self.stream.local().clone(), &domain, None, true);
             return out.push(InAction::Send(ok));
         }
         if self.pending.contains(&domain)
@@ -474,19 +492,19 @@ impl S2sIn {
         }
         match valid {
             Some(true) => {
-                let ok = db_verdict("result", &self.policy.domain, &domain, None, true);
+                let ok = db_verdict("result", &self.stream.local().clone(), &domain, None, true);
                 out.push(InAction::Send(ok));
                 self.prove(domain, out);
             }
             Some(false) => {
-                let no = db_verdict("result", &self.policy.domain, &domain, None, false);
+                let no = db_verdict("result", &self.stream.local().clone(), &domain, None, false);
                 out.push(InAction::Send(no));
             }
             None => {
                 // XEP-0220 §2.4.1: the authoritative server could not be reached.
                 out.push(InAction::Send(db_error(
                     "result",
-                    &self.policy.domain,
+                    &self.stream.local().clone(),
                     &domain,
                     None,
                     "remote-server-not-found",
@@ -515,23 +533,23 @@ impl S2sIn {
         let Ok(asker) = jid::normalize_domain(from) else {
             return self.fail(StreamError::new(StreamCondition::InvalidFrom), out);
         };
-        if jid::normalize_domain(to).ok().as_deref() != Some(&*self.policy.domain) {
+        if jid::normalize_domain(to).ok().as_deref() != Some(&**self.stream.local()) {
             return out.push(InAction::Send(db_error(
                 "verify",
-                &self.policy.domain,
+                &self.stream.local().clone(),
                 &asker,
                 Some(id),
                 "item-not-found",
             )));
         }
         let key = el.text();
-        let valid = self
-            .policy
-            .secret
-            .verifies(key.trim(), &asker, &self.policy.domain, id);
+        let valid =
+            self.policy
+                .secret
+                .verifies(key.trim(), &asker, &self.stream.local().clone(), id);
         out.push(InAction::Send(db_verdict(
             "verify",
-            &self.policy.domain,
+            &self.stream.local().clone(),
             &asker,
             Some(id),
             valid,
@@ -572,11 +590,11 @@ impl S2sIn {
             }
         };
         let to = match Jid::parse(to) {
-            Ok(j) if j.domain() == &*self.policy.domain => j,
+            Ok(j) if j.domain() == &**self.stream.local() => j,
             _ => {
                 return self.fail(
                     StreamError::new(StreamCondition::HostUnknown)
-                        .with_text(format!("this server is {}", self.policy.domain)),
+                        .with_text(format!("this server is {}", self.stream.local())),
                     out,
                 );
             }
@@ -770,6 +788,8 @@ enum OutPhase {
 #[derive(Debug)]
 pub struct S2sOut {
     policy: Arc<S2sPolicy>,
+    /// Our side's domain: the server's, or one of its services'.
+    local: Arc<str>,
     stream: Negotiation,
     purpose: Purpose,
     phase: OutPhase,
@@ -794,6 +814,7 @@ impl S2sOut {
         S2sOut {
             stream: Negotiation::initiating(ns::SERVER, policy.domain.clone(), peer)
                 .declaring("db", DIALBACK),
+            local: policy.domain.clone(),
             policy,
             purpose,
             phase: OutPhase::Features,
@@ -802,6 +823,16 @@ impl S2sOut {
             external_failed: false,
             external_done: false,
         }
+    }
+
+    /// The stream as one of the server's service domains (`local`, one of
+    /// [`S2sPolicy::services`]) rather than its domain: header, SASL EXTERNAL and dialback
+    /// all name it.
+    pub fn from_local(mut self, local: Arc<str>) -> S2sOut {
+        self.stream = Negotiation::initiating(ns::SERVER, local.clone(), self.peer())
+            .declaring("db", DIALBACK);
+        self.local = local;
+        self
     }
 
     /// The first header (RFC 6120 §4.2).
@@ -921,7 +952,7 @@ impl S2sOut {
         }
         if let Purpose::Verify { id, key } = &self.purpose {
             let el = Element::new("verify", DIALBACK)
-                .with_attr("from", &*self.policy.domain)
+                .with_attr("from", &*self.local)
                 .with_attr("to", &*self.peer())
                 .with_attr("id", id.as_str())
                 .with_text(key.as_str());
@@ -935,7 +966,7 @@ impl S2sOut {
         });
         if self.tls && external && !self.external_failed {
             // XEP-0178 §3: the authorization identity is our domain.
-            let authzid = B64.encode(self.policy.domain.as_bytes());
+            let authzid = B64.encode(self.local.as_bytes());
             out.push(OutAction::Send(format!(
                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{authzid}</auth>"
             )));
@@ -955,9 +986,9 @@ impl S2sOut {
             return self.give_up("the peer's header had no stream id", out);
         };
         let peer = self.peer();
-        let key = self.policy.secret.key(&peer, &self.policy.domain, &id);
+        let key = self.policy.secret.key(&peer, &self.local, &id);
         let el = Element::new("result", DIALBACK)
-            .with_attr("from", &*self.policy.domain)
+            .with_attr("from", &*self.local)
             .with_attr("to", &*peer)
             .with_text(key);
         out.push(OutAction::Send(db_xml(&el)));

@@ -23,7 +23,7 @@
 //! Rows older than `[archive] retention_days` are expired by [`expire`], a task that
 //! wakes once an hour.
 
-mod query;
+pub(crate) mod query;
 mod store;
 
 pub use query::{MAX_PAGE, MAX_PAGE_BYTES, NS_RSM, parse_datetime};

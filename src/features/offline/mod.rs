@@ -5,6 +5,7 @@
 mod deliver;
 mod store;
 
+pub(crate) use store::store_offline_in;
 pub use store::{OfflineStore, Stored};
 
 use super::{Announce, Doc, Module, On, Spec, Status};

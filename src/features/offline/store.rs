@@ -115,6 +115,43 @@ pub(crate) fn insert_before_end(mut message: String, inner: &str) -> String {
     message
 }
 
+/// [`OfflineStore::store_offline`] on a connection inside a group commit's transaction
+/// (`Storage::write`, or `Storage::write_deferred` for a writer that must not wait: the
+/// group chat service storing an invitation for someone offline).
+pub(crate) fn store_offline_in(
+    s: &Storage,
+    conn: &rusqlite::Connection,
+    user: &str,
+    stanza: &str,
+    quota: &Quota,
+) -> Result<Stored, StorageError> {
+    let Some(usage) = usage_in(conn, user).map_err(s.sqlite_err("count an account's storage"))?
+    else {
+        return Ok(Stored::NoAccount);
+    };
+    if usize::try_from(usage.offline_messages).unwrap_or(usize::MAX) >= quota.offline_messages {
+        return Ok(Stored::Full(OverQuota::Items));
+    }
+    let size = stanza.len() as u64;
+    if usage.bytes.saturating_add(size) > quota.stored_bytes {
+        return Ok(Stored::Full(OverQuota::Bytes));
+    }
+    conn.prepare_cached(
+        "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            user,
+            stanza,
+            crate::storage::unix_now(),
+            size as i64
+        ])
+    })
+    .map_err(s.sqlite_err("store an offline message"))?;
+    Ok(Stored::Stored)
+}
+
 impl OfflineStore for Storage {
     fn store_offline(
         &self,
@@ -126,36 +163,7 @@ impl OfflineStore for Storage {
         // Many senders writing to offline users at once share one disk sync (`group.rs`).
         // Every statement here runs once per stored message: cached, so SQLite parses
         // and plans each only once per connection.
-        self.write(move |s, conn| {
-            let Some(usage) =
-                usage_in(conn, &user).map_err(s.sqlite_err("count an account's storage"))?
-            else {
-                return Ok(Stored::NoAccount);
-            };
-            if usize::try_from(usage.offline_messages).unwrap_or(usize::MAX)
-                >= quota.offline_messages
-            {
-                return Ok(Stored::Full(OverQuota::Items));
-            }
-            let size = stanza.len() as u64;
-            if usage.bytes.saturating_add(size) > quota.stored_bytes {
-                return Ok(Stored::Full(OverQuota::Bytes));
-            }
-            conn.prepare_cached(
-                "INSERT INTO offline_messages (localpart, stanza, stored_at, bytes)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    user,
-                    stanza,
-                    crate::storage::unix_now(),
-                    size as i64
-                ])
-            })
-            .map_err(s.sqlite_err("store an offline message"))?;
-            Ok(Stored::Stored)
-        })
+        self.write(move |s, conn| store_offline_in(s, conn, &user, &stanza, &quota))
     }
 
     fn store_offline_archived(

@@ -37,6 +37,20 @@ impl Im<'_> {
     /// §7.7.2.2): unavailable to everyone who saw it available.
     pub async fn session_replaced(&self, jid: &FullJid, ended: Ended) {
         if !ended.was_available {
+            // §4.6.3: those it sent directed presence to (a XEP-0045 room joined by a
+            // client that never went available to its contacts) still hear it left.
+            for to in ended.directed {
+                let el = Element::new("presence", ns::CLIENT)
+                    .with_attr("type", "unavailable")
+                    .with_attr("from", jid.as_str())
+                    .with_attr("to", to.as_str());
+                let stanza = Stanza {
+                    kind: Kind::Presence,
+                    el,
+                    to: Some(to),
+                };
+                let _ = self.router.route(Origin::Local(jid), stanza);
+            }
             return;
         }
         let el = Element::new("presence", ns::CLIENT)

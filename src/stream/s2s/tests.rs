@@ -15,6 +15,7 @@ fn policy(domain: &str, secret: u8) -> Arc<S2sPolicy> {
         require_tls: true,
         require_valid_certificates: false,
         secret: DialbackSecret::from_bytes([secret; 32]),
+        services: Vec::new(),
     })
 }
 
@@ -106,7 +107,9 @@ impl Pair {
                     InAction::VerifyDialback { domain, id, key } => {
                         // The authoritative server of PEER checks its own key.
                         self.seen.push("verify".into());
-                        let valid = self.peer_secret.verifies(&key, OURS, &domain, &id);
+                        // For the domain the stream came to (ours, or a service's).
+                        let local = self.inn.local().clone();
+                        let valid = self.peer_secret.verifies(&key, &local, &domain, &id);
                         in_actions.extend(self.inn.handle(InInput::DialbackVerified {
                             domain,
                             valid: Some(valid),
@@ -516,6 +519,7 @@ fn an_outgoing_stream_to_a_peer_with_an_invalid_certificate_is_abandoned_if_poli
         require_tls: true,
         require_valid_certificates: true,
         secret: DialbackSecret::from_bytes([2; 32]),
+        services: Vec::new(),
     });
     let mut p = Pair::new(Purpose::Deliver, false, strict);
     p.start();
@@ -534,6 +538,7 @@ fn with_valid_certificates_required_dialback_is_answered_by_the_certificate() {
         require_tls: true,
         require_valid_certificates: true,
         secret: DialbackSecret::from_bytes([1; 32]),
+        services: Vec::new(),
     });
     for valid in [true, false] {
         let mut i = In {
@@ -572,4 +577,55 @@ fn a_malformed_iq_is_bounced_to_its_sender() {
     assert_eq!(e.attr("to"), Some("bob@peer.example/x"));
     assert_eq!(e.attr("type"), Some("error"));
     assert!(!i.m.is_closed());
+}
+
+/// A service domain of ours (XEP-0045 rooms at `rooms.hearth.example`): a peer's stream
+/// to it is accepted, dialback authenticates the peer for it, and stanzas for it (only)
+/// are routed; a link from it names it in its header and dialback.
+#[test]
+fn a_service_domain_federates_on_streams_of_its_own() {
+    const ROOMS: &str = "rooms.hearth.example";
+    let mut p = Pair::new(Purpose::Deliver, false, policy(PEER, 2));
+    p.inn = S2sIn::new(
+        Arc::new(S2sPolicy {
+            domain: OURS.into(),
+            require_tls: true,
+            require_valid_certificates: false,
+            secret: DialbackSecret::from_bytes([1; 32]),
+            services: vec![ROOMS.into()],
+        }),
+        false,
+    );
+    p.out = S2sOut::new(policy(PEER, 2), ROOMS.into(), Purpose::Deliver, None);
+    p.start();
+    assert!(p.out.is_ready(), "{:?}", p.seen);
+    assert_eq!(&**p.inn.local(), ROOMS);
+    p.send_stanza(
+        "<message from='bob@peer.example/x' to='lounge@rooms.hearth.example' \
+         type='groupchat'><body>hi</body></message>",
+    );
+    assert_eq!(p.routed.len(), 1);
+    assert_eq!(
+        p.routed[0].to.as_ref().map(|j| j.as_str()),
+        Some("lounge@rooms.hearth.example")
+    );
+
+    // Without the service in the policy the same stream is host-unknown.
+    let mut p = Pair::new(Purpose::Deliver, false, policy(PEER, 2));
+    p.out = S2sOut::new(policy(PEER, 2), ROOMS.into(), Purpose::Deliver, None);
+    p.start();
+    assert!(!p.out.is_ready());
+
+    // Our link from the service: header and dialback name it, not the server.
+    let mut out =
+        S2sOut::new(policy(OURS, 1), PEER.into(), Purpose::Deliver, None).from_local(ROOMS.into());
+    let header: String = out
+        .open()
+        .into_iter()
+        .filter_map(|a| match a {
+            OutAction::Send(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(header.contains("from='rooms.hearth.example'"), "{header}");
 }
