@@ -129,6 +129,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use crate::jid::BareJid;
 use crate::storage::Quota;
 
+mod mqtt;
+pub use mqtt::MqttConfig;
+
 /// The validated configuration of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -170,6 +173,8 @@ pub struct Config {
     /// and external services (XEP-0157, XEP-0215): `[private_storage]`, `[vcard]`,
     /// `[contact]`, `[[external_services]]`.
     pub modules: crate::features::ModuleSettings,
+    /// The MQTT listener for sensors (`[mqtt]`, issue 21).
+    pub mqtt: MqttConfig,
 }
 
 /// Stream management (`[stream_management]`, XEP-0198): acknowledgements and resumption
@@ -714,6 +719,7 @@ struct RawConfig {
     external_services: Option<Vec<RawExternalService>>,
     pep: Option<RawPep>,
     push: Option<RawPush>,
+    mqtt: Option<mqtt::RawMqtt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1210,6 +1216,7 @@ impl RawConfig {
                 self.pep,
                 self.push,
             )?,
+            mqtt: self.mqtt.unwrap_or_default().validate()?,
         })
     }
 }
@@ -2057,6 +2064,21 @@ mod tests {
 
             [push]
             include_body = true
+
+            [mqtt]
+            enabled = true
+            allow_plain = true
+            listen = ["0.0.0.0:1883"]
+            tls_listen = ["0.0.0.0:8883"]
+            connect_timeout_secs = 5
+            max_packet_bytes = 4096
+            coalesce_ms = 200
+
+            [[mqtt.map]]
+            topic = "home/{name}/climate"
+            json = "temperature"
+            name = "temperature"
+            unit = "°C"
             "#,
         )
         .unwrap();
@@ -2140,6 +2162,20 @@ mod tests {
                     push: crate::features::push::PushConfig { include_body: true },
                     ..Default::default()
                 },
+                mqtt: MqttConfig {
+                    enabled: true,
+                    listen: vec!["0.0.0.0:1883".parse().unwrap()],
+                    tls_listen: vec!["0.0.0.0:8883".parse().unwrap()],
+                    connect_timeout: Duration::from_secs(5),
+                    max_packet_bytes: 4096,
+                    coalesce: Duration::from_millis(200),
+                    map: vec![crate::net::mqtt::map::MapRule {
+                        topic: "home/{name}/climate".into(),
+                        json: Some("temperature".into()),
+                        name: "temperature".into(),
+                        unit: Some("°C".into()),
+                    }],
+                },
             }
         );
     }
@@ -2201,7 +2237,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `mqtt`)"
         );
     }
 
