@@ -363,8 +363,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         if !clean && let Some(w) = &s.will {
             log::debug!("mqtt{}: will on {} applies", self.id, w.topic);
         }
+        // Readings still in the coalescing window go out first: they are the last ones.
+        let mut sink = String::new();
+        if let Some(p) = s.telemetry.take_due(
+            Instant::now() + self.mqtt.config.coalesce,
+            self.mqtt.config.coalesce,
+        ) {
+            Box::pin(self.send_presence(&jid, p, &mut sink)).await;
+        }
         if self.available {
-            let mut sink = String::new();
             let unavailable =
                 Element::new("presence", crate::ns::CLIENT).with_attr("type", "unavailable");
             Box::pin(self.send_presence(&jid, unavailable, &mut sink)).await;
