@@ -39,6 +39,10 @@
 //! listen = ["127.0.0.1:5347"]        # the default when any component is configured
 //! secrets = { "bot.example.org" = "a long random secret" }
 //!
+//! [mqtt]                             # sensors over MQTT, off by default (config/mqtt.rs)
+//! enabled = true
+//! tls_listen = ["[::]:8883"]
+//!
 //! [tls]
 //! cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
 //! key = "/etc/letsencrypt/live/example.org/privkey.pem"

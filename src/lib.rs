@@ -6,7 +6,9 @@
 //! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
 //!             drives client streams, s2s.rs federation's links in and out with their
 //!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
-//!             finds other servers): the only code that touches sockets
+//!             finds other servers; mqtt/ the MQTT listener for sensors, whose
+//!             publishes become their account's presence): the only code that touches
+//!             sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the machines on it: c2s (STARTTLS, SASL in

@@ -591,3 +591,110 @@ fn tls_port_speaks_tls_only() {
     let n = r.0.read(&mut buf).unwrap_or(0);
     assert!(n == 0 || buf[0] != 0x20, "{:?}", &buf[..n]);
 }
+
+/// The README's Tasmota and ESPHome configurations: what they make the firmware publish
+/// (Tasmota's `Topic` under `FullTopic %prefix%/%topic%/`, ESPHome's node name as its
+/// topic prefix), replayed as that firmware publishes it, reaches a household member.
+#[test]
+fn readme_tasmota_and_esphome_configurations() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("### Tasmota / ESPHome over MQTT")
+        .nth(1)
+        .expect("the README's MQTT section");
+    let backlog = section
+        .lines()
+        .find(|l| l.starts_with("Backlog "))
+        .expect("a Tasmota Backlog line");
+    let setting = |name: &str| {
+        backlog
+            .trim_start_matches("Backlog ")
+            .split("; ")
+            .find_map(|c| c.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {backlog}"))
+            .to_owned()
+    };
+    assert_eq!(setting("FullTopic"), "%prefix%/%topic%/");
+    let topic = setting("Topic");
+    assert_eq!(
+        setting("MqttUser"),
+        topic,
+        "Topic must be the account's name"
+    );
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|y| y.split("```").next())
+        .expect("an ESPHome yaml block");
+    let yaml_value = |key: &str| {
+        yaml.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("{key} in {yaml}"))
+            .to_owned()
+    };
+    let node = yaml_value("name");
+    assert_eq!(yaml_value("username"), node);
+    assert_eq!(yaml_value("discovery"), "true");
+
+    let m = start("");
+    for u in [&topic, &node] {
+        if u != "thermo" {
+            m.server.add_user(u, PW);
+            let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+                .args(["household", "add", u, "--config"])
+                .arg(m.server.config_path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+    }
+    // Tasmota: its teleperiod message.
+    let alice = watch(&m, &topic, "20.1 °C");
+    let sensor = format!("tele/{topic}/SENSOR");
+    let out = mosquitto_pub(
+        &m,
+        &[
+            "-u",
+            &topic,
+            "-P",
+            PW,
+            "-t",
+            &sensor,
+            "-m",
+            r#"{"Time":"2026-12-05T01:00:00","DS18B20":{"Id":"0316A2792EFF","Temperature":20.1},"TempUnit":"C"}"#,
+        ],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    alice.finish().assert_ok();
+    // ESPHome: birth, discovery (retained), a state, then gone.
+    let alice = watch(&m, &node, "4.5 °C");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mqtt_client.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .args(["--user", &node, "--password", PW, "--client-id", &node])
+        .args(["--port", &m.plain.port().to_string()])
+        .args(["--will", &format!("{node}/status=offline")])
+        .args(["--publish", &format!("{node}/status=online")])
+        .args([
+            "--publish",
+            &format!(
+                r#"homeassistant/sensor/{node}/outside_temperature/config={{"unit_of_measurement":"°C","state_topic":"{node}/sensor/outside_temperature/state"}}"#
+            ),
+        ])
+        .args([
+            "--publish",
+            &format!("{node}/sensor/outside_temperature/state=4.5"),
+        ])
+        .args(["--linger", "0.5", "--end", "drop"]);
+    let mqtt = RunningClient::command(cmd);
+    let run = alice.finish();
+    assert_eq!(mqtt.finish().code(), Some(0));
+    run.assert_ok();
+    assert_eq!(
+        run.expect_event("device_status")["values"][0]["name"],
+        "outside_temperature"
+    );
+}

@@ -206,8 +206,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
 
     /// Reads more bytes (after the karma pause); `Ok(false)` at the end of the stream.
     async fn read_more(&mut self, chunk: &mut [u8]) -> std::io::Result<bool> {
-        if let Some(t) = self.paused_until.take() {
+        // Cleared only once slept: a wait cut short by another event is not forgiven.
+        if let Some(t) = self.paused_until {
             Timer::at(t).await;
+            self.paused_until = None;
         }
         let n = self.stream.read(chunk).await?;
         self.absorb(&chunk[..n]);
