@@ -698,3 +698,33 @@ fn readme_tasmota_and_esphome_configurations() {
         "outside_temperature"
     );
 }
+
+/// XEP-0205's admission applies to MQTT too: connections per address are counted with
+/// the others, and one over the limit is closed at once.
+#[test]
+fn connections_per_address_are_limited() {
+    let m = start("\n[limits]\nmax_connections_per_address = 3\n");
+    // Three connections that have not sent CONNECT yet.
+    let waiting: Vec<Raw> = (0..2).map(|_| Raw::open(m.plain)).collect();
+    let mut device = Raw::login(m.plain, 4, "thermo");
+    // The fourth: closed, its CONNECT unanswered.
+    let mut r = Raw::open(m.plain);
+    r.send(&connect(4, "plug", PW, 60));
+    r.expect_closed();
+    device.ping();
+    drop(waiting);
+    let log = m.server.log();
+    assert!(log.contains("refused 127.0.0.1"), "{log}");
+}
+
+/// A device that reconnects before hearth noticed its old connection died takes its
+/// session over: the old connection is told (5.0: DISCONNECT 0x8E) and closed.
+#[test]
+fn a_new_connection_takes_the_device_session_over() {
+    let m = start("");
+    let mut old = Raw::login(m.plain, 5, "thermo");
+    let mut new = Raw::login(m.plain, 5, "thermo");
+    assert_eq!(old.read(), Some((0xe0, vec![0x8e, 0])));
+    old.expect_closed();
+    new.ping();
+}

@@ -272,6 +272,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         let mut chunk = [0u8; READ_CHUNK];
         // CONNECT, within the deadline (3.1.1 §3.1: the first packet must be CONNECT).
         let connect = loop {
+            // 3.1.1 §3.1: the first packet is CONNECT; anything else (an HTTP request, a
+            // TLS hello on the plain port) is closed on its first byte, not at the timeout.
+            if self.buf.first().is_some_and(|&b| b != 0x10) {
+                self.close().await;
+                return "the first packet was not CONNECT".into();
+            }
             match self.next_packet() {
                 Ok(Some(codec::Packet::Connect(c))) => break c,
                 Ok(Some(_)) => {
