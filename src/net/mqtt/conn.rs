@@ -34,8 +34,9 @@ use crate::xml::Element;
 pub const RESOURCE: &str = "mqtt";
 /// How long a write may take before the client is taken for gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 2048;
+/// Bytes read from the socket at a time: in every idle connection's future while it
+/// waits, so small (a sensor's packets are tens of bytes; a large one takes more reads).
+const READ_CHUNK: usize = 1024;
 /// How long a presence waits for its recipients' queues to drain.
 const PRESSURE_WAIT: Duration = Duration::from_secs(5);
 
@@ -365,7 +366,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         };
         self.karma.set_rate(rate, Instant::now());
         let mut s = Session::new(&connect, account, self.mqtt.rules.clone());
-        let (reason, clean) = Box::pin(self.session(&mut s, &jid, &rx, &connect)).await;
+        let (reason, clean) = Box::pin(self.session(&mut s, &jid, &rx, &connect, &mut chunk)).await;
         // The device is gone: unavailable, to everyone who saw it (a will or an unclean
         // end: the same, 5.0 §3.1.2.5; a clean DISCONNECT too).
         if !clean && let Some(w) = &s.will {
@@ -466,11 +467,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         jid: &FullJid,
         rx: &router::SessionRx,
         c: &Connect,
+        chunk: &mut [u8],
     ) -> (Reason, bool) {
         let idle = Session::idle_limit(c.keep_alive);
         let window = self.mqtt.config.coalesce;
         let mut last_rx = Instant::now();
-        let mut chunk = [0u8; READ_CHUNK];
         let mut sink = String::new();
         let shutdown = self.shared.shutdown_rx.clone();
         loop {
@@ -525,7 +526,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                 (a, b) => a.or(b),
             };
             let event = {
-                let read = async { Event::Read(self.read_more(&mut chunk).await.map(usize::from)) };
+                let read = async { Event::Read(self.read_more(chunk).await.map(usize::from)) };
                 let queue = async { Event::Queue(rx.recv().await) };
                 let tick = async {
                     match wake {
