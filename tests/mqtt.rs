@@ -728,3 +728,23 @@ fn a_new_connection_takes_the_device_session_over() {
     old.expect_closed();
     new.ping();
 }
+
+/// What an XMPP user sends the sensor's session is answered, not lost: a ping (any iq
+/// request) and a chat message get `service-unavailable` back.
+#[test]
+fn stanzas_for_the_sensor_are_answered() {
+    let m = start("");
+    let mut device = Raw::login(m.plain, 4, "thermo");
+    let mut alice = xmpp_alice(&m);
+    let reply = alice.ping("thermo@test.local/mqtt");
+    assert_eq!(reply.attr("type"), Some("error"), "{reply}");
+    assert!(reply.to_string().contains("service-unavailable"), "{reply}");
+    alice.send(
+        "<message to='thermo@test.local/mqtt' type='chat' id='m1'><body>are you warm?</body></message>",
+    );
+    let err = alice.expect_matching("the message's error", |el| {
+        el.name == "message" && el.attr("type") == Some("error")
+    });
+    assert_eq!(err.attr("id"), Some("m1"), "{err}");
+    device.ping();
+}

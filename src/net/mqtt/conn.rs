@@ -489,7 +489,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                 match s.handle(packet, now, &mut self.out) {
                     After::Continue => {}
                     After::Available => {
-                        let p = s.telemetry.presence();
+                        let p = s.telemetry.take_now();
                         self.send_presence(jid, p, &mut sink).await;
                     }
                     After::Unavailable if !self.available => {}
@@ -547,7 +547,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                 Event::Read(Err(e)) => return (format!("read: {e}"), false),
                 // What the router sends the device (its contacts' presence, messages): a
                 // sensor reads nothing; dropped, so the queue stays empty.
-                Event::Queue(Ok(ToSession::Stanza(_))) => {}
+                Event::Queue(Ok(ToSession::Stanza(st))) => {
+                    if let Some(answer) = session::answer_routed(&st.el) {
+                        self.route(jid, answer, &mut sink).await;
+                    }
+                }
                 Event::Queue(Ok(ToSession::Close(_)) | Err(_)) => {
                     if s.version == Version::V5 {
                         codec::disconnect(&mut self.out, reason::SESSION_TAKEN_OVER);
@@ -579,13 +583,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         }
     }
 
-    /// Routes `presence` from the device's session, as a client's would be (RFC 6121
+    /// Sends `presence` from the device's session, as a client's would be (RFC 6121
     /// §4.2: broadcast to its subscribers, the modules' hooks on the way). Waits a little
     /// for recipients' queues when they are full, as a client's reads are paused.
-    async fn send_presence(&mut self, jid: &FullJid, mut presence: Element, sink: &mut String) {
+    async fn send_presence(&mut self, jid: &FullJid, presence: Element, sink: &mut String) {
         self.available = presence.attr("type").is_none();
-        presence.set_attr("from", jid.as_str());
-        let stanza = match Stanza::from_client(presence) {
+        self.route(jid, presence, sink).await;
+        log::debug!("mqtt{}: presence from {jid}", self.id);
+    }
+
+    /// Routes `el` from the device's session, its `from` stamped as a client's is
+    /// (RFC 6120 §8.1.2.1).
+    async fn route(&mut self, jid: &FullJid, mut el: Element, sink: &mut String) {
+        el.set_attr("from", jid.as_str());
+        let stanza = match Stanza::from_client(el) {
             Ok(s) => s,
             Err(_) => return,
         };
@@ -603,6 +614,5 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             })
             .await;
         }
-        log::debug!("mqtt{}: presence from {jid}", self.id);
     }
 }

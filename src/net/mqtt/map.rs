@@ -505,6 +505,13 @@ impl Telemetry {
         Some(self.presence())
     }
 
+    /// The presence to send now whatever the window (a birth message): what was pending
+    /// goes with it.
+    pub fn take_now(&mut self) -> Element {
+        self.dirty_since = None;
+        self.presence()
+    }
+
     /// The presence with every current value (an available presence with no status
     /// when there are none yet).
     pub fn presence(&self) -> Element {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::codec::{self, Connect, Packet, Publish, Version, Will, reason};
 use super::map::{self, MapRule, Mapped, Telemetry};
+use crate::stanza::{StanzaCondition, StanzaError};
+use crate::xml::Element;
 
 /// QoS 2 flows a client may have open at once (5.0 Receive Maximum, §3.2.2.3.3).
 pub const RECEIVE_MAX: u16 = 16;
@@ -80,6 +82,30 @@ pub fn account_of(username: &str, domain: &str) -> Option<String> {
     }
     let jid = crate::jid::BareJid::new(Some(local), domain).ok()?;
     jid.local().map(str::to_owned)
+}
+
+/// The answer the device's XMPP session gives to a stanza routed to it, if any. A sensor
+/// reads nothing: an iq request gets `service-unavailable` (RFC 6120 §8.2.3: every request
+/// is answered), and so does a chat or normal message with a body, so that a person
+/// writing to the thermometer learns it was not read rather than losing the message
+/// (RFC 6121 §8.5.3.1 lets a resource refuse messages this way). Presence, headlines,
+/// group chat and errors go unanswered.
+pub fn answer_routed(el: &Element) -> Option<Element> {
+    let ty = el.attr("type");
+    let answer = match el.name() {
+        "iq" => matches!(ty, Some("get" | "set")),
+        "message" => {
+            !matches!(ty, Some("error" | "groupchat" | "headline"))
+                && el.has_child("body", crate::ns::CLIENT)
+        }
+        _ => false,
+    };
+    if !answer {
+        return None;
+    }
+    StanzaError::new(StanzaCondition::ServiceUnavailable)
+        .with_text("this is a sensor: it reports over MQTT and reads nothing")
+        .reply_to(el)
 }
 
 /// What the driver does after a packet.
@@ -403,6 +429,31 @@ mod tests {
             s.handle(Packet::Auth, now, &mut out),
             After::Close { .. }
         ));
+    }
+
+    #[test]
+    fn what_is_routed_to_a_sensor_is_answered_or_dropped() {
+        let el = |xml: &str| crate::xml::parse_fragment(xml).unwrap();
+        let iq = el(
+            "<iq xmlns='jabber:client' type='get' id='p1' from='alice@h/x' to='thermo@h/mqtt'><ping xmlns='urn:xmpp:ping'/></iq>",
+        );
+        let reply = answer_routed(&iq).expect("an error");
+        assert_eq!(reply.attr("type"), Some("error"));
+        assert_eq!(reply.attr("to"), Some("alice@h/x"));
+        assert_eq!(reply.attr("id"), Some("p1"));
+        let chat = el(
+            "<message xmlns='jabber:client' type='chat' from='alice@h/x'><body>hi</body></message>",
+        );
+        assert!(answer_routed(&chat).is_some());
+        for quiet in [
+            "<iq xmlns='jabber:client' type='result' id='x'/>",
+            "<message xmlns='jabber:client' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message xmlns='jabber:client' type='headline'><body>x</body></message>",
+            "<message xmlns='jabber:client' type='error'><body>x</body></message>",
+            "<presence xmlns='jabber:client'/>",
+        ] {
+            assert!(answer_routed(&el(quiet)).is_none(), "{quiet}");
+        }
     }
 
     #[test]
