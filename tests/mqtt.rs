@@ -445,6 +445,21 @@ fn bad_packets_close_only_their_connection() {
     assert_eq!(r.read(), Some((0x20, vec![0, 0x01])));
     r.expect_closed();
 
+    // A version 5 CONNECT too large, or malformed: CONNACK 0x95, 0x81.
+    let mut r = Raw::open(m.plain);
+    let mut c = connect(5, "thermo", PW, 60);
+    c[1] = 0x80;
+    c.splice(2..2, [0x80, 0x01]);
+    r.send(&c[..12]);
+    assert_eq!(r.read(), Some((0x20, vec![0, 0x95, 0])));
+    r.expect_closed();
+    let mut r = Raw::open(m.plain);
+    let mut c = connect(5, "thermo", PW, 60);
+    c[9] |= 1;
+    r.send(&c);
+    assert_eq!(r.read(), Some((0x20, vec![0, 0x81, 0])));
+    r.expect_closed();
+
     // Not CONNECT first; garbage.
     let mut r = Raw::open(m.plain);
     r.send(&[0xc0, 0]);

@@ -333,6 +333,18 @@ pub fn decode(
     Ok(Decoded::Packet(packet, total))
 }
 
+/// The protocol level a CONNECT at the start of `buf` names, read without decoding the
+/// rest: a version 5 client whose CONNECT is refused hears why in a CONNACK (5.0 §3.1.4),
+/// even when the packet is too large or malformed further on.
+pub fn connect_level(buf: &[u8]) -> Option<u8> {
+    if buf.first() != Some(&(CONNECT << 4)) {
+        return None;
+    }
+    let (_, n) = varint(buf.get(1..)?).ok()??;
+    let head = buf.get(1 + n..1 + n + 7)?;
+    (head[..6] == [0, 4, b'M', b'Q', b'T', b'T']).then_some(head[6])
+}
+
 fn expect_flags(flags: u8, want: u8) -> Result<(), DecodeError> {
     if flags == want {
         Ok(())
@@ -966,6 +978,17 @@ mod tests {
         );
         assert!(one(&[0xe0, 1, 4], Some(Version::V311)).is_err());
         assert!(one(&[0x20, 2, 0, 0], None).is_err());
+    }
+
+    #[test]
+    fn the_level_of_a_connect_is_read_early() {
+        assert_eq!(connect_level(&connect_311()), Some(4));
+        let mut b = vec![0x10];
+        put_varint(&mut b, 100_000);
+        b.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5]);
+        assert_eq!(connect_level(&b), Some(5));
+        assert_eq!(connect_level(&b[..5]), None);
+        assert_eq!(connect_level(&[0x30, 0]), None);
     }
 
     #[test]

@@ -299,7 +299,16 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                     self.close().await;
                     return format!("protocol level {v} not supported");
                 }
-                Err(e) => return self.fail(e).await,
+                Err(e) => {
+                    // 5.0 §3.1.4: a version 5 client learns why its CONNECT was refused.
+                    if codec::connect_level(&self.buf) == Some(5) {
+                        codec::connack(&mut self.out, Version::V5, e.reason(), None, None);
+                        let _ = self.flush().await;
+                        self.close().await;
+                        return e.to_string();
+                    }
+                    return self.fail(e).await;
+                }
             }
             let deadline = self.connect_deadline;
             let read = async { Some(self.read_more(&mut chunk).await) };
