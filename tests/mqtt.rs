@@ -49,7 +49,17 @@ fn start(extra: &str) -> Mqtt {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     }
+    // The household takes effect when the running server notices it (it polls).
+    wait_for_log(&server, "household: 3 joined");
     Mqtt { server, plain, tls }
+}
+
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !server.log().contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// alice on slixmpp, watching `device`'s presence until `status` (then unavailable).
@@ -664,6 +674,7 @@ fn readme_tasmota_and_esphome_configurations() {
             assert!(out.status.success());
         }
     }
+    wait_for_log(&m.server, "household: 1 joined");
     // Tasmota: its teleperiod message.
     let alice = watch(&m, &topic, "20.1 °C");
     let sensor = format!("tele/{topic}/SENSOR");
@@ -762,4 +773,49 @@ fn stanzas_for_the_sensor_are_answered() {
     });
     assert_eq!(err.attr("id"), Some("m1"), "{err}");
     device.ping();
+}
+
+/// A second XMPP library: aioxmpp parses hearth's telemetry element itself (declared as
+/// an XSO on its Presence) while mosquitto_pub publishes over TLS with MQTT 5.
+#[test]
+fn aioxmpp_sees_the_telemetry_too() {
+    let m = start("");
+    let python = common::clients::aioxmpp_python();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/aioxmpp_telemetry.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(script)
+        .args(["--port", &m.server.c2s_port().to_string()])
+        .args(["--jid", &format!("{}/tablet", m.server.jid("alice"))])
+        .args(["--password", PW, "--contact", &m.server.jid("thermo")])
+        .args(["--expect-status", "70.7 °F · 48 %", "--expect-unavailable"]);
+    let mut aio = RunningClient::command(cmd);
+    aio.wait_for_event("ready", WAIT);
+    let out = mosquitto_pub(
+        &m,
+        &[
+            "-V",
+            "mqttv5",
+            "-u",
+            "thermo",
+            "-P",
+            PW,
+            "-t",
+            "tele/thermo/SENSOR",
+            "-m",
+            r#"{"SHT3X":{"Temperature":70.7,"Humidity":48},"TempUnit":"F"}"#,
+        ],
+        true,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let run = aio.finish();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert_eq!(
+        run.expect_event("device_status")["values"],
+        serde_json::json!([
+            {"name": "temperature", "unit": "°F", "value": "70.7"},
+            {"name": "humidity", "unit": "%", "value": "48"},
+        ]),
+        "{run}"
+    );
 }
