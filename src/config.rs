@@ -2077,6 +2077,7 @@ mod tests {
             connect_timeout_secs = 5
             max_packet_bytes = 4096
             coalesce_ms = 200
+            max_keep_alive_secs = 120
 
             [[mqtt.map]]
             topic = "home/{name}/climate"
@@ -2173,6 +2174,7 @@ mod tests {
                     connect_timeout: Duration::from_secs(5),
                     max_packet_bytes: 4096,
                     coalesce: Duration::from_millis(200),
+                    max_keep_alive: 120,
                     map: vec![crate::net::mqtt::map::MapRule {
                         topic: "home/{name}/climate".into(),
                         json: Some("temperature".into()),

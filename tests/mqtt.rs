@@ -533,7 +533,7 @@ fn bad_packets_close_only_their_connection() {
 
 #[test]
 fn silence_and_missed_keep_alives_close() {
-    let m = start("connect_timeout_secs = 2\n");
+    let m = start("connect_timeout_secs = 2\nmax_keep_alive_secs = 10\n");
     // No CONNECT within 2 s.
     let t = Instant::now();
     let mut r = Raw::open(m.plain);
@@ -543,6 +543,12 @@ fn silence_and_missed_keep_alives_close() {
         waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6),
         "{waited:?}"
     );
+    // Keep-alive off (0): version 5 is told the server's (Server Keep Alive, 0x13).
+    let mut r = Raw::open(m.plain);
+    r.send(&connect(5, "plug", PW, 0));
+    let (first, body) = r.read().expect("CONNACK");
+    assert_eq!((first, body[1]), (0x20, 0));
+    assert!(body.windows(3).any(|w| w == [0x13, 0, 10]), "{body:?}");
     // Keep-alive 1 s: closed after 1.5 s without a packet, with 0x8D in version 5.
     let mut r = Raw::open(m.plain);
     r.send(&connect(5, "thermo", PW, 1));

@@ -9,6 +9,7 @@
 //! connect_timeout_secs = 10        # CONNECT must come this soon after connecting
 //! max_packet_bytes = 16384         # a larger packet closes the connection
 //! coalesce_ms = 500                # readings this close together make one presence
+//! max_keep_alive_secs = 600        # a device silent 1.5 × this long is gone
 //!
 //! [[mqtt.map]]                     # a topic of your own; {name} is the device's account
 //! topic = "home/{name}/climate"
@@ -39,6 +40,8 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Readings within this of the first unsent one go out in one presence.
     pub coalesce: Duration,
+    /// The longest keep-alive a device may ask for (and what keep-alive 0 becomes).
+    pub max_keep_alive: u16,
     /// `[[mqtt.map]]`, tried before the built-in presets.
     pub map: Vec<MapRule>,
 }
@@ -52,6 +55,7 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             max_packet_bytes: 16 * 1024,
             coalesce: Duration::from_millis(500),
+            max_keep_alive: 600,
             map: Vec::new(),
         }
     }
@@ -72,6 +76,7 @@ pub(super) struct RawMqtt {
     connect_timeout_secs: Option<Int>,
     max_packet_bytes: Option<Int>,
     coalesce_ms: Option<Int>,
+    max_keep_alive_secs: Option<Int>,
     map: Option<Vec<RawMapRule>>,
 }
 
@@ -172,6 +177,10 @@ impl RawMqtt {
                     Duration::from_millis(in_range("mqtt.coalesce_ms", n, 0..=60_000)? as u64)
                 }
                 None => d.coalesce,
+            },
+            max_keep_alive: match self.max_keep_alive_secs {
+                Some(n) => in_range("mqtt.max_keep_alive_secs", n, 10..=65_535)? as u16,
+                None => d.max_keep_alive,
             },
             map,
         })

@@ -679,6 +679,8 @@ pub struct ServerLimits {
     pub max_packet: u32,
     /// Receive Maximum (§3.2.2.3.3): QoS 2 flows open at once.
     pub receive_max: u16,
+    /// Server Keep Alive (§3.2.2.3.14), when it differs from what the client asked.
+    pub keep_alive: Option<u16>,
 }
 
 /// CONNACK (§3.2). `code` is a 3.1.1 return code or a 5.0 reason code as `version` says;
@@ -701,6 +703,10 @@ pub fn connack(
             props.extend_from_slice(&l.receive_max.to_be_bytes());
             // Shared subscriptions (0x2A): not available.
             props.extend_from_slice(&[0x2a, 0]);
+            if let Some(k) = l.keep_alive {
+                props.push(0x13);
+                props.extend_from_slice(&k.to_be_bytes());
+            }
         }
         if let Some(id) = assigned_id {
             props.push(0x12);

@@ -358,9 +358,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         log::info!("mqtt{}: {} logged in as {jid}", self.id, self.peer);
         let assigned = (connect.version == Version::V5 && connect.client_id.is_empty())
             .then(|| format!("hearth-{}", &crate::stream::new_stream_id()[..8]));
+        let keep_alive = Session::keep_alive(connect.keep_alive, self.mqtt.config.max_keep_alive);
         let limits = ServerLimits {
             max_packet: self.mqtt.config.max_packet_bytes as u32,
             receive_max: session::RECEIVE_MAX,
+            keep_alive: (keep_alive != connect.keep_alive).then_some(keep_alive),
         };
         codec::connack(
             &mut self.out,
@@ -375,7 +377,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         };
         self.karma.set_rate(rate, Instant::now());
         let mut s = Session::new(&connect, account, self.mqtt.rules.clone());
-        let (reason, clean) = Box::pin(self.session(&mut s, &jid, &rx, &connect, &mut chunk)).await;
+        let (reason, clean) =
+            Box::pin(self.session(&mut s, &jid, &rx, keep_alive, &mut chunk)).await;
         // The device is gone: unavailable, to everyone who saw it (a will or an unclean
         // end: the same, 5.0 §3.1.2.5; a clean DISCONNECT too).
         if !clean && let Some(w) = &s.will {
@@ -475,10 +478,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
         s: &mut Session,
         jid: &FullJid,
         rx: &router::SessionRx,
-        c: &Connect,
+        keep_alive: u16,
         chunk: &mut [u8],
     ) -> (Reason, bool) {
-        let idle = Session::idle_limit(c.keep_alive);
+        let idle = Session::idle_limit(keep_alive);
         let window = self.mqtt.config.coalesce;
         let mut last_rx = Instant::now();
         let mut sink = String::new();

@@ -282,6 +282,19 @@ impl Session {
     pub fn idle_limit(keep_alive: u16) -> Option<Duration> {
         (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500))
     }
+
+    /// The keep-alive hearth holds a client to: what it asked, but never off (0) and
+    /// never over `max`, so a device whose connection died silently (power cut, Wi-Fi
+    /// gone) does not stay "available" for ever. 5.0 tells the client (Server Keep Alive,
+    /// §3.2.2.3.14); a 3.1.1 client is simply closed after 1.5 × `max` of silence, as
+    /// mosquitto's `max_keepalive` does.
+    pub fn keep_alive(asked: u16, max: u16) -> u16 {
+        if asked == 0 || asked > max {
+            max
+        } else {
+            asked
+        }
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +467,14 @@ mod tests {
         ] {
             assert!(answer_routed(&el(quiet)).is_none(), "{quiet}");
         }
+    }
+
+    #[test]
+    fn keep_alive_is_never_off_nor_over_the_maximum() {
+        assert_eq!(Session::keep_alive(30, 600), 30);
+        assert_eq!(Session::keep_alive(0, 600), 600);
+        assert_eq!(Session::keep_alive(3600, 600), 600);
+        assert_eq!(Session::idle_limit(10), Some(Duration::from_secs(15)));
     }
 
     #[test]
