@@ -724,6 +724,22 @@ mod tests {
     }
 
     #[test]
+    fn rule_filters_with_wildcards_and_name() {
+        assert_eq!(
+            rule_matches("a/{name}/#", "a/thermo/b/c", "thermo"),
+            Some(true)
+        );
+        assert_eq!(rule_matches("a/{name}/#", "a/thermo", "thermo"), Some(true));
+        assert_eq!(
+            rule_matches("a/{name}/#", "a/oven/b", "thermo"),
+            Some(false)
+        );
+        assert_eq!(rule_matches("a/+/t", "a/x/t", "thermo"), Some(true));
+        assert_eq!(rule_matches("a/+/t", "a/x/u", "thermo"), None);
+        assert_eq!(rule_matches("a/{name}", "a/thermo/x", "thermo"), None);
+    }
+
+    #[test]
     fn names_are_normalized() {
         assert_eq!(
             normalize_name("AM2301.Temperature").as_deref(),
