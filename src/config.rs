@@ -39,6 +39,10 @@
 //! listen = ["127.0.0.1:5347"]        # the default when any component is configured
 //! secrets = { "bot.example.org" = "a long random secret" }
 //!
+//! [mqtt]                             # sensors over MQTT, off by default (config/mqtt.rs)
+//! enabled = true
+//! tls_listen = ["[::]:8883"]
+//!
 //! [tls]
 //! cert = "/etc/letsencrypt/live/example.org/fullchain.pem"
 //! key = "/etc/letsencrypt/live/example.org/privkey.pem"
@@ -159,6 +163,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use crate::jid::BareJid;
 use crate::storage::Quota;
 
+mod mqtt;
+pub use mqtt::MqttConfig;
+
 /// The validated configuration of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -204,6 +211,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// XMPP over WebSocket (RFC 7395) on a listener of its own.
     pub websocket: WebSocketConfig,
+    /// The MQTT listener for sensors (`[mqtt]`, issue 21).
+    pub mqtt: MqttConfig,
 }
 
 /// `[websocket]`: RFC 7395 listeners of their own (the HTTP listener may also hand its
@@ -781,6 +790,7 @@ struct RawConfig {
     devices: Option<RawDevices>,
     websocket: Option<RawWebSocket>,
     muc: Option<RawMuc>,
+    mqtt: Option<mqtt::RawMqtt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1516,6 +1526,7 @@ impl RawConfig {
             })?,
             http,
             websocket,
+            mqtt: self.mqtt.unwrap_or_default().validate()?,
         };
         // `[devices]` (features::device), beside the other modules' settings.
         config.modules.devices = devices;
@@ -2414,6 +2425,21 @@ mod tests {
             max_rooms_per_user = 2
             max_occupants = 30
             history_length = 40
+            [mqtt]
+            enabled = true
+            allow_plain = true
+            listen = ["0.0.0.0:1883"]
+            tls_listen = ["0.0.0.0:8883"]
+            connect_timeout_secs = 5
+            max_packet_bytes = 4096
+            coalesce_ms = 200
+            max_keep_alive_secs = 120
+
+            [[mqtt.map]]
+            topic = "home/{name}/climate"
+            json = "temperature"
+            name = "temperature"
+            unit = "°C"
             "#,
         )
         .unwrap();
@@ -2530,6 +2556,21 @@ mod tests {
                     listen: vec!["127.0.0.1:5281".parse().unwrap()],
                     tls: false,
                 },
+                mqtt: MqttConfig {
+                    enabled: true,
+                    listen: vec!["0.0.0.0:1883".parse().unwrap()],
+                    tls_listen: vec!["0.0.0.0:8883".parse().unwrap()],
+                    connect_timeout: Duration::from_secs(5),
+                    max_packet_bytes: 4096,
+                    coalesce: Duration::from_millis(200),
+                    max_keep_alive: 120,
+                    map: vec![crate::net::mqtt::map::MapRule {
+                        topic: "home/{name}/climate".into(),
+                        json: Some("temperature".into()),
+                        name: "temperature".into(),
+                        unit: Some("°C".into()),
+                    }],
+                },
             }
         );
     }
@@ -2623,7 +2664,7 @@ mod tests {
         assert_eq!(
             error("domian = \"x.local\""),
             "/etc/hearth/hearth.toml: unknown key \"domian\" (expected one of `domain`, \
-             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`, `websocket`, `muc`)"
+             `data_dir`, `threads`, `c2s`, `tls`, `auth`, `limits`, `allow_root`, `mdns`, `mdns_interfaces`, `federation`, `s2s`, `components`, `household`, `admins`, `registration`, `stream_management`, `archive`, `private_storage`, `vcard`, `contact`, `external_services`, `pep`, `push`, `http`, `upload`, `devices`, `websocket`, `muc`, `mqtt`)"
         );
     }
 

@@ -8,7 +8,8 @@
 //!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
 //!             finds other servers; http.rs the HTTPS listener: uploads, host-meta;
 //!             websocket.rs RFC 7395 clients over WebSocket, the same c2s loop on a
-//!             framing transport): the only code that touches sockets
+//!             framing transport; mqtt/ the MQTT listener for sensors, whose publishes
+//!             become their account's presence): the only code that touches sockets
 //!  └► xml/     framer (xmlparser underneath) turns bytes into stream events and elements
 //!      └► stream/  sans-IO: the negotiation core every stream shares (headers, features,
 //!          │        restarts, errors) and the machines on it: c2s (STARTTLS, SASL in

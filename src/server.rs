@@ -143,6 +143,16 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         stream_management: cfg.stream_management.enabled,
     });
     let mut listeners = Vec::new();
+    // MQTT for sensors (issue 21), bound with the others so a taken port stops the start.
+    let mut mqtt_listeners = Vec::new();
+    if cfg.mqtt.enabled {
+        for (list, tls) in [(&cfg.mqtt.listen, false), (&cfg.mqtt.tls_listen, true)] {
+            for &a in list {
+                let (addr, l) = bind(a)?;
+                mqtt_listeners.push((addr, l, tls));
+            }
+        }
+    }
     for &a in &cfg.c2s.listen {
         listeners.push((bind(a)?, false, Peers::Clients));
     }
@@ -375,6 +385,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             crate::net::http::accept(&ex, listener, addr, &shared, &http, &live, &next_id);
         }
     }
+    crate::net::mqtt::conn::start(&ex, &shared, &cfg.mqtt, mqtt_listeners, &live, &next_id);
     log::info!(
         "hearth {} serving {} (data in {}), ready in {} ms",
         env!("CARGO_PKG_VERSION"),

@@ -130,6 +130,10 @@ fn ports(cfg: &Config, r: &mut CheckReport) {
             .iter()
             .map(|a| ("web clients, WebSocket", *a)),
     );
+    if cfg.mqtt.enabled {
+        all.extend(cfg.mqtt.listen.iter().map(|a| ("MQTT", *a)));
+        all.extend(cfg.mqtt.tls_listen.iter().map(|a| ("MQTT, TLS", *a)));
+    }
     for (what, addr) in all {
         match crate::net::listen::bind_blocking(addr) {
             Ok(l) => {
@@ -211,6 +215,23 @@ mod tests {
                 .iter()
                 .any(|l| l.starts_with("PROBLEM") && l.contains("in use"))
         );
+    }
+
+    #[test]
+    fn a_taken_mqtt_port_is_exit_code_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "[c2s]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls_listen = []\n\
+                 [mqtt]\nenabled = true\ntls_listen = [\"127.0.0.1:{port}\"]\n"
+            ),
+        );
+        let r = check(&cfg);
+        assert_eq!(r.code, 4, "{:?}", r.lines);
+        assert!(r.lines.iter().any(|l| l.contains("(MQTT, TLS) is in use")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`c2s`]: the client driver: credential checks, bind, routing, offline delivery;
 //! - [`s2s`], [`s2s_tls`]: federation's links, incoming and outgoing, and their TLS;
 //! - [`component`]: XEP-0114 external components on a port of their own;
+//! - [`mqtt`]: the MQTT listener for sensors (issue 21), publishes to presence;
 //! - [`dns`]: SRV and address lookups for server-to-server federation (RFC 6120 §3.2);
 //! - [`websocket`]: RFC 7395 clients over WebSocket (`serve_upgraded` for an HTTP
 //!   listener's upgraded connections, `[websocket] listen` for a port of its own);
@@ -20,6 +21,7 @@ pub mod http;
 pub mod limits;
 pub mod listen;
 pub mod liveness;
+pub mod mqtt;
 pub mod s2s;
 pub mod s2s_tls;
 pub mod sm;

@@ -74,6 +74,13 @@ Actions (the target defaults to the account's domain, i.e. the server itself):
                              server's own checks answer
   download --url URL         GET the URL as above; print "downloaded" with the status,
                              size, SHA-256 and the headers that matter
+  telemetry --contact JID --expect-status TEXT [--expect-unavailable]
+                             hearth's sensors (issue 21): fetch the roster, send presence,
+                             print "ready", then print each presence from the contact as
+                             "device_presence" (type, status and the values of its
+                             urn:hearth:telemetry:0 element); done once available presence
+                             with --expect-status came (and, with --expect-unavailable,
+                             unavailable presence after it)
   mam [--with JID] [--max N] [--reverse]
                              XEP-0313 with slixmpp's xep_0313 plugin: page through the
                              account's whole archive (XEP-0059, N per page, newest page
@@ -172,6 +179,9 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("roster_update", self.on_roster_update)
         for kind in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             self.add_event_handler("presence_" + kind, self.on_subscription_stanza)
+        if args.action == "telemetry":
+            self.add_event_handler("presence", self.on_device_presence)
+            self.device_status_seen = False
         # household: bare JID -> the last available status seen from it
         self.household_seen = {}
         self.household_done = False
@@ -313,6 +323,10 @@ class Client(slixmpp.ClientXMPP):
                 self.send_presence(pstatus=self.args.status)
                 emit("ready", jid=self.boundjid.full)
                 self.check_household()
+            elif action == "telemetry":
+                await self.get_roster(timeout=self.args.iq_timeout)
+                self.send_presence()
+                emit("ready", jid=self.boundjid.full)
             elif action == "adhoc":
                 items = await self["xep_0050"].get_commands(self.target(),
                                                             timeout=self.args.iq_timeout)
@@ -560,6 +574,27 @@ class Client(slixmpp.ClientXMPP):
 
     # -- household -----------------------------------------------------------------
 
+    def on_device_presence(self, pres):
+        """telemetry: a device's presence, with hearth's telemetry values."""
+        if slixmpp.JID(pres["from"]).bare != slixmpp.JID(self.args.contact).bare:
+            return
+        ns = "{urn:hearth:telemetry:0}"
+        values = []
+        tel = pres.xml.find(ns + "telemetry")
+        if tel is not None:
+            values = [{"name": v.get("name"), "unit": v.get("unit"), "value": v.text}
+                      for v in tel.findall(ns + "value")]
+        kind = pres["type"]
+        emit("device_presence", sender=str(pres["from"]), type=kind,
+             status=pres["status"], values=values)
+        if kind == "unavailable" and self.device_status_seen and self.args.expect_unavailable:
+            self.finish(EXIT_OK)
+        elif kind != "unavailable" and pres["status"] == self.args.expect_status:
+            self.device_status_seen = True
+            emit("device_status", status=pres["status"], values=values)
+            if not self.args.expect_unavailable:
+                self.finish(EXIT_OK)
+
     def on_subscription_stanza(self, pres):
         emit("subscription_stanza", type=pres["type"], sender=str(pres["from"]))
 
@@ -792,6 +827,10 @@ def parse_args(argv):
     chat.add_argument("--send-after-offline")
     chat.add_argument("--publish-nick", help="XEP-0172: publish this nick once friends")
     chat.add_argument("--expect-nick", help="XEP-0172: wait for the contact's nick")
+    telemetry = sub.add_parser("telemetry")
+    telemetry.add_argument("--contact", required=True)
+    telemetry.add_argument("--expect-status", required=True)
+    telemetry.add_argument("--expect-unavailable", action="store_true")
     carbons = sub.add_parser("carbons")
     carbons.add_argument("--no-enable", action="store_true")
     carbons.add_argument("--disable-at-once", action="store_true")
@@ -810,7 +849,7 @@ def parse_args(argv):
         args.sends = [(kinds[a], argv[i + 1]) for i, a in order if i + 1 < len(argv)]
     if args.action in ("login", "receive", "roster", "chat-with", "household", "register",
                        "passwd", "unregister", "carbons", "caps", "mam", "upload",
-                       "download"):
+                       "download", "telemetry"):
         args.to = None
     if args.action != "register":
         args.token = None
