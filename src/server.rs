@@ -267,6 +267,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     }
     // XEP-0045: the group chat service, its persistent rooms read now.
     let muc = &cfg.modules.muc;
+    let mut muc_service = None;
     if muc.enabled && !cfg.components.secrets.iter().any(|(d, _)| *d == muc.domain) {
         let service = crate::features::muc::MucService::new(
             &muc.domain,
@@ -275,6 +276,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             Some(storage.clone()),
         )
         .map_err(ServeError::Storage)?;
+        muc_service = Some(service.clone());
         router = router.with_service(&muc.domain, service);
     }
     let shared = Arc::new(Shared {
@@ -412,6 +414,7 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     // the members' clients as roster pushes and presence.
     {
         let shared = shared.clone();
+        let admins = cfg.admins.clone();
         ex.spawn(async move {
             let im = crate::router::im::Im {
                 router: &shared.router,
@@ -419,7 +422,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 modules: &shared.modules,
                 conn: 0,
             };
-            crate::features::household::watch(im, crate::features::household::POLL).await
+            // The household's room follows the household (XEP-0045 members).
+            let follow = |joined: &[String], left: &[String]| {
+                if let Some(muc) = &muc_service {
+                    muc.household_changed(&shared.router, joined, left, &admins);
+                }
+            };
+            crate::features::household::watch(im, crate::features::household::POLL, &follow).await
         })
         .detach();
     }

@@ -477,3 +477,114 @@ fn room_archive_and_moderation_with_slixmpp() {
     assert_eq!(after[0], "one", "{bob}");
     assert!(!after.to_string().contains("spam"), "{bob}");
 }
+
+/// `hearth household …` on the test server's configuration.
+fn household(server: &Server, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("household")
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The household's room (issue 20): made on the household's first use as
+/// household@conference.<domain>, members-only with the household as its members. With
+/// slixmpp's plugin: members talk, someone outside is refused, a member who leaves the
+/// household is removed from the room (321), and the room and its members last across a
+/// restart.
+#[test]
+fn the_household_room_follows_the_household() {
+    let mut server = server();
+    let r = room(&server, "household");
+    household(&server, &["add", "alice"]);
+    household(&server, &["add", "bob"]);
+    wait_for_log(&server, "household: 2 joined");
+    wait_for_log(&server, "muc: room household@");
+    let mut alice = client(
+        &server,
+        "alice",
+        json!([
+            {"do": "disco_info", "to": r},
+            {"do": "join", "room": r, "nick": "alice"},
+            {"do": "say", "room": r, "body": "dinner at seven"},
+            {"do": "ready"},
+            {"do": "wait_body", "room": r, "body": "coming"},
+        ]),
+    );
+    alice.wait_for_event("ready", WAIT);
+    let mut bob = client(
+        &server,
+        "bob",
+        json!([
+            {"do": "join", "room": r, "nick": "bob"},
+            {"do": "say", "room": r, "body": "coming"},
+            {"do": "ready"},
+            {"do": "wait_event", "name": "removed"},
+        ]),
+    );
+    bob.wait_for_event("ready", WAIT);
+    let carol = run(
+        &server,
+        "carol",
+        json!([{"do": "join", "room": r, "nick": "carol"}]),
+    );
+    assert_eq!(
+        carol.expect_event("join_error")["condition"],
+        "registration-required",
+        "{carol}"
+    );
+    let alice = alice.finish();
+    assert!(alice.succeeded(), "{alice}");
+    let info = alice.expect_event("disco_info")["features"].to_string();
+    assert!(
+        info.contains("muc_membersonly") && info.contains("muc_persistent"),
+        "{info}"
+    );
+    // bob leaves the household: the room removes him, saying why (§9.4, 321).
+    household(&server, &["remove", "bob"]);
+    let bob = bob.finish();
+    assert!(bob.succeeded(), "{bob}");
+    let gone = events(&bob, "muc_presence")
+        .into_iter()
+        .find(|p| p["type"] == "unavailable" && p["nick"] == "bob")
+        .cloned()
+        .expect("bob's own unavailable");
+    assert!(gone["codes"].to_string().contains("321"), "{bob}");
+    // After a restart: alice is still a member (and gets the history), bob is not.
+    server.stop();
+    server.restart();
+    let alice = run(
+        &server,
+        "alice",
+        json!([{"do": "join", "room": r, "nick": "alice"}]),
+    );
+    let joined = alice.expect_event("joined");
+    assert!(
+        joined["history"].to_string().contains("dinner at seven"),
+        "{alice}"
+    );
+    let bob = run(
+        &server,
+        "bob",
+        json!([{"do": "join", "room": r, "nick": "bob"}]),
+    );
+    assert_eq!(
+        bob.expect_event("join_error")["condition"],
+        "registration-required",
+        "{bob}"
+    );
+}

@@ -40,21 +40,37 @@ impl Watcher {
         Watcher { known }
     }
 
-    /// Reads the members and acts on what changed since the last read. A failed read
-    /// changes nothing; the next one tries again.
-    pub async fn check(&mut self, im: Im<'_>) {
+    /// The members as last read.
+    pub fn members(&self) -> &[String] {
+        &self.known
+    }
+
+    /// Reads the members and acts on what changed since the last read; returns who
+    /// joined and who left. A failed read changes nothing; the next one tries again.
+    pub async fn check(&mut self, im: Im<'_>) -> (Vec<String>, Vec<String>) {
         let now = match on_pool(im.storage, |s| s.household_members()).await {
             Ok(now) => now,
             Err(e) => {
                 log::error!("household: storage: {e}");
-                return;
+                return Default::default();
             }
         };
         if now == self.known {
-            return;
+            return Default::default();
         }
         let before = std::mem::replace(&mut self.known, now);
         changed(im, &before, &self.known).await;
+        let joined = self
+            .known
+            .iter()
+            .filter(|m| !before.contains(m))
+            .cloned()
+            .collect();
+        let left = before
+            .into_iter()
+            .filter(|m| !self.known.contains(m))
+            .collect();
+        (joined, left)
     }
 }
 
@@ -62,8 +78,15 @@ impl Watcher {
 /// when the database file changed since the last read (its and its WAL's size and time,
 /// one `stat` each). An idle server so does no storage work at all, and its storage pool
 /// lets its threads go (DESIGN.md: an idle server holds no threads it does not need).
-pub async fn watch(im: Im<'_>, every: Duration) {
+///
+/// `followers` hear of every change as (joined, left) — at start, every member as
+/// joined — after the members' clients were told: the household's group chat room
+/// follows it this way.
+pub async fn watch(im: Im<'_>, every: Duration, followers: &(dyn Fn(&[String], &[String]) + Sync)) {
     let mut w = Watcher::start(im).await;
+    if !w.members().is_empty() {
+        followers(w.members(), &[]);
+    }
     let path = im.storage.path().to_owned();
     let mut stamp = db_stamp(&path);
     loop {
@@ -74,7 +97,10 @@ pub async fn watch(im: Im<'_>, every: Duration) {
             continue;
         }
         stamp = now;
-        w.check(im).await;
+        let (joined, left) = w.check(im).await;
+        if !joined.is_empty() || !left.is_empty() {
+            followers(&joined, &left);
+        }
     }
 }
 

@@ -1913,44 +1913,7 @@ impl Room {
                 }
                 Change::Aff(jid, aff) => {
                     aff_changed = true;
-                    if aff == Affiliation::None {
-                        self.affiliations.remove(jid.as_str());
-                    } else {
-                        if self.affiliations.len() >= MAX_AFFILIATIONS
-                            && !self.affiliations.contains_key(jid.as_str())
-                        {
-                            return Err(err(StanzaCondition::ResourceConstraint)
-                                .with_text("this room keeps no more affiliations"));
-                        }
-                        self.affiliations.insert(jid.as_str().to_owned(), aff);
-                    }
-                    // The occupant, if present, sees its new standing.
-                    let present: Vec<usize> = (0..self.occupants.len())
-                        .filter(|&i| self.occupants[i].bare().as_ref() == Some(&jid))
-                        .collect();
-                    for t in present.into_iter().rev() {
-                        if aff == Affiliation::Outcast {
-                            self.remove_occupant(
-                                t,
-                                &[301],
-                                actor_nick.as_deref(),
-                                reason.as_deref(),
-                                fx,
-                            );
-                        } else if self.config.members_only && aff < Affiliation::Member {
-                            self.remove_occupant(
-                                t,
-                                &[321],
-                                actor_nick.as_deref(),
-                                reason.as_deref(),
-                                fx,
-                            );
-                        } else {
-                            self.occupants[t].role = self.default_role(aff);
-                            let o = self.occupants[t].clone();
-                            self.broadcast_presence(&o, false, &[], &|_| {}, fx);
-                        }
-                    }
+                    self.set_affiliation(&jid, aff, actor_nick.as_deref(), reason.as_deref(), fx)?;
                 }
             }
         }
@@ -1962,6 +1925,47 @@ impl Room {
             fx.persist.push(Persist::Room);
         }
         Ok(None)
+    }
+
+    /// Sets `jid`'s affiliation (§9, §10.3-§10.8) and shows the change to the room: an
+    /// occupant outcast is removed with 301, one no longer a member of a members-only room
+    /// with 321, anyone else sees their new role. The caller persists the room. Refused
+    /// (`resource-constraint`) past [`MAX_AFFILIATIONS`].
+    pub fn set_affiliation(
+        &mut self,
+        jid: &BareJid,
+        aff: Affiliation,
+        actor_nick: Option<&str>,
+        reason: Option<&str>,
+        fx: &mut Effects,
+    ) -> Result<(), StanzaError> {
+        if aff == Affiliation::None {
+            self.affiliations.remove(jid.as_str());
+        } else {
+            if self.affiliations.len() >= MAX_AFFILIATIONS
+                && !self.affiliations.contains_key(jid.as_str())
+            {
+                return Err(err(StanzaCondition::ResourceConstraint)
+                    .with_text("this room keeps no more affiliations"));
+            }
+            self.affiliations.insert(jid.as_str().to_owned(), aff);
+        }
+        // The occupant, if present, sees its new standing.
+        let present: Vec<usize> = (0..self.occupants.len())
+            .filter(|&i| self.occupants[i].bare().as_ref() == Some(jid))
+            .collect();
+        for t in present.into_iter().rev() {
+            if aff == Affiliation::Outcast {
+                self.remove_occupant(t, &[301], actor_nick, reason, fx);
+            } else if self.config.members_only && aff < Affiliation::Member {
+                self.remove_occupant(t, &[321], actor_nick, reason, fx);
+            } else {
+                self.occupants[t].role = self.default_role(aff);
+                let o = self.occupants[t].clone();
+                self.broadcast_presence(&o, false, &[], &|_| {}, fx);
+            }
+        }
+        Ok(())
     }
 
     /// §8 (roles) as the tables of §5.1.3 and §8.2-§8.5 have it.

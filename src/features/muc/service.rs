@@ -30,6 +30,9 @@ pub const SERVICE_FEATURES: &[&str] = &[
     ns::PING,
 ];
 
+/// The household's room: `household@conference.<domain>`.
+pub const HOUSEHOLD_ROOM: &str = "household";
+
 /// Largest room vCard kept, in bytes of XML.
 const MAX_VCARD_BYTES: usize = 64 * 1024;
 
@@ -106,6 +109,74 @@ impl Rooms {
             .max()
             .unwrap_or(0);
         self.rooms.insert(stored.name, room);
+    }
+
+    /// The household's room (the accounts issue's shared group, as a group chat): made
+    /// on the household's first use, persistent, members-only, named "Household"; every
+    /// account that `joined` the household becomes a member, and every one that `left`
+    /// stops being one (and, in the room, is removed with 321, §9.4) unless it holds a
+    /// higher affiliation given by hand. `owners` (the server's `admins`) own it, so
+    /// someone may configure it. Nothing happens while the household is empty and the
+    /// room does not exist. Returns what the room sends and whether to store it.
+    pub fn household_changed(
+        &mut self,
+        joined: &[BareJid],
+        left: &[BareJid],
+        owners: &[BareJid],
+    ) -> Effects {
+        let mut fx = Effects::default();
+        if !self.rooms.contains_key(HOUSEHOLD_ROOM) {
+            if joined.is_empty() {
+                return fx;
+            }
+            let Ok(jid) = BareJid::new(Some(HOUSEHOLD_ROOM), &self.domain) else {
+                return fx;
+            };
+            let limits = self.limits();
+            // Room::new names an owner; the household room's owners are the admins only.
+            let service = BareJid::new(None, &self.domain).unwrap_or_else(|_| jid.clone());
+            let mut room = Room::new(jid, &service, &limits);
+            room.affiliations.clear();
+            room.secret = self.secret.clone();
+            room.locked = false;
+            room.config.name = "Household".into();
+            room.config.description = "Everyone in the household".into();
+            room.config.persistent = true;
+            room.config.members_only = true;
+            room.config.allow_invites = false;
+            room.config.history_length = limits.history_length;
+            self.rooms.insert(HOUSEHOLD_ROOM.to_owned(), room);
+            log::info!(
+                "muc: room {HOUSEHOLD_ROOM}@{} made for the household",
+                self.domain
+            );
+        }
+        let Some(room) = self.rooms.get_mut(HOUSEHOLD_ROOM) else {
+            return fx;
+        };
+        for o in owners {
+            if room.affiliation(o) != Affiliation::Owner {
+                let _ = room.set_affiliation(o, Affiliation::Owner, None, None, &mut fx);
+            }
+        }
+        for m in joined {
+            if room.affiliation(m) < Affiliation::Member {
+                let _ = room.set_affiliation(m, Affiliation::Member, None, None, &mut fx);
+            }
+        }
+        for m in left {
+            if room.affiliation(m) == Affiliation::Member {
+                let _ = room.set_affiliation(
+                    m,
+                    Affiliation::None,
+                    None,
+                    Some("no longer in the household"),
+                    &mut fx,
+                );
+            }
+        }
+        fx.persist.push(Persist::Room);
+        fx
     }
 
     /// Handles one stanza `to` the service's domain or one of its rooms; `from` is the
@@ -541,7 +612,14 @@ impl Service for MucService {
         for w in writes {
             self.write(w);
         }
-        for out in fx.out {
+        self.send(router, fx.out);
+    }
+}
+
+impl MucService {
+    /// Routes what the rooms send, from the service.
+    fn send(&self, router: &Router, out: Vec<Out>) {
+        for out in out {
             let kind = match out.el.name() {
                 "message" => Kind::Message,
                 "presence" => Kind::Presence,
@@ -558,6 +636,38 @@ impl Service for MucService {
                 self.store_offline(router, undelivered);
             }
         }
+    }
+
+    /// The household changed (`joined` and `left` are account names of the server's
+    /// domain; at start-up every member counts as joined): the household's room follows
+    /// ([`Rooms::household_changed`]), and is stored.
+    pub fn household_changed(
+        &self,
+        router: &Router,
+        joined: &[String],
+        left: &[String],
+        owners: &[BareJid],
+    ) {
+        let jids = |names: &[String]| -> Vec<BareJid> {
+            names
+                .iter()
+                .filter_map(|n| BareJid::new(Some(n), router.domain()).ok())
+                .collect()
+        };
+        let (fx, write) = {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let fx = rooms.household_changed(&jids(joined), &jids(left), owners);
+            let write = if fx.persist.is_empty() {
+                None
+            } else {
+                rooms.rooms.get(HOUSEHOLD_ROOM).map(snapshot)
+            };
+            (fx, write)
+        };
+        if let Some(room) = write {
+            self.write(Write::Room(room));
+        }
+        self.send(router, fx.out);
     }
 }
 
@@ -584,6 +694,61 @@ mod tests {
                     .to_owned(),
             )
         })
+    }
+
+    #[test]
+    fn the_household_room_follows_the_household() {
+        let mut r = rooms();
+        let b = |s: &str| BareJid::parse(s).unwrap();
+        // An empty household makes no room.
+        let fx = r.household_changed(&[], &[], &[b("root@home")]);
+        assert!(fx.out.is_empty() && fx.persist.is_empty());
+        assert!(r.rooms.is_empty());
+        // First use: a persistent members-only room, the members and the admin in it.
+        let fx = r.household_changed(&[b("ann@home"), b("bob@home")], &[], &[b("root@home")]);
+        assert_eq!(fx.persist.len(), 1);
+        let room = &r.rooms[HOUSEHOLD_ROOM];
+        assert!(room.config.persistent && room.config.members_only && !room.locked);
+        assert_eq!(room.config.name, "Household");
+        assert_eq!(room.affiliation(&b("ann@home")), Affiliation::Member);
+        assert_eq!(room.affiliation(&b("root@home")), Affiliation::Owner);
+        assert_eq!(room.affiliations.len(), 3, "no one else (not the service)");
+        // A member joins and talks; a stranger is refused (members-only, §7.2.5).
+        let bob = Jid::parse("bob@home/phone").unwrap();
+        let (fx, _) = r.handle(&bob, &st("<presence to='household@conference.home/bob'><x xmlns='http://jabber.org/protocol/muc'/></presence>"), 0);
+        assert_eq!(first_error(&fx), None);
+        let eve = Jid::parse("eve@home/x").unwrap();
+        let (fx, _) = r.handle(&eve, &st("<presence to='household@conference.home/eve'><x xmlns='http://jabber.org/protocol/muc'/></presence>"), 0);
+        assert_eq!(first_error(&fx).as_deref(), Some("registration-required"));
+        // bob leaves the household: no longer a member, removed from the room with 321.
+        let fx = r.household_changed(&[], &[b("bob@home")], &[]);
+        let room = &r.rooms[HOUSEHOLD_ROOM];
+        assert_eq!(room.affiliation(&b("bob@home")), Affiliation::None);
+        assert!(room.occupant_of(&bob.to_full().unwrap()).is_none());
+        assert!(
+            fx.out.iter().any(|o| o.to == bob
+                && o.el.attr("type") == Some("unavailable")
+                && o.el.to_xml_in(ns::CLIENT).contains("code=\"321\"")),
+            "{:?}",
+            fx.out
+        );
+        // An affiliation given by hand outlives leaving the household.
+        r.rooms
+            .get_mut(HOUSEHOLD_ROOM)
+            .unwrap()
+            .affiliations
+            .insert("ann@home".into(), Affiliation::Admin);
+        r.household_changed(&[], &[b("ann@home")], &[]);
+        assert_eq!(
+            r.rooms[HOUSEHOLD_ROOM].affiliation(&b("ann@home")),
+            Affiliation::Admin
+        );
+        // Joining again (at every start-up) changes nothing for those already in.
+        r.household_changed(&[b("ann@home")], &[], &[b("root@home")]);
+        assert_eq!(
+            r.rooms[HOUSEHOLD_ROOM].affiliation(&b("ann@home")),
+            Affiliation::Admin
+        );
     }
 
     #[test]
