@@ -387,7 +387,15 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
             crate::net::http::accept(&ex, listener, addr, &shared, &http, &live, &next_id);
         }
     }
-    crate::net::mqtt::conn::start(&ex, &shared, &cfg.mqtt, mqtt_listeners, &live, &next_id);
+    crate::net::mqtt::conn::start(
+        &ex,
+        &shared,
+        &cfg.mqtt,
+        cfg.modules.devices.presence_interval,
+        mqtt_listeners,
+        &live,
+        &next_id,
+    );
     log::info!(
         "hearth {} serving {} (data in {}), ready in {} ms",
         env!("CARGO_PKG_VERSION"),

@@ -943,3 +943,42 @@ fn an_mqtt_sensor_that_went_to_sleep_is_seen_with_its_last_reading() {
     m.server.restart();
     seen(&m);
 }
+
+/// A device publishing faster than its presence rate (`[devices]`, here one presence per
+/// 2 s): the reading the device module refuses is not lost but sent once the rate
+/// allows, so the household ends with the device's latest reading.
+#[test]
+fn readings_over_the_presence_rate_go_out_later_not_never() {
+    let m = start("[devices]\npresence_interval_secs = 2\npresence_burst = 1\n");
+    let alice = watch(&m, "thermo", "21.5");
+    let mut raw = Raw::login(m.plain, 4, "thermo");
+    raw.send(&publish(
+        4,
+        "thermo/sensor/temperature/state",
+        0,
+        0,
+        b"20.5",
+    ));
+    // Past the coalescing window (300 ms): 20.5 goes out and uses the burst.
+    std::thread::sleep(Duration::from_millis(700));
+    raw.send(&publish(
+        4,
+        "thermo/sensor/temperature/state",
+        0,
+        0,
+        b"21.5",
+    ));
+    // 21.5 is refused at first (over the rate), then sent when the rate allows.
+    std::thread::sleep(Duration::from_millis(3500));
+    raw.ping();
+    drop(raw);
+    let run = alice.finish();
+    run.assert_ok();
+    let statuses: Vec<String> = device_presences(&run)
+        .iter()
+        .filter(|p| p["type"] != "unavailable")
+        .map(|p| p["status"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("21.5"), "{run}");
+    assert!(statuses.iter().any(|s| s == "20.5"), "{run}");
+}

@@ -44,6 +44,9 @@ const PRESSURE_WAIT: Duration = Duration::from_secs(5);
 pub struct Mqtt {
     pub config: MqttConfig,
     pub rules: Arc<[MapRule]>,
+    /// A device's sustained presence rate (`[devices] presence_interval_secs`): readings
+    /// the device module refused as too frequent are sent again this much later.
+    pub retry_after: Duration,
 }
 
 /// Starts accepting on `listeners` (address, socket, whether TLS comes first).
@@ -51,6 +54,7 @@ pub fn start(
     ex: &Arc<Executor<'static>>,
     shared: &Arc<Shared>,
     config: &MqttConfig,
+    retry_after: Duration,
     listeners: Vec<(SocketAddr, Async<TcpListener>, bool)>,
     live: &Arc<AtomicUsize>,
     next_id: &Arc<AtomicU64>,
@@ -58,6 +62,7 @@ pub fn start(
     let mqtt = Arc::new(Mqtt {
         config: config.clone(),
         rules: config.map.clone().into(),
+        retry_after,
     });
     for (addr, listener, tls) in listeners {
         let kind = if tls {
@@ -512,7 +517,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                     After::Continue => {}
                     After::Available => {
                         let p = s.telemetry.take_now();
-                        self.send_presence(jid, p, &mut sink).await;
+                        if self.send_presence(jid, p, &mut sink).await {
+                            s.telemetry.defer(now + self.mqtt.retry_after, window);
+                        }
                     }
                     After::Unavailable if !self.available => {}
                     After::Unavailable => {
@@ -535,8 +542,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                     }
                 }
             }
-            if let Some(p) = s.telemetry.take_due(Instant::now(), window) {
-                self.send_presence(jid, p, &mut sink).await;
+            if let Some(p) = s.telemetry.take_due(Instant::now(), window)
+                && self.send_presence(jid, p, &mut sink).await
+            {
+                s.telemetry
+                    .defer(Instant::now() + self.mqtt.retry_after, window);
             }
             if self.flush().await.is_err() {
                 return ("write failed".into(), false);
@@ -608,24 +618,40 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
     /// Sends `presence` from the device's session, as a client's would be (RFC 6121
     /// §4.2: broadcast to its subscribers, the modules' hooks on the way). Waits a little
     /// for recipients' queues when they are full, as a client's reads are paused.
-    async fn send_presence(&mut self, jid: &FullJid, presence: Element, sink: &mut String) {
-        self.available = presence.attr("type").is_none();
-        self.route(jid, presence, sink).await;
-        log::debug!("mqtt{}: presence from {jid}", self.id);
+    ///
+    /// Returns whether the presence was refused as over the device's presence rate
+    /// (features::device: `policy-violation` of type `wait`): the caller keeps the
+    /// readings and sends them again later, so the last reading is never lost to the rate.
+    async fn send_presence(&mut self, jid: &FullJid, presence: Element, sink: &mut String) -> bool {
+        let available = presence.attr("type").is_none();
+        let refused = self.route(jid, presence, sink).await;
+        if refused {
+            log::debug!(
+                "mqtt{}: presence from {jid} over its rate; kept for later",
+                self.id
+            );
+        } else {
+            self.available = available;
+            log::debug!("mqtt{}: presence from {jid}", self.id);
+        }
+        refused
     }
 
     /// Routes `el` from the device's session, its `from` stamped as a client's is
     /// (RFC 6120 §8.1.2.1).
-    async fn route(&mut self, jid: &FullJid, mut el: Element, sink: &mut String) {
+    /// Returns whether a presence came back refused as over the rate.
+    async fn route(&mut self, jid: &FullJid, mut el: Element, sink: &mut String) -> bool {
         el.set_attr("from", jid.as_str());
         let stanza = match Stanza::from_client(el) {
             Ok(s) => s,
-            Err(_) => return,
+            Err(_) => return false,
         };
         let im = self.im();
         let route = im.route(jid, stanza, sink);
         let (_routed, pressure) = router::with_backpressure(route).await;
-        // Anything "for the device itself" (e.g. its own presence echoed) is not read.
+        let refused = over_rate(sink);
+        // Anything else "for the device itself" (e.g. its own presence echoed) is not
+        // read.
         sink.clear();
         if !pressure.is_empty() {
             let wait = async {
@@ -636,5 +662,59 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             })
             .await;
         }
+        refused
+    }
+}
+
+/// Whether `sink` (what the server sent the device's own session) holds a presence
+/// error `policy-violation` of type `wait`: the device module's answer to a presence
+/// over the device's rate.
+fn over_rate(sink: &str) -> bool {
+    if !sink.contains("policy-violation") {
+        return false;
+    }
+    // The sink is whole stanzas written by the server, one after another.
+    let mut rest = sink;
+    while let Some(start) = rest.find("<presence") {
+        let tail = &rest[start..];
+        // A presence ends at its start tag when that closes itself, else at its end tag
+        // (presences do not nest).
+        let head_end = tail.find('>').map_or(tail.len(), |e| e + 1);
+        let end = if tail[..head_end].ends_with("/>") {
+            head_end
+        } else {
+            tail.find("</presence>")
+                .map_or(tail.len(), |e| e + "</presence>".len())
+        };
+        if let Some(p) = crate::xml::parse_fragment(&tail[..end])
+            && p.attr("type") == Some("error")
+            && let Some(e) = p.get_child("error", crate::ns::CLIENT)
+            && e.attr("type") == Some("wait")
+            && e.children().any(|c| c.name() == "policy-violation")
+        {
+            return true;
+        }
+        rest = &tail[end..];
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_rate;
+
+    #[test]
+    fn a_rate_refusal_is_told_from_other_answers() {
+        let refused = "<presence type=\"error\" to=\"thermo@home/mqtt\"><error type=\"wait\">\
+            <policy-violation xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></error></presence>";
+        assert!(over_rate(refused));
+        // Another presence first, then the refusal.
+        assert!(over_rate(&format!("<presence from=\"a@home\"/>{refused}")));
+        // A policy-violation that is not about waiting (telemetry over its limits).
+        assert!(!over_rate(&refused.replace("wait", "modify")));
+        assert!(!over_rate(""));
+        assert!(!over_rate(
+            "<message><body>policy-violation</body></message>"
+        ));
     }
 }

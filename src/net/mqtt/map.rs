@@ -485,6 +485,12 @@ impl Telemetry {
         Some(self.presence())
     }
 
+    /// The readings go out again at `at` (the presence carrying them was refused as over
+    /// the device's rate); newer readings before then join them.
+    pub fn defer(&mut self, at: Instant, window: Duration) {
+        self.dirty_since = Some(at.checked_sub(window).unwrap_or(at));
+    }
+
     /// The presence to send now whatever the window (a birth message): what was pending
     /// goes with it.
     pub fn take_now(&mut self) -> Element {
