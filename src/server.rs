@@ -430,11 +430,31 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                 modules: &shared.modules,
                 conn: 0,
             };
-            // The household's room follows the household (XEP-0045 members).
-            let follow = |joined: &[String], left: &[String]| {
-                if let Some(muc) = &muc_service {
-                    muc.household_changed(&shared.router, joined, left, &admins);
-                }
+            use crate::features::household::Following;
+            // The household's room follows the household (XEP-0045 members): its people,
+            // not its device accounts (a thermometer does not chat).
+            let (muc_service, shared, admins) = (&muc_service, &shared, &admins);
+            let follow = move |joined: Vec<String>, left: Vec<String>| -> Following<'_> {
+                Box::pin(async move {
+                    let Some(muc) = muc_service else { return };
+                    let all = joined.clone();
+                    let people = crate::router::im::on_pool(&shared.storage, move |s| {
+                        use crate::features::device::Devices as _;
+                        let mut people = Vec::new();
+                        for n in joined {
+                            if !s.is_device(&n)? {
+                                people.push(n);
+                            }
+                        }
+                        Ok(people)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        log::error!("household: storage: {e}");
+                        all
+                    });
+                    muc.household_changed(&shared.router, &people, &left, admins);
+                }) as Following<'_>
             };
             crate::features::household::watch(im, crate::features::household::POLL, &follow).await
         })

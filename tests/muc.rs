@@ -512,8 +512,24 @@ fn the_household_room_follows_the_household() {
     let r = room(&server, "household");
     household(&server, &["add", "alice"]);
     household(&server, &["add", "bob"]);
-    wait_for_log(&server, "household: 2 joined");
+    // A device account in the household is not made a member: it does not chat.
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["device", "add", "thermo", "--household", "--password-file"])
+        .arg(server.scratch_dir().join("thermo.pw"))
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for_log(&server, "household: 3 joined");
     wait_for_log(&server, "muc: room household@");
+    assert!(
+        server
+            .log()
+            .contains("muc: household room: 2 joined, 0 left"),
+        "{}",
+        server.log()
+    );
     let mut alice = client(
         &server,
         "alice",

@@ -46,7 +46,7 @@ mod store;
 mod watch;
 
 pub use store::Household;
-pub use watch::{POLL, Watcher, watch};
+pub use watch::{Follower, Following, POLL, Watcher, watch};
 
 pub use crate::config::HouseholdConfig;
 

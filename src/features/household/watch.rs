@@ -12,12 +12,20 @@
 //! through. Blocking (XEP-0191) wins both ways: nothing flows between a pair where either
 //! blocked the other.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::features::household::Household as _;
 use crate::features::subscription::PresenceFlow;
 use crate::jid::BareJid;
 use crate::router::im::{Im, on_pool};
+
+/// What hears of the household's changes ([`watch`]): given who joined and who left.
+pub type Follower<'a> = dyn Fn(Vec<String>, Vec<String>) -> Following<'a> + Sync + 'a;
+
+/// What a [`Follower`] does about one change.
+pub type Following<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// How often the running server reads the members.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -82,10 +90,10 @@ impl Watcher {
 /// `followers` hear of every change as (joined, left) — at start, every member as
 /// joined — after the members' clients were told: the household's group chat room
 /// follows it this way.
-pub async fn watch(im: Im<'_>, every: Duration, followers: &(dyn Fn(&[String], &[String]) + Sync)) {
+pub async fn watch(im: Im<'_>, every: Duration, followers: &Follower<'_>) {
     let mut w = Watcher::start(im).await;
     if !w.members().is_empty() {
-        followers(w.members(), &[]);
+        followers(w.members().to_vec(), Vec::new()).await;
     }
     let path = im.storage.path().to_owned();
     let mut stamp = db_stamp(&path);
@@ -99,7 +107,7 @@ pub async fn watch(im: Im<'_>, every: Duration, followers: &(dyn Fn(&[String], &
         stamp = now;
         let (joined, left) = w.check(im).await;
         if !joined.is_empty() || !left.is_empty() {
-            followers(&joined, &left);
+            followers(joined, left).await;
         }
     }
 }

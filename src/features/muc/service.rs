@@ -654,6 +654,11 @@ impl MucService {
                 .filter_map(|n| BareJid::new(Some(n), router.domain()).ok())
                 .collect()
         };
+        log::info!(
+            "muc: household room: {} joined, {} left",
+            joined.len(),
+            left.len()
+        );
         let (fx, write) = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
             let fx = rooms.household_changed(&jids(joined), &jids(left), owners);
