@@ -453,7 +453,30 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
                         log::error!("household: storage: {e}");
                         all
                     });
-                    muc.household_changed(&shared.router, &people, &left, admins);
+                    let (room, added, removed) =
+                        muc.household_changed(&shared.router, &people, &left, admins);
+                    // XEP-0402: the room in their bookmarks, so their apps join it.
+                    let Some(room) = room else { return };
+                    let im = crate::router::im::Im {
+                        router: &shared.router,
+                        storage: &shared.storage,
+                        modules: &shared.modules,
+                        conn: 0,
+                    };
+                    for (users, add) in [(added, true), (removed, false)] {
+                        for user in users {
+                            let set = crate::features::bookmarks::set_room_bookmark(
+                                &im,
+                                &user,
+                                &room,
+                                "Household",
+                                add,
+                            );
+                            if !set.await {
+                                log::warn!("household: the room's bookmark for {user} not set");
+                            }
+                        }
+                    }
                 }) as Following<'_>
             };
             crate::features::household::watch(im, crate::features::household::POLL, &follow).await

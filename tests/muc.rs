@@ -534,6 +534,7 @@ fn the_household_room_follows_the_household() {
         &server,
         "alice",
         json!([
+            {"do": "bookmarks"},
             {"do": "disco_info", "to": r},
             {"do": "join", "room": r, "nick": "alice"},
             {"do": "say", "room": r, "body": "dinner at seven"},
@@ -565,6 +566,13 @@ fn the_household_room_follows_the_household() {
     );
     let alice = alice.finish();
     assert!(alice.succeeded(), "{alice}");
+    // The room is in her bookmarks (XEP-0402, read by slixmpp's xep_0048 through
+    // XEP-0049), to be joined on its own.
+    assert_eq!(
+        alice.expect_event("bookmarks")["conferences"],
+        json!([{"jid": r, "name": "Household", "autojoin": true, "nick": "alice"}]),
+        "{alice}"
+    );
     let info = alice.expect_event("disco_info")["features"].to_string();
     assert!(
         info.contains("muc_membersonly") && info.contains("muc_persistent"),

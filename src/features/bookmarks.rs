@@ -88,6 +88,60 @@ fn publish_options() -> Element {
     )
 }
 
+/// Adds `room` to `user`'s XEP-0402 bookmarks with autojoin, named `name` and with the
+/// user's name as nick (or, `add` false, takes it away), as the user's own client would,
+/// through PEP: their clients learn of it (a notification, and XEP-0048 clients through
+/// the compatibility storage) and join the room on their own. What the household's room
+/// does for someone who joins or leaves the household. An existing bookmark of the room
+/// is left as the user made it. Whether it was done.
+pub(crate) async fn set_room_bookmark(
+    im: &Im<'_>,
+    user: &str,
+    room: &crate::jid::BareJid,
+    name: &str,
+    add: bool,
+) -> bool {
+    let Ok(from) = FullJid::new(Some(user), im.router.domain(), "hearth") else {
+        return false;
+    };
+    let existing = match Bookmarks::current(im, user).await {
+        Ok(e) => e,
+        Err(_) => return false,
+    };
+    let has = existing.iter().any(|(j, _)| j == room.as_str());
+    let pubsub = if add {
+        if has {
+            return true;
+        }
+        let conference = Element::new("conference", NS)
+            .with_attr("name", name)
+            .with_attr("autojoin", "true")
+            .with_child(Element::new("nick", NS).with_text(user));
+        Element::new("pubsub", pep::NS)
+            .with_child(
+                Element::new("publish", pep::NS)
+                    .with_attr("node", NS)
+                    .with_child(
+                        Element::new("item", pep::NS)
+                            .with_attr("id", room.as_str())
+                            .with_child(conference),
+                    ),
+            )
+            .with_child(publish_options())
+    } else {
+        if !has {
+            return true;
+        }
+        Element::new("pubsub", pep::NS).with_child(
+            Element::new("retract", pep::NS)
+                .with_attr("node", NS)
+                .with_attr("notify", "true")
+                .with_child(Element::new("item", pep::NS).with_attr("id", room.as_str())),
+        )
+    };
+    as_owner(im, &from, pubsub).await
+}
+
 impl Bookmarks {
     /// The account's XEP-0402 bookmarks: (room JID, `<conference/>`), oldest first.
     async fn current(im: &Im<'_>, user: &str) -> Result<Vec<(String, Element)>, StanzaError> {

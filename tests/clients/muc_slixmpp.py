@@ -21,6 +21,7 @@ Steps ({"do": ...}):
   destroy room [reason]                    owner destroy; "destroyed" or "admin_error"
   invite room jid [reason]                 a mediated invitation (§7.8.2)
   disco_items to / disco_info to           print "disco_items" / "disco_info"
+  bookmarks                                print the XEP-0048 bookmarks read through XEP-0049
   mam room [max]                           XEP-0313 with slixmpp's xep_0313 to the room,
                                            page by page: print "mam" (bodies, ids, pages)
   moderate room body [reason]              XEP-0425 (slixmpp's xep_0425, version 0.2) on
@@ -76,6 +77,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0059")
         self.register_plugin("xep_0313")
         self.register_plugin("xep_0425")
+        self.register_plugin("xep_0048")
         self.add_event_handler("moderated_message", self.on_moderated)
         self.sids = {}
         self.add_event_handler("session_start", self.on_session_start)
@@ -234,6 +236,13 @@ class Client(slixmpp.ClientXMPP):
                 emit("admin_error", what=do, condition=e.iq["error"]["condition"])
         elif do == "invite":
             muc.invite(room, slixmpp.JID(s["jid"]), reason=s.get("reason", ""))
+        elif do == "bookmarks":
+            # XEP-0048 through private storage (XEP-0049), slixmpp's xep_0048 plugin.
+            iq = await self.plugin["xep_0048"].get_bookmarks(method="xep_0049")
+            emit("bookmarks", conferences=[
+                {"jid": str(c["jid"]), "name": c["name"], "autojoin": bool(c["autojoin"]),
+                 "nick": c["nick"]}
+                for c in iq["private"]["bookmarks"]["conferences"]])
         elif do == "disco_items":
             r = await self.plugin["xep_0030"].get_items(jid=s["to"])
             emit("disco_items", items=[i[0] for i in r["disco_items"]["items"]])

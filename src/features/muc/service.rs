@@ -117,20 +117,22 @@ impl Rooms {
     /// stops being one (and, in the room, is removed with 321, §9.4) unless it holds a
     /// higher affiliation given by hand. `owners` (the server's `admins`) own it, so
     /// someone may configure it. Nothing happens while the household is empty and the
-    /// room does not exist. Returns what the room sends and whether to store it.
+    /// room does not exist. Returns what the room sends (and whether to store it) and
+    /// who was just made a member and who just stopped being one.
     pub fn household_changed(
         &mut self,
         joined: &[BareJid],
         left: &[BareJid],
         owners: &[BareJid],
-    ) -> Effects {
+    ) -> (Effects, Vec<BareJid>, Vec<BareJid>) {
         let mut fx = Effects::default();
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         if !self.rooms.contains_key(HOUSEHOLD_ROOM) {
             if joined.is_empty() {
-                return fx;
+                return (fx, added, removed);
             }
             let Ok(jid) = BareJid::new(Some(HOUSEHOLD_ROOM), &self.domain) else {
-                return fx;
+                return (fx, added, removed);
             };
             let limits = self.limits();
             // Room::new names an owner; the household room's owners are the admins only.
@@ -152,7 +154,7 @@ impl Rooms {
             );
         }
         let Some(room) = self.rooms.get_mut(HOUSEHOLD_ROOM) else {
-            return fx;
+            return (fx, added, removed);
         };
         for o in owners {
             if room.affiliation(o) != Affiliation::Owner {
@@ -160,23 +162,31 @@ impl Rooms {
             }
         }
         for m in joined {
-            if room.affiliation(m) < Affiliation::Member {
-                let _ = room.set_affiliation(m, Affiliation::Member, None, None, &mut fx);
+            if room.affiliation(m) < Affiliation::Member
+                && room
+                    .set_affiliation(m, Affiliation::Member, None, None, &mut fx)
+                    .is_ok()
+            {
+                added.push(m.clone());
             }
         }
         for m in left {
-            if room.affiliation(m) == Affiliation::Member {
-                let _ = room.set_affiliation(
-                    m,
-                    Affiliation::None,
-                    None,
-                    Some("no longer in the household"),
-                    &mut fx,
-                );
+            if room.affiliation(m) == Affiliation::Member
+                && room
+                    .set_affiliation(
+                        m,
+                        Affiliation::None,
+                        None,
+                        Some("no longer in the household"),
+                        &mut fx,
+                    )
+                    .is_ok()
+            {
+                removed.push(m.clone());
             }
         }
         fx.persist.push(Persist::Room);
-        fx
+        (fx, added, removed)
     }
 
     /// Handles one stanza `to` the service's domain or one of its rooms; `from` is the
@@ -640,14 +650,15 @@ impl MucService {
 
     /// The household changed (`joined` and `left` are account names of the server's
     /// domain; at start-up every member counts as joined): the household's room follows
-    /// ([`Rooms::household_changed`]), and is stored.
+    /// ([`Rooms::household_changed`]), and is stored. Returns the room's address, who was
+    /// just made a member and who just stopped being one (account names).
     pub fn household_changed(
         &self,
         router: &Router,
         joined: &[String],
         left: &[String],
         owners: &[BareJid],
-    ) {
+    ) -> (Option<BareJid>, Vec<String>, Vec<String>) {
         let jids = |names: &[String]| -> Vec<BareJid> {
             names
                 .iter()
@@ -659,20 +670,36 @@ impl MucService {
             joined.len(),
             left.len()
         );
-        let (fx, write) = {
+        let (fx, write, added, removed) = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            let fx = rooms.household_changed(&jids(joined), &jids(left), owners);
+            let (fx, added, removed) = rooms.household_changed(&jids(joined), &jids(left), owners);
             let write = if fx.persist.is_empty() {
                 None
             } else {
                 rooms.rooms.get(HOUSEHOLD_ROOM).map(snapshot)
             };
-            (fx, write)
+            (fx, write, added, removed)
         };
         if let Some(room) = write {
             self.write(Write::Room(room));
         }
         self.send(router, fx.out);
+        let names = |v: Vec<BareJid>| -> Vec<String> {
+            v.iter()
+                .filter_map(|j| j.local().map(str::to_owned))
+                .collect()
+        };
+        let domain = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .domain
+            .clone();
+        (
+            BareJid::new(Some(HOUSEHOLD_ROOM), &domain).ok(),
+            names(added),
+            names(removed),
+        )
     }
 }
 
@@ -706,12 +733,14 @@ mod tests {
         let mut r = rooms();
         let b = |s: &str| BareJid::parse(s).unwrap();
         // An empty household makes no room.
-        let fx = r.household_changed(&[], &[], &[b("root@home")]);
-        assert!(fx.out.is_empty() && fx.persist.is_empty());
+        let (fx, added, _) = r.household_changed(&[], &[], &[b("root@home")]);
+        assert!(fx.out.is_empty() && fx.persist.is_empty() && added.is_empty());
         assert!(r.rooms.is_empty());
         // First use: a persistent members-only room, the members and the admin in it.
-        let fx = r.household_changed(&[b("ann@home"), b("bob@home")], &[], &[b("root@home")]);
+        let (fx, added, _) =
+            r.household_changed(&[b("ann@home"), b("bob@home")], &[], &[b("root@home")]);
         assert_eq!(fx.persist.len(), 1);
+        assert_eq!(added, [b("ann@home"), b("bob@home")]);
         let room = &r.rooms[HOUSEHOLD_ROOM];
         assert!(room.config.persistent && room.config.members_only && !room.locked);
         assert_eq!(room.config.name, "Household");
@@ -726,7 +755,8 @@ mod tests {
         let (fx, _) = r.handle(&eve, &st("<presence to='household@conference.home/eve'><x xmlns='http://jabber.org/protocol/muc'/></presence>"), 0);
         assert_eq!(first_error(&fx).as_deref(), Some("registration-required"));
         // bob leaves the household: no longer a member, removed from the room with 321.
-        let fx = r.household_changed(&[], &[b("bob@home")], &[]);
+        let (fx, _, removed) = r.household_changed(&[], &[b("bob@home")], &[]);
+        assert_eq!(removed, [b("bob@home")]);
         let room = &r.rooms[HOUSEHOLD_ROOM];
         assert_eq!(room.affiliation(&b("bob@home")), Affiliation::None);
         assert!(room.occupant_of(&bob.to_full().unwrap()).is_none());
