@@ -15,6 +15,7 @@ use hearth::stream::s2s::{DIALBACK, DialbackSecret, InAction, InInput, S2sIn, S2
 use hearth::xml::{Element, Event, StreamHeader};
 use libfuzzer_sys::fuzz_target;
 
+const SERVICE: &str = "conference.home.example";
 const OURS: &str = "home.example";
 
 #[derive(Arbitrary, Debug)]
@@ -33,6 +34,7 @@ enum Name {
 #[derive(Arbitrary, Debug)]
 enum Domain {
     Ours,
+    Service,
     Peer,
     Other,
     Raw(String),
@@ -41,6 +43,7 @@ enum Domain {
 fn domain(d: &Domain) -> String {
     match d {
         Domain::Ours => OURS.into(),
+        Domain::Service => SERVICE.into(),
         Domain::Peer => "peer.example".into(),
         Domain::Other => "evil.example".into(),
         Domain::Raw(s) => s.clone(),
@@ -115,6 +118,8 @@ fuzz_target!(|inputs: (bool, Vec<In>)| {
         require_tls: true,
         require_valid_certificates: false,
         secret: DialbackSecret::from_bytes([3; 32]),
+        // A group chat service beside the domain, as a server with [muc] on has.
+        services: vec![Arc::from(SERVICE)],
     });
     let mut m = S2sIn::new(policy, direct_tls);
     let mut tls = direct_tls;
