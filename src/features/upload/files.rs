@@ -265,6 +265,7 @@ impl Uploads {
             uploads: self.clone(),
             token: token.to_owned(),
             file: None,
+            pending: Vec::new(),
             size: row.size,
             written: 0,
             done: false,
@@ -450,32 +451,54 @@ impl Uploads {
 
 use crate::xml::Element;
 
+/// How much of an upload's body is gathered before it is written (one file-thread trip).
+const WRITE_BATCH: usize = 256 * 1024;
+
 /// A PUT in progress. Dropped unfinished (a refusal, a broken connection), it removes
 /// its partial file: nothing half-stored is left.
 pub struct PutFile {
     uploads: Arc<Uploads>,
     token: String,
     file: Option<std::fs::File>,
+    /// Received, not written yet: the body's frames (16 KiB or less each) gathered to
+    /// [`WRITE_BATCH`] so the file thread is asked once per batch, not once per frame.
+    pending: Vec<u8>,
     size: u64,
     written: u64,
     done: bool,
 }
 
 impl PutFile {
-    /// Appends `data`; past the declared size the upload is refused (413).
+    /// Appends `data`; past the declared size the upload is refused (413). Written to
+    /// the file a batch at a time ([`WRITE_BATCH`]): at most that much of an upload is
+    /// in memory.
     pub async fn write(&mut self, data: bytes::Bytes) -> Result<(), Failure> {
         let len = data.len() as u64;
         if self.written.saturating_add(len) > self.size {
             return Err(Failure::new(413, "more data than the slot's size"));
         }
+        self.written += len;
+        if self.pending.is_empty() && data.len() >= WRITE_BATCH {
+            return self.write_out(data.to_vec()).await;
+        }
+        self.pending.extend_from_slice(&data);
+        if self.pending.len() >= WRITE_BATCH {
+            let batch = std::mem::take(&mut self.pending);
+            return self.write_out(batch).await;
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` on a file thread; the buffer comes back for the next batch.
+    async fn write_out(&mut self, batch: Vec<u8>) -> Result<(), Failure> {
         let Some(mut f) = self.file.take() else {
             return Err(INTERNAL);
         };
-        let (f, r) = self
+        let (f, mut batch, r) = self
             .uploads
             .file_io(move || {
-                let r = f.write_all(&data);
-                (f, r)
+                let r = f.write_all(&batch);
+                (f, batch, r)
             })
             .await?;
         r.map_err(|e| {
@@ -486,7 +509,10 @@ impl PutFile {
             write_failure(&e)
         })?;
         self.file = Some(f);
-        self.written += len;
+        if self.pending.is_empty() {
+            batch.clear();
+            self.pending = batch;
+        }
         Ok(())
     }
 
@@ -495,6 +521,10 @@ impl PutFile {
     pub async fn finish(mut self) -> Result<(), Failure> {
         if self.written != self.size {
             return Err(Failure::new(400, "less data than the slot's size"));
+        }
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            self.write_out(batch).await?;
         }
         let Some(f) = self.file.take() else {
             return Err(INTERNAL);
