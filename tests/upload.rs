@@ -643,8 +643,7 @@ fn removing_an_account_removes_its_files() {
     assert_eq!(get(&server, &path).status, 404);
 }
 
-/// XEP-0156 §3 host-meta (XRD) and host-meta.json, with CORS; a preflight; the
-/// WebSocket endpoint not served yet.
+/// XEP-0156 §3 host-meta (XRD) and host-meta.json, with CORS; a preflight.
 #[test]
 fn host_meta_and_cors() {
     let server = server_with("", "");
@@ -701,17 +700,9 @@ fn host_meta_and_cors() {
                 .contains("Content-Type")
         );
     }
-    // RFC 7395 §3.1: a plain GET is no upgrade (426); a proper one is checked and, until
-    // the WebSocket side is wired in, answered 501.
+    // RFC 7395 §3.1: a plain GET is no upgrade (426); the WebSocket handshake itself is
+    // tested in tests/websocket.rs.
     assert_eq!(get(&server, "/xmpp-websocket").status, 426);
-    let r = http::request(
-        &server,
-        "GET /xmpp-websocket HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: xmpp",
-        b"",
-    );
-    assert_eq!(r.status, 501, "{r:?}");
     assert_eq!(get(&server, "/nothing").status, 404);
     let r = http::request(&server, "DELETE /.well-known/host-meta HTTP/1.1", b"");
     assert_eq!(r.status, 405);
