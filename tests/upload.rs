@@ -508,6 +508,28 @@ fn puts_must_match_their_slot() {
         b"0\r\n\r\n",
     );
     assert_eq!(r.status, 411, "{r:?}");
+    // A refused PUT on a keep-alive connection: its body is not read, so the answer
+    // closes the connection; what follows the body is never taken for a request.
+    {
+        use std::io::Write;
+        let mut s = http::connect(&server);
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/html\r\n\
+             Content-Length: 20000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        s.write_all(b"GET /.well-known/host-meta HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.flush().unwrap();
+        let all = String::from_utf8_lossy(&http::read_response_lenient(&mut s)).into_owned();
+        assert!(all.starts_with("HTTP/1.1 400 "), "{all}");
+        assert!(
+            all.to_ascii_lowercase().contains("connection: close"),
+            "{all}"
+        );
+        assert_eq!(all.matches("HTTP/1.1 ").count(), 1, "{all}");
+    }
     // A body cut short: the connection closes mid-upload, nothing is kept.
     {
         use std::io::Write;

@@ -12,7 +12,9 @@
 //!
 //! `GET /xmpp-websocket` with an RFC 7395 handshake is answered 101, and the connection
 //! (with what hyper read past the request) goes to [`super::websocket`] as a `[websocket]`
-//! listener's would, in the same task and admission slot.
+//! listener's would, in the same task and admission slot. Every other connection ends
+//! with a lingering close (RFC 9112 §9.6, [`linger`]), so that an answer sent before the
+//! request was read to its end (431, 413) is not lost to a reset.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -204,6 +206,9 @@ async fn serve(
     peer: SocketAddr,
     id: u64,
 ) {
+    // A second handle on the socket, to close it gently after the last response (see
+    // `linger`): hyper drops its transport when it is done with it.
+    let raw = tcp.get_ref().try_clone().ok();
     // The set-up the handshake used, for the session's channel bindings after an upgrade
     // (a certificate reload in between must not change what `tls-server-end-point` hashes).
     let setup = shared.tls();
@@ -253,6 +258,9 @@ async fn serve(
                     let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    if has_body(&req) {
+                        close_after(&mut r);
+                    }
                     return Ok::<_, Infallible>(r);
                 }
                 Ok::<_, Infallible>(route(&http, req, &pending, id).await)
@@ -295,7 +303,12 @@ async fn serve(
         (Ended::Served, Some(upgrade)) => {
             serve_websocket(shared.clone(), upgrade, &setup, peer, id).await;
         }
-        // Done, idle, stopping, or a 101 that was never sent: the connection closes.
+        (Ended::Served | Ended::Idle, None) => {
+            if let Some(raw) = raw {
+                linger(raw).await;
+            }
+        }
+        // Stopping, or a 101 that was never sent: the connection just closes.
         (_, _) => {}
     }
 }
@@ -342,6 +355,61 @@ async fn serve_websocket(
         leftover.len()
     );
     super::websocket::serve_upgraded_after(shared, tls, leftover, peer, Some(bindings), id).await;
+}
+
+/// How long, and how many bytes at most, [`linger`] reads after the last response.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// See [`CLOSE_GRACE`].
+const CLOSE_GRACE_BYTES: usize = 256 * 1024;
+
+/// RFC 9112 §9.6: after the last response, stop sending and read (and drop) what the
+/// client still sends, for a little while ([`CLOSE_GRACE`], [`CLOSE_GRACE_BYTES`]), so
+/// that closing with its input unread does not reset the connection before it has read
+/// the answer (a 431 to a head too large, a 413 to an upload whose body is still on its
+/// way).
+async fn linger(raw: TcpStream) {
+    use smol::io::AsyncReadExt as _;
+    // hyper has sent TLS's close_notify and shut the write side already, unless the
+    // connection failed; a second shutdown is harmless, an error means it is gone.
+    if raw.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let Ok(raw) = Async::new(raw) else {
+        return;
+    };
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < CLOSE_GRACE_BYTES {
+            match (&raw).read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(CLOSE_GRACE).await;
+        })
+        .await;
+}
+
+/// Whether a request came with a body (RFC 9112 §6.3).
+fn has_body<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// A response sent while the request's body is unread: the connection closes after it
+/// (RFC 9112 §9.6), rather than read past the body to the next request; hyper honours
+/// the header.
+fn close_after(r: &mut Response<Body>) {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// The TLS stream, noting when a byte last went either way (for [`IDLE_TIMEOUT`]).
@@ -482,7 +550,14 @@ async fn route(
             let token = p["/upload/".len()..].split('/').next().unwrap_or("");
             let token = token.to_owned();
             with_cors(match *req.method() {
-                Method::PUT => put(uploads, &token, req, id).await,
+                Method::PUT => {
+                    let has_body = has_body(&req);
+                    let (mut r, body) = put(uploads, &token, req, id).await;
+                    if body == RequestBody::Unread && has_body {
+                        close_after(&mut r);
+                    }
+                    r
+                }
                 Method::GET | Method::HEAD => get(http, uploads, &token, &req).await,
                 Method::OPTIONS => return preflight(),
                 _ => method_not_allowed("GET, HEAD, PUT, OPTIONS"),
@@ -657,13 +732,21 @@ pub fn websocket_handshake<B>(req: &Request<B>) -> Result<String, HandshakeRefus
     Ok(super::websocket::accept_key(key))
 }
 
-/// XEP-0363 §5: the PUT of a slot's file, streamed to disk.
+/// Whether a handler read the request body to its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestBody {
+    Read,
+    Unread,
+}
+
+/// XEP-0363 §5: the PUT of a slot's file, streamed to disk; whether its body was read
+/// to the end.
 async fn put(
     uploads: &Arc<Uploads>,
     token: &str,
     req: Request<Incoming>,
     id: u64,
-) -> Response<Body> {
+) -> (Response<Body>, RequestBody) {
     let headers = req.headers();
     let content_length = headers
         .get(header::CONTENT_LENGTH)
@@ -678,7 +761,7 @@ async fn put(
         .await
     {
         Ok(f) => f,
-        Err(f) => return failure(f),
+        Err(f) => return (failure(f), RequestBody::Unread),
     };
     let mut body = req.into_body();
     loop {
@@ -689,22 +772,26 @@ async fn put(
             })
             .await;
         match frame {
-            None => return text(StatusCode::REQUEST_TIMEOUT, "the upload stalled"),
+            None => {
+                let r = text(StatusCode::REQUEST_TIMEOUT, "the upload stalled");
+                return (r, RequestBody::Unread);
+            }
             Some(None) => break,
             Some(Some(Err(e))) => {
                 log::debug!("http{id}: upload body: {e}");
-                return text(StatusCode::BAD_REQUEST, "the upload was cut short");
+                let r = text(StatusCode::BAD_REQUEST, "the upload was cut short");
+                return (r, RequestBody::Unread);
             }
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if let Err(f) = file.write(data).await {
-                        return failure(f);
+                        return (failure(f), RequestBody::Unread);
                     }
                 }
             }
         }
     }
-    match file.finish().await {
+    let r = match file.finish().await {
         Ok(()) => {
             log::info!("http{id}: upload {}… stored", token.get(..8).unwrap_or(""));
             let mut r = text(StatusCode::CREATED, "stored");
@@ -712,7 +799,8 @@ async fn put(
             r
         }
         Err(f) => failure(f),
-    }
+    };
+    (r, RequestBody::Read)
 }
 
 /// What a `Range` header asks of a file.
