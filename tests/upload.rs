@@ -604,6 +604,16 @@ fn puts_must_match_their_slot() {
     assert_eq!(r.status, 431, "{r:?}");
     assert_eq!(get(&server, &path).status, 200);
     c.assert_alive();
+    // The token is a capability: the log (at debug, the tests' level) has a prefix of it
+    // at most.
+    let token = path
+        .trim_start_matches("/upload/")
+        .split('/')
+        .next()
+        .unwrap();
+    let log = server.log();
+    assert!(log.contains(&format!("/upload/{}", &token[..8])), "{log}");
+    assert!(!log.contains(token), "the whole upload token is in the log");
 }
 
 fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
