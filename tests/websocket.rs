@@ -513,6 +513,96 @@ fn the_https_port_refuses_what_is_no_xmpp_websocket_upgrade() {
     });
 }
 
+/// A WebSocket upgraded on the HTTPS port keeps its connection's admission slot for as
+/// long as the session lasts (the HTTPS listener counts its connections apart from
+/// c2s's): with one connection per address, no other HTTPS connection is taken while it
+/// is open, and one is once it closed.
+#[test]
+fn a_websocket_on_the_https_port_holds_its_connection_slot() {
+    let server = Server::start(ServerOpts {
+        extra_toml: "\n[limits]\nmax_connections_per_address = 1\n".into(),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", "alice-pw");
+    let d = server.domain().to_owned();
+    // Whether the HTTPS port takes a connection (TLS handshake done) now.
+    let https_accepts = || async {
+        let tcp = smol::net::TcpStream::connect(("127.0.0.1", server.http_port()))
+            .await
+            .unwrap();
+        let config = client::tls_config(client::read_pem_cert(&server.cert_path()));
+        let name = ServerName::try_from(d.clone()).unwrap();
+        TlsConnector::from(config).connect(name, tcp).await.is_ok()
+    };
+    block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        ws.login(&d, "alice", "alice-pw", "web").await;
+        assert!(
+            !https_accepts().await,
+            "a second connection while the session is open"
+        );
+        // A c2s connection is counted apart.
+        let mut c = Conn::login(
+            server.c2s_addr(),
+            &d,
+            &server.cert_path(),
+            "alice",
+            "alice-pw",
+            Some("desk"),
+        );
+        c.assert_alive();
+        ws.send(&format!("<close xmlns='{FRAMING}'/>")).await;
+        loop {
+            match ws.recv().await {
+                In::El(el) if el.is("close", FRAMING) => break,
+                In::El(_) => continue,
+                _ => panic!("no <close/> answered"),
+            }
+        }
+        drop(ws);
+        let deadline = std::time::Instant::now() + WAIT;
+        while !https_accepts().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot was not given back"
+            );
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A WebSocket session on the HTTPS port ends with the server as a `[websocket]`
+/// listener's does: `system-shutdown` (RFC 7395 §3.5), then `<close/>` (§3.6).
+#[test]
+fn the_server_stopping_closes_https_port_websockets_with_system_shutdown() {
+    let mut server = Server::start(ServerOpts::default());
+    server.add_user("alice", "alice-pw");
+    let mut ws = block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        ws.login(server.domain(), "alice", "alice-pw", "web").await;
+        ws
+    });
+    let stopper = std::thread::spawn(move || {
+        server.stop();
+    });
+    block_on(async {
+        loop {
+            let el = ws.expect("system-shutdown").await;
+            if el.is("error", STREAMS) {
+                assert_eq!(el.condition(STREAM_ERRORS), Some("system-shutdown"));
+                break;
+            }
+        }
+        let close = ws.expect("<close/>").await;
+        assert!(close.is("close", FRAMING), "{close}");
+    });
+    stopper.join().unwrap();
+}
+
 #[test]
 fn two_elements_in_one_frame_are_not_well_formed() {
     let (server, port) = server(true);
