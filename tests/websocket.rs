@@ -381,7 +381,7 @@ fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
 
 /// A client that sends its `<open/>` right behind the upgrade request, in the same
 /// write, before the 101: the HTTPS listener read it with the request and hands it on
-/// (RFC 6455 §4.1 lets a client wait, not must).
+/// (RFC 6455 §4.1 has a client wait for the 101; one that does not loses nothing here).
 #[test]
 fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
     use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -314,8 +314,8 @@ async fn serve(
 }
 
 /// After a 101: the connection back from hyper, with the bytes it read past the request
-/// (a client may send its first frame without waiting for the answer, RFC 6455 §4.1),
-/// and the RFC 7395 session on it, as the `[websocket]` listener runs it: wss://, with
+/// (frames from a client that did not wait for the 101 as RFC 6455 §4.1 asks: not lost),
+/// and the RFC 7395 session on it as the `[websocket]` listener runs it: wss://, with
 /// the TLS session's channel bindings.
 async fn serve_websocket(
     shared: Arc<Shared>,
