@@ -362,6 +362,28 @@ fn the_https_port_upgrades_at_xmpp_websocket() {
     assert_eq!(r.status, 200);
 }
 
+/// The session on the HTTPS port gets the TLS session's channel bindings, as a
+/// `[websocket]` listener's does (RFC 7395, "Use of TLS": the WebSocket's TLS is the
+/// stream's): SCRAM's `-PLUS` mechanisms are offered (only with binding data, RFC 5802
+/// §6).
+#[test]
+fn the_https_port_offers_channel_binding() {
+    let server = Server::start(ServerOpts::default());
+    block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        let features = ws.open(server.domain()).await;
+        let mechanisms: Vec<String> = features
+            .child("mechanisms", SASL)
+            .map(|m| m.children.iter().map(|c| c.text.clone()).collect())
+            .unwrap_or_default();
+        for m in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"] {
+            assert!(mechanisms.iter().any(|x| x == m), "{m}: {features}");
+        }
+    });
+}
+
 /// A client frame (RFC 6455 §5.2), masked as a client's must be (§5.3): text, `payload`.
 fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xfa, 0x21, 0x3d];
@@ -574,7 +596,8 @@ fn a_websocket_on_the_https_port_holds_its_connection_slot() {
 }
 
 /// A WebSocket session on the HTTPS port ends with the server as a `[websocket]`
-/// listener's does: `system-shutdown` (RFC 7395 §3.5), then `<close/>` (§3.6).
+/// listener's does: `system-shutdown`, then `<close/>` (RFC 7395, "Stream Errors" and
+/// "Closing the Connection").
 #[test]
 fn the_server_stopping_closes_https_port_websockets_with_system_shutdown() {
     let mut server = Server::start(ServerOpts::default());
