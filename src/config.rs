@@ -112,7 +112,7 @@
 //! include_body = false               # send the message text to the app server (and on
 //!                                    # to Apple/Google): off, only "a message from …"
 //!
-//! [http]                             # HTTPS listener: uploads, host-meta (same certificate)
+//! [http]                             # HTTPS listener: uploads, host-meta, /xmpp-websocket
 //! enabled = true
 //! port = 5443                        # on the c2s listeners' addresses
 //! listen = ["[::]:5443"]             # instead of port: exact addresses
@@ -207,7 +207,8 @@ pub struct Config {
     /// and external services (XEP-0157, XEP-0215): `[private_storage]`, `[vcard]`,
     /// `[contact]`, `[[external_services]]`.
     pub modules: crate::features::ModuleSettings,
-    /// The HTTPS listener (`[http]`): uploads (XEP-0363), host-meta (XEP-0156).
+    /// The HTTPS listener (`[http]`): uploads (XEP-0363), host-meta (XEP-0156), XMPP over
+    /// WebSocket at `/xmpp-websocket` (RFC 7395).
     pub http: HttpConfig,
     /// XMPP over WebSocket (RFC 7395) on a listener of its own.
     pub websocket: WebSocketConfig,

@@ -6,7 +6,8 @@
 //! net/        listeners, TLS, the per-connection loop (generic over the stream; c2s.rs
 //!             drives client streams, s2s.rs federation's links in and out with their
 //!             queues and dialback checks, component.rs XEP-0114 components; dns.rs
-//!             finds other servers; http.rs the HTTPS listener: uploads, host-meta;
+//!             finds other servers; http.rs the HTTPS listener: uploads, host-meta,
+//!             the WebSocket upgrade;
 //!             websocket.rs RFC 7395 clients over WebSocket, the same c2s loop on a
 //!             framing transport; mqtt/ the MQTT listener for sensors, whose publishes
 //!             become their account's presence): the only code that touches sockets

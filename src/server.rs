@@ -360,6 +360,11 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     // The open-connection count, for shutdown to wait on.
     let live = Arc::new(AtomicUsize::new(0));
     let next_id = Arc::new(AtomicU64::new(1));
+    let websocket_ports: Vec<u16> = listeners
+        .iter()
+        .filter(|(_, _, peers)| *peers == Peers::WebSockets)
+        .map(|((addr, _), _, _)| addr.port())
+        .collect();
     for ((addr, listener), direct, peers) in listeners {
         crate::net::listen::accept(&ex, listener, addr, direct, peers, &shared, &live, &next_id);
     }
@@ -372,9 +377,19 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
         files
     });
     if !http_listeners.is_empty() {
+        // XEP-0156: the `[websocket]` listeners are announced too (after the HTTPS
+        // listener's own `/xmpp-websocket`), by the ports they were bound on.
+        let mut websocket_listener_urls: Vec<String> = websocket_ports
+            .iter()
+            .filter_map(|&port| {
+                crate::net::http::websocket_listener_url(&cfg.domain, port, cfg.websocket.tls)
+            })
+            .collect();
+        websocket_listener_urls.dedup();
         let http = Arc::new(crate::net::http::Http {
             base_url: http_base,
             uploads,
+            websocket_listener_urls,
             admission: Admission::new(ConnectionLimits {
                 max_total: cfg.limits.max_connections,
                 max_per_address: cfg.limits.max_connections_per_address,

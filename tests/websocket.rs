@@ -297,6 +297,335 @@ fn without_the_xmpp_subprotocol_the_upgrade_is_refused() {
     });
 }
 
+/// The HTTPS port (`[http]`) serves RFC 7395 at `/xmpp-websocket`, and XEP-0156's
+/// host-meta names it first, then the `[websocket]` listener.
+#[test]
+fn the_https_port_upgrades_at_xmpp_websocket() {
+    let (server, port) = server(true);
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let d = server.domain().to_owned();
+    let xrd = common::http::request(&server, "GET /.well-known/host-meta HTTP/1.1", b"").text();
+    let on_https = format!(
+        "<Link rel='urn:xmpp:alt-connections:websocket' href='wss://{d}:{}/xmpp-websocket'/>",
+        server.http_port()
+    );
+    let on_listener = format!(
+        "<Link rel='urn:xmpp:alt-connections:websocket' href='wss://{d}:{port}/xmpp-websocket'/>"
+    );
+    let (Some(a), Some(b)) = (xrd.find(&on_https), xrd.find(&on_listener)) else {
+        panic!("{xrd}");
+    };
+    assert!(a < b, "{xrd}");
+    let mut bob = Conn::login(
+        server.c2s_addr(),
+        &d,
+        &server.cert_path(),
+        "bob",
+        "bob-pw",
+        Some("desk"),
+    );
+    bob.send("<presence/>");
+    block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "chat, xmpp")
+            .await
+            .unwrap();
+        let jid = ws.login(&d, "alice", "alice-pw", "https").await;
+        assert_eq!(jid, format!("alice@{d}/https"));
+        ws.send(&format!(
+            "<message xmlns='jabber:client' to='bob@{d}' type='chat' id='m1'>\
+             <body>over the HTTPS port</body></message>"
+        ))
+        .await;
+        let got = bob.expect_matching("alice's message", |n| n.name == "message");
+        assert_eq!(got.attr("from"), Some(jid.as_str()));
+        bob.send(&format!(
+            "<message to='{jid}' type='chat' id='m2'><body>back</body></message>"
+        ));
+        loop {
+            let el = ws.expect("bob's message").await;
+            if el.name == "message" {
+                break;
+            }
+        }
+        ws.send(&format!("<close xmlns='{FRAMING}'/>")).await;
+        loop {
+            match ws.recv().await {
+                In::El(el) if el.is("close", FRAMING) => break,
+                In::El(_) => continue,
+                _ => panic!("no <close/> answered"),
+            }
+        }
+    });
+    // The HTTPS port still serves plain requests.
+    let r = common::http::request(&server, "GET /.well-known/host-meta.json HTTP/1.1", b"");
+    assert_eq!(r.status, 200);
+}
+
+/// The session on the HTTPS port gets the TLS session's channel bindings, as a
+/// `[websocket]` listener's does (RFC 7395, "Use of TLS": the WebSocket's TLS is the
+/// stream's): SCRAM's `-PLUS` mechanisms are offered (only with binding data, RFC 5802
+/// §6).
+#[test]
+fn the_https_port_offers_channel_binding() {
+    let server = Server::start(ServerOpts::default());
+    block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        let features = ws.open(server.domain()).await;
+        let mechanisms: Vec<String> = features
+            .child("mechanisms", SASL)
+            .map(|m| m.children.iter().map(|c| c.text.clone()).collect())
+            .unwrap_or_default();
+        for m in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"] {
+            assert!(mechanisms.iter().any(|x| x == m), "{m}: {features}");
+        }
+    });
+}
+
+/// A client frame (RFC 6455 §5.2), masked as a client's must be (§5.3): text, `payload`.
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x81];
+    match u16::try_from(payload.len()) {
+        Ok(n) if n < 126 => f.push(0x80 | n as u8),
+        Ok(n) => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => panic!("test frame too large"),
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// A client that sends its `<open/>` right behind the upgrade request, in the same
+/// write, before the 101: the HTTPS listener read it with the request and hands it on
+/// (RFC 6455 §4.1 has a client wait for the 101; one that does not loses nothing here).
+#[test]
+fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start(ServerOpts::default());
+    let d = server.domain().to_owned();
+    block_on(async {
+        let tcp = smol::net::TcpStream::connect(("127.0.0.1", server.http_port()))
+            .await
+            .unwrap();
+        let config = client::tls_config(client::read_pem_cert(&server.cert_path()));
+        let name = ServerName::try_from(d.clone()).unwrap();
+        let mut io: Box<dyn Io> =
+            Box::new(TlsConnector::from(config).connect(name, tcp).await.unwrap());
+        let mut bytes = format!(
+            "GET /xmpp-websocket HTTP/1.1\r\nHost: {d}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend(masked_text_frame(
+            format!("<open xmlns='{FRAMING}' to='{d}' version='1.0'/>").as_bytes(),
+        ));
+        io.write_all(&bytes).await.unwrap();
+        io.flush().await.unwrap();
+        // The 101, read a byte at a time so that no frame is read with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            io.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+            assert!(head.len() < 4096);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101 "), "{head}");
+        // RFC 6455 §1.3's example key and its answer.
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        assert!(head.contains("sec-websocket-protocol: xmpp"), "{head}");
+        let ws = WebSocketStream::from_raw_socket(
+            io,
+            async_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut ws = Ws { ws };
+        let open = ws.expect("<open/>").await;
+        assert!(open.is("open", FRAMING), "{open}");
+        let features = ws.expect("features").await;
+        assert!(features.is("features", STREAMS), "{features}");
+    });
+}
+
+/// What is no RFC 7395 upgrade gets HTTP's answer on the HTTPS port: 426 naming the
+/// upgrade and version 13 without `Upgrade: websocket` or with another version
+/// (RFC 6455 §4.2.2, §4.4; RFC 9110 §15.5.22), 400 without a proper key (RFC 6455
+/// §4.2.1) or without the `xmpp` subprotocol (RFC 7395 §3.1), and no upgrade.
+#[test]
+fn the_https_port_refuses_what_is_no_xmpp_websocket_upgrade() {
+    let server = Server::start(ServerOpts::default());
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade";
+    let ask = |lines: &str| {
+        common::http::request(
+            &server,
+            &format!("GET /xmpp-websocket HTTP/1.1\r\n{lines}"),
+            b"",
+        )
+    };
+    let cases = [
+        (
+            format!("{key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp"),
+            426,
+        ),
+        (
+            format!(
+                "Connection: Upgrade\r\n{key}\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Protocol: xmpp"
+            ),
+            426,
+        ),
+        (
+            format!(
+                "{upgrade}\r\n{key}\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Protocol: xmpp"
+            ),
+            426,
+        ),
+        (
+            format!(
+                "{upgrade}\r\n{key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt"
+            ),
+            400,
+        ),
+        (
+            format!(
+                "{upgrade}\r\n{key}\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Protocol: xmpp-framing, chat"
+            ),
+            400,
+        ),
+        (
+            format!("{upgrade}\r\n{key}\r\nSec-WebSocket-Version: 13"),
+            400,
+        ),
+        (
+            format!(
+                "{upgrade}\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Protocol: xmpp"
+            ),
+            400,
+        ),
+    ];
+    for (lines, status) in &cases {
+        let r = ask(lines);
+        assert_eq!(r.status, *status, "{lines}: {r:?}");
+        assert_eq!(r.header("sec-websocket-accept"), None, "{lines}: {r:?}");
+        if *status == 426 {
+            assert_eq!(r.header("upgrade"), Some("websocket"), "{r:?}");
+            assert_eq!(r.header("sec-websocket-version"), Some("13"), "{r:?}");
+        }
+    }
+    block_on(async {
+        match Ws::connect(&server, server.http_port(), true, "chat").await {
+            Err(WsError::Http(resp)) => assert_eq!(resp.status(), 400),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("upgraded without the xmpp subprotocol"),
+        }
+    });
+}
+
+/// A WebSocket upgraded on the HTTPS port keeps its connection's admission slot for as
+/// long as the session lasts (the HTTPS listener counts its connections apart from
+/// c2s's): with one connection per address, no other HTTPS connection is taken while it
+/// is open, and one is once it closed.
+#[test]
+fn a_websocket_on_the_https_port_holds_its_connection_slot() {
+    let server = Server::start(ServerOpts {
+        extra_toml: "\n[limits]\nmax_connections_per_address = 1\n".into(),
+        ..ServerOpts::default()
+    });
+    server.add_user("alice", "alice-pw");
+    let d = server.domain().to_owned();
+    // Whether the HTTPS port takes a connection (TLS handshake done) now.
+    let https_accepts = || async {
+        let tcp = smol::net::TcpStream::connect(("127.0.0.1", server.http_port()))
+            .await
+            .unwrap();
+        let config = client::tls_config(client::read_pem_cert(&server.cert_path()));
+        let name = ServerName::try_from(d.clone()).unwrap();
+        TlsConnector::from(config).connect(name, tcp).await.is_ok()
+    };
+    block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        ws.login(&d, "alice", "alice-pw", "web").await;
+        assert!(
+            !https_accepts().await,
+            "a second connection while the session is open"
+        );
+        // A c2s connection is counted apart.
+        let mut c = Conn::login(
+            server.c2s_addr(),
+            &d,
+            &server.cert_path(),
+            "alice",
+            "alice-pw",
+            Some("desk"),
+        );
+        c.assert_alive();
+        ws.send(&format!("<close xmlns='{FRAMING}'/>")).await;
+        loop {
+            match ws.recv().await {
+                In::El(el) if el.is("close", FRAMING) => break,
+                In::El(_) => continue,
+                _ => panic!("no <close/> answered"),
+            }
+        }
+        drop(ws);
+        let deadline = std::time::Instant::now() + WAIT;
+        while !https_accepts().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot was not given back"
+            );
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A WebSocket session on the HTTPS port ends with the server as a `[websocket]`
+/// listener's does: `system-shutdown`, then `<close/>` (RFC 7395, "Stream Errors" and
+/// "Closing the Connection").
+#[test]
+fn the_server_stopping_closes_https_port_websockets_with_system_shutdown() {
+    let mut server = Server::start(ServerOpts::default());
+    server.add_user("alice", "alice-pw");
+    let mut ws = block_on(async {
+        let mut ws = Ws::connect(&server, server.http_port(), true, "xmpp")
+            .await
+            .unwrap();
+        ws.login(server.domain(), "alice", "alice-pw", "web").await;
+        ws
+    });
+    let stopper = std::thread::spawn(move || {
+        server.stop();
+    });
+    block_on(async {
+        loop {
+            let el = ws.expect("system-shutdown").await;
+            if el.is("error", STREAMS) {
+                assert_eq!(el.condition(STREAM_ERRORS), Some("system-shutdown"));
+                break;
+            }
+        }
+        let close = ws.expect("<close/>").await;
+        assert!(close.is("close", FRAMING), "{close}");
+    });
+    stopper.join().unwrap();
+}
+
 #[test]
 fn two_elements_in_one_frame_are_not_well_formed() {
     let (server, port) = server(true);

@@ -1,7 +1,8 @@
 //! RFC 7395 with real web clients: Converse.js (its release bundle), xmpp.js
 //! (@xmpp/client, npm) and Strophe.js inside headless Chromium (puppeteer-core), and
 //! xmpp.js from Node, each logging in over wss:// with the server's
-//! self-signed certificate and chatting with a slixmpp user on the STARTTLS port.
+//! self-signed certificate and chatting with a slixmpp user on the STARTTLS port; and
+//! xmpp.js from Node on the HTTPS port's `/xmpp-websocket`, found by XEP-0156 host-meta.
 //! `tests/clients/ws_client.mjs` is the client; `.ci/run` installs Node's packages into
 //! `<target dir>/web-client` and Debian's chromium.
 
@@ -67,11 +68,11 @@ fn server() -> (Server, u16) {
     (server, port)
 }
 
-/// Runs the web client in `mode` ("node" or "browser") as alice: it sends `body` to bob
-/// and waits for slixmpp's echo of it.
+/// Runs the web client in `mode` ("node" or "browser") as alice on the WebSocket URL
+/// `service`: it sends `body` to bob and waits for slixmpp's echo of it.
 fn web_client(
     server: &Server,
-    port: u16,
+    service: &str,
     mode: &str,
     library: &str,
     body: &str,
@@ -90,10 +91,7 @@ fn web_client(
         })
         .arg("--modules")
         .arg(node_modules())
-        .args([
-            "--service",
-            &format!("wss://127.0.0.1:{port}/xmpp-websocket"),
-        ])
+        .args(["--service", service])
         .args(["--domain", server.domain()])
         .args(["--user", "alice", "--password", "alice-pw"])
         .args(["--resource", library])
@@ -111,12 +109,22 @@ fn web_client(
 /// bob on slixmpp answers alice's message with "echo: …"; alice's client must see it.
 fn chat_with_slixmpp(mode: &str, library: &str) {
     let (server, port) = server();
-    let mut bob = slixmpp(&server, "bob", "bob-pw", "SCRAM-SHA-256")
+    chat_over(
+        &server,
+        &format!("wss://127.0.0.1:{port}/xmpp-websocket"),
+        mode,
+        library,
+    );
+}
+
+/// [`chat_with_slixmpp`] with the web client on the WebSocket URL `service`.
+fn chat_over(server: &Server, service: &str, mode: &str, library: &str) {
+    let mut bob = slixmpp(server, "bob", "bob-pw", "SCRAM-SHA-256")
         .resource("slixmpp")
         .spawn(&["receive", "--expect-from", &server.jid("alice"), "--echo"]);
     bob.wait_for_event("ready", WAIT);
     let body = format!("hello from {library} in {mode} over a WebSocket <&>");
-    let run = web_client(&server, port, mode, library, &body);
+    let run = web_client(server, service, mode, library, &body);
     run.assert_ok();
     let online = run.expect_event("online");
     assert_eq!(
@@ -148,6 +156,33 @@ fn chat_with_slixmpp(mode: &str, library: &str) {
 #[test]
 fn xmppjs_from_node_chats_with_slixmpp_over_wss() {
     chat_with_slixmpp("node", "xmppjs");
+}
+
+/// XEP-0156 as a web client finds its endpoint: host-meta.json on the HTTPS port
+/// (`[http]`, on by default) names `wss://<domain>:<port>/xmpp-websocket` on that same
+/// port, and xmpp.js from Node logs in there and chats with slixmpp. (xmpp.js's own
+/// discovery asks port 443 of the domain, which a test server cannot have; the domain,
+/// `.local`, is dialled by address.)
+#[test]
+fn xmppjs_from_node_finds_the_https_port_by_host_meta_and_chats_with_slixmpp() {
+    let server = Server::start(ServerOpts::default());
+    server.add_user("alice", "alice-pw");
+    server.add_user("bob", "bob-pw");
+    let r = common::http::request(&server, "GET /.well-known/host-meta.json HTTP/1.1", b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let jrd: serde_json::Value = serde_json::from_slice(&r.body).expect("host-meta.json");
+    let href = jrd["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["rel"] == "urn:xmpp:alt-connections:websocket")
+        .and_then(|l| l["href"].as_str())
+        .unwrap_or_else(|| panic!("no WebSocket link in {jrd}"))
+        .to_owned();
+    let host = format!("{}:{}", server.domain(), server.http_port());
+    assert_eq!(href, format!("wss://{host}/xmpp-websocket"));
+    let service = href.replace(&host, &format!("127.0.0.1:{}", server.http_port()));
+    chat_over(&server, &service, "node", "xmppjs");
 }
 
 #[test]

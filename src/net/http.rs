@@ -9,6 +9,12 @@
 //! no byte in or out for [`IDLE_TIMEOUT`] closed, an upload body that stalls for as long
 //! cut, requests per connection rate-limited ([`REQUESTS_PER_SEC`], 429 beyond); and
 //! nothing but a token lookup before a slot's owner is known.
+//!
+//! `GET /xmpp-websocket` with an RFC 7395 handshake is answered 101, and the connection
+//! (with what hyper read past the request) goes to [`super::websocket`] as a `[websocket]`
+//! listener's would, in the same task and admission slot. Every other connection ends
+//! with a lingering close (RFC 9112 §9.6, [`linger`]), so that an answer sent before the
+//! request was read to its end (431, 413) is not lost to a reset.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_rustls::TlsAcceptor;
+use futures_rustls::server::TlsStream;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -64,7 +71,11 @@ pub struct Http {
     pub base_url: String,
     /// The uploads, when `[upload]` is on.
     pub uploads: Option<Arc<Uploads>>,
-    /// Connection limits of the HTTP listener (counted apart from c2s's).
+    /// The `[websocket]` listeners' URLs for XEP-0156 (see [`websocket_listener_url`]),
+    /// announced after this listener's own `/xmpp-websocket`.
+    pub websocket_listener_urls: Vec<String>,
+    /// Connection limits of the HTTP listener (counted apart from c2s's); a WebSocket
+    /// session upgraded here keeps its connection's slot.
     pub admission: Admission,
     /// For the tasks that read a download ahead.
     pub ex: Arc<Executor<'static>>,
@@ -98,6 +109,14 @@ pub fn default_base_url(domain: &str, port: u16) -> String {
     }
 }
 
+/// The URL XEP-0156 announces for a `[websocket]` listener on `port`: `wss://` with the
+/// domain (any path serves there; RFC 7395 §3.1 leaves the path to the server). A plain
+/// listener is for a TLS proxy on the same host, whose public URL hearth does not know:
+/// none.
+pub fn websocket_listener_url(domain: &str, port: u16, is_tls: bool) -> Option<String> {
+    is_tls.then(|| format!("wss://{domain}:{port}/xmpp-websocket"))
+}
+
 /// Accepts HTTPS connections on `listener` for as long as the executor runs.
 #[allow(clippy::too_many_arguments)]
 pub fn accept(
@@ -109,7 +128,7 @@ pub fn accept(
     live: &Arc<AtomicUsize>,
     next_id: &Arc<AtomicU64>,
 ) {
-    log::info!("listening for HTTPS on {addr} (uploads, host-meta)");
+    log::info!("listening for HTTPS on {addr} (uploads, host-meta, WebSocket)");
     let shared = shared.clone();
     let http = http.clone();
     let ex2 = ex.clone();
@@ -138,6 +157,8 @@ pub fn accept(
                     let shared = shared.clone();
                     let http = http.clone();
                     ex2.spawn(async move {
+                        // An upgraded WebSocket session runs inside `serve`: the slot
+                        // and the count are held until it ends.
                         serve(&shared, http, tcp, peer, id).await;
                         drop(slot);
                         drop(token);
@@ -154,10 +175,44 @@ pub fn accept(
     .detach();
 }
 
+/// What ended a connection's HTTP/1.1 part.
+enum Ended {
+    /// hyper's connection future returned: the peer closed, an error, a refused head (431),
+    /// a response with `Connection: close`, or a 101 (see [`Pending`]).
+    Served,
+    /// No byte either way for [`IDLE_TIMEOUT`].
+    Idle,
+    /// The server is stopping.
+    Stopped,
+}
+
+/// The upgrade a 101 answer promised (RFC 7395 §3.1): hyper's connection future ends
+/// after the 101 is sent, and `serve` then takes the connection back from here and runs
+/// the WebSocket session on it, inside the same task, so the admission slot and the
+/// open-connection count stay held for as long as the session lasts.
+type Pending = Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>;
+
+/// The transport hyper serves: TLS over TCP with its clock, in smol-hyper's adapter.
+/// [`hyper::upgrade::Upgraded::downcast`] gets it back after a 101.
+type Transport = FuturesIo<Tracked<TlsStream<Async<TcpStream>>>>;
+
 /// One connection: TLS, then HTTP/1.1 requests until the peer, a timeout or shutdown
-/// ends it.
-async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: SocketAddr, id: u64) {
-    let acceptor = TlsAcceptor::from(shared.tls().config().clone());
+/// ends it, or an RFC 7395 WebSocket upgrade hands it to
+/// [`websocket::serve_upgraded_after`](super::websocket::serve_upgraded_after).
+async fn serve(
+    shared: &Arc<Shared>,
+    http: Arc<Http>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    id: u64,
+) {
+    // A second handle on the socket, to close it gently after the last response (see
+    // `linger`): hyper drops its transport when it is done with it.
+    let raw = tcp.get_ref().try_clone().ok();
+    // The set-up the handshake used, for the session's channel bindings after an upgrade
+    // (a certificate reload in between must not change what `tls-server-end-point` hashes).
+    let setup = shared.tls();
+    let acceptor = TlsAcceptor::from(setup.config().clone());
     let accept = Box::pin(acceptor.accept(tcp));
     let tls = match async { Some(accept.await) }
         .or(async {
@@ -178,7 +233,7 @@ async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: So
     };
     let started = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let io = FuturesIo::new(Tracked {
+    let io: Transport = FuturesIo::new(Tracked {
         inner: tls,
         started,
         last: last.clone(),
@@ -188,22 +243,30 @@ async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: So
         REQUEST_BURST,
         Instant::now(),
     )));
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let http = http.clone();
-        let allowed = bucket
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_take(1.0, Instant::now());
-        async move {
-            if !allowed {
-                let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Ok::<_, Infallible>(r);
+    let pending: Pending = Arc::default();
+    let service = {
+        let pending = pending.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let http = http.clone();
+            let pending = pending.clone();
+            let allowed = bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_take(1.0, Instant::now());
+            async move {
+                if !allowed {
+                    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    if has_body(&req) {
+                        close_after(&mut r);
+                    }
+                    return Ok::<_, Infallible>(r);
+                }
+                Ok::<_, Infallible>(route(&http, req, &pending, id).await)
             }
-            Ok::<_, Infallible>(route(&http, req, id).await)
-        }
-    });
+        })
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
@@ -218,21 +281,135 @@ async fn serve(shared: &Shared, http: Arc<Http>, tcp: Async<TcpStream>, peer: So
             let idle_ms = now.saturating_sub(last.load(Ordering::Relaxed));
             if idle_ms > IDLE_TIMEOUT.as_millis() as u64 {
                 log::debug!("http{id}: {peer} idle, closed");
-                return;
+                return Ended::Idle;
             }
         }
     };
     let stop = async {
         let _ = shared.shutdown_rx.recv().await;
+        Ended::Stopped
     };
-    async {
+    let ended = async {
         if let Err(e) = conn.await {
             log::debug!("http{id}: {peer}: {e}");
         }
+        Ended::Served
     }
     .or(idle)
     .or(stop)
     .await;
+    let upgrade = pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match (ended, upgrade) {
+        (Ended::Served, Some(upgrade)) => {
+            serve_websocket(shared.clone(), upgrade, &setup, peer, id).await;
+        }
+        (Ended::Served | Ended::Idle, None) => {
+            if let Some(raw) = raw {
+                linger(raw).await;
+            }
+        }
+        // Stopping, or a 101 that was never sent: the connection just closes.
+        (_, _) => {}
+    }
+}
+
+/// After a 101: the connection back from hyper, with the bytes it read past the request
+/// (frames from a client that did not wait for the 101 as RFC 6455 §4.1 asks: not lost),
+/// and the RFC 7395 session on it as the `[websocket]` listener runs it: wss://, with
+/// the TLS session's channel bindings.
+async fn serve_websocket(
+    shared: Arc<Shared>,
+    upgrade: hyper::upgrade::OnUpgrade,
+    setup: &super::tls::TlsSetup,
+    peer: SocketAddr,
+    id: u64,
+) {
+    // Fulfilled (or dropped) already: hyper's connection future returned.
+    let upgraded = async { Some(upgrade.await) }
+        .or(async {
+            Timer::after(HANDSHAKE_TIMEOUT).await;
+            None
+        })
+        .await;
+    let parts = match upgraded.map(|u| u.map(|u| u.downcast::<Transport>())) {
+        Some(Ok(Ok(parts))) => parts,
+        Some(Ok(Err(_))) => {
+            log::warn!("http{id}: {peer} upgraded on a transport of another type");
+            return;
+        }
+        Some(Err(e)) => {
+            log::debug!("http{id}: {peer} upgrade failed: {e}");
+            return;
+        }
+        None => {
+            log::debug!("http{id}: {peer} upgrade timed out");
+            return;
+        }
+    };
+    // From here the session keeps its own clocks (c2s's): the HTTP idle clock goes.
+    let tls = parts.io.into_inner().inner;
+    let leftover = parts.read_buf.to_vec();
+    let bindings = setup.channel_bindings(tls.get_ref().1);
+    log::debug!(
+        "http{id}: {peer} upgraded to XMPP over WebSocket ({} bytes read ahead)",
+        leftover.len()
+    );
+    super::websocket::serve_upgraded_after(shared, tls, leftover, peer, Some(bindings), id).await;
+}
+
+/// How long, and how many bytes at most, [`linger`] reads after the last response.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// See [`CLOSE_GRACE`].
+const CLOSE_GRACE_BYTES: usize = 256 * 1024;
+
+/// RFC 9112 §9.6: after the last response, stop sending and read (and drop) what the
+/// client still sends, for a little while ([`CLOSE_GRACE`], [`CLOSE_GRACE_BYTES`]), so
+/// that closing with its input unread does not reset the connection before it has read
+/// the answer (a 431 to a head too large, a 413 to an upload whose body is still on its
+/// way).
+async fn linger(raw: TcpStream) {
+    use smol::io::AsyncReadExt as _;
+    // hyper has sent TLS's close_notify and shut the write side already, unless the
+    // connection failed; a second shutdown is harmless, an error means it is gone.
+    if raw.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let Ok(raw) = Async::new(raw) else {
+        return;
+    };
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < CLOSE_GRACE_BYTES {
+            match (&raw).read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(CLOSE_GRACE).await;
+        })
+        .await;
+}
+
+/// Whether a request came with a body (RFC 9112 §6.3).
+fn has_body<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// A response sent while the request's body is unread: the connection closes after it
+/// (RFC 9112 §9.6), rather than read past the body to the next request; hyper honours
+/// the header.
+fn close_after(r: &mut Response<Body>) {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// The TLS stream, noting when a byte last went either way (for [`IDLE_TIMEOUT`]).
@@ -348,7 +525,12 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// Dispatches a request by path.
-async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Body> {
+async fn route(
+    http: &Arc<Http>,
+    req: Request<Incoming>,
+    pending: &Pending,
+    id: u64,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     log::debug!("http{id}: {} {}", req.method(), loggable(&path));
     match path.as_str() {
@@ -360,7 +542,7 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Bo
                 _ => with_cors(method_not_allowed("GET, HEAD, OPTIONS")),
             }
         }
-        "/xmpp-websocket" => websocket_upgrade(req),
+        "/xmpp-websocket" => websocket_upgrade(req, pending),
         p if p.starts_with("/upload/") => {
             let Some(uploads) = &http.uploads else {
                 return text(StatusCode::NOT_FOUND, "uploads are off on this server");
@@ -368,7 +550,14 @@ async fn route(http: &Arc<Http>, req: Request<Incoming>, id: u64) -> Response<Bo
             let token = p["/upload/".len()..].split('/').next().unwrap_or("");
             let token = token.to_owned();
             with_cors(match *req.method() {
-                Method::PUT => put(uploads, &token, req, id).await,
+                Method::PUT => {
+                    let has_body = has_body(&req);
+                    let (mut r, body) = put(uploads, &token, req, id).await;
+                    if body == RequestBody::Unread && has_body {
+                        close_after(&mut r);
+                    }
+                    r
+                }
                 Method::GET | Method::HEAD => get(http, uploads, &token, &req).await,
                 Method::OPTIONS => return preflight(),
                 _ => method_not_allowed("GET, HEAD, PUT, OPTIONS"),
@@ -387,24 +576,36 @@ fn loggable(path: &str) -> String {
     }
 }
 
-/// XEP-0156 §3: the WebSocket endpoint as an XRD document (host-meta) or JRD
-/// (host-meta.json).
+/// XEP-0156 §3: the WebSocket endpoints as an XRD document (host-meta) or JRD
+/// (host-meta.json), in order of preference: this listener's `/xmpp-websocket` first
+/// (the port a web client already reached), then the `[websocket]` listeners'.
 fn host_meta(http: &Http, json: bool) -> Response<Body> {
-    let url = http.websocket_url();
+    let urls: Vec<String> = std::iter::once(http.websocket_url())
+        .chain(http.websocket_listener_urls.iter().cloned())
+        .collect();
     let (body, ty) = if json {
-        let esc = url.replace('\\', "\\\\").replace('"', "\\\"");
+        let links: Vec<String> = urls
+            .iter()
+            .map(|url| {
+                let esc = url.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{{\"rel\":\"{REL_WEBSOCKET}\",\"href\":\"{esc}\"}}")
+            })
+            .collect();
         (
-            format!("{{\"links\":[{{\"rel\":\"{REL_WEBSOCKET}\",\"href\":\"{esc}\"}}]}}\n"),
+            format!("{{\"links\":[{}]}}\n", links.join(",")),
             "application/json",
         )
     } else {
-        let mut esc = String::new();
-        crate::xml::escape_attr(&url, &mut esc);
+        let mut links = String::new();
+        for url in &urls {
+            let mut esc = String::new();
+            crate::xml::escape_attr(url, &mut esc);
+            links.push_str(&format!("  <Link rel='{REL_WEBSOCKET}' href='{esc}'/>\n"));
+        }
         (
             format!(
                 "<?xml version='1.0' encoding='utf-8'?>\n\
-                 <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
-                 <Link rel='{REL_WEBSOCKET}' href='{esc}'/>\n</XRD>\n"
+                 <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n{links}</XRD>\n"
             ),
             "application/xrd+xml",
         )
@@ -416,106 +617,136 @@ fn host_meta(http: &Http, json: bool) -> Response<Body> {
 }
 
 /// RFC 7395 §3.1: `GET /xmpp-websocket` with `Upgrade: websocket` and
-/// `Sec-WebSocket-Protocol: xmpp`. Not served yet: 501 (after the request was checked,
-/// so a malformed one gets its 400 or 426 already).
-///
-/// Wiring the WebSocket worker's `crate::net::websocket::serve_upgraded(io, peer, …)`
-/// here: answer `Ok(response)` from [`websocket_handshake`] (101 with
-/// `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol: xmpp`), and spawn a task that
-/// awaits `hyper::upgrade::on(req)`, recovers the raw TLS stream (a futures
-/// `AsyncRead + AsyncWrite`) and the bytes hyper had read ahead with
-/// `Upgraded::downcast::<FuturesIo<Tracked<TlsStream<Async<TcpStream>>>>>()`
-/// (`Parts { io, read_buf }`: `io.into_inner().inner` is the TLS stream), and hands
-/// them over. Mind that `serve` returns once hyper's connection future ends, which it
-/// does at the upgrade: the admission slot, the open-connection count (shutdown waits on
-/// it) and the idle timer go with it unless the upgraded session runs inside `serve`
-/// (keep the `OnUpgrade` in a per-connection cell, await it after `conn`), which is the
-/// way to wire it.
-fn websocket_upgrade(req: Request<Incoming>) -> Response<Body> {
-    match websocket_handshake(&req) {
-        Ok(_) => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "XMPP over WebSocket is not available on this server yet",
-        ),
-        Err(r) => r,
+/// `Sec-WebSocket-Protocol: xmpp` is answered 101 with `Sec-WebSocket-Accept` and
+/// `Sec-WebSocket-Protocol: xmpp` (RFC 6455 §4.2.2); the upgrade is left in `pending`,
+/// which `serve` takes once hyper's connection future has ended, to run the session.
+/// Anything else gets the refusal of [`HandshakeRefusal`].
+fn websocket_upgrade(mut req: Request<Incoming>, pending: &Pending) -> Response<Body> {
+    let accept = match websocket_handshake(&req) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.response(),
+    };
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad Sec-WebSocket-Accept",
+        );
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    *pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(upgrade);
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(crate::stream::websocket::SUBPROTOCOL),
+    );
+    r
+}
+
+/// Why a WebSocket handshake is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeRefusal {
+    /// 426 with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`: not a `GET` with
+    /// `Upgrade: websocket` and `Connection: upgrade`, or another version than 13
+    /// (RFC 6455 §4.2.2 and §4.4; RFC 9110 §15.5.22).
+    UpgradeRequired,
+    /// 400: no `Sec-WebSocket-Key` that is 16 bytes in base64 (RFC 6455 §4.2.1, item 5).
+    NoKey,
+    /// 400: `xmpp` not among the subprotocols (RFC 7395 §3.1: the server must not
+    /// complete the handshake), as the `[websocket]` listener answers.
+    NotXmpp,
+}
+
+impl HandshakeRefusal {
+    /// The status of the answer.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Self::NoKey | Self::NotXmpp => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The answer: a short text, and for 426 what to upgrade to.
+    fn response(self) -> Response<Body> {
+        let msg = match self {
+            Self::UpgradeRequired => "a WebSocket upgrade (version 13) is expected here",
+            Self::NoKey => "Sec-WebSocket-Key is missing or malformed",
+            Self::NotXmpp => {
+                "XMPP over WebSocket needs the \"xmpp\" subprotocol (RFC 7395 section 3.1)"
+            }
+        };
+        let mut r = text(self.status(), msg);
+        if self == Self::UpgradeRequired {
+            let h = r.headers_mut();
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        r
     }
 }
 
-/// The WebSocket GUID of RFC 6455 §1.3.
-const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// RFC 6455 §4.2.2: `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
-pub fn websocket_accept(key: &str) -> String {
-    use base64::Engine as _;
-    use sha1::Digest as _;
-    let mut h = sha1::Sha1::new();
-    h.update(key.trim().as_bytes());
-    h.update(WEBSOCKET_GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(h.finalize())
-}
-
 /// RFC 6455 §4.2.1 and RFC 7395 §3.1: checks an upgrade request for the `xmpp`
-/// subprotocol and builds the 101 answer; otherwise the error to send (400 for a
-/// malformed request, 426 for one that is no WebSocket upgrade or another version).
-/// Both are responses to send as they are, so neither is boxed.
-#[allow(clippy::result_large_err)]
-pub fn websocket_handshake<B>(req: &Request<B>) -> Result<Response<Body>, Response<Body>> {
+/// subprotocol; the `Sec-WebSocket-Accept` to answer with (RFC 6455 §4.2.2, from
+/// [`accept_key`](super::websocket::accept_key)), or why not.
+pub fn websocket_handshake<B>(req: &Request<B>) -> Result<String, HandshakeRefusal> {
+    use base64::Engine as _;
     let h = req.headers();
-    let has = |name: header::HeaderName, token: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
+    let values = |name: header::HeaderName| {
+        h.get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
     };
-    let upgrade_required = || {
-        let mut r = text(
-            StatusCode::UPGRADE_REQUIRED,
-            "a WebSocket upgrade is expected here",
-        );
-        r.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        r
+    let has = |name: header::HeaderName, token: &str| {
+        values(name)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     if req.method() != Method::GET
         || !has(header::UPGRADE, "websocket")
         || !has(header::CONNECTION, "upgrade")
         || !has(header::SEC_WEBSOCKET_VERSION, "13")
     {
-        return Err(upgrade_required());
+        return Err(HandshakeRefusal::UpgradeRequired);
     }
     let key = h
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|k| k.to_str().ok())
-        .filter(|k| k.trim().len() == 24)
-        .ok_or_else(|| text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing"))?;
-    // RFC 7395 §3.1: the client must ask for `xmpp`, and the server must name it back.
-    if !has(header::SEC_WEBSOCKET_PROTOCOL, "xmpp") {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            "Sec-WebSocket-Protocol must include xmpp (RFC 7395)",
-        ));
+        .filter(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .is_ok_and(|b| b.len() == 16)
+        })
+        .ok_or(HandshakeRefusal::NoKey)?;
+    if !super::websocket::offers_xmpp_in(values(header::SEC_WEBSOCKET_PROTOCOL).into_iter()) {
+        return Err(HandshakeRefusal::NotXmpp);
     }
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, websocket_accept(key))
-        .header(header::SEC_WEBSOCKET_PROTOCOL, "xmpp")
-        .body(full(Bytes::new()))
-        .map_err(|_| text(StatusCode::BAD_REQUEST, "bad request"))
+    Ok(super::websocket::accept_key(key))
 }
 
-/// XEP-0363 §5: the PUT of a slot's file, streamed to disk.
+/// Whether a handler read the request body to its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestBody {
+    Read,
+    Unread,
+}
+
+/// XEP-0363 §5: the PUT of a slot's file, streamed to disk; whether its body was read
+/// to the end.
 async fn put(
     uploads: &Arc<Uploads>,
     token: &str,
     req: Request<Incoming>,
     id: u64,
-) -> Response<Body> {
+) -> (Response<Body>, RequestBody) {
     let headers = req.headers();
     let content_length = headers
         .get(header::CONTENT_LENGTH)
@@ -530,7 +761,7 @@ async fn put(
         .await
     {
         Ok(f) => f,
-        Err(f) => return failure(f),
+        Err(f) => return (failure(f), RequestBody::Unread),
     };
     let mut body = req.into_body();
     loop {
@@ -541,22 +772,26 @@ async fn put(
             })
             .await;
         match frame {
-            None => return text(StatusCode::REQUEST_TIMEOUT, "the upload stalled"),
+            None => {
+                let r = text(StatusCode::REQUEST_TIMEOUT, "the upload stalled");
+                return (r, RequestBody::Unread);
+            }
             Some(None) => break,
             Some(Some(Err(e))) => {
                 log::debug!("http{id}: upload body: {e}");
-                return text(StatusCode::BAD_REQUEST, "the upload was cut short");
+                let r = text(StatusCode::BAD_REQUEST, "the upload was cut short");
+                return (r, RequestBody::Unread);
             }
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if let Err(f) = file.write(data).await {
-                        return failure(f);
+                        return (failure(f), RequestBody::Unread);
                     }
                 }
             }
         }
     }
-    match file.finish().await {
+    let r = match file.finish().await {
         Ok(()) => {
             log::info!("http{id}: upload {}… stored", token.get(..8).unwrap_or(""));
             let mut r = text(StatusCode::CREATED, "stored");
@@ -564,7 +799,8 @@ async fn put(
             r
         }
         Err(f) => failure(f),
-    }
+    };
+    (r, RequestBody::Read)
 }
 
 /// What a `Range` header asks of a file.
@@ -745,54 +981,136 @@ mod tests {
     /// RFC 6455 §1.3's example key and answer; RFC 7395 §3.1's subprotocol.
     #[test]
     fn websocket_handshake_per_rfc_6455_and_7395() {
-        assert_eq!(
-            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-        let req = |proto: &str, version: &str| {
-            Request::builder()
-                .method(Method::GET)
+        let req = |method: Method, key: Option<&str>, proto: &str, version: &str| {
+            let mut b = Request::builder()
+                .method(method)
                 .uri("/xmpp-websocket")
                 .header("Upgrade", "websocket")
                 .header("Connection", "keep-alive, Upgrade")
-                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
                 .header("Sec-WebSocket-Version", version)
-                .header("Sec-WebSocket-Protocol", proto)
-                .body(())
-                .unwrap()
+                .header("Sec-WebSocket-Protocol", proto);
+            if let Some(key) = key {
+                b = b.header("Sec-WebSocket-Key", key);
+            }
+            b.body(()).unwrap()
         };
-        let ok = websocket_handshake(&req("xmpp", "13")).unwrap();
-        assert_eq!(ok.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(ok.headers()["sec-websocket-protocol"], "xmpp");
+        let key = Some("dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(
-            ok.headers()["sec-websocket-accept"],
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            websocket_handshake(&req(Method::GET, key, "chat, xmpp", "13")).as_deref(),
+            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         );
-        let no_xmpp = websocket_handshake(&req("chat", "13")).unwrap_err();
-        assert_eq!(no_xmpp.status(), StatusCode::BAD_REQUEST);
-        let old = websocket_handshake(&req("xmpp", "8")).unwrap_err();
-        assert_eq!(old.status(), StatusCode::UPGRADE_REQUIRED);
+        for (method, key, proto, version, refusal) in [
+            (Method::GET, key, "chat", "13", HandshakeRefusal::NotXmpp),
+            (
+                Method::GET,
+                key,
+                "xmpp-framing",
+                "13",
+                HandshakeRefusal::NotXmpp,
+            ),
+            (
+                Method::GET,
+                key,
+                "xmpp",
+                "8",
+                HandshakeRefusal::UpgradeRequired,
+            ),
+            (
+                Method::POST,
+                key,
+                "xmpp",
+                "13",
+                HandshakeRefusal::UpgradeRequired,
+            ),
+            (Method::GET, None, "xmpp", "13", HandshakeRefusal::NoKey),
+            // Eight bytes, not sixteen.
+            (
+                Method::GET,
+                Some("c2hvcnQ="),
+                "xmpp",
+                "13",
+                HandshakeRefusal::NoKey,
+            ),
+            (
+                Method::GET,
+                Some("not base64!"),
+                "xmpp",
+                "13",
+                HandshakeRefusal::NoKey,
+            ),
+        ] {
+            assert_eq!(
+                websocket_handshake(&req(method, key, proto, version)),
+                Err(refusal),
+                "{key:?} {proto} {version}"
+            );
+        }
         let plain = Request::builder().uri("/xmpp-websocket").body(()).unwrap();
+        let refusal = websocket_handshake(&plain).unwrap_err();
+        let r = refusal.response();
+        assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(r.headers()["upgrade"], "websocket");
+        assert_eq!(r.headers()["sec-websocket-version"], "13");
         assert_eq!(
-            websocket_handshake(&plain).unwrap_err().status(),
-            StatusCode::UPGRADE_REQUIRED
+            HandshakeRefusal::NotXmpp.response().status(),
+            StatusCode::BAD_REQUEST
         );
     }
 
+    /// XEP-0156: only TLS `[websocket]` listeners are announced.
     #[test]
-    fn websocket_url_follows_the_base() {
-        let ex = Arc::new(Executor::new());
-        let mut http = Http {
-            base_url: default_base_url("kitchen.local", 5443),
+    fn websocket_listener_urls_are_wss_only() {
+        assert_eq!(
+            websocket_listener_url("kitchen.local", 5281, true).as_deref(),
+            Some("wss://kitchen.local:5281/xmpp-websocket")
+        );
+        assert_eq!(websocket_listener_url("kitchen.local", 5280, false), None);
+    }
+
+    /// The listener's own endpoint first, then the `[websocket]` listeners', in both
+    /// documents.
+    #[test]
+    fn host_meta_lists_this_port_first() {
+        let mut http = http("https://kitchen.local:5443");
+        http.websocket_listener_urls = vec!["wss://kitchen.local:5281/xmpp-websocket".into()];
+        let body = |r: Response<Body>| {
+            let bytes = smol::block_on(r.into_body().collect()).unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let xrd = body(host_meta(&http, false));
+        let first = xrd.find("wss://kitchen.local:5443/xmpp-websocket").unwrap();
+        let second = xrd.find("wss://kitchen.local:5281/xmpp-websocket").unwrap();
+        assert!(first < second, "{xrd}");
+        assert_eq!(xrd.matches("<Link ").count(), 2, "{xrd}");
+        let json = body(host_meta(&http, true));
+        assert_eq!(
+            json,
+            "{\"links\":[\
+             {\"rel\":\"urn:xmpp:alt-connections:websocket\",\
+             \"href\":\"wss://kitchen.local:5443/xmpp-websocket\"},\
+             {\"rel\":\"urn:xmpp:alt-connections:websocket\",\
+             \"href\":\"wss://kitchen.local:5281/xmpp-websocket\"}]}\n"
+        );
+    }
+
+    fn http(base_url: &str) -> Http {
+        Http {
+            base_url: base_url.into(),
             uploads: None,
+            websocket_listener_urls: Vec::new(),
             admission: Admission::new(super::super::limits::ConnectionLimits {
                 max_total: 1,
                 max_per_address: 1,
                 per_address_per_minute: 1,
                 burst_per_address: 1,
             }),
-            ex,
-        };
+            ex: Arc::new(Executor::new()),
+        }
+    }
+
+    #[test]
+    fn websocket_url_follows_the_base() {
+        let mut http = http(&default_base_url("kitchen.local", 5443));
         assert_eq!(
             http.websocket_url(),
             "wss://kitchen.local:5443/xmpp-websocket"
