@@ -15,9 +15,10 @@
 # function executed (not a sample). Its counters are dumped once 3 s after the server
 # listens (start-up) and again at exit, after hearth-load has driven each benchmark
 # scenario (idle, logins with each SASL mechanism and both TLS modes, chat, presence,
-# offline) at small sizes. valgrind's emulated CPU lacks some instructions (SHA-NI,
-# ADX), so libraries pick other code paths than on real hardware; when `perf` works, a
-# second, native run of the same load is sampled and the functions seen there are added.
+# offline, a group chat room, a photo upload) at small sizes. valgrind's emulated CPU
+# lacks some instructions (SHA-NI, ADX), so libraries pick other code paths than on real
+# hardware; when `perf` works, a second, native run of the same load is sampled and the
+# functions seen there are added.
 #
 # The script lists each function twice: by its exact symbol name, and by a pattern with
 # the toolchain-specific parts (legacy mangling's hash, v0 crate disambiguators)
@@ -49,7 +50,7 @@ log "building an unstripped release hearth and hearth-load"
 BIN="$TARGET_DIR/release/hearth"
 LOAD="$TARGET_DIR/release/hearth-load"
 
-sed -e "s#@WORK@#$WORK#; s#@PORT@#$PORT#" \
+sed -e "s#@WORK@#$WORK#; s#@PORT@#$PORT#; s#@HTTPPORT@#$((PORT + 5))#" \
     -e "s#^direct_tls_listen = \[\]#direct_tls_listen = [\"127.0.0.1:$((PORT + 1))\"]#" \
     "$ROOT/bench/peers/hearth.toml" >"$WORK/hearth.toml"
 printf 'allow_root = true\n' | sed -i '/^mdns = false/r /dev/stdin' "$WORK/hearth.toml"
@@ -81,6 +82,8 @@ drive() {
     "$LOAD" chat -p 5 -w 4 -d 3 --warmup 1 "${a[@]}"
     "$LOAD" presence -g 4 -r 5 -d 3 --warmup 1 -c 5 --user-pattern 'pres{}' "${a[@]}"
     "$LOAD" offline -m 200 --senders 2 --recipients 5 -w 8 -c 5 --user-pattern 'off{}' "${a[@]}"
+    "$LOAD" muc --occupants 10 -m 100 --senders 2 "${a[@]}"
+    "$LOAD" upload --bytes 2000000 --runs 1 "${a[@]}"
 }
 
 # The first start makes the certificate, which later starts only load.
