@@ -330,7 +330,7 @@ fn the_service_is_discoverable() {
 /// one occupant fanned out to five, each reader on its own thread; prints messages
 /// delivered per second.
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --ignored --nocapture"]
 fn groupchat_fanout_rate() {
     const N: usize = 2000;
     const READERS: usize = 5;
@@ -443,7 +443,7 @@ fn an_invitation_waits_for_someone_offline() {
 /// before and after one account makes 190 rooms (200 is `max_rooms`; 20 per account by
 /// default, so ten accounts make 19 each) and fills each with 20 lines of history.
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --ignored --nocapture"]
 fn memory_per_room() {
     let rss = |pid: u32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -1016,7 +1016,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// the same number of direct-TLS TCP sessions (run with `--ignored --nocapture`; the
 /// test binary's hearth is a debug build, so absolute numbers are above release ones).
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --ignored --nocapture"]
 fn idle_session_memory() {
     const N: usize = 100;
     let port = common::free_port();
@@ -1099,7 +1099,7 @@ fn cpu_secs(pid: u32) -> f64 {
 /// A figure, not a check: the server's CPU time for N messages a client sends to itself,
 /// over wss:// and over STARTTLS (run with `--ignored --nocapture`; a debug build).
 #[test]
-#[ignore]
+#[ignore = "a measurement: run with --ignored --nocapture"]
 fn message_cpu_cost() {
     const N: usize = 5000;
     let port = common::free_port();
