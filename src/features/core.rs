@@ -54,7 +54,7 @@ impl Module for Core {
                 title: "An XMPP Subprotocol for WebSocket",
                 version: "",
                 status: Status::Complete,
-                note: "for web clients: `[websocket] listen` (wss://, or ws:// from loopback behind a proxy); one element per message, the c2s limits; no `see-other-uri`",
+                note: "for web clients: `/xmpp-websocket` on the HTTPS listener (port 5443), and `[websocket] listen` (wss://, or ws:// from loopback behind a proxy); one element per message, the c2s limits; no `see-other-uri`",
             },
             Spec {
                 doc: Doc::Xep(368),

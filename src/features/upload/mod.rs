@@ -435,7 +435,7 @@ impl Module for Upload {
                 title: "Discovering Alternative XMPP Connection Methods",
                 version: "1.4.0",
                 status: Status::Partial,
-                note: "host-meta (XRD) and host-meta.json on the HTTPS listener, naming the RFC 7395 WebSocket endpoint; no BOSH",
+                note: "host-meta (XRD) and host-meta.json on the HTTPS listener, naming the RFC 7395 WebSocket endpoints (the HTTPS listener's first, then the `[websocket]` ports); no BOSH",
             },
         ]
     }
