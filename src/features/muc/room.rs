@@ -643,6 +643,12 @@ impl Room {
         })
     }
 
+    /// `fx` with the error reply to `request` added: what a refused request returns.
+    fn refused(&self, mut fx: Effects, to: &Jid, request: &Element, e: StanzaError) -> Effects {
+        fx.out.extend(self.error_out(to, request, e));
+        fx
+    }
+
     /// Presence from `real` to `room/nick` (§7.2 join, §7.6 nick change, §7.14 leave,
     /// presence updates). `created` says the room was made by this presence (§10.1).
     pub fn presence(
@@ -676,12 +682,12 @@ impl Room {
             return fx;
         }
         if nick.len() > MAX_NICK_BYTES {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::NotAcceptable).with_text("that nickname is too long"),
-            ));
-            return fx;
+            );
         }
         let mut presence = Element::new("presence", ns::CLIENT);
         for c in el.children() {
@@ -938,12 +944,12 @@ impl Room {
         let mut fx = Effects::default();
         let real_jid = Jid::from(real.clone());
         if self.occupant_by_nick(nick).is_some() {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::Conflict).with_text("that nickname is in use"),
-            ));
-            return fx;
+            );
         }
         let old = self.occupants[i].clone();
         // 303 with the new nick, as unavailable from the old one.
@@ -1040,24 +1046,22 @@ impl Room {
             {
                 return self.voice_request(real, el, &form);
             }
-            fx.out.extend(
-                self.error_out(
-                    &real_jid,
-                    el,
-                    err(StanzaCondition::BadRequest)
-                        .with_text("messages to a room are of type groupchat"),
-                ),
+            return self.refused(
+                fx,
+                &real_jid,
+                el,
+                err(StanzaCondition::BadRequest)
+                    .with_text("messages to a room are of type groupchat"),
             );
-            return fx;
         }
         // §7.4: only occupants speak, visitors not in a moderated room.
         let Some(i) = self.occupant_of(real) else {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::NotAcceptable).with_text("only occupants may speak here"),
-            ));
-            return fx;
+            );
         };
         let role = self.occupants[i].role;
         let has_body = el.get_child("body", ns::CLIENT).is_some();
@@ -1068,24 +1072,22 @@ impl Room {
             let allowed = role == Role::Moderator
                 || (self.config.change_subject && role >= Role::Participant);
             if !allowed {
-                fx.out.extend(
-                    self.error_out(
-                        &real_jid,
-                        el,
-                        err(StanzaCondition::Forbidden)
-                            .with_text("you may not change the subject of this room"),
-                    ),
+                return self.refused(
+                    fx,
+                    &real_jid,
+                    el,
+                    err(StanzaCondition::Forbidden)
+                        .with_text("you may not change the subject of this room"),
                 );
-                return fx;
             }
             let text = subject.text();
             if text.len() > MAX_SUBJECT_BYTES {
-                fx.out.extend(self.error_out(
+                return self.refused(
+                    fx,
                     &real_jid,
                     el,
                     err(StanzaCondition::NotAcceptable).with_text("the subject is too long"),
-                ));
-                return fx;
+                );
             }
             let nick = self.occupants[i].nick.clone();
             self.subject = Some((nick, text));
@@ -1096,12 +1098,12 @@ impl Room {
             return fx;
         }
         if role < Role::Participant {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::Forbidden).with_text("visitors may not speak here"),
-            ));
-            return fx;
+            );
         }
         self.broadcast_message(i, el, now, has_body, &mut fx);
         fx
@@ -1176,12 +1178,12 @@ impl Room {
         let mut fx = Effects::default();
         let real_jid = Jid::from(real.clone());
         let Some(i) = self.occupant_of(real) else {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::NotAcceptable).with_text("only occupants ask for voice"),
-            ));
-            return fx;
+            );
         };
         let role = self.occupants[i].role;
         if role == Role::Moderator {
@@ -1255,12 +1257,12 @@ impl Room {
         let room = self.room_jid();
         if let Some(decline) = x.get_child("decline", NS_USER) {
             let Some(to) = decline.attr("to").and_then(|t| Jid::parse(t).ok()) else {
-                fx.out.extend(self.error_out(
+                return self.refused(
+                    fx,
                     &real_jid,
                     el,
                     err(StanzaCondition::BadRequest).with_text("a decline names whom it is for"),
-                ));
-                return fx;
+                );
             };
             let mut d = Element::new("decline", NS_USER).with_attr("from", bare.as_str());
             if let Some(r) = decline.get_child("reason", NS_USER) {
@@ -1281,12 +1283,12 @@ impl Room {
             .take(20)
             .collect();
         if invites.is_empty() {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::BadRequest).with_text("nothing to do with this message"),
-            ));
-            return fx;
+            );
         }
         let aff = self.affiliation(&bare);
         let is_occupant = self.occupant_of(real).is_some();
@@ -1297,21 +1299,21 @@ impl Room {
             is_occupant || aff >= Affiliation::Admin
         };
         if !may {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::Forbidden).with_text("you may not invite to this room"),
-            ));
-            return fx;
+            );
         }
         for inv in invites {
             let Some(to) = inv.attr("to").and_then(|t| Jid::parse(t).ok()) else {
-                fx.out.extend(self.error_out(
+                return self.refused(
+                    fx,
                     &real_jid,
                     el,
                     err(StanzaCondition::JidMalformed).with_text("the invitee's JID is not valid"),
-                ));
-                return fx;
+                );
             };
             // A members-only room makes the invitee a member (§7.8.2), as Prosody does.
             if self.config.members_only
@@ -1358,34 +1360,30 @@ impl Room {
             return fx;
         }
         if ty == Some("groupchat") {
-            fx.out.extend(
-                self.error_out(
-                    &real_jid,
-                    el,
-                    err(StanzaCondition::BadRequest)
-                        .with_text("a private message is not of type groupchat"),
-                ),
+            return self.refused(
+                fx,
+                &real_jid,
+                el,
+                err(StanzaCondition::BadRequest)
+                    .with_text("a private message is not of type groupchat"),
             );
-            return fx;
         }
         let Some(i) = self.occupant_of(real) else {
-            fx.out.extend(
-                self.error_out(
-                    &real_jid,
-                    el,
-                    err(StanzaCondition::NotAcceptable)
-                        .with_text("only occupants may send private messages"),
-                ),
+            return self.refused(
+                fx,
+                &real_jid,
+                el,
+                err(StanzaCondition::NotAcceptable)
+                    .with_text("only occupants may send private messages"),
             );
-            return fx;
         };
         let Some(t) = self.occupant_by_nick(nick) else {
-            fx.out.extend(self.error_out(
+            return self.refused(
+                fx,
                 &real_jid,
                 el,
                 err(StanzaCondition::ItemNotFound).with_text("nobody has that nickname here"),
-            ));
-            return fx;
+            );
         };
         let from = self.occupant_jid(&self.occupants[i].nick);
         for s in &self.occupants[t].sessions {
